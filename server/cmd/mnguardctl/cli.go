@@ -1,0 +1,504 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// usageError is a mistake in the command line. It exits with status 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// app is one run of mnguardctl, with everything it touches outside itself.
+type app struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	// dial connects to the admin API; tests replace it.
+	dial func(connConfig) (*connection, error)
+	now  func() time.Time
+	// loc is the time zone of times in table and CSV output.
+	loc *time.Location
+}
+
+// run runs mnguardctl with args (without the program name) and returns the
+// exit status: 0 on success, 2 for a usage error, 1 for any other failure,
+// which it reports as one line on stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	a := &app{
+		stdout: stdout,
+		stderr: stderr,
+		getenv: getenv,
+		dial:   dialAdmin,
+		now:    time.Now,
+		loc:    time.Local,
+	}
+	return a.run(ctx, args)
+}
+
+func (a *app) run(ctx context.Context, args []string) int {
+	err := a.exec(ctx, args)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(a.stderr, "mnguardctl: %s\n", oneLine(err.Error()))
+	if errors.As(err, new(usageError)) {
+		return 2
+	}
+	return 1
+}
+
+func (a *app) exec(ctx context.Context, args []string) error {
+	opts, pos, err := parseArgs(args)
+	if err != nil {
+		return usagef("bad command line: %v (see 'mnguardctl help')", err)
+	}
+	if len(pos) > 0 && pos[0] == "help" {
+		return a.help(pos[1:])
+	}
+	if opts.help {
+		return a.help(pos)
+	}
+	if len(pos) == 0 {
+		return usagef("missing command: run 'mnguardctl help' for the list")
+	}
+	cmd, rest, err := lookup(pos)
+	if err != nil {
+		return err
+	}
+	if err := cmd.check(opts, rest); err != nil {
+		return err
+	}
+	format, err := resolveFormat(opts, a.getenv)
+	if err != nil {
+		return err
+	}
+	inv := &invocation{app: a, cmd: cmd, opts: opts, args: rest, format: format}
+	// Output is written only once the command succeeded, so a failure never
+	// leaves half a table or a truncated JSON document on stdout.
+	var out bytes.Buffer
+	if err := cmd.run(ctx, inv, &out); err != nil {
+		return err
+	}
+	if _, err := a.stdout.Write(out.Bytes()); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}
+
+// invocation is a parsed command line about to run.
+type invocation struct {
+	*app
+	cmd    *command
+	opts   *options
+	args   []string
+	format string
+}
+
+// connect resolves the connection settings and dials the admin API. The
+// caller closes the connection.
+func (inv *invocation) connect() (*connection, error) {
+	cfg, err := resolveConn(inv.opts, inv.getenv)
+	if err != nil {
+		return nil, err
+	}
+	return inv.dial(cfg)
+}
+
+// Output formats.
+const (
+	formatTable = "table"
+	formatJSON  = "json"
+	formatCSV   = "csv"
+)
+
+func resolveFormat(o *options, getenv func(string) string) (string, error) {
+	f, from := o.output.or(getenv, "MNGUARD_OUTPUT", "--output")
+	switch strings.ToLower(f) {
+	case "", formatTable:
+		return formatTable, nil
+	case formatJSON:
+		return formatJSON, nil
+	case formatCSV:
+		return formatCSV, nil
+	}
+	return "", usagef("invalid output format %q from %s: want table, json or csv", f, from)
+}
+
+// stringFlag is a flag value that remembers whether it was given. Defining it
+// does not reset it, so one options value serves every flag name.
+type stringFlag struct {
+	v   string
+	set bool
+}
+
+func (f *stringFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	return f.v
+}
+
+func (f *stringFlag) Set(s string) error {
+	f.v, f.set = s, true
+	return nil
+}
+
+// or returns the flag's value, or else the environment variable env, and
+// says which of the two (flagName or env) it came from. Flags beat the
+// environment; an empty value counts as not given.
+func (f *stringFlag) or(getenv func(string) string, env, flagName string) (value, from string) {
+	if f.v != "" {
+		return f.v, flagName
+	}
+	if env != "" {
+		if v := getenv(env); v != "" {
+			return v, env
+		}
+	}
+	return "", flagName
+}
+
+// options holds every flag of every command; a command accepts the global
+// flags and its own, see command.check.
+type options struct {
+	// Global flags.
+	server, token, tokenFile, caPin, timeout, output stringFlag
+	help                                             bool
+	// Command flags.
+	reason, ttl, uses, note, terminal, limit, dataDir stringFlag
+
+	// set holds the canonical names of the flags given.
+	set map[string]bool
+}
+
+// globalFlags are accepted by every command, before or after it.
+var globalFlags = []flagDoc{
+	{"server", "HOST:PORT", "address of the collector's admin API", "MNGUARD_SERVER"},
+	{"token-file", "PATH", "file holding the operator API token", "MNGUARD_TOKEN_FILE"},
+	{"token", "TOKEN", "the operator API token (visible to other local users; prefer --token-file)", "MNGUARD_TOKEN"},
+	{"ca-pin", "sha256:HEX", "fingerprint of the collector's CA", "MNGUARD_CA_PIN"},
+	{"timeout", "DURATION", "time limit of each request (default 10s)", "MNGUARD_TIMEOUT"},
+	{"output", "FORMAT", "table, json or csv (default table); -o for short", "MNGUARD_OUTPUT"},
+	{"help", "", "show help; -h for short", ""},
+}
+
+// flagAliases maps short flag names to canonical ones.
+var flagAliases = map[string]string{"o": "output", "h": "help"}
+
+// parseArgs parses flags anywhere on the command line and returns the
+// positional arguments in order. "--" ends the flags.
+func parseArgs(args []string) (*options, []string, error) {
+	o := &options{set: map[string]bool{}}
+	fs := flag.NewFlagSet("mnguardctl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	for name, v := range map[string]*stringFlag{
+		"server": &o.server, "token": &o.token, "token-file": &o.tokenFile,
+		"ca-pin": &o.caPin, "timeout": &o.timeout, "output": &o.output, "o": &o.output,
+		"reason": &o.reason, "ttl": &o.ttl, "uses": &o.uses, "note": &o.note,
+		"terminal": &o.terminal, "limit": &o.limit, "data-dir": &o.dataDir,
+	} {
+		fs.Var(v, name, "")
+	}
+	fs.BoolVar(&o.help, "help", false, "")
+	fs.BoolVar(&o.help, "h", false, "")
+
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if endedByDashDash(args[:len(args)-len(rest)]) {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	fs.Visit(func(f *flag.Flag) {
+		name := f.Name
+		if c, ok := flagAliases[name]; ok {
+			name = c
+		}
+		o.set[name] = true
+	})
+	return o, pos, nil
+}
+
+// endedByDashDash reports whether the flag package stopped after consumed
+// because of a "--" terminator, not because "--" was the value of a flag.
+func endedByDashDash(consumed []string) bool {
+	n := len(consumed)
+	if n == 0 || consumed[n-1] != "--" {
+		return false
+	}
+	if n >= 2 {
+		prev := strings.TrimLeft(consumed[n-2], "-")
+		isFlag := strings.HasPrefix(consumed[n-2], "-") && consumed[n-2] != "--"
+		if isFlag && !strings.Contains(prev, "=") && prev != "h" && prev != "help" {
+			return false // "--" was the value of the flag before it
+		}
+	}
+	return true
+}
+
+// flagDoc describes a flag for help and validation.
+type flagDoc struct {
+	name, arg, doc, env string
+}
+
+// command is one mnguardctl command.
+type command struct {
+	name    string   // words that select it, e.g. "terminals list"
+	args    []string // positional arguments
+	flags   []flagDoc
+	summary string
+	run     func(ctx context.Context, inv *invocation, w *bytes.Buffer) error
+}
+
+func (c *command) usage() string {
+	var b strings.Builder
+	b.WriteString(c.name)
+	for _, a := range c.args {
+		b.WriteString(" " + a)
+	}
+	for _, f := range c.flags {
+		fmt.Fprintf(&b, " [--%s %s]", f.name, f.arg)
+	}
+	return b.String()
+}
+
+// check validates the positional arguments and that every flag given
+// belongs to the global set or to the command.
+func (c *command) check(o *options, args []string) error {
+	for _, name := range slices.Sorted(maps.Keys(o.set)) {
+		if !c.accepts(name) {
+			return usagef("%s: flag --%s does not apply to this command (see 'mnguardctl help %s')", c.name, name, c.name)
+		}
+	}
+	switch {
+	case len(args) < len(c.args):
+		return usagef("%s: missing %s (usage: mnguardctl %s)", c.name, c.args[len(args)], c.usage())
+	case len(args) > len(c.args):
+		return usagef("%s: unexpected argument %q (usage: mnguardctl %s)", c.name, args[len(c.args)], c.usage())
+	}
+	for i, a := range args {
+		if a == "" {
+			return usagef("%s: %s is empty", c.name, c.args[i])
+		}
+	}
+	return nil
+}
+
+func (c *command) accepts(name string) bool {
+	for _, f := range globalFlags {
+		if f.name == name {
+			return true
+		}
+	}
+	for _, f := range c.flags {
+		if f.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+var commands = []*command{
+	{
+		name:    "terminals list",
+		summary: "list enrolled terminals",
+		run:     terminalsList,
+	},
+	{
+		name:    "terminals show",
+		args:    []string{"ID"},
+		summary: "show a terminal and its latest posture",
+		run:     terminalsShow,
+	},
+	{
+		name:    "terminals revoke",
+		args:    []string{"ID"},
+		flags:   []flagDoc{{"reason", "TEXT", "why, for the audit log", ""}},
+		summary: "revoke a terminal's certificates; it must enroll again to report",
+		run:     terminalsRevoke,
+	},
+	{
+		name: "tokens create",
+		flags: []flagDoc{
+			{"ttl", "24h", "lifetime, a Go duration up to 8760h", ""},
+			{"uses", "1", "number of enrollments it allows", ""},
+			{"note", "TEXT", "what it is for", ""},
+		},
+		summary: "create an enrollment token; the token is the first line of table output",
+		run:     tokensCreate,
+	},
+	{
+		name:    "tokens list",
+		summary: "list enrollment tokens",
+		run:     tokensList,
+	},
+	{
+		name: "events list",
+		flags: []flagDoc{
+			{"terminal", "ID", "only this terminal's events", ""},
+			{"limit", "N", "at most N events, newest first (default 100, at most 10000)", ""},
+		},
+		summary: "list recent events, newest first",
+		run:     eventsList,
+	},
+	{
+		name:    "ca pin",
+		flags:   []flagDoc{{"data-dir", "DIR", "read DIR/ca.crt locally instead of asking the server", ""}},
+		summary: "print the CA pin that agents and mnguardctl use to trust the collector",
+		run:     caPin,
+	},
+	{
+		name:    "whoami",
+		summary: "show the operator and role of the API token, and the server's version",
+		run:     whoami,
+	},
+	{
+		name:    "version",
+		summary: "print the version of mnguardctl",
+		run:     printVersion,
+	},
+}
+
+// lookup finds the command named by the first positional arguments and
+// returns it with the remaining arguments.
+func lookup(pos []string) (*command, []string, error) {
+	for _, c := range commands {
+		words := strings.Fields(c.name)
+		if len(pos) >= len(words) && equalWords(pos[:len(words)], words) {
+			return c, pos[len(words):], nil
+		}
+	}
+	if subs := subcommands(pos[0]); len(subs) > 0 {
+		if len(pos) == 1 {
+			return nil, nil, usagef("%s: missing subcommand: want %s", pos[0], orList(subs))
+		}
+		return nil, nil, usagef("%s: unknown subcommand %q: want %s", pos[0], pos[1], orList(subs))
+	}
+	return nil, nil, usagef("unknown command %q: run 'mnguardctl help' for the list", pos[0])
+}
+
+func equalWords(a, b []string) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// subcommands returns the subcommands of a command group such as
+// "terminals", or nil.
+func subcommands(group string) []string {
+	var subs []string
+	for _, c := range commands {
+		if g, sub, ok := strings.Cut(c.name, " "); ok && g == group {
+			subs = append(subs, sub)
+		}
+	}
+	return subs
+}
+
+func orList(words []string) string {
+	switch len(words) {
+	case 0:
+		return ""
+	case 1:
+		return words[0]
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
+
+const intro = `mnguardctl is the operator CLI of mnguard. It talks to the collector's admin
+API over TLS, trusting only the CA whose pin is given, with an operator API token.
+`
+
+// help prints help on topic (a command, a command group, or nothing for all)
+// to stdout.
+func (a *app) help(topic []string) error {
+	var b bytes.Buffer
+	switch {
+	case len(topic) == 0:
+		b.WriteString(intro)
+		b.WriteString("\nUsage:\n  mnguardctl [flags] COMMAND [flags]\n\nCommands:\n")
+		for _, c := range commands {
+			writeCommandLine(&b, c)
+		}
+		b.WriteString("  help [COMMAND]\n      show help\n")
+	default:
+		var matched []*command
+		prefix := strings.Join(topic, " ")
+		for _, c := range commands {
+			if c.name == prefix || strings.HasPrefix(c.name, prefix+" ") {
+				matched = append(matched, c)
+			}
+		}
+		if len(matched) == 0 {
+			return usagef("help: unknown command %q: run 'mnguardctl help' for the list", prefix)
+		}
+		b.WriteString("Usage:\n")
+		for _, c := range matched {
+			fmt.Fprintf(&b, "  mnguardctl %s\n      %s\n", c.usage(), c.summary)
+			for _, f := range c.flags {
+				fmt.Fprintf(&b, "      --%s %s: %s\n", f.name, f.arg, f.doc)
+			}
+		}
+	}
+	b.WriteString("\nFlags (before or after the command):\n")
+	for _, f := range globalFlags {
+		arg := ""
+		if f.arg != "" {
+			arg = " " + f.arg
+		}
+		env := ""
+		if f.env != "" {
+			env = " [$" + f.env + "]"
+		}
+		fmt.Fprintf(&b, "  --%s%s\n      %s%s\n", f.name, arg, f.doc, env)
+	}
+	b.WriteString("\nFlags beat environment variables. Give --token or --token-file, not both.\n")
+	if len(topic) == 0 {
+		b.WriteString(`
+Examples:
+  export MNGUARD_SERVER=collector.example:8443 MNGUARD_CA_PIN=sha256:... MNGUARD_TOKEN_FILE=~/.mnguard-token
+  mnguardctl terminals list
+  mnguardctl tokens create --ttl 2h --uses 5 --note "new PCs, 2nd floor"
+  mnguardctl events list --terminal ID --limit 20 -o csv > events.csv
+  mnguardctl ca pin --data-dir /var/lib/mnguard    (on the collector)
+`)
+	}
+	_, err := a.stdout.Write(b.Bytes())
+	return err
+}
+
+func writeCommandLine(b *bytes.Buffer, c *command) {
+	fmt.Fprintf(b, "  %s\n      %s\n", c.usage(), c.summary)
+}
+
+// oneLine makes s fit on one line of stderr.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

@@ -1,0 +1,509 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mnguard/mnguard/internal/pki"
+	"github.com/mnguard/mnguard/internal/version"
+	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
+)
+
+// Limits of the requests, as the server enforces them.
+const (
+	defaultTokenTTL = 24 * time.Hour
+	maxTokenTTL     = 8760 * time.Hour
+	maxEventLimit   = 10000
+)
+
+func terminalsList(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
+	c, err := inv.connect()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	resp, err := call(ctx, c, "list terminals", c.client.ListTerminals, &mnguardv1.ListTerminalsRequest{})
+	if err != nil {
+		return err
+	}
+	if inv.format == formatJSON {
+		return writeProtoJSON(w, resp)
+	}
+	return writeList(w, inv.format, inv.terminalColumns(), resp.GetTerminals())
+}
+
+func (inv *invocation) terminalColumns() []column[*mnguardv1.Terminal] {
+	type T = *mnguardv1.Terminal
+	return []column[T]{
+		{"ID", "id", func(t T) string { return t.GetId() }, nil},
+		{"HOSTNAME", "hostname", func(t T) string { return t.GetHost().GetHostname() }, nil},
+		{"OS", "", func(t T) string { return platformText(t.GetHost()) }, nil},
+		{"", "os", nil, func(t T) string { return t.GetHost().GetOs() }},
+		{"", "platform", nil, func(t T) string { return t.GetHost().GetPlatform() }},
+		{"", "platform_version", nil, func(t T) string { return t.GetHost().GetPlatformVersion() }},
+		{"STATE", "state", func(t T) string { return stateText(t.GetState()) }, nil},
+		{"", "enrolled_at", nil, func(t T) string { return inv.timeText(t.GetEnrolledAt()) }},
+		{"LAST SEEN", "last_seen_at", func(t T) string { return inv.lastSeen(t) }, func(t T) string { return inv.timeText(t.GetLastSeenAt()) }},
+		{"AGENT", "agent_version", func(t T) string { return t.GetHost().GetAgentVersion() }, nil},
+		{"CERT EXPIRES", "certificate_not_after", func(t T) string { return inv.timeText(t.GetCertificateNotAfter()) }, nil},
+		{"", "revoked_at", nil, func(t T) string { return inv.timeText(t.GetRevokedAt()) }},
+	}
+}
+
+func (inv *invocation) lastSeen(t *mnguardv1.Terminal) string {
+	if t.GetLastSeenAt() == nil {
+		return "never"
+	}
+	return inv.timeRel(t.GetLastSeenAt())
+}
+
+// platformText is "debian 12", or the OS family when the platform is not
+// known.
+func platformText(h *mnguardv1.HostFacts) string {
+	if h.GetPlatform() == "" {
+		return h.GetOs()
+	}
+	return strings.TrimSpace(h.GetPlatform() + " " + h.GetPlatformVersion())
+}
+
+func stateText(s mnguardv1.TerminalState) string {
+	switch s {
+	case mnguardv1.TerminalState_TERMINAL_STATE_ACTIVE:
+		return "active"
+	case mnguardv1.TerminalState_TERMINAL_STATE_REVOKED:
+		return "revoked"
+	}
+	return "unknown"
+}
+
+func terminalsShow(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
+	c, err := inv.connect()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	id := inv.args[0]
+	resp, err := call(ctx, c, "show terminal "+id, c.client.GetTerminal, &mnguardv1.GetTerminalRequest{Id: id})
+	if err != nil {
+		return err
+	}
+	if inv.format == formatJSON {
+		return writeProtoJSON(w, resp)
+	}
+	return writeFields(w, inv.format, inv.terminalFields(resp.GetTerminal()))
+}
+
+func (inv *invocation) terminalFields(t *mnguardv1.Terminal) []field {
+	h := t.GetHost()
+	lastSeen := inv.timeField("last_seen_at", "Last seen", t.GetLastSeenAt())
+	if t.GetLastSeenAt() == nil {
+		lastSeen.value = "never"
+	}
+	n := uint64(t.GetPostureHistoryCount())
+	fs := []field{
+		kv("id", "ID", t.GetId()),
+		kv("hostname", "Hostname", h.GetHostname()),
+		kv("os", "OS", h.GetOs()),
+		{key: "platform", label: "Platform", value: platformText(h), raw: h.GetPlatform()},
+		kv("platform_version", "", h.GetPlatformVersion()),
+		kv("kernel_version", "Kernel", h.GetKernelVersion()),
+		kv("arch", "Arch", h.GetArch()),
+		kv("machine_id", "Machine ID", h.GetMachineId()),
+		kv("agent_version", "Agent version", h.GetAgentVersion()),
+		kv("state", "State", stateText(t.GetState())),
+		inv.timeField("enrolled_at", "Enrolled", t.GetEnrolledAt()),
+		lastSeen,
+		inv.timeField("revoked_at", "Revoked", t.GetRevokedAt()),
+		kv("certificate_serial", "Certificate serial", t.GetCertificateSerial()),
+		inv.timeField("certificate_not_after", "Certificate expires", t.GetCertificateNotAfter()),
+		inv.timeField("posture_received_at", "Posture received", t.GetPostureReceivedAt()),
+		{key: "posture_history_count", label: "Posture history", value: plural(n, "snapshot", "snapshots"), raw: strconv.FormatUint(n, 10)},
+	}
+	if t.GetPosture() == nil {
+		return append(fs, field{label: "Posture", value: "none reported"})
+	}
+	return append(fs, field{label: "Posture", sub: inv.postureFields(t.GetPosture())})
+}
+
+func (inv *invocation) postureFields(p *mnguardv1.Posture) []field {
+	up := p.GetUptimeSeconds()
+	mem := p.GetMemoryTotalBytes()
+	fs := []field{
+		inv.timeField("posture.collected_at", "Collected", p.GetCollectedAt()),
+		inv.timeField("posture.boot_time", "Boot time", p.GetBootTime()),
+		{key: "posture.uptime_seconds", label: "Uptime", value: longDuration(time.Duration(up) * time.Second), raw: strconv.FormatUint(up, 10)},
+		kv("posture.cpu_count", "CPUs", strconv.FormatUint(uint64(p.GetCpuCount()), 10)),
+		kv("posture.cpu_model", "CPU model", p.GetCpuModel()),
+		{key: "posture.memory_total_bytes", label: "Memory", value: humanBytes(mem), raw: strconv.FormatUint(mem, 10)},
+		kv("posture.agent_version", "Agent version", p.GetAgentVersion()),
+		kv("posture.policy_version", "Policy version", p.GetPolicyVersion()),
+	}
+
+	ifaces := field{label: "Interfaces"}
+	if len(p.GetInterfaces()) == 0 {
+		ifaces.value = "none"
+	}
+	for i, n := range p.GetInterfaces() {
+		prefix := fmt.Sprintf("posture.interfaces.%d.", i)
+		addrs := strings.Join(n.GetAddrs(), ", ")
+		if addrs == "" {
+			addrs = "no address"
+		}
+		ifaces.sub = append(ifaces.sub, field{label: n.GetName(), value: addrs, sub: []field{
+			kv(prefix+"name", "", n.GetName()),
+			kv(prefix+"addrs", "", strings.Join(n.GetAddrs(), " ")),
+			kv(prefix+"hardware_addr", "MAC", n.GetHardwareAddr()),
+			{key: prefix + "flags", label: "Flags", value: strings.Join(n.GetFlags(), ", "), raw: strings.Join(n.GetFlags(), " ")},
+			kv(prefix+"mtu", "MTU", strconv.FormatUint(uint64(n.GetMtu()), 10)),
+		}})
+	}
+	fs = append(fs, ifaces)
+
+	usb := field{label: "USB devices"}
+	if len(p.GetUsbDevices()) == 0 {
+		usb.value = "none"
+	}
+	for i, d := range p.GetUsbDevices() {
+		prefix := fmt.Sprintf("posture.usb_devices.%d.", i)
+		serial := field{key: prefix + "serial", label: "Serial", value: d.GetSerial(), raw: d.GetSerial()}
+		if serial.value == "" {
+			serial.value = "none (cannot be told apart from its twins)"
+		}
+		var classes []string
+		for _, in := range d.GetInterfaces() {
+			classes = append(classes, usbInterfaceText(in))
+		}
+		usb.sub = append(usb.sub, field{
+			label: orUnknown(d.GetVendorId()) + ":" + orUnknown(d.GetProductId()),
+			value: strings.TrimSpace(d.GetManufacturer() + " " + d.GetProduct()),
+			sub: []field{
+				kv(prefix+"vendor_id", "", d.GetVendorId()),
+				kv(prefix+"product_id", "", d.GetProductId()),
+				kv(prefix+"manufacturer", "", d.GetManufacturer()),
+				kv(prefix+"product", "", d.GetProduct()),
+				serial,
+				{key: prefix + "bus", label: "Bus", value: fmt.Sprintf("%d, address %d", d.GetBus(), d.GetAddress()), raw: strconv.FormatUint(uint64(d.GetBus()), 10)},
+				kv(prefix+"address", "", strconv.FormatUint(uint64(d.GetAddress()), 10)),
+				kv(prefix+"device_class", "", strconv.FormatUint(uint64(d.GetDeviceClass()), 10)),
+				{key: prefix + "interfaces", label: "Interfaces", value: strings.Join(classes, ", "), raw: strings.Join(classes, "; ")},
+			},
+		})
+	}
+	fs = append(fs, usb)
+	if e := p.GetUsbInventoryError(); e != "" {
+		fs = append(fs, kv("posture.usb_inventory_error", "USB inventory error", e))
+	}
+	return fs
+}
+
+// usbInterfaceText is "mass-storage (08/06/50)": class name, then class,
+// subclass and protocol in hex.
+func usbInterfaceText(in *mnguardv1.UsbInterface) string {
+	name := in.GetClassName()
+	if name == "" {
+		name = "class"
+	}
+	return fmt.Sprintf("%s (%02x/%02x/%02x)", name, in.GetClass(), in.GetSubclass(), in.GetProtocol())
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "????"
+	}
+	return s
+}
+
+func terminalsRevoke(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
+	c, err := inv.connect()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	id := inv.args[0]
+	resp, err := call(ctx, c, "revoke terminal "+id, c.client.RevokeTerminal,
+		&mnguardv1.RevokeTerminalRequest{Id: id, Reason: inv.opts.reason.v})
+	if err != nil {
+		return err
+	}
+	switch inv.format {
+	case formatJSON:
+		return writeProtoJSON(w, resp)
+	case formatCSV:
+		return writeList(w, inv.format, inv.terminalColumns(), []*mnguardv1.Terminal{resp.GetTerminal()})
+	}
+	t := resp.GetTerminal()
+	what := t.GetId()
+	if t.GetId() == "" {
+		what = id
+	}
+	if h := t.GetHost().GetHostname(); h != "" {
+		what += " (" + h + ")"
+	}
+	fmt.Fprintf(w, "revoked terminal %s: it must enroll again to report\n", sanitize(what))
+	return nil
+}
+
+// tokenRequest validates the flags of tokens create.
+func tokenRequest(o *options) (*mnguardv1.CreateEnrollmentTokenRequest, error) {
+	ttl := defaultTokenTTL
+	if o.ttl.set {
+		d, err := time.ParseDuration(o.ttl.v)
+		switch {
+		case err != nil:
+			return nil, usagef("tokens create: invalid --ttl %q: want a duration such as 24h or 90m", o.ttl.v)
+		case d <= 0:
+			return nil, usagef("tokens create: invalid --ttl %q: must be positive", o.ttl.v)
+		case d < time.Second:
+			return nil, usagef("tokens create: invalid --ttl %q: must be at least 1s", o.ttl.v)
+		case d > maxTokenTTL:
+			return nil, usagef("tokens create: invalid --ttl %q: must be at most 8760h (a year)", o.ttl.v)
+		}
+		ttl = d
+	}
+	uses := uint64(1)
+	if o.uses.set {
+		n, err := strconv.ParseUint(o.uses.v, 10, 32)
+		if err != nil || n < 1 {
+			return nil, usagef("tokens create: invalid --uses %q: want a whole number, at least 1", o.uses.v)
+		}
+		uses = n
+	}
+	return &mnguardv1.CreateEnrollmentTokenRequest{
+		TtlSeconds: uint32(ttl / time.Second),
+		Uses:       uint32(uses),
+		Note:       o.note.v,
+	}, nil
+}
+
+func tokensCreate(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
+	req, err := tokenRequest(inv.opts)
+	if err != nil {
+		return err
+	}
+	c, err := inv.connect()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	resp, err := call(ctx, c, "create enrollment token", c.client.CreateEnrollmentToken, req)
+	if err != nil {
+		return err
+	}
+	switch inv.format {
+	case formatJSON:
+		return writeProtoJSON(w, resp)
+	case formatCSV:
+		type T = *mnguardv1.CreateEnrollmentTokenResponse
+		return writeList(w, inv.format, []column[T]{
+			{"", "token", nil, func(t T) string { return t.GetToken() }},
+			{"", "id", nil, func(t T) string { return t.GetId() }},
+			{"", "expires_at", nil, func(t T) string { return inv.timeText(t.GetExpiresAt()) }},
+			{"", "uses", nil, func(t T) string { return strconv.FormatUint(uint64(t.GetUses()), 10) }},
+		}, []T{resp})
+	}
+	// The bare token first, alone on its line, to copy or pipe.
+	fmt.Fprintln(w, sanitize(resp.GetToken()))
+	fmt.Fprintf(w, "expires %s, %s\n", inv.timeRel(resp.GetExpiresAt()), plural(uint64(resp.GetUses()), "use", "uses"))
+	fmt.Fprintf(w, "id %s; the token itself is not shown again\n", sanitize(resp.GetId()))
+	return nil
+}
+
+func tokensList(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
+	c, err := inv.connect()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	resp, err := call(ctx, c, "list enrollment tokens", c.client.ListEnrollmentTokens, &mnguardv1.ListEnrollmentTokensRequest{})
+	if err != nil {
+		return err
+	}
+	if inv.format == formatJSON {
+		return writeProtoJSON(w, resp)
+	}
+	type T = *mnguardv1.EnrollmentToken
+	u := func(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
+	return writeList(w, inv.format, []column[T]{
+		{"ID", "id", func(t T) string { return t.GetId() }, nil},
+		{"CREATED", "created_at", func(t T) string { return inv.timeText(t.GetCreatedAt()) }, nil},
+		{"EXPIRES", "expires_at", func(t T) string { return inv.timeText(t.GetExpiresAt()) }, nil},
+		{"USES LEFT", "", func(t T) string { return u(t.GetUsesLeft()) + " of " + u(t.GetUses()) }, nil},
+		{"", "uses", nil, func(t T) string { return u(t.GetUses()) }},
+		{"", "uses_left", nil, func(t T) string { return u(t.GetUsesLeft()) }},
+		{"STATUS", "status", func(t T) string { return inv.tokenStatus(t) }, nil},
+		{"CREATED BY", "created_by", func(t T) string { return t.GetCreatedBy() }, nil},
+		{"NOTE", "note", func(t T) string { return t.GetNote() }, nil},
+	}, resp.GetTokens())
+}
+
+func (inv *invocation) tokenStatus(t *mnguardv1.EnrollmentToken) string {
+	switch {
+	case t.GetExpiresAt() != nil && !inv.now().Before(t.GetExpiresAt().AsTime()):
+		return "expired"
+	case t.GetUsesLeft() == 0:
+		return "used up"
+	}
+	return "valid"
+}
+
+// eventsRequest validates the flags of events list.
+func eventsRequest(o *options) (*mnguardv1.ListEventsRequest, error) {
+	req := &mnguardv1.ListEventsRequest{TerminalId: o.terminal.v}
+	if o.limit.set {
+		n, err := strconv.ParseUint(o.limit.v, 10, 32)
+		if err != nil || n < 1 || n > maxEventLimit {
+			return nil, usagef("events list: invalid --limit %q: want a whole number from 1 to %d", o.limit.v, maxEventLimit)
+		}
+		req.Limit = uint32(n)
+	}
+	return req, nil
+}
+
+func eventsList(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
+	req, err := eventsRequest(inv.opts)
+	if err != nil {
+		return err
+	}
+	c, err := inv.connect()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	resp, err := call(ctx, c, "list events", c.client.ListEvents, req)
+	if err != nil {
+		return err
+	}
+	if inv.format == formatJSON {
+		return writeProtoJSON(w, resp)
+	}
+	type T = *mnguardv1.StoredEvent
+	return writeList(w, inv.format, []column[T]{
+		{"TIME", "time", func(e T) string { return inv.eventTime(e) }, nil},
+		{"TERMINAL", "terminal_id", func(e T) string { return e.GetTerminalId() }, nil},
+		{"SEQ", "seq", func(e T) string { return strconv.FormatUint(e.GetEvent().GetSeq(), 10) }, nil},
+		{"TYPE", "type", func(e T) string { return e.GetEvent().GetType() }, nil},
+		{"SEVERITY", "severity", func(e T) string { return severityText(e.GetEvent().GetSeverity()) }, nil},
+		{"MESSAGE", "message", func(e T) string { return e.GetEvent().GetMessage() }, nil},
+		{"", "attributes", nil, func(e T) string { return attributesText(e.GetEvent().GetAttributes()) }},
+		{"", "received_at", nil, func(e T) string { return inv.timeText(e.GetReceivedAt()) }},
+	}, resp.GetEvents())
+}
+
+// eventTime is when the event happened on the terminal, or else when the
+// server received it.
+func (inv *invocation) eventTime(e *mnguardv1.StoredEvent) string {
+	if t := e.GetEvent().GetTime(); t != nil {
+		return inv.timeText(t)
+	}
+	return inv.timeText(e.GetReceivedAt())
+}
+
+func severityText(s mnguardv1.Severity) string {
+	switch s {
+	case mnguardv1.Severity_SEVERITY_INFO:
+		return "info"
+	case mnguardv1.Severity_SEVERITY_WARNING:
+		return "warning"
+	case mnguardv1.Severity_SEVERITY_ALERT:
+		return "alert"
+	}
+	return "unknown"
+}
+
+// attributesText is the attributes as a JSON object with sorted keys, or ""
+// when there are none.
+func attributesText(attrs map[string]string) string {
+	if len(attrs) == 0 {
+		return ""
+	}
+	b, err := json.Marshal(attrs)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
+func caPin(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
+	var pin string
+	if dir := inv.opts.dataDir.v; dir != "" {
+		path := filepath.Join(dir, "ca.crt")
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("read CA certificate: %w", err)
+		}
+		cert, err := pki.ParseCertPEM(b)
+		if err != nil {
+			return fmt.Errorf("read CA certificate %s: %w", path, err)
+		}
+		pin = pki.Pin(cert.Raw)
+	} else {
+		c, err := inv.connect()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		resp, err := call(ctx, c, "get CA pin", c.client.GetServerInfo, &mnguardv1.GetServerInfoRequest{})
+		if err != nil {
+			return err
+		}
+		pin = resp.GetCaPin()
+	}
+	switch inv.format {
+	case formatJSON:
+		return writeJSON(w, map[string]string{"ca_pin": pin})
+	case formatCSV:
+		return writeFields(w, inv.format, []field{kv("ca_pin", "CA pin", pin)})
+	}
+	fmt.Fprintln(w, sanitize(pin))
+	return nil
+}
+
+func whoami(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
+	c, err := inv.connect()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	resp, err := call(ctx, c, "whoami", c.client.GetServerInfo, &mnguardv1.GetServerInfoRequest{})
+	if err != nil {
+		return err
+	}
+	if inv.format == formatJSON {
+		return writeProtoJSON(w, resp)
+	}
+	return writeFields(w, inv.format, []field{
+		kv("operator", "Operator", resp.GetOperator()),
+		kv("role", "Role", resp.GetRole()),
+		kv("server", "Server", c.server),
+		kv("server_version", "Server version", resp.GetVersion()),
+		kv("ca_pin", "CA pin", resp.GetCaPin()),
+	})
+}
+
+func printVersion(_ context.Context, inv *invocation, w *bytes.Buffer) error {
+	v := map[string]string{
+		"version":    version.Version,
+		"go_version": runtime.Version(),
+		"platform":   runtime.GOOS + "/" + runtime.GOARCH,
+	}
+	switch inv.format {
+	case formatJSON:
+		return writeJSON(w, v)
+	case formatCSV:
+		return writeFields(w, inv.format, []field{
+			kv("version", "", v["version"]),
+			kv("go_version", "", v["go_version"]),
+			kv("platform", "", v["platform"]),
+		})
+	}
+	fmt.Fprintf(w, "mnguardctl %s (%s, %s)\n", v["version"], v["go_version"], v["platform"])
+	return nil
+}

@@ -1,0 +1,19 @@
+// Command mnguardctl is the operator CLI of mnguard: it lists, shows and
+// revokes terminals, creates enrollment tokens and reads events through the
+// collector's AdminService, over TLS pinned to the collector's CA and with an
+// operator API token.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}

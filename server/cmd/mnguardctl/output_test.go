@@ -1,0 +1,259 @@
+package main
+
+import (
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// TestGolden renders every command in every format against the fake and
+// compares with testdata/NAME.golden. Run with -update to rewrite them.
+func TestGolden(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"terminals_list.table", []string{"terminals", "list"}},
+		{"terminals_list.csv", []string{"terminals", "list", "-o", "csv"}},
+		{"terminals_list.json", []string{"terminals", "list", "-o", "json"}},
+		{"terminals_show.table", []string{"terminals", "show", termID1}},
+		{"terminals_show.csv", []string{"terminals", "show", termID1, "-o", "csv"}},
+		{"terminals_show.json", []string{"terminals", "show", termID1, "-o", "json"}},
+		{"terminals_show_revoked.table", []string{"terminals", "show", termID2}},
+		{"terminals_revoke.table", []string{"terminals", "revoke", termID1, "--reason", "stolen"}},
+		{"terminals_revoke.csv", []string{"terminals", "revoke", termID1, "-o", "csv"}},
+		{"tokens_create.table", []string{"tokens", "create", "--uses", "3"}},
+		{"tokens_create.csv", []string{"tokens", "create", "-o", "csv"}},
+		{"tokens_create.json", []string{"tokens", "create", "-o", "json"}},
+		{"tokens_list.table", []string{"tokens", "list"}},
+		{"tokens_list.csv", []string{"tokens", "list", "-o", "csv"}},
+		{"tokens_list.json", []string{"tokens", "list", "-o", "json"}},
+		{"events_list.table", []string{"events", "list"}},
+		{"events_list.csv", []string{"events", "list", "-o", "csv"}},
+		{"events_list.json", []string{"events", "list", "-o", "json"}},
+		{"whoami.table", []string{"whoami"}},
+		{"whoami.csv", []string{"whoami", "-o", "csv"}},
+		{"whoami.json", []string{"whoami", "-o", "json"}},
+		{"ca_pin.table", []string{"ca", "pin"}},
+		{"ca_pin.csv", []string{"ca", "pin", "-o", "csv"}},
+		{"ca_pin.json", []string{"ca", "pin", "-o", "json"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newHarness().run(t, tt.args...)
+			if r.code != 0 {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+			golden(t, filepath.Join("testdata", tt.name+".golden"), r.stdout)
+		})
+	}
+}
+
+func golden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (run go test -update to accept):\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+var snakeKey = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+
+// TestJSONOutput checks that -o json prints exactly one JSON document with
+// snake_case keys, for every command.
+func TestJSONOutput(t *testing.T) {
+	dir := t.TempDir()
+	writeCA(t, dir)
+	for _, args := range [][]string{
+		{"terminals", "list"},
+		{"terminals", "show", termID1},
+		{"terminals", "revoke", termID2},
+		{"tokens", "create", "--ttl", "1h"},
+		{"tokens", "list"},
+		{"events", "list"},
+		{"ca", "pin"},
+		{"ca", "pin", "--data-dir", dir},
+		{"whoami"},
+		{"version"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			r := newHarness().run(t, append(args, "-o", "json")...)
+			if r.code != 0 {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+			dec := json.NewDecoder(strings.NewReader(r.stdout))
+			var doc any
+			if err := dec.Decode(&doc); err != nil {
+				t.Fatalf("not JSON: %v\n%s", err, r.stdout)
+			}
+			if err := dec.Decode(new(any)); !errors.Is(err, io.EOF) {
+				t.Fatalf("more than one JSON document (%v):\n%s", err, r.stdout)
+			}
+			if _, ok := doc.(map[string]any); !ok {
+				t.Fatalf("document is %T, want an object", doc)
+			}
+			checkKeys(t, "", doc)
+		})
+	}
+}
+
+func checkKeys(t *testing.T, path string, v any) {
+	t.Helper()
+	switch v := v.(type) {
+	case map[string]any:
+		for k, sub := range v {
+			if !snakeKey.MatchString(k) {
+				t.Errorf("key %q at %s is not snake_case", k, path)
+			}
+			if k == "attributes" {
+				continue // map keys are data, not field names
+			}
+			checkKeys(t, path+"."+k, sub)
+		}
+	case []any:
+		for _, sub := range v {
+			checkKeys(t, path+"[]", sub)
+		}
+	}
+}
+
+// TestJSONOutputStable checks that JSON output does not vary between runs:
+// protojson randomises its whitespace.
+func TestJSONOutputStable(t *testing.T) {
+	first := newHarness().run(t, "terminals", "show", termID1, "-o", "json").stdout
+	for range 20 {
+		if got := newHarness().run(t, "terminals", "show", termID1, "-o", "json").stdout; got != first {
+			t.Fatalf("JSON output varies:\n%s\n---\n%s", first, got)
+		}
+	}
+}
+
+// TestCSVOutput checks that every CSV output parses, with a header and rows
+// of its width.
+func TestCSVOutput(t *testing.T) {
+	for _, args := range [][]string{
+		{"terminals", "list"},
+		{"terminals", "show", termID1},
+		{"tokens", "list"},
+		{"tokens", "create"},
+		{"events", "list"},
+		{"whoami"},
+		{"version"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			r := newHarness().run(t, append(args, "-o", "csv")...)
+			if r.code != 0 {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+			rows, err := csv.NewReader(strings.NewReader(r.stdout)).ReadAll()
+			if err != nil {
+				t.Fatalf("not CSV: %v\n%s", err, r.stdout)
+			}
+			if len(rows) < 2 {
+				t.Fatalf("want a header and rows, got %d rows", len(rows))
+			}
+			for _, k := range rows[0] {
+				if !snakeKey.MatchString(k) {
+					t.Errorf("header %q is not snake_case", k)
+				}
+			}
+		})
+	}
+}
+
+func TestTableSanitizes(t *testing.T) {
+	r := newHarness().run(t, "terminals", "show", termID1)
+	if strings.ContainsAny(r.stdout, "\x1b") {
+		t.Errorf("escape sequence from terminal data reaches the table:\n%q", r.stdout)
+	}
+	r = newHarness().run(t, "terminals", "show", termID1, "-o", "csv")
+	if strings.ContainsAny(r.stdout, "\x1b") {
+		t.Errorf("escape sequence from terminal data reaches CSV output:\n%q", r.stdout)
+	}
+	r = newHarness().run(t, "tokens", "list")
+	if n := strings.Count(r.stdout, "\n"); n != 4 {
+		t.Errorf("token list has %d lines, want 4 (a note's newline leaks into the table):\n%s", n, r.stdout)
+	}
+}
+
+func TestEmptyList(t *testing.T) {
+	h := newHarness()
+	h.fake.terminals = nil
+	r := h.run(t, "terminals", "list")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "ID ") || strings.Count(r.stdout, "\n") != 1 {
+		t.Errorf("empty table: exit %d, %q", r.code, r.stdout)
+	}
+	r = h.run(t, "terminals", "list", "-o", "json")
+	if strings.TrimSpace(r.stdout) != "{\n  \"terminals\": []\n}" {
+		t.Errorf("empty JSON list: %q", r.stdout)
+	}
+}
+
+func TestRelative(t *testing.T) {
+	tests := []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "0s ago"},
+		{12 * time.Second, "12s ago"},
+		{59*time.Second + 600*time.Millisecond, "1m ago"},
+		{90 * time.Minute, "2h ago"},
+		{47 * time.Hour, "47h ago"},
+		{72 * time.Hour, "3d ago"},
+		{-(23*time.Hour + 59*time.Minute + 59*time.Second), "in 24h"},
+	}
+	for _, tt := range tests {
+		if got := relative(testNow, testNow.Add(-tt.d)); got != tt.want {
+			t.Errorf("relative(%v) = %q, want %q", tt.d, got, tt.want)
+		}
+	}
+}
+
+func TestHumanBytes(t *testing.T) {
+	for n, want := range map[uint64]string{
+		0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 16_640_000_000: "15.5 GiB", 1 << 60: "1.0 EiB",
+	} {
+		if got := humanBytes(n); got != want {
+			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestWriteFieldsCSVOnlyAndTableOnly(t *testing.T) {
+	fs := []field{
+		{label: "Section", sub: []field{kv("a.b", "", "csv only"), kv("", "Shown", "table only")}},
+	}
+	var tbl, c bytes.Buffer
+	if err := writeFields(&tbl, formatTable, fs); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFields(&c, formatCSV, fs); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := tbl.String(), "Section:\n  Shown:  table only\n"; got != want {
+		t.Errorf("table = %q, want %q", got, want)
+	}
+	if got, want := c.String(), "key,value\na.b,csv only\n"; got != want {
+		t.Errorf("csv = %q, want %q", got, want)
+	}
+}
