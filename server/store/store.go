@@ -142,7 +142,8 @@ type Store interface {
 	Certificate(ctx context.Context, serial string) (Certificate, error)
 	// Terminal returns the terminal with its latest posture.
 	Terminal(ctx context.Context, id string) (Terminal, error)
-	// Terminals lists all terminals (without posture bytes), ordered by hostname.
+	// Terminals lists all terminals (without posture bytes or offline keys),
+	// ordered by hostname.
 	Terminals(ctx context.Context) ([]Terminal, error)
 	// RevokeTerminal marks the terminal and all its certificates revoked.
 	RevokeTerminal(ctx context.Context, id, reason string, now time.Time) error
@@ -165,5 +166,7 @@ type Store interface {
 	AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error)
 	AuditLog(ctx context.Context, limit int) ([]AuditEntry, error)
 
+	// Ping reports whether the store can be read, for health checks.
+	Ping(ctx context.Context) error
 	Close() error
 }

@@ -1,0 +1,915 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+//go:embed migrations/sqlite/*.sql
+var sqliteMigrations embed.FS
+
+// busyTimeout is how long a connection waits for a lock held by another
+// process (a backup, the sqlite3 shell) before it fails with SQLITE_BUSY.
+const busyTimeout = 10 * time.Second
+
+// SQLite is the embedded Store: one database file in WAL mode.
+//
+// It holds two connection pools on the file. Every write goes through a
+// pool of exactly one connection whose transactions begin IMMEDIATE, so
+// writers in this process queue in database/sql rather than fail with
+// SQLITE_BUSY, and read-modify-write transactions (token uses, the audit
+// chain) are serialized. Reads go through a separate pool of query-only
+// connections, which WAL lets run alongside the writer.
+type SQLite struct {
+	w *sql.DB // one connection, _txlock=immediate
+	r *sql.DB // readers, _query_only
+	// Statements prepared once, by query text: ws on the writer, rs on
+	// the readers. Parsing SQL took a fifth of a report's CPU time.
+	ws, rs map[string]*sql.Stmt
+}
+
+var _ Store = (*SQLite)(nil)
+
+// Queries prepared at open: those that run for every agent report or RPC.
+const (
+	qTerminalState = `SELECT state FROM terminals WHERE id = $1`
+	qLastSeen      = `UPDATE terminals SET last_seen_at = $2
+	WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at < $2)`
+	qFingerprint   = `SELECT fingerprint FROM postures WHERE terminal_id = $1`
+	qUpsertPosture = `INSERT INTO postures (terminal_id, posture, received_at, collected_at, fingerprint)
+	VALUES ($1, $2, $3, $4, $5)
+	ON CONFLICT (terminal_id) DO UPDATE SET posture = excluded.posture, received_at = excluded.received_at,
+		collected_at = excluded.collected_at, fingerprint = excluded.fingerprint
+	WHERE postures.received_at <= excluded.received_at`
+	qInsertHistory = `INSERT INTO posture_history (terminal_id, posture, received_at, collected_at, fingerprint)
+	VALUES ($1, $2, $3, $4, $5)`
+	qInsertEvent = `INSERT INTO events
+	(terminal_id, seq, occurred_at, received_at, type, severity, message, data)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+	ON CONFLICT (terminal_id, seq) DO NOTHING`
+	qCertificate   = `SELECT terminal_id, not_before, not_after, revoked_at FROM certificates WHERE serial = $1`
+	qOperatorToken = `SELECT id, name, role, hash, created_at, revoked_at FROM operator_tokens WHERE hash = $1`
+)
+
+// prepare prepares each query on db.
+func prepare(ctx context.Context, db *sql.DB, queries ...string) (map[string]*sql.Stmt, error) {
+	m := make(map[string]*sql.Stmt, len(queries))
+	for _, q := range queries {
+		st, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			for _, st := range m {
+				st.Close()
+			}
+			return nil, fmt.Errorf("prepare %q: %w", q, err)
+		}
+		m[q] = st
+	}
+	return m, nil
+}
+
+// OpenSQLite opens the database at path, creating the file (mode 0600) if it
+// is missing, and brings its schema up to date.
+func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
+	s, err := openSQLite(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("store: open sqlite %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func openSQLite(ctx context.Context, path string) (_ *SQLite, err error) {
+	// The driver reads everything after '?' as its parameters, and a name
+	// starting with "file:" or ':' as a URI or a special database.
+	if path == "" || strings.ContainsRune(path, '?') || strings.HasPrefix(path, "file:") || strings.HasPrefix(path, ":") {
+		return nil, errors.New("want the path of a database file, not a URI, :memory: or a name with '?'")
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	busy := strconv.FormatInt(busyTimeout.Milliseconds(), 10)
+
+	s := &SQLite{}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	s.w, err = sql.Open("sqlite", path+"?_txlock=immediate&_busy_timeout="+busy+
+		"&_foreign_keys=1&_journal_mode=WAL&_synchronous=NORMAL")
+	if err != nil {
+		return nil, err
+	}
+	s.w.SetMaxOpenConns(1)
+	s.w.SetMaxIdleConns(1)
+	s.w.SetConnMaxLifetime(0)
+	s.w.SetConnMaxIdleTime(0)
+	// journal_mode=WAL silently stays as it was where the file system
+	// cannot do WAL; readers would then block the writer.
+	var mode string
+	if err := s.w.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil {
+		return nil, err
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return nil, fmt.Errorf("journal mode is %q, not WAL: is the file on a network file system?", mode)
+	}
+	ms, err := loadMigrations(sqliteMigrations, "migrations/sqlite")
+	if err != nil {
+		return nil, err
+	}
+	if err := migrate(ctx, s.w, ms); err != nil {
+		return nil, err
+	}
+	s.ws, err = prepare(ctx, s.w, qTerminalState, qLastSeen, qFingerprint, qUpsertPosture, qInsertHistory, qInsertEvent)
+	if err != nil {
+		return nil, err
+	}
+
+	s.r, err = sql.Open("sqlite", path+"?_busy_timeout="+busy+"&_foreign_keys=1&_query_only=1")
+	if err != nil {
+		return nil, err
+	}
+	n := max(4, runtime.GOMAXPROCS(0))
+	s.r.SetMaxOpenConns(n)
+	s.r.SetMaxIdleConns(n)
+	s.rs, err = prepare(ctx, s.r, qCertificate, qOperatorToken)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *SQLite) Close() error {
+	var errs []error
+	for _, st := range s.rs {
+		errs = append(errs, st.Close())
+	}
+	for _, st := range s.ws {
+		errs = append(errs, st.Close())
+	}
+	if s.r != nil {
+		errs = append(errs, s.r.Close())
+	}
+	if s.w != nil {
+		errs = append(errs, s.w.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
+
+// Ping implements Store: it reads the database through a reader connection.
+// It does not wait for the writer, so a long queue of writes does not make
+// the store look down.
+func (s *SQLite) Ping(ctx context.Context) error {
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&n); err != nil {
+		return fmt.Errorf("store: ping: %w", err)
+	}
+	return nil
+}
+
+// HasOperatorTokens reports whether any operator token was ever created,
+// revoked ones included. It is not part of Store: only the collector's
+// init, which creates the first admin token, needs it.
+func (s *SQLite) HasOperatorTokens(ctx context.Context) (bool, error) {
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM operator_tokens`).Scan(&n); err != nil {
+		return false, fmt.Errorf("store: count operator tokens: %w", err)
+	}
+	return n > 0, nil
+}
+
+// wtx is a write transaction that runs the prepared statements where it can.
+type wtx struct {
+	tx    *sql.Tx
+	stmts map[string]*sql.Stmt
+}
+
+// stmt returns the prepared statement of q in the transaction, nil if q is
+// not prepared.
+func (w wtx) stmt(ctx context.Context, q string) *sql.Stmt {
+	if st := w.stmts[q]; st != nil {
+		return w.tx.StmtContext(ctx, st)
+	}
+	return nil
+}
+
+func (w wtx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if st := w.stmt(ctx, q); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return w.tx.ExecContext(ctx, q, args...)
+}
+
+func (w wtx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	if st := w.stmt(ctx, q); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return w.tx.QueryRowContext(ctx, q, args...)
+}
+
+// write runs fn in a write transaction and commits it if fn returns nil.
+func (s *SQLite) write(ctx context.Context, fn func(tx wtx) error) (err error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, rollback(tx))
+		}
+	}()
+	if err := fn(wtx{tx, s.ws}); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// readRow runs a one-row query on the readers.
+func (s *SQLite) readRow(ctx context.Context, q string, args ...any) *sql.Row {
+	if st := s.rs[q]; st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return s.r.QueryRowContext(ctx, q, args...)
+}
+
+// blobArg stores nil as NULL and anything else, also empty, as a BLOB.
+func blobArg(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return b
+}
+
+// validSerial reports whether serial is lowercase hex, as Certificate says.
+func validSerial(serial string) error {
+	if serial == "" {
+		return errors.New("certificate serial is empty")
+	}
+	for _, r := range serial {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
+			return fmt.Errorf("certificate serial %q is not lowercase hex", serial)
+		}
+	}
+	return nil
+}
+
+func checkCertificate(c Certificate) error {
+	if err := validSerial(c.Serial); err != nil {
+		return err
+	}
+	if c.NotBefore.IsZero() || c.NotAfter.IsZero() {
+		return fmt.Errorf("certificate %s: validity period not set", c.Serial)
+	}
+	if err := storableTime("not_before", c.NotBefore); err != nil {
+		return err
+	}
+	return storableTime("not_after", c.NotAfter)
+}
+
+// Enroll implements Store.
+func (s *SQLite) Enroll(ctx context.Context, tokenHash []byte, now time.Time, t Terminal, c Certificate) error {
+	if err := s.enroll(ctx, tokenHash, now, t, c); err != nil {
+		return fmt.Errorf("store: enroll %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+func (s *SQLite) enroll(ctx context.Context, tokenHash []byte, now time.Time, t Terminal, c Certificate) error {
+	if t.ID == "" {
+		return errors.New("terminal ID is empty")
+	}
+	if len(tokenHash) == 0 {
+		return ErrTokenUnknown
+	}
+	if now.IsZero() {
+		now = time.Now()
+	}
+	if t.EnrolledAt.IsZero() {
+		t.EnrolledAt = now
+	}
+	if c.TerminalID == "" {
+		c.TerminalID = t.ID
+	}
+	if c.TerminalID != t.ID {
+		return fmt.Errorf("certificate %s is for terminal %s", c.Serial, c.TerminalID)
+	}
+	if err := checkCertificate(c); err != nil {
+		return err
+	}
+	if err := storableTime("now", now); err != nil {
+		return err
+	}
+	if err := storableTime("enrolled_at", t.EnrolledAt); err != nil {
+		return err
+	}
+	return s.write(ctx, func(tx wtx) error {
+		var (
+			tokenID   string
+			expiresAt time.Time
+			usesLeft  int64
+		)
+		err := tx.queryRow(ctx, `SELECT id, expires_at, uses_left FROM enrollment_tokens WHERE hash = $1`,
+			tokenHash).Scan(&tokenID, scanTime(&expiresAt), &usesLeft)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return ErrTokenUnknown
+		case err != nil:
+			return err
+		case !expiresAt.After(now):
+			return ErrTokenExpired
+		case usesLeft <= 0:
+			return ErrTokenExhausted
+		}
+		// The condition repeats the check so that the statement alone
+		// can never overdraw the token, whatever the isolation.
+		res, err := tx.exec(ctx, `UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = $1 AND uses_left > 0`, tokenID)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n != 1 {
+			return ErrTokenExhausted
+		}
+		if _, err := tx.exec(ctx, `INSERT INTO terminals
+	(id, host, hostname, state, enrolled_at, last_seen_at, revoked_at, revoke_reason, offline_key, enrolled_with)
+	VALUES ($1, $2, $3, $4, $5, NULL, NULL, '', $6, $7)`,
+			t.ID, blobArg(t.Host), t.Hostname, StateActive, dbTime(t.EnrolledAt), blobArg(t.OfflineKey), tokenID); err != nil {
+			return fmt.Errorf("insert terminal: %w", err)
+		}
+		if err := insertCertificate(ctx, tx, c); err != nil {
+			return err
+		}
+		return nil
+	})
+}
+
+func insertCertificate(ctx context.Context, tx wtx, c Certificate) error {
+	if _, err := tx.exec(ctx, `INSERT INTO certificates (serial, terminal_id, not_before, not_after, revoked_at)
+	VALUES ($1, $2, $3, $4, $5)`,
+		c.Serial, c.TerminalID, dbTime(c.NotBefore), dbTime(c.NotAfter), dbTime(c.RevokedAt)); err != nil {
+		return fmt.Errorf("insert certificate %s: %w", c.Serial, err)
+	}
+	return nil
+}
+
+// terminalState returns the state of the terminal, ErrNotFound if unknown.
+func terminalState(ctx context.Context, tx wtx, id string) (string, error) {
+	var state string
+	err := tx.queryRow(ctx, qTerminalState, id).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("terminal %w", ErrNotFound)
+	}
+	return state, err
+}
+
+// activeTerminal returns nil if the terminal is active, else an error
+// wrapping ErrNotFound or ErrRevoked.
+func activeTerminal(ctx context.Context, tx wtx, id string) error {
+	state, err := terminalState(ctx, tx, id)
+	if err != nil {
+		return err
+	}
+	if state != StateActive {
+		return fmt.Errorf("terminal %w", ErrRevoked)
+	}
+	return nil
+}
+
+// AddCertificate implements Store.
+func (s *SQLite) AddCertificate(ctx context.Context, c Certificate) error {
+	err := checkCertificate(c)
+	if err == nil {
+		err = s.write(ctx, func(tx wtx) error {
+			if err := activeTerminal(ctx, tx, c.TerminalID); err != nil {
+				return err
+			}
+			return insertCertificate(ctx, tx, c)
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("store: add certificate %s of %s: %w", c.Serial, c.TerminalID, err)
+	}
+	return nil
+}
+
+// Certificate implements Store.
+func (s *SQLite) Certificate(ctx context.Context, serial string) (Certificate, error) {
+	c := Certificate{Serial: serial}
+	err := s.readRow(ctx, qCertificate, serial).
+		Scan(&c.TerminalID, scanTime(&c.NotBefore), scanTime(&c.NotAfter), scanTime(&c.RevokedAt))
+	if errors.Is(err, sql.ErrNoRows) {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return Certificate{}, fmt.Errorf("store: certificate %s: %w", serial, err)
+	}
+	return c, nil
+}
+
+// terminalQuery selects terminals with their newest certificate, latest
+// posture and history count. Lists (full false) leave out the posture bytes
+// and the offline key.
+func terminalQuery(full bool, where string) string {
+	secret := "NULL, NULL"
+	if full {
+		secret = "t.offline_key, p.posture"
+	}
+	return `SELECT t.id, t.host, t.hostname, t.state, t.enrolled_at, t.last_seen_at, t.revoked_at,
+	t.revoke_reason, ` + secret + `, c.serial, c.not_after, p.received_at,
+	(SELECT COUNT(*) FROM posture_history h WHERE h.terminal_id = t.id)
+FROM terminals t
+LEFT JOIN postures p ON p.terminal_id = t.id
+LEFT JOIN certificates c ON c.serial = (
+	SELECT c2.serial FROM certificates c2 WHERE c2.terminal_id = t.id
+	ORDER BY c2.not_after DESC, c2.serial DESC LIMIT 1)
+` + where
+}
+
+func scanTerminal(sc interface{ Scan(...any) error }) (Terminal, error) {
+	var (
+		t      Terminal
+		serial sql.NullString
+	)
+	err := sc.Scan(&t.ID, &t.Host, &t.Hostname, &t.State, scanTime(&t.EnrolledAt), scanTime(&t.LastSeenAt),
+		scanTime(&t.RevokedAt), &t.RevokeReason, &t.OfflineKey, &t.Posture, &serial, scanTime(&t.CertNotAfter),
+		scanTime(&t.PostureReceivedAt), &t.PostureHistoryCount)
+	t.CertSerial = serial.String
+	return t, err
+}
+
+// Terminal implements Store.
+func (s *SQLite) Terminal(ctx context.Context, id string) (Terminal, error) {
+	row := s.r.QueryRowContext(ctx, terminalQuery(true, "WHERE t.id = $1"), id)
+	t, err := scanTerminal(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return Terminal{}, fmt.Errorf("store: terminal %s: %w", id, err)
+	}
+	if t.Posture == nil && !t.PostureReceivedAt.IsZero() {
+		t.Posture = []byte{} // an empty posture, not none
+	}
+	return t, nil
+}
+
+// Terminals implements Store. The list leaves out the posture bytes and,
+// since it is for display, the offline keys; PostureReceivedAt is set.
+func (s *SQLite) Terminals(ctx context.Context) ([]Terminal, error) {
+	ts, err := s.terminals(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: terminals: %w", err)
+	}
+	return ts, nil
+}
+
+func (s *SQLite) terminals(ctx context.Context) ([]Terminal, error) {
+	rows, err := s.r.QueryContext(ctx, terminalQuery(false, "ORDER BY t.hostname, t.id"))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ts []Terminal
+	for rows.Next() {
+		t, err := scanTerminal(rows)
+		if err != nil {
+			return nil, err
+		}
+		ts = append(ts, t)
+	}
+	return ts, rows.Err()
+}
+
+// RevokeTerminal implements Store. Revoking a revoked terminal keeps the
+// first time and reason.
+func (s *SQLite) RevokeTerminal(ctx context.Context, id, reason string, now time.Time) error {
+	if now.IsZero() {
+		now = time.Now()
+	}
+	err := storableTime("now", now)
+	if err == nil {
+		err = s.write(ctx, func(tx wtx) error {
+			state, err := terminalState(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			if state != StateRevoked {
+				if _, err := tx.exec(ctx, `UPDATE terminals SET state = $2, revoked_at = $3, revoke_reason = $4 WHERE id = $1`,
+					id, StateRevoked, dbTime(now), reason); err != nil {
+					return err
+				}
+			}
+			_, err = tx.exec(ctx, `UPDATE certificates SET revoked_at = (SELECT revoked_at FROM terminals WHERE id = $1)
+	WHERE terminal_id = $1 AND revoked_at IS NULL`, id)
+			return err
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("store: revoke terminal %s: %w", id, err)
+	}
+	return nil
+}
+
+// SaveReport implements Store. Events without a ReceivedAt get the report's;
+// a zero Report.ReceivedAt means now. A posture without a fingerprint is
+// fingerprinted by its SHA-256.
+func (s *SQLite) SaveReport(ctx context.Context, r Report) (ReportResult, error) {
+	res, err := s.saveReport(ctx, r)
+	if err != nil {
+		return ReportResult{}, fmt.Errorf("store: save report %s: %w", r.TerminalID, err)
+	}
+	return res, nil
+}
+
+func (s *SQLite) saveReport(ctx context.Context, r Report) (ReportResult, error) {
+	if r.ReceivedAt.IsZero() {
+		r.ReceivedAt = time.Now()
+	}
+	if err := storableTime("received_at", r.ReceivedAt); err != nil {
+		return ReportResult{}, err
+	}
+	if r.Posture != nil {
+		if err := storableTime("collected_at", r.CollectedAt); err != nil {
+			return ReportResult{}, err
+		}
+		if len(r.Fingerprint) == 0 {
+			sum := sha256.Sum256(r.Posture)
+			r.Fingerprint = sum[:]
+		}
+	}
+	seqs := make([]int64, len(r.Events))
+	for i, e := range r.Events {
+		if e.TerminalID != "" && e.TerminalID != r.TerminalID {
+			return ReportResult{}, fmt.Errorf("event %d is of terminal %s", e.Seq, e.TerminalID)
+		}
+		var err error
+		if seqs[i], err = seqArg(e.Seq); err != nil {
+			return ReportResult{}, err
+		}
+		if err := storableTime(fmt.Sprintf("event %d time", e.Seq), e.Time); err != nil {
+			return ReportResult{}, err
+		}
+		if err := storableTime(fmt.Sprintf("event %d received_at", e.Seq), e.ReceivedAt); err != nil {
+			return ReportResult{}, err
+		}
+	}
+
+	var res ReportResult
+	err := s.write(ctx, func(tx wtx) error {
+		res = ReportResult{}
+		if err := activeTerminal(ctx, tx, r.TerminalID); err != nil {
+			return err
+		}
+		// Reports may be stored out of order; last_seen_at never goes back.
+		if _, err := tx.exec(ctx, qLastSeen, r.TerminalID, dbTime(r.ReceivedAt)); err != nil {
+			return fmt.Errorf("update last seen: %w", err)
+		}
+		if r.Posture != nil {
+			if err := savePosture(ctx, tx, r); err != nil {
+				return err
+			}
+		}
+		if len(r.Events) == 0 {
+			return nil
+		}
+		stmt := tx.stmt(ctx, qInsertEvent)
+		for i, e := range r.Events {
+			received := e.ReceivedAt
+			if received.IsZero() {
+				received = r.ReceivedAt
+			}
+			ins, err := stmt.ExecContext(ctx, r.TerminalID, seqs[i], dbTime(e.Time), dbTime(received),
+				e.Type, int64(e.Severity), e.Message, blobArg(e.Data))
+			if err != nil {
+				return fmt.Errorf("insert event %d: %w", e.Seq, err)
+			}
+			n, err := ins.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("insert event %d: %w", e.Seq, err)
+			}
+			if n == 1 {
+				res.Stored = append(res.Stored, e.Seq)
+			} else {
+				res.Duplicates = append(res.Duplicates, e.Seq)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return ReportResult{}, err
+	}
+	return res, nil
+}
+
+// savePosture replaces the latest posture, unless the stored one arrived
+// later, and adds a history row if the fingerprint differs from the latest.
+func savePosture(ctx context.Context, tx wtx, r Report) error {
+	var prev []byte
+	err := tx.queryRow(ctx, qFingerprint, r.TerminalID).Scan(&prev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("read posture fingerprint: %w", err)
+	}
+	changed := errors.Is(err, sql.ErrNoRows) || !bytes.Equal(prev, r.Fingerprint)
+	if _, err := tx.exec(ctx, qUpsertPosture,
+		r.TerminalID, r.Posture, dbTime(r.ReceivedAt), dbTime(r.CollectedAt), r.Fingerprint); err != nil {
+		return fmt.Errorf("upsert posture: %w", err)
+	}
+	if !changed {
+		return nil
+	}
+	if _, err := tx.exec(ctx, qInsertHistory,
+		r.TerminalID, r.Posture, dbTime(r.ReceivedAt), dbTime(r.CollectedAt), r.Fingerprint); err != nil {
+		return fmt.Errorf("insert posture history: %w", err)
+	}
+	return nil
+}
+
+// defaultLimit is what a limit <= 0 means in Events and AuditLog.
+const defaultLimit = 100
+
+// Events implements Store: newest first by received_at, then seq; a limit
+// <= 0 means 100.
+func (s *SQLite) Events(ctx context.Context, terminalID string, limit int) ([]Event, error) {
+	evs, err := s.events(ctx, terminalID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: events of %q: %w", terminalID, err)
+	}
+	return evs, nil
+}
+
+func (s *SQLite) events(ctx context.Context, terminalID string, limit int) ([]Event, error) {
+	if limit <= 0 {
+		limit = defaultLimit
+	}
+	const cols = `SELECT terminal_id, seq, occurred_at, received_at, type, severity, message, data FROM events `
+	var (
+		rows *sql.Rows
+		err  error
+	)
+	if terminalID == "" {
+		rows, err = s.r.QueryContext(ctx, cols+`ORDER BY received_at DESC, seq DESC LIMIT $1`, limit)
+	} else {
+		rows, err = s.r.QueryContext(ctx, cols+`WHERE terminal_id = $1 ORDER BY received_at DESC, seq DESC LIMIT $2`, terminalID, limit)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var evs []Event
+	for rows.Next() {
+		var (
+			e        Event
+			seq, sev int64
+		)
+		if err := rows.Scan(&e.TerminalID, &seq, scanTime(&e.Time), scanTime(&e.ReceivedAt),
+			&e.Type, &sev, &e.Message, &e.Data); err != nil {
+			return nil, err
+		}
+		e.Seq, e.Severity = uint64(seq), int32(sev)
+		evs = append(evs, e)
+	}
+	return evs, rows.Err()
+}
+
+// CreateEnrollmentToken implements Store. A zero UsesLeft means Uses, a
+// zero CreatedAt now.
+func (s *SQLite) CreateEnrollmentToken(ctx context.Context, t EnrollmentToken) error {
+	if err := s.createEnrollmentToken(ctx, t); err != nil {
+		return fmt.Errorf("store: create enrollment token %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+func (s *SQLite) createEnrollmentToken(ctx context.Context, t EnrollmentToken) error {
+	switch {
+	case t.ID == "":
+		return errors.New("token ID is empty")
+	case len(t.Hash) == 0:
+		return errors.New("token hash is empty")
+	case t.ExpiresAt.IsZero():
+		return errors.New("token has no expiry")
+	case t.Uses < 1 || t.UsesLeft < 0 || t.UsesLeft > t.Uses:
+		return fmt.Errorf("want 1 <= uses (%d) and 0 <= uses left (%d) <= uses", t.Uses, t.UsesLeft)
+	}
+	if t.UsesLeft == 0 {
+		t.UsesLeft = t.Uses
+	}
+	if t.CreatedAt.IsZero() {
+		t.CreatedAt = time.Now()
+	}
+	return s.write(ctx, func(tx wtx) error {
+		_, err := tx.exec(ctx, `INSERT INTO enrollment_tokens
+	(id, hash, created_at, expires_at, uses, uses_left, created_by, note)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			t.ID, t.Hash, dbTime(t.CreatedAt), dbTime(t.ExpiresAt), t.Uses, t.UsesLeft, t.CreatedBy, t.Note)
+		return err
+	})
+}
+
+// EnrollmentTokens implements Store, oldest first.
+func (s *SQLite) EnrollmentTokens(ctx context.Context) ([]EnrollmentToken, error) {
+	ts, err := s.enrollmentTokens(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: enrollment tokens: %w", err)
+	}
+	return ts, nil
+}
+
+func (s *SQLite) enrollmentTokens(ctx context.Context) ([]EnrollmentToken, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id, hash, created_at, expires_at, uses, uses_left, created_by, note
+	FROM enrollment_tokens ORDER BY created_at, id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ts []EnrollmentToken
+	for rows.Next() {
+		var t EnrollmentToken
+		if err := rows.Scan(&t.ID, &t.Hash, scanTime(&t.CreatedAt), scanTime(&t.ExpiresAt),
+			&t.Uses, &t.UsesLeft, &t.CreatedBy, &t.Note); err != nil {
+			return nil, err
+		}
+		ts = append(ts, t)
+	}
+	return ts, rows.Err()
+}
+
+// CreateOperatorToken implements Store. A zero CreatedAt means now.
+func (s *SQLite) CreateOperatorToken(ctx context.Context, t OperatorToken) error {
+	if err := s.createOperatorToken(ctx, t); err != nil {
+		return fmt.Errorf("store: create operator token %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+func (s *SQLite) createOperatorToken(ctx context.Context, t OperatorToken) error {
+	switch {
+	case t.ID == "":
+		return errors.New("token ID is empty")
+	case len(t.Hash) == 0:
+		return errors.New("token hash is empty")
+	case t.Role != RoleAdmin && t.Role != RoleHelpdesk && t.Role != RoleAuditor:
+		return fmt.Errorf("unknown role %q", t.Role)
+	}
+	if t.CreatedAt.IsZero() {
+		t.CreatedAt = time.Now()
+	}
+	return s.write(ctx, func(tx wtx) error {
+		_, err := tx.exec(ctx, `INSERT INTO operator_tokens (id, name, role, hash, created_at, revoked_at)
+	VALUES ($1, $2, $3, $4, $5, $6)`,
+			t.ID, t.Name, t.Role, t.Hash, dbTime(t.CreatedAt), dbTime(t.RevokedAt))
+		return err
+	})
+}
+
+// OperatorTokenByHash implements Store. On any error, ErrRevoked included,
+// it returns the zero OperatorToken.
+func (s *SQLite) OperatorTokenByHash(ctx context.Context, hash []byte) (OperatorToken, error) {
+	var t OperatorToken
+	err := s.readRow(ctx, qOperatorToken, hash).
+		Scan(&t.ID, &t.Name, &t.Role, &t.Hash, scanTime(&t.CreatedAt), scanTime(&t.RevokedAt))
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return OperatorToken{}, fmt.Errorf("store: operator token: %w", ErrNotFound)
+	case err != nil:
+		return OperatorToken{}, fmt.Errorf("store: operator token: %w", err)
+	case !t.RevokedAt.IsZero():
+		return OperatorToken{}, fmt.Errorf("store: operator token %s: %w", t.ID, ErrRevoked)
+	}
+	return t, nil
+}
+
+// AppendAudit implements Store. A zero Time means now; Actor and Action are
+// required. Appends are serialized by the single writer connection, and the
+// schema refuses two entries with one predecessor, so the chain never forks.
+func (s *SQLite) AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error) {
+	e, err := s.appendAudit(ctx, e)
+	if err != nil {
+		return AuditEntry{}, fmt.Errorf("store: append audit %s by %s: %w", e.Action, e.Actor, err)
+	}
+	return e, nil
+}
+
+func (s *SQLite) appendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error) {
+	if e.Actor == "" || e.Action == "" {
+		return e, errors.New("actor and action are required")
+	}
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	e.Time = e.Time.UTC()
+	if err := storableTime("time", e.Time); err != nil {
+		return e, err
+	}
+	out := e
+	err := s.write(ctx, func(tx wtx) error {
+		var (
+			lastID   int64
+			lastHash []byte
+		)
+		err := tx.queryRow(ctx, `SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1`).Scan(&lastID, &lastHash)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			lastID, lastHash = 0, auditGenesis
+		case err != nil:
+			return err
+		}
+		out.ID, out.PrevHash = lastID+1, lastHash
+		out.Hash = AuditHash(out.PrevHash, out)
+		_, err = tx.exec(ctx, `INSERT INTO audit_log (id, at, actor, action, target, detail, prev_hash, hash)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			out.ID, dbTime(out.Time), out.Actor, out.Action, out.Target, out.Detail, out.PrevHash, out.Hash)
+		return err
+	})
+	if err != nil {
+		return e, err
+	}
+	return out, nil
+}
+
+const auditColumns = `SELECT id, at, actor, action, target, detail, prev_hash, hash FROM audit_log `
+
+func scanAudit(rows *sql.Rows) (AuditEntry, error) {
+	var e AuditEntry
+	err := rows.Scan(&e.ID, scanTime(&e.Time), &e.Actor, &e.Action, &e.Target, &e.Detail, &e.PrevHash, &e.Hash)
+	return e, err
+}
+
+// AuditLog implements Store: the newest entries first; a limit <= 0 means 100.
+func (s *SQLite) AuditLog(ctx context.Context, limit int) ([]AuditEntry, error) {
+	es, err := s.auditLog(ctx, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: audit log: %w", err)
+	}
+	return es, nil
+}
+
+func (s *SQLite) auditLog(ctx context.Context, limit int) ([]AuditEntry, error) {
+	if limit <= 0 {
+		limit = defaultLimit
+	}
+	rows, err := s.r.QueryContext(ctx, auditColumns+`ORDER BY id DESC LIMIT $1`, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var es []AuditEntry
+	for rows.Next() {
+		e, err := scanAudit(rows)
+		if err != nil {
+			return nil, err
+		}
+		es = append(es, e)
+	}
+	return es, rows.Err()
+}
+
+// VerifyAuditChain walks the whole audit log in order and returns an error
+// wrapping an *AuditChainError that names the first entry not chained to
+// its predecessor. It cannot see entries cut off the end of the log: keep
+// the newest ID and Hash elsewhere (a report, an export) to detect that.
+func (s *SQLite) VerifyAuditChain(ctx context.Context) error {
+	if err := s.verifyAuditChain(ctx); err != nil {
+		return fmt.Errorf("store: verify audit chain: %w", err)
+	}
+	return nil
+}
+
+func (s *SQLite) verifyAuditChain(ctx context.Context) error {
+	rows, err := s.r.QueryContext(ctx, auditColumns+`ORDER BY id`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	c := newAuditChecker()
+	for rows.Next() {
+		e, err := scanAudit(rows)
+		if err != nil {
+			return err
+		}
+		if err := c.check(e); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
