@@ -1,0 +1,291 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/mnguard/mnguard/internal/pki"
+	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
+	"github.com/mnguard/mnguard/server/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// AdminService implements mnguardv1.AdminServiceServer.
+type AdminService struct {
+	mnguardv1.UnimplementedAdminServiceServer
+	s *Services
+}
+
+const (
+	defaultTokenTTL = 24 * time.Hour
+	maxTokenTTL     = 365 * 24 * time.Hour
+	maxTokenUses    = 100000
+)
+
+var allRoles = []string{store.RoleAdmin, store.RoleHelpdesk, store.RoleAuditor}
+
+// NewToken returns a fresh random secret with the prefix: 160 bits,
+// lowercase base32.
+func NewToken(prefix string) (string, error) {
+	b := make([]byte, 20)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("new token: %w", err)
+	}
+	return prefix + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b)), nil
+}
+
+// NewOperatorToken returns a fresh operator API token.
+func NewOperatorToken() (string, error) { return NewToken(operatorTokenPrefix) }
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func terminalProto(t store.Terminal) (*mnguardv1.Terminal, error) {
+	host := &mnguardv1.HostFacts{}
+	if err := proto.Unmarshal(t.Host, host); err != nil {
+		return nil, fmt.Errorf("terminal %s host facts: %w", t.ID, err)
+	}
+	state := mnguardv1.TerminalState_TERMINAL_STATE_ACTIVE
+	if t.State == store.StateRevoked {
+		state = mnguardv1.TerminalState_TERMINAL_STATE_REVOKED
+	}
+	out := &mnguardv1.Terminal{
+		Id:                  t.ID,
+		Host:                host,
+		State:               state,
+		EnrolledAt:          ts(t.EnrolledAt),
+		LastSeenAt:          ts(t.LastSeenAt),
+		RevokedAt:           ts(t.RevokedAt),
+		CertificateSerial:   t.CertSerial,
+		CertificateNotAfter: ts(t.CertNotAfter),
+		PostureReceivedAt:   ts(t.PostureReceivedAt),
+		PostureHistoryCount: uint32(t.PostureHistoryCount),
+	}
+	if t.Posture != nil {
+		p := &mnguardv1.Posture{}
+		if err := proto.Unmarshal(t.Posture, p); err != nil {
+			return nil, fmt.Errorf("terminal %s posture: %w", t.ID, err)
+		}
+		out.Posture = p
+		// The latest posture knows the host better than enrollment did.
+		if p.GetHost() != nil {
+			out.Host = p.GetHost()
+		}
+	}
+	return out, nil
+}
+
+func storeErr(what string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return status.Errorf(codes.NotFound, "%s not found", what)
+	}
+	return status.Errorf(codes.Unavailable, "%s: %v", what, err)
+}
+
+func validID(id string) error {
+	if id == "" {
+		return status.Error(codes.InvalidArgument, "terminal ID missing")
+	}
+	if _, err := uuid.Parse(id); err != nil || len(id) != 36 {
+		return status.Errorf(codes.InvalidArgument, "%q is not a terminal ID", truncate(id))
+	}
+	return nil
+}
+
+// ListTerminals implements mnguardv1.AdminServiceServer.
+func (a *AdminService) ListTerminals(ctx context.Context, _ *mnguardv1.ListTerminalsRequest) (*mnguardv1.ListTerminalsResponse, error) {
+	if _, err := requireRole(ctx, allRoles...); err != nil {
+		return nil, err
+	}
+	ts, err := a.s.cfg.Store.Terminals(ctx)
+	if err != nil {
+		return nil, storeErr("terminals", err)
+	}
+	out := &mnguardv1.ListTerminalsResponse{Terminals: make([]*mnguardv1.Terminal, 0, len(ts))}
+	for _, t := range ts {
+		pt, err := terminalProto(t)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "%v", err)
+		}
+		out.Terminals = append(out.Terminals, pt)
+	}
+	return out, nil
+}
+
+// GetTerminal implements mnguardv1.AdminServiceServer.
+func (a *AdminService) GetTerminal(ctx context.Context, req *mnguardv1.GetTerminalRequest) (*mnguardv1.GetTerminalResponse, error) {
+	if _, err := requireRole(ctx, allRoles...); err != nil {
+		return nil, err
+	}
+	if err := validID(req.GetId()); err != nil {
+		return nil, err
+	}
+	t, err := a.s.cfg.Store.Terminal(ctx, req.GetId())
+	if err != nil {
+		return nil, storeErr("terminal "+req.GetId(), err)
+	}
+	pt, err := terminalProto(t)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "%v", err)
+	}
+	return &mnguardv1.GetTerminalResponse{Terminal: pt}, nil
+}
+
+// RevokeTerminal implements mnguardv1.AdminServiceServer.
+func (a *AdminService) RevokeTerminal(ctx context.Context, req *mnguardv1.RevokeTerminalRequest) (*mnguardv1.RevokeTerminalResponse, error) {
+	op, err := requireRole(ctx, store.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	if err := validID(req.GetId()); err != nil {
+		return nil, err
+	}
+	if err := checkString("reason", req.GetReason(), maxShortString); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	cfg := a.s.cfg
+	if err := cfg.Store.RevokeTerminal(ctx, req.GetId(), req.GetReason(), cfg.Now()); err != nil {
+		return nil, storeErr("terminal "+req.GetId(), err)
+	}
+	a.s.hub.kick(req.GetId())
+	if err := a.audit(ctx, op, "terminal.revoke", req.GetId(), req.GetReason()); err != nil {
+		return nil, err
+	}
+	cfg.Logger.Info("terminal revoked", "terminal", req.GetId(), "operator", op.Name, "reason", req.GetReason())
+	t, err := cfg.Store.Terminal(ctx, req.GetId())
+	if err != nil {
+		return nil, storeErr("terminal "+req.GetId(), err)
+	}
+	pt, err := terminalProto(t)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "%v", err)
+	}
+	return &mnguardv1.RevokeTerminalResponse{Terminal: pt}, nil
+}
+
+func (a *AdminService) audit(ctx context.Context, op *Operator, action, target, detail string) error {
+	_, err := a.s.cfg.Store.AppendAudit(ctx, store.AuditEntry{
+		Time: a.s.cfg.Now(), Actor: op.Name + " (" + op.Role + ", token " + op.TokenID + ")",
+		Action: action, Target: target, Detail: detail,
+	})
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "audit log: %v", err)
+	}
+	return nil
+}
+
+// CreateEnrollmentToken implements mnguardv1.AdminServiceServer.
+func (a *AdminService) CreateEnrollmentToken(ctx context.Context, req *mnguardv1.CreateEnrollmentTokenRequest) (*mnguardv1.CreateEnrollmentTokenResponse, error) {
+	op, err := requireRole(ctx, store.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	ttl := time.Duration(req.GetTtlSeconds()) * time.Second
+	if ttl == 0 {
+		ttl = defaultTokenTTL
+	}
+	if ttl > maxTokenTTL {
+		return nil, status.Errorf(codes.InvalidArgument, "ttl_seconds: at most %d (%s)", int(maxTokenTTL.Seconds()), maxTokenTTL)
+	}
+	uses := req.GetUses()
+	if uses == 0 {
+		uses = 1
+	}
+	if uses > maxTokenUses {
+		return nil, status.Errorf(codes.InvalidArgument, "uses: at most %d", maxTokenUses)
+	}
+	if err := checkString("note", req.GetNote(), maxShortString); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	secret, err := NewToken(enrollTokenPrefix)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "%v", err)
+	}
+	now := a.s.cfg.Now()
+	t := store.EnrollmentToken{
+		ID: uuid.NewString(), Hash: HashToken(secret), CreatedAt: now, ExpiresAt: now.Add(ttl),
+		Uses: int(uses), UsesLeft: int(uses), CreatedBy: op.Name, Note: req.GetNote(),
+	}
+	if err := a.s.cfg.Store.CreateEnrollmentToken(ctx, t); err != nil {
+		return nil, storeErr("enrollment token", err)
+	}
+	if err := a.audit(ctx, op, "token.create", t.ID, fmt.Sprintf("uses=%d expires=%s note=%q", uses, t.ExpiresAt.UTC().Format(time.RFC3339), req.GetNote())); err != nil {
+		return nil, err
+	}
+	return &mnguardv1.CreateEnrollmentTokenResponse{Token: secret, ExpiresAt: ts(t.ExpiresAt), Id: t.ID, Uses: uses}, nil
+}
+
+// ListEnrollmentTokens implements mnguardv1.AdminServiceServer.
+func (a *AdminService) ListEnrollmentTokens(ctx context.Context, _ *mnguardv1.ListEnrollmentTokensRequest) (*mnguardv1.ListEnrollmentTokensResponse, error) {
+	if _, err := requireRole(ctx, store.RoleAdmin, store.RoleAuditor); err != nil {
+		return nil, err
+	}
+	toks, err := a.s.cfg.Store.EnrollmentTokens(ctx)
+	if err != nil {
+		return nil, storeErr("enrollment tokens", err)
+	}
+	out := &mnguardv1.ListEnrollmentTokensResponse{}
+	for _, t := range toks {
+		out.Tokens = append(out.Tokens, &mnguardv1.EnrollmentToken{
+			Id: t.ID, CreatedAt: ts(t.CreatedAt), ExpiresAt: ts(t.ExpiresAt),
+			Uses: uint32(t.Uses), UsesLeft: uint32(t.UsesLeft), CreatedBy: t.CreatedBy, Note: t.Note,
+		})
+	}
+	return out, nil
+}
+
+// ListEvents implements mnguardv1.AdminServiceServer.
+func (a *AdminService) ListEvents(ctx context.Context, req *mnguardv1.ListEventsRequest) (*mnguardv1.ListEventsResponse, error) {
+	if _, err := requireRole(ctx, allRoles...); err != nil {
+		return nil, err
+	}
+	if req.GetTerminalId() != "" {
+		if err := validID(req.GetTerminalId()); err != nil {
+			return nil, err
+		}
+	}
+	limit := int(req.GetLimit())
+	if limit == 0 {
+		limit = 100
+	}
+	if limit > 10000 {
+		return nil, status.Error(codes.InvalidArgument, "limit: at most 10000")
+	}
+	evs, err := a.s.cfg.Store.Events(ctx, req.GetTerminalId(), limit)
+	if err != nil {
+		return nil, storeErr("events", err)
+	}
+	out := &mnguardv1.ListEventsResponse{Events: make([]*mnguardv1.StoredEvent, 0, len(evs))}
+	for _, e := range evs {
+		pe := &mnguardv1.Event{}
+		if err := proto.Unmarshal(e.Data, pe); err != nil {
+			return nil, status.Errorf(codes.Internal, "event %s/%d: %v", e.TerminalID, e.Seq, err)
+		}
+		out.Events = append(out.Events, &mnguardv1.StoredEvent{TerminalId: e.TerminalID, Event: pe, ReceivedAt: ts(e.ReceivedAt)})
+	}
+	return out, nil
+}
+
+// GetServerInfo implements mnguardv1.AdminServiceServer.
+func (a *AdminService) GetServerInfo(ctx context.Context, _ *mnguardv1.GetServerInfoRequest) (*mnguardv1.GetServerInfoResponse, error) {
+	op, err := requireRole(ctx, allRoles...)
+	if err != nil {
+		return nil, err
+	}
+	return &mnguardv1.GetServerInfoResponse{
+		Version: a.s.cfg.Version, CaPin: pki.Pin(a.s.cfg.CA.CertDER()), Operator: op.Name, Role: op.Role,
+	}, nil
+}

@@ -1,0 +1,309 @@
+package api
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/mnguard/mnguard/internal/snapshot"
+	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
+	"github.com/mnguard/mnguard/server/ca"
+	"github.com/mnguard/mnguard/server/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Config is what both services share.
+type Config struct {
+	Store store.Store
+	CA    *ca.CA
+	// ExemptionKey verifies exemption tokens; handed to agents at enrollment.
+	ExemptionKey ed25519.PublicKey
+	// CertValidity is the lifetime of agent certificates.
+	CertValidity time.Duration
+	// ReportInterval is pushed to agents as policy.
+	ReportInterval time.Duration
+	// Heartbeat is how often an idle Subscribe stream carries a heartbeat.
+	Heartbeat time.Duration
+	Version   string
+	Logger    *slog.Logger
+	Metrics   *Metrics
+	Now       func() time.Time
+}
+
+// Services are the collector's gRPC services over one store.
+type Services struct {
+	cfg    Config
+	hub    *hub
+	policy *mnguardv1.Policy
+	Agent  *AgentService
+	Admin  *AdminService
+}
+
+// New builds the services.
+func New(cfg Config) *Services {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 30 * time.Second
+	}
+	if cfg.CertValidity <= 0 {
+		cfg.CertValidity = 90 * 24 * time.Hour
+	}
+	if cfg.ReportInterval <= 0 {
+		cfg.ReportInterval = 60 * time.Second
+	}
+	p := &mnguardv1.Policy{ReportIntervalSeconds: uint32((cfg.ReportInterval + time.Second - 1) / time.Second)}
+	p.Version = policyVersion(p)
+	s := &Services{cfg: cfg, hub: newHub(), policy: p}
+	s.Agent = &AgentService{s: s}
+	s.Admin = &AdminService{s: s}
+	cfg.Metrics.subscribers(s.hub.count)
+	return s
+}
+
+func policyVersion(p *mnguardv1.Policy) string {
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(p)
+	sum := HashToken(string(b))
+	return "p-" + hex.EncodeToString(sum[:4])
+}
+
+// AgentService implements mnguardv1.AgentServiceServer.
+type AgentService struct {
+	mnguardv1.UnimplementedAgentServiceServer
+	s *Services
+}
+
+const (
+	enrollTokenPrefix   = "mne_"
+	operatorTokenPrefix = "mno_"
+	maxCSRBytes         = 8 << 10
+	clockSkewAllowance  = 5 * time.Minute
+)
+
+// Enroll implements mnguardv1.AgentServiceServer.
+func (a *AgentService) Enroll(ctx context.Context, req *mnguardv1.EnrollRequest) (*mnguardv1.EnrollResponse, error) {
+	cfg := a.s.cfg
+	tok := req.GetToken()
+	if tok == "" {
+		return nil, status.Error(codes.InvalidArgument, "enrollment token missing")
+	}
+	if len(tok) > 128 || !strings.HasPrefix(tok, enrollTokenPrefix) {
+		cfg.Metrics.enrollments.WithLabelValues("bad_token").Inc()
+		return nil, status.Error(codes.Unauthenticated, "enrollment token not recognised (it should start with "+enrollTokenPrefix+")")
+	}
+	if len(req.GetCsrDer()) == 0 || len(req.GetCsrDer()) > maxCSRBytes {
+		return nil, status.Errorf(codes.InvalidArgument, "csr_der: want a DER certificate request of at most %d bytes", maxCSRBytes)
+	}
+	if err := ValidateHostFacts(req.GetHost()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	now := cfg.Now()
+	id := uuid.NewString()
+	cert, err := cfg.CA.SignClient(req.GetCsrDer(), id, a.notBefore(now), now.Add(cfg.CertValidity))
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	offline := make([]byte, 32)
+	if _, err := rand.Read(offline); err != nil {
+		return nil, status.Errorf(codes.Internal, "offline key: %v", err)
+	}
+	host, err := proto.Marshal(req.GetHost())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "host: %v", err)
+	}
+	serial := ca.SerialHex(cert)
+	err = cfg.Store.Enroll(ctx, HashToken(tok), now, store.Terminal{
+		ID:         id,
+		Host:       host,
+		Hostname:   req.GetHost().GetHostname(),
+		State:      store.StateActive,
+		EnrolledAt: now,
+		OfflineKey: offline,
+	}, store.Certificate{Serial: serial, TerminalID: id, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter})
+	switch {
+	case errors.Is(err, store.ErrTokenUnknown), errors.Is(err, store.ErrTokenExpired), errors.Is(err, store.ErrTokenExhausted):
+		cfg.Metrics.enrollments.WithLabelValues("refused").Inc()
+		cfg.Logger.Warn("enrollment refused", "hostname", req.GetHost().GetHostname(), "reason", err)
+		return nil, status.Error(codes.Unauthenticated, tokenReason(err))
+	case err != nil:
+		return nil, status.Errorf(codes.Unavailable, "store enrollment: %v", err)
+	}
+	cfg.Metrics.enrollments.WithLabelValues("ok").Inc()
+	cfg.Logger.Info("terminal enrolled", "terminal", id, "hostname", req.GetHost().GetHostname(), "serial", serial)
+	return &mnguardv1.EnrollResponse{
+		TerminalId:         id,
+		CertificateDer:     cert.Raw,
+		CaCertificateDer:   cfg.CA.CertDER(),
+		ExemptionPublicKey: cfg.ExemptionKey,
+		OfflineKey:         offline,
+		Policy:             a.s.policy,
+	}, nil
+}
+
+// notBefore backdates certificates a little for terminals whose clocks run
+// behind; at most a quarter of the validity, so the renewal point (a third of
+// the lifetime before the end) stays in the future.
+func (a *AgentService) notBefore(now time.Time) time.Time {
+	return now.Add(-min(clockSkewAllowance, a.s.cfg.CertValidity/4))
+}
+
+func tokenReason(err error) string {
+	switch {
+	case errors.Is(err, store.ErrTokenExpired):
+		return "enrollment token expired: ask the administrator for a new one"
+	case errors.Is(err, store.ErrTokenExhausted):
+		return "enrollment token has no uses left: ask the administrator for a new one"
+	default:
+		return "enrollment token not recognised"
+	}
+}
+
+// Renew implements mnguardv1.AgentServiceServer.
+func (a *AgentService) Renew(ctx context.Context, req *mnguardv1.RenewRequest) (*mnguardv1.RenewResponse, error) {
+	cfg := a.s.cfg
+	t, err := TerminalFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.GetCsrDer()) == 0 || len(req.GetCsrDer()) > maxCSRBytes {
+		return nil, status.Errorf(codes.InvalidArgument, "csr_der: want a DER certificate request of at most %d bytes", maxCSRBytes)
+	}
+	now := cfg.Now()
+	cert, err := cfg.CA.SignClient(req.GetCsrDer(), t.ID, a.notBefore(now), now.Add(cfg.CertValidity))
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	err = cfg.Store.AddCertificate(ctx, store.Certificate{Serial: ca.SerialHex(cert), TerminalID: t.ID, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter})
+	switch {
+	case errors.Is(err, store.ErrRevoked):
+		return nil, status.Error(codes.PermissionDenied, "terminal revoked: enroll again")
+	case err != nil:
+		return nil, status.Errorf(codes.Unavailable, "store certificate: %v", err)
+	}
+	cfg.Logger.Info("certificate renewed", "terminal", t.ID, "serial", ca.SerialHex(cert), "not_after", cert.NotAfter)
+	return &mnguardv1.RenewResponse{CertificateDer: cert.Raw}, nil
+}
+
+// Report implements mnguardv1.AgentServiceServer.
+func (a *AgentService) Report(ctx context.Context, req *mnguardv1.ReportRequest) (*mnguardv1.ReportResponse, error) {
+	cfg := a.s.cfg
+	start := time.Now()
+	t, err := TerminalFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := cfg.Now()
+	if req.GetPosture() == nil && len(req.GetEvents()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "empty report: neither posture nor events")
+	}
+	r := store.Report{TerminalID: t.ID, ReceivedAt: now}
+	if p := req.GetPosture(); p != nil {
+		if err := ValidatePosture(p, now); err != nil {
+			cfg.Metrics.reports.WithLabelValues("invalid").Inc()
+			cfg.Logger.Warn("posture refused", "terminal", t.ID, "reason", err)
+			return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+		}
+		b, err := proto.Marshal(p)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "posture: %v", err)
+		}
+		r.Posture, r.CollectedAt, r.Fingerprint = b, p.GetCollectedAt().AsTime(), snapshot.Fingerprint(p)
+	}
+	if err := ValidateEvents(req.GetEvents(), now); err != nil {
+		cfg.Metrics.reports.WithLabelValues("invalid").Inc()
+		cfg.Logger.Warn("events refused", "terminal", t.ID, "reason", err)
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	for _, e := range req.GetEvents() {
+		b, err := proto.Marshal(e)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "event %d: %v", e.GetSeq(), err)
+		}
+		r.Events = append(r.Events, store.Event{
+			TerminalID: t.ID, Seq: e.GetSeq(), Time: e.GetTime().AsTime(), ReceivedAt: now,
+			Type: e.GetType(), Severity: int32(e.GetSeverity()), Message: e.GetMessage(), Data: b,
+		})
+	}
+	res, err := cfg.Store.SaveReport(ctx, r)
+	switch {
+	case errors.Is(err, store.ErrRevoked):
+		return nil, status.Error(codes.PermissionDenied, "terminal revoked: enroll again")
+	case errors.Is(err, store.ErrNotFound):
+		return nil, status.Error(codes.Unauthenticated, "terminal unknown: enroll again")
+	case err != nil:
+		cfg.Metrics.reports.WithLabelValues("error").Inc()
+		return nil, status.Errorf(codes.Unavailable, "store report: %v", err)
+	}
+	cfg.Metrics.reports.WithLabelValues("ok").Inc()
+	cfg.Metrics.events.WithLabelValues("stored").Add(float64(len(res.Stored)))
+	cfg.Metrics.events.WithLabelValues("duplicate").Add(float64(len(res.Duplicates)))
+	cfg.Metrics.reportSeconds.Observe(time.Since(start).Seconds())
+	acked := append(append(make([]uint64, 0, len(res.Stored)+len(res.Duplicates)), res.Stored...), res.Duplicates...)
+	return &mnguardv1.ReportResponse{
+		AckedSeqs:     acked,
+		ServerTime:    timestamppb.New(now),
+		PolicyVersion: a.s.policy.GetVersion(),
+	}, nil
+}
+
+// Subscribe implements mnguardv1.AgentServiceServer. The first message is
+// the current policy; then pushes as they come and heartbeats when idle. A
+// revoked terminal's stream ends with PermissionDenied.
+func (a *AgentService) Subscribe(req *mnguardv1.SubscribeRequest, stream mnguardv1.AgentService_SubscribeServer) error {
+	cfg := a.s.cfg
+	ctx := stream.Context()
+	t, err := TerminalFrom(ctx)
+	if err != nil {
+		return err
+	}
+	sub := a.s.hub.add(t.ID)
+	defer a.s.hub.remove(t.ID, sub)
+	cfg.Logger.Debug("agent subscribed", "terminal", t.ID)
+	if err := stream.Send(&mnguardv1.SubscribeResponse{
+		SentAt: timestamppb.New(cfg.Now()),
+		Push:   &mnguardv1.SubscribeResponse_Policy{Policy: a.s.policy},
+	}); err != nil {
+		return err
+	}
+	tick := time.NewTicker(cfg.Heartbeat)
+	defer tick.Stop()
+	// The certificate may expire while the stream is open.
+	expiry := time.NewTimer(time.Until(t.Cert.NotAfter))
+	defer expiry.Stop()
+	for {
+		var msg *mnguardv1.SubscribeResponse
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sub.kicked:
+			return status.Error(codes.PermissionDenied, "terminal revoked: enroll again")
+		case <-expiry.C:
+			return status.Error(codes.Unauthenticated, "client certificate expired")
+		case m := <-sub.push:
+			// Shared with the terminal's other streams: copy before stamping.
+			msg = proto.Clone(m).(*mnguardv1.SubscribeResponse)
+		case <-tick.C:
+			msg = &mnguardv1.SubscribeResponse{Push: &mnguardv1.SubscribeResponse_Heartbeat{Heartbeat: &mnguardv1.Heartbeat{}}}
+		}
+		msg.SentAt = timestamppb.New(cfg.Now())
+		if err := stream.Send(msg); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,222 @@
+// Package api implements the collector's gRPC services and the interceptors
+// that authenticate terminals (client certificates) and operators (API tokens).
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mnguard/mnguard/server/ca"
+	"github.com/mnguard/mnguard/server/store"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+const (
+	agentServicePrefix = "/mnguard.v1.AgentService/"
+	adminServicePrefix = "/mnguard.v1.AdminService/"
+	enrollMethod       = agentServicePrefix + "Enroll"
+)
+
+type ctxKey int
+
+const (
+	terminalKey ctxKey = iota
+	operatorKey
+)
+
+// Terminal is the authenticated caller of an agent RPC.
+type Terminal struct {
+	ID     string
+	Serial string
+	Cert   *x509.Certificate
+}
+
+// Operator is the authenticated caller of an admin RPC.
+type Operator struct {
+	TokenID string
+	Name    string
+	Role    string
+}
+
+// Authenticator decides who is calling. It is installed as a gRPC
+// interceptor pair on the collector's one listener: agent RPCs need a client
+// certificate from the CA that the store knows and has not revoked; admin
+// RPCs need an operator API token; Enroll needs neither (its token is in the
+// request).
+type Authenticator struct {
+	CA    *x509.CertPool
+	Store store.Store
+	Now   func() time.Time
+}
+
+func (a *Authenticator) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+// Unary is the unary server interceptor.
+func (a *Authenticator) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	ctx, err := a.authenticate(ctx, info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+// Stream is the stream server interceptor.
+func (a *Authenticator) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx, err := a.authenticate(ss.Context(), info.FullMethod)
+	if err != nil {
+		return err
+	}
+	return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+}
+
+type wrappedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (w *wrappedStream) Context() context.Context { return w.ctx }
+
+func (a *Authenticator) authenticate(ctx context.Context, method string) (context.Context, error) {
+	switch {
+	case method == enrollMethod:
+		return ctx, nil
+	case strings.HasPrefix(method, agentServicePrefix):
+		t, err := a.terminal(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return context.WithValue(ctx, terminalKey, t), nil
+	case strings.HasPrefix(method, adminServicePrefix):
+		op, err := a.operator(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return context.WithValue(ctx, operatorKey, op), nil
+	default:
+		return nil, status.Error(codes.Unimplemented, "unknown service")
+	}
+}
+
+// terminal verifies the peer's client certificate against the CA and the
+// store's record of it.
+func (a *Authenticator) terminal(ctx context.Context) (*Terminal, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "client certificate required")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return nil, status.Error(codes.Unauthenticated, "client certificate required: this terminal is not enrolled")
+	}
+	leaf := info.State.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, c := range info.State.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	now := a.now()
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		Roots:         a.CA,
+		Intermediates: inter,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		var inv x509.CertificateInvalidError
+		if errors.As(err, &inv) && inv.Reason == x509.Expired {
+			return nil, status.Errorf(codes.Unauthenticated, "client certificate expired at %s: enroll this terminal again", leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
+		return nil, status.Errorf(codes.Unauthenticated, "client certificate not issued by this collector's CA: %v", err)
+	}
+	serial := ca.SerialHex(leaf)
+	rec, err := a.Store.Certificate(ctx, serial)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, status.Errorf(codes.Unauthenticated, "client certificate %s is unknown to this collector: enroll this terminal again", serial)
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "look up client certificate: %v", err)
+	}
+	if !rec.RevokedAt.IsZero() {
+		return nil, status.Errorf(codes.PermissionDenied, "client certificate %s was revoked at %s: enroll this terminal again", serial, rec.RevokedAt.UTC().Format(time.RFC3339))
+	}
+	if rec.TerminalID != leaf.Subject.CommonName {
+		return nil, status.Errorf(codes.Unauthenticated, "client certificate %s does not belong to terminal %q", serial, leaf.Subject.CommonName)
+	}
+	return &Terminal{ID: rec.TerminalID, Serial: serial, Cert: leaf}, nil
+}
+
+// HashToken is how API and enrollment tokens are stored: they are long
+// random strings, so one SHA-256 is enough.
+func HashToken(token string) []byte {
+	sum := sha256.Sum256([]byte(token))
+	return sum[:]
+}
+
+func (a *Authenticator) operator(ctx context.Context) (*Operator, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get("authorization")
+	if len(vals) != 1 {
+		return nil, status.Error(codes.Unauthenticated, "API token required (authorization: Bearer TOKEN)")
+	}
+	tok, ok := strings.CutPrefix(vals[0], "Bearer ")
+	if !ok || tok == "" || len(tok) > 256 {
+		return nil, status.Error(codes.Unauthenticated, "malformed authorization header: want Bearer TOKEN")
+	}
+	rec, err := a.Store.OperatorTokenByHash(ctx, HashToken(strings.TrimSpace(tok)))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, status.Error(codes.Unauthenticated, "API token not recognised")
+	case errors.Is(err, store.ErrRevoked):
+		return nil, status.Error(codes.Unauthenticated, "API token revoked")
+	case err != nil:
+		return nil, status.Errorf(codes.Unavailable, "look up API token: %v", err)
+	}
+	return &Operator{TokenID: rec.ID, Name: rec.Name, Role: rec.Role}, nil
+}
+
+// TerminalFrom returns the authenticated terminal of an agent RPC.
+func TerminalFrom(ctx context.Context) (*Terminal, error) {
+	t, ok := ctx.Value(terminalKey).(*Terminal)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "client certificate required")
+	}
+	return t, nil
+}
+
+// OperatorFrom returns the authenticated operator of an admin RPC.
+func OperatorFrom(ctx context.Context) (*Operator, error) {
+	op, ok := ctx.Value(operatorKey).(*Operator)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "API token required")
+	}
+	return op, nil
+}
+
+// requireRole returns the operator when it has one of the roles.
+func requireRole(ctx context.Context, roles ...string) (*Operator, error) {
+	op, err := OperatorFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range roles {
+		if op.Role == r {
+			return op, nil
+		}
+	}
+	return nil, status.Errorf(codes.PermissionDenied, "role %s may not do this (needs %s)", op.Role, strings.Join(roles, " or "))
+}
+
+func (o *Operator) String() string { return fmt.Sprintf("%s (%s)", o.Name, o.Role) }

@@ -1,0 +1,53 @@
+package api
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the collector's Prometheus metrics.
+type Metrics struct {
+	reg           prometheus.Registerer
+	enrollments   *prometheus.CounterVec
+	reports       *prometheus.CounterVec
+	events        *prometheus.CounterVec
+	reportSeconds prometheus.Histogram
+	rpcs          *prometheus.CounterVec
+}
+
+// NewMetrics registers the metrics with reg; nil reg keeps them unregistered
+// (tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		reg: reg,
+		enrollments: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mnguard_enrollments_total", Help: "Enrollment attempts by result.",
+		}, []string{"result"}),
+		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mnguard_reports_total", Help: "Agent reports by result.",
+		}, []string{"result"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mnguard_events_total", Help: "Agent events received, stored or duplicate.",
+		}, []string{"result"}),
+		reportSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "mnguard_report_duration_seconds", Help: "Time to validate and store one report.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mnguard_grpc_requests_total", Help: "gRPC requests by method and status code.",
+		}, []string{"method", "code"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.enrollments, m.reports, m.events, m.reportSeconds, m.rpcs)
+	}
+	return m
+}
+
+// subscribers exposes the number of live Subscribe streams.
+func (m *Metrics) subscribers(count func() int) {
+	if m.reg == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "mnguard_agent_streams", Help: "Agents connected through Subscribe.",
+	}, func() float64 { return float64(count()) }))
+}

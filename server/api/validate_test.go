@@ -1,0 +1,138 @@
+package api
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+func goodPosture(now time.Time) *mnguardv1.Posture {
+	return &mnguardv1.Posture{
+		CollectedAt: timestamppb.New(now),
+		Host:        &mnguardv1.HostFacts{Hostname: "term-01", Os: "linux"},
+		Interfaces:  []*mnguardv1.NetworkInterface{{Name: "eth0", Addrs: []string{"192.0.2.10/24", "fe80::1/64"}, Flags: []string{"up"}}},
+		UsbDevices: []*mnguardv1.UsbDevice{{VendorId: "0781", ProductId: "5567", Serial: "4C53",
+			Interfaces: []*mnguardv1.UsbInterface{{Class: 8, Subclass: 6, Protocol: 0x50, ClassName: "mass-storage"}}}},
+	}
+}
+
+func TestValidatePosture(t *testing.T) {
+	now := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		mut  func(p *mnguardv1.Posture)
+		want string // "" means valid
+	}{
+		{"valid", func(*mnguardv1.Posture) {}, ""},
+		{"no time", func(p *mnguardv1.Posture) { p.CollectedAt = nil }, "posture.collected_at: missing"},
+		{"invalid time", func(p *mnguardv1.Posture) { p.CollectedAt = &timestamppb.Timestamp{Nanos: -1} }, "posture.collected_at"},
+		{"far future", func(p *mnguardv1.Posture) { p.CollectedAt = timestamppb.New(now.Add(48 * time.Hour)) }, "in the future"},
+		{"no host", func(p *mnguardv1.Posture) { p.Host = nil }, "posture.host: missing"},
+		{"empty hostname", func(p *mnguardv1.Posture) { p.Host.Hostname = "" }, "host.hostname: empty"},
+		{"long hostname", func(p *mnguardv1.Posture) { p.Host.Hostname = strings.Repeat("h", 300) }, "longer than"},
+		{"newline in platform", func(p *mnguardv1.Posture) { p.Host.Platform = "deb\nian" }, "control character"},
+		{"bad cidr", func(p *mnguardv1.Posture) { p.Interfaces[0].Addrs[0] = "192.0.2.300/24" }, "CIDR"},
+		{"too many interfaces", func(p *mnguardv1.Posture) {
+			for range maxInterfaces {
+				p.Interfaces = append(p.Interfaces, &mnguardv1.NetworkInterface{Name: "x"})
+			}
+		}, "interfaces"},
+		{"upper-case vendor", func(p *mnguardv1.Posture) { p.UsbDevices[0].VendorId = "0A5C" }, "vendor_id"},
+		{"class not a byte", func(p *mnguardv1.Posture) { p.UsbDevices[0].Interfaces[0].Class = 256 }, "bytes"},
+		{"long usb error", func(p *mnguardv1.Posture) { p.UsbInventoryError = strings.Repeat("e", 5000) }, "usb_inventory_error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := goodPosture(now)
+			tt.mut(p)
+			err := ValidatePosture(p, now)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("valid posture refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidateEvents(t *testing.T) {
+	now := time.Now()
+	e := func(seq uint64, typ string) *mnguardv1.Event {
+		return &mnguardv1.Event{Seq: seq, Time: timestamppb.New(now), Type: typ, Severity: mnguardv1.Severity_SEVERITY_INFO}
+	}
+	tests := []struct {
+		name string
+		evs  []*mnguardv1.Event
+		want string
+	}{
+		{"valid", []*mnguardv1.Event{e(1, "agent.start"), e(2, "media.write_blocked")}, ""},
+		{"seq zero", []*mnguardv1.Event{e(0, "agent.start")}, "at least 1"},
+		{"seq twice", []*mnguardv1.Event{e(3, "a.b"), e(3, "a.c")}, "twice"},
+		{"no time", []*mnguardv1.Event{{Seq: 1, Type: "a.b"}}, "time: missing"},
+		{"upper type", []*mnguardv1.Event{e(1, "Agent.Start")}, "event type"},
+		{"unknown severity", []*mnguardv1.Event{{Seq: 1, Time: timestamppb.New(now), Type: "a.b", Severity: 42}}, "severity"},
+		{"too many", func() []*mnguardv1.Event {
+			var evs []*mnguardv1.Event
+			for i := range maxEventsPerReport + 1 {
+				evs = append(evs, e(uint64(i+1), "a.b"))
+			}
+			return evs
+		}(), "at most"},
+		{"control char in attribute", []*mnguardv1.Event{{Seq: 1, Time: timestamppb.New(now), Type: "a.b", Attributes: map[string]string{"k": "v\x00"}}}, "control character"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ValidateEvents(tt.evs, now)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("valid events refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzReport feeds arbitrary bytes through the path a Report takes before
+// the store: unmarshal, validate. It must never panic, and whatever it
+// accepts must marshal again (what the store keeps).
+func FuzzReport(f *testing.F) {
+	now := time.Now()
+	good, _ := proto.Marshal(&mnguardv1.ReportRequest{Posture: goodPosture(now), Events: []*mnguardv1.Event{{Seq: 1, Time: timestamppb.New(now), Type: "agent.start"}}})
+	f.Add(good)
+	f.Add([]byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req mnguardv1.ReportRequest
+		if err := proto.Unmarshal(data, &req); err != nil {
+			return
+		}
+		if req.GetPosture() != nil {
+			if err := ValidatePosture(req.GetPosture(), now); err != nil {
+				return
+			}
+			if _, err := proto.Marshal(req.GetPosture()); err != nil {
+				t.Fatalf("accepted posture does not marshal: %v", err)
+			}
+		}
+		if err := ValidateEvents(req.GetEvents(), now); err != nil {
+			return
+		}
+		for _, e := range req.GetEvents() {
+			if e.GetSeq() == 0 || e.GetTime() == nil {
+				t.Fatalf("accepted event without seq or time: %v", e)
+			}
+		}
+	})
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/mnguard/mnguard/internal/version"
+	"github.com/mnguard/mnguard/server/collector"
+)
+
+const usage = `usage: mnguard-server COMMAND [flags]
+
+Commands:
+  init     create the CA, keys, database and first admin API token in --data-dir
+  serve    run the collector (initialises an empty --data-dir first)
+  version  print the version
+
+Run 'mnguard-server COMMAND -h' for the flags of a command.
+`
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "mnguard-server %s: %s\n", args[0], oneLine(err))
+		return 1
+	}
+	fs := flag.NewFlagSet("mnguard-server "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", env("MNGUARD_DATA_DIR", "/var/lib/mnguard-server"), "data directory: CA, keys, database (env MNGUARD_DATA_DIR)")
+	switch args[0] {
+	case "init":
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		res, err := collector.Init(ctx, *dataDir, time.Now())
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintln(stdout, res.CAPin)
+		if res.AdminToken != "" {
+			fmt.Fprintf(stderr, "Initialised %s.\nAdmin API token written to %s (readable by root only; shown nowhere else).\nAgents enroll with --ca-pin %s\n", *dataDir, res.AdminTokenFile, res.CAPin)
+		} else {
+			fmt.Fprintf(stderr, "%s was already initialised; nothing changed.\n", *dataDir)
+		}
+		return 0
+	case "serve":
+		grpcListen := fs.String("grpc-listen", env("MNGUARD_GRPC_LISTEN", ":8443"), "gRPC listen address for agents and mnguardctl (env MNGUARD_GRPC_LISTEN)")
+		httpListen := fs.String("http-listen", env("MNGUARD_HTTP_LISTEN", ":8444"), "HTTPS listen address for /healthz and /metrics (env MNGUARD_HTTP_LISTEN)")
+		var names stringList
+		fs.Var(&names, "server-name", "extra DNS name or IP address in the server certificate (repeatable)")
+		certValidity := fs.Duration("cert-validity", 90*24*time.Hour, "lifetime of agent certificates; agents renew when a third is left")
+		reportInterval := fs.Duration("report-interval", 60*time.Second, "how often agents report posture at least")
+		logLevel := fs.String("log-level", env("MNGUARD_LOG_LEVEL", "info"), "debug, info, warn or error (env MNGUARD_LOG_LEVEL)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		var level slog.Level
+		if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+			return fail(fmt.Errorf("--log-level: %w", err))
+		}
+		if *certValidity < time.Minute {
+			return fail(errors.New("--cert-validity: at least 1m"))
+		}
+		if *reportInterval < time.Second {
+			return fail(errors.New("--report-interval: at least 1s"))
+		}
+		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+		err := collector.Serve(ctx, collector.Config{
+			DataDir: *dataDir, GRPCListen: *grpcListen, HTTPListen: *httpListen,
+			ServerNames: names, CertValidity: *certValidity, ReportInterval: *reportInterval, Logger: log,
+		})
+		if err != nil {
+			return fail(err)
+		}
+		return 0
+	case "version", "--version":
+		fmt.Fprintln(stdout, version.Version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "mnguard-server: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
+}

@@ -1,0 +1,277 @@
+// Package collector runs the mnguard collector: it initialises the data
+// directory and serves the gRPC API and the HTTPS endpoints over one store.
+package collector
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/mnguard/mnguard/internal/pki"
+	"github.com/mnguard/mnguard/internal/version"
+	"github.com/mnguard/mnguard/server/api"
+	"github.com/mnguard/mnguard/server/ca"
+	"github.com/mnguard/mnguard/server/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Files in the data directory.
+const (
+	DBFile         = "mnguard.db"
+	SigningKeyFile = "signing.key"
+	AdminTokenFile = "admin.token"
+)
+
+// InitResult says what Init found or made.
+type InitResult struct {
+	CAPin string
+	// AdminToken is set only when Init created it (first start).
+	AdminToken     string
+	AdminTokenFile string
+	Created        bool
+}
+
+// Init prepares dataDir: the CA, the exemption-signing key, the database
+// and, on an empty database, a first admin API token written to
+// dataDir/admin.token (0600). It is idempotent.
+func Init(ctx context.Context, dataDir string, now time.Time) (InitResult, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return InitResult{}, fmt.Errorf("create data directory: %w", err)
+	}
+	authority, caCreated, err := ca.LoadOrCreate(dataDir, now)
+	if err != nil {
+		return InitResult{}, err
+	}
+	if _, _, err := ca.LoadOrCreateSigningKey(filepath.Join(dataDir, SigningKeyFile)); err != nil {
+		return InitResult{}, err
+	}
+	st, err := store.OpenSQLite(ctx, filepath.Join(dataDir, DBFile))
+	if err != nil {
+		return InitResult{}, err
+	}
+	defer st.Close()
+	res := InitResult{CAPin: authority.Pin(), Created: caCreated}
+	has, err := st.HasOperatorTokens(ctx)
+	if err != nil {
+		return InitResult{}, err
+	}
+	if has {
+		return res, nil
+	}
+	tok, err := api.NewOperatorToken()
+	if err != nil {
+		return InitResult{}, err
+	}
+	path := filepath.Join(dataDir, AdminTokenFile)
+	if err := pki.WriteFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+		return InitResult{}, fmt.Errorf("write admin token: %w", err)
+	}
+	if err := st.CreateOperatorToken(ctx, store.OperatorToken{
+		ID: "admin-initial", Name: "admin", Role: store.RoleAdmin, Hash: api.HashToken(tok), CreatedAt: now,
+	}); err != nil {
+		return InitResult{}, err
+	}
+	if _, err := st.AppendAudit(ctx, store.AuditEntry{Time: now, Actor: "mnguard-server init", Action: "operator_token.create", Target: "admin-initial", Detail: "first admin API token, written to " + path}); err != nil {
+		return InitResult{}, err
+	}
+	res.AdminToken, res.AdminTokenFile, res.Created = tok, path, true
+	return res, nil
+}
+
+// Config configures Serve.
+type Config struct {
+	DataDir    string
+	GRPCListen string
+	HTTPListen string
+	// ServerNames are extra DNS names or IPs for the server certificate,
+	// besides the host name, localhost and the listen addresses.
+	ServerNames    []string
+	CertValidity   time.Duration
+	ReportInterval time.Duration
+	Logger         *slog.Logger
+	// Ready, when set, is called once both listeners accept connections.
+	Ready func(grpcAddr, httpAddr net.Addr)
+}
+
+// Serve runs the collector until ctx is cancelled; cancellation is a clean
+// exit.
+func Serve(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	now := time.Now()
+	res, err := Init(ctx, cfg.DataDir, now)
+	if err != nil {
+		return err
+	}
+	if res.AdminToken != "" {
+		log.Info("initialised data directory", "dir", cfg.DataDir, "ca_pin", res.CAPin, "admin_token_file", res.AdminTokenFile)
+	}
+	authority, _, err := ca.LoadOrCreate(cfg.DataDir, now)
+	if err != nil {
+		return err
+	}
+	signing, _, err := ca.LoadOrCreateSigningKey(filepath.Join(cfg.DataDir, SigningKeyFile))
+	if err != nil {
+		return err
+	}
+	st, err := store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, DBFile))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	certs, err := newServerCerts(authority, serverNames(cfg))
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	svc := api.New(api.Config{
+		Store: st, CA: authority, ExemptionKey: signing.Public().(ed25519.PublicKey),
+		CertValidity: cfg.CertValidity, ReportInterval: cfg.ReportInterval,
+		Version: version.Version, Logger: log, Metrics: api.NewMetrics(reg),
+	})
+	grpcSrv := svc.NewGRPCServer(certs.get)
+
+	gl, err := net.Listen("tcp", cfg.GRPCListen)
+	if err != nil {
+		return fmt.Errorf("listen gRPC on %s: %w", cfg.GRPCListen, err)
+	}
+	hl, err := net.Listen("tcp", cfg.HTTPListen)
+	if err != nil {
+		gl.Close()
+		return fmt.Errorf("listen HTTPS on %s: %w", cfg.HTTPListen, err)
+	}
+	httpSrv := &http.Server{
+		Handler:           httpHandler(st, reg),
+		ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get},
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	log.Info("collector listening", "grpc", gl.Addr().String(), "https", hl.Addr().String(), "ca_pin", res.CAPin, "version", version.Version)
+	if cfg.Ready != nil {
+		cfg.Ready(gl.Addr(), hl.Addr())
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- grpcSrv.Serve(gl) }()
+	go func() { errc <- httpSrv.ServeTLS(hl, "", "") }()
+	go certs.refresh(ctx, log)
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		log.Error("listener failed", "err", err)
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(shutdownCtx)
+	stopped := make(chan struct{})
+	go func() { grpcSrv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-shutdownCtx.Done():
+		grpcSrv.Stop()
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info("collector stopped")
+	return nil
+}
+
+func serverNames(cfg Config) []string {
+	names := []string{"localhost", "127.0.0.1", "::1"}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		names = append(names, h)
+	}
+	for _, addr := range []string{cfg.GRPCListen, cfg.HTTPListen} {
+		if host, _, err := net.SplitHostPort(addr); err == nil && host != "" && host != "0.0.0.0" && host != "::" {
+			names = append(names, host)
+		}
+	}
+	return append(names, cfg.ServerNames...)
+}
+
+// serverCerts holds the collector's own TLS certificate, issued by its CA at
+// start and reissued before it expires.
+type serverCerts struct {
+	ca       *ca.CA
+	names    []string
+	validity time.Duration
+	mu       sync.RWMutex
+	cert     *tls.Certificate
+}
+
+func newServerCerts(authority *ca.CA, names []string) (*serverCerts, error) {
+	s := &serverCerts{ca: authority, names: names, validity: 30 * 24 * time.Hour}
+	if err := s.issue(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *serverCerts) issue() error {
+	c, err := s.ca.ServerCertificate(s.names, time.Now(), s.validity)
+	if err != nil {
+		return fmt.Errorf("issue server certificate: %w", err)
+	}
+	s.mu.Lock()
+	s.cert = &c
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *serverCerts) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.cert, nil
+}
+
+func (s *serverCerts) refresh(ctx context.Context, log *slog.Logger) {
+	t := time.NewTicker(24 * time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.issue(); err != nil {
+				log.Error("renew server certificate", "err", err)
+			}
+		}
+	}
+}
+
+func httpHandler(st store.Store, reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := st.Ping(ctx); err != nil {
+			http.Error(w, "store unavailable: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "mnguard collector %s\n\nThe web dashboard is not part of this release yet; use mnguardctl.\nEndpoints: /healthz, /metrics\n", version.Version)
+	})
+	return mux
+}
