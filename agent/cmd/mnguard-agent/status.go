@@ -1,0 +1,101 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/mnguard/mnguard/agent/config"
+	"github.com/mnguard/mnguard/agent/state"
+)
+
+// printStatus says, in plain words, whether the agent is enrolled, running,
+// connected and reporting. It returns false when something needs attention.
+func printStatus(w io.Writer, cfg config.Config, configPath string) bool {
+	dir := state.Dir(cfg.StateDir)
+	now := time.Now()
+	ok := true
+	line := func(label, format string, args ...any) {
+		fmt.Fprintf(w, "%-12s %s\n", label+":", fmt.Sprintf(format, args...))
+	}
+	id, err := dir.LoadIdentity()
+	switch {
+	case errors.Is(err, state.ErrNotEnrolled):
+		line("Enrollment", "not enrolled (state directory %s)", cfg.StateDir)
+		line("Next step", "mnguard-agent enroll --server HOST:PORT --token T --ca-pin sha256:HEX")
+		return false
+	case err != nil:
+		line("Enrollment", "state unreadable: %v", err)
+		return false
+	}
+	server := id.Server
+	if cfg.Server != "" {
+		server = cfg.Server
+	}
+	line("Enrollment", "enrolled as terminal %s with collector %s since %s", id.TerminalID, server, when(id.EnrolledAt, now))
+	cert := id.Cert.NotAfter
+	if now.After(cert) {
+		line("Certificate", "EXPIRED at %s: enroll again", when(cert, now))
+		ok = false
+	} else {
+		line("Certificate", "valid until %s", when(cert, now))
+	}
+	line("Service", "%s", serviceState(cfg, configPath))
+
+	st, err := dir.ReadStatus()
+	if errors.Is(err, os.ErrNotExist) {
+		line("Agent", "has never run with this state directory")
+		return false
+	}
+	if err != nil {
+		line("Agent", "status unreadable: %v", err)
+		return false
+	}
+	stale := now.Sub(st.UpdatedAt) > 30*time.Second
+	switch {
+	case st.Stopped:
+		line("Agent", "stopped at %s", when(st.UpdatedAt, now))
+		ok = false
+	case stale:
+		line("Agent", "not running: last sign of life %s (pid %d)", when(st.UpdatedAt, now), st.PID)
+		ok = false
+	default:
+		line("Agent", "running since %s (pid %d)", when(st.StartedAt, now), st.PID)
+	}
+	switch {
+	case st.Connected && !stale && !st.Stopped:
+		line("Connection", "connected since %s", when(st.ConnectedSince, now))
+	case st.LastError != "":
+		line("Connection", "not connected: %s (%s)", st.LastError, when(st.LastErrorAt, now))
+		ok = false
+	default:
+		line("Connection", "not connected")
+		ok = false
+	}
+	if st.LastReportAt.IsZero() {
+		line("Last report", "none delivered yet")
+		ok = false
+	} else {
+		line("Last report", "%s; reports at least every %s", when(st.LastReportAt, now), st.ReportInterval)
+	}
+	line("Events", "%d waiting to be delivered", st.PendingEvents)
+	if st.PolicyVersion != "" {
+		line("Policy", "%s", st.PolicyVersion)
+	}
+	return ok
+}
+
+// when renders a time as "2026-11-25 17:26:54 UTC (12s ago)".
+func when(t, now time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := now.Sub(t).Round(time.Second)
+	rel := d.String() + " ago"
+	if d < 0 {
+		rel = "in " + (-d).String()
+	}
+	return fmt.Sprintf("%s (%s)", t.Local().Format("2006-01-02 15:04:05 MST"), rel)
+}

@@ -1,0 +1,153 @@
+// Package config reads the agent's YAML configuration file.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the agent's configuration. Every key is optional; see
+// installer/linux/agent.yaml for an annotated example.
+type Config struct {
+	// Server is the collector's HOST:PORT. Enrollment records it too; this
+	// key, when set, wins over the recorded one.
+	Server string `yaml:"server"`
+	// StateDir holds the agent's key, certificates, spool and status.
+	StateDir string `yaml:"state_dir"`
+	// ReportInterval is the longest time between two posture reports
+	// until the collector's policy says otherwise.
+	ReportInterval Duration `yaml:"report_interval"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+}
+
+// Duration is a time.Duration written as "60s", "5m".
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		// A bare number means seconds.
+		secs, err2 := strconv.ParseUint(s, 10, 32)
+		if err2 != nil {
+			return fmt.Errorf("%q is not a duration such as 60s or 5m", s)
+		}
+		v = time.Duration(secs) * time.Second
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// DefaultPath is where the agent looks for its configuration.
+func DefaultPath() string {
+	if runtime.GOOS == "windows" {
+		return `C:\ProgramData\mnguard\agent.yaml`
+	}
+	return "/etc/mnguard/agent.yaml"
+}
+
+// DefaultStateDir is the state directory when none is configured.
+func DefaultStateDir() string {
+	if runtime.GOOS == "windows" {
+		return `C:\ProgramData\mnguard\agent`
+	}
+	return "/var/lib/mnguard-agent"
+}
+
+// Default returns the configuration used when no file sets a key.
+func Default() Config {
+	return Config{
+		StateDir:       DefaultStateDir(),
+		ReportInterval: Duration(60 * time.Second),
+		LogLevel:       "info",
+	}
+}
+
+// maxFileBytes bounds the configuration file; a real one is a few hundred
+// bytes.
+const maxFileBytes = 1 << 20
+
+// Load reads the file at path over the defaults. A missing file is an error
+// only when required is true (the operator named it with --config).
+func Load(path string, required bool) (Config, error) {
+	cfg := Default()
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) && !required {
+		return cfg, nil
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileBytes+1))
+	if err != nil {
+		return cfg, fmt.Errorf("config: read %s: %w", path, err)
+	}
+	if len(data) > maxFileBytes {
+		return cfg, fmt.Errorf("config: %s is larger than %d bytes", path, maxFileBytes)
+	}
+	if err := Parse(data, &cfg); err != nil {
+		return cfg, fmt.Errorf("config: %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes YAML over cfg and validates the result. Unknown keys are
+// errors, so a typo does not silently leave a default in force.
+func Parse(data []byte, cfg *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return cfg.Validate()
+}
+
+// Validate checks every key and names the one that is wrong.
+func (c *Config) Validate() error {
+	if c.Server != "" {
+		host, port, err := net.SplitHostPort(c.Server)
+		if err != nil || host == "" || port == "" {
+			return fmt.Errorf("server: %q is not HOST:PORT", c.Server)
+		}
+		if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+			return fmt.Errorf("server: port %q is not a number from 1 to 65535", port)
+		}
+	}
+	if c.StateDir == "" {
+		return errors.New("state_dir: empty")
+	}
+	if d := time.Duration(c.ReportInterval); d < time.Second || d > 24*time.Hour {
+		return fmt.Errorf("report_interval: %s is outside 1s to 24h", d)
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return fmt.Errorf("log_level: %q is not debug, info, warn or error", c.LogLevel)
+	}
+	return nil
+}
+
+// Level returns the configured log level.
+func (c *Config) Level() slog.Level {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(c.LogLevel))
+	return l
+}

@@ -1,0 +1,90 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExampleFileParses(t *testing.T) {
+	cfg, err := Load(filepath.Join("..", "..", "installer", "linux", "agent.yaml"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server == "" || time.Duration(cfg.ReportInterval) != 60*time.Second {
+		t.Errorf("example config = %+v, want server set and report_interval 60s", cfg)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Load(filepath.Join(dir, "missing.yaml"), false); err != nil {
+		t.Errorf("missing optional file: %v", err)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.yaml"), true); err == nil {
+		t.Error("missing required file accepted")
+	}
+	big := filepath.Join(dir, "big.yaml")
+	if err := os.WriteFile(big, []byte("# "+strings.Repeat("x", maxFileBytes)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(big, true); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("oversized file: err = %v", err)
+	}
+}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		wantErr    string
+		check      func(Config) bool
+	}{
+		{name: "empty", yaml: "", check: func(c Config) bool { return c.StateDir == DefaultStateDir() }},
+		{name: "all keys", yaml: "server: c.example:8443\nstate_dir: /tmp/s\nreport_interval: 5m\nlog_level: debug\n",
+			check: func(c Config) bool {
+				return c.Server == "c.example:8443" && c.StateDir == "/tmp/s" && time.Duration(c.ReportInterval) == 5*time.Minute && c.LogLevel == "debug"
+			}},
+		{name: "seconds as number", yaml: "report_interval: 30\n", check: func(c Config) bool { return time.Duration(c.ReportInterval) == 30*time.Second }},
+		{name: "unknown key", yaml: "sever: x:1\n", wantErr: "field sever not found"},
+		{name: "bad server", yaml: "server: nohostport\n", wantErr: "server:"},
+		{name: "bad port", yaml: "server: h:99999\n", wantErr: "server: port"},
+		{name: "bad duration", yaml: "report_interval: soon\n", wantErr: "not a duration"},
+		{name: "too short interval", yaml: "report_interval: 10ms\n", wantErr: "report_interval"},
+		{name: "bad level", yaml: "log_level: loud\n", wantErr: "log_level"},
+		{name: "empty state dir", yaml: "state_dir: \"\"\n", wantErr: "state_dir"},
+		{name: "not a map", yaml: "- a\n- b\n", wantErr: "cannot unmarshal"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Default()
+			err := Parse([]byte(tt.yaml), &cfg)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(cfg) {
+				t.Errorf("config = %+v", cfg)
+			}
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("server: c.example:8443\nreport_interval: 60s\n"))
+	f.Add([]byte("log_level: [1, 2]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg := Default()
+		if err := Parse(data, &cfg); err == nil {
+			if err := cfg.Validate(); err != nil {
+				t.Fatalf("Parse accepted a config that Validate refuses: %v", err)
+			}
+		}
+	})
+}

@@ -1,0 +1,484 @@
+// Package daemon is the running agent: it reports posture and events to the
+// collector, keeps a subscription open for pushed policy, renews its
+// certificate, and writes its status for 'mnguard-agent status'.
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/mnguard/mnguard/agent/config"
+	"github.com/mnguard/mnguard/agent/posture"
+	"github.com/mnguard/mnguard/agent/spool"
+	"github.com/mnguard/mnguard/agent/state"
+	"github.com/mnguard/mnguard/internal/pki"
+	"github.com/mnguard/mnguard/internal/snapshot"
+	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Options configure Run.
+type Options struct {
+	Config  config.Config
+	Version string
+	Logger  *slog.Logger
+	// USB overrides the USB inventory (tests); nil is the platform's.
+	USB posture.USBLister
+	// CheckEvery is how often posture is collected to notice changes;
+	// zero means 5 s.
+	CheckEvery time.Duration
+}
+
+// Daemon is one running agent.
+type Daemon struct {
+	opts      Options
+	dir       state.Dir
+	log       *slog.Logger
+	server    string
+	collector *posture.Collector
+	spool     *spool.Spool
+	wake      chan struct{}
+
+	mu       sync.Mutex
+	id       *state.Identity
+	conn     *grpc.ClientConn
+	client   mnguardv1.AgentServiceClient
+	interval time.Duration
+	policy   string
+	st       state.Status
+}
+
+const (
+	maxEventsPerReport = 500
+	rpcTimeout         = 15 * time.Second
+	minBackoff         = time.Second
+	maxBackoff         = 30 * time.Second
+	refusedBackoff     = time.Minute
+)
+
+// Run runs the agent until ctx is cancelled; cancellation is a clean exit.
+func Run(ctx context.Context, opts Options) error {
+	d, err := newDaemon(opts)
+	if err != nil {
+		return err
+	}
+	return d.run(ctx)
+}
+
+func newDaemon(opts Options) (*Daemon, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if opts.CheckEvery <= 0 {
+		opts.CheckEvery = 5 * time.Second
+	}
+	dir := state.Dir(opts.Config.StateDir)
+	id, err := dir.LoadIdentity()
+	if err != nil {
+		return nil, err
+	}
+	server := opts.Config.Server
+	if server == "" {
+		server = id.Server
+	}
+	sp, err := spool.OpenWithOptions(dir.Path(state.SpoolFile), spool.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{
+		opts: opts, dir: dir, log: log.With("terminal", id.TerminalID), server: server, spool: sp,
+		wake: make(chan struct{}, 1), id: id, interval: time.Duration(opts.Config.ReportInterval),
+	}
+	d.collector = &posture.Collector{AgentVersion: opts.Version, PolicyVersion: d.policyVersion, USB: opts.USB, Logger: log}
+	if err := d.connect(); err != nil {
+		sp.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Daemon) policyVersion() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.policy
+}
+
+func (d *Daemon) reportInterval() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.interval
+}
+
+// connect (re)creates the client connection with the current certificate.
+// A renewed certificate needs a new connection: an established TLS
+// connection keeps presenting the old one.
+func (d *Daemon) connect() error {
+	d.mu.Lock()
+	cert := d.id.TLSCertificate()
+	caDER := d.id.CA.Raw
+	d.mu.Unlock()
+	tlsCfg, err := pki.CATLSConfig(caDER, func() (*tls.Certificate, error) { return cert, nil })
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if host, _, err := net.SplitHostPort(d.server); err == nil {
+		tlsCfg.ServerName = host
+	}
+	conn, err := grpc.NewClient(d.server,
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	if err != nil {
+		return fmt.Errorf("agent: connect %s: %w", d.server, err)
+	}
+	d.mu.Lock()
+	old := d.conn
+	d.conn, d.client = conn, mnguardv1.NewAgentServiceClient(conn)
+	d.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+func (d *Daemon) agentClient() mnguardv1.AgentServiceClient {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.client
+}
+
+// Emit records an event in the durable spool and wakes the reporter.
+func (d *Daemon) Emit(typ string, sev mnguardv1.Severity, msg string, attrs map[string]string) {
+	e := &mnguardv1.Event{Time: timestamppb.Now(), Type: typ, Severity: sev, Message: msg, Attributes: attrs}
+	if _, err := d.spool.Append(e); err != nil {
+		d.log.Error("event lost: spool append failed", "type", typ, "err", err)
+		return
+	}
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (d *Daemon) run(ctx context.Context) error {
+	defer d.spool.Close()
+	now := time.Now()
+	d.mu.Lock()
+	d.st = state.Status{PID: os.Getpid(), StartedAt: now, UpdatedAt: now, ReportInterval: d.interval.String(), CertNotAfter: d.id.Cert.NotAfter}
+	d.mu.Unlock()
+	d.log.Info("agent starting", "server", d.server, "version", d.opts.Version, "state_dir", d.dir)
+	d.Emit("agent.start", mnguardv1.Severity_SEVERITY_INFO, "agent started", map[string]string{"version": d.opts.Version})
+
+	var wg sync.WaitGroup
+	for _, f := range []func(context.Context){d.reportLoop, d.subscribeLoop, d.renewLoop, d.statusLoop} {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(ctx) }()
+	}
+	<-ctx.Done()
+	wg.Wait()
+
+	// Say goodbye if the collector is there; the event stays spooled if not.
+	d.Emit("agent.stop", mnguardv1.Severity_SEVERITY_INFO, "agent stopped", nil)
+	flushCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := d.send(flushCtx, nil); err != nil {
+		d.log.Warn("final report not delivered; events stay spooled", "err", err)
+	}
+	d.mu.Lock()
+	d.st.Connected, d.st.Stopped = false, true
+	d.mu.Unlock()
+	d.writeStatus()
+	d.mu.Lock()
+	conn := d.conn
+	d.mu.Unlock()
+	conn.Close()
+	d.log.Info("agent stopped")
+	return nil
+}
+
+// reportLoop collects posture every CheckEvery and reports it at start,
+// when it changed, and at least every report interval; spooled events go
+// out with the next report or as soon as they are emitted.
+func (d *Daemon) reportLoop(ctx context.Context) {
+	var lastSent time.Time
+	var lastFP []byte
+	backoff := minBackoff
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		case <-d.wake:
+		}
+		p, err := d.collector.Collect(ctx)
+		if err != nil {
+			d.log.Warn("posture collection failed", "err", err)
+		}
+		fp := snapshot.Fingerprint(p)
+		due := p != nil && (lastSent.IsZero() || !bytes.Equal(fp, lastFP) || time.Since(lastSent) >= d.reportInterval())
+		if !due {
+			p = nil
+		}
+		next := d.opts.CheckEvery
+		if err := d.send(ctx, p); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			next = backoff
+			backoff = min(backoff*2, maxBackoff)
+			if refused(err) {
+				next = refusedBackoff
+				d.log.Error("collector refuses this terminal", "err", err)
+			} else {
+				d.log.Warn("report failed; will retry", "err", err, "retry_in", next)
+			}
+		} else {
+			backoff = minBackoff
+			if p != nil {
+				lastSent, lastFP = time.Now(), fp
+			}
+		}
+		timer.Reset(next)
+	}
+}
+
+// send delivers posture (may be nil) and spooled events, repeatedly until
+// the spool is drained or a call fails.
+func (d *Daemon) send(ctx context.Context, p *mnguardv1.Posture) error {
+	for {
+		evs, err := d.spool.Pending(maxEventsPerReport)
+		if err != nil {
+			d.log.Error("spool read failed", "err", err)
+		}
+		if p == nil && len(evs) == 0 {
+			return nil
+		}
+		rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+		resp, err := d.agentClient().Report(rctx, &mnguardv1.ReportRequest{Posture: p, Events: evs})
+		cancel()
+		if err != nil {
+			d.noteError(fmt.Errorf("report: %s", status.Convert(err).Message()))
+			return err
+		}
+		if err := d.spool.Ack(resp.GetAckedSeqs()); err != nil {
+			d.log.Error("spool ack failed", "err", err)
+		}
+		d.mu.Lock()
+		d.st.LastReportAt = time.Now()
+		d.st.LastError = ""
+		d.mu.Unlock()
+		if p != nil {
+			d.log.Debug("posture reported", "events", len(evs))
+		}
+		p = nil
+		if len(evs) < maxEventsPerReport {
+			return nil
+		}
+	}
+}
+
+func refused(err error) bool {
+	switch status.Code(err) {
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return true
+	}
+	return false
+}
+
+func (d *Daemon) noteError(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.st.LastError, d.st.LastErrorAt = err.Error(), time.Now()
+}
+
+// subscribeLoop keeps the Subscribe stream open and applies pushed policy.
+func (d *Daemon) subscribeLoop(ctx context.Context) {
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		err := d.subscribe(ctx)
+		d.mu.Lock()
+		d.st.Connected = false
+		d.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		wait := backoff + rand.N(backoff/2+1)
+		if refused(err) {
+			wait = refusedBackoff
+			d.log.Error("collector refuses this terminal's subscription", "err", err)
+		} else {
+			d.log.Warn("subscription lost; reconnecting", "err", err, "retry_in", wait)
+		}
+		d.noteError(fmt.Errorf("subscribe: %s", status.Convert(err).Message()))
+		backoff = min(backoff*2, maxBackoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (d *Daemon) subscribe(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := d.agentClient().Subscribe(ctx, &mnguardv1.SubscribeRequest{PolicyVersion: d.policyVersion()})
+	if err != nil {
+		return err
+	}
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		d.mu.Lock()
+		if !d.st.Connected {
+			d.st.Connected, d.st.ConnectedSince = true, time.Now()
+			d.log.Info("connected to collector", "server", d.server)
+		}
+		d.mu.Unlock()
+		if pol := msg.GetPolicy(); pol != nil {
+			d.applyPolicy(pol)
+		}
+	}
+}
+
+func (d *Daemon) applyPolicy(p *mnguardv1.Policy) {
+	iv := time.Duration(p.GetReportIntervalSeconds()) * time.Second
+	d.mu.Lock()
+	changed := d.policy != p.GetVersion()
+	d.policy = p.GetVersion()
+	if iv >= time.Second {
+		d.interval = iv
+		d.st.ReportInterval = iv.String()
+	}
+	d.st.PolicyVersion = p.GetVersion()
+	d.mu.Unlock()
+	if changed {
+		d.log.Info("policy applied", "version", p.GetVersion(), "report_interval", iv)
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// renewLoop renews the certificate when a third of its lifetime is left.
+func (d *Daemon) renewLoop(ctx context.Context) {
+	r := pki.Renewal{Jitter: time.Minute}
+	for {
+		d.mu.Lock()
+		cert := d.id.Cert
+		d.mu.Unlock()
+		if r.Jitter > cert.NotAfter.Sub(cert.NotBefore)/10 {
+			r.Jitter = cert.NotAfter.Sub(cert.NotBefore) / 10
+		}
+		wait := time.Until(r.Due(cert, time.Now()))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if err := d.renew(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d.noteError(err)
+			left := time.Until(cert.NotAfter)
+			retry := min(max(left/10, time.Second), 5*time.Minute)
+			d.log.Error("certificate renewal failed", "err", err, "expires", cert.NotAfter, "retry_in", retry)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(retry):
+			}
+		}
+	}
+}
+
+func (d *Daemon) renew(ctx context.Context) error {
+	d.mu.Lock()
+	id := d.id
+	d.mu.Unlock()
+	csr, err := pki.NewCSR(id.Key, id.TerminalID)
+	if err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	resp, err := d.agentClient().Renew(rctx, &mnguardv1.RenewRequest{CsrDer: csr})
+	if err != nil {
+		return fmt.Errorf("renew: %s", status.Convert(err).Message())
+	}
+	cert, err := x509.ParseCertificate(resp.GetCertificateDer())
+	if err != nil {
+		return fmt.Errorf("renew: certificate: %w", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(id.CA)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return fmt.Errorf("renew: certificate does not verify: %w", err)
+	}
+	if err := pki.CheckKeyPair(cert, id.Key); err != nil || cert.Subject.CommonName != id.TerminalID {
+		return errors.New("renew: certificate is not for this terminal's key")
+	}
+	if err := d.dir.SaveCertificate(cert); err != nil {
+		return err
+	}
+	next := *id
+	next.Cert = cert
+	d.mu.Lock()
+	d.id = &next
+	d.st.CertNotAfter = cert.NotAfter
+	d.mu.Unlock()
+	d.log.Info("certificate renewed", "not_after", cert.NotAfter)
+	d.Emit("agent.certificate_renewed", mnguardv1.Severity_SEVERITY_INFO, "client certificate renewed", map[string]string{"not_after": cert.NotAfter.UTC().Format(time.RFC3339)})
+	return d.connect()
+}
+
+// statusLoop keeps status.json current.
+func (d *Daemon) statusLoop(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		d.writeStatus()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (d *Daemon) writeStatus() {
+	n, err := d.spool.Len()
+	if err != nil {
+		d.log.Warn("spool length", "err", err)
+	}
+	d.mu.Lock()
+	d.st.UpdatedAt = time.Now()
+	d.st.PendingEvents = n
+	st := d.st
+	d.mu.Unlock()
+	if err := d.dir.WriteStatus(st); err != nil {
+		d.log.Warn("write status", "err", err)
+	}
+}
