@@ -79,8 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 			return fail(fmt.Errorf("--log-level: %w", err))
 		}
-		if *certValidity < time.Minute {
-			return fail(errors.New("--cert-validity: at least 1m"))
+		if *certValidity < 10*time.Second {
+			return fail(errors.New("--cert-validity: at least 10s"))
 		}
 		if *reportInterval < time.Second {
 			return fail(errors.New("--report-interval: at least 1s"))
