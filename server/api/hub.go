@@ -53,22 +53,6 @@ func (h *hub) kick(terminalID string) {
 	}
 }
 
-// send queues a push for every stream of the terminal; a stream whose queue
-// is full misses it and gets the state again on reconnect.
-func (h *hub) send(terminalID string, msg *mnguardv1.SubscribeResponse) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n := 0
-	for s := range h.subs[terminalID] {
-		select {
-		case s.push <- msg:
-			n++
-		default:
-		}
-	}
-	return n
-}
-
 // count is the number of connected streams.
 func (h *hub) count() int {
 	h.mu.Lock()

@@ -39,7 +39,6 @@ and --state-dir DIR (overrides the file's state_dir, env MNGUARD_STATE_DIR).
 type common struct {
 	configPath string
 	stateDir   string
-	explicit   bool
 }
 
 func (c *common) register(fs *flag.FlagSet, getenv func(string) string) {
