@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -124,6 +125,28 @@ func TestEnrollAndReport(t *testing.T) {
 	out, _, code = c.ctl(t, "terminals", "list", "-o", "csv")
 	if code != 0 || !strings.Contains(out, id) {
 		t.Errorf("terminals list -o csv exit %d:\n%s", code, out)
+	}
+
+	// The CA pin, from the data directory and from the server, is the one
+	// init printed.
+	for _, args := range [][]string{{"ca", "pin", "--data-dir", c.dir}, {"ca", "pin"}} {
+		out, errOut, code := c.ctl(t, args...)
+		if code != 0 || strings.TrimSpace(out) != c.pin {
+			t.Errorf("mnguardctl %s: exit %d, %q %q; want %s", strings.Join(args, " "), code, out, errOut, c.pin)
+		}
+	}
+
+	// The collector counts what it ingested.
+	resp, err := c.httpsClient(t).Get("https://" + c.httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`mnguard_reports_total{result="ok"}`, `mnguard_enrollments_total{result="ok"} 1`, "mnguard_agent_streams 1"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 
 	// A clean stop: the agent says goodbye and exits 0.
