@@ -15,7 +15,8 @@ cleanup() {
 	wait 2>/dev/null || true
 	echo "demo stopped; its data stays in $DEMO (make clean removes it)"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap "exit 130" INT TERM
 
 pin=$("$BIN/mnguard-server" init --data-dir "$DEMO/server" 2>/dev/null)
 "$BIN/mnguard-server" serve --data-dir "$DEMO/server" --grpc-listen "$GRPC" --http-listen "$HTTP" \
@@ -38,13 +39,14 @@ log_level: info
 YAML
 if [ ! -f "$DEMO/agent/enrollment.json" ]; then
 	token=$(ctl tokens create --ttl 10m --uses 1 --note "make run demo" | head -n 1)
-	"$BIN/mnguard-agent" enroll --config "$DEMO/agent.yaml" --server "$GRPC" --token "$token" --ca-pin "$pin"
+	"$BIN/mnguard-agent" enroll --config "$DEMO/agent.yaml" --server "$GRPC" --token "$token" --ca-pin "$pin" >>"$DEMO/agent.log"
 fi
 "$BIN/mnguard-agent" run --config "$DEMO/agent.yaml" >"$DEMO/agent.log" 2>&1 &
 pids+=($!)
 
-for _ in $(seq 50); do
-	ctl terminals list -o csv 2>/dev/null | grep -q "$(hostname)" && break
+# Wait until the agent is connected and has delivered its first report.
+for _ in $(seq 100); do
+	"$BIN/mnguard-agent" status --config "$DEMO/agent.yaml" >/dev/null 2>&1 && break
 	sleep 0.1
 done
 
@@ -52,7 +54,8 @@ cat <<MSG
 
 mnguard demo is running (logs in $DEMO/server.log and $DEMO/agent.log).
 
-  Dashboard (HTTPS, private CA):  https://$HTTP/   health: https://$HTTP/healthz
+  Dashboard URL:                  https://$HTTP/  (HTTPS from the collector's own CA; the web
+                                  dashboard arrives in a later release: today /healthz and /metrics)
   CA pin:                         $pin
   Admin API token:                $DEMO/server/admin.token
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"regexp"
 	"runtime"
 	"strconv"
 	"time"
@@ -29,7 +30,12 @@ type Config struct {
 	ReportInterval Duration `yaml:"report_interval"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
+	// ServiceName is the system service's name; change it only to run
+	// several agents on one machine.
+	ServiceName string `yaml:"service_name"`
 }
+
+var serviceNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 
 // Duration is a time.Duration written as "60s", "5m".
 type Duration time.Duration
@@ -78,6 +84,7 @@ func Default() Config {
 		StateDir:       DefaultStateDir(),
 		ReportInterval: Duration(60 * time.Second),
 		LogLevel:       "info",
+		ServiceName:    "mnguard-agent",
 	}
 }
 
@@ -141,6 +148,9 @@ func (c *Config) Validate() error {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		return fmt.Errorf("log_level: %q is not debug, info, warn or error", c.LogLevel)
+	}
+	if !serviceNameRE.MatchString(c.ServiceName) {
+		return fmt.Errorf("service_name: %q is not 1 to 64 letters, digits, '-' or '_'", c.ServiceName)
 	}
 	return nil
 }

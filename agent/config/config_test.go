@@ -53,6 +53,8 @@ func TestParse(t *testing.T) {
 		{name: "bad duration", yaml: "report_interval: soon\n", wantErr: "not a duration"},
 		{name: "too short interval", yaml: "report_interval: 10ms\n", wantErr: "report_interval"},
 		{name: "bad level", yaml: "log_level: loud\n", wantErr: "log_level"},
+		{name: "service name", yaml: "service_name: mnguard-agent-2\n", check: func(c Config) bool { return c.ServiceName == "mnguard-agent-2" }},
+		{name: "bad service name", yaml: "service_name: ../etc/passwd\n", wantErr: "service_name"},
 		{name: "empty state dir", yaml: "state_dir: \"\"\n", wantErr: "state_dir"},
 		{name: "not a map", yaml: "- a\n- b\n", wantErr: "cannot unmarshal"},
 	}

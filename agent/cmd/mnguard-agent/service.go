@@ -12,8 +12,6 @@ import (
 	"github.com/mnguard/mnguard/agent/config"
 )
 
-const serviceName = "mnguard-agent"
-
 // program adapts the agent to kardianos/service: Start launches it, Stop
 // cancels its context and waits for a clean exit.
 type program struct {
@@ -61,7 +59,7 @@ func serviceConfig(cfg config.Config, configPath string) *service.Config {
 		args = append(args, "--config", p)
 	}
 	return &service.Config{
-		Name:        serviceName,
+		Name:        cfg.ServiceName,
 		DisplayName: "mnguard agent",
 		Description: "Enforces the My Number segment's terminal policy and reports posture to the mnguard collector.",
 		Arguments:   args,
@@ -115,7 +113,8 @@ func serviceState(cfg config.Config, configPath string) string {
 	case errors.Is(err, service.ErrNotInstalled):
 		return "not installed as a service"
 	case err != nil:
-		return "unknown (" + err.Error() + ")"
+		// System V init answers "stopped" and "not installed" alike.
+		return "not running (" + s.Platform() + " says: " + err.Error() + ")"
 	case st == service.StatusRunning:
 		return "installed, running (" + s.Platform() + ")"
 	case st == service.StatusStopped:

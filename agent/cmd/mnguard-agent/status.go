@@ -93,9 +93,17 @@ func when(t, now time.Time) string {
 		return "never"
 	}
 	d := now.Sub(t).Round(time.Second)
-	rel := d.String() + " ago"
+	rel := span(d) + " ago"
 	if d < 0 {
-		rel = "in " + (-d).String()
+		rel = "in " + span(-d)
 	}
 	return fmt.Sprintf("%s (%s)", t.Local().Format("2006-01-02 15:04:05 MST"), rel)
+}
+
+// span renders a duration for people: seconds to hours as Go does, then days.
+func span(d time.Duration) string {
+	if d >= 48*time.Hour {
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	}
+	return d.String()
 }
