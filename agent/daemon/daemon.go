@@ -315,6 +315,10 @@ func (d *Daemon) subscribeLoop(ctx context.Context) {
 	for ctx.Err() == nil {
 		err := d.subscribe(ctx)
 		d.mu.Lock()
+		if d.st.Connected {
+			// The stream was up: start the backoff over.
+			backoff = minBackoff
+		}
 		d.st.Connected = false
 		d.mu.Unlock()
 		if ctx.Err() != nil {

@@ -198,8 +198,14 @@ func sanitize(s string) string {
 
 // csvCell replaces control characters other than line breaks and tabs,
 // which CSV quotes, so that printing a CSV file cannot send escape sequences
-// to a terminal. CSV keeps everything else as it is; JSON output is exact.
+// to a terminal; and it puts an apostrophe before a cell that a spreadsheet
+// would take for a formula (=, +, -, @), since host names and messages come
+// from terminals and auditors open these exports in spreadsheets (OWASP's
+// CSV injection advice). JSON output is exact.
 func csvCell(s string) string {
+	if s != "" && strings.ContainsRune("=+-@", rune(s[0])) {
+		s = "'" + s
+	}
 	return strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' {
 			return '?'

@@ -257,3 +257,19 @@ func TestWriteFieldsCSVOnlyAndTableOnly(t *testing.T) {
 		t.Errorf("csv = %q, want %q", got, want)
 	}
 }
+
+func TestCSVCell(t *testing.T) {
+	for in, want := range map[string]string{
+		"term-01":           "term-01",
+		"=HYPERLINK(\"x\")": "'=HYPERLINK(\"x\")",
+		"+1":                "'+1",
+		"-2":                "'-2",
+		"@SUM(A1)":          "'@SUM(A1)",
+		"a\x1b[2Jb":         "a?[2Jb",
+		"":                  "",
+	} {
+		if got := csvCell(in); got != want {
+			t.Errorf("csvCell(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
