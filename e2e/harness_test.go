@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mnguard/mnguard/internal/pki"
+	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
@@ -309,4 +310,29 @@ func eventually(t testing.TB, within time.Duration, f func() error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("not within %s: %v", within, err)
+}
+
+// enrolledAgent enrolls a new agent with a fresh one-use token and returns
+// it with its terminal ID.
+func enrolledAgent(t testing.TB, c *collector, reportInterval string) (*agent, string) {
+	t.Helper()
+	a := newAgent(t, c, reportInterval)
+	if _, errOut, code := a.enroll(t, c, c.token(t, "1h", 1), c.pin); code != 0 {
+		t.Fatalf("enroll: exit %d: %s", code, errOut)
+	}
+	return a, a.terminalID(t)
+}
+
+// waitReported waits until the terminal has reported, and returns it.
+func (c *collector) waitReported(t testing.TB, id string, within time.Duration) *mnguardv1.Terminal {
+	t.Helper()
+	var term *mnguardv1.Terminal
+	eventually(t, within, func() error {
+		term = c.terminal(t, id)
+		if term.GetLastSeenAt() == nil {
+			return fmt.Errorf("terminal %s has not reported", id)
+		}
+		return nil
+	})
+	return term
 }

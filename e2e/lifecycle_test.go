@@ -14,20 +14,9 @@ import (
 // certificate's end.
 func TestCertificateRenewal(t *testing.T) {
 	c := newCollector(t, "--cert-validity", "12s", "--report-interval", "2s")
-	a := newAgent(t, c, "2s")
-	if _, errOut, code := a.enroll(t, c, c.token(t, "1h", 1), c.pin); code != 0 {
-		t.Fatalf("enroll: %s", errOut)
-	}
-	id := a.terminalID(t)
+	a, id := enrolledAgent(t, c, "2s")
 	a.start(t)
-	var first *mnguardv1.Terminal
-	eventually(t, 5*time.Second, func() error {
-		first = c.terminal(t, id)
-		if first.GetLastSeenAt() == nil {
-			return fmt.Errorf("not reported yet")
-		}
-		return nil
-	})
+	first := c.waitReported(t, id, 5*time.Second)
 	firstEnd := first.GetCertificateNotAfter().AsTime()
 	// Past the first certificate's end, the terminal still reports, under a
 	// newer certificate.
@@ -58,18 +47,9 @@ func TestCertificateRenewal(t *testing.T) {
 // in its status, and comes back only through a new enrollment.
 func TestRevokeAndReenroll(t *testing.T) {
 	c := newCollector(t)
-	a := newAgent(t, c, "60s")
-	if _, errOut, code := a.enroll(t, c, c.token(t, "1h", 1), c.pin); code != 0 {
-		t.Fatalf("enroll: %s", errOut)
-	}
-	id := a.terminalID(t)
+	a, id := enrolledAgent(t, c, "60s")
 	a.start(t)
-	eventually(t, 5*time.Second, func() error {
-		if c.terminal(t, id).GetLastSeenAt() == nil {
-			return fmt.Errorf("not reported yet")
-		}
-		return nil
-	})
+	c.waitReported(t, id, 5*time.Second)
 	out, errOut, code := c.ctl(t, "terminals", "revoke", id, "--reason", "decommissioned")
 	if code != 0 {
 		t.Fatalf("revoke: exit %d: %s", code, errOut)
@@ -95,12 +75,7 @@ func TestRevokeAndReenroll(t *testing.T) {
 		t.Fatal("re-enrollment kept the revoked terminal ID")
 	}
 	a.start(t)
-	eventually(t, 5*time.Second, func() error {
-		if c.terminal(t, id2).GetLastSeenAt() == nil {
-			return fmt.Errorf("re-enrolled terminal has not reported")
-		}
-		return nil
-	})
+	c.waitReported(t, id2, 5*time.Second)
 	var audit mnguardv1.ListTerminalsResponse
 	c.ctlJSON(t, &audit, "terminals", "list")
 	states := map[string]mnguardv1.TerminalState{}
@@ -116,11 +91,7 @@ func TestRevokeAndReenroll(t *testing.T) {
 // down stay in the agent's spool and arrive, once each, when it is back.
 func TestEventsSurviveCollectorOutage(t *testing.T) {
 	c := newCollector(t)
-	a := newAgent(t, c, "60s")
-	if _, errOut, code := a.enroll(t, c, c.token(t, "1h", 1), c.pin); code != 0 {
-		t.Fatalf("enroll: %s", errOut)
-	}
-	id := a.terminalID(t)
+	a, id := enrolledAgent(t, c, "60s")
 	c.stop(t)
 	// Two agent lifetimes while the collector is away: start and stop
 	// events pile up in the spool.

@@ -23,11 +23,7 @@ func TestPostureReportedOnChange(t *testing.T) {
 	}
 	ifname := fmt.Sprintf("mngt%d", os.Getpid()%100000)
 	c := newCollector(t)
-	a := newAgent(t, c, "60s")
-	if _, errOut, code := a.enroll(t, c, c.token(t, "1h", 1), c.pin); code != 0 {
-		t.Fatalf("enroll: %s", errOut)
-	}
-	id := a.terminalID(t)
+	a, id := enrolledAgent(t, c, "60s")
 	a.start(t)
 	var before *mnguardv1.Terminal
 	eventually(t, 5*time.Second, func() error {

@@ -23,7 +23,7 @@ func TestServiceLifecycle(t *testing.T) {
 		t.Skip("needs root to install a system service")
 	}
 	c := newCollector(t)
-	a := newAgent(t, c, "60s")
+	a, id := enrolledAgent(t, c, "60s")
 	name := fmt.Sprintf("mnguard-agent-e2e-%d", os.Getpid())
 	f, err := os.OpenFile(a.config, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
@@ -31,10 +31,6 @@ func TestServiceLifecycle(t *testing.T) {
 	}
 	fmt.Fprintf(f, "service_name: %s\n", name)
 	f.Close()
-	if _, errOut, code := a.enroll(t, c, c.token(t, "1h", 1), c.pin); code != 0 {
-		t.Fatalf("enroll: %s", errOut)
-	}
-	id := a.terminalID(t)
 	agentCmd := func(args ...string) (string, string, int) {
 		return run(t, nil, "mnguard-agent", a.args(args[0], args[1:]...)...)
 	}
