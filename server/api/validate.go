@@ -179,6 +179,85 @@ func ValidatePosture(p *mnguardv1.Posture, now time.Time) error {
 			}
 		}
 	}
+	if err := validateMedia(p.GetMedia()); err != nil {
+		return err
+	}
+	return nil
+}
+
+var (
+	mediaModes  = map[string]bool{"enforce": true, "monitor": true}
+	mediaStates = map[string]bool{"read-only": true, "writable": true, "exempted": true, "deauthorized": true, "": true}
+	mediaBuses  = map[string]bool{"usb": true, "mmc": true, "firewire": true, "optical": true, "other": true, "test": true}
+	optHex4RE   = regexp.MustCompile(`^([0-9a-f]{4})?$`)
+)
+
+const maxRemovableDevices = 256
+
+// validateMedia checks the removable-media section of a posture.
+func validateMedia(m *mnguardv1.MediaPosture) error {
+	if m == nil {
+		return nil
+	}
+	if !mediaModes[m.GetMode()] {
+		return errField("posture.media.mode", "%q is not enforce or monitor", truncate(m.GetMode()))
+	}
+	if err := checkString("posture.media.unhealthy_reason", m.GetUnhealthyReason(), maxLongString); err != nil {
+		return err
+	}
+	if len(m.GetTreatAsRemovable()) > 32 {
+		return errField("posture.media.treat_as_removable", "too many patterns")
+	}
+	for i, p := range m.GetTreatAsRemovable() {
+		if err := checkString(fmt.Sprintf("posture.media.treat_as_removable[%d]", i), p, 64); err != nil {
+			return err
+		}
+	}
+	if n := len(m.GetDevices()); n > maxRemovableDevices {
+		return errField("posture.media.devices", "%d devices, at most %d", n, maxRemovableDevices)
+	}
+	for i, d := range m.GetDevices() {
+		field := fmt.Sprintf("posture.media.devices[%d]", i)
+		if d.GetName() == "" {
+			return errField(field+".name", "empty")
+		}
+		if !mediaBuses[d.GetBus()] {
+			return errField(field+".bus", "%q is not a known bus", truncate(d.GetBus()))
+		}
+		if !mediaStates[d.GetState()] {
+			return errField(field+".state", "%q is not a known state", truncate(d.GetState()))
+		}
+		if !optHex4RE.MatchString(d.GetVendorId()) || !optHex4RE.MatchString(d.GetProductId()) {
+			return errField(field, "vendor_id and product_id must be four lowercase hex digits or empty")
+		}
+		for _, f := range []struct {
+			name, val string
+			max       int
+		}{
+			{".name", d.GetName(), 64}, {".serial", d.GetSerial(), maxShortString}, {".model", d.GetModel(), maxShortString},
+			{".reason", d.GetReason(), maxLongString}, {".detail", d.GetDetail(), maxLongString},
+		} {
+			if err := checkString(field+f.name, f.val, f.max); err != nil {
+				return err
+			}
+		}
+		if len(d.GetPartitions()) > 128 || len(d.GetInterfaces()) > maxUSBInterfaces {
+			return errField(field, "too many partitions or interfaces")
+		}
+		for j, p := range d.GetPartitions() {
+			if err := checkString(fmt.Sprintf("%s.partitions[%d]", field, j), p, 64); err != nil {
+				return err
+			}
+		}
+		for j, ui := range d.GetInterfaces() {
+			if ui.GetClass() > 0xff || ui.GetSubclass() > 0xff || ui.GetProtocol() > 0xff {
+				return errField(fmt.Sprintf("%s.interfaces[%d]", field, j), "class, subclass and protocol must be bytes")
+			}
+		}
+		if at := d.GetAttachedAt(); at != nil && at.CheckValid() != nil {
+			return errField(field+".attached_at", "invalid time")
+		}
+	}
 	return nil
 }
 

@@ -43,6 +43,23 @@ func TestValidatePosture(t *testing.T) {
 		}, "interfaces"},
 		{"upper-case vendor", func(p *mnguardv1.Posture) { p.UsbDevices[0].VendorId = "0A5C" }, "vendor_id"},
 		{"class not a byte", func(p *mnguardv1.Posture) { p.UsbDevices[0].Interfaces[0].Class = 256 }, "bytes"},
+		{"media ok", func(p *mnguardv1.Posture) {
+			p.Media = &mnguardv1.MediaPosture{Mode: "enforce", Healthy: true, Devices: []*mnguardv1.RemovableDevice{
+				{Name: "sdb", Bus: "usb", VendorId: "0781", ProductId: "5567", Serial: "4C53", State: "read-only", Partitions: []string{"sdb1"}},
+				{Name: "loop3", Bus: "test", VendorId: "0000", ProductId: "0000", Serial: "stick-a.img", State: "read-only"},
+				{Name: "sr0", Bus: "optical", State: "read-only"},
+			}}
+		}, ""},
+		{"media bad mode", func(p *mnguardv1.Posture) { p.Media = &mnguardv1.MediaPosture{Mode: "off"} }, "posture.media.mode"},
+		{"media bad state", func(p *mnguardv1.Posture) {
+			p.Media = &mnguardv1.MediaPosture{Mode: "enforce", Devices: []*mnguardv1.RemovableDevice{{Name: "sdb", Bus: "usb", State: "fine"}}}
+		}, "state"},
+		{"media device without name", func(p *mnguardv1.Posture) {
+			p.Media = &mnguardv1.MediaPosture{Mode: "enforce", Devices: []*mnguardv1.RemovableDevice{{Bus: "usb"}}}
+		}, "name: empty"},
+		{"media bad vendor", func(p *mnguardv1.Posture) {
+			p.Media = &mnguardv1.MediaPosture{Mode: "enforce", Devices: []*mnguardv1.RemovableDevice{{Name: "sdb", Bus: "usb", VendorId: "XYZW"}}}
+		}, "vendor_id"},
 		{"long usb error", func(p *mnguardv1.Posture) { p.UsbInventoryError = strings.Repeat("e", 5000) }, "usb_inventory_error"},
 	}
 	for _, tt := range tests {

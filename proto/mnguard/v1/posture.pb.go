@@ -465,8 +465,10 @@ type Posture struct {
 	// Why usb_devices may be incomplete, e.g. "libusb unavailable"; empty when
 	// the inventory is complete.
 	UsbInventoryError string `protobuf:"bytes,12,opt,name=usb_inventory_error,json=usbInventoryError,proto3" json:"usb_inventory_error,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Removable-media enforcement; absent from agents without it.
+	Media         *MediaPosture `protobuf:"bytes,13,opt,name=media,proto3" json:"media,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Posture) Reset() {
@@ -583,6 +585,267 @@ func (x *Posture) GetUsbInventoryError() string {
 	return ""
 }
 
+func (x *Posture) GetMedia() *MediaPosture {
+	if x != nil {
+		return x.Media
+	}
+	return nil
+}
+
+// RemovableDevice is one removable disk, card, optical drive or MTP/PTP
+// device on the terminal, and what enforcement made of it.
+type RemovableDevice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kernel or OS name, e.g. "sdb", "mmcblk0", "sr0", "PhysicalDrive2".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "usb", "mmc", "firewire", "optical", "other" or "test".
+	Bus        string          `protobuf:"bytes,2,opt,name=bus,proto3" json:"bus,omitempty"`
+	VendorId   string          `protobuf:"bytes,3,opt,name=vendor_id,json=vendorId,proto3" json:"vendor_id,omitempty"`
+	ProductId  string          `protobuf:"bytes,4,opt,name=product_id,json=productId,proto3" json:"product_id,omitempty"`
+	Serial     string          `protobuf:"bytes,5,opt,name=serial,proto3" json:"serial,omitempty"`
+	Model      string          `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
+	SizeBytes  uint64          `protobuf:"varint,7,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	Interfaces []*UsbInterface `protobuf:"bytes,8,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	Partitions []string        `protobuf:"bytes,9,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	// "read-only", "writable" (enforcement failed), "exempted" or
+	// "deauthorized" (MTP/PTP).
+	State string `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`
+	// Why it counts as removable, e.g. "usb ancestor 2-1".
+	Reason string `protobuf:"bytes,11,opt,name=reason,proto3" json:"reason,omitempty"`
+	// What enforcement last did or why it failed.
+	Detail        string                 `protobuf:"bytes,12,opt,name=detail,proto3" json:"detail,omitempty"`
+	AttachedAt    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=attached_at,json=attachedAt,proto3" json:"attached_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovableDevice) Reset() {
+	*x = RemovableDevice{}
+	mi := &file_mnguard_v1_posture_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovableDevice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovableDevice) ProtoMessage() {}
+
+func (x *RemovableDevice) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_posture_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovableDevice.ProtoReflect.Descriptor instead.
+func (*RemovableDevice) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RemovableDevice) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RemovableDevice) GetBus() string {
+	if x != nil {
+		return x.Bus
+	}
+	return ""
+}
+
+func (x *RemovableDevice) GetVendorId() string {
+	if x != nil {
+		return x.VendorId
+	}
+	return ""
+}
+
+func (x *RemovableDevice) GetProductId() string {
+	if x != nil {
+		return x.ProductId
+	}
+	return ""
+}
+
+func (x *RemovableDevice) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RemovableDevice) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *RemovableDevice) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *RemovableDevice) GetInterfaces() []*UsbInterface {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
+}
+
+func (x *RemovableDevice) GetPartitions() []string {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *RemovableDevice) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *RemovableDevice) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RemovableDevice) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *RemovableDevice) GetAttachedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AttachedAt
+	}
+	return nil
+}
+
+// MediaPosture is the state of removable-media enforcement.
+type MediaPosture struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "enforce" (write-blocking) or "monitor" (reporting only, unhealthy).
+	Mode    string `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
+	Healthy bool   `protobuf:"varint,2,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// Why enforcement is not healthy; empty when it is.
+	UnhealthyReason string             `protobuf:"bytes,3,opt,name=unhealthy_reason,json=unhealthyReason,proto3" json:"unhealthy_reason,omitempty"`
+	Devices         []*RemovableDevice `protobuf:"bytes,4,rep,name=devices,proto3" json:"devices,omitempty"`
+	// The fail-closed layers that work without the agent.
+	UdevRuleInstalled   bool `protobuf:"varint,5,opt,name=udev_rule_installed,json=udevRuleInstalled,proto3" json:"udev_rule_installed,omitempty"`
+	UdisksRuleInstalled bool `protobuf:"varint,6,opt,name=udisks_rule_installed,json=udisksRuleInstalled,proto3" json:"udisks_rule_installed,omitempty"`
+	// Test-only kernel name patterns treated as removable; empty in
+	// production.
+	TreatAsRemovable []string               `protobuf:"bytes,7,rep,name=treat_as_removable,json=treatAsRemovable,proto3" json:"treat_as_removable,omitempty"`
+	LastReconcile    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_reconcile,json=lastReconcile,proto3" json:"last_reconcile,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *MediaPosture) Reset() {
+	*x = MediaPosture{}
+	mi := &file_mnguard_v1_posture_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MediaPosture) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MediaPosture) ProtoMessage() {}
+
+func (x *MediaPosture) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_posture_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MediaPosture.ProtoReflect.Descriptor instead.
+func (*MediaPosture) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *MediaPosture) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *MediaPosture) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *MediaPosture) GetUnhealthyReason() string {
+	if x != nil {
+		return x.UnhealthyReason
+	}
+	return ""
+}
+
+func (x *MediaPosture) GetDevices() []*RemovableDevice {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+func (x *MediaPosture) GetUdevRuleInstalled() bool {
+	if x != nil {
+		return x.UdevRuleInstalled
+	}
+	return false
+}
+
+func (x *MediaPosture) GetUdisksRuleInstalled() bool {
+	if x != nil {
+		return x.UdisksRuleInstalled
+	}
+	return false
+}
+
+func (x *MediaPosture) GetTreatAsRemovable() []string {
+	if x != nil {
+		return x.TreatAsRemovable
+	}
+	return nil
+}
+
+func (x *MediaPosture) GetLastReconcile() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastReconcile
+	}
+	return nil
+}
+
 // Event is something that happened on a terminal.
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -601,7 +864,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_mnguard_v1_posture_proto_msgTypes[5]
+	mi := &file_mnguard_v1_posture_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -613,7 +876,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_posture_proto_msgTypes[5]
+	mi := &file_mnguard_v1_posture_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -626,7 +889,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{5}
+	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -712,7 +975,7 @@ const file_mnguard_v1_posture_proto_rawDesc = "" +
 	"\fdevice_class\x18\b \x01(\rR\vdeviceClass\x128\n" +
 	"\n" +
 	"interfaces\x18\t \x03(\v2\x18.mnguard.v1.UsbInterfaceR\n" +
-	"interfaces\"\xad\x04\n" +
+	"interfaces\"\xdd\x04\n" +
 	"\aPosture\x12=\n" +
 	"\fcollected_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\vcollectedAt\x12)\n" +
 	"\x04host\x18\x02 \x01(\v2\x15.mnguard.v1.HostFactsR\x04host\x127\n" +
@@ -729,7 +992,39 @@ const file_mnguard_v1_posture_proto_rawDesc = "" +
 	" \x01(\tR\rpolicyVersion\x126\n" +
 	"\vusb_devices\x18\v \x03(\v2\x15.mnguard.v1.UsbDeviceR\n" +
 	"usbDevices\x12.\n" +
-	"\x13usb_inventory_error\x18\f \x01(\tR\x11usbInventoryError\"\xab\x02\n" +
+	"\x13usb_inventory_error\x18\f \x01(\tR\x11usbInventoryError\x12.\n" +
+	"\x05media\x18\r \x01(\v2\x18.mnguard.v1.MediaPostureR\x05media\"\x9d\x03\n" +
+	"\x0fRemovableDevice\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03bus\x18\x02 \x01(\tR\x03bus\x12\x1b\n" +
+	"\tvendor_id\x18\x03 \x01(\tR\bvendorId\x12\x1d\n" +
+	"\n" +
+	"product_id\x18\x04 \x01(\tR\tproductId\x12\x16\n" +
+	"\x06serial\x18\x05 \x01(\tR\x06serial\x12\x14\n" +
+	"\x05model\x18\x06 \x01(\tR\x05model\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\a \x01(\x04R\tsizeBytes\x128\n" +
+	"\n" +
+	"interfaces\x18\b \x03(\v2\x18.mnguard.v1.UsbInterfaceR\n" +
+	"interfaces\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\t \x03(\tR\n" +
+	"partitions\x12\x14\n" +
+	"\x05state\x18\n" +
+	" \x01(\tR\x05state\x12\x16\n" +
+	"\x06reason\x18\v \x01(\tR\x06reason\x12\x16\n" +
+	"\x06detail\x18\f \x01(\tR\x06detail\x12;\n" +
+	"\vattached_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"attachedAt\"\xf3\x02\n" +
+	"\fMediaPosture\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x18\n" +
+	"\ahealthy\x18\x02 \x01(\bR\ahealthy\x12)\n" +
+	"\x10unhealthy_reason\x18\x03 \x01(\tR\x0funhealthyReason\x125\n" +
+	"\adevices\x18\x04 \x03(\v2\x1b.mnguard.v1.RemovableDeviceR\adevices\x12.\n" +
+	"\x13udev_rule_installed\x18\x05 \x01(\bR\x11udevRuleInstalled\x122\n" +
+	"\x15udisks_rule_installed\x18\x06 \x01(\bR\x13udisksRuleInstalled\x12,\n" +
+	"\x12treat_as_removable\x18\a \x03(\tR\x10treatAsRemovable\x12A\n" +
+	"\x0elast_reconcile\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rlastReconcile\"\xab\x02\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -761,7 +1056,7 @@ func file_mnguard_v1_posture_proto_rawDescGZIP() []byte {
 }
 
 var file_mnguard_v1_posture_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_mnguard_v1_posture_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_mnguard_v1_posture_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_mnguard_v1_posture_proto_goTypes = []any{
 	(Severity)(0),                 // 0: mnguard.v1.Severity
 	(*HostFacts)(nil),             // 1: mnguard.v1.HostFacts
@@ -769,25 +1064,32 @@ var file_mnguard_v1_posture_proto_goTypes = []any{
 	(*UsbInterface)(nil),          // 3: mnguard.v1.UsbInterface
 	(*UsbDevice)(nil),             // 4: mnguard.v1.UsbDevice
 	(*Posture)(nil),               // 5: mnguard.v1.Posture
-	(*Event)(nil),                 // 6: mnguard.v1.Event
-	nil,                           // 7: mnguard.v1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*RemovableDevice)(nil),       // 6: mnguard.v1.RemovableDevice
+	(*MediaPosture)(nil),          // 7: mnguard.v1.MediaPosture
+	(*Event)(nil),                 // 8: mnguard.v1.Event
+	nil,                           // 9: mnguard.v1.Event.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_mnguard_v1_posture_proto_depIdxs = []int32{
-	3, // 0: mnguard.v1.UsbDevice.interfaces:type_name -> mnguard.v1.UsbInterface
-	8, // 1: mnguard.v1.Posture.collected_at:type_name -> google.protobuf.Timestamp
-	1, // 2: mnguard.v1.Posture.host:type_name -> mnguard.v1.HostFacts
-	8, // 3: mnguard.v1.Posture.boot_time:type_name -> google.protobuf.Timestamp
-	2, // 4: mnguard.v1.Posture.interfaces:type_name -> mnguard.v1.NetworkInterface
-	4, // 5: mnguard.v1.Posture.usb_devices:type_name -> mnguard.v1.UsbDevice
-	8, // 6: mnguard.v1.Event.time:type_name -> google.protobuf.Timestamp
-	0, // 7: mnguard.v1.Event.severity:type_name -> mnguard.v1.Severity
-	7, // 8: mnguard.v1.Event.attributes:type_name -> mnguard.v1.Event.AttributesEntry
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	3,  // 0: mnguard.v1.UsbDevice.interfaces:type_name -> mnguard.v1.UsbInterface
+	10, // 1: mnguard.v1.Posture.collected_at:type_name -> google.protobuf.Timestamp
+	1,  // 2: mnguard.v1.Posture.host:type_name -> mnguard.v1.HostFacts
+	10, // 3: mnguard.v1.Posture.boot_time:type_name -> google.protobuf.Timestamp
+	2,  // 4: mnguard.v1.Posture.interfaces:type_name -> mnguard.v1.NetworkInterface
+	4,  // 5: mnguard.v1.Posture.usb_devices:type_name -> mnguard.v1.UsbDevice
+	7,  // 6: mnguard.v1.Posture.media:type_name -> mnguard.v1.MediaPosture
+	3,  // 7: mnguard.v1.RemovableDevice.interfaces:type_name -> mnguard.v1.UsbInterface
+	10, // 8: mnguard.v1.RemovableDevice.attached_at:type_name -> google.protobuf.Timestamp
+	6,  // 9: mnguard.v1.MediaPosture.devices:type_name -> mnguard.v1.RemovableDevice
+	10, // 10: mnguard.v1.MediaPosture.last_reconcile:type_name -> google.protobuf.Timestamp
+	10, // 11: mnguard.v1.Event.time:type_name -> google.protobuf.Timestamp
+	0,  // 12: mnguard.v1.Event.severity:type_name -> mnguard.v1.Severity
+	9,  // 13: mnguard.v1.Event.attributes:type_name -> mnguard.v1.Event.AttributesEntry
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_mnguard_v1_posture_proto_init() }
@@ -801,7 +1103,7 @@ func file_mnguard_v1_posture_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mnguard_v1_posture_proto_rawDesc), len(file_mnguard_v1_posture_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

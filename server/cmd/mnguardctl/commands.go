@@ -201,7 +201,60 @@ func (inv *invocation) postureFields(p *mnguardv1.Posture) []field {
 	if e := p.GetUsbInventoryError(); e != "" {
 		fs = append(fs, kv("posture.usb_inventory_error", "USB inventory error", e))
 	}
+	if m := p.GetMedia(); m != nil {
+		fs = append(fs, inv.mediaField(m))
+	}
 	return fs
+}
+
+// mediaField is the removable-media section: enforcement health, the
+// fail-closed layers, and each removable device with its state.
+func (inv *invocation) mediaField(m *mnguardv1.MediaPosture) field {
+	health := "healthy"
+	if !m.GetHealthy() {
+		health = "NOT HEALTHY: " + m.GetUnhealthyReason()
+	}
+	yes := func(b bool) string {
+		if b {
+			return "installed"
+		}
+		return "missing"
+	}
+	f := field{label: "Removable media", value: m.GetMode() + ", " + health, sub: []field{
+		kv("posture.media.mode", "", m.GetMode()),
+		kv("posture.media.healthy", "", strconv.FormatBool(m.GetHealthy())),
+		kv("posture.media.unhealthy_reason", "", m.GetUnhealthyReason()),
+		{key: "posture.media.udev_rule_installed", label: "udev rule", value: yes(m.GetUdevRuleInstalled()), raw: strconv.FormatBool(m.GetUdevRuleInstalled())},
+		{key: "posture.media.udisks_rule_installed", label: "udisks rule", value: yes(m.GetUdisksRuleInstalled()), raw: strconv.FormatBool(m.GetUdisksRuleInstalled())},
+		inv.timeField("posture.media.last_reconcile", "Last scan", m.GetLastReconcile()),
+	}}
+	if t := m.GetTreatAsRemovable(); len(t) > 0 {
+		f.sub = append(f.sub, kv("posture.media.treat_as_removable", "TEST MODE, also removable", strings.Join(t, " ")))
+	}
+	devs := field{label: "Devices"}
+	if len(m.GetDevices()) == 0 {
+		devs.value = "none attached"
+	}
+	for i, d := range m.GetDevices() {
+		prefix := fmt.Sprintf("posture.media.devices.%d.", i)
+		id := orUnknown(d.GetVendorId()) + ":" + orUnknown(d.GetProductId()) + ":" + d.GetSerial()
+		devs.sub = append(devs.sub, field{label: d.GetName(), value: d.GetState() + ", " + d.GetBus() + " " + id, sub: []field{
+			kv(prefix+"name", "", d.GetName()),
+			kv(prefix+"state", "", d.GetState()),
+			kv(prefix+"bus", "", d.GetBus()),
+			kv(prefix+"vendor_id", "", d.GetVendorId()),
+			kv(prefix+"product_id", "", d.GetProductId()),
+			kv(prefix+"serial", "", d.GetSerial()),
+			kv(prefix+"model", "Model", d.GetModel()),
+			{key: prefix + "size_bytes", label: "Size", value: humanBytes(d.GetSizeBytes()), raw: strconv.FormatUint(d.GetSizeBytes(), 10)},
+			kv(prefix+"partitions", "Partitions", strings.Join(d.GetPartitions(), " ")),
+			kv(prefix+"reason", "Removable because", d.GetReason()),
+			kv(prefix+"detail", "Enforcement", d.GetDetail()),
+			inv.timeField(prefix+"attached_at", "Attached", d.GetAttachedAt()),
+		}})
+	}
+	f.sub = append(f.sub, devs)
+	return f
 }
 
 // usbInterfaceText is "mass-storage (08/06/50)": class name, then class,

@@ -82,6 +82,15 @@ func newFakeAdmin() *fakeAdmin {
 				}},
 		},
 		UsbInventoryError: "libusb: cannot open 2 of 9 devices",
+		Media: &mnguardv1.MediaPosture{
+			Mode: "enforce", Healthy: true, UdevRuleInstalled: true, UdisksRuleInstalled: false,
+			LastReconcile: ts(-3 * time.Second),
+			Devices: []*mnguardv1.RemovableDevice{
+				{Name: "sdb", Bus: "usb", VendorId: "0781", ProductId: "5581", Serial: "4C530001230815117432", Model: "Ultra",
+					SizeBytes: 32_017_047_552, Partitions: []string{"sdb1"}, State: "read-only", Reason: "usb ancestor 1-3",
+					Detail: "BLKROSET sdb; BLKROSET sdb1; remount /media/user/STICK read-only", AttachedAt: ts(-5 * time.Minute)},
+			},
+		},
 	}
 	return &fakeAdmin{
 		terminals: []*mnguardv1.Terminal{
