@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path"
 	"regexp"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -33,6 +35,25 @@ type Config struct {
 	// ServiceName is the system service's name; change it only to run
 	// several agents on one machine.
 	ServiceName string `yaml:"service_name"`
+	// Media configures removable-media enforcement.
+	Media Media `yaml:"media"`
+}
+
+// Media configures removable-media enforcement.
+type Media struct {
+	// Mode is "enforce" (removable media read-only) or "monitor" (report
+	// only; the terminal is then reported non-compliant).
+	Mode string `yaml:"mode"`
+	// OnBusy says what to do when a mounted filesystem cannot be remounted
+	// read-only because files on it are open for writing: "kill" ends the
+	// writers, "detach" detaches the mount (and ends the writers).
+	OnBusy string `yaml:"on_busy"`
+	// ReconcileInterval is how often the agent rescans and repairs drift.
+	ReconcileInterval Duration `yaml:"reconcile_interval"`
+	// TreatAsRemovable lists kernel name patterns (e.g. "loop*") to treat
+	// as removable disks. FOR TESTS ONLY: it lets tests run the real
+	// enforcement on loop devices. Logged as a warning at every start.
+	TreatAsRemovable []string `yaml:"treat_as_removable"`
 }
 
 var serviceNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
@@ -85,6 +106,11 @@ func Default() Config {
 		ReportInterval: Duration(60 * time.Second),
 		LogLevel:       "info",
 		ServiceName:    "mnguard-agent",
+		Media: Media{
+			Mode:              "enforce",
+			OnBusy:            "kill",
+			ReconcileInterval: Duration(10 * time.Second),
+		},
 	}
 }
 
@@ -151,6 +177,28 @@ func (c *Config) Validate() error {
 	}
 	if !serviceNameRE.MatchString(c.ServiceName) {
 		return fmt.Errorf("service_name: %q is not 1 to 64 letters, digits, '-' or '_'", c.ServiceName)
+	}
+	return c.Media.validate()
+}
+
+func (m *Media) validate() error {
+	switch m.Mode {
+	case "enforce", "monitor":
+	default:
+		return fmt.Errorf("media.mode: %q is not enforce or monitor", m.Mode)
+	}
+	switch m.OnBusy {
+	case "kill", "detach":
+	default:
+		return fmt.Errorf("media.on_busy: %q is not kill or detach", m.OnBusy)
+	}
+	if d := time.Duration(m.ReconcileInterval); d < time.Second || d > time.Hour {
+		return fmt.Errorf("media.reconcile_interval: %s is outside 1s to 1h", d)
+	}
+	for _, p := range m.TreatAsRemovable {
+		if _, err := path.Match(p, ""); err != nil || p == "" || strings.ContainsAny(p, "/ ") {
+			return fmt.Errorf("media.treat_as_removable: %q is not a kernel name pattern such as loop*", p)
+		}
 	}
 	return nil
 }

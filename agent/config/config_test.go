@@ -55,6 +55,14 @@ func TestParse(t *testing.T) {
 		{name: "bad level", yaml: "log_level: loud\n", wantErr: "log_level"},
 		{name: "service name", yaml: "service_name: mnguard-agent-2\n", check: func(c Config) bool { return c.ServiceName == "mnguard-agent-2" }},
 		{name: "bad service name", yaml: "service_name: ../etc/passwd\n", wantErr: "service_name"},
+		{name: "media", yaml: "media:\n  mode: monitor\n  on_busy: detach\n  reconcile_interval: 5s\n  treat_as_removable: [\"loop*\"]\n",
+			check: func(c Config) bool {
+				return c.Media.Mode == "monitor" && c.Media.OnBusy == "detach" && time.Duration(c.Media.ReconcileInterval) == 5*time.Second && len(c.Media.TreatAsRemovable) == 1
+			}},
+		{name: "media defaults", yaml: "", check: func(c Config) bool { return c.Media.Mode == "enforce" && c.Media.OnBusy == "kill" }},
+		{name: "bad media mode", yaml: "media:\n  mode: off\n", wantErr: "media.mode"},
+		{name: "bad on_busy", yaml: "media:\n  on_busy: ignore\n", wantErr: "media.on_busy"},
+		{name: "bad pattern", yaml: "media:\n  treat_as_removable: [\"[\"]\n", wantErr: "treat_as_removable"},
 		{name: "empty state dir", yaml: "state_dir: \"\"\n", wantErr: "state_dir"},
 		{name: "not a map", yaml: "- a\n- b\n", wantErr: "cannot unmarshal"},
 	}
