@@ -1,0 +1,176 @@
+//go:build linux
+
+package media
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+func (o *Options) defaults() {
+	if o.SysRoot == "" {
+		o.SysRoot = "/sys"
+	}
+	if o.DevDir == "" {
+		o.DevDir = "/dev"
+	}
+	if o.ProcDir == "" {
+		o.ProcDir = "/proc"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// linuxPlatform finds removable disks in sysfs, hears of new ones through
+// kernel uevents, and protects them with BLKROSET and read-only remounts;
+// phones and cameras (MTP/PTP) are deauthorized on the USB bus.
+type linuxPlatform struct {
+	o   Options
+	sys Sysfs
+	enf *Enforcer
+}
+
+// NewPlatform returns the Linux platform.
+func NewPlatform(o Options) Platform {
+	o.defaults()
+	return &linuxPlatform{
+		o:   o,
+		sys: Sysfs{Root: o.SysRoot, TreatAsRemovable: o.TreatAsRemovable},
+		enf: &Enforcer{DevDir: o.DevDir, ProcDir: o.ProcDir, OnBusy: o.OnBusy, Logger: o.Logger},
+	}
+}
+
+// PlatformLayers reports whether the udev and udisks rules are installed.
+func PlatformLayers() (udev, udisks bool) { return InstalledLayers(RuleDirs) }
+
+// Scan returns the devices it could classify together with an error for
+// the rest: the manager protects what it found and reports the error.
+func (p *linuxPlatform) Scan(ctx context.Context) ([]Device, error) {
+	disks, err1 := p.sys.Disks()
+	mtp, err2 := p.sys.MTPDevices()
+	var out []Device
+	for _, d := range disks {
+		if hasMedium(d) {
+			out = append(out, d)
+		}
+	}
+	return append(out, mtp...), errors.Join(err1, err2)
+}
+
+// hasMedium is false for a drive with nothing in it (an empty card reader
+// or optical drive, a loop device with no file attached): there is nothing
+// to write to, and opening it fails with ENOMEDIUM. Its medium arrives with
+// a "change" event.
+func hasMedium(d Device) bool { return d.MTP || d.SizeBytes > 0 }
+
+// parentDisk returns the whole disk a kernel block name belongs to: itself
+// for a disk, the parent for a partition.
+func parentDisk(sysRoot, name string) (string, error) {
+	dir := filepath.Join(sysRoot, "class", "block", name)
+	if _, err := os.Stat(dir); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("%s: %w", name, ErrVanished)
+		}
+		return "", err
+	}
+	if _, err := os.Stat(filepath.Join(dir, "partition")); err != nil {
+		return name, nil
+	}
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", name, ErrVanished)
+	}
+	return filepath.Base(filepath.Dir(real)), nil
+}
+
+func (p *linuxPlatform) Lookup(ctx context.Context, name string) (Device, bool, error) {
+	disk, err := parentDisk(p.o.SysRoot, name)
+	if err != nil {
+		return Device{}, false, err
+	}
+	d, ok, err := p.sys.Disk(disk)
+	return d, ok && hasMedium(d), err
+}
+
+func (p *linuxPlatform) Protect(ctx context.Context, d Device) (Result, error) {
+	if d.MTP {
+		return p.deauthorize(d)
+	}
+	return p.enf.Protect(ctx, d)
+}
+
+// deauthorize cuts an MTP/PTP device off the USB bus: with authorized=0
+// the kernel unbinds its drivers, so no program can send it files.
+func (p *linuxPlatform) deauthorize(d Device) (Result, error) {
+	res := Result{Device: d}
+	authorized, err := p.sys.Authorized(d.Name)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return res, fmt.Errorf("%s: %w", d.Name, ErrVanished)
+		}
+		res.State = StateWritable
+		return res, err
+	}
+	if authorized {
+		path := filepath.Join(p.o.SysRoot, "bus", "usb", "devices", d.Name, "authorized")
+		err := os.WriteFile(path, []byte("0"), 0)
+		res.Actions = append(res.Actions, Action{What: "deauthorize USB device " + d.Name, Err: err, Target: path})
+		if err != nil {
+			res.State = StateWritable
+			return res, fmt.Errorf("deauthorize %s: %w", d.Name, err)
+		}
+		res.Repaired = true
+	}
+	if authorized, err = p.sys.Authorized(d.Name); err != nil || authorized {
+		res.State = StateWritable
+		return res, fmt.Errorf("deauthorize %s: still authorized (%v)", d.Name, err)
+	}
+	res.State = StateDeauthorized
+	return res, nil
+}
+
+func (p *linuxPlatform) Watch(ctx context.Context, f func(Notification)) error {
+	return WatchUevents(ctx, f, p.o.Logger)
+}
+
+// Hook is what the udev rule runs for a new or changed block device:
+// when it (or the disk it is a partition of) is removable, set it
+// read-only, whole disk and partitions. It must be quick and must not
+// wait on anything udev is busy with. It returns what it did, for udev's
+// log.
+func Hook(o Options, name string) (string, error) {
+	o.defaults()
+	start := time.Now()
+	disk, err := parentDisk(o.SysRoot, name)
+	if err != nil {
+		return "", err
+	}
+	d, removable, err := (Sysfs{Root: o.SysRoot, TreatAsRemovable: o.TreatAsRemovable}).Disk(disk)
+	if err != nil {
+		return "", err
+	}
+	if !removable || d.MTP {
+		return name + ": not removable, left alone", nil
+	}
+	if !hasMedium(d) {
+		return name + ": no medium", nil
+	}
+	var done []string
+	for _, n := range append([]string{d.Name}, d.Partitions...) {
+		if err := SetReadOnly(filepath.Join(o.DevDir, n), true); err != nil {
+			if errors.Is(err, ErrVanished) && n != d.Name {
+				continue // partition not created yet; its own event follows
+			}
+			return strings.Join(done, " "), fmt.Errorf("set %s read-only: %w", n, err)
+		}
+		done = append(done, n)
+	}
+	return fmt.Sprintf("%s (%s): set read-only: %s in %s", d.Name, d.ID(), strings.Join(done, " "), time.Since(start).Round(time.Microsecond)), nil
+}
