@@ -72,8 +72,10 @@ wine-test:
 
 test: deps proto-check check unit wine-test fuzz
 
+# Figures the issues name: ingest over mTLS (e2e), attach-to-read-only
+# latency of removable media (agent/media), and the store and spool.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 20m ./e2e/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 20m ./e2e/ ./agent/media/
 
 run: build
 	@scripts/demo.sh

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"github.com/mnguard/mnguard/internal/testenv"
 	"os"
 	"os/exec"
 	"testing"
@@ -15,12 +16,7 @@ import (
 // as a new posture history row. Needs root and iproute2 to add a tap
 // interface, which it removes again.
 func TestPostureReportedOnChange(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("TestPostureReportedOnChange needs root, and CI runs as root")
-		}
-		t.Skip("needs root to add a network interface")
-	}
+	testenv.RequireRoot(t, "add a network interface")
 	ifname := fmt.Sprintf("mngt%d", os.Getpid()%100000)
 	c := newCollector(t)
 	a, id := enrolledAgent(t, c, "60s")

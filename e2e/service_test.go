@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"github.com/mnguard/mnguard/internal/testenv"
 	"os"
 	"strings"
 	"testing"
@@ -16,12 +17,7 @@ import (
 // the system's service definitions, so it needs root; it uses its own
 // service name and removes everything it made.
 func TestServiceLifecycle(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("TestServiceLifecycle needs root, and CI runs as root")
-		}
-		t.Skip("needs root to install a system service")
-	}
+	testenv.RequireRoot(t, "install a system service")
 	c := newCollector(t)
 	a, id := enrolledAgent(t, c, "60s")
 	name := fmt.Sprintf("mnguard-agent-e2e-%d", os.Getpid())
@@ -36,14 +32,14 @@ func TestServiceLifecycle(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		agentCmd("stop")
-		agentCmd("uninstall")
+		agentCmd("uninstall", "--no-rules")
 		os.Remove("/var/log/" + name + ".log")
 		os.Remove("/var/log/" + name + ".err")
 	})
-	if out, errOut, code := agentCmd("install"); code != 0 {
+	if out, errOut, code := agentCmd("install", "--no-rules"); code != 0 {
 		t.Fatalf("install: exit %d: %s%s", code, out, errOut)
 	}
-	if _, errOut, code := agentCmd("install"); code == 0 || !strings.Contains(errOut, "install") {
+	if _, errOut, code := agentCmd("install", "--no-rules"); code == 0 || !strings.Contains(errOut, "install") {
 		t.Errorf("second install: exit %d, %q; want a refusal", code, errOut)
 	}
 	if out, errOut, code := agentCmd("start"); code != 0 {
@@ -69,7 +65,7 @@ func TestServiceLifecycle(t *testing.T) {
 		}
 		return nil
 	})
-	if out, errOut, code := agentCmd("uninstall"); code != 0 {
+	if out, errOut, code := agentCmd("uninstall", "--no-rules"); code != 0 {
 		t.Fatalf("uninstall: exit %d: %s%s", code, out, errOut)
 	}
 	out, _, _ := agentCmd("status")

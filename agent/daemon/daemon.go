@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mnguard/mnguard/agent/config"
+	"github.com/mnguard/mnguard/agent/media"
 	"github.com/mnguard/mnguard/agent/posture"
 	"github.com/mnguard/mnguard/agent/spool"
 	"github.com/mnguard/mnguard/agent/state"
@@ -42,6 +43,9 @@ type Options struct {
 	// CheckEvery is how often posture is collected to notice changes;
 	// zero means 5 s.
 	CheckEvery time.Duration
+	// Media overrides the removable-media platform (tests); nil is the
+	// OS's.
+	Media media.Platform
 }
 
 // Daemon is one running agent.
@@ -51,6 +55,7 @@ type Daemon struct {
 	log       *slog.Logger
 	server    string
 	collector *posture.Collector
+	media     *media.Manager
 	spool     *spool.Spool
 	wake      chan struct{}
 
@@ -106,6 +111,16 @@ func newDaemon(opts Options) (*Daemon, error) {
 		wake: make(chan struct{}, 1), id: id, interval: time.Duration(opts.Config.ReportInterval),
 	}
 	d.collector = &posture.Collector{AgentVersion: opts.Version, PolicyVersion: d.policyVersion, USB: opts.USB, Logger: log}
+	mc := opts.Config.Media
+	plat := opts.Media
+	if plat == nil {
+		plat = media.NewPlatform(media.Options{TreatAsRemovable: mc.TreatAsRemovable, OnBusy: mc.OnBusy, Logger: log})
+	}
+	d.media = &media.Manager{
+		Platform: plat, Mode: mc.Mode, ReconcileInterval: time.Duration(mc.ReconcileInterval),
+		TreatAsRemovable: mc.TreatAsRemovable, Emit: d.Emit, Logger: log.With("part", "media"),
+		Layers: media.PlatformLayers, OnChange: d.poke,
+	}
 	if err := d.connect(); err != nil {
 		sp.Close()
 		return nil, err
@@ -170,6 +185,11 @@ func (d *Daemon) Emit(typ string, sev mnguardv1.Severity, msg string, attrs map[
 		d.log.Error("event lost: spool append failed", "type", typ, "err", err)
 		return
 	}
+	d.poke()
+}
+
+// poke wakes the reporter.
+func (d *Daemon) poke() {
 	select {
 	case d.wake <- struct{}{}:
 	default:
@@ -186,7 +206,12 @@ func (d *Daemon) run(ctx context.Context) error {
 	d.Emit("agent.start", mnguardv1.Severity_SEVERITY_INFO, "agent started", map[string]string{"version": d.opts.Version})
 
 	var wg sync.WaitGroup
-	for _, f := range []func(context.Context){d.reportLoop, d.subscribeLoop, d.renewLoop, d.statusLoop} {
+	runMedia := func(ctx context.Context) {
+		if err := d.media.Run(ctx); err != nil {
+			d.log.Error("removable-media enforcement stopped", "err", err)
+		}
+	}
+	for _, f := range []func(context.Context){runMedia, d.reportLoop, d.subscribeLoop, d.renewLoop, d.statusLoop} {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(ctx) }()
 	}
@@ -231,6 +256,9 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 		p, err := d.collector.Collect(ctx)
 		if err != nil {
 			d.log.Warn("posture collection failed", "err", err)
+		}
+		if p != nil {
+			p.Media = d.media.Posture()
 		}
 		fp := snapshot.Fingerprint(p)
 		due := p != nil && (lastSent.IsZero() || !bytes.Equal(fp, lastFP) || time.Since(lastSent) >= d.reportInterval())
@@ -378,10 +406,7 @@ func (d *Daemon) applyPolicy(p *mnguardv1.Policy) {
 	d.mu.Unlock()
 	if changed {
 		d.log.Info("policy applied", "version", p.GetVersion(), "report_interval", iv)
-		select {
-		case d.wake <- struct{}{}:
-		default:
-		}
+		d.poke()
 	}
 }
 

@@ -9,11 +9,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/mnguard/mnguard/agent/config"
 	"github.com/mnguard/mnguard/agent/daemon"
 	"github.com/mnguard/mnguard/agent/enroll"
+	"github.com/mnguard/mnguard/agent/media"
 	"github.com/mnguard/mnguard/agent/posture"
 	"github.com/mnguard/mnguard/agent/state"
 	"github.com/mnguard/mnguard/internal/version"
@@ -25,11 +27,14 @@ Commands:
   enroll     enroll this terminal: --server HOST:PORT --token T --ca-pin sha256:HEX
   run        run the agent in the foreground (the service runs this)
   status     say whether the agent is enrolled, running and reporting
-  install    install the agent as a system service (systemd, Windows SCM)
+  install    install the agent as a system service (systemd, Windows SCM) and,
+             on Linux, the udev rules that keep removable disks read-only
+             without the agent (--no-rules to skip them)
   uninstall  remove the service
   start      start the service
   stop       stop the service
   version    print the version
+  udev-hook  NAME: what the udev rule runs for a new block device
 
 Every command takes --config FILE (default ` + "%s" + `, env MNGUARD_CONFIG)
 and --state-dir DIR (overrides the file's state_dir, env MNGUARD_STATE_DIR).
@@ -149,6 +154,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		}
 		return 0
 	case "install", "uninstall", "start", "stop":
+		noRules := false
+		if cmd == "install" || cmd == "uninstall" {
+			fs.BoolVar(&noRules, "no-rules", false, "leave the udev rules alone (Linux)")
+		}
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
@@ -159,7 +168,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		if err := controlService(cmd, cfg, c.configPath); err != nil {
 			return fail(err)
 		}
+		if !noRules && runtime.GOOS == "linux" {
+			if err := rules(cmd); err != nil {
+				return fail(err)
+			}
+		}
 		fmt.Fprintf(stdout, "mnguard-agent: %s done\n", cmd)
+		return 0
+	case "udev-hook":
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		if fs.NArg() != 1 {
+			fmt.Fprintln(stderr, "mnguard-agent udev-hook: want one kernel device name, e.g. sdb")
+			return 2
+		}
+		cfg, err := c.load(fs, getenv)
+		if err != nil {
+			// Fail closed: without the configuration, still protect real
+			// removable devices.
+			fmt.Fprintf(stderr, "mnguard-agent udev-hook: %v (using defaults)\n", err)
+			cfg = config.Default()
+		}
+		msg, err := media.Hook(media.Options{TreatAsRemovable: cfg.Media.TreatAsRemovable}, fs.Arg(0))
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintln(stderr, "mnguard-agent udev-hook: "+msg)
 		return 0
 	case "version", "--version":
 		fmt.Fprintln(stdout, version.Version)
@@ -172,6 +207,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintf(stderr, usage, config.DefaultPath())
 		return 2
 	}
+}
+
+// rules installs or removes the udev rules next to the service.
+func rules(cmd string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if cmd == "install" {
+		return media.InstallRules(media.RuleDirs[0], exe)
+	}
+	return media.RemoveRules(media.RuleDirs[0])
 }
 
 // absConfig returns the configuration path the service should be given,

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/mnguard/mnguard/agent/config"
+	"github.com/mnguard/mnguard/agent/media"
 	"github.com/mnguard/mnguard/agent/state"
 )
 
@@ -43,6 +45,16 @@ func printStatus(w io.Writer, cfg config.Config, configPath string) bool {
 		line("Certificate", "valid until %s", when(cert, now))
 	}
 	line("Service", "%s", serviceState(cfg, configPath))
+	if runtime.GOOS == "linux" {
+		udev, udisks := media.PlatformLayers()
+		word := func(b bool) string {
+			if b {
+				return "installed"
+			}
+			return "MISSING"
+		}
+		line("Media rules", "udev hook %s, udisks read-only rule %s (without the agent running)", word(udev), word(udisks))
+	}
 
 	st, err := dir.ReadStatus()
 	if errors.Is(err, os.ErrNotExist) {
