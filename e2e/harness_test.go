@@ -138,6 +138,7 @@ type collector struct {
 	tokenFile  string
 	proc       *proc
 	extraFlags []string
+	started    bool // once, so restarts keep their addresses
 }
 
 // newCollector initialises a data directory with 'mnguard-server init' and
@@ -163,9 +164,22 @@ func newCollector(t testing.TB, flags ...string) *collector {
 
 func (c *collector) start(t testing.TB) {
 	t.Helper()
-	args := append([]string{"serve", "--data-dir", c.dir, "--grpc-listen", c.grpcAddr, "--http-listen", c.httpAddr}, c.extraFlags...)
-	c.proc = startProc(t, "mnguard-server", nil, args...)
-	c.waitHealthy(t)
+	for attempt := 1; ; attempt++ {
+		args := append([]string{"serve", "--data-dir", c.dir, "--grpc-listen", c.grpcAddr, "--http-listen", c.httpAddr}, c.extraFlags...)
+		c.proc = startProc(t, "mnguard-server", nil, args...)
+		err := c.waitHealthy(t)
+		if err == nil {
+			c.started = true
+			return
+		}
+		// freeAddr's port can be taken by another test process before the
+		// server binds it; on a first start, take other ports.
+		if !c.started && attempt < 5 && strings.Contains(c.proc.out.String(), "address already in use") {
+			c.grpcAddr, c.httpAddr = freeAddr(t), freeAddr(t)
+			continue
+		}
+		t.Fatal(err)
+	}
 }
 
 func (c *collector) stop(t testing.TB) { c.proc.stop(t) }
@@ -189,24 +203,24 @@ func (c *collector) httpsClient(t testing.TB) *http.Client {
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.caPool(t), ServerName: "127.0.0.1"}}}
 }
 
-func (c *collector) waitHealthy(t testing.TB) {
+func (c *collector) waitHealthy(t testing.TB) error {
 	t.Helper()
 	cl := c.httpsClient(t)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		if !c.proc.running() {
-			t.Fatalf("mnguard-server exited: %v\n%s", c.proc.err, c.proc.out.String())
+			return fmt.Errorf("mnguard-server exited: %v\n%s", c.proc.err, c.proc.out.String())
 		}
 		resp, err := cl.Get("https://" + c.httpAddr + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return
+				return nil
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("mnguard-server not healthy within 20s\n%s", c.proc.out.String())
+	return fmt.Errorf("mnguard-server not healthy within 20s\n%s", c.proc.out.String())
 }
 
 // ctlEnv is the environment mnguardctl takes its connection from.
