@@ -22,6 +22,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mnguard/mnguard/agent/usbid"
 )
 
 // STORAGE_BUS_TYPE values (ntddstor.h) that make a disk removable.
@@ -201,81 +203,10 @@ func classifyWinDisk(d winDisk) (Device, bool) {
 		Model:     strings.TrimSpace(d.Vendor + " " + d.Product),
 		SizeBytes: d.Size,
 	}
-	if id, ok := usbDeviceOf(d.Ancestors); ok {
+	if id, ok := usbid.DeviceOf(d.Ancestors); ok {
 		dev.VendorID, dev.ProductID, dev.Serial = id.VendorID, id.ProductID, id.Serial
 	}
 	return dev, true
-}
-
-// usbInstance is what a device instance ID of the USB enumerator says.
-type usbInstance struct {
-	VendorID  string // four lowercase hex digits
-	ProductID string
-	// Interface is true for an interface (function) of a composite
-	// device: "MI_xx" in the device ID.
-	Interface bool
-	// Serial is the instance part when Windows took it from the device's
-	// serial number, that is for a device (not an interface) whose instance
-	// part has no '&'; for a device without a serial number Windows makes
-	// one up, such as "5&2f3a6b0&0&2", and Serial is "".
-	Serial string
-}
-
-// parseUSBInstanceID parses "USB\VID_xxxx&PID_yyyy[&MI_zz]\<instance>".
-// Keys are case-insensitive and unknown ones ignored; ok is false unless
-// vendor and product are four hex digits each, given once.
-func parseUSBInstanceID(s string) (id usbInstance, ok bool) {
-	parts := strings.Split(s, `\`)
-	if len(parts) != 3 || !strings.EqualFold(parts[0], "USB") || parts[2] == "" {
-		return usbInstance{}, false
-	}
-	for tok := range strings.SplitSeq(parts[1], "&") {
-		key, val, _ := strings.Cut(tok, "_")
-		var dst *string
-		switch strings.ToUpper(key) {
-		case "VID":
-			dst = &id.VendorID
-		case "PID":
-			dst = &id.ProductID
-		case "MI":
-			id.Interface = true
-			continue
-		default:
-			continue
-		}
-		if *dst != "" || len(val) != 4 || strings.Trim(val, "0123456789abcdefABCDEF") != "" {
-			return usbInstance{}, false
-		}
-		*dst = strings.ToLower(val)
-	}
-	if id.VendorID == "" || id.ProductID == "" {
-		return usbInstance{}, false
-	}
-	if !id.Interface && !strings.Contains(parts[2], "&") {
-		id.Serial = parts[2]
-	}
-	return id, true
-}
-
-// usbDeviceOf returns the USB device a disk belongs to: the nearest
-// ancestor of the USB enumerator that is a device rather than an interface
-// of one. When only an interface is found, its vendor and product are
-// returned without a serial.
-func usbDeviceOf(ancestors []string) (usbInstance, bool) {
-	var iface usbInstance
-	found := false
-	for _, a := range ancestors {
-		id, ok := parseUSBInstanceID(a)
-		switch {
-		case !ok:
-			continue
-		case !id.Interface:
-			return id, true
-		case !found:
-			iface, found = usbInstance{VendorID: id.VendorID, ProductID: id.ProductID}, true
-		}
-	}
-	return iface, found
 }
 
 // Protect sets the disk's read-only attribute and reads it back, then

@@ -146,64 +146,6 @@ func TestClassifyWinDisk(t *testing.T) {
 	}
 }
 
-func TestWinParseUSBInstanceID(t *testing.T) {
-	tests := []struct {
-		in   string
-		want usbInstance
-		ok   bool
-	}{
-		{`USB\VID_0781&PID_5567\4C530001230809116354`, usbInstance{VendorID: "0781", ProductID: "5567", Serial: "4C530001230809116354"}, true},
-		{`usb\vid_0BDA&pid_0158\20120926571200000`, usbInstance{VendorID: "0bda", ProductID: "0158", Serial: "20120926571200000"}, true},
-		{`USB\VID_058F&PID_6387\5&2F3A6B0&0&2`, usbInstance{VendorID: "058f", ProductID: "6387"}, true},
-		{`USB\VID_0781&PID_5406&MI_00\7&2A1C9B3D&0&0000`, usbInstance{VendorID: "0781", ProductID: "5406", Interface: true}, true},
-		{`USB\VID_0781&PID_5406&REV_0100&MI_01\7&2A1C9B3D&0&0001`, usbInstance{VendorID: "0781", ProductID: "5406", Interface: true}, true},
-		{`USB\ROOT_HUB30\4&1D1E4C8&0&0`, usbInstance{}, false},
-		{`USBSTOR\DISK&VEN_SANDISK&PROD_CRUZER_BLADE&REV_1.00\4C530001230809116354&0`, usbInstance{}, false},
-		{`USB\VID_0781&PID_5567`, usbInstance{}, false},
-		{`USB\VID_0781&PID_5567\`, usbInstance{}, false},
-		{`USB\VID_0781&PID_5567\A\B`, usbInstance{}, false},
-		{`USB\VID_781&PID_5567\X`, usbInstance{}, false},
-		{`USB\VID_078G&PID_5567\X`, usbInstance{}, false},
-		{`USB\VID_0781&VID_0782&PID_5567\X`, usbInstance{}, false},
-		{`USB\PID_5567\X`, usbInstance{}, false},
-		{``, usbInstance{}, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			got, ok := parseUSBInstanceID(tt.in)
-			if ok != tt.ok || got != tt.want {
-				t.Errorf("parseUSBInstanceID(%q) = %+v, %v; want %+v, %v", tt.in, got, ok, tt.want, tt.ok)
-			}
-		})
-	}
-}
-
-func FuzzWinParseUSBInstanceID(f *testing.F) {
-	for _, s := range []string{
-		`USB\VID_0781&PID_5567\4C530001230809116354`, `USB\VID_058F&PID_6387\5&2F3A6B0&0&2`,
-		`USB\VID_0781&PID_5406&MI_00\7&2A1C9B3D&0&0000`, `USB\ROOT_HUB30\4&1D1E4C8&0&0`, `USB\\`,
-	} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		id, ok := parseUSBInstanceID(s)
-		if !ok {
-			if id != (usbInstance{}) {
-				t.Fatalf("not ok but %+v", id)
-			}
-			return
-		}
-		for _, h := range []string{id.VendorID, id.ProductID} {
-			if len(h) != 4 || strings.Trim(h, "0123456789abcdef") != "" {
-				t.Fatalf("%q: id %q is not 4 lowercase hex digits", s, h)
-			}
-		}
-		if id.Serial != "" && (id.Interface || strings.ContainsAny(id.Serial, `&\`) || !strings.HasSuffix(s, `\`+id.Serial)) {
-			t.Fatalf("%q: bad serial %q", s, id.Serial)
-		}
-	})
-}
-
 // winDescriptor builds a STORAGE_DEVICE_DESCRIPTOR.
 func winDescriptor(removable bool, bus uint32, vendor, product string) []byte {
 	b := make([]byte, storageDescriptorHeaderSize)

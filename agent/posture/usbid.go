@@ -3,9 +3,9 @@ package posture
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
+	"github.com/mnguard/mnguard/agent/usbid"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 )
 
@@ -42,173 +42,6 @@ func USBClassName(class uint32) string {
 	return usbClassNames[class]
 }
 
-// usbID is what a Windows device instance ID, hardware ID or compatible ID
-// of the USB enumerator says, e.g. "USB\VID_0781&PID_5567\4C530001230809116354",
-// "USB\VID_0781&PID_5567&REV_0100" or "USB\Class_08&SubClass_06&Prot_50".
-type usbID struct {
-	VendorID  string // four lowercase hex digits; "" when absent
-	ProductID string // four lowercase hex digits; "" when absent
-	Revision  string // bcdDevice, four lowercase hex digits; "" when absent
-	Interface int    // MI_xx: the interface (function) number; -1 for a device
-
-	// Class, SubClass and Protocol are -1 when absent. DevClass says the
-	// class came from "DevClass_", that is from the device descriptor of a
-	// composite device, rather than from an interface.
-	Class, SubClass, Protocol int
-	DevClass                  bool
-
-	RootHub   bool // ROOT_HUB, ROOT_HUB20, ROOT_HUB30
-	Composite bool // the "USB\COMPOSITE" compatible ID
-
-	// Instance is the instance part of an instance ID ("" for hardware and
-	// compatible IDs). Serial is Instance when Windows took it from the
-	// device's serial number; instances that Windows generated for devices
-	// without one contain '&' and give no serial.
-	Instance string
-	Serial   string
-}
-
-// parseUSBInstanceID parses a device instance ID of the USB enumerator:
-// "USB\<device ID>\<instance>".
-func parseUSBInstanceID(s string) (usbID, error) {
-	parts := strings.Split(s, `\`)
-	if len(parts) != 3 {
-		return usbID{}, fmt.Errorf("usb instance id %q: want 3 parts separated by backslashes, have %d", s, len(parts))
-	}
-	id, err := parseUSBDeviceID(parts[0], parts[1])
-	if err != nil {
-		return usbID{}, fmt.Errorf("usb instance id %q: %w", s, err)
-	}
-	inst := parts[2]
-	if inst == "" {
-		return usbID{}, fmt.Errorf("usb instance id %q: empty instance", s)
-	}
-	id.Instance = inst
-	if id.Interface < 0 && !id.RootHub && !strings.Contains(inst, "&") {
-		id.Serial = inst
-	}
-	return id, nil
-}
-
-// parseUSBHardwareID parses a hardware or compatible ID of the USB
-// enumerator: "USB\<device ID>".
-func parseUSBHardwareID(s string) (usbID, error) {
-	parts := strings.Split(s, `\`)
-	if len(parts) != 2 {
-		return usbID{}, fmt.Errorf("usb hardware id %q: want 2 parts separated by a backslash, have %d", s, len(parts))
-	}
-	id, err := parseUSBDeviceID(parts[0], parts[1])
-	if err != nil {
-		return usbID{}, fmt.Errorf("usb hardware id %q: %w", s, err)
-	}
-	return id, nil
-}
-
-// parseUSBDeviceID parses the '&'-separated middle part of a USB ID. Keys
-// are case-insensitive; unknown keys are ignored, known keys with bad
-// values or given twice are errors.
-func parseUSBDeviceID(enum, dev string) (usbID, error) {
-	id := usbID{Interface: -1, Class: -1, SubClass: -1, Protocol: -1}
-	if !strings.EqualFold(enum, "USB") {
-		return id, fmt.Errorf("enumerator %q is not USB", enum)
-	}
-	if dev == "" {
-		return id, errors.New("empty device id")
-	}
-	seen := map[string]bool{}
-	once := func(key string) error {
-		if seen[key] {
-			return fmt.Errorf("%s given twice", key)
-		}
-		seen[key] = true
-		return nil
-	}
-	for tok := range strings.SplitSeq(dev, "&") {
-		key, val, hasUnderscore := strings.Cut(tok, "_")
-		key = strings.ToUpper(key)
-		if !hasUnderscore {
-			// Root hubs write "VID8086&PID9D2F&REV0021".
-			for _, k := range []string{"VID", "PID", "REV"} {
-				if len(tok) > len(k) && strings.EqualFold(tok[:len(k)], k) {
-					key, val = k, tok[len(k):]
-					break
-				}
-			}
-		}
-		var err error
-		switch key {
-		case "VID":
-			if err = once(key); err == nil {
-				id.VendorID, err = hexDigits(val, 4)
-			}
-		case "PID":
-			if err = once(key); err == nil {
-				id.ProductID, err = hexDigits(val, 4)
-			}
-		case "REV":
-			if err = once(key); err == nil {
-				id.Revision, err = hexDigits(val, 4)
-			}
-		case "MI":
-			if err = once(key); err == nil {
-				id.Interface, err = hexByte(val)
-			}
-		case "CLASS", "DEVCLASS":
-			if err = once("CLASS"); err == nil {
-				id.Class, err = hexByte(val)
-				id.DevClass = key == "DEVCLASS"
-			}
-		case "SUBCLASS":
-			if err = once(key); err == nil {
-				id.SubClass, err = hexByte(val)
-			}
-		case "PROT":
-			if err = once(key); err == nil {
-				id.Protocol, err = hexByte(val)
-			}
-		case "ROOT":
-			if strings.HasPrefix(strings.ToUpper(val), "HUB") {
-				id.RootHub = true
-			}
-		case "COMPOSITE":
-			id.Composite = true
-		}
-		if err != nil {
-			return id, fmt.Errorf("%s: %w", key, err)
-		}
-	}
-	return id, nil
-}
-
-// hexDigits returns s in lower case if it is exactly n hex digits.
-func hexDigits(s string, n int) (string, error) {
-	if len(s) != n {
-		return "", fmt.Errorf("%q: want %d hex digits", s, n)
-	}
-	for i := 0; i < len(s); i++ {
-		if !isHex(s[i]) {
-			return "", fmt.Errorf("%q: want %d hex digits", s, n)
-		}
-	}
-	return strings.ToLower(s), nil
-}
-
-// hexByte parses exactly two hex digits.
-func hexByte(s string) (int, error) {
-	if len(s) != 2 || !isHex(s[0]) || !isHex(s[1]) {
-		return 0, fmt.Errorf("%q: want 2 hex digits", s)
-	}
-	v, err := strconv.ParseUint(s, 16, 8)
-	if err != nil {
-		return 0, fmt.Errorf("%q: %w", s, err)
-	}
-	return int(v), nil
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
 // winUSBNode is what SetupAPI reports about one device node of the USB
 // enumerator: a device, or an interface (function) of a composite device.
 type winUSBNode struct {
@@ -237,12 +70,12 @@ func usbDevicesFromWindows(nodes []winUSBNode) ([]*mnguardv1.UsbDevice, error) {
 	byInstance := map[string]*device{}
 	type iface struct {
 		node winUSBNode
-		id   usbID
+		id   usbid.ID
 	}
 	var ifaces []iface
 
 	for _, n := range nodes {
-		id, err := parseUSBInstanceID(n.InstanceID)
+		id, err := usbid.ParseInstanceID(n.InstanceID)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -261,7 +94,7 @@ func usbDevicesFromWindows(nodes []winUSBNode) ([]*mnguardv1.UsbDevice, error) {
 		if d.VendorId == "" || d.ProductId == "" {
 			// Root hubs carry vendor and product only in their hardware IDs.
 			for _, h := range n.HardwareIDs {
-				if hid, err := parseUSBHardwareID(h); err == nil && hid.VendorID != "" && hid.ProductID != "" {
+				if hid, err := usbid.ParseHardwareID(h); err == nil && hid.VendorID != "" && hid.ProductID != "" {
 					d.VendorId, d.ProductId = hid.VendorID, hid.ProductID
 					break
 				}
@@ -327,11 +160,11 @@ func usbInterfaceFromCompatibleIDs(number uint32, compat []string) *mnguardv1.Us
 // bestClass returns the most specific class triple among compatible IDs:
 // one with class, subclass and protocol over one with fewer. With dev it
 // considers only DevClass_ IDs, otherwise only Class_ IDs.
-func bestClass(ids []string, dev bool) (usbID, bool) {
-	var best usbID
+func bestClass(ids []string, dev bool) (usbid.ID, bool) {
+	var best usbid.ID
 	bestScore := 0
 	for _, s := range ids {
-		id, err := parseUSBHardwareID(s)
+		id, err := usbid.ParseHardwareID(s)
 		if err != nil || id.Class < 0 || id.DevClass != dev {
 			continue
 		}
