@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -66,6 +67,9 @@ type Daemon struct {
 	interval time.Duration
 	policy   string
 	st       state.Status
+	// lost is how many spooled events were dropped (spool full) or
+	// removed (corrupt) as of the last check.
+	lost uint64
 }
 
 const (
@@ -202,6 +206,7 @@ func (d *Daemon) run(ctx context.Context) error {
 	d.mu.Lock()
 	d.st = state.Status{PID: os.Getpid(), StartedAt: now, UpdatedAt: now, ReportInterval: d.interval.String(), CertNotAfter: d.id.Cert.NotAfter}
 	d.mu.Unlock()
+	d.lost = d.spool.Dropped() + d.spool.Corrupt()
 	d.log.Info("agent starting", "server", d.server, "version", d.opts.Version, "state_dir", d.dir)
 	d.Emit("agent.start", mnguardv1.Severity_SEVERITY_INFO, "agent started", map[string]string{"version": d.opts.Version})
 
@@ -253,6 +258,7 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 		case <-timer.C:
 		case <-d.wake:
 		}
+		d.reportLoss()
 		p, err := d.collector.Collect(ctx)
 		if err != nil {
 			d.log.Warn("posture collection failed", "err", err)
@@ -285,6 +291,20 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 			}
 		}
 		timer.Reset(next)
+	}
+}
+
+// reportLoss raises an event when the spool lost events since the last
+// check: the collector then knows the gap in sequence numbers is real.
+func (d *Daemon) reportLoss() {
+	dropped, corrupt := d.spool.Dropped(), d.spool.Corrupt()
+	if n := dropped + corrupt; n > d.lost {
+		lost := n - d.lost
+		d.lost = n
+		d.log.Error("events lost from the spool", "count", lost, "dropped_total", dropped, "corrupt_total", corrupt)
+		d.Emit("agent.events_lost", mnguardv1.Severity_SEVERITY_ALERT,
+			fmt.Sprintf("%d events were lost before delivery (spool full or damaged)", lost),
+			map[string]string{"count": strconv.FormatUint(lost, 10), "dropped_total": strconv.FormatUint(dropped, 10), "corrupt_total": strconv.FormatUint(corrupt, 10)})
 	}
 }
 
