@@ -103,7 +103,15 @@ func (p *linuxPlatform) Protect(ctx context.Context, d Device) (Result, error) {
 	if d.MTP {
 		return p.deauthorize(d)
 	}
-	return p.enf.Protect(ctx, d)
+	res, err := p.enf.Protect(ctx, d)
+	if err != nil || !(d.Bus == BusOptical || isOptical(d.Name)) {
+		return res, err
+	}
+	if err := restrictOptical(opticalNodes(p.o.SysRoot, p.o.DevDir, d.Name), &res); err != nil {
+		res.State = StateWritable
+		return res, fmt.Errorf("optical drive %s: %w", d.Name, err)
+	}
+	return res, nil
 }
 
 // deauthorize cuts an MTP/PTP device off the USB bus: with authorized=0

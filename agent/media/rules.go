@@ -49,6 +49,12 @@ func UdevRule(agentPath, configPath string) []byte {
 		cfg = " --config " + quoteArg(configPath)
 	}
 	fmt.Fprintf(&b, "ACTION==\"add|change\", SUBSYSTEM==\"block\", RUN+=\"%s udev-hook%s %%k\"\n", quoteArg(agentPath), cfg)
+	b.WriteString(`# Optical drives burn discs through SCSI commands that pass the read-only flag;
+# the kernel allows them to a user only on a descriptor opened for writing, so
+# only root may open the drive's nodes for writing (no seat ACL either).
+SUBSYSTEM=="block", KERNEL=="sr[0-9]*", MODE:="0640", TAG-="uaccess"
+SUBSYSTEM=="scsi_generic", ATTRS{type}=="5", MODE:="0640", TAG-="uaccess"
+`)
 	return b.Bytes()
 }
 
