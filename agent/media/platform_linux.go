@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func (o *Options) defaults() {
@@ -99,9 +101,46 @@ func (p *linuxPlatform) Lookup(ctx context.Context, name string) (Device, bool, 
 	return d, ok && hasMedium(d), err
 }
 
+// systemMounts are the mount points whose disks must never be made
+// read-only: the running system would stop.
+var systemMounts = []string{"/", "/usr", "/var", "/boot", "/boot/efi"}
+
+// holdsSystem returns the system mount point that d (or one of its
+// partitions) holds, comparing the device numbers of its nodes in devDir
+// with those of the system's mount points.
+func holdsSystem(devDir string, d Device) (string, bool) {
+	sys := map[uint64]string{}
+	for _, mp := range systemMounts {
+		var st unix.Stat_t
+		if unix.Stat(mp, &st) == nil {
+			if _, seen := sys[st.Dev]; !seen {
+				sys[st.Dev] = mp
+			}
+		}
+	}
+	for _, n := range append([]string{d.Name}, d.Partitions...) {
+		var st unix.Stat_t
+		if unix.Stat(filepath.Join(devDir, n), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
+			if mp, ok := sys[st.Rdev]; ok {
+				return mp, true
+			}
+		}
+	}
+	return "", false
+}
+
+// errSystemDisk refuses to make the running system's disk read-only.
+func errSystemDisk(d Device, mp string) error {
+	return fmt.Errorf("%s holds the running system (%s): left writable, since read-only would stop the terminal; a terminal must not run from removable media", d.Name, mp)
+}
+
 func (p *linuxPlatform) Protect(ctx context.Context, d Device) (Result, error) {
 	if d.MTP {
 		return p.deauthorize(d)
+	}
+	if mp, ok := holdsSystem(p.o.DevDir, d); ok {
+		err := errSystemDisk(d, mp)
+		return Result{Device: d, State: StateWritable, Actions: []Action{{What: "left " + d.Name + " writable", Err: err}}}, err
 	}
 	res, err := p.enf.Protect(ctx, d)
 	if err != nil || !(d.Bus == BusOptical || isOptical(d.Name)) {
@@ -169,6 +208,9 @@ func Hook(o Options, name string) (string, error) {
 	}
 	if !hasMedium(d) {
 		return name + ": no medium", nil
+	}
+	if mp, ok := holdsSystem(o.DevDir, d); ok {
+		return "", errSystemDisk(d, mp)
 	}
 	var done []string
 	for _, n := range append([]string{d.Name}, d.Partitions...) {
