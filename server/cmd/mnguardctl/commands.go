@@ -25,12 +25,7 @@ const (
 )
 
 func terminalsList(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
-	c, err := inv.connect()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	resp, err := call(ctx, c, "list terminals", c.client.ListTerminals, &mnguardv1.ListTerminalsRequest{})
+	resp, _, err := request(ctx, inv, "list terminals", mnguardv1.AdminServiceClient.ListTerminals, &mnguardv1.ListTerminalsRequest{})
 	if err != nil {
 		return err
 	}
@@ -85,13 +80,8 @@ func stateText(s mnguardv1.TerminalState) string {
 }
 
 func terminalsShow(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
-	c, err := inv.connect()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	id := inv.args[0]
-	resp, err := call(ctx, c, "show terminal "+id, c.client.GetTerminal, &mnguardv1.GetTerminalRequest{Id: id})
+	resp, _, err := request(ctx, inv, "show terminal "+id, mnguardv1.AdminServiceClient.GetTerminal, &mnguardv1.GetTerminalRequest{Id: id})
 	if err != nil {
 		return err
 	}
@@ -275,13 +265,8 @@ func orUnknown(s string) string {
 }
 
 func terminalsRevoke(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
-	c, err := inv.connect()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	id := inv.args[0]
-	resp, err := call(ctx, c, "revoke terminal "+id, c.client.RevokeTerminal,
+	resp, _, err := request(ctx, inv, "revoke terminal "+id, mnguardv1.AdminServiceClient.RevokeTerminal,
 		&mnguardv1.RevokeTerminalRequest{Id: id, Reason: inv.opts.reason.v})
 	if err != nil {
 		return err
@@ -341,12 +326,7 @@ func tokensCreate(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
 	if err != nil {
 		return err
 	}
-	c, err := inv.connect()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	resp, err := call(ctx, c, "create enrollment token", c.client.CreateEnrollmentToken, req)
+	resp, _, err := request(ctx, inv, "create enrollment token", mnguardv1.AdminServiceClient.CreateEnrollmentToken, req)
 	if err != nil {
 		return err
 	}
@@ -370,12 +350,7 @@ func tokensCreate(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
 }
 
 func tokensList(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
-	c, err := inv.connect()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	resp, err := call(ctx, c, "list enrollment tokens", c.client.ListEnrollmentTokens, &mnguardv1.ListEnrollmentTokensRequest{})
+	resp, _, err := request(ctx, inv, "list enrollment tokens", mnguardv1.AdminServiceClient.ListEnrollmentTokens, &mnguardv1.ListEnrollmentTokensRequest{})
 	if err != nil {
 		return err
 	}
@@ -425,12 +400,7 @@ func eventsList(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
 	if err != nil {
 		return err
 	}
-	c, err := inv.connect()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	resp, err := call(ctx, c, "list events", c.client.ListEvents, req)
+	resp, _, err := request(ctx, inv, "list events", mnguardv1.AdminServiceClient.ListEvents, req)
 	if err != nil {
 		return err
 	}
@@ -498,12 +468,7 @@ func caPin(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
 		}
 		pin = pki.Pin(cert.Raw)
 	} else {
-		c, err := inv.connect()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		resp, err := call(ctx, c, "get CA pin", c.client.GetServerInfo, &mnguardv1.GetServerInfoRequest{})
+		resp, _, err := request(ctx, inv, "get CA pin", mnguardv1.AdminServiceClient.GetServerInfo, &mnguardv1.GetServerInfoRequest{})
 		if err != nil {
 			return err
 		}
@@ -520,12 +485,7 @@ func caPin(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
 }
 
 func whoami(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
-	c, err := inv.connect()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	resp, err := call(ctx, c, "whoami", c.client.GetServerInfo, &mnguardv1.GetServerInfoRequest{})
+	resp, server, err := request(ctx, inv, "whoami", mnguardv1.AdminServiceClient.GetServerInfo, &mnguardv1.GetServerInfoRequest{})
 	if err != nil {
 		return err
 	}
@@ -535,7 +495,7 @@ func whoami(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
 	return writeFields(w, inv.format, []field{
 		kv("operator", "Operator", resp.GetOperator()),
 		kv("role", "Role", resp.GetRole()),
-		kv("server", "Server", c.server),
+		kv("server", "Server", server),
 		kv("server_version", "Server version", resp.GetVersion()),
 		kv("ca_pin", "CA pin", resp.GetCaPin()),
 	})

@@ -257,6 +257,24 @@ func (e *handshakeError) Unwrap() error { return e.err }
 
 // call makes one RPC with the connection's timeout and turns its error into
 // plain words: "what: reason".
+// request connects, makes one call and closes the connection: what every
+// command that asks the server does. rpc is a method expression such as
+// mnguardv1.AdminServiceClient.ListTerminals. It also returns the server
+// address it asked.
+func request[Req, Resp any](ctx context.Context, inv *invocation, what string,
+	rpc func(mnguardv1.AdminServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, string, error) {
+	var zero Resp
+	c, err := inv.connect()
+	if err != nil {
+		return zero, "", err
+	}
+	defer c.Close()
+	resp, err := call(ctx, c, what, func(ctx context.Context, r Req, opts ...grpc.CallOption) (Resp, error) {
+		return rpc(c.client, ctx, r, opts...)
+	}, req)
+	return resp, c.server, err
+}
+
 func call[Req, Resp any](ctx context.Context, c *connection, what string,
 	rpc func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
