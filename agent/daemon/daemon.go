@@ -451,8 +451,13 @@ func (d *Daemon) renewLoop(ctx context.Context) {
 				return
 			}
 			d.noteError(err)
+			// Retry sooner as the end nears; an expired certificate cannot
+			// be renewed (the collector refuses it), so only slowly then.
 			left := time.Until(cert.NotAfter)
 			retry := min(max(left/10, time.Second), 5*time.Minute)
+			if left <= 0 {
+				retry = 5 * time.Minute
+			}
 			d.log.Error("certificate renewal failed", "err", err, "expires", cert.NotAfter, "retry_in", retry)
 			select {
 			case <-ctx.Done():
