@@ -305,6 +305,10 @@ func (d *Daemon) reportLoss() {
 		d.Emit("agent.events_lost", mnguardv1.Severity_SEVERITY_ALERT,
 			fmt.Sprintf("%d events were lost before delivery (spool full or damaged)", lost),
 			map[string]string{"count": strconv.FormatUint(lost, 10), "dropped_total": strconv.FormatUint(dropped, 10), "corrupt_total": strconv.FormatUint(corrupt, 10)})
+		// In a full spool this event pushed out one more; counting that
+		// would raise a new event at every check while the collector is
+		// away. The next event's totals include it.
+		d.lost = d.spool.Dropped() + d.spool.Corrupt()
 	}
 }
 

@@ -1,0 +1,41 @@
+package daemon
+
+import (
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+
+	"github.com/mnguard/mnguard/agent/spool"
+	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
+)
+
+// TestReportLoss: when the spool drops events for room, the agent raises
+// one agent.events_lost event with the count, once per loss.
+func TestReportLoss(t *testing.T) {
+	sp, err := spool.OpenWithOptions(filepath.Join(t.TempDir(), "spool.db"), spool.Options{MaxEvents: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	d := &Daemon{spool: sp, log: slog.New(slog.NewTextHandler(io.Discard, nil)), wake: make(chan struct{}, 1)}
+	d.reportLoss()
+	for range 5 {
+		d.Emit("test.event", mnguardv1.Severity_SEVERITY_INFO, "x", nil)
+	}
+	d.reportLoss()
+	d.reportLoss() // nothing new lost: no second event
+	evs, err := sp.Pending(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lost []*mnguardv1.Event
+	for _, e := range evs {
+		if e.GetType() == "agent.events_lost" {
+			lost = append(lost, e)
+		}
+	}
+	if len(lost) != 1 || lost[0].GetAttributes()["count"] != "2" || lost[0].GetSeverity() != mnguardv1.Severity_SEVERITY_ALERT {
+		t.Fatalf("events_lost events = %v, want one with count 2", lost)
+	}
+}
