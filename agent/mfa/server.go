@@ -1,0 +1,187 @@
+package mfa
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// DefaultPath is where the agent listens unless configured otherwise (mfa.socket).
+const DefaultPath = "/run/mnguard/pam.sock"
+
+// Defaults for the Server's zero fields.
+const (
+	DefaultTimeout  = 10 * time.Second
+	DefaultMaxConns = 32
+)
+
+// Verifier answers whether code is a valid second factor for user on the PAM service.
+// The agent implements it by asking the collector. An error means no answer could be
+// had; the server then answers Unavailable. The returned message is shown to the user
+// and must not contain the code.
+type Verifier interface {
+	Verify(ctx context.Context, user, service, code string) (Result, string, error)
+}
+
+// Server is the agent's side of the PAM socket.
+type Server struct {
+	// Path of the unix socket; DefaultPath if empty.
+	Path string
+	// Verifier answers the requests that pass the checks. Required.
+	Verifier Verifier
+	// Logger receives one line per attempt (never the code); nothing is logged if nil.
+	Logger *slog.Logger
+	// Timeout bounds each phase of a connection: reading the request, the Verifier's
+	// answer and writing the response. A client that connects and never writes is
+	// dropped after it. Default DefaultTimeout.
+	Timeout time.Duration
+	// MaxConns is the number of connections served at once; further clients wait in
+	// the listen backlog. Default DefaultMaxConns.
+	MaxConns int
+}
+
+func (s *Server) path() string {
+	if s.Path == "" {
+		return DefaultPath
+	}
+	return s.Path
+}
+
+func (s *Server) timeout() time.Duration {
+	if s.Timeout <= 0 {
+		return DefaultTimeout
+	}
+	return s.Timeout
+}
+
+func (s *Server) maxConns() int {
+	if s.MaxConns <= 0 {
+		return DefaultMaxConns
+	}
+	return s.MaxConns
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+// Messages sent with the server's own answers.
+const (
+	msgUnavailable  = "cannot reach the collector"
+	msgNotPermitted = "not permitted to verify this user"
+	msgInternal     = "internal error in the agent"
+)
+
+// serveConn answers the one request on conn from a peer with the given uid.
+func (s *Server) serveConn(ctx context.Context, conn net.Conn, uid uint32) {
+	defer conn.Close()
+	log := s.logger().With("peer_uid", uid)
+	timeout := s.timeout()
+
+	// Cancelling ctx unblocks a pending read; a response already decided is still
+	// written under its own deadline.
+	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
+	conn.SetReadDeadline(time.Now().Add(timeout))
+	p, err := ReadFrame(conn)
+	stop()
+	if err != nil {
+		switch {
+		case errors.Is(err, io.EOF):
+			log.Debug("mfa: client closed without a request")
+		case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
+			log.Debug("mfa: connection dropped at shutdown")
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			log.Warn("mfa: client sent no request in time, dropped", "timeout", timeout)
+		case errors.Is(err, ErrMalformed):
+			log.Warn("mfa: bad request", "err", err)
+			s.respond(conn, log, Response{Result: BadRequest, Message: err.Error()})
+		default:
+			log.Warn("mfa: read request", "err", err)
+		}
+		return
+	}
+
+	req, err := DecodeRequest(p)
+	if err != nil {
+		log.Warn("mfa: bad request", "err", err)
+		s.respond(conn, log, Response{Result: BadRequest, Message: err.Error()})
+		return
+	}
+	log = log.With("user", req.User, "service", req.Service)
+
+	if !permitted(uid, req.User) {
+		log.Info("mfa: verification attempt", "result", NotPermitted)
+		s.respond(conn, log, Response{Result: NotPermitted, Message: msgNotPermitted})
+		return
+	}
+
+	vctx, cancel := context.WithTimeout(ctx, timeout)
+	res, msg, err := s.Verifier.Verify(vctx, req.User, req.Service, req.Code)
+	cancel()
+	switch {
+	case err != nil:
+		log.Info("mfa: verification attempt", "result", Unavailable, "err", err)
+		res, msg = Unavailable, msgUnavailable
+	case !res.Valid():
+		log.Error("mfa: verifier gave an undefined result", "verifier_result", uint8(res))
+		res, msg = Unavailable, msgInternal
+		log.Info("mfa: verification attempt", "result", res)
+	default:
+		log.Info("mfa: verification attempt", "result", res)
+	}
+	s.respond(conn, log, Response{Result: res, Message: cleanMessage(msg, req.Code)})
+}
+
+func (s *Server) respond(conn net.Conn, log *slog.Logger, r Response) {
+	r.Message = cleanMessage(r.Message, "")
+	p, err := EncodeResponse(r)
+	if err == nil {
+		conn.SetWriteDeadline(time.Now().Add(s.timeout()))
+		err = WriteFrame(conn, p)
+	}
+	if err != nil {
+		log.Warn("mfa: write response", "err", err)
+	}
+}
+
+// permitted reports whether a peer with uid may ask about name: root may ask for
+// anyone, any other uid only for the user it is.
+func permitted(uid uint32, name string) bool {
+	if uid == 0 {
+		return true
+	}
+	u, err := user.Lookup(name)
+	return err == nil && u.Uid == strconv.FormatUint(uint64(uid), 10)
+}
+
+// cleanMessage makes msg safe to send: valid UTF-8, no control characters (it ends up
+// on a terminal), at most MaxMessage bytes, and never containing the code.
+func cleanMessage(msg, code string) string {
+	if code != "" && strings.Contains(msg, code) {
+		return ""
+	}
+	msg = strings.ToValidUTF8(msg, "\uFFFD")
+	msg = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, msg)
+	for len(msg) > MaxMessage {
+		_, n := utf8.DecodeLastRuneInString(msg)
+		msg = msg[:len(msg)-n]
+	}
+	return msg
+}
