@@ -9,7 +9,7 @@ CMDS := ./agent/cmd/mnguard-agent ./server/cmd/mnguard-server ./server/cmd/mngua
 # Fuzz targets run briefly in make test: package:Target pairs.
 FUZZ_TIME ?= 4s
 
-.PHONY: all deps build cross proto proto-check check test unit wine-test fuzz bench run clean
+.PHONY: all deps build pam cross proto proto-check check test unit wine-test fuzz bench run clean
 
 all: build
 
@@ -17,8 +17,15 @@ all: build
 deps:
 	@scripts/deps.sh
 
-build: deps
+build: deps pam
 	CGO_ENABLED=1 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ $(CMDS)
+
+# pam_mnguard.so: a thin C client of the agent's socket (no Go runtime in
+# login processes).
+PAM_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -fPIC -O2 -D_FORTIFY_SOURCE=2 -fstack-protector-strong
+pam: deps
+	@mkdir -p $(BIN)
+	$(CC) $(PAM_CFLAGS) -shared -o $(BIN)/pam_mnguard.so agent/pam/pam_mnguard.c -lpam
 
 # Windows builds have no cgo: gousb is Linux-only behind a build constraint.
 cross:
