@@ -40,6 +40,14 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
+	// The PAM module, as make build builds it.
+	pam := exec.Command("cc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-fPIC", "-O2", "-shared",
+		"-o", filepath.Join(dir, "pam_mnguard.so"), "../agent/pam/pam_mnguard.c", "-lpam")
+	if out, err := pam.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build pam_mnguard.so (make deps installs libpam0g-dev): %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -267,16 +275,18 @@ func run(t testing.TB, env []string, name string, args ...string) (stdout, stder
 
 // agent is an agent's state directory and configuration file.
 type agent struct {
-	stateDir string
-	config   string
-	proc     *proc
+	stateDir  string
+	config    string
+	pamSocket string
+	proc      *proc
 }
 
 func newAgent(t testing.TB, c *collector, reportInterval string) *agent {
 	t.Helper()
 	dir := t.TempDir()
-	a := &agent{stateDir: filepath.Join(dir, "state"), config: filepath.Join(dir, "agent.yaml")}
-	yaml := fmt.Sprintf("server: %s\nstate_dir: %s\nreport_interval: %s\nlog_level: debug\n", c.grpcAddr, a.stateDir, reportInterval)
+	a := &agent{stateDir: filepath.Join(dir, "state"), config: filepath.Join(dir, "agent.yaml"), pamSocket: filepath.Join(dir, "run", "pam.sock")}
+	// Each agent its own login socket, not the machine's /run/mnguard.
+	yaml := fmt.Sprintf("server: %s\nstate_dir: %s\nreport_interval: %s\nlog_level: debug\nmfa:\n  socket: %s\n", c.grpcAddr, a.stateDir, reportInterval, a.pamSocket)
 	if err := os.WriteFile(a.config, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -37,6 +38,15 @@ type Config struct {
 	ServiceName string `yaml:"service_name"`
 	// Media configures removable-media enforcement.
 	Media Media `yaml:"media"`
+	// MFA configures the local login gate.
+	MFA MFA `yaml:"mfa"`
+}
+
+// MFA configures the login gate that pam_mnguard.so asks.
+type MFA struct {
+	// Socket is the unix socket the PAM module connects to; it must match
+	// the module's socket= argument.
+	Socket string `yaml:"socket"`
 }
 
 // Media configures removable-media enforcement.
@@ -99,6 +109,14 @@ func DefaultStateDir() string {
 	return "/var/lib/mnguard-agent"
 }
 
+// DefaultMFASocket is where pam_mnguard.so looks for the agent.
+func DefaultMFASocket() string {
+	if runtime.GOOS == "windows" {
+		return "" // the Windows credential provider uses a named pipe (later)
+	}
+	return "/run/mnguard/pam.sock"
+}
+
 // Default returns the configuration used when no file sets a key.
 func Default() Config {
 	return Config{
@@ -106,6 +124,7 @@ func Default() Config {
 		ReportInterval: Duration(60 * time.Second),
 		LogLevel:       "info",
 		ServiceName:    "mnguard-agent",
+		MFA:            MFA{Socket: DefaultMFASocket()},
 		Media: Media{
 			Mode:              "enforce",
 			OnBusy:            "kill",
@@ -177,6 +196,9 @@ func (c *Config) Validate() error {
 	}
 	if !serviceNameRE.MatchString(c.ServiceName) {
 		return fmt.Errorf("service_name: %q is not 1 to 64 letters, digits, '-' or '_'", c.ServiceName)
+	}
+	if c.MFA.Socket != "" && (!filepath.IsAbs(c.MFA.Socket) || len(c.MFA.Socket) > 100) {
+		return fmt.Errorf("mfa.socket: %q is not an absolute path of at most 100 bytes", c.MFA.Socket)
 	}
 	return c.Media.validate()
 }

@@ -63,6 +63,8 @@ func TestParse(t *testing.T) {
 		{name: "bad media mode", yaml: "media:\n  mode: off\n", wantErr: "media.mode"},
 		{name: "bad on_busy", yaml: "media:\n  on_busy: ignore\n", wantErr: "media.on_busy"},
 		{name: "bad pattern", yaml: "media:\n  treat_as_removable: [\"[\"]\n", wantErr: "treat_as_removable"},
+		{name: "mfa socket", yaml: "mfa:\n  socket: /tmp/x/pam.sock\n", check: func(c Config) bool { return c.MFA.Socket == "/tmp/x/pam.sock" }},
+		{name: "relative mfa socket", yaml: "mfa:\n  socket: pam.sock\n", wantErr: "mfa.socket"},
 		{name: "empty state dir", yaml: "state_dir: \"\"\n", wantErr: "state_dir"},
 		{name: "not a map", yaml: "- a\n- b\n", wantErr: "cannot unmarshal"},
 	}

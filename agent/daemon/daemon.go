@@ -216,7 +216,7 @@ func (d *Daemon) run(ctx context.Context) error {
 			d.log.Error("removable-media enforcement stopped", "err", err)
 		}
 	}
-	for _, f := range []func(context.Context){runMedia, d.reportLoop, d.subscribeLoop, d.renewLoop, d.statusLoop} {
+	for _, f := range []func(context.Context){runMedia, d.loginGate, d.reportLoop, d.subscribeLoop, d.renewLoop, d.statusLoop} {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(ctx) }()
 	}
