@@ -60,6 +60,12 @@ func BenchmarkAttachToReadOnly(b *testing.B) {
 	time.Sleep(200 * time.Millisecond) // the first scan done, the listener up
 
 	var lat []time.Duration
+	attached := "" // detached by the cleanup if a failure leaves it
+	b.Cleanup(func() {
+		if attached != "" {
+			exec.Command("losetup", "-d", "/dev/"+attached).Run()
+		}
+	})
 	b.ResetTimer()
 	for i := 0; i < attaches; i++ {
 		for len(observed) > 0 { // late duplicates of the previous attach
@@ -70,6 +76,7 @@ func BenchmarkAttachToReadOnly(b *testing.B) {
 			b.Fatalf("losetup: %v %s", err, out)
 		}
 		name := filepath.Base(strings.TrimSpace(string(out)))
+		attached = name
 	wait:
 		for {
 			select {
@@ -79,7 +86,6 @@ func BenchmarkAttachToReadOnly(b *testing.B) {
 					break wait
 				}
 			case <-time.After(5 * time.Second):
-				exec.Command("losetup", "-d", "/dev/"+name).Run()
 				b.Fatalf("attach %d: %s not protected within 5s", i, name)
 			}
 		}
@@ -89,6 +95,7 @@ func BenchmarkAttachToReadOnly(b *testing.B) {
 		if out, err := exec.Command("losetup", "-d", "/dev/"+name).CombinedOutput(); err != nil {
 			b.Fatalf("losetup -d: %v %s", err, out)
 		}
+		attached = ""
 		// Wait until the detach is handled before the next attach.
 		for gone := false; !gone; {
 			select {
