@@ -2,12 +2,12 @@ package e2e
 
 import (
 	"fmt"
-	"github.com/mnguard/mnguard/internal/testenv"
 	"os"
 	"os/exec"
 	"testing"
 	"time"
 
+	"github.com/mnguard/mnguard/internal/testenv"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 )
 

@@ -2,13 +2,13 @@ package e2e
 
 import (
 	"fmt"
-	"github.com/mnguard/mnguard/internal/testenv"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kardianos/service"
+	"github.com/mnguard/mnguard/internal/testenv"
 )
 
 // TestServiceLifecycle installs the agent as a real system service through

@@ -91,6 +91,9 @@ func requireLoops(t *testing.T) {
 	t.Helper()
 	testenv.RequireRoot(t, "loop devices")
 	if _, err := exec.LookPath("losetup"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("losetup missing (make deps installs util-linux)")
+		}
 		t.Skip("needs losetup (util-linux)")
 	}
 	testenv.LockLoops(t)
