@@ -72,6 +72,58 @@ func (TerminalState) EnumDescriptor() ([]byte, []int) {
 	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{0}
 }
 
+// UserState is where a TOTP user is in enrollment.
+type UserState int32
+
+const (
+	UserState_USER_STATE_UNSPECIFIED UserState = 0
+	// Enrolled or imported; no valid code seen yet.
+	UserState_USER_STATE_PENDING UserState = 1
+	// Confirmed by a first valid code.
+	UserState_USER_STATE_ACTIVE UserState = 2
+)
+
+// Enum value maps for UserState.
+var (
+	UserState_name = map[int32]string{
+		0: "USER_STATE_UNSPECIFIED",
+		1: "USER_STATE_PENDING",
+		2: "USER_STATE_ACTIVE",
+	}
+	UserState_value = map[string]int32{
+		"USER_STATE_UNSPECIFIED": 0,
+		"USER_STATE_PENDING":     1,
+		"USER_STATE_ACTIVE":      2,
+	}
+)
+
+func (x UserState) Enum() *UserState {
+	p := new(UserState)
+	*p = x
+	return p
+}
+
+func (x UserState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UserState) Descriptor() protoreflect.EnumDescriptor {
+	return file_mnguard_v1_admin_proto_enumTypes[1].Descriptor()
+}
+
+func (UserState) Type() protoreflect.EnumType {
+	return &file_mnguard_v1_admin_proto_enumTypes[1]
+}
+
+func (x UserState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UserState.Descriptor instead.
+func (UserState) EnumDescriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
 type Terminal struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -820,10 +872,14 @@ func (x *ListEventsRequest) GetLimit() uint32 {
 }
 
 type StoredEvent struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TerminalId    string                 `protobuf:"bytes,1,opt,name=terminal_id,json=terminalId,proto3" json:"terminal_id,omitempty"`
-	Event         *Event                 `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
-	ReceivedAt    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TerminalId string                 `protobuf:"bytes,1,opt,name=terminal_id,json=terminalId,proto3" json:"terminal_id,omitempty"`
+	Event      *Event                 `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	ReceivedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
+	// "agent" for events the terminal reported, "server" for events the
+	// collector recorded about the terminal (login verifications); server
+	// events carry seq 0.
+	Source        string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -879,6 +935,1289 @@ func (x *StoredEvent) GetReceivedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *StoredEvent) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+// User is a login user with a TOTP token. The secret is never included.
+type User struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	State UserState              `protobuf:"varint,2,opt,name=state,proto3,enum=mnguard.v1.UserState" json:"state,omitempty"`
+	// Locked after too many consecutive failures until the helpdesk unlocks.
+	Locked   bool                   `protobuf:"varint,3,opt,name=locked,proto3" json:"locked,omitempty"`
+	LockedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=locked_at,json=lockedAt,proto3" json:"locked_at,omitempty"`
+	// Consecutive failed attempts since the last success or unlock.
+	Failures uint32 `protobuf:"varint,5,opt,name=failures,proto3" json:"failures,omitempty"`
+	// "SHA1", "SHA256" or "SHA512".
+	Algorithm     string `protobuf:"bytes,6,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
+	Digits        uint32 `protobuf:"varint,7,opt,name=digits,proto3" json:"digits,omitempty"`
+	PeriodSeconds uint32 `protobuf:"varint,8,opt,name=period_seconds,json=periodSeconds,proto3" json:"period_seconds,omitempty"`
+	// "enrolled" (software authenticator) or "imported" (hardware token).
+	Source string `protobuf:"bytes,9,opt,name=source,proto3" json:"source,omitempty"`
+	// Serial number of an imported hardware token.
+	TokenSerial string                 `protobuf:"bytes,10,opt,name=token_serial,json=tokenSerial,proto3" json:"token_serial,omitempty"`
+	CreatedAt   *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ConfirmedAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=confirmed_at,json=confirmedAt,proto3" json:"confirmed_at,omitempty"`
+	LastLoginAt *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=last_login_at,json=lastLoginAt,proto3" json:"last_login_at,omitempty"`
+	// Learned clock offset of the token, in time steps.
+	ClockOffsetSteps  int64  `protobuf:"varint,14,opt,name=clock_offset_steps,json=clockOffsetSteps,proto3" json:"clock_offset_steps,omitempty"`
+	RecoveryCodesLeft uint32 `protobuf:"varint,15,opt,name=recovery_codes_left,json=recoveryCodesLeft,proto3" json:"recovery_codes_left,omitempty"`
+	CreatedBy         string `protobuf:"bytes,16,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *User) Reset() {
+	*x = User{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *User) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*User) ProtoMessage() {}
+
+func (x *User) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use User.ProtoReflect.Descriptor instead.
+func (*User) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *User) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *User) GetState() UserState {
+	if x != nil {
+		return x.State
+	}
+	return UserState_USER_STATE_UNSPECIFIED
+}
+
+func (x *User) GetLocked() bool {
+	if x != nil {
+		return x.Locked
+	}
+	return false
+}
+
+func (x *User) GetLockedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LockedAt
+	}
+	return nil
+}
+
+func (x *User) GetFailures() uint32 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *User) GetAlgorithm() string {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ""
+}
+
+func (x *User) GetDigits() uint32 {
+	if x != nil {
+		return x.Digits
+	}
+	return 0
+}
+
+func (x *User) GetPeriodSeconds() uint32 {
+	if x != nil {
+		return x.PeriodSeconds
+	}
+	return 0
+}
+
+func (x *User) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *User) GetTokenSerial() string {
+	if x != nil {
+		return x.TokenSerial
+	}
+	return ""
+}
+
+func (x *User) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *User) GetConfirmedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConfirmedAt
+	}
+	return nil
+}
+
+func (x *User) GetLastLoginAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastLoginAt
+	}
+	return nil
+}
+
+func (x *User) GetClockOffsetSteps() int64 {
+	if x != nil {
+		return x.ClockOffsetSteps
+	}
+	return 0
+}
+
+func (x *User) GetRecoveryCodesLeft() uint32 {
+	if x != nil {
+		return x.RecoveryCodesLeft
+	}
+	return 0
+}
+
+func (x *User) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+type EnrollUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollUserRequest) Reset() {
+	*x = EnrollUserRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollUserRequest) ProtoMessage() {}
+
+func (x *EnrollUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollUserRequest.ProtoReflect.Descriptor instead.
+func (*EnrollUserRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *EnrollUserRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type EnrollUserResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	User  *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// otpauth://totp/... for authenticator apps; contains the secret.
+	OtpauthUrl string `protobuf:"bytes,2,opt,name=otpauth_url,json=otpauthUrl,proto3" json:"otpauth_url,omitempty"`
+	// The secret in base32, for manual entry.
+	Secret string `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
+	// Ten single-use recovery codes, usable once the enrollment is confirmed.
+	RecoveryCodes []string `protobuf:"bytes,4,rep,name=recovery_codes,json=recoveryCodes,proto3" json:"recovery_codes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollUserResponse) Reset() {
+	*x = EnrollUserResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollUserResponse) ProtoMessage() {}
+
+func (x *EnrollUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollUserResponse.ProtoReflect.Descriptor instead.
+func (*EnrollUserResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *EnrollUserResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *EnrollUserResponse) GetOtpauthUrl() string {
+	if x != nil {
+		return x.OtpauthUrl
+	}
+	return ""
+}
+
+func (x *EnrollUserResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *EnrollUserResponse) GetRecoveryCodes() []string {
+	if x != nil {
+		return x.RecoveryCodes
+	}
+	return nil
+}
+
+type ConfirmUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Code          string                 `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmUserRequest) Reset() {
+	*x = ConfirmUserRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmUserRequest) ProtoMessage() {}
+
+func (x *ConfirmUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmUserRequest.ProtoReflect.Descriptor instead.
+func (*ConfirmUserRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ConfirmUserRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ConfirmUserRequest) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+type ConfirmUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmUserResponse) Reset() {
+	*x = ConfirmUserResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmUserResponse) ProtoMessage() {}
+
+func (x *ConfirmUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmUserResponse.ProtoReflect.Descriptor instead.
+func (*ConfirmUserResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ConfirmUserResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+type ListUsersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUsersRequest) Reset() {
+	*x = ListUsersRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUsersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUsersRequest) ProtoMessage() {}
+
+func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUsersRequest.ProtoReflect.Descriptor instead.
+func (*ListUsersRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+type ListUsersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Users         []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUsersResponse) Reset() {
+	*x = ListUsersResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUsersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUsersResponse) ProtoMessage() {}
+
+func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUsersResponse.ProtoReflect.Descriptor instead.
+func (*ListUsersResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListUsersResponse) GetUsers() []*User {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+type GetUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUserRequest) Reset() {
+	*x = GetUserRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUserRequest) ProtoMessage() {}
+
+func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUserRequest.ProtoReflect.Descriptor instead.
+func (*GetUserRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetUserRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUserResponse) Reset() {
+	*x = GetUserResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUserResponse) ProtoMessage() {}
+
+func (x *GetUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUserResponse.ProtoReflect.Descriptor instead.
+func (*GetUserResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GetUserResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+type UnlockUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnlockUserRequest) Reset() {
+	*x = UnlockUserRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnlockUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnlockUserRequest) ProtoMessage() {}
+
+func (x *UnlockUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnlockUserRequest.ProtoReflect.Descriptor instead.
+func (*UnlockUserRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *UnlockUserRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type UnlockUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnlockUserResponse) Reset() {
+	*x = UnlockUserResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnlockUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnlockUserResponse) ProtoMessage() {}
+
+func (x *UnlockUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnlockUserResponse.ProtoReflect.Descriptor instead.
+func (*UnlockUserResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *UnlockUserResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+// ResetUserRequest replaces a user's secret and recovery codes (lost phone);
+// the user is pending again.
+type ResetUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetUserRequest) Reset() {
+	*x = ResetUserRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetUserRequest) ProtoMessage() {}
+
+func (x *ResetUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetUserRequest.ProtoReflect.Descriptor instead.
+func (*ResetUserRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ResetUserRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ResetUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	OtpauthUrl    string                 `protobuf:"bytes,2,opt,name=otpauth_url,json=otpauthUrl,proto3" json:"otpauth_url,omitempty"`
+	Secret        string                 `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
+	RecoveryCodes []string               `protobuf:"bytes,4,rep,name=recovery_codes,json=recoveryCodes,proto3" json:"recovery_codes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetUserResponse) Reset() {
+	*x = ResetUserResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetUserResponse) ProtoMessage() {}
+
+func (x *ResetUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetUserResponse.ProtoReflect.Descriptor instead.
+func (*ResetUserResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ResetUserResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *ResetUserResponse) GetOtpauthUrl() string {
+	if x != nil {
+		return x.OtpauthUrl
+	}
+	return ""
+}
+
+func (x *ResetUserResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *ResetUserResponse) GetRecoveryCodes() []string {
+	if x != nil {
+		return x.RecoveryCodes
+	}
+	return nil
+}
+
+type DeleteUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteUserRequest) Reset() {
+	*x = DeleteUserRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteUserRequest) ProtoMessage() {}
+
+func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteUserRequest.ProtoReflect.Descriptor instead.
+func (*DeleteUserRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *DeleteUserRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteUserResponse) Reset() {
+	*x = DeleteUserResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteUserResponse) ProtoMessage() {}
+
+func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteUserResponse.ProtoReflect.Descriptor instead.
+func (*DeleteUserResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+type ImportUsersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The seed file's content: CSV (serial,user,seed,digits,period[,algorithm])
+	// or PSKC (RFC 6030) XML.
+	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// "csv", "pskc", or empty to detect from the content.
+	Format string `protobuf:"bytes,2,opt,name=format,proto3" json:"format,omitempty"`
+	// Pre-shared key (16, 24 or 32 bytes) of an encrypted PSKC file.
+	PskcKey []byte `protobuf:"bytes,3,opt,name=pskc_key,json=pskcKey,proto3" json:"pskc_key,omitempty"`
+	// Password of a PBKDF2-protected PSKC file.
+	PskcPassword string `protobuf:"bytes,4,opt,name=pskc_password,json=pskcPassword,proto3" json:"pskc_password,omitempty"`
+	// Replace the tokens of users that exist already; otherwise an existing
+	// user fails the whole import.
+	Replace       bool `protobuf:"varint,5,opt,name=replace,proto3" json:"replace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportUsersRequest) Reset() {
+	*x = ImportUsersRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportUsersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportUsersRequest) ProtoMessage() {}
+
+func (x *ImportUsersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportUsersRequest.ProtoReflect.Descriptor instead.
+func (*ImportUsersRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ImportUsersRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ImportUsersRequest) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *ImportUsersRequest) GetPskcKey() []byte {
+	if x != nil {
+		return x.PskcKey
+	}
+	return nil
+}
+
+func (x *ImportUsersRequest) GetPskcPassword() string {
+	if x != nil {
+		return x.PskcPassword
+	}
+	return ""
+}
+
+func (x *ImportUsersRequest) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
+}
+
+type ImportUsersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Users         []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportUsersResponse) Reset() {
+	*x = ImportUsersResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportUsersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportUsersResponse) ProtoMessage() {}
+
+func (x *ImportUsersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportUsersResponse.ProtoReflect.Descriptor instead.
+func (*ImportUsersResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ImportUsersResponse) GetUsers() []*User {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+type ResyncUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Two consecutive codes from the user's token.
+	Code1         string `protobuf:"bytes,2,opt,name=code1,proto3" json:"code1,omitempty"`
+	Code2         string `protobuf:"bytes,3,opt,name=code2,proto3" json:"code2,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResyncUserRequest) Reset() {
+	*x = ResyncUserRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResyncUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResyncUserRequest) ProtoMessage() {}
+
+func (x *ResyncUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResyncUserRequest.ProtoReflect.Descriptor instead.
+func (*ResyncUserRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ResyncUserRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ResyncUserRequest) GetCode1() string {
+	if x != nil {
+		return x.Code1
+	}
+	return ""
+}
+
+func (x *ResyncUserRequest) GetCode2() string {
+	if x != nil {
+		return x.Code2
+	}
+	return ""
+}
+
+type ResyncUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResyncUserResponse) Reset() {
+	*x = ResyncUserResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResyncUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResyncUserResponse) ProtoMessage() {}
+
+func (x *ResyncUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResyncUserResponse.ProtoReflect.Descriptor instead.
+func (*ResyncUserResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ResyncUserResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+// NewRecoveryCodesRequest replaces a user's recovery codes with ten new ones.
+type NewRecoveryCodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NewRecoveryCodesRequest) Reset() {
+	*x = NewRecoveryCodesRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NewRecoveryCodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NewRecoveryCodesRequest) ProtoMessage() {}
+
+func (x *NewRecoveryCodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NewRecoveryCodesRequest.ProtoReflect.Descriptor instead.
+func (*NewRecoveryCodesRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *NewRecoveryCodesRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type NewRecoveryCodesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	RecoveryCodes []string               `protobuf:"bytes,2,rep,name=recovery_codes,json=recoveryCodes,proto3" json:"recovery_codes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NewRecoveryCodesResponse) Reset() {
+	*x = NewRecoveryCodesResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NewRecoveryCodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NewRecoveryCodesResponse) ProtoMessage() {}
+
+func (x *NewRecoveryCodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NewRecoveryCodesResponse.ProtoReflect.Descriptor instead.
+func (*NewRecoveryCodesResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *NewRecoveryCodesResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *NewRecoveryCodesResponse) GetRecoveryCodes() []string {
+	if x != nil {
+		return x.RecoveryCodes
+	}
+	return nil
+}
+
+// IssueOfflineLoginCodeRequest answers the challenge a cut-off terminal
+// shows at its login prompt.
+type IssueOfflineLoginCodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TerminalId    string                 `protobuf:"bytes,1,opt,name=terminal_id,json=terminalId,proto3" json:"terminal_id,omitempty"`
+	User          string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	Challenge     string                 `protobuf:"bytes,3,opt,name=challenge,proto3" json:"challenge,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueOfflineLoginCodeRequest) Reset() {
+	*x = IssueOfflineLoginCodeRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueOfflineLoginCodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueOfflineLoginCodeRequest) ProtoMessage() {}
+
+func (x *IssueOfflineLoginCodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueOfflineLoginCodeRequest.ProtoReflect.Descriptor instead.
+func (*IssueOfflineLoginCodeRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *IssueOfflineLoginCodeRequest) GetTerminalId() string {
+	if x != nil {
+		return x.TerminalId
+	}
+	return ""
+}
+
+func (x *IssueOfflineLoginCodeRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *IssueOfflineLoginCodeRequest) GetChallenge() string {
+	if x != nil {
+		return x.Challenge
+	}
+	return ""
+}
+
+type IssueOfflineLoginCodeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Code  string                 `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	// The code is refused after this time.
+	ValidUntil    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=valid_until,json=validUntil,proto3" json:"valid_until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueOfflineLoginCodeResponse) Reset() {
+	*x = IssueOfflineLoginCodeResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueOfflineLoginCodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueOfflineLoginCodeResponse) ProtoMessage() {}
+
+func (x *IssueOfflineLoginCodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueOfflineLoginCodeResponse.ProtoReflect.Descriptor instead.
+func (*IssueOfflineLoginCodeResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *IssueOfflineLoginCodeResponse) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *IssueOfflineLoginCodeResponse) GetValidUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ValidUntil
+	}
+	return nil
+}
+
 type ListEventsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Events        []*StoredEvent         `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
@@ -888,7 +2227,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[14]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +2239,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[14]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +2252,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListEventsResponse) GetEvents() []*StoredEvent {
@@ -931,7 +2270,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[15]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +2282,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[15]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +2295,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 type GetServerInfoResponse struct {
@@ -972,7 +2311,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[16]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +2323,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[16]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +2336,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetServerInfoResponse) GetVersion() string {
@@ -1090,13 +2429,97 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\x11ListEventsRequest\x12\x1f\n" +
 	"\vterminal_id\x18\x01 \x01(\tR\n" +
 	"terminalId\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x94\x01\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xac\x01\n" +
 	"\vStoredEvent\x12\x1f\n" +
 	"\vterminal_id\x18\x01 \x01(\tR\n" +
 	"terminalId\x12'\n" +
 	"\x05event\x18\x02 \x01(\v2\x11.mnguard.v1.EventR\x05event\x12;\n" +
 	"\vreceived_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"receivedAt\"E\n" +
+	"receivedAt\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\"\x83\x05\n" +
+	"\x04User\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x15.mnguard.v1.UserStateR\x05state\x12\x16\n" +
+	"\x06locked\x18\x03 \x01(\bR\x06locked\x127\n" +
+	"\tlocked_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\blockedAt\x12\x1a\n" +
+	"\bfailures\x18\x05 \x01(\rR\bfailures\x12\x1c\n" +
+	"\talgorithm\x18\x06 \x01(\tR\talgorithm\x12\x16\n" +
+	"\x06digits\x18\a \x01(\rR\x06digits\x12%\n" +
+	"\x0eperiod_seconds\x18\b \x01(\rR\rperiodSeconds\x12\x16\n" +
+	"\x06source\x18\t \x01(\tR\x06source\x12!\n" +
+	"\ftoken_serial\x18\n" +
+	" \x01(\tR\vtokenSerial\x129\n" +
+	"\n" +
+	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12=\n" +
+	"\fconfirmed_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vconfirmedAt\x12>\n" +
+	"\rlast_login_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\vlastLoginAt\x12,\n" +
+	"\x12clock_offset_steps\x18\x0e \x01(\x03R\x10clockOffsetSteps\x12.\n" +
+	"\x13recovery_codes_left\x18\x0f \x01(\rR\x11recoveryCodesLeft\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\x10 \x01(\tR\tcreatedBy\"'\n" +
+	"\x11EnrollUserRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x9a\x01\n" +
+	"\x12EnrollUserResponse\x12$\n" +
+	"\x04user\x18\x01 \x01(\v2\x10.mnguard.v1.UserR\x04user\x12\x1f\n" +
+	"\votpauth_url\x18\x02 \x01(\tR\n" +
+	"otpauthUrl\x12\x16\n" +
+	"\x06secret\x18\x03 \x01(\tR\x06secret\x12%\n" +
+	"\x0erecovery_codes\x18\x04 \x03(\tR\rrecoveryCodes\"<\n" +
+	"\x12ConfirmUserRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\tR\x04code\";\n" +
+	"\x13ConfirmUserResponse\x12$\n" +
+	"\x04user\x18\x01 \x01(\v2\x10.mnguard.v1.UserR\x04user\"\x12\n" +
+	"\x10ListUsersRequest\";\n" +
+	"\x11ListUsersResponse\x12&\n" +
+	"\x05users\x18\x01 \x03(\v2\x10.mnguard.v1.UserR\x05users\"$\n" +
+	"\x0eGetUserRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"7\n" +
+	"\x0fGetUserResponse\x12$\n" +
+	"\x04user\x18\x01 \x01(\v2\x10.mnguard.v1.UserR\x04user\"'\n" +
+	"\x11UnlockUserRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\":\n" +
+	"\x12UnlockUserResponse\x12$\n" +
+	"\x04user\x18\x01 \x01(\v2\x10.mnguard.v1.UserR\x04user\"&\n" +
+	"\x10ResetUserRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x99\x01\n" +
+	"\x11ResetUserResponse\x12$\n" +
+	"\x04user\x18\x01 \x01(\v2\x10.mnguard.v1.UserR\x04user\x12\x1f\n" +
+	"\votpauth_url\x18\x02 \x01(\tR\n" +
+	"otpauthUrl\x12\x16\n" +
+	"\x06secret\x18\x03 \x01(\tR\x06secret\x12%\n" +
+	"\x0erecovery_codes\x18\x04 \x03(\tR\rrecoveryCodes\"'\n" +
+	"\x11DeleteUserRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
+	"\x12DeleteUserResponse\"\x9a\x01\n" +
+	"\x12ImportUsersRequest\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x16\n" +
+	"\x06format\x18\x02 \x01(\tR\x06format\x12\x19\n" +
+	"\bpskc_key\x18\x03 \x01(\fR\apskcKey\x12#\n" +
+	"\rpskc_password\x18\x04 \x01(\tR\fpskcPassword\x12\x18\n" +
+	"\areplace\x18\x05 \x01(\bR\areplace\"=\n" +
+	"\x13ImportUsersResponse\x12&\n" +
+	"\x05users\x18\x01 \x03(\v2\x10.mnguard.v1.UserR\x05users\"S\n" +
+	"\x11ResyncUserRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05code1\x18\x02 \x01(\tR\x05code1\x12\x14\n" +
+	"\x05code2\x18\x03 \x01(\tR\x05code2\":\n" +
+	"\x12ResyncUserResponse\x12$\n" +
+	"\x04user\x18\x01 \x01(\v2\x10.mnguard.v1.UserR\x04user\"-\n" +
+	"\x17NewRecoveryCodesRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"g\n" +
+	"\x18NewRecoveryCodesResponse\x12$\n" +
+	"\x04user\x18\x01 \x01(\v2\x10.mnguard.v1.UserR\x04user\x12%\n" +
+	"\x0erecovery_codes\x18\x02 \x03(\tR\rrecoveryCodes\"q\n" +
+	"\x1cIssueOfflineLoginCodeRequest\x12\x1f\n" +
+	"\vterminal_id\x18\x01 \x01(\tR\n" +
+	"terminalId\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x1c\n" +
+	"\tchallenge\x18\x03 \x01(\tR\tchallenge\"p\n" +
+	"\x1dIssueOfflineLoginCodeResponse\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12;\n" +
+	"\vvalid_until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"validUntil\"E\n" +
 	"\x12ListEventsResponse\x12/\n" +
 	"\x06events\x18\x01 \x03(\v2\x17.mnguard.v1.StoredEventR\x06events\"\x16\n" +
 	"\x14GetServerInfoRequest\"x\n" +
@@ -1108,7 +2531,11 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\rTerminalState\x12\x1e\n" +
 	"\x1aTERMINAL_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15TERMINAL_STATE_ACTIVE\x10\x01\x12\x1a\n" +
-	"\x16TERMINAL_STATE_REVOKED\x10\x022\x89\x05\n" +
+	"\x16TERMINAL_STATE_REVOKED\x10\x02*V\n" +
+	"\tUserState\x12\x1a\n" +
+	"\x16USER_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12USER_STATE_PENDING\x10\x01\x12\x15\n" +
+	"\x11USER_STATE_ACTIVE\x10\x022\x82\f\n" +
 	"\fAdminService\x12T\n" +
 	"\rListTerminals\x12 .mnguard.v1.ListTerminalsRequest\x1a!.mnguard.v1.ListTerminalsResponse\x12N\n" +
 	"\vGetTerminal\x12\x1e.mnguard.v1.GetTerminalRequest\x1a\x1f.mnguard.v1.GetTerminalResponse\x12W\n" +
@@ -1117,7 +2544,22 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\x14ListEnrollmentTokens\x12'.mnguard.v1.ListEnrollmentTokensRequest\x1a(.mnguard.v1.ListEnrollmentTokensResponse\x12K\n" +
 	"\n" +
 	"ListEvents\x12\x1d.mnguard.v1.ListEventsRequest\x1a\x1e.mnguard.v1.ListEventsResponse\x12T\n" +
-	"\rGetServerInfo\x12 .mnguard.v1.GetServerInfoRequest\x1a!.mnguard.v1.GetServerInfoResponseB7Z5github.com/mnguard/mnguard/proto/mnguard/v1;mnguardv1b\x06proto3"
+	"\rGetServerInfo\x12 .mnguard.v1.GetServerInfoRequest\x1a!.mnguard.v1.GetServerInfoResponse\x12K\n" +
+	"\n" +
+	"EnrollUser\x12\x1d.mnguard.v1.EnrollUserRequest\x1a\x1e.mnguard.v1.EnrollUserResponse\x12N\n" +
+	"\vConfirmUser\x12\x1e.mnguard.v1.ConfirmUserRequest\x1a\x1f.mnguard.v1.ConfirmUserResponse\x12H\n" +
+	"\tListUsers\x12\x1c.mnguard.v1.ListUsersRequest\x1a\x1d.mnguard.v1.ListUsersResponse\x12B\n" +
+	"\aGetUser\x12\x1a.mnguard.v1.GetUserRequest\x1a\x1b.mnguard.v1.GetUserResponse\x12K\n" +
+	"\n" +
+	"UnlockUser\x12\x1d.mnguard.v1.UnlockUserRequest\x1a\x1e.mnguard.v1.UnlockUserResponse\x12H\n" +
+	"\tResetUser\x12\x1c.mnguard.v1.ResetUserRequest\x1a\x1d.mnguard.v1.ResetUserResponse\x12K\n" +
+	"\n" +
+	"DeleteUser\x12\x1d.mnguard.v1.DeleteUserRequest\x1a\x1e.mnguard.v1.DeleteUserResponse\x12N\n" +
+	"\vImportUsers\x12\x1e.mnguard.v1.ImportUsersRequest\x1a\x1f.mnguard.v1.ImportUsersResponse\x12K\n" +
+	"\n" +
+	"ResyncUser\x12\x1d.mnguard.v1.ResyncUserRequest\x1a\x1e.mnguard.v1.ResyncUserResponse\x12]\n" +
+	"\x10NewRecoveryCodes\x12#.mnguard.v1.NewRecoveryCodesRequest\x1a$.mnguard.v1.NewRecoveryCodesResponse\x12l\n" +
+	"\x15IssueOfflineLoginCode\x12(.mnguard.v1.IssueOfflineLoginCodeRequest\x1a).mnguard.v1.IssueOfflineLoginCodeResponseB7Z5github.com/mnguard/mnguard/proto/mnguard/v1;mnguardv1b\x06proto3"
 
 var (
 	file_mnguard_v1_admin_proto_rawDescOnce sync.Once
@@ -1131,70 +2573,131 @@ func file_mnguard_v1_admin_proto_rawDescGZIP() []byte {
 	return file_mnguard_v1_admin_proto_rawDescData
 }
 
-var file_mnguard_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_mnguard_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_mnguard_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_mnguard_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_mnguard_v1_admin_proto_goTypes = []any{
 	(TerminalState)(0),                    // 0: mnguard.v1.TerminalState
-	(*Terminal)(nil),                      // 1: mnguard.v1.Terminal
-	(*ListTerminalsRequest)(nil),          // 2: mnguard.v1.ListTerminalsRequest
-	(*ListTerminalsResponse)(nil),         // 3: mnguard.v1.ListTerminalsResponse
-	(*GetTerminalRequest)(nil),            // 4: mnguard.v1.GetTerminalRequest
-	(*GetTerminalResponse)(nil),           // 5: mnguard.v1.GetTerminalResponse
-	(*RevokeTerminalRequest)(nil),         // 6: mnguard.v1.RevokeTerminalRequest
-	(*RevokeTerminalResponse)(nil),        // 7: mnguard.v1.RevokeTerminalResponse
-	(*CreateEnrollmentTokenRequest)(nil),  // 8: mnguard.v1.CreateEnrollmentTokenRequest
-	(*CreateEnrollmentTokenResponse)(nil), // 9: mnguard.v1.CreateEnrollmentTokenResponse
-	(*EnrollmentToken)(nil),               // 10: mnguard.v1.EnrollmentToken
-	(*ListEnrollmentTokensRequest)(nil),   // 11: mnguard.v1.ListEnrollmentTokensRequest
-	(*ListEnrollmentTokensResponse)(nil),  // 12: mnguard.v1.ListEnrollmentTokensResponse
-	(*ListEventsRequest)(nil),             // 13: mnguard.v1.ListEventsRequest
-	(*StoredEvent)(nil),                   // 14: mnguard.v1.StoredEvent
-	(*ListEventsResponse)(nil),            // 15: mnguard.v1.ListEventsResponse
-	(*GetServerInfoRequest)(nil),          // 16: mnguard.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),         // 17: mnguard.v1.GetServerInfoResponse
-	(*HostFacts)(nil),                     // 18: mnguard.v1.HostFacts
-	(*timestamppb.Timestamp)(nil),         // 19: google.protobuf.Timestamp
-	(*Posture)(nil),                       // 20: mnguard.v1.Posture
-	(*Event)(nil),                         // 21: mnguard.v1.Event
+	(UserState)(0),                        // 1: mnguard.v1.UserState
+	(*Terminal)(nil),                      // 2: mnguard.v1.Terminal
+	(*ListTerminalsRequest)(nil),          // 3: mnguard.v1.ListTerminalsRequest
+	(*ListTerminalsResponse)(nil),         // 4: mnguard.v1.ListTerminalsResponse
+	(*GetTerminalRequest)(nil),            // 5: mnguard.v1.GetTerminalRequest
+	(*GetTerminalResponse)(nil),           // 6: mnguard.v1.GetTerminalResponse
+	(*RevokeTerminalRequest)(nil),         // 7: mnguard.v1.RevokeTerminalRequest
+	(*RevokeTerminalResponse)(nil),        // 8: mnguard.v1.RevokeTerminalResponse
+	(*CreateEnrollmentTokenRequest)(nil),  // 9: mnguard.v1.CreateEnrollmentTokenRequest
+	(*CreateEnrollmentTokenResponse)(nil), // 10: mnguard.v1.CreateEnrollmentTokenResponse
+	(*EnrollmentToken)(nil),               // 11: mnguard.v1.EnrollmentToken
+	(*ListEnrollmentTokensRequest)(nil),   // 12: mnguard.v1.ListEnrollmentTokensRequest
+	(*ListEnrollmentTokensResponse)(nil),  // 13: mnguard.v1.ListEnrollmentTokensResponse
+	(*ListEventsRequest)(nil),             // 14: mnguard.v1.ListEventsRequest
+	(*StoredEvent)(nil),                   // 15: mnguard.v1.StoredEvent
+	(*User)(nil),                          // 16: mnguard.v1.User
+	(*EnrollUserRequest)(nil),             // 17: mnguard.v1.EnrollUserRequest
+	(*EnrollUserResponse)(nil),            // 18: mnguard.v1.EnrollUserResponse
+	(*ConfirmUserRequest)(nil),            // 19: mnguard.v1.ConfirmUserRequest
+	(*ConfirmUserResponse)(nil),           // 20: mnguard.v1.ConfirmUserResponse
+	(*ListUsersRequest)(nil),              // 21: mnguard.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),             // 22: mnguard.v1.ListUsersResponse
+	(*GetUserRequest)(nil),                // 23: mnguard.v1.GetUserRequest
+	(*GetUserResponse)(nil),               // 24: mnguard.v1.GetUserResponse
+	(*UnlockUserRequest)(nil),             // 25: mnguard.v1.UnlockUserRequest
+	(*UnlockUserResponse)(nil),            // 26: mnguard.v1.UnlockUserResponse
+	(*ResetUserRequest)(nil),              // 27: mnguard.v1.ResetUserRequest
+	(*ResetUserResponse)(nil),             // 28: mnguard.v1.ResetUserResponse
+	(*DeleteUserRequest)(nil),             // 29: mnguard.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),            // 30: mnguard.v1.DeleteUserResponse
+	(*ImportUsersRequest)(nil),            // 31: mnguard.v1.ImportUsersRequest
+	(*ImportUsersResponse)(nil),           // 32: mnguard.v1.ImportUsersResponse
+	(*ResyncUserRequest)(nil),             // 33: mnguard.v1.ResyncUserRequest
+	(*ResyncUserResponse)(nil),            // 34: mnguard.v1.ResyncUserResponse
+	(*NewRecoveryCodesRequest)(nil),       // 35: mnguard.v1.NewRecoveryCodesRequest
+	(*NewRecoveryCodesResponse)(nil),      // 36: mnguard.v1.NewRecoveryCodesResponse
+	(*IssueOfflineLoginCodeRequest)(nil),  // 37: mnguard.v1.IssueOfflineLoginCodeRequest
+	(*IssueOfflineLoginCodeResponse)(nil), // 38: mnguard.v1.IssueOfflineLoginCodeResponse
+	(*ListEventsResponse)(nil),            // 39: mnguard.v1.ListEventsResponse
+	(*GetServerInfoRequest)(nil),          // 40: mnguard.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),         // 41: mnguard.v1.GetServerInfoResponse
+	(*HostFacts)(nil),                     // 42: mnguard.v1.HostFacts
+	(*timestamppb.Timestamp)(nil),         // 43: google.protobuf.Timestamp
+	(*Posture)(nil),                       // 44: mnguard.v1.Posture
+	(*Event)(nil),                         // 45: mnguard.v1.Event
 }
 var file_mnguard_v1_admin_proto_depIdxs = []int32{
-	18, // 0: mnguard.v1.Terminal.host:type_name -> mnguard.v1.HostFacts
+	42, // 0: mnguard.v1.Terminal.host:type_name -> mnguard.v1.HostFacts
 	0,  // 1: mnguard.v1.Terminal.state:type_name -> mnguard.v1.TerminalState
-	19, // 2: mnguard.v1.Terminal.enrolled_at:type_name -> google.protobuf.Timestamp
-	19, // 3: mnguard.v1.Terminal.last_seen_at:type_name -> google.protobuf.Timestamp
-	19, // 4: mnguard.v1.Terminal.revoked_at:type_name -> google.protobuf.Timestamp
-	19, // 5: mnguard.v1.Terminal.certificate_not_after:type_name -> google.protobuf.Timestamp
-	20, // 6: mnguard.v1.Terminal.posture:type_name -> mnguard.v1.Posture
-	19, // 7: mnguard.v1.Terminal.posture_received_at:type_name -> google.protobuf.Timestamp
-	1,  // 8: mnguard.v1.ListTerminalsResponse.terminals:type_name -> mnguard.v1.Terminal
-	1,  // 9: mnguard.v1.GetTerminalResponse.terminal:type_name -> mnguard.v1.Terminal
-	1,  // 10: mnguard.v1.RevokeTerminalResponse.terminal:type_name -> mnguard.v1.Terminal
-	19, // 11: mnguard.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	19, // 12: mnguard.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
-	19, // 13: mnguard.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
-	10, // 14: mnguard.v1.ListEnrollmentTokensResponse.tokens:type_name -> mnguard.v1.EnrollmentToken
-	21, // 15: mnguard.v1.StoredEvent.event:type_name -> mnguard.v1.Event
-	19, // 16: mnguard.v1.StoredEvent.received_at:type_name -> google.protobuf.Timestamp
-	14, // 17: mnguard.v1.ListEventsResponse.events:type_name -> mnguard.v1.StoredEvent
-	2,  // 18: mnguard.v1.AdminService.ListTerminals:input_type -> mnguard.v1.ListTerminalsRequest
-	4,  // 19: mnguard.v1.AdminService.GetTerminal:input_type -> mnguard.v1.GetTerminalRequest
-	6,  // 20: mnguard.v1.AdminService.RevokeTerminal:input_type -> mnguard.v1.RevokeTerminalRequest
-	8,  // 21: mnguard.v1.AdminService.CreateEnrollmentToken:input_type -> mnguard.v1.CreateEnrollmentTokenRequest
-	11, // 22: mnguard.v1.AdminService.ListEnrollmentTokens:input_type -> mnguard.v1.ListEnrollmentTokensRequest
-	13, // 23: mnguard.v1.AdminService.ListEvents:input_type -> mnguard.v1.ListEventsRequest
-	16, // 24: mnguard.v1.AdminService.GetServerInfo:input_type -> mnguard.v1.GetServerInfoRequest
-	3,  // 25: mnguard.v1.AdminService.ListTerminals:output_type -> mnguard.v1.ListTerminalsResponse
-	5,  // 26: mnguard.v1.AdminService.GetTerminal:output_type -> mnguard.v1.GetTerminalResponse
-	7,  // 27: mnguard.v1.AdminService.RevokeTerminal:output_type -> mnguard.v1.RevokeTerminalResponse
-	9,  // 28: mnguard.v1.AdminService.CreateEnrollmentToken:output_type -> mnguard.v1.CreateEnrollmentTokenResponse
-	12, // 29: mnguard.v1.AdminService.ListEnrollmentTokens:output_type -> mnguard.v1.ListEnrollmentTokensResponse
-	15, // 30: mnguard.v1.AdminService.ListEvents:output_type -> mnguard.v1.ListEventsResponse
-	17, // 31: mnguard.v1.AdminService.GetServerInfo:output_type -> mnguard.v1.GetServerInfoResponse
-	25, // [25:32] is the sub-list for method output_type
-	18, // [18:25] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	43, // 2: mnguard.v1.Terminal.enrolled_at:type_name -> google.protobuf.Timestamp
+	43, // 3: mnguard.v1.Terminal.last_seen_at:type_name -> google.protobuf.Timestamp
+	43, // 4: mnguard.v1.Terminal.revoked_at:type_name -> google.protobuf.Timestamp
+	43, // 5: mnguard.v1.Terminal.certificate_not_after:type_name -> google.protobuf.Timestamp
+	44, // 6: mnguard.v1.Terminal.posture:type_name -> mnguard.v1.Posture
+	43, // 7: mnguard.v1.Terminal.posture_received_at:type_name -> google.protobuf.Timestamp
+	2,  // 8: mnguard.v1.ListTerminalsResponse.terminals:type_name -> mnguard.v1.Terminal
+	2,  // 9: mnguard.v1.GetTerminalResponse.terminal:type_name -> mnguard.v1.Terminal
+	2,  // 10: mnguard.v1.RevokeTerminalResponse.terminal:type_name -> mnguard.v1.Terminal
+	43, // 11: mnguard.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	43, // 12: mnguard.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
+	43, // 13: mnguard.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
+	11, // 14: mnguard.v1.ListEnrollmentTokensResponse.tokens:type_name -> mnguard.v1.EnrollmentToken
+	45, // 15: mnguard.v1.StoredEvent.event:type_name -> mnguard.v1.Event
+	43, // 16: mnguard.v1.StoredEvent.received_at:type_name -> google.protobuf.Timestamp
+	1,  // 17: mnguard.v1.User.state:type_name -> mnguard.v1.UserState
+	43, // 18: mnguard.v1.User.locked_at:type_name -> google.protobuf.Timestamp
+	43, // 19: mnguard.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	43, // 20: mnguard.v1.User.confirmed_at:type_name -> google.protobuf.Timestamp
+	43, // 21: mnguard.v1.User.last_login_at:type_name -> google.protobuf.Timestamp
+	16, // 22: mnguard.v1.EnrollUserResponse.user:type_name -> mnguard.v1.User
+	16, // 23: mnguard.v1.ConfirmUserResponse.user:type_name -> mnguard.v1.User
+	16, // 24: mnguard.v1.ListUsersResponse.users:type_name -> mnguard.v1.User
+	16, // 25: mnguard.v1.GetUserResponse.user:type_name -> mnguard.v1.User
+	16, // 26: mnguard.v1.UnlockUserResponse.user:type_name -> mnguard.v1.User
+	16, // 27: mnguard.v1.ResetUserResponse.user:type_name -> mnguard.v1.User
+	16, // 28: mnguard.v1.ImportUsersResponse.users:type_name -> mnguard.v1.User
+	16, // 29: mnguard.v1.ResyncUserResponse.user:type_name -> mnguard.v1.User
+	16, // 30: mnguard.v1.NewRecoveryCodesResponse.user:type_name -> mnguard.v1.User
+	43, // 31: mnguard.v1.IssueOfflineLoginCodeResponse.valid_until:type_name -> google.protobuf.Timestamp
+	15, // 32: mnguard.v1.ListEventsResponse.events:type_name -> mnguard.v1.StoredEvent
+	3,  // 33: mnguard.v1.AdminService.ListTerminals:input_type -> mnguard.v1.ListTerminalsRequest
+	5,  // 34: mnguard.v1.AdminService.GetTerminal:input_type -> mnguard.v1.GetTerminalRequest
+	7,  // 35: mnguard.v1.AdminService.RevokeTerminal:input_type -> mnguard.v1.RevokeTerminalRequest
+	9,  // 36: mnguard.v1.AdminService.CreateEnrollmentToken:input_type -> mnguard.v1.CreateEnrollmentTokenRequest
+	12, // 37: mnguard.v1.AdminService.ListEnrollmentTokens:input_type -> mnguard.v1.ListEnrollmentTokensRequest
+	14, // 38: mnguard.v1.AdminService.ListEvents:input_type -> mnguard.v1.ListEventsRequest
+	40, // 39: mnguard.v1.AdminService.GetServerInfo:input_type -> mnguard.v1.GetServerInfoRequest
+	17, // 40: mnguard.v1.AdminService.EnrollUser:input_type -> mnguard.v1.EnrollUserRequest
+	19, // 41: mnguard.v1.AdminService.ConfirmUser:input_type -> mnguard.v1.ConfirmUserRequest
+	21, // 42: mnguard.v1.AdminService.ListUsers:input_type -> mnguard.v1.ListUsersRequest
+	23, // 43: mnguard.v1.AdminService.GetUser:input_type -> mnguard.v1.GetUserRequest
+	25, // 44: mnguard.v1.AdminService.UnlockUser:input_type -> mnguard.v1.UnlockUserRequest
+	27, // 45: mnguard.v1.AdminService.ResetUser:input_type -> mnguard.v1.ResetUserRequest
+	29, // 46: mnguard.v1.AdminService.DeleteUser:input_type -> mnguard.v1.DeleteUserRequest
+	31, // 47: mnguard.v1.AdminService.ImportUsers:input_type -> mnguard.v1.ImportUsersRequest
+	33, // 48: mnguard.v1.AdminService.ResyncUser:input_type -> mnguard.v1.ResyncUserRequest
+	35, // 49: mnguard.v1.AdminService.NewRecoveryCodes:input_type -> mnguard.v1.NewRecoveryCodesRequest
+	37, // 50: mnguard.v1.AdminService.IssueOfflineLoginCode:input_type -> mnguard.v1.IssueOfflineLoginCodeRequest
+	4,  // 51: mnguard.v1.AdminService.ListTerminals:output_type -> mnguard.v1.ListTerminalsResponse
+	6,  // 52: mnguard.v1.AdminService.GetTerminal:output_type -> mnguard.v1.GetTerminalResponse
+	8,  // 53: mnguard.v1.AdminService.RevokeTerminal:output_type -> mnguard.v1.RevokeTerminalResponse
+	10, // 54: mnguard.v1.AdminService.CreateEnrollmentToken:output_type -> mnguard.v1.CreateEnrollmentTokenResponse
+	13, // 55: mnguard.v1.AdminService.ListEnrollmentTokens:output_type -> mnguard.v1.ListEnrollmentTokensResponse
+	39, // 56: mnguard.v1.AdminService.ListEvents:output_type -> mnguard.v1.ListEventsResponse
+	41, // 57: mnguard.v1.AdminService.GetServerInfo:output_type -> mnguard.v1.GetServerInfoResponse
+	18, // 58: mnguard.v1.AdminService.EnrollUser:output_type -> mnguard.v1.EnrollUserResponse
+	20, // 59: mnguard.v1.AdminService.ConfirmUser:output_type -> mnguard.v1.ConfirmUserResponse
+	22, // 60: mnguard.v1.AdminService.ListUsers:output_type -> mnguard.v1.ListUsersResponse
+	24, // 61: mnguard.v1.AdminService.GetUser:output_type -> mnguard.v1.GetUserResponse
+	26, // 62: mnguard.v1.AdminService.UnlockUser:output_type -> mnguard.v1.UnlockUserResponse
+	28, // 63: mnguard.v1.AdminService.ResetUser:output_type -> mnguard.v1.ResetUserResponse
+	30, // 64: mnguard.v1.AdminService.DeleteUser:output_type -> mnguard.v1.DeleteUserResponse
+	32, // 65: mnguard.v1.AdminService.ImportUsers:output_type -> mnguard.v1.ImportUsersResponse
+	34, // 66: mnguard.v1.AdminService.ResyncUser:output_type -> mnguard.v1.ResyncUserResponse
+	36, // 67: mnguard.v1.AdminService.NewRecoveryCodes:output_type -> mnguard.v1.NewRecoveryCodesResponse
+	38, // 68: mnguard.v1.AdminService.IssueOfflineLoginCode:output_type -> mnguard.v1.IssueOfflineLoginCodeResponse
+	51, // [51:69] is the sub-list for method output_type
+	33, // [33:51] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_mnguard_v1_admin_proto_init() }
@@ -1208,8 +2711,8 @@ func file_mnguard_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mnguard_v1_admin_proto_rawDesc), len(file_mnguard_v1_admin_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   17,
+			NumEnums:      2,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -466,7 +466,9 @@ type Posture struct {
 	// the inventory is complete.
 	UsbInventoryError string `protobuf:"bytes,12,opt,name=usb_inventory_error,json=usbInventoryError,proto3" json:"usb_inventory_error,omitempty"`
 	// Removable-media enforcement; absent from agents without it.
-	Media         *MediaPosture `protobuf:"bytes,13,opt,name=media,proto3" json:"media,omitempty"`
+	Media *MediaPosture `protobuf:"bytes,13,opt,name=media,proto3" json:"media,omitempty"`
+	// The TOTP login gate; absent from agents without it.
+	Mfa           *MfaPosture `protobuf:"bytes,14,opt,name=mfa,proto3" json:"mfa,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -588,6 +590,13 @@ func (x *Posture) GetUsbInventoryError() string {
 func (x *Posture) GetMedia() *MediaPosture {
 	if x != nil {
 		return x.Media
+	}
+	return nil
+}
+
+func (x *Posture) GetMfa() *MfaPosture {
+	if x != nil {
+		return x.Mfa
 	}
 	return nil
 }
@@ -846,6 +855,176 @@ func (x *MediaPosture) GetLastReconcile() *timestamppb.Timestamp {
 	return nil
 }
 
+// MfaPosture says whether logins on the terminal really need the second
+// factor: the agent's login socket and, per PAM service, whether the stack
+// requires pam_mnguard.
+type MfaPosture struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when every present service requires pam_mnguard and the socket is
+	// served. An agent on an OS without PAM reports false with a reason.
+	Enforced bool `protobuf:"varint,1,opt,name=enforced,proto3" json:"enforced,omitempty"`
+	// Why not enforced; empty when it is.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The unix socket pam_mnguard asks, and whether the agent serves it.
+	Socket        string        `protobuf:"bytes,3,opt,name=socket,proto3" json:"socket,omitempty"`
+	SocketServing bool          `protobuf:"varint,4,opt,name=socket_serving,json=socketServing,proto3" json:"socket_serving,omitempty"`
+	Services      []*PamService `protobuf:"bytes,5,rep,name=services,proto3" json:"services,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MfaPosture) Reset() {
+	*x = MfaPosture{}
+	mi := &file_mnguard_v1_posture_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MfaPosture) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MfaPosture) ProtoMessage() {}
+
+func (x *MfaPosture) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_posture_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MfaPosture.ProtoReflect.Descriptor instead.
+func (*MfaPosture) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *MfaPosture) GetEnforced() bool {
+	if x != nil {
+		return x.Enforced
+	}
+	return false
+}
+
+func (x *MfaPosture) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *MfaPosture) GetSocket() string {
+	if x != nil {
+		return x.Socket
+	}
+	return ""
+}
+
+func (x *MfaPosture) GetSocketServing() bool {
+	if x != nil {
+		return x.SocketServing
+	}
+	return false
+}
+
+func (x *MfaPosture) GetServices() []*PamService {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+// PamService is one PAM service's stack as the agent read it.
+type PamService struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Service name, e.g. "login", "sshd".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Whether /etc/pam.d/<name> exists. Services that are not present are not
+	// counted against enforcement.
+	Present bool `protobuf:"varint,2,opt,name=present,proto3" json:"present,omitempty"`
+	// Whether the auth stack, with @include and substack/include followed,
+	// requires pam_mnguard: no path through the stack skips it.
+	MfaRequired bool `protobuf:"varint,3,opt,name=mfa_required,json=mfaRequired,proto3" json:"mfa_required,omitempty"`
+	// Control and module arguments of the pam_mnguard line, e.g. "required
+	// socket=/run/mnguard/pam.sock"; empty when absent.
+	ModuleLine string `protobuf:"bytes,4,opt,name=module_line,json=moduleLine,proto3" json:"module_line,omitempty"`
+	// Why the module is not required (absent, optional, skipped by a jump,
+	// a sufficient module before it, unreadable file, include loop); empty
+	// when it is required or the service is not present.
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PamService) Reset() {
+	*x = PamService{}
+	mi := &file_mnguard_v1_posture_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PamService) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PamService) ProtoMessage() {}
+
+func (x *PamService) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_posture_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PamService.ProtoReflect.Descriptor instead.
+func (*PamService) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PamService) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PamService) GetPresent() bool {
+	if x != nil {
+		return x.Present
+	}
+	return false
+}
+
+func (x *PamService) GetMfaRequired() bool {
+	if x != nil {
+		return x.MfaRequired
+	}
+	return false
+}
+
+func (x *PamService) GetModuleLine() string {
+	if x != nil {
+		return x.ModuleLine
+	}
+	return ""
+}
+
+func (x *PamService) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // Event is something that happened on a terminal.
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -864,7 +1043,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_mnguard_v1_posture_proto_msgTypes[7]
+	mi := &file_mnguard_v1_posture_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +1055,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_posture_proto_msgTypes[7]
+	mi := &file_mnguard_v1_posture_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +1068,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{7}
+	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -975,7 +1154,7 @@ const file_mnguard_v1_posture_proto_rawDesc = "" +
 	"\fdevice_class\x18\b \x01(\rR\vdeviceClass\x128\n" +
 	"\n" +
 	"interfaces\x18\t \x03(\v2\x18.mnguard.v1.UsbInterfaceR\n" +
-	"interfaces\"\xdd\x04\n" +
+	"interfaces\"\x87\x05\n" +
 	"\aPosture\x12=\n" +
 	"\fcollected_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\vcollectedAt\x12)\n" +
 	"\x04host\x18\x02 \x01(\v2\x15.mnguard.v1.HostFactsR\x04host\x127\n" +
@@ -993,7 +1172,8 @@ const file_mnguard_v1_posture_proto_rawDesc = "" +
 	"\vusb_devices\x18\v \x03(\v2\x15.mnguard.v1.UsbDeviceR\n" +
 	"usbDevices\x12.\n" +
 	"\x13usb_inventory_error\x18\f \x01(\tR\x11usbInventoryError\x12.\n" +
-	"\x05media\x18\r \x01(\v2\x18.mnguard.v1.MediaPostureR\x05media\"\x9d\x03\n" +
+	"\x05media\x18\r \x01(\v2\x18.mnguard.v1.MediaPostureR\x05media\x12(\n" +
+	"\x03mfa\x18\x0e \x01(\v2\x16.mnguard.v1.MfaPostureR\x03mfa\"\x9d\x03\n" +
 	"\x0fRemovableDevice\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03bus\x18\x02 \x01(\tR\x03bus\x12\x1b\n" +
@@ -1024,7 +1204,22 @@ const file_mnguard_v1_posture_proto_rawDesc = "" +
 	"\x13udev_rule_installed\x18\x05 \x01(\bR\x11udevRuleInstalled\x122\n" +
 	"\x15udisks_rule_installed\x18\x06 \x01(\bR\x13udisksRuleInstalled\x12,\n" +
 	"\x12treat_as_removable\x18\a \x03(\tR\x10treatAsRemovable\x12A\n" +
-	"\x0elast_reconcile\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rlastReconcile\"\xab\x02\n" +
+	"\x0elast_reconcile\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rlastReconcile\"\xb3\x01\n" +
+	"\n" +
+	"MfaPosture\x12\x1a\n" +
+	"\benforced\x18\x01 \x01(\bR\benforced\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06socket\x18\x03 \x01(\tR\x06socket\x12%\n" +
+	"\x0esocket_serving\x18\x04 \x01(\bR\rsocketServing\x122\n" +
+	"\bservices\x18\x05 \x03(\v2\x16.mnguard.v1.PamServiceR\bservices\"\x96\x01\n" +
+	"\n" +
+	"PamService\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\apresent\x18\x02 \x01(\bR\apresent\x12!\n" +
+	"\fmfa_required\x18\x03 \x01(\bR\vmfaRequired\x12\x1f\n" +
+	"\vmodule_line\x18\x04 \x01(\tR\n" +
+	"moduleLine\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xab\x02\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -1056,7 +1251,7 @@ func file_mnguard_v1_posture_proto_rawDescGZIP() []byte {
 }
 
 var file_mnguard_v1_posture_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_mnguard_v1_posture_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_mnguard_v1_posture_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_mnguard_v1_posture_proto_goTypes = []any{
 	(Severity)(0),                 // 0: mnguard.v1.Severity
 	(*HostFacts)(nil),             // 1: mnguard.v1.HostFacts
@@ -1066,30 +1261,34 @@ var file_mnguard_v1_posture_proto_goTypes = []any{
 	(*Posture)(nil),               // 5: mnguard.v1.Posture
 	(*RemovableDevice)(nil),       // 6: mnguard.v1.RemovableDevice
 	(*MediaPosture)(nil),          // 7: mnguard.v1.MediaPosture
-	(*Event)(nil),                 // 8: mnguard.v1.Event
-	nil,                           // 9: mnguard.v1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*MfaPosture)(nil),            // 8: mnguard.v1.MfaPosture
+	(*PamService)(nil),            // 9: mnguard.v1.PamService
+	(*Event)(nil),                 // 10: mnguard.v1.Event
+	nil,                           // 11: mnguard.v1.Event.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_mnguard_v1_posture_proto_depIdxs = []int32{
 	3,  // 0: mnguard.v1.UsbDevice.interfaces:type_name -> mnguard.v1.UsbInterface
-	10, // 1: mnguard.v1.Posture.collected_at:type_name -> google.protobuf.Timestamp
+	12, // 1: mnguard.v1.Posture.collected_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: mnguard.v1.Posture.host:type_name -> mnguard.v1.HostFacts
-	10, // 3: mnguard.v1.Posture.boot_time:type_name -> google.protobuf.Timestamp
+	12, // 3: mnguard.v1.Posture.boot_time:type_name -> google.protobuf.Timestamp
 	2,  // 4: mnguard.v1.Posture.interfaces:type_name -> mnguard.v1.NetworkInterface
 	4,  // 5: mnguard.v1.Posture.usb_devices:type_name -> mnguard.v1.UsbDevice
 	7,  // 6: mnguard.v1.Posture.media:type_name -> mnguard.v1.MediaPosture
-	3,  // 7: mnguard.v1.RemovableDevice.interfaces:type_name -> mnguard.v1.UsbInterface
-	10, // 8: mnguard.v1.RemovableDevice.attached_at:type_name -> google.protobuf.Timestamp
-	6,  // 9: mnguard.v1.MediaPosture.devices:type_name -> mnguard.v1.RemovableDevice
-	10, // 10: mnguard.v1.MediaPosture.last_reconcile:type_name -> google.protobuf.Timestamp
-	10, // 11: mnguard.v1.Event.time:type_name -> google.protobuf.Timestamp
-	0,  // 12: mnguard.v1.Event.severity:type_name -> mnguard.v1.Severity
-	9,  // 13: mnguard.v1.Event.attributes:type_name -> mnguard.v1.Event.AttributesEntry
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	8,  // 7: mnguard.v1.Posture.mfa:type_name -> mnguard.v1.MfaPosture
+	3,  // 8: mnguard.v1.RemovableDevice.interfaces:type_name -> mnguard.v1.UsbInterface
+	12, // 9: mnguard.v1.RemovableDevice.attached_at:type_name -> google.protobuf.Timestamp
+	6,  // 10: mnguard.v1.MediaPosture.devices:type_name -> mnguard.v1.RemovableDevice
+	12, // 11: mnguard.v1.MediaPosture.last_reconcile:type_name -> google.protobuf.Timestamp
+	9,  // 12: mnguard.v1.MfaPosture.services:type_name -> mnguard.v1.PamService
+	12, // 13: mnguard.v1.Event.time:type_name -> google.protobuf.Timestamp
+	0,  // 14: mnguard.v1.Event.severity:type_name -> mnguard.v1.Severity
+	11, // 15: mnguard.v1.Event.attributes:type_name -> mnguard.v1.Event.AttributesEntry
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_mnguard_v1_posture_proto_init() }
@@ -1103,7 +1302,7 @@ func file_mnguard_v1_posture_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mnguard_v1_posture_proto_rawDesc), len(file_mnguard_v1_posture_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
