@@ -180,6 +180,8 @@ type options struct {
 	help                                             bool
 	// Command flags.
 	reason, ttl, uses, note, terminal, limit, dataDir stringFlag
+	qr, format, pskFile, passwordFile, user, challenge stringFlag
+	replace                                            bool
 
 	// set holds the canonical names of the flags given.
 	set map[string]bool
@@ -211,9 +213,12 @@ func parseArgs(args []string) (*options, []string, error) {
 		"ca-pin": &o.caPin, "timeout": &o.timeout, "output": &o.output, "o": &o.output,
 		"reason": &o.reason, "ttl": &o.ttl, "uses": &o.uses, "note": &o.note,
 		"terminal": &o.terminal, "limit": &o.limit, "data-dir": &o.dataDir,
+		"qr": &o.qr, "format": &o.format, "psk-file": &o.pskFile, "password-file": &o.passwordFile,
+		"user": &o.user, "challenge": &o.challenge,
 	} {
 		fs.Var(v, name, "")
 	}
+	fs.BoolVar(&o.replace, "replace", false, "")
 	fs.BoolVar(&o.help, "help", false, "")
 	fs.BoolVar(&o.help, "h", false, "")
 
@@ -253,12 +258,15 @@ func endedByDashDash(consumed []string) bool {
 	if n >= 2 {
 		prev := strings.TrimLeft(consumed[n-2], "-")
 		isFlag := strings.HasPrefix(consumed[n-2], "-") && consumed[n-2] != "--"
-		if isFlag && !strings.Contains(prev, "=") && prev != "h" && prev != "help" {
+		if isFlag && !strings.Contains(prev, "=") && !boolFlags[prev] {
 			return false // "--" was the value of the flag before it
 		}
 	}
 	return true
 }
+
+// boolFlags take no value.
+var boolFlags = map[string]bool{"h": true, "help": true, "replace": true}
 
 // flagDoc describes a flag for help and validation.
 type flagDoc struct {
@@ -281,6 +289,10 @@ func (c *command) usage() string {
 		b.WriteString(" " + a)
 	}
 	for _, f := range c.flags {
+		if f.arg == "" {
+			fmt.Fprintf(&b, " [--%s]", f.name)
+			continue
+		}
 		fmt.Fprintf(&b, " [--%s %s]", f.name, f.arg)
 	}
 	return b.String()
@@ -364,6 +376,83 @@ var commands = []*command{
 		},
 		summary: "list recent events, newest first",
 		run:     eventsList,
+	},
+	{
+		name:    "users enroll",
+		args:    []string{"NAME"},
+		flags:   []flagDoc{{"qr", "FILE.png", "also write the QR code as a PNG (0600; refuses to overwrite)", ""}},
+		summary: "enroll a user for TOTP: prints the otpauth:// URL, a QR code and ten recovery codes, once",
+		run:     usersEnroll,
+	},
+	{
+		name:    "users confirm",
+		args:    []string{"NAME", "CODE"},
+		summary: "confirm a pending enrollment with a first code from the user's authenticator",
+		run:     usersConfirm,
+	},
+	{
+		name:    "users list",
+		summary: "list TOTP users",
+		run:     usersList,
+	},
+	{
+		name:    "users show",
+		args:    []string{"NAME"},
+		summary: "show a TOTP user",
+		run:     usersShow,
+	},
+	{
+		name:    "users unlock",
+		args:    []string{"NAME"},
+		summary: "unlock a user locked after too many wrong codes",
+		run:     usersUnlock,
+	},
+	{
+		name:    "users reset",
+		args:    []string{"NAME"},
+		flags:   []flagDoc{{"qr", "FILE.png", "also write the QR code as a PNG (0600; refuses to overwrite)", ""}},
+		summary: "give a user a new secret and new recovery codes (lost phone); pending until confirmed",
+		run:     usersReset,
+	},
+	{
+		name:    "users delete",
+		args:    []string{"NAME"},
+		summary: "delete a TOTP user; the user can no longer log in to terminals",
+		run:     usersDelete,
+	},
+	{
+		name: "users import",
+		args: []string{"FILE"},
+		flags: []flagDoc{
+			{"format", "csv|pskc", "the file's format (default: from its content)", ""},
+			{"psk-file", "PATH", "file holding the hex pre-shared key of an encrypted PSKC file", ""},
+			{"password-file", "PATH", "file holding the password of a PBKDF2-protected PSKC file", ""},
+			{"replace", "", "replace the tokens of users that exist already", ""},
+		},
+		summary: "import hardware-token seeds (CSV: serial,user,seed,digits,period[,algorithm]; or PSKC XML)",
+		run:     usersImport,
+	},
+	{
+		name:    "users resync",
+		args:    []string{"NAME", "CODE1", "CODE2"},
+		summary: "resynchronise a drifting token with two consecutive codes",
+		run:     usersResync,
+	},
+	{
+		name:    "users recovery-codes",
+		args:    []string{"NAME"},
+		summary: "replace a user's recovery codes with ten new ones",
+		run:     usersRecoveryCodes,
+	},
+	{
+		name: "users offline-code",
+		flags: []flagDoc{
+			{"terminal", "ID", "the terminal that shows the challenge (required)", ""},
+			{"user", "NAME", "the user logging in (required)", ""},
+			{"challenge", "CODE", "the challenge shown at the terminal's login prompt (required)", ""},
+		},
+		summary: "answer a cut-off terminal's login challenge with a one-time offline login code",
+		run:     usersOfflineCode,
 	},
 	{
 		name:    "ca pin",
@@ -463,7 +552,7 @@ func (a *app) help(topic []string) error {
 		for _, c := range matched {
 			fmt.Fprintf(&b, "  mnguardctl %s\n      %s\n", c.usage(), c.summary)
 			for _, f := range c.flags {
-				fmt.Fprintf(&b, "      --%s %s: %s\n", f.name, f.arg, f.doc)
+				fmt.Fprintf(&b, "      --%s: %s\n", strings.TrimSpace(f.name+" "+f.arg), f.doc)
 			}
 		}
 	}

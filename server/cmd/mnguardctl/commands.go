@@ -194,7 +194,47 @@ func (inv *invocation) postureFields(p *mnguardv1.Posture) []field {
 	if m := p.GetMedia(); m != nil {
 		fs = append(fs, inv.mediaField(m))
 	}
+	if m := p.GetMfa(); m != nil {
+		fs = append(fs, mfaField(m))
+	}
 	return fs
+}
+
+// mfaField is the login section: whether logins need the second factor,
+// and each PAM service's stack.
+func mfaField(m *mnguardv1.MfaPosture) field {
+	state := "enforced"
+	if !m.GetEnforced() {
+		state = "NOT ENFORCED: " + m.GetReason()
+	}
+	serving := "not served"
+	if m.GetSocketServing() {
+		serving = "served"
+	}
+	f := field{label: "Login MFA", value: state, sub: []field{
+		kv("posture.mfa.enforced", "", strconv.FormatBool(m.GetEnforced())),
+		kv("posture.mfa.reason", "", m.GetReason()),
+		{key: "posture.mfa.socket", label: "Socket", value: m.GetSocket() + ", " + serving, raw: m.GetSocket()},
+		kv("posture.mfa.socket_serving", "", strconv.FormatBool(m.GetSocketServing())),
+	}}
+	for i, svc := range m.GetServices() {
+		prefix := fmt.Sprintf("posture.mfa.services.%d.", i)
+		v := "not present"
+		switch {
+		case svc.GetPresent() && svc.GetMfaRequired():
+			v = "pam_mnguard required"
+		case svc.GetPresent():
+			v = "NOT REQUIRED: " + svc.GetReason()
+		}
+		f.sub = append(f.sub, field{label: "PAM " + svc.GetName(), value: v, sub: []field{
+			kv(prefix+"name", "", svc.GetName()),
+			kv(prefix+"present", "", strconv.FormatBool(svc.GetPresent())),
+			kv(prefix+"mfa_required", "", strconv.FormatBool(svc.GetMfaRequired())),
+			kv(prefix+"module_line", "Line", svc.GetModuleLine()),
+			kv(prefix+"reason", "", svc.GetReason()),
+		}})
+	}
+	return f
 }
 
 // mediaField is the removable-media section: enforcement health, the
@@ -411,13 +451,23 @@ func eventsList(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
 	return writeList(w, inv.format, []column[T]{
 		{"TIME", "time", func(e T) string { return inv.eventTime(e) }, nil},
 		{"TERMINAL", "terminal_id", func(e T) string { return e.GetTerminalId() }, nil},
-		{"SEQ", "seq", func(e T) string { return strconv.FormatUint(e.GetEvent().GetSeq(), 10) }, nil},
+		{"SEQ", "seq", func(e T) string { return eventSeq(e) }, func(e T) string { return strconv.FormatUint(e.GetEvent().GetSeq(), 10) }},
+		{"", "source", nil, func(e T) string { return e.GetSource() }},
 		{"TYPE", "type", func(e T) string { return e.GetEvent().GetType() }, nil},
 		{"SEVERITY", "severity", func(e T) string { return severityText(e.GetEvent().GetSeverity()) }, nil},
 		{"MESSAGE", "message", func(e T) string { return e.GetEvent().GetMessage() }, nil},
 		{"", "attributes", nil, func(e T) string { return attributesText(e.GetEvent().GetAttributes()) }},
 		{"", "received_at", nil, func(e T) string { return inv.timeText(e.GetReceivedAt()) }},
 	}, resp.GetEvents())
+}
+
+// eventSeq is the agent's sequence number, or "server" for events the
+// collector recorded itself.
+func eventSeq(e *mnguardv1.StoredEvent) string {
+	if e.GetSource() == "server" {
+		return "server"
+	}
+	return strconv.FormatUint(e.GetEvent().GetSeq(), 10)
 }
 
 // eventTime is when the event happened on the terminal, or else when the

@@ -39,6 +39,7 @@ type fakeAdmin struct {
 	tokens    []*mnguardv1.EnrollmentToken
 	events    []*mnguardv1.StoredEvent
 	info      *mnguardv1.GetServerInfoResponse
+	users     []*mnguardv1.User
 
 	mu         sync.Mutex
 	lastCreate *mnguardv1.CreateEnrollmentTokenRequest
@@ -82,6 +83,14 @@ func newFakeAdmin() *fakeAdmin {
 				}},
 		},
 		UsbInventoryError: "libusb: cannot open 2 of 9 devices",
+		Mfa: &mnguardv1.MfaPosture{
+			Enforced: false, Reason: "sshd: pam_mnguard is optional", Socket: "/run/mnguard/pam.sock", SocketServing: true,
+			Services: []*mnguardv1.PamService{
+				{Name: "login", Present: true, MfaRequired: true, ModuleLine: "required pam_mnguard.so"},
+				{Name: "sshd", Present: true, ModuleLine: "optional pam_mnguard.so", Reason: "pam_mnguard is optional"},
+				{Name: "lightdm"},
+			},
+		},
 		Media: &mnguardv1.MediaPosture{
 			Mode: "enforce", Healthy: true, UdevRuleInstalled: true, UdisksRuleInstalled: false,
 			LastReconcile: ts(-3 * time.Second),
@@ -116,6 +125,10 @@ func newFakeAdmin() *fakeAdmin {
 			{Id: "tok-3", CreatedAt: ts(-2 * time.Hour), ExpiresAt: ts(22 * time.Hour), Uses: 1, UsesLeft: 0, CreatedBy: "suzuki", Note: "multi\nline"},
 		},
 		events: []*mnguardv1.StoredEvent{
+			{TerminalId: termID1, Source: "server", ReceivedAt: ts(-2 * time.Second), Event: &mnguardv1.Event{
+				Time: ts(-2 * time.Second), Type: "login.verify", Severity: mnguardv1.Severity_SEVERITY_WARNING,
+				Message: "login code rejected for tanaka on sshd", Attributes: map[string]string{"user": "tanaka", "service": "sshd", "result": "rejected", "reason": "wrong code"},
+			}},
 			{TerminalId: termID1, ReceivedAt: ts(-10 * time.Second), Event: &mnguardv1.Event{
 				Seq: 42, Time: ts(-11 * time.Second), Type: "media.write_blocked", Severity: mnguardv1.Severity_SEVERITY_WARNING,
 				Message: "write blocked on SanDisk Ultra (sdb)", Attributes: map[string]string{"vendor_id": "0781", "product_id": "5581"},
@@ -127,6 +140,19 @@ func newFakeAdmin() *fakeAdmin {
 				Seq: 7, Time: ts(-3 * time.Hour), Type: "login.lockout", Severity: mnguardv1.Severity_SEVERITY_ALERT,
 				Message: "user sato locked out after 10 failures",
 			}},
+		},
+		users: []*mnguardv1.User{
+			{Name: "sato", State: mnguardv1.UserState_USER_STATE_ACTIVE, Locked: true, LockedAt: ts(-3 * time.Hour), Failures: 10,
+				Algorithm: "SHA1", Digits: 6, PeriodSeconds: 30, Source: "imported", TokenSerial: "GALT10234567",
+				CreatedAt: ts(-90 * 24 * time.Hour), ConfirmedAt: ts(-89 * 24 * time.Hour), LastLoginAt: ts(-26 * time.Hour),
+				ClockOffsetSteps: -2, RecoveryCodesLeft: 0, CreatedBy: "admin (admin)"},
+			{Name: "tanaka", State: mnguardv1.UserState_USER_STATE_ACTIVE, Failures: 1,
+				Algorithm: "SHA1", Digits: 6, PeriodSeconds: 30, Source: "enrolled",
+				CreatedAt: ts(-30 * 24 * time.Hour), ConfirmedAt: ts(-30 * 24 * time.Hour), LastLoginAt: ts(-15 * time.Minute),
+				ClockOffsetSteps: 1, RecoveryCodesLeft: 9, CreatedBy: "admin (admin)"},
+			{Name: "yamada\x1b[31m", State: mnguardv1.UserState_USER_STATE_PENDING,
+				Algorithm: "SHA256", Digits: 8, PeriodSeconds: 60, Source: "imported", TokenSerial: "=cmd|' /C calc'!A0",
+				CreatedAt: ts(-time.Hour), RecoveryCodesLeft: 0, CreatedBy: "admin (admin)"},
 		},
 		info: &mnguardv1.GetServerInfoResponse{
 			Version: "0.1.0", CaPin: testPin, Operator: "tanaka", Role: "admin",
@@ -205,6 +231,39 @@ func (f *fakeAdmin) ListEvents(_ context.Context, req *mnguardv1.ListEventsReque
 	return out, nil
 }
 
+func (f *fakeAdmin) ListUsers(context.Context, *mnguardv1.ListUsersRequest) (*mnguardv1.ListUsersResponse, error) {
+	return &mnguardv1.ListUsersResponse{Users: f.users}, nil
+}
+
+func (f *fakeAdmin) GetUser(_ context.Context, req *mnguardv1.GetUserRequest) (*mnguardv1.GetUserResponse, error) {
+	for _, u := range f.users {
+		if u.GetName() == req.GetName() {
+			return &mnguardv1.GetUserResponse{User: u}, nil
+		}
+	}
+	return nil, status.Error(codes.NotFound, "user not found")
+}
+
+// fakeSecret is the fake's fixed enrollment secret (RFC 6238's SHA-1 key).
+const fakeSecret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+
+func (f *fakeAdmin) EnrollUser(_ context.Context, req *mnguardv1.EnrollUserRequest) (*mnguardv1.EnrollUserResponse, error) {
+	return &mnguardv1.EnrollUserResponse{
+		User: &mnguardv1.User{Name: req.GetName(), State: mnguardv1.UserState_USER_STATE_PENDING, Algorithm: "SHA1", Digits: 6,
+			PeriodSeconds: 30, Source: "enrolled", CreatedAt: ts(0), RecoveryCodesLeft: 2, CreatedBy: "admin (admin)"},
+		OtpauthUrl:    "otpauth://totp/mnguard:" + req.GetName() + "?algorithm=SHA1&digits=6&issuer=mnguard&period=30&secret=" + fakeSecret,
+		Secret:        fakeSecret,
+		RecoveryCodes: []string{"abcd-efgh-ijkm-nopq", "rstu-vwxy-z234-5672"},
+	}, nil
+}
+
+func (f *fakeAdmin) IssueOfflineLoginCode(_ context.Context, req *mnguardv1.IssueOfflineLoginCodeRequest) (*mnguardv1.IssueOfflineLoginCodeResponse, error) {
+	if req.GetChallenge() != "1234-5678" {
+		return nil, status.Error(codes.InvalidArgument, "challenge: want 8 digits")
+	}
+	return &mnguardv1.IssueOfflineLoginCodeResponse{Code: "01234-56789", ValidUntil: ts(90 * time.Minute)}, nil
+}
+
 func (f *fakeAdmin) GetServerInfo(context.Context, *mnguardv1.GetServerInfoRequest) (*mnguardv1.GetServerInfoResponse, error) {
 	return f.info, nil
 }
@@ -239,6 +298,50 @@ func (c directClient) ListEvents(ctx context.Context, in *mnguardv1.ListEventsRe
 
 func (c directClient) GetServerInfo(ctx context.Context, in *mnguardv1.GetServerInfoRequest, _ ...grpc.CallOption) (*mnguardv1.GetServerInfoResponse, error) {
 	return c.s.GetServerInfo(ctx, in)
+}
+
+func (c directClient) EnrollUser(ctx context.Context, in *mnguardv1.EnrollUserRequest, _ ...grpc.CallOption) (*mnguardv1.EnrollUserResponse, error) {
+	return c.s.EnrollUser(ctx, in)
+}
+
+func (c directClient) ConfirmUser(ctx context.Context, in *mnguardv1.ConfirmUserRequest, _ ...grpc.CallOption) (*mnguardv1.ConfirmUserResponse, error) {
+	return c.s.ConfirmUser(ctx, in)
+}
+
+func (c directClient) ListUsers(ctx context.Context, in *mnguardv1.ListUsersRequest, _ ...grpc.CallOption) (*mnguardv1.ListUsersResponse, error) {
+	return c.s.ListUsers(ctx, in)
+}
+
+func (c directClient) GetUser(ctx context.Context, in *mnguardv1.GetUserRequest, _ ...grpc.CallOption) (*mnguardv1.GetUserResponse, error) {
+	return c.s.GetUser(ctx, in)
+}
+
+func (c directClient) UnlockUser(ctx context.Context, in *mnguardv1.UnlockUserRequest, _ ...grpc.CallOption) (*mnguardv1.UnlockUserResponse, error) {
+	return c.s.UnlockUser(ctx, in)
+}
+
+func (c directClient) ResetUser(ctx context.Context, in *mnguardv1.ResetUserRequest, _ ...grpc.CallOption) (*mnguardv1.ResetUserResponse, error) {
+	return c.s.ResetUser(ctx, in)
+}
+
+func (c directClient) DeleteUser(ctx context.Context, in *mnguardv1.DeleteUserRequest, _ ...grpc.CallOption) (*mnguardv1.DeleteUserResponse, error) {
+	return c.s.DeleteUser(ctx, in)
+}
+
+func (c directClient) ImportUsers(ctx context.Context, in *mnguardv1.ImportUsersRequest, _ ...grpc.CallOption) (*mnguardv1.ImportUsersResponse, error) {
+	return c.s.ImportUsers(ctx, in)
+}
+
+func (c directClient) ResyncUser(ctx context.Context, in *mnguardv1.ResyncUserRequest, _ ...grpc.CallOption) (*mnguardv1.ResyncUserResponse, error) {
+	return c.s.ResyncUser(ctx, in)
+}
+
+func (c directClient) NewRecoveryCodes(ctx context.Context, in *mnguardv1.NewRecoveryCodesRequest, _ ...grpc.CallOption) (*mnguardv1.NewRecoveryCodesResponse, error) {
+	return c.s.NewRecoveryCodes(ctx, in)
+}
+
+func (c directClient) IssueOfflineLoginCode(ctx context.Context, in *mnguardv1.IssueOfflineLoginCodeRequest, _ ...grpc.CallOption) (*mnguardv1.IssueOfflineLoginCodeResponse, error) {
+	return c.s.IssueOfflineLoginCode(ctx, in)
 }
 
 // harness runs mnguardctl against a fake without a network. It records the
