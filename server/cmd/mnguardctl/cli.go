@@ -179,7 +179,7 @@ type options struct {
 	server, token, tokenFile, caPin, timeout, output stringFlag
 	help                                             bool
 	// Command flags.
-	reason, ttl, uses, note, terminal, limit, dataDir stringFlag
+	reason, ttl, uses, note, terminal, limit, dataDir  stringFlag
 	qr, format, pskFile, passwordFile, user, challenge stringFlag
 	replace                                            bool
 
