@@ -647,8 +647,9 @@ func savePosture(ctx context.Context, tx wtx, r Report) error {
 // defaultLimit is what a limit <= 0 means in Events and AuditLog.
 const defaultLimit = 100
 
-// Events implements Store: newest first by received_at, then seq; a limit
-// <= 0 means 100.
+// Events implements Store: agent and server events merged, newest first by
+// received_at (a server event's is its time); on equal times server events
+// first, then by seq or ID, descending. A limit <= 0 means 100.
 func (s *SQLite) Events(ctx context.Context, terminalID string, limit int) ([]Event, error) {
 	evs, err := s.events(ctx, terminalID, limit)
 	if err != nil {
@@ -657,19 +658,38 @@ func (s *SQLite) Events(ctx context.Context, terminalID string, limit int) ([]Ev
 	return evs, nil
 }
 
+// eventsQuery merges the newest limit ($1) rows of each table, each read
+// backwards along its (terminal_id,) received_at index, and keeps the
+// newest limit of those: at most twice limit rows are sorted.
+func eventsQuery(where string) string {
+	return `SELECT terminal_id, seq, occurred_at, received_at, type, severity, message, data, source FROM (
+	SELECT * FROM (SELECT terminal_id, seq, occurred_at, received_at, type, severity, message, data,
+		'agent' AS source, seq AS k
+		FROM events ` + where + ` ORDER BY received_at DESC, seq DESC LIMIT $1) a
+	UNION ALL
+	SELECT * FROM (SELECT terminal_id, 0, occurred_at, received_at, type, severity, message, data,
+		'server', id
+		FROM server_events ` + where + ` ORDER BY received_at DESC, id DESC LIMIT $1) s
+) e ORDER BY received_at DESC, source DESC, k DESC LIMIT $1`
+}
+
+var (
+	qEventsAll      = eventsQuery("")
+	qEventsTerminal = eventsQuery("WHERE terminal_id = $2")
+)
+
 func (s *SQLite) events(ctx context.Context, terminalID string, limit int) ([]Event, error) {
 	if limit <= 0 {
 		limit = defaultLimit
 	}
-	const cols = `SELECT terminal_id, seq, occurred_at, received_at, type, severity, message, data FROM events `
 	var (
 		rows *sql.Rows
 		err  error
 	)
 	if terminalID == "" {
-		rows, err = s.r.QueryContext(ctx, cols+`ORDER BY received_at DESC, seq DESC LIMIT $1`, limit)
+		rows, err = s.r.QueryContext(ctx, qEventsAll, limit)
 	} else {
-		rows, err = s.r.QueryContext(ctx, cols+`WHERE terminal_id = $1 ORDER BY received_at DESC, seq DESC LIMIT $2`, terminalID, limit)
+		rows, err = s.r.QueryContext(ctx, qEventsTerminal, limit, terminalID)
 	}
 	if err != nil {
 		return nil, err
@@ -682,13 +702,48 @@ func (s *SQLite) events(ctx context.Context, terminalID string, limit int) ([]Ev
 			seq, sev int64
 		)
 		if err := rows.Scan(&e.TerminalID, &seq, scanTime(&e.Time), scanTime(&e.ReceivedAt),
-			&e.Type, &sev, &e.Message, &e.Data); err != nil {
+			&e.Type, &sev, &e.Message, &e.Data, &e.Source); err != nil {
 			return nil, err
 		}
 		e.Seq, e.Severity = uint64(seq), int32(sev)
 		evs = append(evs, e)
 	}
 	return evs, rows.Err()
+}
+
+// AddServerEvent implements Store. A zero Time means now; the ID is
+// assigned by the store and e.ID ignored. The terminal must be known
+// (ErrNotFound otherwise), revoked ones included.
+func (s *SQLite) AddServerEvent(ctx context.Context, e ServerEvent) error {
+	if err := s.addServerEvent(ctx, e); err != nil {
+		return fmt.Errorf("store: add server event %s of %s: %w", e.Type, e.TerminalID, err)
+	}
+	return nil
+}
+
+func (s *SQLite) addServerEvent(ctx context.Context, e ServerEvent) error {
+	switch {
+	case e.TerminalID == "":
+		return errors.New("terminal ID is empty")
+	case e.Type == "":
+		return errors.New("event type is empty")
+	}
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	if err := storableTime("time", e.Time); err != nil {
+		return err
+	}
+	return s.write(ctx, func(tx wtx) error {
+		if _, err := terminalState(ctx, tx, e.TerminalID); err != nil {
+			return err
+		}
+		_, err := tx.exec(ctx, `INSERT INTO server_events
+	(terminal_id, occurred_at, received_at, type, severity, message, data)
+	VALUES ($1, $2, $2, $3, $4, $5, $6)`,
+			e.TerminalID, dbTime(e.Time), e.Type, int64(e.Severity), e.Message, blobArg(e.Data))
+		return err
+	})
 }
 
 // CreateEnrollmentToken implements Store. A zero UsesLeft means Uses, a

@@ -1,5 +1,6 @@
 // Package store keeps the collector's state: terminals, certificates,
-// enrollment and operator tokens, posture, events and the audit log.
+// enrollment and operator tokens, posture, events, TOTP login users and
+// the audit log.
 package store
 
 import (
@@ -15,7 +16,82 @@ var (
 	ErrTokenExpired   = errors.New("enrollment token expired")
 	ErrTokenExhausted = errors.New("enrollment token has no uses left")
 	ErrRevoked        = errors.New("revoked")
+	// ErrExists is returned when creating something whose name is taken.
+	ErrExists = errors.New("already exists")
+	// ErrConflict is returned by a compare-and-set whose expectation no
+	// longer holds: someone else changed the row first.
+	ErrConflict = errors.New("changed concurrently")
 )
+
+// User states.
+const (
+	UserPending = "pending"
+	UserActive  = "active"
+)
+
+// User sources.
+const (
+	SourceEnrolled = "enrolled"
+	SourceImported = "imported"
+)
+
+// User is a login user with a TOTP token.
+type User struct {
+	Name  string
+	State string // UserPending or UserActive
+	// SecretSealed is the TOTP secret encrypted by the caller (AES-GCM);
+	// the store never sees it in the clear.
+	SecretSealed []byte
+	Algorithm    string // "SHA1", "SHA256", "SHA512"
+	Digits       int
+	Period       int // seconds
+	Source       string
+	TokenSerial  string
+	// LastStep is the last accepted TOTP time step (0: none); Offset the
+	// learned clock offset in steps. Changed only by compare-and-set.
+	LastStep int64
+	Offset   int64
+	// Failures counts consecutive failed attempts; LockedAt is set (non-zero)
+	// when the user is locked.
+	Failures      int
+	LockedAt      time.Time
+	LastFailureAt time.Time
+	CreatedAt     time.Time
+	CreatedBy     string
+	ConfirmedAt   time.Time
+	LastLoginAt   time.Time
+	// RecoveryCodesLeft is the number of unused recovery codes (read only).
+	RecoveryCodesLeft int
+}
+
+// StepUpdate is a compare-and-set of a user's TOTP state after an accepted
+// code: it applies only while the stored LastStep still equals
+// ExpectLastStep.
+type StepUpdate struct {
+	Name           string
+	ExpectLastStep int64
+	LastStep       int64
+	Offset         int64
+	At             time.Time
+	// Confirm makes a pending user active (ConfirmedAt = At).
+	Confirm bool
+	// Login records At as LastLoginAt and clears Failures.
+	Login bool
+}
+
+// ServerEvent is an event the collector records about a terminal itself,
+// e.g. a login verification. Listed with the agents' events (source
+// "server").
+type ServerEvent struct {
+	ID         int64
+	TerminalID string
+	Time       time.Time
+	Type       string
+	Severity   int32
+	Message    string
+	// Data holds an Event message (marshalled protobuf) with attributes.
+	Data []byte
+}
 
 // Terminal states.
 const (
@@ -95,6 +171,8 @@ type Event struct {
 	Message    string
 	// Data holds the whole Event message, marshalled protobuf.
 	Data []byte
+	// Source is "agent" for reported events, "server" for ServerEvents.
+	Source string
 }
 
 // Report is what one agent Report call stores, in one transaction.
@@ -151,8 +229,54 @@ type Store interface {
 	// fingerprint changed), last-seen time and events, each (terminal, seq)
 	// once.
 	SaveReport(ctx context.Context, r Report) (ReportResult, error)
-	// Events lists events, newest first; terminalID "" means all.
+	// Events lists events, newest first; terminalID "" means all. Server
+	// events are included, with Source "server" and Seq 0.
 	Events(ctx context.Context, terminalID string, limit int) ([]Event, error)
+	// AddServerEvent records an event the collector observed about a
+	// terminal; ErrNotFound if the terminal is unknown.
+	AddServerEvent(ctx context.Context, e ServerEvent) error
+
+	// CreateUser adds a user with its recovery code hashes; ErrExists if
+	// the name is taken.
+	CreateUser(ctx context.Context, u User, recoveryHashes [][]byte) error
+	// ImportUsers adds (or, with replace, replaces the tokens of) users in
+	// one transaction: all or nothing. Without replace an existing name
+	// fails the whole import with an error wrapping ErrExists that names
+	// the user. Replacing keeps the recovery codes, clears lock, failures
+	// and TOTP state, and sets the user pending.
+	ImportUsers(ctx context.Context, users []User, replace bool) error
+	// User returns the user, ErrNotFound if unknown.
+	User(ctx context.Context, name string) (User, error)
+	// Users lists all users by name.
+	Users(ctx context.Context) ([]User, error)
+	// DeleteUser removes the user and its recovery codes; ErrNotFound if
+	// unknown.
+	DeleteUser(ctx context.Context, name string) error
+	// ResetUser replaces the user's secret, parameters, source and serial
+	// and recovery codes; clears TOTP state, failures and lock; sets the
+	// user pending, in one transaction. ErrNotFound if unknown.
+	ResetUser(ctx context.Context, u User, recoveryHashes [][]byte) error
+	// ReplaceRecoveryCodes replaces all of the user's recovery codes, used
+	// ones included; ErrNotFound if the user is unknown.
+	ReplaceRecoveryCodes(ctx context.Context, name string, hashes [][]byte) error
+	// AcceptStep applies a StepUpdate with compare-and-set and returns the
+	// updated user; ErrNotFound if the user is gone, ErrConflict if
+	// LastStep changed meanwhile, if u.LastStep <= u.ExpectLastStep (a
+	// step never goes back), or if Login or Confirm is set and the user is
+	// locked (a concurrent failure may have locked it).
+	AcceptStep(ctx context.Context, u StepUpdate) (User, error)
+	// UseRecoveryCode marks the unused recovery code with the hash used,
+	// clears Failures and records the login; ErrNotFound if the user has
+	// no such unused code, ErrConflict (and the code stays unused) if the
+	// user is locked. Exactly one caller wins a race.
+	UseRecoveryCode(ctx context.Context, name string, hash []byte, at time.Time) (User, error)
+	// RecordFailure counts one failed attempt atomically and locks the user
+	// (LockedAt = at) when Failures reaches lockAfter (0: never). It returns
+	// the updated user; ErrNotFound if unknown. Failures keep counting
+	// while locked; LockedAt keeps the first lock's time.
+	RecordFailure(ctx context.Context, name string, at time.Time, lockAfter int) (User, error)
+	// UnlockUser clears LockedAt and Failures; ErrNotFound if unknown.
+	UnlockUser(ctx context.Context, name string) (User, error)
 
 	CreateEnrollmentToken(ctx context.Context, t EnrollmentToken) error
 	EnrollmentTokens(ctx context.Context) ([]EnrollmentToken, error)
