@@ -17,6 +17,11 @@ type loginVerifier struct{ d *Daemon }
 
 const verifyTimeout = 5 * time.Second
 
+// Begin implements mfa.Verifier: nothing to show before the prompt yet.
+func (v loginVerifier) Begin(ctx context.Context, user, service string) (string, error) {
+	return "", nil
+}
+
 // Verify implements mfa.Verifier.
 func (v loginVerifier) Verify(ctx context.Context, user, service, code string) (mfa.Result, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)

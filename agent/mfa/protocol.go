@@ -6,10 +6,21 @@
 // bytes. A connection carries one request and one response; the server closes it after
 // responding.
 //
-// Request payload: u8 version (1), u8 type (1 = verify), then user, service and code,
-// each as a u16 big-endian length followed by that many bytes. Nothing may follow the
-// code. Response payload: u8 version (1), u8 result, then the message as a u16
-// big-endian length followed by that many bytes.
+// Request payload: u8 version (1), u8 type, then the type's fields, each as a u16
+// big-endian length followed by that many bytes; nothing may follow the last field.
+//
+//	type 1, verify: user, service, code. Is code a valid second factor for user?
+//	type 2, begin:  user, service. A login is starting: anything to show the user
+//	                before the prompt?
+//
+// Response payload: u8 version (1), u8 result, then the message as a u16 big-endian
+// length followed by that many bytes. To begin the agent answers Accepted (go on and
+// prompt; the message, possibly empty, is shown first as information: an offline
+// challenge when the collector cannot be reached) or refuses with another result
+// (NotPermitted, BadRequest, Unavailable), and the module then does not prompt.
+//
+// pam_mnguard.so sends begin, shows its message, prompts, then sends verify, each on
+// its own connection. Type 1 is unchanged since the first version of the protocol.
 package mfa
 
 import (
@@ -26,6 +37,7 @@ import (
 const (
 	Version    = 1    // protocol version, first byte of every payload
 	TypeVerify = 1    // request type: verify a second factor
+	TypeBegin  = 2    // request type: a login begins; the answer carries a message to show
 	MaxFrame   = 4096 // largest payload of a frame, in bytes
 	MaxUser    = 256  // longest user name, in bytes
 	MaxService = 64   // longest PAM service name, in bytes
@@ -74,12 +86,14 @@ func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
 }
 
-// Request asks whether Code is a valid second factor for User logging in to the PAM
-// service Service.
+// Request is what the PAM module asks. Type TypeVerify asks whether Code is a valid
+// second factor for User logging in to the PAM service Service; TypeBegin (no Code)
+// says that such a login starts.
 type Request struct {
+	Type    uint8 // TypeVerify or TypeBegin
 	User    string
 	Service string
-	Code    string
+	Code    string // TypeVerify only
 }
 
 // Response is the agent's answer. Message is for the user and never contains the code.
@@ -91,6 +105,9 @@ type Response struct {
 // Validate checks the request's fields against the protocol's rules. The error names
 // the field but never repeats its content.
 func (r Request) Validate() error {
+	if r.Type != TypeVerify && r.Type != TypeBegin {
+		return malformed("unknown request type %d", r.Type)
+	}
 	switch {
 	case r.User == "":
 		return malformed("user is empty")
@@ -108,6 +125,12 @@ func (r Request) Validate() error {
 		if !serviceByte(r.Service[i]) {
 			return malformed("service contains a character outside [A-Za-z0-9._-]")
 		}
+	}
+	if r.Type == TypeBegin {
+		if r.Code != "" {
+			return malformed("begin carries no code")
+		}
+		return nil
 	}
 	switch {
 	case r.Code == "":
@@ -132,22 +155,26 @@ func serviceByte(c byte) bool {
 // "C" locale).
 func printable(c byte) bool { return 0x20 <= c && c <= 0x7e }
 
-// EncodeRequest returns the payload of a verify request. It fails if a field breaks the
+// EncodeRequest returns the payload of a request. It fails if a field breaks the
 // protocol's rules.
 func EncodeRequest(r Request) ([]byte, error) {
 	if err := r.Validate(); err != nil {
 		return nil, fmt.Errorf("encode request: %w", err)
 	}
 	b := make([]byte, 0, 2+3*2+len(r.User)+len(r.Service)+len(r.Code))
-	b = append(b, Version, TypeVerify)
-	for _, f := range []string{r.User, r.Service, r.Code} {
+	b = append(b, Version, r.Type)
+	fields := []string{r.User, r.Service}
+	if r.Type == TypeVerify {
+		fields = append(fields, r.Code)
+	}
+	for _, f := range fields {
 		b = binary.BigEndian.AppendUint16(b, uint16(len(f)))
 		b = append(b, f...)
 	}
 	return b, nil
 }
 
-// DecodeRequest parses and validates the payload of a verify request. Errors wrap
+// DecodeRequest parses and validates the payload of a request. Errors wrap
 // ErrMalformed.
 func DecodeRequest(p []byte) (Request, error) {
 	if len(p) > MaxFrame {
@@ -159,12 +186,17 @@ func DecodeRequest(p []byte) (Request, error) {
 	if p[0] != Version {
 		return Request{}, fmt.Errorf("decode request: %w", malformed("unsupported version %d", p[0]))
 	}
-	if p[1] != TypeVerify {
+	names := []string{"user", "service", "code"}
+	switch p[1] {
+	case TypeVerify:
+	case TypeBegin:
+		names = names[:2]
+	default:
 		return Request{}, fmt.Errorf("decode request: %w", malformed("unknown request type %d", p[1]))
 	}
 	rest := p[2:]
 	var fields [3]string
-	for i, name := range []string{"user", "service", "code"} {
+	for i, name := range names {
 		if len(rest) < 2 {
 			return Request{}, fmt.Errorf("decode request: %w", malformed("%s: length is missing", name))
 		}
@@ -179,7 +211,7 @@ func DecodeRequest(p []byte) (Request, error) {
 	if len(rest) != 0 {
 		return Request{}, fmt.Errorf("decode request: %w", malformed("%d bytes after the last field", len(rest)))
 	}
-	r := Request{User: fields[0], Service: fields[1], Code: fields[2]}
+	r := Request{Type: p[1], User: fields[0], Service: fields[1], Code: fields[2]}
 	if err := r.Validate(); err != nil {
 		return Request{}, fmt.Errorf("decode request: %w", err)
 	}

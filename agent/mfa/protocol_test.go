@@ -25,12 +25,15 @@ func rawRequest(version, typ byte, fields ...string) []byte {
 
 func TestRequestRoundTrip(t *testing.T) {
 	for _, r := range []Request{
-		{User: "alice", Service: "sshd", Code: "123456"},
-		{User: "alice", Service: "", Code: "1"},
-		{User: "Jürgen.Ö", Service: "gdm-password", Code: "abcd-efgh-ijkl"},
-		{User: "田中", Service: "login", Code: "12345678"},
-		{User: strings.Repeat("u", MaxUser), Service: strings.Repeat("s", MaxService), Code: strings.Repeat("9", MaxCode)},
-		{User: "bob", Service: "A.z_0-9", Code: " !~"},
+		{Type: TypeVerify, User: "alice", Service: "sshd", Code: "123456"},
+		{Type: TypeVerify, User: "alice", Service: "", Code: "1"},
+		{Type: TypeVerify, User: "Jürgen.Ö", Service: "gdm-password", Code: "abcd-efgh-ijkl"},
+		{Type: TypeVerify, User: "田中", Service: "login", Code: "12345678"},
+		{Type: TypeVerify, User: strings.Repeat("u", MaxUser), Service: strings.Repeat("s", MaxService), Code: strings.Repeat("9", MaxCode)},
+		{Type: TypeVerify, User: "bob", Service: "A.z_0-9", Code: " !~"},
+		{Type: TypeBegin, User: "alice", Service: "sshd"},
+		{Type: TypeBegin, User: "田中", Service: ""},
+		{Type: TypeBegin, User: strings.Repeat("u", MaxUser), Service: strings.Repeat("s", MaxService)},
 	} {
 		p, err := EncodeRequest(r)
 		if err != nil {
@@ -55,13 +58,20 @@ func TestRequestRoundTrip(t *testing.T) {
 }
 
 func TestRequestWireFormat(t *testing.T) {
-	p, err := EncodeRequest(Request{User: "al", Service: "su", Code: "42"})
+	p, err := EncodeRequest(Request{Type: TypeVerify, User: "al", Service: "su", Code: "42"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []byte{1, 1, 0, 2, 'a', 'l', 0, 2, 's', 'u', 0, 2, '4', '2'}
 	if !bytes.Equal(p, want) {
 		t.Errorf("payload % x, want % x", p, want)
+	}
+	bp, err := EncodeRequest(Request{Type: TypeBegin, User: "al", Service: "su"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []byte{1, 2, 0, 2, 'a', 'l', 0, 2, 's', 'u'}; !bytes.Equal(bp, want) {
+		t.Errorf("begin payload % x, want % x", bp, want)
 	}
 	var buf bytes.Buffer
 	WriteFrame(&buf, p)
@@ -133,7 +143,15 @@ func TestDecodeRequestRejects(t *testing.T) {
 		{"empty", nil, "too short"},
 		{"version only", []byte{1}, "too short"},
 		{"version 2", rawRequest(2, 1, "alice", "sshd", secret), "version 2"},
-		{"type 2", rawRequest(1, 2, "alice", "sshd", secret), "type 2"},
+		{"type 0", rawRequest(1, 0, "alice", "sshd", secret), "type 0"},
+		{"type 3", rawRequest(1, 3, "alice", "sshd", secret), "type 3"},
+		{"begin with a code", rawRequest(1, 2, "alice", "sshd", secret), "after the last field"},
+		{"begin with an empty code field", rawRequest(1, 2, "alice", "sshd", ""), "after the last field"},
+		{"begin without service", rawRequest(1, 2, "alice"), "service: length is missing"},
+		{"begin with empty user", rawRequest(1, 2, "", "sshd"), "user is empty"},
+		{"begin with control characters", rawRequest(1, 2, "a\x1bb", "sshd"), "control character"},
+		{"begin with bad service", rawRequest(1, 2, "alice", "s/d"), "service contains"},
+		{"begin cut short", rawRequest(1, 2, "alice", "sshd")[:12], "runs past"},
 		{"trailing bytes", append(good, 0), "after the last field"},
 		{"missing code", rawRequest(1, 1, "alice", "sshd"), "code: length is missing"},
 		{"field past end", good[:len(good)-1], "runs past"},
@@ -170,9 +188,19 @@ func TestDecodeRequestRejects(t *testing.T) {
 }
 
 func TestEncodeRequestValidates(t *testing.T) {
-	_, err := EncodeRequest(Request{User: "alice", Code: secret + "\x01"})
+	_, err := EncodeRequest(Request{Type: TypeVerify, User: "alice", Code: secret + "\x01"})
 	if !errors.Is(err, ErrMalformed) || strings.Contains(err.Error(), secret) {
 		t.Errorf("EncodeRequest error %v: want ErrMalformed without the code", err)
+	}
+	for name, r := range map[string]Request{
+		"no type":         {User: "alice", Code: "123456"},
+		"type 3":          {Type: 3, User: "alice", Code: "123456"},
+		"begin with code": {Type: TypeBegin, User: "alice", Code: secret},
+	} {
+		_, err := EncodeRequest(r)
+		if !errors.Is(err, ErrMalformed) || strings.Contains(err.Error(), secret) {
+			t.Errorf("%s: EncodeRequest error %v: want ErrMalformed without the code", name, err)
+		}
 	}
 }
 
@@ -228,6 +256,10 @@ func TestCleanMessage(t *testing.T) {
 func FuzzDecodeRequest(f *testing.F) {
 	f.Add(rawRequest(1, 1, "alice", "sshd", "123456"))
 	f.Add(rawRequest(1, 1, "田中", "", "abcd-efgh"))
+	f.Add(rawRequest(1, 2, "alice", "sshd"))
+	f.Add(rawRequest(1, 2, "田中", ""))
+	f.Add(rawRequest(1, 2, "alice", "sshd", ""))
+	f.Add(rawRequest(1, 3, "alice", "sshd"))
 	f.Add(rawRequest(2, 1, "alice", "sshd", "123456"))
 	f.Add(append(rawRequest(1, 1, "a", "b", "c"), 0))
 	f.Add([]byte{1, 1, 0xff, 0xff})
@@ -239,6 +271,9 @@ func FuzzDecodeRequest(f *testing.F) {
 				t.Fatalf("error %v does not wrap ErrMalformed", err)
 			}
 			return
+		}
+		if r.Type == TypeBegin && r.Code != "" || r.Type != TypeBegin && r.Type != TypeVerify {
+			t.Fatalf("decoded %+v from % x", r, p)
 		}
 		enc, err := EncodeRequest(r)
 		if err != nil {

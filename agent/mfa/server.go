@@ -24,11 +24,17 @@ const (
 	DefaultMaxConns = 32
 )
 
-// Verifier answers whether code is a valid second factor for user on the PAM service.
-// The agent implements it by asking the collector. An error means no answer could be
-// had; the server then answers Unavailable. The returned message is shown to the user
-// and must not contain the code.
+// Verifier answers the requests that pass the server's checks; the agent implements it
+// by asking the collector (and, when that cannot answer, with offline codes).
 type Verifier interface {
+	// Begin is called when a login of user on the PAM service starts, before the
+	// prompt. It returns a message to show the user first, "" for none. An error
+	// refuses the login (Unavailable). It must answer within about a second.
+	Begin(ctx context.Context, user, service string) (string, error)
+	// Verify answers whether code is a valid second factor for user on the PAM
+	// service. An error means no answer could be had; the server then answers
+	// Unavailable. The returned message is shown to the user and must not contain
+	// the code.
 	Verify(ctx context.Context, user, service, code string) (Result, string, error)
 }
 
@@ -47,6 +53,9 @@ type Server struct {
 	// MaxConns is the number of connections served at once; further clients wait in
 	// the listen backlog. Default DefaultMaxConns.
 	MaxConns int
+	// NotPermitted, if set, is told of every request refused because the peer may not
+	// ask for the user (req.Code is always empty).
+	NotPermitted func(req Request, peerUID uint32)
 }
 
 func (s *Server) path() string {
@@ -122,8 +131,30 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, uid uint32) {
 	log = log.With("user", req.User, "service", req.Service)
 
 	if !permitted(uid, req.User) {
-		log.Info("mfa: verification attempt", "result", NotPermitted)
+		if req.Type == TypeBegin {
+			log.Info("mfa: login begins", "result", NotPermitted)
+		} else {
+			log.Info("mfa: verification attempt", "result", NotPermitted)
+		}
 		s.respond(conn, log, Response{Result: NotPermitted, Message: msgNotPermitted})
+		if s.NotPermitted != nil {
+			s.NotPermitted(Request{Type: req.Type, User: req.User, Service: req.Service}, uid)
+		}
+		return
+	}
+
+	if req.Type == TypeBegin {
+		bctx, cancel := context.WithTimeout(ctx, timeout)
+		msg, err := s.Verifier.Begin(bctx, req.User, req.Service)
+		cancel()
+		res := Accepted
+		if err != nil {
+			log.Warn("mfa: login begins", "result", Unavailable, "err", err)
+			res, msg = Unavailable, msgInternal
+		} else {
+			log.Debug("mfa: login begins", "result", res, "message", msg != "")
+		}
+		s.respond(conn, log, Response{Result: res, Message: msg})
 		return
 	}
 

@@ -27,15 +27,21 @@ import (
 )
 
 // The helper mode: the test binary re-executed (as another uid) connects to the socket
-// in clientSocketEnv, asks for the user in clientUserEnv and prints the result number.
+// in clientSocketEnv, asks for the user in clientUserEnv (a begin request when
+// clientBeginEnv is set, else a verify request) and prints the result number.
 const (
 	clientSocketEnv = "MNGUARD_MFA_TEST_CLIENT_SOCKET"
 	clientUserEnv   = "MNGUARD_MFA_TEST_CLIENT_USER"
+	clientBeginEnv  = "MNGUARD_MFA_TEST_CLIENT_BEGIN"
 )
 
 func TestMain(m *testing.M) {
 	if path := os.Getenv(clientSocketEnv); path != "" {
-		resp, err := ask(path, Request{User: os.Getenv(clientUserEnv), Service: "sshd", Code: "123456"})
+		req := Request{Type: TypeVerify, User: os.Getenv(clientUserEnv), Service: "sshd", Code: "123456"}
+		if os.Getenv(clientBeginEnv) != "" {
+			req = Request{Type: TypeBegin, User: req.User, Service: "sshd"}
+		}
+		resp, err := ask(path, req)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
@@ -81,15 +87,33 @@ func askRaw(path string, raw []byte) (Response, error) {
 }
 
 // fakeVerifier answers by code: "000000" accepted, "111111" rejected, "222222" locked,
-// "error" fails, "block" waits for the context; it records every call.
+// "error" fails, "block" waits for the context; it records every call. Begin answers
+// by service: "offline" gives a challenge message, "broken" fails, "slow" waits for
+// the context, anything else gives no message.
 type fakeVerifier struct {
 	mu    sync.Mutex
 	calls []Request
 }
 
+func (f *fakeVerifier) Begin(ctx context.Context, user, service string) (string, error) {
+	f.mu.Lock()
+	f.calls = append(f.calls, Request{Type: TypeBegin, User: user, Service: service})
+	f.mu.Unlock()
+	switch service {
+	case "offline":
+		return "Offline challenge for " + user + ": 1234-5678.\nAsk the helpdesk.", nil
+	case "broken":
+		return "", errors.New("no randomness")
+	case "slow":
+		<-ctx.Done()
+		return "", ctx.Err()
+	}
+	return "", nil
+}
+
 func (f *fakeVerifier) Verify(ctx context.Context, user, service, code string) (Result, string, error) {
 	f.mu.Lock()
-	f.calls = append(f.calls, Request{user, service, code})
+	f.calls = append(f.calls, Request{Type: TypeVerify, User: user, Service: service, Code: code})
 	f.mu.Unlock()
 	switch code {
 	case "000000", "123456":
@@ -204,7 +228,7 @@ func (ts *testServer) shutdown(t *testing.T) {
 
 func (ts *testServer) mustServe(t *testing.T) {
 	t.Helper()
-	r, err := ask(ts.path, Request{User: "root", Service: "login", Code: "000000"})
+	r, err := ask(ts.path, Request{Type: TypeVerify, User: "root", Service: "login", Code: "000000"})
 	if err != nil || r.Result != Accepted {
 		t.Fatalf("good request afterwards: %+v, %v", r, err)
 	}
@@ -226,7 +250,7 @@ func TestServeResults(t *testing.T) {
 		{"ABCD-efgh-1234", Unavailable, "cannot reach the collector"},
 	} {
 		t.Run(tc.code, func(t *testing.T) {
-			r, err := ask(ts.path, Request{User: "root", Service: "sshd", Code: tc.code})
+			r, err := ask(ts.path, Request{Type: TypeVerify, User: "root", Service: "sshd", Code: tc.code})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -236,11 +260,11 @@ func TestServeResults(t *testing.T) {
 		})
 	}
 	// Root may ask for any user, even one that does not exist here.
-	r, err := ask(ts.path, Request{User: "no-such-user-xyz", Service: "sshd", Code: "000000"})
+	r, err := ask(ts.path, Request{Type: TypeVerify, User: "no-such-user-xyz", Service: "sshd", Code: "000000"})
 	if err != nil || r.Result != Accepted {
 		t.Errorf("root asking for another user: %+v, %v", r, err)
 	}
-	if got := ts.v.calls[0]; got != (Request{"root", "sshd", "000000"}) {
+	if got := ts.v.calls[0]; got != (Request{TypeVerify, "root", "sshd", "000000"}) {
 		t.Errorf("verifier got %+v", got)
 	}
 	logs := ts.logs.String()
@@ -253,6 +277,42 @@ func TestServeResults(t *testing.T) {
 		if strings.Contains(logs, code) {
 			t.Errorf("log contains code %s", code)
 		}
+	}
+}
+
+// TestServeBegin: a begin request is answered Accepted with the verifier's message,
+// cleaned for a terminal, or Unavailable when the verifier fails or takes too long.
+func TestServeBegin(t *testing.T) {
+	ts := startServer(t, t.TempDir(), func(s *Server) { s.Timeout = 500 * time.Millisecond })
+	for _, tc := range []struct {
+		service string
+		want    Result
+		wantMsg string
+	}{
+		{"sshd", Accepted, ""},
+		{"offline", Accepted, "Offline challenge for root: 1234-5678. Ask the helpdesk."},
+		{"broken", Unavailable, "internal error in the agent"},
+		{"slow", Unavailable, "internal error in the agent"},
+	} {
+		t.Run(tc.service, func(t *testing.T) {
+			start := time.Now()
+			r, err := ask(ts.path, Request{Type: TypeBegin, User: "root", Service: tc.service})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Result != tc.want || r.Message != tc.wantMsg {
+				t.Errorf("got %v %q, want %v %q", r.Result, r.Message, tc.want, tc.wantMsg)
+			}
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("answered after %v, want within the 500ms timeout", d)
+			}
+			ts.mustServe(t)
+		})
+	}
+	ts.v.mu.Lock()
+	defer ts.v.mu.Unlock()
+	if got := ts.v.calls[0]; got != (Request{Type: TypeBegin, User: "root", Service: "sshd"}) {
+		t.Errorf("verifier got %+v", got)
 	}
 }
 
@@ -282,6 +342,9 @@ func TestServeBadInput(t *testing.T) {
 		{"empty code", req(1, 1, "root", "sshd", ""), BadRequest},
 		{"code with non-printables", req(1, 1, "root", "sshd", "S3CR3T\x00\x07"), BadRequest},
 		{"overlong code", req(1, 1, "root", "sshd", strings.Repeat("S3CR3T", 20)), BadRequest},
+		{"begin with a code", req(1, 2, "root", "sshd", "S3CR3T"), BadRequest},
+		{"begin without service", req(1, 2, "root"), BadRequest},
+		{"begin with control characters", req(1, 2, "ro\x1b[2Jot", "sshd"), BadRequest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := askRaw(ts.path, tc.raw)
@@ -330,8 +393,8 @@ func TestServeBadInput(t *testing.T) {
 			t.Errorf("no warning about the silent client:\n%s", ts.logs)
 		}
 	})
-	if n := ts.v.count(); n != 19 {
-		t.Errorf("verifier called %d times, want 19 (only the good requests)", n)
+	if n := ts.v.count(); n != 22 {
+		t.Errorf("verifier called %d times, want 22 (only the good requests)", n)
 	}
 }
 
@@ -363,13 +426,27 @@ func TestServePeerCredentials(t *testing.T) {
 	if err := os.WriteFile(bin, self, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ts := startServer(t, dir, nil)
+	var deniedMu sync.Mutex
+	var denied []Request
+	ts := startServer(t, dir, func(s *Server) {
+		s.NotPermitted = func(r Request, uid uint32) {
+			if uid != 65534 {
+				t.Errorf("NotPermitted told uid %d, want 65534", uid)
+			}
+			deniedMu.Lock()
+			denied = append(denied, r)
+			deniedMu.Unlock()
+		}
+	})
 
-	asNobody := func(t *testing.T, name string) Result {
+	asNobody := func(t *testing.T, name string, begin bool) Result {
 		t.Helper()
 		cmd := exec.Command(bin)
 		cmd.Dir = dir
 		cmd.Env = []string{clientSocketEnv + "=" + ts.path, clientUserEnv + "=" + name}
+		if begin {
+			cmd.Env = append(cmd.Env, clientBeginEnv+"=1")
+		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
@@ -384,17 +461,33 @@ func TestServePeerCredentials(t *testing.T) {
 		return Result(n)
 	}
 
-	if got := asNobody(t, "root"); got != NotPermitted {
-		t.Errorf("nobody asking for root: %v, want %v", got, NotPermitted)
-	}
-	if got := asNobody(t, "no-such-user-xyz"); got != NotPermitted {
-		t.Errorf("nobody asking for an unknown user: %v, want %v", got, NotPermitted)
+	for _, begin := range []bool{false, true} {
+		if got := asNobody(t, "root", begin); got != NotPermitted {
+			t.Errorf("nobody asking for root (begin %v): %v, want %v", begin, got, NotPermitted)
+		}
+		if got := asNobody(t, "no-such-user-xyz", begin); got != NotPermitted {
+			t.Errorf("nobody asking for an unknown user (begin %v): %v, want %v", begin, got, NotPermitted)
+		}
 	}
 	if n := ts.v.count(); n != 0 {
 		t.Errorf("verifier called %d times for refused peers", n)
 	}
-	if got := asNobody(t, nobody.Username); got != Accepted {
+	deniedMu.Lock()
+	want := []Request{
+		{Type: TypeVerify, User: "root", Service: "sshd"},
+		{Type: TypeVerify, User: "no-such-user-xyz", Service: "sshd"},
+		{Type: TypeBegin, User: "root", Service: "sshd"},
+		{Type: TypeBegin, User: "no-such-user-xyz", Service: "sshd"},
+	}
+	if fmt.Sprint(denied) != fmt.Sprint(want) {
+		t.Errorf("NotPermitted told %+v, want %+v (and never the code)", denied, want)
+	}
+	deniedMu.Unlock()
+	if got := asNobody(t, nobody.Username, false); got != Accepted {
 		t.Errorf("nobody asking for itself: %v, want %v", got, Accepted)
+	}
+	if got := asNobody(t, nobody.Username, true); got != Accepted {
+		t.Errorf("nobody beginning its own login: %v, want %v", got, Accepted)
 	}
 	if !strings.Contains(ts.logs.String(), "peer_uid=65534") || !strings.Contains(ts.logs.String(), "result=\"not permitted\"") {
 		t.Errorf("log lacks the refused peer:\n%s", ts.logs)
@@ -456,7 +549,7 @@ func TestServeShutdown(t *testing.T) {
 	defer idle.Close()
 	got := make(chan Response, 1)
 	go func() {
-		r, err := ask(ts.path, Request{User: "root", Service: "sshd", Code: "block"})
+		r, err := ask(ts.path, Request{Type: TypeVerify, User: "root", Service: "sshd", Code: "block"})
 		if err != nil {
 			t.Error(err)
 		}
