@@ -1,0 +1,120 @@
+package logins
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/mnguard/mnguard/internal/pki"
+)
+
+// KeySize is the size of the secret-sealing key: AES-256.
+const KeySize = 32
+
+// sealVersion is the first byte of every sealed secret: version 1 is
+// AES-256-GCM with a random 12-byte nonce, then ciphertext and tag.
+const sealVersion = 1
+
+// aadPrefix binds a sealed secret to its purpose and, with the user name
+// appended, to its user: a secret copied to another user's row fails to
+// open.
+const aadPrefix = "mnguard totp secret\x00"
+
+// CreateKey writes a new random key to path with mode 0600. It fails if
+// path exists: a key is never replaced, since every sealed secret depends
+// on it.
+func CreateKey(path string) error {
+	key := make([]byte, KeySize)
+	if _, err := rand.Read(key); err != nil {
+		return fmt.Errorf("create TOTP key: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create TOTP key: %w", err)
+	}
+	_, err = f.Write(key)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("create TOTP key %s: %w", path, err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// LoadKey reads the key at path. It refuses a file readable by group or
+// others, and one that is not exactly [KeySize] bytes. A missing file
+// returns an error wrapping io/fs.ErrNotExist.
+func LoadKey(path string) ([]byte, error) {
+	if err := pki.CheckPrivateFileMode(path); err != nil {
+		return nil, fmt.Errorf("TOTP key: %w", err)
+	}
+	key, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("TOTP key: %w", err)
+	}
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("TOTP key %s: %d bytes, want %d", path, len(key), KeySize)
+	}
+	return key, nil
+}
+
+// sealer seals and opens TOTP secrets.
+type sealer struct{ aead cipher.AEAD }
+
+func newSealer(key []byte) (*sealer, error) {
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("TOTP key is %d bytes, want %d", len(key), KeySize)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	return &sealer{aead: aead}, nil
+}
+
+func aad(user string) []byte {
+	return append([]byte{sealVersion}, aadPrefix+user...)
+}
+
+// seal encrypts secret for user.
+func (s *sealer) seal(user string, secret []byte) ([]byte, error) {
+	ns := s.aead.NonceSize()
+	out := make([]byte, 1+ns, 1+ns+len(secret)+s.aead.Overhead())
+	out[0] = sealVersion
+	if _, err := rand.Read(out[1:]); err != nil {
+		return nil, fmt.Errorf("seal secret: %w", err)
+	}
+	return s.aead.Seal(out, out[1:1+ns], secret, aad(user)), nil
+}
+
+// open decrypts a secret sealed for user.
+func (s *sealer) open(user string, sealed []byte) ([]byte, error) {
+	ns := s.aead.NonceSize()
+	if len(sealed) < 1+ns+s.aead.Overhead() {
+		return nil, fmt.Errorf("sealed secret of user %s: %d bytes, too short", user, len(sealed))
+	}
+	if sealed[0] != sealVersion {
+		return nil, fmt.Errorf("sealed secret of user %s: unknown version %d", user, sealed[0])
+	}
+	secret, err := s.aead.Open(nil, sealed[1:1+ns], sealed[1+ns:], aad(user))
+	if err != nil {
+		return nil, fmt.Errorf("sealed secret of user %s does not open: sealed under another TOTP key or for another user", user)
+	}
+	return secret, nil
+}
