@@ -56,6 +56,8 @@ type Server struct {
 	// NotPermitted, if set, is told of every request refused because the peer may not
 	// ask for the user (req.Code is always empty).
 	NotPermitted func(req Request, peerUID uint32)
+	// OnListen, if set, is called once the socket accepts connections.
+	OnListen func()
 }
 
 func (s *Server) path() string {

@@ -32,6 +32,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	log := s.logger()
 	log.Info("mfa: listening", "path", path)
+	if s.OnListen != nil {
+		s.OnListen()
+	}
 
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()

@@ -516,8 +516,21 @@ func TestServeSocketSetup(t *testing.T) {
 	}
 	ts.mustServe(t)
 
-	// A missing directory is created 0755.
-	fresh := startServer(t, filepath.Join(dir, "a", "b"), nil)
+	// A missing directory is created 0755; OnListen is told when the socket is there.
+	listening := make(chan struct{})
+	fresh := startServer(t, filepath.Join(dir, "a", "b"), func(s *Server) {
+		s.OnListen = func() {
+			if _, err := os.Stat(s.Path); err != nil {
+				t.Errorf("OnListen before the socket exists: %v", err)
+			}
+			close(listening)
+		}
+	})
+	select {
+	case <-listening:
+	case <-time.After(5 * time.Second):
+		t.Error("OnListen was not called")
+	}
 	fi, err := os.Stat(filepath.Dir(fresh.path))
 	if err != nil || fi.Mode().Perm() != 0o755 {
 		t.Errorf("socket directory: %v, %v; want 0755", fi.Mode(), err)
