@@ -47,6 +47,9 @@ type Options struct {
 	// Media overrides the removable-media platform (tests); nil is the
 	// OS's.
 	Media media.Platform
+	// Now is the clock of offline login challenges and codes (tests); nil
+	// is time.Now.
+	Now func() time.Time
 }
 
 // Daemon is one running agent.
@@ -70,6 +73,8 @@ type Daemon struct {
 	// lost is how many spooled events were dropped (spool full) or
 	// removed (corrupt) as of the last check.
 	lost uint64
+	// gateServing says the login gate's socket accepts connections.
+	gateServing bool
 }
 
 const (
@@ -265,6 +270,9 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 		}
 		if p != nil {
 			p.Media = d.media.Posture()
+			// TODO(issue 4): p.Mfa = pamstack.Posture(cfg.MFA.PamDir,
+			// cfg.MFA.Services, cfg.MFA.Socket, d.gateServing) once package
+			// agent/pamstack provides it.
 		}
 		fp := snapshot.Fingerprint(p)
 		due := p != nil && (lastSent.IsZero() || !bytes.Equal(fp, lastFP) || time.Since(lastSent) >= d.reportInterval())
