@@ -274,7 +274,7 @@ func (a *AdminService) ListEvents(ctx context.Context, req *mnguardv1.ListEvents
 		if err := proto.Unmarshal(e.Data, pe); err != nil {
 			return nil, status.Errorf(codes.Internal, "event %s/%d: %v", e.TerminalID, e.Seq, err)
 		}
-		out.Events = append(out.Events, &mnguardv1.StoredEvent{TerminalId: e.TerminalID, Event: pe, ReceivedAt: ts(e.ReceivedAt)})
+		out.Events = append(out.Events, &mnguardv1.StoredEvent{TerminalId: e.TerminalID, Event: pe, ReceivedAt: ts(e.ReceivedAt), Source: e.Source})
 	}
 	return out, nil
 }

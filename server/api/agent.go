@@ -14,6 +14,7 @@ import (
 	"github.com/mnguard/mnguard/internal/snapshot"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"github.com/mnguard/mnguard/server/ca"
+	"github.com/mnguard/mnguard/server/logins"
 	"github.com/mnguard/mnguard/server/store"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -34,9 +35,12 @@ type Config struct {
 	// Heartbeat is how often an idle Subscribe stream carries a heartbeat.
 	Heartbeat time.Duration
 	Version   string
-	Logger    *slog.Logger
-	Metrics   *Metrics
-	Now       func() time.Time
+	// Logins is the TOTP authority; nil leaves the user RPCs and
+	// VerifyLogin unimplemented.
+	Logins  *logins.Service
+	Logger  *slog.Logger
+	Metrics *Metrics
+	Now     func() time.Time
 }
 
 // Services are the collector's gRPC services over one store.

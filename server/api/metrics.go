@@ -12,6 +12,7 @@ type Metrics struct {
 	events        *prometheus.CounterVec
 	reportSeconds prometheus.Histogram
 	rpcs          *prometheus.CounterVec
+	logins        *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics with reg; nil reg keeps them unregistered
@@ -35,9 +36,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mnguard_grpc_requests_total", Help: "gRPC requests by method and status code.",
 		}, []string{"method", "code"}),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mnguard_login_verifications_total",
+			Help: "TOTP login verifications by result: accepted, rejected, locked, unknown_user, invalid (malformed request) or error.",
+		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.enrollments, m.reports, m.events, m.reportSeconds, m.rpcs)
+		reg.MustRegister(m.enrollments, m.reports, m.events, m.reportSeconds, m.rpcs, m.logins)
 	}
 	return m
 }
