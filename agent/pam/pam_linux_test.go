@@ -23,6 +23,7 @@ import (
 const (
 	protoVersion   = 1
 	typeVerify     = 1
+	typeBegin      = 2
 	maxFrame       = 4096
 	resAccepted    = 0
 	resRejected    = 1
@@ -135,12 +136,19 @@ type request struct {
 	user, service, code string
 }
 
-// peer is a scripted stand-in for the agent's socket: it answers every
-// connection with answer(req) (raw frame bytes), or never answers when hang.
-type peer struct {
-	ln     net.Listener
+// script says how the scripted peer answers one request type: with
+// answer(req) (raw frame bytes) after delay, or never when hang.
+type script struct {
 	answer func(request) []byte
+	delay  time.Duration
 	hang   bool
+}
+
+// peer is a scripted stand-in for the agent's socket: it answers begin and
+// verify requests as their scripts say.
+type peer struct {
+	ln            net.Listener
+	begin, verify script
 
 	mu    sync.Mutex
 	conns int
@@ -150,7 +158,7 @@ type peer struct {
 	close chan struct{}
 }
 
-func startPeer(t *testing.T, path string, answer func(request) []byte, hang bool) *peer {
+func startPeer(t *testing.T, path string, begin, verify script) *peer {
 	t.Helper()
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -159,7 +167,7 @@ func startPeer(t *testing.T, path string, answer func(request) []byte, hang bool
 	if err := os.Chown(path, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	p := &peer{ln: ln, answer: answer, hang: hang, close: make(chan struct{})}
+	p := &peer{ln: ln, begin: begin, verify: verify, close: make(chan struct{})}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -200,11 +208,20 @@ func (p *peer) serve(c net.Conn) {
 	if err != nil {
 		return
 	}
-	if p.hang {
+	sc := p.verify
+	if req.typ == typeBegin {
+		sc = p.begin
+	}
+	if sc.hang {
 		<-p.close
 		return
 	}
-	_, _ = c.Write(p.answer(req))
+	select {
+	case <-time.After(sc.delay):
+	case <-p.close:
+		return
+	}
+	_, _ = c.Write(sc.answer(req))
 }
 
 func readRequest(r io.Reader) (request, error) {
@@ -245,8 +262,10 @@ func readRequest(r io.Reader) (request, error) {
 	if req.service, err = field(); err != nil {
 		return req, err
 	}
-	if req.code, err = field(); err != nil {
-		return req, err
+	if req.typ == typeVerify {
+		if req.code, err = field(); err != nil {
+			return req, err
+		}
 	}
 	if len(b) != 0 {
 		return req, fmt.Errorf("%d trailing bytes", len(b))
@@ -272,20 +291,27 @@ func answer(result byte, msg string) func(request) []byte {
 func raw(b []byte) func(request) []byte { return func(request) []byte { return b } }
 
 type pamCase struct {
-	name     string
-	code     string // typed at the prompt
-	answer   func(request) []byte
-	hang     bool          // the peer reads the request and never answers
-	noSocket bool          // agent down
-	owner    int           // socket owner uid when not root
-	dirMode  os.FileMode   // socket directory mode when not 0700
-	args     string        // extra module arguments
-	wantOK   bool          // pamtester succeeds
-	want     []string      // substrings of pamtester's output
-	wantConn int           // connections the peer must see (-1: do not check)
-	minTime  time.Duration // pamtester takes at least this long
-	wantLog  []string      // substrings of the module's syslog, when captured
+	name      string
+	code      string        // typed at the prompt
+	typeAfter time.Duration // the user types the code this long after the start
+	begin     script        // the peer's answer to begin (default: accepted, no message)
+	answer    func(request) []byte
+	hang      bool          // the peer reads the verify request and never answers
+	delay     time.Duration // the peer answers the verify request after this long
+	noSocket  bool          // agent down
+	owner     int           // socket owner uid when not root
+	dirMode   os.FileMode   // socket directory mode when not 0700
+	args      string        // extra module arguments
+	wantOK    bool          // pamtester succeeds
+	want      []string      // substrings of pamtester's output
+	wantNot   []string      // substrings pamtester's output must not have
+	wantConn  int           // connections the peer must see (-1: do not check)
+	minTime   time.Duration // pamtester takes at least this long
+	maxTime   time.Duration // and at most this long (default minTime+5s)
+	wantLog   []string      // substrings of the module's syslog, when captured
 }
+
+const prompt = "Verification code:"
 
 func TestPAMModule(t *testing.T) {
 	so := buildModule(t)
@@ -296,49 +322,85 @@ func TestPAMModule(t *testing.T) {
 
 	const code = "739154"
 	long := strings.Repeat("8", 64)
+	offline := "mnguard: the server cannot be reached. Offline challenge for testuser on terminal 3f2a9c1e (pc-01): 1234-5678. Ask the helpdesk for an offline login code."
 	cases := []pamCase{
 		{name: "accepted", code: code, answer: answer(resAccepted, ""), wantOK: true,
-			want: []string{"Verification code:"}, wantConn: 1, wantLog: []string{"agent answered result 0"}},
+			want: []string{prompt}, wantConn: 2, wantLog: []string{"begin: agent answered result 0", "verify: agent answered result 0"}},
 		{name: "accepted with info message", code: code, answer: answer(resAccepted, "offset learned"),
-			wantOK: true, want: []string{"offset learned"}, wantConn: 1},
+			wantOK: true, want: []string{"offset learned"}, wantConn: 2},
 		{name: "code sent as typed, spaces kept", code: " 739 154 ", answer: answer(resAccepted, ""),
-			wantOK: true, wantConn: 1},
-		{name: "64-byte recovery code", code: long, answer: answer(resAccepted, ""), wantOK: true, wantConn: 1},
+			wantOK: true, wantConn: 2},
+		{name: "64-byte recovery code", code: long, answer: answer(resAccepted, ""), wantOK: true, wantConn: 2},
 		{name: "unknown argument ignored", code: code, args: "bogus=1", answer: answer(resAccepted, ""),
-			wantOK: true, wantConn: 1, wantLog: []string{"unknown argument ignored: bogus=1"}},
+			wantOK: true, wantConn: 2, wantLog: []string{"unknown argument ignored: bogus=1"}},
 		{name: "rejected", code: code, answer: answer(resRejected, "wrong code"),
-			want: []string{outAuthErr, "wrong code"}, wantConn: 1},
+			want: []string{outAuthErr, "wrong code"}, wantConn: 2},
 		{name: "locked", code: code, answer: answer(resLocked, ""),
-			want: []string{outMaxTry, "account locked: call the helpdesk"}, wantConn: 1},
+			want: []string{outMaxTry, "account locked: call the helpdesk"}, wantConn: 2},
 		{name: "unavailable", code: code, answer: answer(resUnavailable, "server unreachable"),
-			want: []string{outUnavail, "server unreachable"}, wantConn: 1},
+			want: []string{outUnavail, "server unreachable"}, wantConn: 2},
 		{name: "bad request", code: code, answer: answer(resBadRequest, "bad request"),
-			want: []string{outAuthErr}, wantConn: 1},
+			want: []string{outAuthErr}, wantConn: 2},
 		{name: "not permitted", code: code, answer: answer(resNotPermit, "not permitted"),
-			want: []string{outPerm, "not permitted"}, wantConn: 1},
+			want: []string{outPerm, "not permitted"}, wantConn: 2},
 		{name: "control bytes in message are replaced", code: code, answer: answer(resRejected, "a\x1b[2Jb"),
-			want: []string{outAuthErr, "a?[2Jb"}, wantConn: 1},
-		{name: "unknown result", code: code, answer: answer(9, ""), want: []string{outUnavail}, wantConn: 1},
+			want: []string{outAuthErr, "a?[2Jb"}, wantConn: 2},
+		{name: "unknown result", code: code, answer: answer(9, ""), want: []string{outUnavail}, wantConn: 2},
 		{name: "wrong version", code: code,
-			answer: raw(frame([]byte{2, resAccepted, 0, 0})), want: []string{outUnavail}, wantConn: 1},
+			answer: raw(frame([]byte{2, resAccepted, 0, 0})), want: []string{outUnavail}, wantConn: 2},
 		{name: "message length mismatch", code: code,
-			answer: raw(frame([]byte{1, resAccepted, 0, 5, 'x'})), want: []string{outUnavail}, wantConn: 1},
-		{name: "zero-length frame", code: code, answer: raw([]byte{0, 0, 0, 0}), want: []string{outUnavail}, wantConn: 1},
+			answer: raw(frame([]byte{1, resAccepted, 0, 5, 'x'})), want: []string{outUnavail}, wantConn: 2},
+		{name: "zero-length frame", code: code, answer: raw([]byte{0, 0, 0, 0}), want: []string{outUnavail}, wantConn: 2},
 		{name: "oversized frame", code: code, answer: raw([]byte{0, 0, 0x13, 0x88, 1, 0, 0, 0}),
-			want: []string{outUnavail}, wantConn: 1},
+			want: []string{outUnavail}, wantConn: 2},
 		{name: "truncated frame", code: code, answer: raw([]byte{0, 0, 0, 10, 1, 0}),
-			want: []string{outUnavail}, wantConn: 1, wantLog: []string{"closed the connection before a whole answer"}},
-		{name: "no answer at all", code: code, answer: raw(nil), want: []string{outUnavail}, wantConn: 1},
-		{name: "peer never answers", code: code, hang: true, want: []string{outUnavail}, wantConn: 1,
+			want: []string{outUnavail}, wantConn: 2, wantLog: []string{"closed the connection before a whole answer"}},
+		{name: "no answer at all", code: code, answer: raw(nil), want: []string{outUnavail}, wantConn: 2},
+		{name: "peer never answers", code: code, hang: true, want: []string{outUnavail}, wantConn: 2,
 			minTime: 2 * time.Second, wantLog: []string{"Connection timed out"}},
-		{name: "agent down", code: code, noSocket: true, want: []string{outUnavail}, wantConn: 0,
+		{name: "agent down", code: code, noSocket: true, want: []string{outUnavail}, wantNot: []string{prompt}, wantConn: 0,
 			wantLog: []string{"is mnguard-agent running?"}},
 		{name: "socket not owned by root", code: code, owner: 65534, answer: answer(resAccepted, ""),
-			want: []string{outUnavail}, wantConn: 0, wantLog: []string{"owned by uid 65534, not root"}},
+			want: []string{outUnavail}, wantNot: []string{prompt}, wantConn: 0, wantLog: []string{"owned by uid 65534, not root"}},
 		{name: "socket dir writable by others", code: code, dirMode: 0o777, answer: answer(resAccepted, ""),
-			want: []string{outUnavail}, wantConn: 0, wantLog: []string{"not writable by group or others"}},
-		{name: "empty code", code: "", answer: answer(resAccepted, ""), want: []string{outAuthErr}, wantConn: 0},
-		{name: "overlong code", code: long + "8", answer: answer(resAccepted, ""), want: []string{outAuthErr}, wantConn: 0},
+			want: []string{outUnavail}, wantNot: []string{prompt}, wantConn: 0, wantLog: []string{"not writable by group or others"}},
+		{name: "empty code", code: "", answer: answer(resAccepted, ""), want: []string{outAuthErr}, wantConn: 1},
+		{name: "overlong code", code: long + "8", answer: answer(resAccepted, ""), want: []string{outAuthErr}, wantConn: 1},
+
+		// begin, the first exchange.
+		{name: "begin message shown before the prompt", code: "12345-67890",
+			begin: script{answer: answer(resAccepted, offline)}, answer: answer(resAccepted, "offline login code accepted"),
+			wantOK: true, want: []string{offline, prompt, "offline login code accepted"}, wantConn: 2},
+		{name: "begin message with control bytes", code: code,
+			begin: script{answer: answer(resAccepted, "line\none\x1b[2J")}, answer: answer(resAccepted, ""),
+			wantOK: true, want: []string{"line?one?[2J"}, wantConn: 2},
+		{name: "begin not permitted", code: code, begin: script{answer: answer(resNotPermit, "not permitted to verify this user")},
+			answer: answer(resAccepted, ""), want: []string{outPerm, "not permitted to verify this user"},
+			wantNot: []string{prompt}, wantConn: 1},
+		{name: "begin bad request", code: code, begin: script{answer: answer(resBadRequest, "user contains a control character")},
+			answer: answer(resAccepted, ""), want: []string{outAuthErr, "control character"}, wantNot: []string{prompt}, wantConn: 1},
+		{name: "begin unavailable", code: code, begin: script{answer: answer(resUnavailable, "internal error in the agent")},
+			answer: answer(resAccepted, ""), want: []string{outUnavail, "internal error"}, wantNot: []string{prompt}, wantConn: 1},
+		{name: "begin answer malformed", code: code, begin: script{answer: raw(frame([]byte{1, resAccepted, 0, 9, 'x'}))},
+			answer: answer(resAccepted, ""), want: []string{outUnavail}, wantNot: []string{prompt}, wantConn: 1},
+		{name: "begin unknown result", code: code, begin: script{answer: answer(7, "")},
+			answer: answer(resAccepted, ""), want: []string{outUnavail}, wantNot: []string{prompt}, wantConn: 1},
+		{name: "begin never answered", code: code, begin: script{hang: true}, answer: answer(resAccepted, ""),
+			want: []string{outUnavail}, wantNot: []string{prompt}, wantConn: 1, minTime: 2 * time.Second,
+			wantLog: []string{"Connection timed out"}},
+		// One deadline for both exchanges: a slow begin leaves less for verify.
+		{name: "slow begin and silent verify share the timeout", code: code,
+			begin: script{answer: answer(resAccepted, ""), delay: 1200 * time.Millisecond}, hang: true,
+			want: []string{outUnavail, prompt}, wantConn: 2, minTime: 2 * time.Second, maxTime: 2800 * time.Millisecond},
+		{name: "slow begin and slow verify exceed the timeout together", code: code,
+			begin:  script{answer: answer(resAccepted, ""), delay: 1200 * time.Millisecond},
+			answer: answer(resAccepted, ""), delay: 1200 * time.Millisecond,
+			want: []string{outUnavail}, wantConn: 2, minTime: 2 * time.Second, maxTime: 2800 * time.Millisecond},
+		// The time at the prompt does not count.
+		{name: "slow typing is not timed", code: code, typeAfter: 2500 * time.Millisecond,
+			begin:  script{answer: answer(resAccepted, ""), delay: 500 * time.Millisecond},
+			answer: answer(resAccepted, ""), delay: 500 * time.Millisecond,
+			wantOK: true, wantConn: 2, minTime: 3 * time.Second},
 	}
 
 	for _, tc := range cases {
@@ -352,7 +414,11 @@ func TestPAMModule(t *testing.T) {
 			sock := filepath.Join(dir, "pam.sock")
 			var p *peer
 			if !tc.noSocket {
-				p = startPeer(t, sock, tc.answer, tc.hang)
+				begin := tc.begin
+				if begin.answer == nil && !begin.hang {
+					begin.answer = answer(resAccepted, "")
+				}
+				p = startPeer(t, sock, begin, script{answer: tc.answer, delay: tc.delay, hang: tc.hang})
 				if tc.owner != 0 {
 					if err := os.Chown(sock, tc.owner, tc.owner); err != nil {
 						t.Fatal(err)
@@ -369,7 +435,21 @@ func TestPAMModule(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, "pamtester", "-v", svc, "testuser", "authenticate")
-			cmd.Stdin = strings.NewReader(tc.code + "\n")
+			if tc.typeAfter > 0 {
+				pr, pw, err := os.Pipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer pr.Close()
+				cmd.Stdin = pr
+				timer := time.AfterFunc(tc.typeAfter, func() {
+					pw.WriteString(tc.code + "\n")
+					pw.Close()
+				})
+				defer timer.Stop()
+			} else {
+				cmd.Stdin = strings.NewReader(tc.code + "\n")
+			}
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			start := time.Now()
@@ -392,8 +472,17 @@ func TestPAMModule(t *testing.T) {
 					t.Errorf("output lacks %q", w)
 				}
 			}
-			if tc.minTime > 0 && (took < tc.minTime || took > tc.minTime+5*time.Second) {
-				t.Errorf("took %v, want the %v timeout", took, tc.minTime)
+			maxTime := tc.maxTime
+			if maxTime == 0 {
+				maxTime = tc.minTime + 5*time.Second
+			}
+			if tc.minTime > 0 && (took < tc.minTime || took > maxTime) {
+				t.Errorf("took %v, want %v to %v", took, tc.minTime, maxTime)
+			}
+			for _, w := range tc.wantNot {
+				if strings.Contains(text, w) {
+					t.Errorf("output has %q", w)
+				}
 			}
 			if tc.code != "" && strings.Contains(text, strings.TrimSpace(tc.code)) {
 				t.Errorf("the code appears in pamtester's output")
@@ -425,13 +514,18 @@ func TestPAMModule(t *testing.T) {
 				for _, e := range errs {
 					t.Errorf("peer: malformed request: %v", e)
 				}
-				for _, r := range reqs {
-					if r.version != protoVersion || r.typ != typeVerify {
-						t.Errorf("request version %d type %d, want 1 1", r.version, r.typ)
+				for i, r := range reqs {
+					// begin first, then verify with the code.
+					wantTyp, wantCode := byte(typeBegin), ""
+					if i > 0 {
+						wantTyp, wantCode = typeVerify, tc.code
 					}
-					if r.user != "testuser" || r.service != svc || r.code != tc.code {
-						t.Errorf("request user=%q service=%q code=%q, want testuser %q %q",
-							r.user, r.service, r.code, svc, tc.code)
+					if r.version != protoVersion || r.typ != wantTyp {
+						t.Errorf("request %d: version %d type %d, want 1 %d", i, r.version, r.typ, wantTyp)
+					}
+					if r.user != "testuser" || r.service != svc || r.code != wantCode {
+						t.Errorf("request %d: user=%q service=%q code=%q, want testuser %q %q",
+							i, r.user, r.service, r.code, svc, wantCode)
 					}
 				}
 			}

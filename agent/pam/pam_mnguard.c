@@ -8,17 +8,23 @@
  *
  * A thin C client of the mnguard agent, in the style of SSSD's pam_sss: no Go
  * runtime (it hangs sshd and breaks on fork), no threads, no state between
- * calls. It prompts "Verification code: " through the PAM conversation, asks
- * the agent over a unix socket and maps the answer to a PAM result. The agent
- * checks the peer's credentials and asks the server; TOTP seeds never leave
- * the server. Recovery codes and helpdesk offline codes use the same prompt.
+ * calls. It tells the agent that a login begins and shows what the agent
+ * says (when the server cannot be reached: an offline challenge for the
+ * helpdesk), prompts "Verification code: " through the PAM conversation,
+ * asks the agent whether the code is valid and maps the answer to a PAM
+ * result. The agent checks the peer's credentials and asks the server; TOTP
+ * seeds never leave the server. Recovery codes and helpdesk offline codes
+ * use the same prompt.
  *
  * Usage (auth only):
- *   auth required pam_mnguard.so [socket=/run/mnguard/pam.sock] [timeout=10] [debug]
+ *   auth required pam_mnguard.so [socket=/run/mnguard/pam.sock] [timeout=15] [debug]
  *
  *   socket=PATH   absolute path of the agent's socket (default /run/mnguard/pam.sock).
- *   timeout=SECS  total time for connect, request and answer, 1..60 (default 10;
- *                 out-of-range values are clamped, unparsable ones fall back to 10).
+ *   timeout=SECS  total time for talking to the agent — connects, requests and
+ *                 answers of both exchanges; the time the user spends at the
+ *                 prompt does not count — 1..60 (default 15, above the agent's
+ *                 own 10 s; out-of-range values are clamped, unparsable ones
+ *                 fall back to 15).
  *   debug         log the protocol steps (never the code) through pam_syslog.
  *   Unknown arguments are logged and ignored.
  *
@@ -39,17 +45,20 @@
  * on older OpenSSH) and "UsePAM yes" to show the prompt; with public-key logins
  * add "AuthenticationMethods publickey,keyboard-interactive" to require both.
  *
- * Trust: before connecting the socket must be a socket (lstat, not followed)
- * owned by root, in a real directory owned by root and writable by nobody
- * else; after connecting the peer (SO_PEERCRED) must run as root. Anything
- * else is PAM_AUTHINFO_UNAVAIL and nothing is sent.
+ * Trust: before each connection the socket must be a socket (lstat, not
+ * followed) owned by root, in a real directory owned by root and writable by
+ * nobody else; after connecting the peer (SO_PEERCRED) must run as root.
+ * Anything else is PAM_AUTHINFO_UNAVAIL and nothing is sent.
  *
- * Protocol (one request and one response per connection); each message is a
- * frame: u32 big-endian length N (1 <= N <= 4096), then N payload bytes.
- *   request:  u8 version=1, u8 type=1 (verify), then user, service, code,
- *             each as u16 big-endian length + bytes.
+ * Protocol: two exchanges, each on its own connection with one request and
+ * one response. Each message is a frame: u32 big-endian length N
+ * (1 <= N <= 4096), then N payload bytes.
+ *   begin:    u8 version=1, u8 type=2, then user and service, each as u16
+ *             big-endian length + bytes. Sent before the prompt.
+ *   verify:   u8 version=1, u8 type=1, then user, service and code, each as
+ *             u16 big-endian length + bytes.
  *   response: u8 version=1, u8 result, u16 big-endian length + message.
- *   results:  0 accepted       -> PAM_SUCCESS
+ *   results:  0 accepted       -> PAM_SUCCESS (to begin: go on and prompt)
  *             1 rejected       -> PAM_AUTH_ERR
  *             2 locked         -> PAM_MAXTRIES ("do not retry": the account
  *                                 is locked until the helpdesk unlocks it;
@@ -58,8 +67,11 @@
  *             4 bad request    -> PAM_AUTH_ERR
  *             5 not permitted  -> PAM_PERM_DENIED
  *             anything malformed, unknown or timed out -> PAM_AUTHINFO_UNAVAIL
- * The agent's message (which never contains the code) is shown to the user
- * when the code is not accepted.
+ * The message of an accepted begin, if any, is shown as information before
+ * the prompt; a begin answered otherwise ends the login without a prompt.
+ * The message of a verify answer is shown when the code is not accepted (as
+ * information when it is). Messages never contain the code; the code is
+ * never logged and is wiped from memory once sent.
  *
  * Build:
  *   cc -std=gnu11 -Wall -Wextra -Werror -fPIC -O2 -D_FORTIFY_SOURCE=2 \
@@ -85,13 +97,14 @@
 #include <security/pam_ext.h>
 
 #define MNG_DEFAULT_SOCKET "/run/mnguard/pam.sock"
-#define MNG_DEFAULT_TIMEOUT 10
+#define MNG_DEFAULT_TIMEOUT 15
 #define MNG_MIN_TIMEOUT 1
 #define MNG_MAX_TIMEOUT 60
 #define MNG_MAX_FRAME 4096
 #define MNG_MAX_CODE 64
 #define MNG_VERSION 1
 #define MNG_TYPE_VERIFY 1
+#define MNG_TYPE_BEGIN 2
 #define MNG_PROMPT "Verification code: "
 #define MNG_LOCKED_MSG "account locked: call the helpdesk"
 
@@ -303,6 +316,134 @@ static void show_message(pam_handle_t *pamh, int style, const unsigned char *m,
 		(void)pam_info(pamh, "%s", text);
 }
 
+/* Writes the frame header for a payload of n bytes at p. */
+static void put_header(unsigned char *p, size_t n)
+{
+	p[0] = (unsigned char)(n >> 24);
+	p[1] = (unsigned char)(n >> 16);
+	p[2] = (unsigned char)(n >> 8);
+	p[3] = (unsigned char)n;
+}
+
+/* One exchange with the agent, all before deadline: checks and connects to
+ * the socket, checks that the peer is root, sends the frame req (reqlen
+ * bytes, header included) and reads the answer into resp (MNG_MAX_FRAME
+ * bytes). Returns 0 with *result and *mlen (the message is resp + 4), or -1
+ * after logging why there is no valid answer. */
+static int ask_agent(pam_handle_t *pamh, const struct mng_opts *o,
+		     const char *what, const unsigned char *req, size_t reqlen,
+		     int64_t deadline, unsigned char *resp, unsigned *result,
+		     size_t *mlen)
+{
+	unsigned char hdr[4];
+	int fd = -1;
+	int rc = -1;
+
+	if (check_socket(pamh, o->socket) != 0)
+		return -1;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		pam_syslog(pamh, LOG_ERR, "socket: %m");
+		return -1;
+	}
+	struct sockaddr_un sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, o->socket, strlen(o->socket) + 1); /* length checked */
+	if (set_remaining(fd, deadline) != 0) {
+		pam_syslog(pamh, LOG_ERR, "%s: no time left before connecting: %m", what);
+		goto out;
+	}
+	if (o->debug)
+		pam_syslog(pamh, LOG_DEBUG, "%s: connecting to %s (%lld ms left)", what,
+			   o->socket, (long long)(deadline - now_ms()));
+	for (;;) {
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		pam_syslog(pamh, LOG_ERR, "cannot reach the agent at %s: %m", o->socket);
+		goto out;
+	}
+
+	struct ucred cred;
+	socklen_t credlen = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &credlen) != 0 ||
+	    credlen != sizeof(cred) || cred.uid != 0) {
+		pam_syslog(pamh, LOG_ERR, "the process behind %s does not run as root",
+			   o->socket);
+		goto out;
+	}
+
+	if (write_all(fd, req, reqlen, deadline) != 0) {
+		pam_syslog(pamh, LOG_ERR, "%s: sending the request to the agent: %m", what);
+		goto out;
+	}
+	if (o->debug)
+		pam_syslog(pamh, LOG_DEBUG, "%s: request sent (%zu bytes), waiting for the agent",
+			   what, reqlen);
+
+	if (read_answer(pamh, fd, hdr, sizeof(hdr), deadline) != 0)
+		goto out;
+	uint32_t n = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
+		     (uint32_t)hdr[2] << 8 | (uint32_t)hdr[3];
+	if (n < 4 || n > MNG_MAX_FRAME) {
+		pam_syslog(pamh, LOG_ERR, "malformed answer from the agent (frame length %u)",
+			   (unsigned)n);
+		goto out;
+	}
+	if (read_answer(pamh, fd, resp, n, deadline) != 0)
+		goto out;
+	size_t m = (size_t)resp[2] << 8 | resp[3];
+	if (resp[0] != MNG_VERSION || m + 4 != n) {
+		pam_syslog(pamh, LOG_ERR,
+			   "malformed answer from the agent (version %u, length %u)",
+			   (unsigned)resp[0], (unsigned)n);
+		goto out;
+	}
+	*result = resp[1];
+	*mlen = m;
+	if (o->debug)
+		pam_syslog(pamh, LOG_DEBUG, "%s: agent answered result %u", what, *result);
+	rc = 0;
+out:
+	close(fd);
+	return rc;
+}
+
+/* Maps an answer other than accepted to a PAM result and tells the user. */
+static int refusal(pam_handle_t *pamh, unsigned result, const unsigned char *msg,
+		   size_t mlen)
+{
+	switch (result) {
+	case MNG_REJECTED:
+		show_message(pamh, PAM_ERROR_MSG, msg, mlen, NULL);
+		pam_syslog(pamh, LOG_NOTICE, "verification code rejected");
+		return PAM_AUTH_ERR;
+	case MNG_LOCKED:
+		(void)pam_error(pamh, "%s", MNG_LOCKED_MSG);
+		if (mlen > 0)
+			show_message(pamh, PAM_ERROR_MSG, msg, mlen, NULL);
+		pam_syslog(pamh, LOG_NOTICE, "account locked");
+		return PAM_MAXTRIES;
+	case MNG_UNAVAILABLE:
+		show_message(pamh, PAM_ERROR_MSG, msg, mlen, NULL);
+		pam_syslog(pamh, LOG_ERR, "agent cannot verify codes now");
+		return PAM_AUTHINFO_UNAVAIL;
+	case MNG_BAD_REQUEST:
+		show_message(pamh, PAM_ERROR_MSG, msg, mlen, NULL);
+		pam_syslog(pamh, LOG_NOTICE, "agent refused the request as malformed");
+		return PAM_AUTH_ERR;
+	case MNG_NOT_PERMITTED:
+		show_message(pamh, PAM_ERROR_MSG, msg, mlen, NULL);
+		pam_syslog(pamh, LOG_NOTICE, "agent does not permit this check");
+		return PAM_PERM_DENIED;
+	default:
+		pam_syslog(pamh, LOG_ERR, "unknown result %u from the agent", result);
+		return PAM_AUTHINFO_UNAVAIL;
+	}
+}
+
 PAM_EXTERN int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc,
 				   const char **argv)
 {
@@ -311,11 +452,12 @@ PAM_EXTERN int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc,
 	const void *item = NULL;
 	const char *service = "";
 	char *code = NULL;
-	unsigned char *req = NULL;
+	/* A request frame: header and the largest payload. */
+	unsigned char req[4 + MNG_MAX_FRAME];
 	size_t reqlen = 0;
 	unsigned char resp[MNG_MAX_FRAME];
-	unsigned char hdr[4];
-	int fd = -1;
+	unsigned result = 0;
+	size_t mlen = 0;
 	int ret;
 
 	(void)flags;
@@ -342,9 +484,35 @@ PAM_EXTERN int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc,
 		return PAM_USER_UNKNOWN;
 	}
 
-	/* Do not ask for a code that nobody can check. */
-	if (check_socket(pamh, o.socket) != 0)
-		return PAM_AUTHINFO_UNAVAIL;
+	/* Both exchanges share one budget; the prompt is not counted. */
+	int64_t budget = (int64_t)o.timeout * 1000;
+	int64_t start = now_ms();
+
+	/* begin: nobody is asked for a code that nobody can check. */
+	size_t payload = 2 + 2 + ulen + 2 + slen;
+	put_header(req, payload);
+	req[4] = MNG_VERSION;
+	req[5] = MNG_TYPE_BEGIN;
+	unsigned char *p = put_field(req + 6, user, ulen);
+	(void)put_field(p, service, slen);
+	reqlen = 4 + payload;
+	if (ask_agent(pamh, &o, "begin", req, reqlen, start + budget, resp, &result,
+		      &mlen) != 0) {
+		ret = PAM_AUTHINFO_UNAVAIL;
+		goto out;
+	}
+	budget -= now_ms() - start;
+	if (result != MNG_ACCEPTED) {
+		ret = refusal(pamh, result, resp + 4, mlen);
+		goto out;
+	}
+	if (mlen > 0)
+		show_message(pamh, PAM_TEXT_INFO, resp + 4, mlen, NULL);
+	if (budget <= 0) {
+		pam_syslog(pamh, LOG_ERR, "no time left after begin (timeout=%d)", o.timeout);
+		ret = PAM_AUTHINFO_UNAVAIL;
+		goto out;
+	}
 
 	ret = pam_prompt(pamh, PAM_PROMPT_ECHO_OFF, &code, "%s", MNG_PROMPT);
 	if (ret != PAM_SUCCESS) {
@@ -354,11 +522,13 @@ PAM_EXTERN int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc,
 		}
 		pam_syslog(pamh, LOG_ERR, "conversation failed: %s",
 			   pam_strerror(pamh, ret));
-		return ret == PAM_CONV_AGAIN ? PAM_INCOMPLETE : PAM_CONV_ERR;
+		ret = ret == PAM_CONV_AGAIN ? PAM_INCOMPLETE : PAM_CONV_ERR;
+		goto out;
 	}
 	if (code == NULL) {
 		pam_syslog(pamh, LOG_ERR, "conversation returned no answer");
-		return PAM_CONV_ERR;
+		ret = PAM_CONV_ERR;
+		goto out;
 	}
 	size_t clen = strlen(code);
 	if (clen == 0 || clen > MNG_MAX_CODE) {
@@ -366,147 +536,40 @@ PAM_EXTERN int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc,
 		free(code);
 		pam_syslog(pamh, LOG_NOTICE, "%s code refused locally (%zu bytes)",
 			   clen == 0 ? "empty" : "overlong", clen);
-		return PAM_AUTH_ERR;
+		ret = PAM_AUTH_ERR;
+		goto out;
 	}
 
-	size_t payload = 2 + 2 + ulen + 2 + slen + 2 + clen;
-	reqlen = 4 + payload;
-	req = malloc(reqlen);
-	if (req == NULL) {
-		explicit_bzero(code, clen);
-		free(code);
-		pam_syslog(pamh, LOG_CRIT, "out of memory");
-		return PAM_BUF_ERR;
-	}
-	req[0] = (unsigned char)(payload >> 24);
-	req[1] = (unsigned char)(payload >> 16);
-	req[2] = (unsigned char)(payload >> 8);
-	req[3] = (unsigned char)payload;
+	/* verify */
+	payload = 2 + 2 + ulen + 2 + slen + 2 + clen;
+	put_header(req, payload);
 	req[4] = MNG_VERSION;
 	req[5] = MNG_TYPE_VERIFY;
-	unsigned char *p = put_field(req + 6, user, ulen);
+	p = put_field(req + 6, user, ulen);
 	p = put_field(p, service, slen);
 	(void)put_field(p, code, clen);
+	reqlen = 4 + payload;
 	explicit_bzero(code, clen);
 	free(code);
 	code = NULL;
 
-	int64_t deadline = now_ms() + (int64_t)o.timeout * 1000;
-	ret = PAM_AUTHINFO_UNAVAIL;
-
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		pam_syslog(pamh, LOG_ERR, "socket: %m");
-		goto out;
-	}
-	struct sockaddr_un sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	memcpy(sa.sun_path, o.socket, strlen(o.socket) + 1); /* length checked */
-	if (set_remaining(fd, deadline) != 0) {
-		pam_syslog(pamh, LOG_ERR, "setsockopt: %m");
-		goto out;
-	}
-	if (o.debug)
-		pam_syslog(pamh, LOG_DEBUG, "connecting to %s (timeout %d s)", o.socket,
-			   o.timeout);
-	for (;;) {
-		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-			break;
-		if (errno == EINTR)
-			continue;
-		pam_syslog(pamh, LOG_ERR, "cannot reach the agent at %s: %m", o.socket);
-		goto out;
-	}
-
-	struct ucred cred;
-	socklen_t credlen = sizeof(cred);
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &credlen) != 0 ||
-	    credlen != sizeof(cred) || cred.uid != 0) {
-		pam_syslog(pamh, LOG_ERR, "the process behind %s does not run as root",
-			   o.socket);
-		goto out;
-	}
-
-	if (write_all(fd, req, reqlen, deadline) != 0) {
-		explicit_bzero(req, reqlen);
-		pam_syslog(pamh, LOG_ERR, "sending the request to the agent: %m");
-		goto out;
-	}
+	int rc = ask_agent(pamh, &o, "verify", req, reqlen, now_ms() + budget, resp,
+			   &result, &mlen);
 	explicit_bzero(req, reqlen);
-	if (o.debug)
-		pam_syslog(pamh, LOG_DEBUG, "request sent (%zu bytes), waiting for the agent",
-			   reqlen);
-
-	if (read_answer(pamh, fd, hdr, sizeof(hdr), deadline) != 0)
-		goto out;
-	uint32_t n = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
-		     (uint32_t)hdr[2] << 8 | (uint32_t)hdr[3];
-	if (n < 4 || n > MNG_MAX_FRAME) {
-		pam_syslog(pamh, LOG_ERR, "malformed answer from the agent (frame length %u)",
-			   (unsigned)n);
+	if (rc != 0) {
+		ret = PAM_AUTHINFO_UNAVAIL;
 		goto out;
 	}
-	if (read_answer(pamh, fd, resp, n, deadline) != 0)
-		goto out;
-	size_t mlen = (size_t)resp[2] << 8 | resp[3];
-	if (resp[0] != MNG_VERSION || mlen + 4 != n) {
-		pam_syslog(pamh, LOG_ERR,
-			   "malformed answer from the agent (version %u, length %u)",
-			   (unsigned)resp[0], (unsigned)n);
-		goto out;
-	}
-	const unsigned char *msg = resp + 4;
-	if (o.debug)
-		pam_syslog(pamh, LOG_DEBUG, "agent answered result %u", (unsigned)resp[1]);
-
-	switch (resp[1]) {
-	case MNG_ACCEPTED:
+	if (result == MNG_ACCEPTED) {
 		ret = PAM_SUCCESS;
 		if (mlen > 0)
-			show_message(pamh, PAM_TEXT_INFO, msg, mlen, NULL);
-		break;
-	case MNG_REJECTED:
-		ret = PAM_AUTH_ERR;
-		show_message(pamh, PAM_ERROR_MSG, msg, mlen, NULL);
-		pam_syslog(pamh, LOG_NOTICE, "verification code rejected");
-		break;
-	case MNG_LOCKED:
-		ret = PAM_MAXTRIES;
-		(void)pam_error(pamh, "%s", MNG_LOCKED_MSG);
-		if (mlen > 0)
-			show_message(pamh, PAM_ERROR_MSG, msg, mlen, NULL);
-		pam_syslog(pamh, LOG_NOTICE, "account locked");
-		break;
-	case MNG_UNAVAILABLE:
-		ret = PAM_AUTHINFO_UNAVAIL;
-		show_message(pamh, PAM_ERROR_MSG, msg, mlen, NULL);
-		pam_syslog(pamh, LOG_ERR, "agent cannot verify codes now");
-		break;
-	case MNG_BAD_REQUEST:
-		ret = PAM_AUTH_ERR;
-		show_message(pamh, PAM_ERROR_MSG, msg, mlen, NULL);
-		pam_syslog(pamh, LOG_NOTICE, "agent refused the request as malformed");
-		break;
-	case MNG_NOT_PERMITTED:
-		ret = PAM_PERM_DENIED;
-		show_message(pamh, PAM_ERROR_MSG, msg, mlen, NULL);
-		pam_syslog(pamh, LOG_NOTICE, "agent does not permit this check");
-		break;
-	default:
-		ret = PAM_AUTHINFO_UNAVAIL;
-		pam_syslog(pamh, LOG_ERR, "unknown result %u from the agent",
-			   (unsigned)resp[1]);
-		break;
+			show_message(pamh, PAM_TEXT_INFO, resp + 4, mlen, NULL);
+	} else {
+		ret = refusal(pamh, result, resp + 4, mlen);
 	}
 
 out:
-	if (fd >= 0)
-		close(fd);
-	if (req != NULL) {
-		explicit_bzero(req, reqlen);
-		free(req);
-	}
+	explicit_bzero(req, sizeof(req));
 	explicit_bzero(resp, sizeof(resp));
 	return ret;
 }
