@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -47,7 +48,23 @@ type MFA struct {
 	// Socket is the unix socket the PAM module connects to; it must match
 	// the module's socket= argument.
 	Socket string `yaml:"socket"`
+	// Services are the PAM services whose logins must require
+	// pam_mnguard; the posture reports, for each one present, whether its
+	// auth stack does ("MFA enforced").
+	Services []string `yaml:"services"`
+	// PamDir is the directory of the PAM service files.
+	PamDir string `yaml:"pam_dir"`
 }
+
+// DefaultMFAServices are the login services checked when none are
+// configured: console, GNOME and LightDM desktops, SSH and sudo.
+var DefaultMFAServices = []string{"login", "gdm-password", "lightdm", "sshd", "sudo"}
+
+// DefaultPamDir is where PAM service files live.
+const DefaultPamDir = "/etc/pam.d"
+
+// maxMFAServices bounds mfa.services.
+const maxMFAServices = 64
 
 // Media configures removable-media enforcement.
 type Media struct {
@@ -66,7 +83,12 @@ type Media struct {
 	TreatAsRemovable []string `yaml:"treat_as_removable"`
 }
 
-var serviceNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+var (
+	serviceNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+	// pamServiceRE is what pam_mnguard and the agent's socket accept as a
+	// PAM service name.
+	pamServiceRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+)
 
 // Duration is a time.Duration written as "60s", "5m".
 type Duration time.Duration
@@ -124,7 +146,7 @@ func Default() Config {
 		ReportInterval: Duration(60 * time.Second),
 		LogLevel:       "info",
 		ServiceName:    "mnguard-agent",
-		MFA:            MFA{Socket: DefaultMFASocket()},
+		MFA:            MFA{Socket: DefaultMFASocket(), Services: slices.Clone(DefaultMFAServices), PamDir: DefaultPamDir},
 		Media: Media{
 			Mode:              "enforce",
 			OnBusy:            "kill",
@@ -197,10 +219,36 @@ func (c *Config) Validate() error {
 	if !serviceNameRE.MatchString(c.ServiceName) {
 		return fmt.Errorf("service_name: %q is not 1 to 64 letters, digits, '-' or '_'", c.ServiceName)
 	}
-	if c.MFA.Socket != "" && (!filepath.IsAbs(c.MFA.Socket) || len(c.MFA.Socket) > 100) {
-		return fmt.Errorf("mfa.socket: %q is not an absolute path of at most 100 bytes", c.MFA.Socket)
+	if err := c.MFA.validate(); err != nil {
+		return err
 	}
 	return c.Media.validate()
+}
+
+func (m *MFA) validate() error {
+	if m.Socket != "" && (!filepath.IsAbs(m.Socket) || len(m.Socket) > 100) {
+		return fmt.Errorf("mfa.socket: %q is not an absolute path of at most 100 bytes", m.Socket)
+	}
+	switch {
+	case len(m.Services) == 0:
+		return errors.New("mfa.services: empty; list the PAM services whose logins need the second factor, e.g. [login, sshd]")
+	case len(m.Services) > maxMFAServices:
+		return fmt.Errorf("mfa.services: %d services, at most %d", len(m.Services), maxMFAServices)
+	}
+	seen := make(map[string]bool, len(m.Services))
+	for _, s := range m.Services {
+		if !pamServiceRE.MatchString(s) || s == "." || s == ".." {
+			return fmt.Errorf("mfa.services: %q is not a PAM service name (1 to 64 letters, digits, '.', '_' or '-')", s)
+		}
+		if seen[s] {
+			return fmt.Errorf("mfa.services: %q is listed twice", s)
+		}
+		seen[s] = true
+	}
+	if m.PamDir == "" || !filepath.IsAbs(m.PamDir) {
+		return fmt.Errorf("mfa.pam_dir: %q is not an absolute path", m.PamDir)
+	}
+	return nil
 }
 
 func (m *Media) validate() error {

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,9 @@ func TestExampleFileParses(t *testing.T) {
 	}
 	if cfg.Server == "" || time.Duration(cfg.ReportInterval) != 60*time.Second {
 		t.Errorf("example config = %+v, want server set and report_interval 60s", cfg)
+	}
+	if d := Default(); !slices.Equal(cfg.MFA.Services, d.MFA.Services) || cfg.MFA.PamDir != d.MFA.PamDir {
+		t.Errorf("example mfa section %+v, want the defaults %+v", cfg.MFA, d.MFA)
 	}
 }
 
@@ -65,6 +69,23 @@ func TestParse(t *testing.T) {
 		{name: "bad pattern", yaml: "media:\n  treat_as_removable: [\"[\"]\n", wantErr: "treat_as_removable"},
 		{name: "mfa socket", yaml: "mfa:\n  socket: /tmp/x/pam.sock\n", check: func(c Config) bool { return c.MFA.Socket == "/tmp/x/pam.sock" }},
 		{name: "relative mfa socket", yaml: "mfa:\n  socket: pam.sock\n", wantErr: "mfa.socket"},
+		{name: "mfa defaults", yaml: "", check: func(c Config) bool {
+			return slices.Equal(c.MFA.Services, []string{"login", "gdm-password", "lightdm", "sshd", "sudo"}) && c.MFA.PamDir == "/etc/pam.d"
+		}},
+		{name: "mfa services replace the defaults", yaml: "mfa:\n  services: [sshd, xrdp-sesman, polkit-1]\n  pam_dir: /tmp/pam.d\n",
+			check: func(c Config) bool {
+				return slices.Equal(c.MFA.Services, []string{"sshd", "xrdp-sesman", "polkit-1"}) && c.MFA.PamDir == "/tmp/pam.d"
+			}},
+		{name: "empty mfa services", yaml: "mfa:\n  services: []\n", wantErr: "mfa.services: empty"},
+		{name: "null mfa services", yaml: "mfa:\n  services:\n", wantErr: "mfa.services: empty"},
+		{name: "mfa service with slash", yaml: "mfa:\n  services: [../shadow]\n", wantErr: `mfa.services: "../shadow"`},
+		{name: "mfa service dot-dot", yaml: "mfa:\n  services: [\"..\"]\n", wantErr: "mfa.services"},
+		{name: "mfa service with space", yaml: "mfa:\n  services: [\"ss hd\"]\n", wantErr: "mfa.services"},
+		{name: "mfa service too long", yaml: "mfa:\n  services: [" + strings.Repeat("s", 65) + "]\n", wantErr: "mfa.services"},
+		{name: "mfa service twice", yaml: "mfa:\n  services: [sshd, login, sshd]\n", wantErr: `"sshd" is listed twice`},
+		{name: "mfa services not a list", yaml: "mfa:\n  services: sshd\n", wantErr: "cannot unmarshal"},
+		{name: "relative pam_dir", yaml: "mfa:\n  pam_dir: etc/pam.d\n", wantErr: "mfa.pam_dir"},
+		{name: "empty pam_dir", yaml: "mfa:\n  pam_dir: \"\"\n", wantErr: "mfa.pam_dir"},
 		{name: "empty state dir", yaml: "state_dir: \"\"\n", wantErr: "state_dir"},
 		{name: "not a map", yaml: "- a\n- b\n", wantErr: "cannot unmarshal"},
 	}
