@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"github.com/mnguard/mnguard/internal/version"
 	"github.com/mnguard/mnguard/server/api"
 	"github.com/mnguard/mnguard/server/ca"
+	"github.com/mnguard/mnguard/server/logins"
 	"github.com/mnguard/mnguard/server/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -31,6 +33,9 @@ const (
 	DBFile         = "mnguard.db"
 	SigningKeyFile = "signing.key"
 	AdminTokenFile = "admin.token"
+	// TOTPKeyFile seals the TOTP secrets of login users; losing it loses
+	// every enrollment.
+	TOTPKeyFile = "totp.key"
 )
 
 // InitResult says what Init found or made.
@@ -42,9 +47,11 @@ type InitResult struct {
 	Created        bool
 }
 
-// Init prepares dataDir: the CA, the exemption-signing key, the database
-// and, on an empty database, a first admin API token written to
-// dataDir/admin.token (0600). It is idempotent.
+// Init prepares dataDir: the CA, the exemption-signing key, the database,
+// the TOTP sealing key (totp.key, 0600) and, on an empty database, a first
+// admin API token written to dataDir/admin.token (0600). It is idempotent.
+// A missing totp.key is created only while the database has no TOTP users:
+// theirs would be lost, so Init refuses instead.
 func Init(ctx context.Context, dataDir string, now time.Time) (InitResult, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return InitResult{}, fmt.Errorf("create data directory: %w", err)
@@ -61,6 +68,9 @@ func Init(ctx context.Context, dataDir string, now time.Time) (InitResult, error
 		return InitResult{}, err
 	}
 	defer st.Close()
+	if err := ensureTOTPKey(ctx, st, filepath.Join(dataDir, TOTPKeyFile)); err != nil {
+		return InitResult{}, err
+	}
 	res := InitResult{CAPin: authority.Pin(), Created: caCreated}
 	has, err := st.HasOperatorTokens(ctx)
 	if err != nil {
@@ -89,6 +99,23 @@ func Init(ctx context.Context, dataDir string, now time.Time) (InitResult, error
 	return res, nil
 }
 
+// ensureTOTPKey checks the TOTP key at path, or creates it if it is
+// missing and no user's secret depends on it.
+func ensureTOTPKey(ctx context.Context, st store.Store, path string) error {
+	_, err := logins.LoadKey(path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	users, err := st.Users(ctx)
+	if err != nil {
+		return err
+	}
+	if n := len(users); n > 0 {
+		return fmt.Errorf("%s is missing, but the database holds %d TOTP users whose secrets are sealed with it: restore it from a backup of the data directory (a new key cannot open their secrets)", path, n)
+	}
+	return logins.CreateKey(path)
+}
+
 // Config configures Serve.
 type Config struct {
 	DataDir    string
@@ -99,7 +126,10 @@ type Config struct {
 	ServerNames    []string
 	CertValidity   time.Duration
 	ReportInterval time.Duration
-	Logger         *slog.Logger
+	// Logins is the TOTP login policy; nil means logins.DefaultPolicy().
+	// Its Now and Logger are ignored.
+	Logins *logins.Policy
+	Logger *slog.Logger
 	// Ready, when set, is called once both listeners accept connections.
 	Ready func(grpcAddr, httpAddr net.Addr)
 }
@@ -133,6 +163,20 @@ func Serve(ctx context.Context, cfg Config) error {
 	}
 	defer st.Close()
 
+	key, err := logins.LoadKey(filepath.Join(cfg.DataDir, TOTPKeyFile))
+	if err != nil {
+		return err
+	}
+	policy := logins.DefaultPolicy()
+	if cfg.Logins != nil {
+		policy = *cfg.Logins
+	}
+	policy.Now, policy.Logger = nil, log
+	authn, err := logins.New(st, key, policy)
+	if err != nil {
+		return err
+	}
+
 	certs, err := newServerCerts(authority, serverNames(cfg))
 	if err != nil {
 		return err
@@ -142,7 +186,7 @@ func Serve(ctx context.Context, cfg Config) error {
 	svc := api.New(api.Config{
 		Store: st, CA: authority, ExemptionKey: signing.Public().(ed25519.PublicKey),
 		CertValidity: cfg.CertValidity, ReportInterval: cfg.ReportInterval,
-		Version: version.Version, Logger: log, Metrics: api.NewMetrics(reg),
+		Version: version.Version, Logins: authn, Logger: log, Metrics: api.NewMetrics(reg),
 	})
 	grpcSrv := svc.NewGRPCServer(certs.get)
 

@@ -10,11 +10,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mnguard/mnguard/internal/pki"
+	"github.com/mnguard/mnguard/server/logins"
+	"github.com/mnguard/mnguard/server/store"
 )
 
 func TestInitIsIdempotent(t *testing.T) {
@@ -34,7 +37,11 @@ func TestInitIsIdempotent(t *testing.T) {
 	if strings.TrimSpace(string(tok)) != first.AdminToken {
 		t.Error("admin.token does not hold the token Init returned")
 	}
-	for _, f := range []string{AdminTokenFile, "ca.key", SigningKeyFile, DBFile} {
+	key, err := os.ReadFile(filepath.Join(dir, TOTPKeyFile))
+	if err != nil || len(key) != 32 {
+		t.Fatalf("totp.key: %d bytes, %v", len(key), err)
+	}
+	for _, f := range []string{AdminTokenFile, "ca.key", SigningKeyFile, DBFile, TOTPKeyFile} {
 		fi, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatal(err)
@@ -53,6 +60,79 @@ func TestInitIsIdempotent(t *testing.T) {
 	tok2, _ := os.ReadFile(filepath.Join(dir, AdminTokenFile))
 	if string(tok2) != string(tok) {
 		t.Error("second Init rewrote admin.token")
+	}
+	if key2, _ := os.ReadFile(filepath.Join(dir, TOTPKeyFile)); string(key2) != string(key) {
+		t.Error("second Init rewrote totp.key")
+	}
+}
+
+// TestTOTPKeyMissing: a lost totp.key is recreated only while no user
+// depends on it; with users, init and serve refuse and say what to do.
+func TestTOTPKeyMissing(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	if _, err := Init(ctx, dir, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	keyPath := filepath.Join(dir, TOTPKeyFile)
+	// No users yet: a new key is harmless.
+	if err := os.Remove(keyPath); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Init(ctx, dir, time.Now()); err != nil {
+		t.Fatalf("Init without key and users: %v", err)
+	}
+	key, err := logins.LoadKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.OpenSQLite(ctx, filepath.Join(dir, DBFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := logins.New(st, key, logins.DefaultPolicy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Enroll(ctx, "alice", "test"); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	if err := os.Remove(keyPath); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Init(ctx, dir, time.Now())
+	if err == nil || !strings.Contains(err.Error(), "holds 1 TOTP users") || !strings.Contains(err.Error(), "restore it from a backup") {
+		t.Fatalf("Init with a user and no key = %v", err)
+	}
+	if _, err := os.Stat(keyPath); !os.IsNotExist(err) {
+		t.Errorf("Init created a key anyway: %v", err)
+	}
+	err = Serve(ctx, Config{DataDir: dir, GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(err.Error(), "restore it from a backup") {
+		t.Fatalf("Serve with a user and no key = %v", err)
+	}
+	if runtime.GOOS == "windows" {
+		return // file modes are ACLs there
+	}
+	// A key readable by others is refused too.
+	if err := os.WriteFile(keyPath, key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Init(ctx, dir, time.Now()); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("Init with a 0644 key = %v", err)
+	}
+}
+
+// TestServeRefusesBadLoginPolicy: the policy is checked before listening.
+func TestServeRefusesBadLoginPolicy(t *testing.T) {
+	p := logins.DefaultPolicy()
+	p.LockAfter = 0
+	err := Serve(context.Background(), Config{DataDir: t.TempDir(), GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
+		Logins: &p, Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(err.Error(), "lock after 0") {
+		t.Fatalf("Serve with LockAfter 0 = %v", err)
 	}
 }
 
