@@ -10,15 +10,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mnguard/mnguard/internal/totp"
 	"github.com/mnguard/mnguard/internal/version"
 	"github.com/mnguard/mnguard/server/collector"
+	"github.com/mnguard/mnguard/server/logins"
 )
 
 const usage = `usage: mnguard-server COMMAND [flags]
 
 Commands:
-  init     create the CA, keys, database and first admin API token in --data-dir
-  serve    run the collector (initialises an empty --data-dir first)
+  init     create the CA, keys (totp.key seals the TOTP secrets: back it up
+           with the database), database and first admin API token in --data-dir
+  serve    run the collector and the TOTP login authority (initialises an
+           empty --data-dir first)
   version  print the version
 
 Run 'mnguard-server COMMAND -h' for the flags of a command.
@@ -72,6 +76,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		certValidity := fs.Duration("cert-validity", 90*24*time.Hour, "lifetime of agent certificates; agents renew when a third is left")
 		reportInterval := fs.Duration("report-interval", 60*time.Second, "how often agents report posture at least")
 		logLevel := fs.String("log-level", env("MNGUARD_LOG_LEVEL", "info"), "debug, info, warn or error (env MNGUARD_LOG_LEVEL)")
+		def := logins.DefaultPolicy()
+		loginWindow := fs.Int("login-window", def.Window, fmt.Sprintf("TOTP time steps accepted either side of a user's expected step, 0 to %d (env MNGUARD_LOGIN_WINDOW)", totp.MaxWindow))
+		loginDelayAfter := fs.Int("login-delay-after", def.DelayAfter, "consecutive failed TOTP attempts after which every attempt is delayed; 0 delays all (env MNGUARD_LOGIN_DELAY_AFTER)")
+		loginDelay := fs.Duration("login-delay", def.Delay, fmt.Sprintf("that delay, 0 (none) to %s (env MNGUARD_LOGIN_DELAY)", logins.MaxDelay))
+		loginLockAfter := fs.Int("login-lock-after", def.LockAfter, fmt.Sprintf("consecutive failed TOTP attempts that lock a user until the helpdesk unlocks, 1 to %d; there is no 'never' (env MNGUARD_LOGIN_LOCK_AFTER)", logins.MaxLockAfter))
+		issuer := fs.String("totp-issuer", def.Issuer, "issuer name authenticator apps show for enrolled users (env MNGUARD_TOTP_ISSUER)")
+		for name, envName := range map[string]string{
+			"login-window": "MNGUARD_LOGIN_WINDOW", "login-delay-after": "MNGUARD_LOGIN_DELAY_AFTER",
+			"login-delay": "MNGUARD_LOGIN_DELAY", "login-lock-after": "MNGUARD_LOGIN_LOCK_AFTER",
+			"totp-issuer": "MNGUARD_TOTP_ISSUER",
+		} {
+			if v := getenv(envName); v != "" {
+				if err := fs.Set(name, v); err != nil {
+					return fail(fmt.Errorf("%s: %w", envName, err))
+				}
+			}
+		}
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
@@ -85,10 +106,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		if *reportInterval < time.Second {
 			return fail(errors.New("--report-interval: at least 1s"))
 		}
+		policy := logins.Policy{
+			Window: *loginWindow, DelayAfter: *loginDelayAfter, Delay: *loginDelay,
+			LockAfter: *loginLockAfter, Issuer: *issuer,
+		}
+		if err := checkLoginFlags(policy); err != nil {
+			return fail(err)
+		}
 		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 		err := collector.Serve(ctx, collector.Config{
 			DataDir: *dataDir, GRPCListen: *grpcListen, HTTPListen: *httpListen,
-			ServerNames: names, CertValidity: *certValidity, ReportInterval: *reportInterval, Logger: log,
+			ServerNames: names, CertValidity: *certValidity, ReportInterval: *reportInterval,
+			Logins: &policy, Logger: log,
 		})
 		if err != nil {
 			return fail(err)
@@ -104,6 +133,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintf(stderr, "mnguard-server: unknown command %q\n%s", args[0], usage)
 		return 2
 	}
+}
+
+// checkLoginFlags checks the TOTP login flags, naming the flag at fault.
+func checkLoginFlags(p logins.Policy) error {
+	switch {
+	case p.Window < 0 || p.Window > totp.MaxWindow:
+		return fmt.Errorf("--login-window %d: must be 0 to %d time steps", p.Window, totp.MaxWindow)
+	case p.DelayAfter < 0:
+		return fmt.Errorf("--login-delay-after %d: must not be negative", p.DelayAfter)
+	case p.Delay < 0 || p.Delay > logins.MaxDelay:
+		return fmt.Errorf("--login-delay %s: must be 0 to %s (agents wait 10s for an answer)", p.Delay, logins.MaxDelay)
+	case p.LockAfter < 1 || p.LockAfter > logins.MaxLockAfter:
+		return fmt.Errorf("--login-lock-after %d: must be 1 to %d (without a lockout a 6-digit code falls to guessing)", p.LockAfter, logins.MaxLockAfter)
+	case p.Issuer == "":
+		return errors.New("--totp-issuer: empty")
+	}
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("--totp-issuer: %w", err)
+	}
+	return nil
 }
 
 func oneLine(err error) string {

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestServeLoginFlags: bad TOTP login flags (or their environment
+// variables) stop serve before it starts, with a message naming the flag.
+func TestServeLoginFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"negative window", []string{"--login-window", "-1"}, nil, "--login-window -1: must be 0 to 10"},
+		{"wide window", []string{"--login-window", "11"}, nil, "--login-window 11"},
+		{"negative delay after", []string{"--login-delay-after", "-1"}, nil, "--login-delay-after -1"},
+		{"negative delay", []string{"--login-delay", "-1s"}, nil, "--login-delay -1s"},
+		{"long delay", []string{"--login-delay", "30s"}, nil, "--login-delay 30s: must be 0 to 5s"},
+		{"never lock", []string{"--login-lock-after", "0"}, nil, "--login-lock-after 0: must be 1 to 100"},
+		{"negative lock", []string{"--login-lock-after", "-3"}, nil, "--login-lock-after -3"},
+		{"empty issuer", []string{"--totp-issuer", ""}, nil, "--totp-issuer: empty"},
+		{"control in issuer", []string{"--totp-issuer", "a\tb"}, nil, "--totp-issuer: login policy: issuer contains control character U+0009"},
+		{"env lock", nil, map[string]string{"MNGUARD_LOGIN_LOCK_AFTER": "0"}, "--login-lock-after 0"},
+		{"env not a number", nil, map[string]string{"MNGUARD_LOGIN_WINDOW": "one"}, "MNGUARD_LOGIN_WINDOW: parse error"},
+		{"flag beats env", []string{"--login-delay", "9s"}, map[string]string{"MNGUARD_LOGIN_DELAY": "1s"}, "--login-delay 9s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			args := append([]string{"serve", "--data-dir", t.TempDir(), "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, tt.args...)
+			code := run(context.Background(), args, &stdout, &stderr, func(k string) string { return tt.env[k] })
+			if code != 1 || !strings.Contains(stderr.String(), tt.want) {
+				t.Fatalf("exit %d, stderr %q; want 1 and %q", code, stderr.String(), tt.want)
+			}
+		})
+	}
+}
+
+func TestServeHelpListsLoginFlags(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"serve", "-h"}, &stdout, &stderr, func(string) string { return "" }); code != 2 {
+		t.Fatalf("serve -h: exit %d", code)
+	}
+	for _, f := range []string{"-login-window", "-login-delay-after", "-login-delay", "-login-lock-after", "-totp-issuer", "MNGUARD_LOGIN_LOCK_AFTER"} {
+		if !strings.Contains(stderr.String(), f) {
+			t.Errorf("serve -h does not mention %s", f)
+		}
+	}
+}
