@@ -277,9 +277,7 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 		}
 		if p != nil {
 			p.Media = d.media.Posture()
-			// TODO(issue 4): p.Mfa = pamstack.Posture(cfg.MFA.PamDir,
-			// cfg.MFA.Services, cfg.MFA.Socket, d.gateServing) once package
-			// agent/pamstack provides it.
+			p.Mfa = d.mfaPosture()
 		}
 		fp := snapshot.Fingerprint(p)
 		due := p != nil && (lastSent.IsZero() || !bytes.Equal(fp, lastFP) || time.Since(lastSent) >= d.reportInterval())
@@ -307,6 +305,15 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 		}
 		timer.Reset(next)
 	}
+}
+
+// mfaPosture is the posture's MFA section: the PAM stacks as they are now
+// and whether the login gate serves its socket.
+func (d *Daemon) mfaPosture() *mnguardv1.MfaPosture {
+	d.mu.Lock()
+	serving := d.gateServing
+	d.mu.Unlock()
+	return MFAPosture(d.opts.Config.MFA, serving)
 }
 
 // reportLoss raises an event when the spool lost events since the last

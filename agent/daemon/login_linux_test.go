@@ -57,6 +57,7 @@ type gate struct {
 	logs  *syncBuffer
 	spool *spool.Spool
 	clock *fakeClock
+	stop  context.CancelFunc // stops the gate
 	// codes are the secrets typed in this test; none may appear in a log
 	// or an event.
 	codes []string
@@ -64,8 +65,8 @@ type gate struct {
 
 // startGate builds a Daemon talking to the collector at server and serves
 // its login gate until the test ends. subscribe also runs its
-// subscription loop.
-func startGate(t *testing.T, server string, subscribe bool) *gate {
+// subscription loop; mods change the configuration.
+func startGate(t *testing.T, server string, subscribe bool, mods ...func(*config.Config)) *gate {
 	t.Helper()
 	dir := t.TempDir()
 	sp, err := spool.OpenWithOptions(filepath.Join(dir, "spool.db"), spool.Options{})
@@ -77,6 +78,9 @@ func startGate(t *testing.T, server string, subscribe bool) *gate {
 	log := slog.New(slog.NewTextHandler(g.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := config.Default()
 	cfg.MFA.Socket = g.sock
+	for _, mod := range mods {
+		mod(&cfg)
+	}
 	conn, err := grpc.NewClient(server, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +91,7 @@ func startGate(t *testing.T, server string, subscribe bool) *gate {
 		conn: conn, client: mnguardv1.NewAgentServiceClient(conn),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	g.stop = cancel
 	var wg sync.WaitGroup
 	wg.Go(func() { g.d.loginGate(ctx) })
 	if subscribe {
