@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"runtime"
 	"time"
 
 	"github.com/mnguard/mnguard/agent/config"
+	"github.com/mnguard/mnguard/agent/daemon"
 	"github.com/mnguard/mnguard/agent/media"
 	"github.com/mnguard/mnguard/agent/state"
 )
@@ -96,7 +98,52 @@ func printStatus(w io.Writer, cfg config.Config, configPath string) bool {
 	if st.PolicyVersion != "" {
 		line("Policy", "%s", st.PolicyVersion)
 	}
+	if !loginGate(w, cfg.MFA) {
+		ok = false
+	}
 	return ok
+}
+
+// loginGate prints whether the login gate's socket is served (by connecting
+// to it) and, where logins go through PAM, whether each configured service
+// requires pam_mnguard. It returns false when the socket is not served:
+// pam_mnguard then refuses every login. PAM stacks without the module are
+// shown but are the collector's compliance finding, not the agent's fault.
+func loginGate(w io.Writer, cfg config.MFA) bool {
+	line := func(label, format string, args ...any) {
+		fmt.Fprintf(w, "%-12s %s\n", label+":", fmt.Sprintf(format, args...))
+	}
+	if runtime.GOOS == "windows" {
+		line("Login gate", "not on Windows yet (logon needs the credential provider, a later stage)")
+		return true
+	}
+	serving := false
+	if cfg.Socket == "" {
+		line("Login gate", "OFF: mfa.socket is empty, so logins through pam_mnguard are refused")
+	} else if c, err := net.DialTimeout("unix", cfg.Socket, time.Second); err != nil {
+		line("Login gate", "NOT serving %s (%v): logins through pam_mnguard are refused", cfg.Socket, errors.Unwrap(err))
+	} else {
+		c.Close()
+		serving = true
+		line("Login gate", "serving %s", cfg.Socket)
+	}
+	p := daemon.MFAPosture(cfg, serving)
+	if p.GetEnforced() {
+		line("MFA", "enforced")
+	} else {
+		line("MFA", "NOT enforced: %s", p.GetReason())
+	}
+	for _, s := range p.GetServices() {
+		switch {
+		case !s.GetPresent():
+			line("  "+s.GetName(), "not installed")
+		case s.GetMfaRequired():
+			line("  "+s.GetName(), "requires pam_mnguard")
+		default:
+			line("  "+s.GetName(), "DOES NOT require pam_mnguard: %s", s.GetReason())
+		}
+	}
+	return serving
 }
 
 // when renders a time as "2026-11-25 17:26:54 UTC (12s ago)".
