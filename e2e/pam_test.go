@@ -28,10 +28,10 @@ func pamtester(t *testing.T, service, user, code string) (string, bool) {
 }
 
 // TestPAMLoginGate runs a login through real PAM (pamtester, the built
-// pam_mnguard.so) against the real agent socket and collector. The
-// collector does not verify codes yet (issue 4 is in progress), so every
-// login must be refused as "authentication information unavailable" — with
-// the agent down, and with the agent up.
+// pam_mnguard.so) against the real agent socket and collector: with the
+// agent down the login is refused as "authentication information
+// unavailable"; with the agent up, a user without an enrolled token is
+// refused; the code is in no output.
 func TestPAMLoginGate(t *testing.T) {
 	testenv.RequireRoot(t, "PAM service files")
 	if _, err := exec.LookPath("pamtester"); err != nil {
@@ -59,8 +59,7 @@ func TestPAMLoginGate(t *testing.T) {
 		t.Fatalf("agent down: authenticated=%v\n%s", ok, out)
 	}
 
-	// Agent up: the collector cannot verify yet; refused, and the code is
-	// in no log.
+	// Agent up: alice has no token; refused, and the code is in no log.
 	a.start(t)
 	eventually(t, 10*time.Second, func() error {
 		if _, err := os.Stat(sock); err != nil {
@@ -69,8 +68,8 @@ func TestPAMLoginGate(t *testing.T) {
 		return nil
 	})
 	out, ok = pamtester(t, service, "alice", code)
-	if ok || !strings.Contains(out, unavailable) {
-		t.Fatalf("agent up, collector without verification: authenticated=%v\n%s", ok, out)
+	if ok || !strings.Contains(out, pamAuthErr) {
+		t.Fatalf("agent up, user without a token: authenticated=%v\n%s", ok, out)
 	}
 	eventually(t, 5*time.Second, func() error {
 		if !strings.Contains(a.proc.out.String(), "alice") {
