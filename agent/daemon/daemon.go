@@ -428,11 +428,17 @@ func (d *Daemon) subscribe(ctx context.Context) error {
 			return err
 		}
 		d.mu.Lock()
-		if !d.st.Connected {
+		connected := !d.st.Connected
+		if connected {
 			d.st.Connected, d.st.ConnectedSince = true, time.Now()
-			d.log.Info("connected to collector", "server", d.server)
 		}
 		d.mu.Unlock()
+		if connected {
+			d.log.Info("connected to collector", "server", d.server)
+			// The collector is back: deliver what was spooled meanwhile
+			// (refused logins among it) now, not at the next retry.
+			d.poke()
+		}
 		if pol := msg.GetPolicy(); pol != nil {
 			d.applyPolicy(pol)
 		}
