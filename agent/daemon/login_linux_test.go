@@ -20,6 +20,7 @@ import (
 	"github.com/mnguard/mnguard/agent/spool"
 	"github.com/mnguard/mnguard/agent/state"
 	"github.com/mnguard/mnguard/internal/offlinecode"
+	"github.com/mnguard/mnguard/internal/testenv"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -68,6 +69,8 @@ type gate struct {
 // subscription loop; mods change the configuration.
 func startGate(t *testing.T, server string, subscribe bool, mods ...func(*config.Config)) *gate {
 	t.Helper()
+	// Only root may ask the gate about users other than itself.
+	testenv.RequireRoot(t, "asking the login gate for other users")
 	dir := t.TempDir()
 	sp, err := spool.OpenWithOptions(filepath.Join(dir, "spool.db"), spool.Options{})
 	if err != nil {
