@@ -172,8 +172,13 @@ func (v *loginVerifier) verifyServer(ctx context.Context, user, service, code st
 	if msg == "" {
 		msg = def
 	}
-	attrs := map[string]string{"collector_result": resp.GetResult().String()}
-	v.d.emitLogin(res, pathServer, user, service, sev, "second factor "+res.String(), attrs)
+	// The collector recorded this attempt itself (a login.verify event with
+	// terminal, user, service and result); spooling it here too would double
+	// it and put an fsync and a Report on every login's path. The mfa server
+	// still logs the attempt locally.
+	if sev == mnguardv1.Severity_SEVERITY_ALERT {
+		v.d.log.Warn("login refused: the account is locked", "part", "mfa", "user", user, "service", service)
+	}
 	return res, msg, nil
 }
 

@@ -513,7 +513,11 @@ func TestLoginOnline(t *testing.T) {
 		a := e.GetAttributes()
 		results[a["path"]+" "+a["result"]]++
 	}
-	want := map[string]int{"server accepted": 3, "server rejected": 4, "server locked": 1, "server unavailable": 1, "offline accepted": 1}
+	// Attempts the collector answered are its own events (it records them);
+	// the agent spools only what the collector did not record: the
+	// malformed code it refused before checking, the refusal while it
+	// failed, and the offline login.
+	want := map[string]int{"server rejected": 1, "server unavailable": 1, "offline accepted": 1}
 	if fmt.Sprint(results) != fmt.Sprint(want) {
 		t.Errorf("login events by path and result: %v, want %v", results, want)
 	}
