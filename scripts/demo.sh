@@ -36,6 +36,8 @@ server: $GRPC
 state_dir: $DEMO/agent
 report_interval: 60s
 log_level: info
+mfa:
+  socket: $DEMO/run/pam.sock
 YAML
 if [ ! -f "$DEMO/agent/enrollment.json" ]; then
 	token=$(ctl tokens create --ttl 10m --uses 1 --note "make run demo" | head -n 1)
@@ -49,6 +51,14 @@ for _ in $(seq 100); do
 	"$BIN/mnguard-agent" status --config "$DEMO/agent.yaml" >/dev/null 2>&1 && break
 	sleep 0.1
 done
+
+# A TOTP user to try the login gate with; the secret is shown once, so the
+# demo keeps it.
+if [ ! -f "$DEMO/user-demo.json" ]; then
+	ctl users enroll demo -o json >"$DEMO/user-demo.json"
+	chmod 600 "$DEMO/user-demo.json"
+fi
+secret=$(sed -n 's/^ *"secret": *"\([A-Z2-7]*\)".*/\1/p' "$DEMO/user-demo.json")
 
 cat <<MSG
 
@@ -70,6 +80,12 @@ Try it yourself in another shell:
   export MNGUARD_SERVER=$GRPC MNGUARD_CA_PIN=$pin
   bin/mnguardctl --token-file $DEMO/server/admin.token terminals list
   bin/mnguard-agent status --config $DEMO/agent.yaml
+  bin/mnguardctl --token-file $DEMO/server/admin.token users list
+
+A login with the second factor (user "demo", TOTP secret $secret), as root:
+
+  echo "auth required $BIN/pam_mnguard.so socket=$DEMO/run/pam.sock" >/etc/pam.d/mnguard-demo
+  oathtool --totp -b $secret | pamtester mnguard-demo demo authenticate
 
 Press Ctrl-C to stop the demo.
 MSG

@@ -134,13 +134,14 @@ func loginGate(w io.Writer, cfg config.MFA) bool {
 		line("MFA", "NOT enforced: %s", p.GetReason())
 	}
 	for _, s := range p.GetServices() {
+		// PAM service names are longer than the labels: not aligned.
 		switch {
 		case !s.GetPresent():
-			line("  "+s.GetName(), "not installed")
+			fmt.Fprintf(w, "  PAM %s: not installed\n", s.GetName())
 		case s.GetMfaRequired():
-			line("  "+s.GetName(), "requires pam_mnguard")
+			fmt.Fprintf(w, "  PAM %s: requires pam_mnguard\n", s.GetName())
 		default:
-			line("  "+s.GetName(), "DOES NOT require pam_mnguard: %s", s.GetReason())
+			fmt.Fprintf(w, "  PAM %s: DOES NOT require pam_mnguard: %s\n", s.GetName(), s.GetReason())
 		}
 	}
 	return serving

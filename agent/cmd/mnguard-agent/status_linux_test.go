@@ -37,7 +37,7 @@ func TestStatusLoginGate(t *testing.T) {
 		t.Error("no socket: status is ok")
 	}
 	for _, want := range []string{"Login gate:  NOT serving " + sock, "refused", "MFA:         NOT enforced: the agent does not serve",
-		"  login:     requires pam_mnguard", "  sshd:      DOES NOT require pam_mnguard: ", "  sudo:      not installed"} {
+		"  PAM login: requires pam_mnguard", "  PAM sshd: DOES NOT require pam_mnguard: ", "  PAM sudo: not installed"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
