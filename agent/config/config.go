@@ -245,7 +245,9 @@ func (m *MFA) validate() error {
 		}
 		seen[s] = true
 	}
-	if m.PamDir == "" || !filepath.IsAbs(m.PamDir) {
+	// PAM is Linux's: its directory is a slash-separated absolute path on
+	// every OS (Windows ignores it until its credential provider exists).
+	if m.PamDir == "" || !path.IsAbs(m.PamDir) {
 		return fmt.Errorf("mfa.pam_dir: %q is not an absolute path", m.PamDir)
 	}
 	return nil
