@@ -2367,12 +2367,581 @@ func (x *GetServerInfoResponse) GetRole() string {
 	return ""
 }
 
+type IssueExemptionRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TerminalId string                 `protobuf:"bytes,1,opt,name=terminal_id,json=terminalId,proto3" json:"terminal_id,omitempty"`
+	Device     *DeviceIdentity        `protobuf:"bytes,2,opt,name=device,proto3" json:"device,omitempty"`
+	// Default 1 h; at most the collector's maximum (default 8 h).
+	DurationSeconds uint32 `protobuf:"varint,3,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
+	Reason          string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Ticket          string `protobuf:"bytes,5,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	// Required for a device without a serial number; recorded.
+	AllowNoSerial bool `protobuf:"varint,6,opt,name=allow_no_serial,json=allowNoSerial,proto3" json:"allow_no_serial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueExemptionRequest) Reset() {
+	*x = IssueExemptionRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueExemptionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueExemptionRequest) ProtoMessage() {}
+
+func (x *IssueExemptionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueExemptionRequest.ProtoReflect.Descriptor instead.
+func (*IssueExemptionRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *IssueExemptionRequest) GetTerminalId() string {
+	if x != nil {
+		return x.TerminalId
+	}
+	return ""
+}
+
+func (x *IssueExemptionRequest) GetDevice() *DeviceIdentity {
+	if x != nil {
+		return x.Device
+	}
+	return nil
+}
+
+func (x *IssueExemptionRequest) GetDurationSeconds() uint32 {
+	if x != nil {
+		return x.DurationSeconds
+	}
+	return 0
+}
+
+func (x *IssueExemptionRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *IssueExemptionRequest) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+func (x *IssueExemptionRequest) GetAllowNoSerial() bool {
+	if x != nil {
+		return x.AllowNoSerial
+	}
+	return false
+}
+
+// ExemptionRecord is an exemption as the collector keeps it.
+type ExemptionRecord struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Exemption *Exemption             `protobuf:"bytes,1,opt,name=exemption,proto3" json:"exemption,omitempty"`
+	// "active", "expired" or "revoked".
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// "online" (signed token pushed to the agent) or "offline" (helpdesk code
+	// read out to a cut-off terminal).
+	Source       string                 `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	RevokedAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	RevokedBy    string                 `protobuf:"bytes,5,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	RevokeReason string                 `protobuf:"bytes,6,opt,name=revoke_reason,json=revokeReason,proto3" json:"revoke_reason,omitempty"`
+	// When a Subscribe stream of the terminal first carried it.
+	DeliveredAt   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=delivered_at,json=deliveredAt,proto3" json:"delivered_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExemptionRecord) Reset() {
+	*x = ExemptionRecord{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExemptionRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExemptionRecord) ProtoMessage() {}
+
+func (x *ExemptionRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExemptionRecord.ProtoReflect.Descriptor instead.
+func (*ExemptionRecord) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ExemptionRecord) GetExemption() *Exemption {
+	if x != nil {
+		return x.Exemption
+	}
+	return nil
+}
+
+func (x *ExemptionRecord) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ExemptionRecord) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *ExemptionRecord) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *ExemptionRecord) GetRevokedBy() string {
+	if x != nil {
+		return x.RevokedBy
+	}
+	return ""
+}
+
+func (x *ExemptionRecord) GetRevokeReason() string {
+	if x != nil {
+		return x.RevokeReason
+	}
+	return ""
+}
+
+func (x *ExemptionRecord) GetDeliveredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeliveredAt
+	}
+	return nil
+}
+
+type IssueExemptionResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Exemption *ExemptionRecord       `protobuf:"bytes,1,opt,name=exemption,proto3" json:"exemption,omitempty"`
+	// Whether a live stream of the terminal carried it at once.
+	Delivered     bool `protobuf:"varint,2,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueExemptionResponse) Reset() {
+	*x = IssueExemptionResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueExemptionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueExemptionResponse) ProtoMessage() {}
+
+func (x *IssueExemptionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueExemptionResponse.ProtoReflect.Descriptor instead.
+func (*IssueExemptionResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *IssueExemptionResponse) GetExemption() *ExemptionRecord {
+	if x != nil {
+		return x.Exemption
+	}
+	return nil
+}
+
+func (x *IssueExemptionResponse) GetDelivered() bool {
+	if x != nil {
+		return x.Delivered
+	}
+	return false
+}
+
+type RevokeExemptionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeExemptionRequest) Reset() {
+	*x = RevokeExemptionRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeExemptionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeExemptionRequest) ProtoMessage() {}
+
+func (x *RevokeExemptionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeExemptionRequest.ProtoReflect.Descriptor instead.
+func (*RevokeExemptionRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *RevokeExemptionRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RevokeExemptionRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokeExemptionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Exemption     *ExemptionRecord       `protobuf:"bytes,1,opt,name=exemption,proto3" json:"exemption,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeExemptionResponse) Reset() {
+	*x = RevokeExemptionResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeExemptionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeExemptionResponse) ProtoMessage() {}
+
+func (x *RevokeExemptionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeExemptionResponse.ProtoReflect.Descriptor instead.
+func (*RevokeExemptionResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *RevokeExemptionResponse) GetExemption() *ExemptionRecord {
+	if x != nil {
+		return x.Exemption
+	}
+	return nil
+}
+
+type ListExemptionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TerminalId    string                 `protobuf:"bytes,1,opt,name=terminal_id,json=terminalId,proto3" json:"terminal_id,omitempty"`
+	ActiveOnly    bool                   `protobuf:"varint,2,opt,name=active_only,json=activeOnly,proto3" json:"active_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListExemptionsRequest) Reset() {
+	*x = ListExemptionsRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListExemptionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListExemptionsRequest) ProtoMessage() {}
+
+func (x *ListExemptionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListExemptionsRequest.ProtoReflect.Descriptor instead.
+func (*ListExemptionsRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ListExemptionsRequest) GetTerminalId() string {
+	if x != nil {
+		return x.TerminalId
+	}
+	return ""
+}
+
+func (x *ListExemptionsRequest) GetActiveOnly() bool {
+	if x != nil {
+		return x.ActiveOnly
+	}
+	return false
+}
+
+type ListExemptionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Exemptions    []*ExemptionRecord     `protobuf:"bytes,1,rep,name=exemptions,proto3" json:"exemptions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListExemptionsResponse) Reset() {
+	*x = ListExemptionsResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListExemptionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListExemptionsResponse) ProtoMessage() {}
+
+func (x *ListExemptionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListExemptionsResponse.ProtoReflect.Descriptor instead.
+func (*ListExemptionsResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ListExemptionsResponse) GetExemptions() []*ExemptionRecord {
+	if x != nil {
+		return x.Exemptions
+	}
+	return nil
+}
+
+// IssueOfflineExemptionCodeRequest answers the challenge that
+// 'mnguard-agent exemption challenge' printed on a cut-off terminal. The
+// challenge carries the duration and a short tag of the device; the
+// collector finds the device among those the terminal last reported, or
+// takes it from device (which must match the tag).
+type IssueOfflineExemptionCodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TerminalId    string                 `protobuf:"bytes,1,opt,name=terminal_id,json=terminalId,proto3" json:"terminal_id,omitempty"`
+	Challenge     string                 `protobuf:"bytes,2,opt,name=challenge,proto3" json:"challenge,omitempty"`
+	Device        *DeviceIdentity        `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Ticket        string                 `protobuf:"bytes,5,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	AllowNoSerial bool                   `protobuf:"varint,6,opt,name=allow_no_serial,json=allowNoSerial,proto3" json:"allow_no_serial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueOfflineExemptionCodeRequest) Reset() {
+	*x = IssueOfflineExemptionCodeRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueOfflineExemptionCodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueOfflineExemptionCodeRequest) ProtoMessage() {}
+
+func (x *IssueOfflineExemptionCodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueOfflineExemptionCodeRequest.ProtoReflect.Descriptor instead.
+func (*IssueOfflineExemptionCodeRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *IssueOfflineExemptionCodeRequest) GetTerminalId() string {
+	if x != nil {
+		return x.TerminalId
+	}
+	return ""
+}
+
+func (x *IssueOfflineExemptionCodeRequest) GetChallenge() string {
+	if x != nil {
+		return x.Challenge
+	}
+	return ""
+}
+
+func (x *IssueOfflineExemptionCodeRequest) GetDevice() *DeviceIdentity {
+	if x != nil {
+		return x.Device
+	}
+	return nil
+}
+
+func (x *IssueOfflineExemptionCodeRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *IssueOfflineExemptionCodeRequest) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+func (x *IssueOfflineExemptionCodeRequest) GetAllowNoSerial() bool {
+	if x != nil {
+		return x.AllowNoSerial
+	}
+	return false
+}
+
+type IssueOfflineExemptionCodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          string                 `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	Exemption     *ExemptionRecord       `protobuf:"bytes,2,opt,name=exemption,proto3" json:"exemption,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueOfflineExemptionCodeResponse) Reset() {
+	*x = IssueOfflineExemptionCodeResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueOfflineExemptionCodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueOfflineExemptionCodeResponse) ProtoMessage() {}
+
+func (x *IssueOfflineExemptionCodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueOfflineExemptionCodeResponse.ProtoReflect.Descriptor instead.
+func (*IssueOfflineExemptionCodeResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *IssueOfflineExemptionCodeResponse) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *IssueOfflineExemptionCodeResponse) GetExemption() *ExemptionRecord {
+	if x != nil {
+		return x.Exemption
+	}
+	return nil
+}
+
 var File_mnguard_v1_admin_proto protoreflect.FileDescriptor
 
 const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x16mnguard/v1/admin.proto\x12\n" +
-	"mnguard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18mnguard/v1/posture.proto\"\xda\x04\n" +
+	"mnguard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amnguard/v1/exemption.proto\x1a\x18mnguard/v1/posture.proto\"\xda\x04\n" +
 	"\bTerminal\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12)\n" +
 	"\x04host\x18\x02 \x01(\v2\x15.mnguard.v1.HostFactsR\x04host\x12/\n" +
@@ -2527,7 +3096,53 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x15\n" +
 	"\x06ca_pin\x18\x02 \x01(\tR\x05caPin\x12\x1a\n" +
 	"\boperator\x18\x03 \x01(\tR\boperator\x12\x12\n" +
-	"\x04role\x18\x04 \x01(\tR\x04role*f\n" +
+	"\x04role\x18\x04 \x01(\tR\x04role\"\xef\x01\n" +
+	"\x15IssueExemptionRequest\x12\x1f\n" +
+	"\vterminal_id\x18\x01 \x01(\tR\n" +
+	"terminalId\x122\n" +
+	"\x06device\x18\x02 \x01(\v2\x1a.mnguard.v1.DeviceIdentityR\x06device\x12)\n" +
+	"\x10duration_seconds\x18\x03 \x01(\rR\x0fdurationSeconds\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06ticket\x18\x05 \x01(\tR\x06ticket\x12&\n" +
+	"\x0fallow_no_serial\x18\x06 \x01(\bR\rallowNoSerial\"\xb2\x02\n" +
+	"\x0fExemptionRecord\x123\n" +
+	"\texemption\x18\x01 \x01(\v2\x15.mnguard.v1.ExemptionR\texemption\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x129\n" +
+	"\n" +
+	"revoked_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1d\n" +
+	"\n" +
+	"revoked_by\x18\x05 \x01(\tR\trevokedBy\x12#\n" +
+	"\rrevoke_reason\x18\x06 \x01(\tR\frevokeReason\x12=\n" +
+	"\fdelivered_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vdeliveredAt\"q\n" +
+	"\x16IssueExemptionResponse\x129\n" +
+	"\texemption\x18\x01 \x01(\v2\x1b.mnguard.v1.ExemptionRecordR\texemption\x12\x1c\n" +
+	"\tdelivered\x18\x02 \x01(\bR\tdelivered\"@\n" +
+	"\x16RevokeExemptionRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"T\n" +
+	"\x17RevokeExemptionResponse\x129\n" +
+	"\texemption\x18\x01 \x01(\v2\x1b.mnguard.v1.ExemptionRecordR\texemption\"Y\n" +
+	"\x15ListExemptionsRequest\x12\x1f\n" +
+	"\vterminal_id\x18\x01 \x01(\tR\n" +
+	"terminalId\x12\x1f\n" +
+	"\vactive_only\x18\x02 \x01(\bR\n" +
+	"activeOnly\"U\n" +
+	"\x16ListExemptionsResponse\x12;\n" +
+	"\n" +
+	"exemptions\x18\x01 \x03(\v2\x1b.mnguard.v1.ExemptionRecordR\n" +
+	"exemptions\"\xed\x01\n" +
+	" IssueOfflineExemptionCodeRequest\x12\x1f\n" +
+	"\vterminal_id\x18\x01 \x01(\tR\n" +
+	"terminalId\x12\x1c\n" +
+	"\tchallenge\x18\x02 \x01(\tR\tchallenge\x122\n" +
+	"\x06device\x18\x03 \x01(\v2\x1a.mnguard.v1.DeviceIdentityR\x06device\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06ticket\x18\x05 \x01(\tR\x06ticket\x12&\n" +
+	"\x0fallow_no_serial\x18\x06 \x01(\bR\rallowNoSerial\"r\n" +
+	"!IssueOfflineExemptionCodeResponse\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x129\n" +
+	"\texemption\x18\x02 \x01(\v2\x1b.mnguard.v1.ExemptionRecordR\texemption*f\n" +
 	"\rTerminalState\x12\x1e\n" +
 	"\x1aTERMINAL_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15TERMINAL_STATE_ACTIVE\x10\x01\x12\x1a\n" +
@@ -2535,7 +3150,7 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\tUserState\x12\x1a\n" +
 	"\x16USER_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12USER_STATE_PENDING\x10\x01\x12\x15\n" +
-	"\x11USER_STATE_ACTIVE\x10\x022\x82\f\n" +
+	"\x11USER_STATE_ACTIVE\x10\x022\x8a\x0f\n" +
 	"\fAdminService\x12T\n" +
 	"\rListTerminals\x12 .mnguard.v1.ListTerminalsRequest\x1a!.mnguard.v1.ListTerminalsResponse\x12N\n" +
 	"\vGetTerminal\x12\x1e.mnguard.v1.GetTerminalRequest\x1a\x1f.mnguard.v1.GetTerminalResponse\x12W\n" +
@@ -2559,7 +3174,11 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"ResyncUser\x12\x1d.mnguard.v1.ResyncUserRequest\x1a\x1e.mnguard.v1.ResyncUserResponse\x12]\n" +
 	"\x10NewRecoveryCodes\x12#.mnguard.v1.NewRecoveryCodesRequest\x1a$.mnguard.v1.NewRecoveryCodesResponse\x12l\n" +
-	"\x15IssueOfflineLoginCode\x12(.mnguard.v1.IssueOfflineLoginCodeRequest\x1a).mnguard.v1.IssueOfflineLoginCodeResponseB7Z5github.com/mnguard/mnguard/proto/mnguard/v1;mnguardv1b\x06proto3"
+	"\x15IssueOfflineLoginCode\x12(.mnguard.v1.IssueOfflineLoginCodeRequest\x1a).mnguard.v1.IssueOfflineLoginCodeResponse\x12W\n" +
+	"\x0eIssueExemption\x12!.mnguard.v1.IssueExemptionRequest\x1a\".mnguard.v1.IssueExemptionResponse\x12Z\n" +
+	"\x0fRevokeExemption\x12\".mnguard.v1.RevokeExemptionRequest\x1a#.mnguard.v1.RevokeExemptionResponse\x12W\n" +
+	"\x0eListExemptions\x12!.mnguard.v1.ListExemptionsRequest\x1a\".mnguard.v1.ListExemptionsResponse\x12x\n" +
+	"\x19IssueOfflineExemptionCode\x12,.mnguard.v1.IssueOfflineExemptionCodeRequest\x1a-.mnguard.v1.IssueOfflineExemptionCodeResponseB7Z5github.com/mnguard/mnguard/proto/mnguard/v1;mnguardv1b\x06proto3"
 
 var (
 	file_mnguard_v1_admin_proto_rawDescOnce sync.Once
@@ -2574,78 +3193,89 @@ func file_mnguard_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_mnguard_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_mnguard_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_mnguard_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_mnguard_v1_admin_proto_goTypes = []any{
-	(TerminalState)(0),                    // 0: mnguard.v1.TerminalState
-	(UserState)(0),                        // 1: mnguard.v1.UserState
-	(*Terminal)(nil),                      // 2: mnguard.v1.Terminal
-	(*ListTerminalsRequest)(nil),          // 3: mnguard.v1.ListTerminalsRequest
-	(*ListTerminalsResponse)(nil),         // 4: mnguard.v1.ListTerminalsResponse
-	(*GetTerminalRequest)(nil),            // 5: mnguard.v1.GetTerminalRequest
-	(*GetTerminalResponse)(nil),           // 6: mnguard.v1.GetTerminalResponse
-	(*RevokeTerminalRequest)(nil),         // 7: mnguard.v1.RevokeTerminalRequest
-	(*RevokeTerminalResponse)(nil),        // 8: mnguard.v1.RevokeTerminalResponse
-	(*CreateEnrollmentTokenRequest)(nil),  // 9: mnguard.v1.CreateEnrollmentTokenRequest
-	(*CreateEnrollmentTokenResponse)(nil), // 10: mnguard.v1.CreateEnrollmentTokenResponse
-	(*EnrollmentToken)(nil),               // 11: mnguard.v1.EnrollmentToken
-	(*ListEnrollmentTokensRequest)(nil),   // 12: mnguard.v1.ListEnrollmentTokensRequest
-	(*ListEnrollmentTokensResponse)(nil),  // 13: mnguard.v1.ListEnrollmentTokensResponse
-	(*ListEventsRequest)(nil),             // 14: mnguard.v1.ListEventsRequest
-	(*StoredEvent)(nil),                   // 15: mnguard.v1.StoredEvent
-	(*User)(nil),                          // 16: mnguard.v1.User
-	(*EnrollUserRequest)(nil),             // 17: mnguard.v1.EnrollUserRequest
-	(*EnrollUserResponse)(nil),            // 18: mnguard.v1.EnrollUserResponse
-	(*ConfirmUserRequest)(nil),            // 19: mnguard.v1.ConfirmUserRequest
-	(*ConfirmUserResponse)(nil),           // 20: mnguard.v1.ConfirmUserResponse
-	(*ListUsersRequest)(nil),              // 21: mnguard.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),             // 22: mnguard.v1.ListUsersResponse
-	(*GetUserRequest)(nil),                // 23: mnguard.v1.GetUserRequest
-	(*GetUserResponse)(nil),               // 24: mnguard.v1.GetUserResponse
-	(*UnlockUserRequest)(nil),             // 25: mnguard.v1.UnlockUserRequest
-	(*UnlockUserResponse)(nil),            // 26: mnguard.v1.UnlockUserResponse
-	(*ResetUserRequest)(nil),              // 27: mnguard.v1.ResetUserRequest
-	(*ResetUserResponse)(nil),             // 28: mnguard.v1.ResetUserResponse
-	(*DeleteUserRequest)(nil),             // 29: mnguard.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),            // 30: mnguard.v1.DeleteUserResponse
-	(*ImportUsersRequest)(nil),            // 31: mnguard.v1.ImportUsersRequest
-	(*ImportUsersResponse)(nil),           // 32: mnguard.v1.ImportUsersResponse
-	(*ResyncUserRequest)(nil),             // 33: mnguard.v1.ResyncUserRequest
-	(*ResyncUserResponse)(nil),            // 34: mnguard.v1.ResyncUserResponse
-	(*NewRecoveryCodesRequest)(nil),       // 35: mnguard.v1.NewRecoveryCodesRequest
-	(*NewRecoveryCodesResponse)(nil),      // 36: mnguard.v1.NewRecoveryCodesResponse
-	(*IssueOfflineLoginCodeRequest)(nil),  // 37: mnguard.v1.IssueOfflineLoginCodeRequest
-	(*IssueOfflineLoginCodeResponse)(nil), // 38: mnguard.v1.IssueOfflineLoginCodeResponse
-	(*ListEventsResponse)(nil),            // 39: mnguard.v1.ListEventsResponse
-	(*GetServerInfoRequest)(nil),          // 40: mnguard.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),         // 41: mnguard.v1.GetServerInfoResponse
-	(*HostFacts)(nil),                     // 42: mnguard.v1.HostFacts
-	(*timestamppb.Timestamp)(nil),         // 43: google.protobuf.Timestamp
-	(*Posture)(nil),                       // 44: mnguard.v1.Posture
-	(*Event)(nil),                         // 45: mnguard.v1.Event
+	(TerminalState)(0),                        // 0: mnguard.v1.TerminalState
+	(UserState)(0),                            // 1: mnguard.v1.UserState
+	(*Terminal)(nil),                          // 2: mnguard.v1.Terminal
+	(*ListTerminalsRequest)(nil),              // 3: mnguard.v1.ListTerminalsRequest
+	(*ListTerminalsResponse)(nil),             // 4: mnguard.v1.ListTerminalsResponse
+	(*GetTerminalRequest)(nil),                // 5: mnguard.v1.GetTerminalRequest
+	(*GetTerminalResponse)(nil),               // 6: mnguard.v1.GetTerminalResponse
+	(*RevokeTerminalRequest)(nil),             // 7: mnguard.v1.RevokeTerminalRequest
+	(*RevokeTerminalResponse)(nil),            // 8: mnguard.v1.RevokeTerminalResponse
+	(*CreateEnrollmentTokenRequest)(nil),      // 9: mnguard.v1.CreateEnrollmentTokenRequest
+	(*CreateEnrollmentTokenResponse)(nil),     // 10: mnguard.v1.CreateEnrollmentTokenResponse
+	(*EnrollmentToken)(nil),                   // 11: mnguard.v1.EnrollmentToken
+	(*ListEnrollmentTokensRequest)(nil),       // 12: mnguard.v1.ListEnrollmentTokensRequest
+	(*ListEnrollmentTokensResponse)(nil),      // 13: mnguard.v1.ListEnrollmentTokensResponse
+	(*ListEventsRequest)(nil),                 // 14: mnguard.v1.ListEventsRequest
+	(*StoredEvent)(nil),                       // 15: mnguard.v1.StoredEvent
+	(*User)(nil),                              // 16: mnguard.v1.User
+	(*EnrollUserRequest)(nil),                 // 17: mnguard.v1.EnrollUserRequest
+	(*EnrollUserResponse)(nil),                // 18: mnguard.v1.EnrollUserResponse
+	(*ConfirmUserRequest)(nil),                // 19: mnguard.v1.ConfirmUserRequest
+	(*ConfirmUserResponse)(nil),               // 20: mnguard.v1.ConfirmUserResponse
+	(*ListUsersRequest)(nil),                  // 21: mnguard.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),                 // 22: mnguard.v1.ListUsersResponse
+	(*GetUserRequest)(nil),                    // 23: mnguard.v1.GetUserRequest
+	(*GetUserResponse)(nil),                   // 24: mnguard.v1.GetUserResponse
+	(*UnlockUserRequest)(nil),                 // 25: mnguard.v1.UnlockUserRequest
+	(*UnlockUserResponse)(nil),                // 26: mnguard.v1.UnlockUserResponse
+	(*ResetUserRequest)(nil),                  // 27: mnguard.v1.ResetUserRequest
+	(*ResetUserResponse)(nil),                 // 28: mnguard.v1.ResetUserResponse
+	(*DeleteUserRequest)(nil),                 // 29: mnguard.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),                // 30: mnguard.v1.DeleteUserResponse
+	(*ImportUsersRequest)(nil),                // 31: mnguard.v1.ImportUsersRequest
+	(*ImportUsersResponse)(nil),               // 32: mnguard.v1.ImportUsersResponse
+	(*ResyncUserRequest)(nil),                 // 33: mnguard.v1.ResyncUserRequest
+	(*ResyncUserResponse)(nil),                // 34: mnguard.v1.ResyncUserResponse
+	(*NewRecoveryCodesRequest)(nil),           // 35: mnguard.v1.NewRecoveryCodesRequest
+	(*NewRecoveryCodesResponse)(nil),          // 36: mnguard.v1.NewRecoveryCodesResponse
+	(*IssueOfflineLoginCodeRequest)(nil),      // 37: mnguard.v1.IssueOfflineLoginCodeRequest
+	(*IssueOfflineLoginCodeResponse)(nil),     // 38: mnguard.v1.IssueOfflineLoginCodeResponse
+	(*ListEventsResponse)(nil),                // 39: mnguard.v1.ListEventsResponse
+	(*GetServerInfoRequest)(nil),              // 40: mnguard.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),             // 41: mnguard.v1.GetServerInfoResponse
+	(*IssueExemptionRequest)(nil),             // 42: mnguard.v1.IssueExemptionRequest
+	(*ExemptionRecord)(nil),                   // 43: mnguard.v1.ExemptionRecord
+	(*IssueExemptionResponse)(nil),            // 44: mnguard.v1.IssueExemptionResponse
+	(*RevokeExemptionRequest)(nil),            // 45: mnguard.v1.RevokeExemptionRequest
+	(*RevokeExemptionResponse)(nil),           // 46: mnguard.v1.RevokeExemptionResponse
+	(*ListExemptionsRequest)(nil),             // 47: mnguard.v1.ListExemptionsRequest
+	(*ListExemptionsResponse)(nil),            // 48: mnguard.v1.ListExemptionsResponse
+	(*IssueOfflineExemptionCodeRequest)(nil),  // 49: mnguard.v1.IssueOfflineExemptionCodeRequest
+	(*IssueOfflineExemptionCodeResponse)(nil), // 50: mnguard.v1.IssueOfflineExemptionCodeResponse
+	(*HostFacts)(nil),                         // 51: mnguard.v1.HostFacts
+	(*timestamppb.Timestamp)(nil),             // 52: google.protobuf.Timestamp
+	(*Posture)(nil),                           // 53: mnguard.v1.Posture
+	(*Event)(nil),                             // 54: mnguard.v1.Event
+	(*DeviceIdentity)(nil),                    // 55: mnguard.v1.DeviceIdentity
+	(*Exemption)(nil),                         // 56: mnguard.v1.Exemption
 }
 var file_mnguard_v1_admin_proto_depIdxs = []int32{
-	42, // 0: mnguard.v1.Terminal.host:type_name -> mnguard.v1.HostFacts
+	51, // 0: mnguard.v1.Terminal.host:type_name -> mnguard.v1.HostFacts
 	0,  // 1: mnguard.v1.Terminal.state:type_name -> mnguard.v1.TerminalState
-	43, // 2: mnguard.v1.Terminal.enrolled_at:type_name -> google.protobuf.Timestamp
-	43, // 3: mnguard.v1.Terminal.last_seen_at:type_name -> google.protobuf.Timestamp
-	43, // 4: mnguard.v1.Terminal.revoked_at:type_name -> google.protobuf.Timestamp
-	43, // 5: mnguard.v1.Terminal.certificate_not_after:type_name -> google.protobuf.Timestamp
-	44, // 6: mnguard.v1.Terminal.posture:type_name -> mnguard.v1.Posture
-	43, // 7: mnguard.v1.Terminal.posture_received_at:type_name -> google.protobuf.Timestamp
+	52, // 2: mnguard.v1.Terminal.enrolled_at:type_name -> google.protobuf.Timestamp
+	52, // 3: mnguard.v1.Terminal.last_seen_at:type_name -> google.protobuf.Timestamp
+	52, // 4: mnguard.v1.Terminal.revoked_at:type_name -> google.protobuf.Timestamp
+	52, // 5: mnguard.v1.Terminal.certificate_not_after:type_name -> google.protobuf.Timestamp
+	53, // 6: mnguard.v1.Terminal.posture:type_name -> mnguard.v1.Posture
+	52, // 7: mnguard.v1.Terminal.posture_received_at:type_name -> google.protobuf.Timestamp
 	2,  // 8: mnguard.v1.ListTerminalsResponse.terminals:type_name -> mnguard.v1.Terminal
 	2,  // 9: mnguard.v1.GetTerminalResponse.terminal:type_name -> mnguard.v1.Terminal
 	2,  // 10: mnguard.v1.RevokeTerminalResponse.terminal:type_name -> mnguard.v1.Terminal
-	43, // 11: mnguard.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	43, // 12: mnguard.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
-	43, // 13: mnguard.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
+	52, // 11: mnguard.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	52, // 12: mnguard.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
+	52, // 13: mnguard.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
 	11, // 14: mnguard.v1.ListEnrollmentTokensResponse.tokens:type_name -> mnguard.v1.EnrollmentToken
-	45, // 15: mnguard.v1.StoredEvent.event:type_name -> mnguard.v1.Event
-	43, // 16: mnguard.v1.StoredEvent.received_at:type_name -> google.protobuf.Timestamp
+	54, // 15: mnguard.v1.StoredEvent.event:type_name -> mnguard.v1.Event
+	52, // 16: mnguard.v1.StoredEvent.received_at:type_name -> google.protobuf.Timestamp
 	1,  // 17: mnguard.v1.User.state:type_name -> mnguard.v1.UserState
-	43, // 18: mnguard.v1.User.locked_at:type_name -> google.protobuf.Timestamp
-	43, // 19: mnguard.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	43, // 20: mnguard.v1.User.confirmed_at:type_name -> google.protobuf.Timestamp
-	43, // 21: mnguard.v1.User.last_login_at:type_name -> google.protobuf.Timestamp
+	52, // 18: mnguard.v1.User.locked_at:type_name -> google.protobuf.Timestamp
+	52, // 19: mnguard.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	52, // 20: mnguard.v1.User.confirmed_at:type_name -> google.protobuf.Timestamp
+	52, // 21: mnguard.v1.User.last_login_at:type_name -> google.protobuf.Timestamp
 	16, // 22: mnguard.v1.EnrollUserResponse.user:type_name -> mnguard.v1.User
 	16, // 23: mnguard.v1.ConfirmUserResponse.user:type_name -> mnguard.v1.User
 	16, // 24: mnguard.v1.ListUsersResponse.users:type_name -> mnguard.v1.User
@@ -2655,49 +3285,66 @@ var file_mnguard_v1_admin_proto_depIdxs = []int32{
 	16, // 28: mnguard.v1.ImportUsersResponse.users:type_name -> mnguard.v1.User
 	16, // 29: mnguard.v1.ResyncUserResponse.user:type_name -> mnguard.v1.User
 	16, // 30: mnguard.v1.NewRecoveryCodesResponse.user:type_name -> mnguard.v1.User
-	43, // 31: mnguard.v1.IssueOfflineLoginCodeResponse.valid_until:type_name -> google.protobuf.Timestamp
+	52, // 31: mnguard.v1.IssueOfflineLoginCodeResponse.valid_until:type_name -> google.protobuf.Timestamp
 	15, // 32: mnguard.v1.ListEventsResponse.events:type_name -> mnguard.v1.StoredEvent
-	3,  // 33: mnguard.v1.AdminService.ListTerminals:input_type -> mnguard.v1.ListTerminalsRequest
-	5,  // 34: mnguard.v1.AdminService.GetTerminal:input_type -> mnguard.v1.GetTerminalRequest
-	7,  // 35: mnguard.v1.AdminService.RevokeTerminal:input_type -> mnguard.v1.RevokeTerminalRequest
-	9,  // 36: mnguard.v1.AdminService.CreateEnrollmentToken:input_type -> mnguard.v1.CreateEnrollmentTokenRequest
-	12, // 37: mnguard.v1.AdminService.ListEnrollmentTokens:input_type -> mnguard.v1.ListEnrollmentTokensRequest
-	14, // 38: mnguard.v1.AdminService.ListEvents:input_type -> mnguard.v1.ListEventsRequest
-	40, // 39: mnguard.v1.AdminService.GetServerInfo:input_type -> mnguard.v1.GetServerInfoRequest
-	17, // 40: mnguard.v1.AdminService.EnrollUser:input_type -> mnguard.v1.EnrollUserRequest
-	19, // 41: mnguard.v1.AdminService.ConfirmUser:input_type -> mnguard.v1.ConfirmUserRequest
-	21, // 42: mnguard.v1.AdminService.ListUsers:input_type -> mnguard.v1.ListUsersRequest
-	23, // 43: mnguard.v1.AdminService.GetUser:input_type -> mnguard.v1.GetUserRequest
-	25, // 44: mnguard.v1.AdminService.UnlockUser:input_type -> mnguard.v1.UnlockUserRequest
-	27, // 45: mnguard.v1.AdminService.ResetUser:input_type -> mnguard.v1.ResetUserRequest
-	29, // 46: mnguard.v1.AdminService.DeleteUser:input_type -> mnguard.v1.DeleteUserRequest
-	31, // 47: mnguard.v1.AdminService.ImportUsers:input_type -> mnguard.v1.ImportUsersRequest
-	33, // 48: mnguard.v1.AdminService.ResyncUser:input_type -> mnguard.v1.ResyncUserRequest
-	35, // 49: mnguard.v1.AdminService.NewRecoveryCodes:input_type -> mnguard.v1.NewRecoveryCodesRequest
-	37, // 50: mnguard.v1.AdminService.IssueOfflineLoginCode:input_type -> mnguard.v1.IssueOfflineLoginCodeRequest
-	4,  // 51: mnguard.v1.AdminService.ListTerminals:output_type -> mnguard.v1.ListTerminalsResponse
-	6,  // 52: mnguard.v1.AdminService.GetTerminal:output_type -> mnguard.v1.GetTerminalResponse
-	8,  // 53: mnguard.v1.AdminService.RevokeTerminal:output_type -> mnguard.v1.RevokeTerminalResponse
-	10, // 54: mnguard.v1.AdminService.CreateEnrollmentToken:output_type -> mnguard.v1.CreateEnrollmentTokenResponse
-	13, // 55: mnguard.v1.AdminService.ListEnrollmentTokens:output_type -> mnguard.v1.ListEnrollmentTokensResponse
-	39, // 56: mnguard.v1.AdminService.ListEvents:output_type -> mnguard.v1.ListEventsResponse
-	41, // 57: mnguard.v1.AdminService.GetServerInfo:output_type -> mnguard.v1.GetServerInfoResponse
-	18, // 58: mnguard.v1.AdminService.EnrollUser:output_type -> mnguard.v1.EnrollUserResponse
-	20, // 59: mnguard.v1.AdminService.ConfirmUser:output_type -> mnguard.v1.ConfirmUserResponse
-	22, // 60: mnguard.v1.AdminService.ListUsers:output_type -> mnguard.v1.ListUsersResponse
-	24, // 61: mnguard.v1.AdminService.GetUser:output_type -> mnguard.v1.GetUserResponse
-	26, // 62: mnguard.v1.AdminService.UnlockUser:output_type -> mnguard.v1.UnlockUserResponse
-	28, // 63: mnguard.v1.AdminService.ResetUser:output_type -> mnguard.v1.ResetUserResponse
-	30, // 64: mnguard.v1.AdminService.DeleteUser:output_type -> mnguard.v1.DeleteUserResponse
-	32, // 65: mnguard.v1.AdminService.ImportUsers:output_type -> mnguard.v1.ImportUsersResponse
-	34, // 66: mnguard.v1.AdminService.ResyncUser:output_type -> mnguard.v1.ResyncUserResponse
-	36, // 67: mnguard.v1.AdminService.NewRecoveryCodes:output_type -> mnguard.v1.NewRecoveryCodesResponse
-	38, // 68: mnguard.v1.AdminService.IssueOfflineLoginCode:output_type -> mnguard.v1.IssueOfflineLoginCodeResponse
-	51, // [51:69] is the sub-list for method output_type
-	33, // [33:51] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	55, // 33: mnguard.v1.IssueExemptionRequest.device:type_name -> mnguard.v1.DeviceIdentity
+	56, // 34: mnguard.v1.ExemptionRecord.exemption:type_name -> mnguard.v1.Exemption
+	52, // 35: mnguard.v1.ExemptionRecord.revoked_at:type_name -> google.protobuf.Timestamp
+	52, // 36: mnguard.v1.ExemptionRecord.delivered_at:type_name -> google.protobuf.Timestamp
+	43, // 37: mnguard.v1.IssueExemptionResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
+	43, // 38: mnguard.v1.RevokeExemptionResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
+	43, // 39: mnguard.v1.ListExemptionsResponse.exemptions:type_name -> mnguard.v1.ExemptionRecord
+	55, // 40: mnguard.v1.IssueOfflineExemptionCodeRequest.device:type_name -> mnguard.v1.DeviceIdentity
+	43, // 41: mnguard.v1.IssueOfflineExemptionCodeResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
+	3,  // 42: mnguard.v1.AdminService.ListTerminals:input_type -> mnguard.v1.ListTerminalsRequest
+	5,  // 43: mnguard.v1.AdminService.GetTerminal:input_type -> mnguard.v1.GetTerminalRequest
+	7,  // 44: mnguard.v1.AdminService.RevokeTerminal:input_type -> mnguard.v1.RevokeTerminalRequest
+	9,  // 45: mnguard.v1.AdminService.CreateEnrollmentToken:input_type -> mnguard.v1.CreateEnrollmentTokenRequest
+	12, // 46: mnguard.v1.AdminService.ListEnrollmentTokens:input_type -> mnguard.v1.ListEnrollmentTokensRequest
+	14, // 47: mnguard.v1.AdminService.ListEvents:input_type -> mnguard.v1.ListEventsRequest
+	40, // 48: mnguard.v1.AdminService.GetServerInfo:input_type -> mnguard.v1.GetServerInfoRequest
+	17, // 49: mnguard.v1.AdminService.EnrollUser:input_type -> mnguard.v1.EnrollUserRequest
+	19, // 50: mnguard.v1.AdminService.ConfirmUser:input_type -> mnguard.v1.ConfirmUserRequest
+	21, // 51: mnguard.v1.AdminService.ListUsers:input_type -> mnguard.v1.ListUsersRequest
+	23, // 52: mnguard.v1.AdminService.GetUser:input_type -> mnguard.v1.GetUserRequest
+	25, // 53: mnguard.v1.AdminService.UnlockUser:input_type -> mnguard.v1.UnlockUserRequest
+	27, // 54: mnguard.v1.AdminService.ResetUser:input_type -> mnguard.v1.ResetUserRequest
+	29, // 55: mnguard.v1.AdminService.DeleteUser:input_type -> mnguard.v1.DeleteUserRequest
+	31, // 56: mnguard.v1.AdminService.ImportUsers:input_type -> mnguard.v1.ImportUsersRequest
+	33, // 57: mnguard.v1.AdminService.ResyncUser:input_type -> mnguard.v1.ResyncUserRequest
+	35, // 58: mnguard.v1.AdminService.NewRecoveryCodes:input_type -> mnguard.v1.NewRecoveryCodesRequest
+	37, // 59: mnguard.v1.AdminService.IssueOfflineLoginCode:input_type -> mnguard.v1.IssueOfflineLoginCodeRequest
+	42, // 60: mnguard.v1.AdminService.IssueExemption:input_type -> mnguard.v1.IssueExemptionRequest
+	45, // 61: mnguard.v1.AdminService.RevokeExemption:input_type -> mnguard.v1.RevokeExemptionRequest
+	47, // 62: mnguard.v1.AdminService.ListExemptions:input_type -> mnguard.v1.ListExemptionsRequest
+	49, // 63: mnguard.v1.AdminService.IssueOfflineExemptionCode:input_type -> mnguard.v1.IssueOfflineExemptionCodeRequest
+	4,  // 64: mnguard.v1.AdminService.ListTerminals:output_type -> mnguard.v1.ListTerminalsResponse
+	6,  // 65: mnguard.v1.AdminService.GetTerminal:output_type -> mnguard.v1.GetTerminalResponse
+	8,  // 66: mnguard.v1.AdminService.RevokeTerminal:output_type -> mnguard.v1.RevokeTerminalResponse
+	10, // 67: mnguard.v1.AdminService.CreateEnrollmentToken:output_type -> mnguard.v1.CreateEnrollmentTokenResponse
+	13, // 68: mnguard.v1.AdminService.ListEnrollmentTokens:output_type -> mnguard.v1.ListEnrollmentTokensResponse
+	39, // 69: mnguard.v1.AdminService.ListEvents:output_type -> mnguard.v1.ListEventsResponse
+	41, // 70: mnguard.v1.AdminService.GetServerInfo:output_type -> mnguard.v1.GetServerInfoResponse
+	18, // 71: mnguard.v1.AdminService.EnrollUser:output_type -> mnguard.v1.EnrollUserResponse
+	20, // 72: mnguard.v1.AdminService.ConfirmUser:output_type -> mnguard.v1.ConfirmUserResponse
+	22, // 73: mnguard.v1.AdminService.ListUsers:output_type -> mnguard.v1.ListUsersResponse
+	24, // 74: mnguard.v1.AdminService.GetUser:output_type -> mnguard.v1.GetUserResponse
+	26, // 75: mnguard.v1.AdminService.UnlockUser:output_type -> mnguard.v1.UnlockUserResponse
+	28, // 76: mnguard.v1.AdminService.ResetUser:output_type -> mnguard.v1.ResetUserResponse
+	30, // 77: mnguard.v1.AdminService.DeleteUser:output_type -> mnguard.v1.DeleteUserResponse
+	32, // 78: mnguard.v1.AdminService.ImportUsers:output_type -> mnguard.v1.ImportUsersResponse
+	34, // 79: mnguard.v1.AdminService.ResyncUser:output_type -> mnguard.v1.ResyncUserResponse
+	36, // 80: mnguard.v1.AdminService.NewRecoveryCodes:output_type -> mnguard.v1.NewRecoveryCodesResponse
+	38, // 81: mnguard.v1.AdminService.IssueOfflineLoginCode:output_type -> mnguard.v1.IssueOfflineLoginCodeResponse
+	44, // 82: mnguard.v1.AdminService.IssueExemption:output_type -> mnguard.v1.IssueExemptionResponse
+	46, // 83: mnguard.v1.AdminService.RevokeExemption:output_type -> mnguard.v1.RevokeExemptionResponse
+	48, // 84: mnguard.v1.AdminService.ListExemptions:output_type -> mnguard.v1.ListExemptionsResponse
+	50, // 85: mnguard.v1.AdminService.IssueOfflineExemptionCode:output_type -> mnguard.v1.IssueOfflineExemptionCodeResponse
+	64, // [64:86] is the sub-list for method output_type
+	42, // [42:64] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_mnguard_v1_admin_proto_init() }
@@ -2705,6 +3352,7 @@ func file_mnguard_v1_admin_proto_init() {
 	if File_mnguard_v1_admin_proto != nil {
 		return
 	}
+	file_mnguard_v1_exemption_proto_init()
 	file_mnguard_v1_posture_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2712,7 +3360,7 @@ func file_mnguard_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mnguard_v1_admin_proto_rawDesc), len(file_mnguard_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   40,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

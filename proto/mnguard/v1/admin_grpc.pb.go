@@ -19,24 +19,28 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_ListTerminals_FullMethodName         = "/mnguard.v1.AdminService/ListTerminals"
-	AdminService_GetTerminal_FullMethodName           = "/mnguard.v1.AdminService/GetTerminal"
-	AdminService_RevokeTerminal_FullMethodName        = "/mnguard.v1.AdminService/RevokeTerminal"
-	AdminService_CreateEnrollmentToken_FullMethodName = "/mnguard.v1.AdminService/CreateEnrollmentToken"
-	AdminService_ListEnrollmentTokens_FullMethodName  = "/mnguard.v1.AdminService/ListEnrollmentTokens"
-	AdminService_ListEvents_FullMethodName            = "/mnguard.v1.AdminService/ListEvents"
-	AdminService_GetServerInfo_FullMethodName         = "/mnguard.v1.AdminService/GetServerInfo"
-	AdminService_EnrollUser_FullMethodName            = "/mnguard.v1.AdminService/EnrollUser"
-	AdminService_ConfirmUser_FullMethodName           = "/mnguard.v1.AdminService/ConfirmUser"
-	AdminService_ListUsers_FullMethodName             = "/mnguard.v1.AdminService/ListUsers"
-	AdminService_GetUser_FullMethodName               = "/mnguard.v1.AdminService/GetUser"
-	AdminService_UnlockUser_FullMethodName            = "/mnguard.v1.AdminService/UnlockUser"
-	AdminService_ResetUser_FullMethodName             = "/mnguard.v1.AdminService/ResetUser"
-	AdminService_DeleteUser_FullMethodName            = "/mnguard.v1.AdminService/DeleteUser"
-	AdminService_ImportUsers_FullMethodName           = "/mnguard.v1.AdminService/ImportUsers"
-	AdminService_ResyncUser_FullMethodName            = "/mnguard.v1.AdminService/ResyncUser"
-	AdminService_NewRecoveryCodes_FullMethodName      = "/mnguard.v1.AdminService/NewRecoveryCodes"
-	AdminService_IssueOfflineLoginCode_FullMethodName = "/mnguard.v1.AdminService/IssueOfflineLoginCode"
+	AdminService_ListTerminals_FullMethodName             = "/mnguard.v1.AdminService/ListTerminals"
+	AdminService_GetTerminal_FullMethodName               = "/mnguard.v1.AdminService/GetTerminal"
+	AdminService_RevokeTerminal_FullMethodName            = "/mnguard.v1.AdminService/RevokeTerminal"
+	AdminService_CreateEnrollmentToken_FullMethodName     = "/mnguard.v1.AdminService/CreateEnrollmentToken"
+	AdminService_ListEnrollmentTokens_FullMethodName      = "/mnguard.v1.AdminService/ListEnrollmentTokens"
+	AdminService_ListEvents_FullMethodName                = "/mnguard.v1.AdminService/ListEvents"
+	AdminService_GetServerInfo_FullMethodName             = "/mnguard.v1.AdminService/GetServerInfo"
+	AdminService_EnrollUser_FullMethodName                = "/mnguard.v1.AdminService/EnrollUser"
+	AdminService_ConfirmUser_FullMethodName               = "/mnguard.v1.AdminService/ConfirmUser"
+	AdminService_ListUsers_FullMethodName                 = "/mnguard.v1.AdminService/ListUsers"
+	AdminService_GetUser_FullMethodName                   = "/mnguard.v1.AdminService/GetUser"
+	AdminService_UnlockUser_FullMethodName                = "/mnguard.v1.AdminService/UnlockUser"
+	AdminService_ResetUser_FullMethodName                 = "/mnguard.v1.AdminService/ResetUser"
+	AdminService_DeleteUser_FullMethodName                = "/mnguard.v1.AdminService/DeleteUser"
+	AdminService_ImportUsers_FullMethodName               = "/mnguard.v1.AdminService/ImportUsers"
+	AdminService_ResyncUser_FullMethodName                = "/mnguard.v1.AdminService/ResyncUser"
+	AdminService_NewRecoveryCodes_FullMethodName          = "/mnguard.v1.AdminService/NewRecoveryCodes"
+	AdminService_IssueOfflineLoginCode_FullMethodName     = "/mnguard.v1.AdminService/IssueOfflineLoginCode"
+	AdminService_IssueExemption_FullMethodName            = "/mnguard.v1.AdminService/IssueExemption"
+	AdminService_RevokeExemption_FullMethodName           = "/mnguard.v1.AdminService/RevokeExemption"
+	AdminService_ListExemptions_FullMethodName            = "/mnguard.v1.AdminService/ListExemptions"
+	AdminService_IssueOfflineExemptionCode_FullMethodName = "/mnguard.v1.AdminService/IssueOfflineExemptionCode"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -68,6 +72,11 @@ type AdminServiceClient interface {
 	ResyncUser(ctx context.Context, in *ResyncUserRequest, opts ...grpc.CallOption) (*ResyncUserResponse, error)
 	NewRecoveryCodes(ctx context.Context, in *NewRecoveryCodesRequest, opts ...grpc.CallOption) (*NewRecoveryCodesResponse, error)
 	IssueOfflineLoginCode(ctx context.Context, in *IssueOfflineLoginCodeRequest, opts ...grpc.CallOption) (*IssueOfflineLoginCodeResponse, error)
+	// Exemptions: temporary write access to one device on one terminal.
+	IssueExemption(ctx context.Context, in *IssueExemptionRequest, opts ...grpc.CallOption) (*IssueExemptionResponse, error)
+	RevokeExemption(ctx context.Context, in *RevokeExemptionRequest, opts ...grpc.CallOption) (*RevokeExemptionResponse, error)
+	ListExemptions(ctx context.Context, in *ListExemptionsRequest, opts ...grpc.CallOption) (*ListExemptionsResponse, error)
+	IssueOfflineExemptionCode(ctx context.Context, in *IssueOfflineExemptionCodeRequest, opts ...grpc.CallOption) (*IssueOfflineExemptionCodeResponse, error)
 }
 
 type adminServiceClient struct {
@@ -258,6 +267,46 @@ func (c *adminServiceClient) IssueOfflineLoginCode(ctx context.Context, in *Issu
 	return out, nil
 }
 
+func (c *adminServiceClient) IssueExemption(ctx context.Context, in *IssueExemptionRequest, opts ...grpc.CallOption) (*IssueExemptionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueExemptionResponse)
+	err := c.cc.Invoke(ctx, AdminService_IssueExemption_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RevokeExemption(ctx context.Context, in *RevokeExemptionRequest, opts ...grpc.CallOption) (*RevokeExemptionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeExemptionResponse)
+	err := c.cc.Invoke(ctx, AdminService_RevokeExemption_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListExemptions(ctx context.Context, in *ListExemptionsRequest, opts ...grpc.CallOption) (*ListExemptionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListExemptionsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListExemptions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) IssueOfflineExemptionCode(ctx context.Context, in *IssueOfflineExemptionCodeRequest, opts ...grpc.CallOption) (*IssueOfflineExemptionCodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueOfflineExemptionCodeResponse)
+	err := c.cc.Invoke(ctx, AdminService_IssueOfflineExemptionCode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -287,6 +336,11 @@ type AdminServiceServer interface {
 	ResyncUser(context.Context, *ResyncUserRequest) (*ResyncUserResponse, error)
 	NewRecoveryCodes(context.Context, *NewRecoveryCodesRequest) (*NewRecoveryCodesResponse, error)
 	IssueOfflineLoginCode(context.Context, *IssueOfflineLoginCodeRequest) (*IssueOfflineLoginCodeResponse, error)
+	// Exemptions: temporary write access to one device on one terminal.
+	IssueExemption(context.Context, *IssueExemptionRequest) (*IssueExemptionResponse, error)
+	RevokeExemption(context.Context, *RevokeExemptionRequest) (*RevokeExemptionResponse, error)
+	ListExemptions(context.Context, *ListExemptionsRequest) (*ListExemptionsResponse, error)
+	IssueOfflineExemptionCode(context.Context, *IssueOfflineExemptionCodeRequest) (*IssueOfflineExemptionCodeResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -350,6 +404,18 @@ func (UnimplementedAdminServiceServer) NewRecoveryCodes(context.Context, *NewRec
 }
 func (UnimplementedAdminServiceServer) IssueOfflineLoginCode(context.Context, *IssueOfflineLoginCodeRequest) (*IssueOfflineLoginCodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method IssueOfflineLoginCode not implemented")
+}
+func (UnimplementedAdminServiceServer) IssueExemption(context.Context, *IssueExemptionRequest) (*IssueExemptionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueExemption not implemented")
+}
+func (UnimplementedAdminServiceServer) RevokeExemption(context.Context, *RevokeExemptionRequest) (*RevokeExemptionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeExemption not implemented")
+}
+func (UnimplementedAdminServiceServer) ListExemptions(context.Context, *ListExemptionsRequest) (*ListExemptionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListExemptions not implemented")
+}
+func (UnimplementedAdminServiceServer) IssueOfflineExemptionCode(context.Context, *IssueOfflineExemptionCodeRequest) (*IssueOfflineExemptionCodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueOfflineExemptionCode not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -696,6 +762,78 @@ func _AdminService_IssueOfflineLoginCode_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_IssueExemption_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueExemptionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).IssueExemption(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_IssueExemption_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).IssueExemption(ctx, req.(*IssueExemptionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RevokeExemption_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeExemptionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeExemption(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeExemption_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeExemption(ctx, req.(*RevokeExemptionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListExemptions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListExemptionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListExemptions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListExemptions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListExemptions(ctx, req.(*ListExemptionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_IssueOfflineExemptionCode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueOfflineExemptionCodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).IssueOfflineExemptionCode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_IssueOfflineExemptionCode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).IssueOfflineExemptionCode(ctx, req.(*IssueOfflineExemptionCodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -774,6 +912,22 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "IssueOfflineLoginCode",
 			Handler:    _AdminService_IssueOfflineLoginCode_Handler,
+		},
+		{
+			MethodName: "IssueExemption",
+			Handler:    _AdminService_IssueExemption_Handler,
+		},
+		{
+			MethodName: "RevokeExemption",
+			Handler:    _AdminService_RevokeExemption_Handler,
+		},
+		{
+			MethodName: "ListExemptions",
+			Handler:    _AdminService_ListExemptions_Handler,
+		},
+		{
+			MethodName: "IssueOfflineExemptionCode",
+			Handler:    _AdminService_IssueOfflineExemptionCode_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -535,6 +535,7 @@ type SubscribeResponse struct {
 	//
 	//	*SubscribeResponse_Policy
 	//	*SubscribeResponse_Heartbeat
+	//	*SubscribeResponse_Exemptions
 	Push          isSubscribeResponse_Push `protobuf_oneof:"push"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -602,6 +603,15 @@ func (x *SubscribeResponse) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *SubscribeResponse) GetExemptions() *ExemptionSet {
+	if x != nil {
+		if x, ok := x.Push.(*SubscribeResponse_Exemptions); ok {
+			return x.Exemptions
+		}
+	}
+	return nil
+}
+
 type isSubscribeResponse_Push interface {
 	isSubscribeResponse_Push()
 }
@@ -615,9 +625,15 @@ type SubscribeResponse_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,3,opt,name=heartbeat,proto3,oneof"`
 }
 
+type SubscribeResponse_Exemptions struct {
+	Exemptions *ExemptionSet `protobuf:"bytes,4,opt,name=exemptions,proto3,oneof"`
+}
+
 func (*SubscribeResponse_Policy) isSubscribeResponse_Push() {}
 
 func (*SubscribeResponse_Heartbeat) isSubscribeResponse_Push() {}
+
+func (*SubscribeResponse_Exemptions) isSubscribeResponse_Push() {}
 
 type Heartbeat struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -773,7 +789,7 @@ var File_mnguard_v1_agent_proto protoreflect.FileDescriptor
 const file_mnguard_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"\x16mnguard/v1/agent.proto\x12\n" +
-	"mnguard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18mnguard/v1/posture.proto\"i\n" +
+	"mnguard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amnguard/v1/exemption.proto\x1a\x18mnguard/v1/posture.proto\"i\n" +
 	"\rEnrollRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x17\n" +
 	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\x12)\n" +
@@ -804,11 +820,14 @@ const file_mnguard_v1_agent_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x126\n" +
 	"\x17report_interval_seconds\x18\x02 \x01(\rR\x15reportIntervalSeconds\"9\n" +
 	"\x10SubscribeRequest\x12%\n" +
-	"\x0epolicy_version\x18\x01 \x01(\tR\rpolicyVersion\"\xb5\x01\n" +
+	"\x0epolicy_version\x18\x01 \x01(\tR\rpolicyVersion\"\xf1\x01\n" +
 	"\x11SubscribeResponse\x123\n" +
 	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x12,\n" +
 	"\x06policy\x18\x02 \x01(\v2\x12.mnguard.v1.PolicyH\x00R\x06policy\x125\n" +
-	"\theartbeat\x18\x03 \x01(\v2\x15.mnguard.v1.HeartbeatH\x00R\theartbeatB\x06\n" +
+	"\theartbeat\x18\x03 \x01(\v2\x15.mnguard.v1.HeartbeatH\x00R\theartbeat\x12:\n" +
+	"\n" +
+	"exemptions\x18\x04 \x01(\v2\x18.mnguard.v1.ExemptionSetH\x00R\n" +
+	"exemptionsB\x06\n" +
 	"\x04push\"\v\n" +
 	"\tHeartbeat\"V\n" +
 	"\x12VerifyLoginRequest\x12\x12\n" +
@@ -863,6 +882,7 @@ var file_mnguard_v1_agent_proto_goTypes = []any{
 	(*Posture)(nil),               // 14: mnguard.v1.Posture
 	(*Event)(nil),                 // 15: mnguard.v1.Event
 	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*ExemptionSet)(nil),          // 17: mnguard.v1.ExemptionSet
 }
 var file_mnguard_v1_agent_proto_depIdxs = []int32{
 	13, // 0: mnguard.v1.EnrollRequest.host:type_name -> mnguard.v1.HostFacts
@@ -873,22 +893,23 @@ var file_mnguard_v1_agent_proto_depIdxs = []int32{
 	16, // 5: mnguard.v1.SubscribeResponse.sent_at:type_name -> google.protobuf.Timestamp
 	7,  // 6: mnguard.v1.SubscribeResponse.policy:type_name -> mnguard.v1.Policy
 	10, // 7: mnguard.v1.SubscribeResponse.heartbeat:type_name -> mnguard.v1.Heartbeat
-	0,  // 8: mnguard.v1.VerifyLoginResponse.result:type_name -> mnguard.v1.LoginResult
-	1,  // 9: mnguard.v1.AgentService.Enroll:input_type -> mnguard.v1.EnrollRequest
-	3,  // 10: mnguard.v1.AgentService.Renew:input_type -> mnguard.v1.RenewRequest
-	5,  // 11: mnguard.v1.AgentService.Report:input_type -> mnguard.v1.ReportRequest
-	8,  // 12: mnguard.v1.AgentService.Subscribe:input_type -> mnguard.v1.SubscribeRequest
-	11, // 13: mnguard.v1.AgentService.VerifyLogin:input_type -> mnguard.v1.VerifyLoginRequest
-	2,  // 14: mnguard.v1.AgentService.Enroll:output_type -> mnguard.v1.EnrollResponse
-	4,  // 15: mnguard.v1.AgentService.Renew:output_type -> mnguard.v1.RenewResponse
-	6,  // 16: mnguard.v1.AgentService.Report:output_type -> mnguard.v1.ReportResponse
-	9,  // 17: mnguard.v1.AgentService.Subscribe:output_type -> mnguard.v1.SubscribeResponse
-	12, // 18: mnguard.v1.AgentService.VerifyLogin:output_type -> mnguard.v1.VerifyLoginResponse
-	14, // [14:19] is the sub-list for method output_type
-	9,  // [9:14] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	17, // 8: mnguard.v1.SubscribeResponse.exemptions:type_name -> mnguard.v1.ExemptionSet
+	0,  // 9: mnguard.v1.VerifyLoginResponse.result:type_name -> mnguard.v1.LoginResult
+	1,  // 10: mnguard.v1.AgentService.Enroll:input_type -> mnguard.v1.EnrollRequest
+	3,  // 11: mnguard.v1.AgentService.Renew:input_type -> mnguard.v1.RenewRequest
+	5,  // 12: mnguard.v1.AgentService.Report:input_type -> mnguard.v1.ReportRequest
+	8,  // 13: mnguard.v1.AgentService.Subscribe:input_type -> mnguard.v1.SubscribeRequest
+	11, // 14: mnguard.v1.AgentService.VerifyLogin:input_type -> mnguard.v1.VerifyLoginRequest
+	2,  // 15: mnguard.v1.AgentService.Enroll:output_type -> mnguard.v1.EnrollResponse
+	4,  // 16: mnguard.v1.AgentService.Renew:output_type -> mnguard.v1.RenewResponse
+	6,  // 17: mnguard.v1.AgentService.Report:output_type -> mnguard.v1.ReportResponse
+	9,  // 18: mnguard.v1.AgentService.Subscribe:output_type -> mnguard.v1.SubscribeResponse
+	12, // 19: mnguard.v1.AgentService.VerifyLogin:output_type -> mnguard.v1.VerifyLoginResponse
+	15, // [15:20] is the sub-list for method output_type
+	10, // [10:15] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_mnguard_v1_agent_proto_init() }
@@ -896,10 +917,12 @@ func file_mnguard_v1_agent_proto_init() {
 	if File_mnguard_v1_agent_proto != nil {
 		return
 	}
+	file_mnguard_v1_exemption_proto_init()
 	file_mnguard_v1_posture_proto_init()
 	file_mnguard_v1_agent_proto_msgTypes[8].OneofWrappers = []any{
 		(*SubscribeResponse_Policy)(nil),
 		(*SubscribeResponse_Heartbeat)(nil),
+		(*SubscribeResponse_Exemptions)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

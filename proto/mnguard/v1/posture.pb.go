@@ -765,8 +765,10 @@ type MediaPosture struct {
 	// production.
 	TreatAsRemovable []string               `protobuf:"bytes,7,rep,name=treat_as_removable,json=treatAsRemovable,proto3" json:"treat_as_removable,omitempty"`
 	LastReconcile    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_reconcile,json=lastReconcile,proto3" json:"last_reconcile,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Exemptions the agent holds, from the collector or offline codes.
+	Exemptions    []*ExemptionState `protobuf:"bytes,9,rep,name=exemptions,proto3" json:"exemptions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MediaPosture) Reset() {
@@ -851,6 +853,13 @@ func (x *MediaPosture) GetTreatAsRemovable() []string {
 func (x *MediaPosture) GetLastReconcile() *timestamppb.Timestamp {
 	if x != nil {
 		return x.LastReconcile
+	}
+	return nil
+}
+
+func (x *MediaPosture) GetExemptions() []*ExemptionState {
+	if x != nil {
+		return x.Exemptions
 	}
 	return nil
 }
@@ -1118,7 +1127,7 @@ var File_mnguard_v1_posture_proto protoreflect.FileDescriptor
 const file_mnguard_v1_posture_proto_rawDesc = "" +
 	"\n" +
 	"\x18mnguard/v1/posture.proto\x12\n" +
-	"mnguard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x01\n" +
+	"mnguard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amnguard/v1/exemption.proto\"\xfd\x01\n" +
 	"\tHostFacts\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x0e\n" +
 	"\x02os\x18\x02 \x01(\tR\x02os\x12\x1a\n" +
@@ -1195,7 +1204,7 @@ const file_mnguard_v1_posture_proto_rawDesc = "" +
 	"\x06reason\x18\v \x01(\tR\x06reason\x12\x16\n" +
 	"\x06detail\x18\f \x01(\tR\x06detail\x12;\n" +
 	"\vattached_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"attachedAt\"\xf3\x02\n" +
+	"attachedAt\"\xaf\x03\n" +
 	"\fMediaPosture\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x18\n" +
 	"\ahealthy\x18\x02 \x01(\bR\ahealthy\x12)\n" +
@@ -1204,7 +1213,10 @@ const file_mnguard_v1_posture_proto_rawDesc = "" +
 	"\x13udev_rule_installed\x18\x05 \x01(\bR\x11udevRuleInstalled\x122\n" +
 	"\x15udisks_rule_installed\x18\x06 \x01(\bR\x13udisksRuleInstalled\x12,\n" +
 	"\x12treat_as_removable\x18\a \x03(\tR\x10treatAsRemovable\x12A\n" +
-	"\x0elast_reconcile\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rlastReconcile\"\xb3\x01\n" +
+	"\x0elast_reconcile\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rlastReconcile\x12:\n" +
+	"\n" +
+	"exemptions\x18\t \x03(\v2\x1a.mnguard.v1.ExemptionStateR\n" +
+	"exemptions\"\xb3\x01\n" +
 	"\n" +
 	"MfaPosture\x12\x1a\n" +
 	"\benforced\x18\x01 \x01(\bR\benforced\x12\x16\n" +
@@ -1266,6 +1278,7 @@ var file_mnguard_v1_posture_proto_goTypes = []any{
 	(*Event)(nil),                 // 10: mnguard.v1.Event
 	nil,                           // 11: mnguard.v1.Event.AttributesEntry
 	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*ExemptionState)(nil),        // 13: mnguard.v1.ExemptionState
 }
 var file_mnguard_v1_posture_proto_depIdxs = []int32{
 	3,  // 0: mnguard.v1.UsbDevice.interfaces:type_name -> mnguard.v1.UsbInterface
@@ -1280,15 +1293,16 @@ var file_mnguard_v1_posture_proto_depIdxs = []int32{
 	12, // 9: mnguard.v1.RemovableDevice.attached_at:type_name -> google.protobuf.Timestamp
 	6,  // 10: mnguard.v1.MediaPosture.devices:type_name -> mnguard.v1.RemovableDevice
 	12, // 11: mnguard.v1.MediaPosture.last_reconcile:type_name -> google.protobuf.Timestamp
-	9,  // 12: mnguard.v1.MfaPosture.services:type_name -> mnguard.v1.PamService
-	12, // 13: mnguard.v1.Event.time:type_name -> google.protobuf.Timestamp
-	0,  // 14: mnguard.v1.Event.severity:type_name -> mnguard.v1.Severity
-	11, // 15: mnguard.v1.Event.attributes:type_name -> mnguard.v1.Event.AttributesEntry
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	13, // 12: mnguard.v1.MediaPosture.exemptions:type_name -> mnguard.v1.ExemptionState
+	9,  // 13: mnguard.v1.MfaPosture.services:type_name -> mnguard.v1.PamService
+	12, // 14: mnguard.v1.Event.time:type_name -> google.protobuf.Timestamp
+	0,  // 15: mnguard.v1.Event.severity:type_name -> mnguard.v1.Severity
+	11, // 16: mnguard.v1.Event.attributes:type_name -> mnguard.v1.Event.AttributesEntry
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_mnguard_v1_posture_proto_init() }
@@ -1296,6 +1310,7 @@ func file_mnguard_v1_posture_proto_init() {
 	if File_mnguard_v1_posture_proto != nil {
 		return
 	}
+	file_mnguard_v1_exemption_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

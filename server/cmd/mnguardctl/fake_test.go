@@ -344,6 +344,22 @@ func (c directClient) IssueOfflineLoginCode(ctx context.Context, in *mnguardv1.I
 	return c.s.IssueOfflineLoginCode(ctx, in)
 }
 
+func (c directClient) IssueExemption(ctx context.Context, in *mnguardv1.IssueExemptionRequest, _ ...grpc.CallOption) (*mnguardv1.IssueExemptionResponse, error) {
+	return c.s.IssueExemption(ctx, in)
+}
+
+func (c directClient) RevokeExemption(ctx context.Context, in *mnguardv1.RevokeExemptionRequest, _ ...grpc.CallOption) (*mnguardv1.RevokeExemptionResponse, error) {
+	return c.s.RevokeExemption(ctx, in)
+}
+
+func (c directClient) ListExemptions(ctx context.Context, in *mnguardv1.ListExemptionsRequest, _ ...grpc.CallOption) (*mnguardv1.ListExemptionsResponse, error) {
+	return c.s.ListExemptions(ctx, in)
+}
+
+func (c directClient) IssueOfflineExemptionCode(ctx context.Context, in *mnguardv1.IssueOfflineExemptionCodeRequest, _ ...grpc.CallOption) (*mnguardv1.IssueOfflineExemptionCodeResponse, error) {
+	return c.s.IssueOfflineExemptionCode(ctx, in)
+}
+
 // harness runs mnguardctl against a fake without a network. It records the
 // connection settings of the last dial.
 type harness struct {
