@@ -181,7 +181,8 @@ type options struct {
 	// Command flags.
 	reason, ttl, uses, note, terminal, limit, dataDir  stringFlag
 	qr, format, pskFile, passwordFile, user, challenge stringFlag
-	replace                                            bool
+	device, duration, ticket                           stringFlag
+	replace, allowNoSerial, active                     bool
 
 	// set holds the canonical names of the flags given.
 	set map[string]bool
@@ -215,10 +216,13 @@ func parseArgs(args []string) (*options, []string, error) {
 		"terminal": &o.terminal, "limit": &o.limit, "data-dir": &o.dataDir,
 		"qr": &o.qr, "format": &o.format, "psk-file": &o.pskFile, "password-file": &o.passwordFile,
 		"user": &o.user, "challenge": &o.challenge,
+		"device": &o.device, "duration": &o.duration, "ticket": &o.ticket,
 	} {
 		fs.Var(v, name, "")
 	}
 	fs.BoolVar(&o.replace, "replace", false, "")
+	fs.BoolVar(&o.allowNoSerial, "allow-no-serial", false, "")
+	fs.BoolVar(&o.active, "active", false, "")
 	fs.BoolVar(&o.help, "help", false, "")
 	fs.BoolVar(&o.help, "h", false, "")
 
@@ -266,7 +270,7 @@ func endedByDashDash(consumed []string) bool {
 }
 
 // boolFlags take no value.
-var boolFlags = map[string]bool{"h": true, "help": true, "replace": true}
+var boolFlags = map[string]bool{"h": true, "help": true, "replace": true, "allow-no-serial": true, "active": true}
 
 // flagDoc describes a flag for help and validation.
 type flagDoc struct {
@@ -453,6 +457,48 @@ var commands = []*command{
 		},
 		summary: "answer a cut-off terminal's login challenge with a one-time offline login code",
 		run:     usersOfflineCode,
+	},
+	{
+		name: "exemptions issue",
+		flags: []flagDoc{
+			{"terminal", "ID", "the terminal (required)", ""},
+			{"device", "VID:PID:SERIAL", "the one device made writable (required)", ""},
+			{"duration", "1h", "how long, up to the collector's maximum (default 8h)", ""},
+			{"reason", "TEXT", "why (required; recorded)", ""},
+			{"ticket", "REF", "the helpdesk ticket (required; recorded)", ""},
+			{"allow-no-serial", "", "exempt a device without a serial number, and every twin of it (recorded)", ""},
+		},
+		summary: "let one device on one terminal be written for a bounded time; pushed to the agent at once",
+		run:     exemptionsIssue,
+	},
+	{
+		name:    "exemptions revoke",
+		args:    []string{"ID"},
+		flags:   []flagDoc{{"reason", "TEXT", "why, for the audit log", ""}},
+		summary: "end an exemption now; the device is read-only again within a second on a connected terminal",
+		run:     exemptionsRevoke,
+	},
+	{
+		name: "exemptions list",
+		flags: []flagDoc{
+			{"terminal", "ID", "only this terminal's exemptions", ""},
+			{"active", "", "only exemptions in force", ""},
+		},
+		summary: "list exemptions, newest first",
+		run:     exemptionsList,
+	},
+	{
+		name: "exemptions offline-code",
+		flags: []flagDoc{
+			{"terminal", "ID", "the terminal that shows the challenge (required)", ""},
+			{"challenge", "CODE", "the challenge 'mnguard-agent exemption challenge' printed (required)", ""},
+			{"device", "VID:PID:SERIAL", "the device, when the terminal has not reported it", ""},
+			{"reason", "TEXT", "why (required; recorded)", ""},
+			{"ticket", "REF", "the helpdesk ticket (required; recorded)", ""},
+			{"allow-no-serial", "", "the device has no serial number (recorded)", ""},
+		},
+		summary: "answer a cut-off terminal's exemption challenge with a one-time response code",
+		run:     exemptionsOfflineCode,
 	},
 	{
 		name:    "ca pin",

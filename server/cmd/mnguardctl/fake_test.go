@@ -264,6 +264,41 @@ func (f *fakeAdmin) IssueOfflineLoginCode(_ context.Context, req *mnguardv1.Issu
 	return &mnguardv1.IssueOfflineLoginCodeResponse{Code: "01234-56789", ValidUntil: ts(90 * time.Minute)}, nil
 }
 
+func fakeExemption(id, terminal string, d time.Duration) *mnguardv1.ExemptionRecord {
+	return &mnguardv1.ExemptionRecord{
+		Exemption: &mnguardv1.Exemption{
+			Id: id, TerminalId: terminal,
+			Device:    &mnguardv1.DeviceIdentity{VendorId: "0781", ProductId: "5581", Serial: "4C530001230815117432"},
+			NotBefore: ts(0), NotAfter: ts(d), DurationSeconds: uint32(d / time.Second),
+			Issuer: "helpdesk-1 (helpdesk)", Reason: "minutes for the council", Ticket: "INC-2026-0042", IssuedAt: ts(0),
+		},
+		State: "active", Source: "online", DeliveredAt: ts(time.Second),
+	}
+}
+
+func (f *fakeAdmin) IssueExemption(_ context.Context, req *mnguardv1.IssueExemptionRequest) (*mnguardv1.IssueExemptionResponse, error) {
+	d := time.Duration(req.GetDurationSeconds()) * time.Second
+	if d == 0 {
+		d = time.Hour
+	}
+	r := fakeExemption("ex-7", req.GetTerminalId(), d)
+	r.Exemption.Device, r.Exemption.Reason, r.Exemption.Ticket = req.GetDevice(), req.GetReason(), req.GetTicket()
+	return &mnguardv1.IssueExemptionResponse{Exemption: r, Delivered: true}, nil
+}
+
+func (f *fakeAdmin) ListExemptions(context.Context, *mnguardv1.ListExemptionsRequest) (*mnguardv1.ListExemptionsResponse, error) {
+	revoked := fakeExemption("ex-6", termID2, 8*time.Hour)
+	revoked.State, revoked.RevokedAt, revoked.RevokedBy = "revoked", ts(time.Minute), "admin (admin)"
+	revoked.Exemption.Reason = "=HYPERLINK(\"http://x\")"
+	return &mnguardv1.ListExemptionsResponse{Exemptions: []*mnguardv1.ExemptionRecord{fakeExemption("ex-7", termID1, time.Hour), revoked}}, nil
+}
+
+func (f *fakeAdmin) IssueOfflineExemptionCode(_ context.Context, req *mnguardv1.IssueOfflineExemptionCodeRequest) (*mnguardv1.IssueOfflineExemptionCodeResponse, error) {
+	r := fakeExemption("ex-8", req.GetTerminalId(), 90*time.Minute)
+	r.Source = "offline"
+	return &mnguardv1.IssueOfflineExemptionCodeResponse{Code: "7K2QM-9XH4C", Exemption: r}, nil
+}
+
 func (f *fakeAdmin) GetServerInfo(context.Context, *mnguardv1.GetServerInfoRequest) (*mnguardv1.GetServerInfoResponse, error) {
 	return f.info, nil
 }

@@ -71,6 +71,15 @@ func TestUsersUsageErrors(t *testing.T) {
 		{[]string{"users", "import", "seeds.csv", "--format", "xml"}, "invalid --format"},
 		{[]string{"users", "import", "seeds.csv", "--psk-file", "a", "--password-file", "b"}, "not both"},
 		{[]string{"users", "list", "--replace"}, "does not apply"},
+		{[]string{"exemptions", "issue", "--device", "0781:5581:X", "--reason", "r", "--ticket", "t"}, "--terminal is required"},
+		{[]string{"exemptions", "issue", "--terminal", termID1, "--device", "0781:5581:X", "--ticket", "t"}, "--reason is required"},
+		{[]string{"exemptions", "issue", "--terminal", termID1, "--device", "0781:5581:X", "--reason", "r"}, "--ticket is required"},
+		{[]string{"exemptions", "issue", "--terminal", termID1, "--device", "0781-5581", "--reason", "r", "--ticket", "t"}, "VID:PID:SERIAL"},
+		{[]string{"exemptions", "issue", "--terminal", termID1, "--device", "0781:5581", "--reason", "r", "--ticket", "t"}, "--allow-no-serial"},
+		{[]string{"exemptions", "issue", "--terminal", termID1, "--device", "0781:5581:X", "--reason", "r", "--ticket", "t", "--duration", "25h"}, "at most"},
+		{[]string{"exemptions", "issue", "--terminal", termID1, "--device", "0781:5581:X", "--reason", "r", "--ticket", "t", "--duration", "soon"}, "invalid --duration"},
+		{[]string{"exemptions", "offline-code", "--terminal", termID1, "--challenge", "12", "--reason", "r", "--ticket", "t"}, "--challenge"},
+		{[]string{"exemptions", "revoke"}, "missing ID"},
 	} {
 		r := newHarness().run(t, tt.args...)
 		if r.code != 2 || !strings.Contains(r.stderr, tt.want) {
