@@ -1,6 +1,6 @@
 // Package store keeps the collector's state: terminals, certificates,
-// enrollment and operator tokens, posture, events, TOTP login users and
-// the audit log.
+// enrollment and operator tokens, posture, events, TOTP login users,
+// helpdesk exemptions and the audit log.
 package store
 
 import (
@@ -21,7 +21,54 @@ var (
 	// ErrConflict is returned by a compare-and-set whose expectation no
 	// longer holds: someone else changed the row first.
 	ErrConflict = errors.New("changed concurrently")
+	// ErrExpired is returned when revoking an exemption that has ended by
+	// itself. Revoking a revoked one returns ErrRevoked.
+	ErrExpired = errors.New("expired")
 )
+
+// Exemption sources.
+const (
+	// ExemptionOnline: signed by the collector and pushed to the agent.
+	ExemptionOnline = "online"
+	// ExemptionOffline: a response code the helpdesk read out to a
+	// terminal that could not reach the collector.
+	ExemptionOffline = "offline"
+)
+
+// Exemption is a helpdesk exemption: write access to one device on one
+// terminal from NotBefore until NotAfter.
+type Exemption struct {
+	ID         string
+	TerminalID string
+	// The device: four lowercase hex digits each, and the serial number
+	// ("" only with AllowNoSerial).
+	VendorID, ProductID, Serial string
+	AllowNoSerial               bool
+	NotBefore, NotAfter         time.Time
+	// Duration is NotAfter - NotBefore, whole seconds.
+	Duration time.Duration
+	// Issuer is the operator who issued it.
+	Issuer, Reason, Ticket string
+	Source                 string // ExemptionOnline or ExemptionOffline
+	// Token is the SignedExemption (marshalled protobuf) of an online
+	// exemption; nil for offline ones.
+	Token []byte
+	// Challenge is the offline challenge it answers; "" for online ones.
+	Challenge string
+	IssuedAt  time.Time
+	// DeliveredAt is when a Subscribe stream first carried it; zero until
+	// then.
+	DeliveredAt  time.Time
+	RevokedAt    time.Time
+	RevokedBy    string
+	RevokeReason string
+}
+
+// ActiveAt reports whether the exemption is in force at t: not revoked
+// and NotBefore <= t < NotAfter.
+func (e Exemption) ActiveAt(t time.Time) bool {
+	return e.RevokedAt.IsZero() && !t.Before(e.NotBefore) && t.Before(e.NotAfter)
+}
 
 // User states.
 const (
@@ -277,6 +324,26 @@ type Store interface {
 	RecordFailure(ctx context.Context, name string, at time.Time, lockAfter int) (User, error)
 	// UnlockUser clears LockedAt and Failures; ErrNotFound if unknown.
 	UnlockUser(ctx context.Context, name string) (User, error)
+
+	// CreateExemption records an exemption of an active terminal (an error
+	// wrapping ErrNotFound or ErrRevoked otherwise). An offline exemption
+	// whose terminal and challenge are recorded already returns an error
+	// wrapping ErrExists: each challenge is answered once.
+	CreateExemption(ctx context.Context, e Exemption) error
+	// Exemption returns the exemption, ErrNotFound if unknown.
+	Exemption(ctx context.Context, id string) (Exemption, error)
+	// Exemptions lists exemptions, newest issued first; terminalID ""
+	// means all terminals. A non-zero activeAt keeps only those in force
+	// then (see Exemption.ActiveAt); a limit <= 0 means no limit.
+	Exemptions(ctx context.Context, terminalID string, activeAt time.Time, limit int) ([]Exemption, error)
+	// RevokeExemption ends the exemption at at and returns it; ErrNotFound
+	// if unknown, ErrRevoked if revoked already (the first revocation
+	// stays), ErrExpired if it ended at or before at.
+	RevokeExemption(ctx context.Context, id, by, reason string, at time.Time) (Exemption, error)
+	// MarkExemptionDelivered records the first time a stream carried the
+	// exemption and reports whether this call was that first time;
+	// ErrNotFound if unknown.
+	MarkExemptionDelivered(ctx context.Context, id string, at time.Time) (bool, error)
 
 	CreateEnrollmentToken(ctx context.Context, t EnrollmentToken) error
 	EnrollmentTokens(ctx context.Context) ([]EnrollmentToken, error)
