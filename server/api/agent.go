@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/mnguard/mnguard/internal/exemption"
 	"github.com/mnguard/mnguard/internal/snapshot"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"github.com/mnguard/mnguard/server/ca"
@@ -27,7 +28,17 @@ type Config struct {
 	Store store.Store
 	CA    *ca.CA
 	// ExemptionKey verifies exemption tokens; handed to agents at enrollment.
+	// When ExemptionSigner is set it is that key's public half, whatever
+	// was given.
 	ExemptionKey ed25519.PublicKey
+	// ExemptionSigner signs exemption tokens; nil leaves IssueExemption
+	// unimplemented.
+	ExemptionSigner ed25519.PrivateKey
+	// ExemptionMaxDuration is the longest exemption an operator may issue
+	// (default 8 h, at most 24 h); ExemptionDefaultDuration is what one
+	// gets that names no duration (default 1 h, at most the maximum).
+	ExemptionMaxDuration     time.Duration
+	ExemptionDefaultDuration time.Duration
 	// CertValidity is the lifetime of agent certificates.
 	CertValidity time.Duration
 	// ReportInterval is pushed to agents as policy.
@@ -72,6 +83,17 @@ func New(cfg Config) *Services {
 	if cfg.ReportInterval <= 0 {
 		cfg.ReportInterval = 60 * time.Second
 	}
+	if cfg.ExemptionSigner != nil {
+		cfg.ExemptionKey = cfg.ExemptionSigner.Public().(ed25519.PublicKey)
+	}
+	if cfg.ExemptionMaxDuration <= 0 {
+		cfg.ExemptionMaxDuration = DefaultExemptionMaxDuration
+	}
+	cfg.ExemptionMaxDuration = min(cfg.ExemptionMaxDuration, exemption.MaxDuration)
+	if cfg.ExemptionDefaultDuration <= 0 {
+		cfg.ExemptionDefaultDuration = DefaultExemptionDuration
+	}
+	cfg.ExemptionDefaultDuration = min(cfg.ExemptionDefaultDuration, cfg.ExemptionMaxDuration)
 	p := &mnguardv1.Policy{ReportIntervalSeconds: uint32((cfg.ReportInterval + time.Second - 1) / time.Second)}
 	p.Version = policyVersion(p)
 	s := &Services{cfg: cfg, hub: newHub(), policy: p}
@@ -267,8 +289,10 @@ func (a *AgentService) Report(ctx context.Context, req *mnguardv1.ReportRequest)
 }
 
 // Subscribe implements mnguardv1.AgentServiceServer. The first message is
-// the current policy; then pushes as they come and heartbeats when idle. A
-// revoked terminal's stream ends with PermissionDenied.
+// the set of exemptions in force for the terminal (possibly empty), the
+// second the current policy; then pushes as they come: a new set whenever
+// an exemption is issued or revoked, heartbeats when idle. A revoked
+// terminal's stream ends with PermissionDenied.
 func (a *AgentService) Subscribe(req *mnguardv1.SubscribeRequest, stream mnguardv1.AgentService_SubscribeServer) error {
 	cfg := a.s.cfg
 	ctx := stream.Context()
@@ -276,9 +300,14 @@ func (a *AgentService) Subscribe(req *mnguardv1.SubscribeRequest, stream mnguard
 	if err != nil {
 		return err
 	}
+	// Registered before the first set is read: a change stored meanwhile
+	// signals this stream and is sent next.
 	sub := a.s.hub.add(t.ID)
 	defer a.s.hub.remove(t.ID, sub)
 	cfg.Logger.Debug("agent subscribed", "terminal", t.ID)
+	if err := a.sendExemptions(ctx, stream, t.ID); err != nil {
+		return err
+	}
 	if err := stream.Send(&mnguardv1.SubscribeResponse{
 		SentAt: timestamppb.New(cfg.Now()),
 		Push:   &mnguardv1.SubscribeResponse_Policy{Policy: a.s.policy},
@@ -299,6 +328,15 @@ func (a *AgentService) Subscribe(req *mnguardv1.SubscribeRequest, stream mnguard
 			return status.Error(codes.PermissionDenied, "terminal revoked: enroll again")
 		case <-expiry.C:
 			return status.Error(codes.Unauthenticated, "client certificate expired")
+		case <-sub.exemptions:
+			waiting := sub.takeWaiting()
+			if err := a.sendExemptions(ctx, stream, t.ID); err != nil {
+				return err
+			}
+			for _, c := range waiting {
+				close(c)
+			}
+			continue
 		case m := <-sub.push:
 			// Shared with the terminal's other streams: copy before stamping.
 			msg = proto.Clone(m).(*mnguardv1.SubscribeResponse)

@@ -18,12 +18,26 @@ type subscriber struct {
 	// kicked is closed when the terminal is revoked.
 	kicked chan struct{}
 	once   sync.Once
+	// exemptions is signalled (it holds at most one token) when the
+	// terminal's exemptions changed: the stream then reads the set in
+	// force from the store and sends it. Sending sets read after the
+	// change, rather than sets computed by whoever changed them, keeps
+	// two changes at once from reaching the agent in the wrong order.
+	exemptions chan struct{}
+	mu         sync.Mutex
+	// waiting are closed once the stream has sent a set read after they
+	// were added.
+	waiting []chan struct{}
 }
 
 func newHub() *hub { return &hub{subs: make(map[string]map[*subscriber]struct{})} }
 
 func (h *hub) add(terminalID string) *subscriber {
-	s := &subscriber{push: make(chan *mnguardv1.SubscribeResponse, 16), kicked: make(chan struct{})}
+	s := &subscriber{
+		push:       make(chan *mnguardv1.SubscribeResponse, 16),
+		kicked:     make(chan struct{}),
+		exemptions: make(chan struct{}, 1),
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	m := h.subs[terminalID]
@@ -51,6 +65,39 @@ func (h *hub) kick(terminalID string) {
 	for s := range h.subs[terminalID] {
 		s.once.Do(func() { close(s.kicked) })
 	}
+}
+
+// exemptionsChanged tells every stream of the terminal to send the set of
+// exemptions in force. Call it after the change is stored. It returns, per
+// stream, a channel that is closed once that stream has sent a set that
+// includes the change; none when the terminal has no live stream.
+func (h *hub) exemptionsChanged(terminalID string) []chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var sent []chan struct{}
+	for s := range h.subs[terminalID] {
+		c := make(chan struct{})
+		s.mu.Lock()
+		s.waiting = append(s.waiting, c)
+		s.mu.Unlock()
+		sent = append(sent, c)
+		select {
+		case s.exemptions <- struct{}{}:
+		default: // signalled already; the stream has not read the set yet
+		}
+	}
+	return sent
+}
+
+// takeWaiting returns the channels to close after the next set is sent.
+// The stream calls it after it received the signal and before it reads
+// the set: every change announced so far is stored by then.
+func (s *subscriber) takeWaiting() []chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.waiting
+	s.waiting = nil
+	return w
 }
 
 // count is the number of connected streams.

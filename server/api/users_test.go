@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -60,6 +61,13 @@ type collector struct {
 
 func startCollector(t *testing.T, withLogins bool) *collector {
 	t.Helper()
+	return startCollectorWith(t, withLogins, nil)
+}
+
+// startCollectorWith starts a collector whose Config edit may change
+// first. It signs exemptions with a fresh key.
+func startCollectorWith(t *testing.T, withLogins bool, edit func(*Config)) *collector {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	now := time.Now()
@@ -74,7 +82,11 @@ func startCollector(t *testing.T, withLogins bool) *collector {
 	t.Cleanup(func() { st.Close() })
 	c := &collector{t: t, st: st, clock: &clock{t: time.Date(2026, 11, 25, 10, 0, 1, 0, time.UTC)}, caDER: authority.CertDER(),
 		tokens: map[string]string{}, metrics: NewMetrics(nil)}
-	cfg := Config{Store: st, CA: authority, Version: "test", Logger: slog.New(slog.DiscardHandler), Metrics: c.metrics}
+	_, signer, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Store: st, CA: authority, Version: "test", Logger: slog.New(slog.DiscardHandler), Metrics: c.metrics, ExemptionSigner: signer}
 	if withLogins {
 		keyPath := filepath.Join(dir, "totp.key")
 		if err := logins.CreateKey(keyPath); err != nil {
@@ -91,6 +103,9 @@ func startCollector(t *testing.T, withLogins bool) *collector {
 		if cfg.Logins, err = logins.New(st, key, p); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if edit != nil {
+		edit(&cfg)
 	}
 	for _, role := range allRoles {
 		tok, err := NewOperatorToken()
