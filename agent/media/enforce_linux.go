@@ -202,6 +202,11 @@ type enforceRun struct {
 	// failed are the checks that did not pass; State is StateReadOnly only
 	// when there are none.
 	failed []error
+	// gentle is set by ProtectGently: a filesystem with writers is left
+	// writable (its superblock's device number in busy) instead of its
+	// writers being ended.
+	gentle bool
+	busy   map[uint64]bool
 }
 
 func (r *enforceRun) act(what, target string, err error) {
@@ -295,6 +300,114 @@ func (e *Enforcer) Protect(ctx context.Context, d Device) (Result, error) {
 		return r.finish("protect", StateReadOnly, err)
 	}
 	return r.finish("protect", StateReadOnly, nil)
+}
+
+// ProtectGently is Protect for the end of an exemption, when a user may
+// still be writing: it ends no one.
+//
+//  1. Flush: syncfs on every reachable mount of the device, then
+//     BLKFLSBUF on the disk and its partitions, so that what was written
+//     reaches the medium before the kernel flag goes up.
+//  2. BLKROSET on the disk and partitions, as Protect: new writes to the
+//     block devices fail from here on.
+//  3. Every filesystem is remounted read-only, as Protect; one that is
+//     busy (EBUSY: files open for writing) is left writable, and the
+//     processes writing there are listed in Result.Busy.
+//  4. Verify as Protect, except for the filesystems left busy.
+//
+// State is StateReadOnly when everything is read-only, StateEnding (and
+// no error) when only busy filesystems are left writable, and
+// StateWritable with an error when a check failed. Calling it again
+// retries; Protect then ends the writers per OnBusy.
+func (e *Enforcer) ProtectGently(ctx context.Context, d Device) (Result, error) {
+	r, err := e.newRun(ctx, d)
+	if err != nil {
+		return r.finish("protect", StateReadOnly, err)
+	}
+	r.gentle = true
+	if err := r.flush(); err != nil {
+		return r.finish("protect", StateReadOnly, err)
+	}
+	if err := r.protectNodes(); err != nil {
+		return r.finish("protect", StateReadOnly, err)
+	}
+	if err := r.protectMounts(); err != nil {
+		return r.finish("protect", StateReadOnly, err)
+	}
+	if err := r.verify(); err != nil {
+		return r.finish("protect", StateReadOnly, err)
+	}
+	res, err := r.finish("protect", StateReadOnly, nil)
+	if err == nil && len(r.busy) > 0 {
+		res.State = StateEnding
+	}
+	return res, err
+}
+
+// flush writes out what is cached for the device: syncfs on each of its
+// reachable mounts (each superblock once), then BLKFLSBUF on each node.
+// Only a vanished device is an error; failures are actions.
+func (r *enforceRun) flush() error {
+	fds := make([]int, len(r.nodes))
+	defer func() {
+		for _, fd := range fds {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
+	}()
+	for i := range r.nodes {
+		n := &r.nodes[i]
+		fd, rdev, err := openBlock(n.path)
+		fds[i] = fd
+		if err != nil {
+			if isVanished(err) {
+				return err
+			}
+			r.act("BLKFLSBUF "+n.name, n.path, err)
+			continue
+		}
+		n.dev = rdev
+	}
+	mounts, err := r.deviceMounts()
+	if err != nil {
+		r.act("read mountinfo", filepath.Join(r.e.procDir(), "self", "mountinfo"), err)
+	}
+	synced := map[uint64]bool{}
+	for _, m := range mounts {
+		sb := unix.Mkdev(m.Major, m.Minor)
+		if synced[sb] || m.superReadOnly() {
+			continue
+		}
+		pfd, err := openMount(m)
+		if err != nil {
+			continue // another mount of it may be reachable
+		}
+		// syncfs takes no O_PATH descriptor: reopen the mount's root.
+		fd, err := unix.Open(r.fdPath(pfd), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+		unix.Close(pfd)
+		if err == nil {
+			err = unix.Syncfs(fd)
+			unix.Close(fd)
+		}
+		synced[sb] = err == nil
+		r.act("syncfs "+m.MountPoint, m.MountPoint, err)
+	}
+	for i, n := range r.nodes {
+		if fds[i] < 0 {
+			continue
+		}
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fds[i]), unix.BLKFLSBUF, 0)
+		var err error
+		if errno != 0 {
+			err = nodeErr("BLKFLSBUF", n.path, errno)
+			if isVanished(err) {
+				return err
+			}
+		}
+		r.act("BLKFLSBUF "+n.name, n.path, err)
+	}
+	return nil
 }
 
 // protectNodes sets the kernel flag on the disk, then on each partition.
@@ -484,8 +597,18 @@ func (r *enforceRun) protectSuper(g []*mnt) {
 		}
 		target = g[i]
 		err := r.remountSuper(target, true)
+		if err != nil && r.gentle && errors.Is(err, unix.EBUSY) && len(r.e.findHolders(r.fsRef(g), false)) == 0 {
+			// A file closed a moment ago may still be in the middle of
+			// its final release.
+			time.Sleep(20 * time.Millisecond)
+			err = r.remountSuper(target, true)
+		}
 		r.act("remount "+target.MountPoint+" read-only", target.MountPoint, err)
-		if err != nil {
+		switch {
+		case err != nil && r.gentle:
+			r.leaveBusy(g, target, err)
+			return
+		case err != nil:
 			r.handleBusy(g, target, err)
 		}
 	}
@@ -502,6 +625,27 @@ func (r *enforceRun) protectSuper(g []*mnt) {
 		if m != target || err != nil {
 			r.act("set mount "+m.MountPoint+" read-only", m.MountPoint, err)
 		}
+	}
+}
+
+// leaveBusy, for ProtectGently, leaves a superblock that would not go
+// read-only as it is and says who keeps it writable. Only EBUSY is being
+// busy: another failure is left for the verification to count.
+func (r *enforceRun) leaveBusy(g []*mnt, target *mnt, err error) {
+	if !errors.Is(err, unix.EBUSY) {
+		return
+	}
+	if r.busy == nil {
+		r.busy = map[uint64]bool{}
+	}
+	r.busy[unix.Mkdev(g[0].Major, g[0].Minor)] = true
+	for _, h := range r.e.findHolders(r.fsRef(g), false) {
+		r.res.Busy = append(r.res.Busy, Writer{PID: h.pid, Command: h.comm, What: h.what, Mount: target.MountPoint})
+	}
+	if len(r.res.Busy) == 0 {
+		// Busy, but no writer found (one in another PID namespace, or a
+		// file just closed): the caller retries all the same.
+		r.res.Busy = append(r.res.Busy, Writer{What: "unknown writer", Mount: target.MountPoint})
 	}
 }
 
@@ -666,6 +810,9 @@ func (r *enforceRun) verify() error {
 		r.fail(fmt.Errorf("verify mounts: %w", err))
 	}
 	for _, m := range mounts {
+		if r.busy[unix.Mkdev(m.Major, m.Minor)] {
+			continue // left writable on purpose (ProtectGently)
+		}
 		if !m.ReadOnly() {
 			r.fail(fmt.Errorf("verify %s: mounted read-write", m.MountPoint))
 			continue
@@ -741,6 +888,10 @@ func probeBlock(node string) error {
 // flag of the disk and its partitions and makes every mounted filesystem
 // of them read-write (including one that was mounted read-only before
 // Protect). State is StateExempted when everything reads back writable.
+// It is idempotent: on a device already writable it changes nothing,
+// reports no actions, and Repaired is false; otherwise Repaired is true.
+// On failure State is StateReadOnly when the disk still reads back
+// read-only and StateWritable otherwise; the caller protects it again.
 func (e *Enforcer) Release(ctx context.Context, d Device) (Result, error) {
 	r, err := e.newRun(ctx, d)
 	if err != nil {
@@ -758,9 +909,17 @@ func (e *Enforcer) Release(ctx context.Context, d Device) (Result, error) {
 			continue
 		}
 		n.dev = rdev
-		// Partitions keep their own flag (set by Protect): clear it even
-		// when they read back writable through nothing but their disk.
-		err = setRO(fd, n.path, false)
+		// The disk comes first: once its flag is clear, a partition reads
+		// back read-only only through its own flag (set by Protect).
+		ro, err := getRO(fd, n.path)
+		if err == nil && !ro {
+			unix.Close(fd)
+			continue
+		}
+		if err == nil {
+			err = setRO(fd, n.path, false)
+			r.res.Repaired = true
+		}
 		unix.Close(fd)
 		if err != nil && isVanished(err) {
 			return r.finish("release", StateExempted, err)
@@ -784,11 +943,13 @@ func (e *Enforcer) Release(ctx context.Context, d Device) (Result, error) {
 	for _, g := range superGroups(ms) {
 		if g[0].superReadOnly() {
 			err := r.remountSuper(g[0], false)
+			r.res.Repaired = true
 			r.act("remount "+g[0].MountPoint+" read-write", g[0].MountPoint, err)
 		}
 		for _, m := range g {
 			if slices.Contains(m.Options, "ro") {
 				err := r.setMountFlag(m, false)
+				r.res.Repaired = true
 				r.act("set mount "+m.MountPoint+" read-write", m.MountPoint, err)
 			}
 		}

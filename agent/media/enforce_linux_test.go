@@ -87,10 +87,25 @@ func (l *enfLoopDisk) part(i int) string { return "/dev/" + l.parts[i] }
 
 func enfNewLoopDisk(t *testing.T) *enfLoopDisk {
 	t.Helper()
+	enfLockLoops(t)
+	return enfAttachLoopDisk(t, "stick.img")
+}
+
+// enfLockLoops checks for root and the tools, then takes the machine's
+// loop-device test lock (once per test: it is not reentrant).
+func enfLockLoops(t *testing.T) {
+	t.Helper()
 	testenv.RequireRoot(t, "loop devices")
 	enfNeedTools(t, "losetup", "partx", "blockdev", "sfdisk", "mkfs.ext4", "mkfs.vfat", "mount", "dd")
 	testenv.LockLoops(t)
-	img := filepath.Join(t.TempDir(), "stick.img")
+}
+
+// enfAttachLoopDisk makes a disk image named file (a loop device's
+// identity is its backing file's name) and attaches it; the caller holds
+// the loop lock.
+func enfAttachLoopDisk(t *testing.T, file string) *enfLoopDisk {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), file)
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -732,4 +747,134 @@ func enfBenchAttach(b *testing.B, ctl, backing int) (string, int) {
 	}
 	b.Fatal("no free loop device")
 	return "", -1
+}
+
+// TestReleaseIdempotent: a second Release of a writable device changes
+// nothing and says so; a Release after the disk alone was set read-only
+// again clears just that.
+func TestReleaseIdempotent(t *testing.T) {
+	l := enfNewLoopDisk(t)
+	mp := enfMount(t, l.part(0), "ext4")
+	e := &Enforcer{}
+	ctx := context.Background()
+	res, err := e.Protect(ctx, l.device())
+	enfCheckProtected(t, res, err)
+	first, err := e.Release(ctx, l.device())
+	if err != nil || first.State != StateExempted || !first.Repaired {
+		t.Fatalf("first Release = %q, %v, repaired %v; actions: %s", first.State, err, first.Repaired, enfActions(first))
+	}
+	second, err := e.Release(ctx, l.device())
+	if err != nil || second.State != StateExempted || second.Repaired || len(second.Actions) != 0 {
+		t.Errorf("second Release = %q, %v, repaired %v; actions: %s; want no change", second.State, err, second.Repaired, enfActions(second))
+	}
+	enfRun(t, "blockdev", "--setro", l.dev)
+	third, err := e.Release(ctx, l.device())
+	if err != nil || !third.Repaired || len(third.Actions) != 1 || third.Actions[0].What != "BLKROSET 0 "+l.name {
+		t.Errorf("Release after blockdev --setro: %v, repaired %v, actions: %s; want the disk's flag cleared alone", err, third.Repaired, enfActions(third))
+	}
+	if err := enfWrite(filepath.Join(mp, "f")); err != nil {
+		t.Errorf("write after Release: %v", err)
+	}
+}
+
+// TestProtectGently: with nobody writing, the end of an exemption flushes
+// and leaves the device read-only as Protect does; what was written before
+// is on the medium.
+func TestProtectGently(t *testing.T) {
+	l := enfNewLoopDisk(t)
+	mp := enfMount(t, l.part(0), "ext4")
+	// Written without fsync: in the page cache only.
+	if err := os.WriteFile(filepath.Join(mp, "kept"), []byte("kept data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := (&Enforcer{}).ProtectGently(context.Background(), l.device())
+	enfCheckProtected(t, res, err)
+	t.Logf("actions:%s", enfActions(res))
+	for _, want := range []string{"syncfs " + mp, "BLKFLSBUF " + l.name, "BLKFLSBUF " + l.parts[0], "BLKROSET " + l.name, "remount " + mp + " read-only"} {
+		if !enfHasAction(res, want) {
+			t.Errorf("no action %q", want)
+		}
+	}
+	if len(res.Busy) != 0 {
+		t.Errorf("Busy = %v", res.Busy)
+	}
+	if err := enfWrite(filepath.Join(mp, "after")); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("write after ProtectGently: %v, want EROFS", err)
+	}
+	enfCheckBlockRO(t, l)
+	// On the medium: unmounted and mounted again (read-only now), the file
+	// is there.
+	if err := unix.Unmount(mp, 0); err != nil {
+		t.Fatal(err)
+	}
+	enfRun(t, "mount", "-o", "ro", "-t", "ext4", l.part(0), mp)
+	if b, err := os.ReadFile(filepath.Join(mp, "kept")); err != nil || string(b) != "kept data" {
+		t.Errorf("the file written before the end: %q, %v", b, err)
+	}
+}
+
+// TestProtectGentlyBusy: a file open for writing keeps its filesystem
+// writable: ProtectGently ends no one, sets the block devices read-only,
+// names the writer and says StateEnding; once the writer is gone, the next
+// call makes it read-only.
+func TestProtectGentlyBusy(t *testing.T) {
+	l := enfNewLoopDisk(t)
+	mp := enfMount(t, l.part(0), "ext4")
+	held := filepath.Join(mp, "held")
+	if err := enfWrite(held); err != nil {
+		t.Fatal(err)
+	}
+	cmd := enfStartHolder(t, `exec 3>>"$1"`, held)
+	e := &Enforcer{}
+	ctx := context.Background()
+	res, err := e.ProtectGently(ctx, l.device())
+	t.Logf("actions:%s", enfActions(res))
+	if err != nil || res.State != StateEnding {
+		t.Fatalf("ProtectGently with a writer = %q, %v; want StateEnding and no error", res.State, err)
+	}
+	want := Writer{PID: cmd.Process.Pid, Command: "sleep", What: "writing " + held, Mount: mp}
+	if !slices.Contains(res.Busy, want) {
+		t.Errorf("Busy = %+v, want %+v", res.Busy, want)
+	}
+	if enfHasAction(res, "ended") || enfHasAction(res, "detach") {
+		t.Errorf("ProtectGently ended or detached: %s", enfActions(res))
+	}
+	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("the writer is gone: %v", err)
+	}
+	// The block devices take no new writes; the busy filesystem still
+	// does (the state says so).
+	enfCheckBlockRO(t, l)
+	if m, _ := enfMountAt(t, mp); m.superReadOnly() {
+		t.Errorf("busy filesystem remounted read-only: %v", m.SuperOptions)
+	}
+
+	cmd.Process.Kill()
+	cmd.Wait()
+	res, err = e.ProtectGently(ctx, l.device())
+	enfCheckProtected(t, res, err)
+	if err := enfWrite(filepath.Join(mp, "after")); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("write after the writer left: %v, want EROFS", err)
+	}
+}
+
+// TestBlockWrites: the write counter of a loop device moves with a real
+// write to one of its partitions.
+func TestBlockWrites(t *testing.T) {
+	l := enfNewLoopDisk(t)
+	before, err := blockWrites("/sys", l.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enfRun(t, "dd", "if=/dev/zero", "of="+l.part(1), "bs=4k", "count=4", "oflag=direct")
+	after, err := blockWrites("/sys", l.name)
+	if err != nil || after <= before {
+		t.Errorf("write I/Os %d before a write, %d (%v) after", before, after, err)
+	}
+	if _, err := blockWrites("/sys", "loop-none"); !errors.Is(err, ErrVanished) {
+		t.Errorf("blockWrites of a missing device: %v, want ErrVanished", err)
+	}
+	if _, err := blockWrites("/sys", "../x"); err == nil {
+		t.Error("blockWrites took a path")
+	}
 }

@@ -6,6 +6,7 @@ package media
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 )
@@ -78,7 +79,24 @@ const (
 	StateWritable     State = "writable" // enforcement failed
 	StateExempted     State = "exempted"
 	StateDeauthorized State = "deauthorized" // MTP/PTP
+	// StateEnding is a device whose exemption ended while files on it were
+	// still open for writing: the kernel flag is set again, but a
+	// filesystem on it is still writable until its writers close their
+	// files or the grace period runs out.
+	StateEnding State = "ending"
 )
+
+// Writer is a process that keeps a filesystem from being made read-only.
+type Writer struct {
+	PID     int
+	Command string // its comm, e.g. "vim"
+	// What it does there, e.g. "writing /media/x/f".
+	What string
+	// Mount is the mount point of the busy filesystem.
+	Mount string
+}
+
+func (w Writer) String() string { return fmt.Sprintf("pid %d (%s) %s", w.PID, w.Command, w.What) }
 
 // Action is something enforcement did, for the event that reports it.
 type Action struct {
@@ -95,6 +113,9 @@ type Result struct {
 	// Repaired is true when the device had drifted (writable again) and was
 	// set back.
 	Repaired bool
+	// Busy lists, when State is StateEnding, the processes that keep a
+	// filesystem of the device writable.
+	Busy []Writer
 }
 
 // Notification is a kernel event about a device.

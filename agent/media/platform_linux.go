@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -151,6 +152,75 @@ func (p *linuxPlatform) Protect(ctx context.Context, d Device) (Result, error) {
 		return res, fmt.Errorf("optical drive %s: %w", d.Name, err)
 	}
 	return res, nil
+}
+
+// errNotExemptable refuses an exemption the platform cannot carry out; the
+// device stays read-only.
+var errNotExemptable = errors.New("cannot be made writable for an exemption")
+
+// Release makes an exempted disk writable (Enforcer.Release). Phones and
+// cameras (MTP/PTP) and optical drives are refused (the error wraps
+// errors.ErrUnsupported) and left read-only: re-authorizing a USB device
+// and allowing disc burning are not implemented.
+func (p *linuxPlatform) Release(ctx context.Context, d Device) (Result, error) {
+	switch {
+	case d.MTP:
+		return Result{Device: d, State: StateDeauthorized}, fmt.Errorf("release %s: an MTP/PTP device %w: %w", d.Name, errNotExemptable, errors.ErrUnsupported)
+	case d.Bus == BusOptical || isOptical(d.Name):
+		return Result{Device: d, State: StateReadOnly}, fmt.Errorf("release %s: an optical drive %w: %w", d.Name, errNotExemptable, errors.ErrUnsupported)
+	}
+	return p.enf.Release(ctx, d)
+}
+
+// ProtectGently ends an exemption without ending anyone
+// (Enforcer.ProtectGently); for what Release refuses it is Protect.
+func (p *linuxPlatform) ProtectGently(ctx context.Context, d Device) (Result, error) {
+	if d.MTP || d.Bus == BusOptical || isOptical(d.Name) {
+		return p.Protect(ctx, d)
+	}
+	if mp, ok := holdsSystem(p.o.DevDir, d); ok {
+		err := errSystemDisk(d, mp)
+		return Result{Device: d, State: StateWritable, Actions: []Action{{What: "left " + d.Name + " writable", Err: err}}}, err
+	}
+	return p.enf.ProtectGently(ctx, d)
+}
+
+// Writes reads the number of write requests the disk (partitions
+// included) has completed since it appeared: the fifth field of
+// SysRoot/class/block/NAME/stat (Documentation/block/stat.rst).
+func (p *linuxPlatform) Writes(d Device) (uint64, error) {
+	if d.MTP {
+		return 0, fmt.Errorf("%s: an MTP/PTP device has no block statistics: %w", d.Name, errors.ErrUnsupported)
+	}
+	return blockWrites(p.o.SysRoot, d.Name)
+}
+
+func blockWrites(sysRoot, name string) (uint64, error) {
+	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
+		return 0, fmt.Errorf("bad device name %q", name)
+	}
+	b, err := os.ReadFile(filepath.Join(sysRoot, "class", "block", name, "stat"))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, fmt.Errorf("%s: %w", name, ErrVanished)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return parseBlockStatWrites(string(b))
+}
+
+// parseBlockStatWrites returns the write I/Os (the fifth field) of a block
+// device's stat file.
+func parseBlockStatWrites(s string) (uint64, error) {
+	f := strings.Fields(s)
+	if len(f) < 5 {
+		return 0, fmt.Errorf("block stat: %d fields, want at least 5", len(f))
+	}
+	n, err := strconv.ParseUint(f[4], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("block stat: write I/Os: %w", err)
+	}
+	return n, nil
 }
 
 // deauthorize cuts an MTP/PTP device off the USB bus: with authorized=0

@@ -3,7 +3,9 @@
 package media
 
 import (
+	"errors"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -37,5 +39,57 @@ func TestHoldsSystem(t *testing.T) {
 	}
 	if mp, ok := holdsSystem(dev, Device{Name: "other"}); ok {
 		t.Errorf("an unrelated device holds %s", mp)
+	}
+}
+
+func TestParseBlockStatWrites(t *testing.T) {
+	tests := []struct {
+		in   string
+		want uint64
+		ok   bool
+	}{
+		// Linux 5.5+: 17 fields.
+		{in: "     151        0     8450       37       42        3     1024       11        0      132       49        0        0        0        0        7        1\n", want: 42, ok: true},
+		// Older kernels: 11 fields.
+		{in: "1 2 3 4 5 6 7 8 9 10 11", want: 5, ok: true},
+		{in: "1 2 3 4", ok: false},
+		{in: "1 2 3 4 x", ok: false},
+		{in: "", ok: false},
+	}
+	for _, tt := range tests {
+		got, err := parseBlockStatWrites(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("parseBlockStatWrites(%q) = %d, %v; want %d, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+func FuzzParseBlockStatWrites(f *testing.F) {
+	f.Add("151 0 8450 37 42 3 1024 11 0 132 49 0 0 0 0 7 1\n")
+	f.Add("1 2 3 4")
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := parseBlockStatWrites(s)
+		if err != nil {
+			return
+		}
+		// The fifth field, whatever else is there.
+		if v, err := strconv.ParseUint(strings.Fields(s)[4], 10, 64); err != nil || v != n {
+			t.Errorf("parseBlockStatWrites(%q) = %d", s, n)
+		}
+	})
+}
+
+// TestReleaseRefused: what the Linux platform cannot make writable it
+// refuses, leaving the device as it is.
+func TestReleaseRefused(t *testing.T) {
+	p := NewPlatform(Options{SysRoot: t.TempDir(), DevDir: t.TempDir()}).(*linuxPlatform)
+	for _, d := range []Device{
+		{Name: "1-2", MTP: true, Bus: BusUSB},
+		{Name: "sr0", Bus: BusOptical},
+	} {
+		res, err := p.Release(t.Context(), d)
+		if !errors.Is(err, errors.ErrUnsupported) || res.State == StateExempted {
+			t.Errorf("Release(%s) = %q, %v; want refused with ErrUnsupported", d.Name, res.State, err)
+		}
 	}
 }

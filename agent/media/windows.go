@@ -225,22 +225,29 @@ func (p *windowsPlatform) Protect(ctx context.Context, d Device) (Result, error)
 	return res, err
 }
 
+// diskPath returns the interface path of the disk d: its SysPath, or the
+// path of the disk now named d.Name.
+func (p *windowsPlatform) diskPath(ctx context.Context, d Device) (string, error) {
+	if d.SysPath != "" {
+		return d.SysPath, nil
+	}
+	disks, err := p.sys.Disks(ctx)
+	for _, w := range disks {
+		if winDiskName(w.Number) == d.Name {
+			return w.Path, nil
+		}
+	}
+	if err == nil {
+		err = ErrVanished
+	}
+	return "", fmt.Errorf("find disk: %w", err)
+}
+
 func (p *windowsPlatform) protectDisk(ctx context.Context, res *Result) error {
 	d := res.Device
-	path := d.SysPath
-	if path == "" {
-		disks, err := p.sys.Disks(ctx)
-		for _, w := range disks {
-			if winDiskName(w.Number) == d.Name {
-				path = w.Path
-			}
-		}
-		if path == "" {
-			if err == nil {
-				err = ErrVanished
-			}
-			return fmt.Errorf("protect %s: find disk: %w", d.Name, err)
-		}
+	path, err := p.diskPath(ctx, d)
+	if err != nil {
+		return fmt.Errorf("protect %s: %w", d.Name, err)
 	}
 	ro, err := p.sys.ReadOnly(path)
 	if err != nil {
@@ -267,6 +274,66 @@ func (p *windowsPlatform) protectDisk(ctx context.Context, res *Result) error {
 	}
 	res.State, res.Repaired = StateReadOnly, true
 	return nil
+}
+
+// Release clears the read-only attribute of an exempted disk and reads it
+// back: State is StateExempted when the disk is writable. It is
+// idempotent (no actions, Repaired false, when the disk was writable). On
+// failure State is StateReadOnly, or StateWritable when the attribute
+// reads back clear all the same; the caller protects it again.
+//
+// Windows keeps a volume that was mounted while its disk was read-only
+// read-only until it is mounted again: a file system that Explorer mounted
+// before the exemption may need the disk plugged in again (the attribute
+// is not persisted, so the disk comes back read-only and the manager
+// releases it again while the exemption lasts). Dismounting the disk's
+// volumes (FSCTL_DISMOUNT_VOLUME) would spare that and is not done yet.
+func (p *windowsPlatform) Release(ctx context.Context, d Device) (Result, error) {
+	res := Result{Device: d, State: StateReadOnly}
+	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("release %s: %w", d.Name, err)
+	}
+	path, err := p.diskPath(ctx, d)
+	if err != nil {
+		return res, fmt.Errorf("release %s: %w", d.Name, err)
+	}
+	ro, err := p.sys.ReadOnly(path)
+	if err != nil {
+		return res, fmt.Errorf("release %s: read disk attributes: %w", d.Name, err)
+	}
+	if !ro {
+		res.State = StateExempted
+		return res, nil
+	}
+	act := Action{What: "clear read-only disk attribute on " + d.Name, Target: d.Name}
+	act.Err = p.sys.SetReadOnly(path, false)
+	if act.Err == nil {
+		ro, err := p.sys.ReadOnly(path)
+		switch {
+		case err != nil:
+			act.Err = fmt.Errorf("verify: %w", err)
+		case ro:
+			act.Err = errors.New("verify: the disk is still read-only")
+		}
+	}
+	res.Actions = append(res.Actions, act)
+	res.Repaired = true
+	if act.Err != nil {
+		if ro, err := p.sys.ReadOnly(path); err == nil && !ro {
+			res.State = StateWritable
+		}
+		return res, fmt.Errorf("release %s: %w", d.Name, act.Err)
+	}
+	res.State = StateExempted
+	return res, nil
+}
+
+// ProtectGently is Protect: the disk attribute holds below the volumes
+// and takes effect at once, so no file system is left busy to wait for;
+// programs with files open there see their next writes fail. (Which
+// programs those are is not looked up on Windows.)
+func (p *windowsPlatform) ProtectGently(ctx context.Context, d Device) (Result, error) {
+	return p.Protect(ctx, d)
 }
 
 // EnsurePolicy sets the Removable Storage Access policy value Deny_Write

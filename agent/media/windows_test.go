@@ -538,6 +538,60 @@ func TestWindowsProtect(t *testing.T) {
 	})
 }
 
+func TestWindowsRelease(t *testing.T) {
+	stick, _ := classifyWinDisk(winUSBStick)
+	path := winUSBStick.Path
+	t.Run("read-only stick", func(t *testing.T) {
+		sys := newFakeWinOS(winSATADisk, winUSBStick)
+		sys.ro[path] = true
+		p := newWindowsPlatform(sys, nil)
+		res, err := p.Release(t.Context(), stick)
+		if err != nil || res.State != StateExempted || !res.Repaired || len(res.Actions) != 1 || sys.ro[path] {
+			t.Fatalf("Release = %+v, %v; read-only afterwards %v", res, err, sys.ro[path])
+		}
+		want := []string{"ReadOnly " + path, "SetReadOnly " + path + " false", "ReadOnly " + path}
+		if !slices.Equal(sys.calls, want) {
+			t.Errorf("calls %q, want %q", sys.calls, want)
+		}
+		// Idempotent.
+		res, err = p.Release(t.Context(), stick)
+		if err != nil || res.State != StateExempted || res.Repaired || len(res.Actions) != 0 {
+			t.Errorf("second Release = %+v, %v; want nothing done", res, err)
+		}
+		// The end: the attribute again, at once.
+		res, err = p.ProtectGently(t.Context(), stick)
+		if err != nil || res.State != StateReadOnly || !sys.ro[path] {
+			t.Errorf("ProtectGently = %+v, %v", res, err)
+		}
+	})
+	t.Run("attribute does not clear", func(t *testing.T) {
+		sys := newFakeWinOS(winUSBStick)
+		sys.ro[path] = true
+		sys.sticky = true
+		res, err := newWindowsPlatform(sys, nil).Release(t.Context(), stick)
+		if err == nil || res.State != StateReadOnly {
+			t.Errorf("Release = %q, %v; want an error and read-only", res.State, err)
+		}
+	})
+	t.Run("SetReadOnly fails", func(t *testing.T) {
+		sys := newFakeWinOS(winUSBStick)
+		sys.ro[path] = true
+		sys.setErr = errors.New("Access is denied.")
+		res, err := newWindowsPlatform(sys, nil).Release(t.Context(), stick)
+		if err == nil || res.State != StateReadOnly || len(res.Actions) != 1 || res.Actions[0].Err == nil {
+			t.Errorf("Release = %+v, %v", res, err)
+		}
+	})
+	t.Run("vanished", func(t *testing.T) {
+		sys := newFakeWinOS()
+		byName := stick
+		byName.SysPath = ""
+		if _, err := newWindowsPlatform(sys, nil).Release(t.Context(), byName); !errors.Is(err, ErrVanished) {
+			t.Errorf("Release of a missing disk: %v, want ErrVanished", err)
+		}
+	})
+}
+
 func TestWindowsPolicy(t *testing.T) {
 	cdrom, wpd := winPolicyClasses[0].GUID, winPolicyClasses[1].GUID
 	tests := []struct {
