@@ -126,6 +126,11 @@ type Config struct {
 	ServerNames    []string
 	CertValidity   time.Duration
 	ReportInterval time.Duration
+	// ExemptionMaxDuration bounds the exemptions operators issue (0: 8 h);
+	// ExemptionDefaultDuration is what one gets that names no duration
+	// (0: 1 h).
+	ExemptionMaxDuration     time.Duration
+	ExemptionDefaultDuration time.Duration
 	// Logins is the TOTP login policy; nil means logins.DefaultPolicy().
 	// Its Now and Logger are ignored.
 	Logins *logins.Policy
@@ -184,7 +189,8 @@ func Serve(ctx context.Context, cfg Config) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	svc := api.New(api.Config{
-		Store: st, CA: authority, ExemptionKey: signing.Public().(ed25519.PublicKey),
+		Store: st, CA: authority, ExemptionKey: signing.Public().(ed25519.PublicKey), ExemptionSigner: signing,
+		ExemptionMaxDuration: cfg.ExemptionMaxDuration, ExemptionDefaultDuration: cfg.ExemptionDefaultDuration,
 		CertValidity: cfg.CertValidity, ReportInterval: cfg.ReportInterval,
 		Version: version.Version, Logins: authn, Logger: log, Metrics: api.NewMetrics(reg),
 	})

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -15,9 +16,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mnguard/mnguard/internal/exemption"
 	"github.com/mnguard/mnguard/internal/pki"
+	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
+	"github.com/mnguard/mnguard/server/api"
+	"github.com/mnguard/mnguard/server/ca"
 	"github.com/mnguard/mnguard/server/logins"
 	"github.com/mnguard/mnguard/server/store"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 func TestInitIsIdempotent(t *testing.T) {
@@ -189,5 +200,119 @@ func TestServeLifecycle(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return within 10s of cancel")
+	}
+}
+
+// TestServeSignsExemptions: the collector signs exemptions with the key in
+// its data directory, whose public half enrollment hands out, and applies
+// the exemption durations it is given.
+func TestServeSignsExemptions(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	res, err := Init(ctx, dir, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.OpenSQLite(ctx, filepath.Join(dir, DBFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const secret = "mne_exemptiontest"
+	if err := st.CreateEnrollmentToken(ctx, store.EnrollmentToken{ID: "e1", Hash: api.HashToken(secret), ExpiresAt: time.Now().Add(time.Hour), Uses: 1}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	ready := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, Config{
+			DataDir: dir, GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler),
+			ExemptionMaxDuration: 2 * time.Hour, ExemptionDefaultDuration: 90 * time.Minute,
+			Ready: func(g, _ net.Addr) { ready <- g },
+		})
+	}()
+	var addr net.Addr
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("Serve: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve not ready in 20s")
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, err := pki.ParseCertPEM(caPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := pki.CATLSConfig(caCert.Raw, func() (*tls.Certificate, error) { return nil, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg.ServerName = "localhost"
+	cc, err := grpc.NewClient("passthrough:///"+addr.String(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := pki.NewCSR(key, "terminal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	en, err := mnguardv1.NewAgentServiceClient(cc).Enroll(ctx, &mnguardv1.EnrollRequest{Token: secret, CsrDer: csr, Host: &mnguardv1.HostFacts{Hostname: "pc-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signing, _, err := ca.LoadOrCreateSigningKey(filepath.Join(dir, SigningKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !signing.Public().(ed25519.PublicKey).Equal(ed25519.PublicKey(en.GetExemptionPublicKey())) {
+		t.Fatal("enrollment handed out another key than signing.key's")
+	}
+
+	admin := mnguardv1.NewAdminServiceClient(cc)
+	actx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+res.AdminToken)
+	req := &mnguardv1.IssueExemptionRequest{
+		TerminalId: en.GetTerminalId(), Device: &mnguardv1.DeviceIdentity{VendorId: "0781", ProductId: "5581", Serial: "SN1"},
+		Reason: "test", Ticket: "INC-1",
+	}
+	iss, err := admin.IssueExemption(actx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := iss.GetExemption().GetExemption().GetDurationSeconds(); d != 90*60 {
+		t.Errorf("default duration %ds, want 5400", d)
+	}
+	req.DurationSeconds = 2*3600 + 60
+	if _, err := admin.IssueExemption(actx, req); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "2h0m0s") {
+		t.Errorf("over the maximum: %v", err)
+	}
+	st, err = store.OpenSQLite(ctx, filepath.Join(dir, DBFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rec, err := st.Exemption(ctx, iss.GetExemption().GetExemption().GetId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	se := &mnguardv1.SignedExemption{}
+	if err := proto.Unmarshal(rec.Token, se); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exemption.Verify(ed25519.PublicKey(en.GetExemptionPublicKey()), se, en.GetTerminalId(), time.Now()); err != nil {
+		t.Errorf("stored token: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Serve after cancel: %v", err)
 	}
 }
