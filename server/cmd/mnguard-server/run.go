@@ -10,8 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mnguard/mnguard/internal/exemption"
 	"github.com/mnguard/mnguard/internal/totp"
 	"github.com/mnguard/mnguard/internal/version"
+	"github.com/mnguard/mnguard/server/api"
 	"github.com/mnguard/mnguard/server/collector"
 	"github.com/mnguard/mnguard/server/logins"
 )
@@ -82,10 +84,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		loginDelay := fs.Duration("login-delay", def.Delay, fmt.Sprintf("that delay, 0 (none) to %s (env MNGUARD_LOGIN_DELAY)", logins.MaxDelay))
 		loginLockAfter := fs.Int("login-lock-after", def.LockAfter, fmt.Sprintf("consecutive failed TOTP attempts that lock a user until the helpdesk unlocks, 1 to %d; there is no 'never' (env MNGUARD_LOGIN_LOCK_AFTER)", logins.MaxLockAfter))
 		issuer := fs.String("totp-issuer", def.Issuer, "issuer name authenticator apps show for enrolled users (env MNGUARD_TOTP_ISSUER)")
+		exMax := fs.Duration("exemption-max-duration", api.DefaultExemptionMaxDuration, fmt.Sprintf("longest exemption the helpdesk may issue, %s to %s (env MNGUARD_EXEMPTION_MAX_DURATION)", api.MinExemptionDuration, exemption.MaxDuration))
+		exDefault := fs.Duration("exemption-default-duration", api.DefaultExemptionDuration, "exemption duration when the helpdesk names none, at most --exemption-max-duration (env MNGUARD_EXEMPTION_DEFAULT_DURATION)")
 		for name, envName := range map[string]string{
 			"login-window": "MNGUARD_LOGIN_WINDOW", "login-delay-after": "MNGUARD_LOGIN_DELAY_AFTER",
 			"login-delay": "MNGUARD_LOGIN_DELAY", "login-lock-after": "MNGUARD_LOGIN_LOCK_AFTER",
-			"totp-issuer": "MNGUARD_TOTP_ISSUER",
+			"totp-issuer":            "MNGUARD_TOTP_ISSUER",
+			"exemption-max-duration": "MNGUARD_EXEMPTION_MAX_DURATION", "exemption-default-duration": "MNGUARD_EXEMPTION_DEFAULT_DURATION",
 		} {
 			if v := getenv(envName); v != "" {
 				if err := fs.Set(name, v); err != nil {
@@ -113,10 +118,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		if err := checkLoginFlags(policy); err != nil {
 			return fail(err)
 		}
+		if err := checkExemptionFlags(*exMax, *exDefault); err != nil {
+			return fail(err)
+		}
 		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 		err := collector.Serve(ctx, collector.Config{
 			DataDir: *dataDir, GRPCListen: *grpcListen, HTTPListen: *httpListen,
 			ServerNames: names, CertValidity: *certValidity, ReportInterval: *reportInterval,
+			ExemptionMaxDuration: *exMax, ExemptionDefaultDuration: *exDefault,
 			Logins: &policy, Logger: log,
 		})
 		if err != nil {
@@ -151,6 +160,20 @@ func checkLoginFlags(p logins.Policy) error {
 	}
 	if err := p.Validate(); err != nil {
 		return fmt.Errorf("--totp-issuer: %w", err)
+	}
+	return nil
+}
+
+// checkExemptionFlags checks the exemption durations, naming the flag at
+// fault.
+func checkExemptionFlags(longest, def time.Duration) error {
+	switch {
+	case longest < api.MinExemptionDuration || longest > exemption.MaxDuration:
+		return fmt.Errorf("--exemption-max-duration %s: must be %s to %s", longest, api.MinExemptionDuration, exemption.MaxDuration)
+	case def < api.MinExemptionDuration || def > longest:
+		return fmt.Errorf("--exemption-default-duration %s: must be %s to --exemption-max-duration (%s)", def, api.MinExemptionDuration, longest)
+	case def%time.Second != 0 || longest%time.Second != 0:
+		return errors.New("--exemption-max-duration and --exemption-default-duration: whole seconds")
 	}
 	return nil
 }

@@ -52,3 +52,48 @@ func TestServeHelpListsLoginFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestServeExemptionFlags: bad exemption durations (or their environment
+// variables) stop serve before it starts, with a message naming the flag.
+func TestServeExemptionFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"max too short", []string{"--exemption-max-duration", "30s"}, nil, "--exemption-max-duration 30s: must be 1m0s to 24h0m0s"},
+		{"max too long", []string{"--exemption-max-duration", "25h"}, nil, "--exemption-max-duration 25h0m0s"},
+		{"default over max", []string{"--exemption-max-duration", "2h", "--exemption-default-duration", "3h"}, nil,
+			"--exemption-default-duration 3h0m0s: must be 1m0s to --exemption-max-duration (2h0m0s)"},
+		{"default over the default max", []string{"--exemption-default-duration", "9h"}, nil, "--exemption-default-duration 9h0m0s"},
+		{"zero default", []string{"--exemption-default-duration", "0"}, nil, "--exemption-default-duration 0s"},
+		{"fractions", []string{"--exemption-default-duration", "90.5s"}, nil, "whole seconds"},
+		{"env max", nil, map[string]string{"MNGUARD_EXEMPTION_MAX_DURATION": "48h"}, "--exemption-max-duration 48h0m0s"},
+		{"env default", nil, map[string]string{"MNGUARD_EXEMPTION_DEFAULT_DURATION": "10s"}, "--exemption-default-duration 10s"},
+		{"env not a duration", nil, map[string]string{"MNGUARD_EXEMPTION_MAX_DURATION": "8"}, "MNGUARD_EXEMPTION_MAX_DURATION: parse error"},
+		{"flag beats env", []string{"--exemption-max-duration", "30h"}, map[string]string{"MNGUARD_EXEMPTION_MAX_DURATION": "4h"}, "--exemption-max-duration 30h0m0s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			args := append([]string{"serve", "--data-dir", t.TempDir(), "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, tt.args...)
+			code := run(context.Background(), args, &stdout, &stderr, func(k string) string { return tt.env[k] })
+			if code != 1 || !strings.Contains(stderr.String(), tt.want) {
+				t.Fatalf("exit %d, stderr %q; want 1 and %q", code, stderr.String(), tt.want)
+			}
+		})
+	}
+}
+
+func TestServeHelpListsExemptionFlags(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"serve", "-h"}, &stdout, &stderr, func(string) string { return "" }); code != 2 {
+		t.Fatalf("serve -h: exit %d", code)
+	}
+	for _, f := range []string{"-exemption-max-duration", "-exemption-default-duration", "MNGUARD_EXEMPTION_MAX_DURATION", "MNGUARD_EXEMPTION_DEFAULT_DURATION", "(default 8h0m0s)", "(default 1h0m0s)"} {
+		if !strings.Contains(stderr.String(), f) {
+			t.Errorf("serve -h does not mention %s", f)
+		}
+	}
+}
