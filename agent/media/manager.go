@@ -28,6 +28,34 @@ const (
 	EventEnforcementFailed = "media.enforcement_failed"
 	EventDriftRepaired     = "media.drift_repaired"
 	EventWatchFailed       = "media.watch_failed"
+
+	// EventExemptionApplied: a device was made writable for an
+	// exemption. Attrs: exemption_id, device_id (VID:PID:SERIAL),
+	// actions, and the device's.
+	EventExemptionApplied = "media.exemption_applied"
+	// EventExemptionUsed: the first write to an exempted device was seen
+	// (once per application; where the platform counts writes). Attrs:
+	// exemption_id, device_id, writes (seen so far).
+	EventExemptionUsed = "media.exemption_used"
+	// EventExemptionEndBusy: an exemption ended while files on the device
+	// were open for writing; the users were warned, and the writers get
+	// EndGrace. Attrs: exemption_id, device_id, writers, pids, grace,
+	// actions.
+	EventExemptionEndBusy = "media.exemption_end_busy"
+	// EventExemptionEnded: the device of an ended exemption is read-only
+	// again. Attrs: exemption_id, device_id, actions, forced ("true" when
+	// the writers were ended or the mount detached after EndGrace).
+	EventExemptionEnded = "media.exemption_ended"
+	// EventExemptionFailed: an exemption could not be applied; the device
+	// stays read-only. Attrs: exemption_id, device_id, reason.
+	EventExemptionFailed = "media.exemption_failed"
+)
+
+// Defaults of the exemption timings (Manager).
+const (
+	DefaultEndGrace   = 60 * time.Second
+	DefaultEndRetry   = 3 * time.Second
+	DefaultExemptPoll = time.Second
 )
 
 // Looker is implemented by platforms that can classify one device by name
@@ -47,6 +75,29 @@ type PolicyEnsurer interface {
 	// EnsurePolicy sets what is not in place and says what it did; no
 	// actions when all was in place.
 	EnsurePolicy(ctx context.Context) ([]Action, error)
+}
+
+// Exempter is implemented by platforms that can make one device writable
+// for an exemption and, when it ends, read-only again without ending
+// anyone who is still writing.
+type Exempter interface {
+	// Release makes the device (its partitions and mounted filesystems)
+	// writable and verifies it; State is StateExempted then. It is
+	// idempotent: Repaired is false and there are no actions when the
+	// device was writable.
+	Release(ctx context.Context, d Device) (Result, error)
+	// ProtectGently is Protect without ending anyone: it flushes, sets the
+	// device read-only, and leaves a filesystem with writers writable,
+	// with State StateEnding and the writers in Result.Busy. Protect
+	// ends them.
+	ProtectGently(ctx context.Context, d Device) (Result, error)
+}
+
+// WriteCounter is implemented by platforms that count the write requests
+// a device has completed, which tells when an exempted device is first
+// written to.
+type WriteCounter interface {
+	Writes(d Device) (uint64, error)
 }
 
 // EmitFunc records an event for the collector.
@@ -75,6 +126,35 @@ type Manager struct {
 	Observe func(device string, latency time.Duration)
 	Now     func() time.Time
 
+	// Exempt says whether an exemption makes d writable now, and which
+	// (its ID, for events and the posture). The manager asks it whenever
+	// it looks at a device, with its operation lock held: Exempt must
+	// answer from memory and must not call the Manager. nil: no device is
+	// ever exempted. A platform that is not an Exempter cannot carry out
+	// an exemption: the device stays read-only and an
+	// EventExemptionFailed says why.
+	Exempt func(d Device) (id string, ok bool)
+	// EndGrace is how long, once an exemption has ended, the processes
+	// still writing to the device get to close their files before the
+	// platform's on_busy policy ends them or detaches the mount;
+	// DefaultEndGrace when zero.
+	EndGrace time.Duration
+	// EndRetry is how often the read-only remount is tried again while
+	// an exemption is ending; DefaultEndRetry when zero.
+	EndRetry time.Duration
+	// ExemptPoll is how often Run looks at exempted devices between
+	// reconciles (for the first write, and to keep them writable) and at
+	// ending ones (to retry); DefaultExemptPoll when zero.
+	ExemptPoll time.Duration
+	// Warn tells the users logged in at the terminal about an ending
+	// exemption; WarnUsers when nil.
+	Warn func(ctx context.Context, msg string) error
+
+	// op serializes the work on devices: Run's, Reconcile and Refresh.
+	op sync.Mutex
+	// bg counts the warnings being sent.
+	bg sync.WaitGroup
+
 	mu            sync.Mutex
 	devices       map[string]*tracked
 	scanErr       error
@@ -89,6 +169,27 @@ type tracked struct {
 	state      State
 	detail     string
 	attachedAt time.Time
+
+	// exemption is the ID of the exemption the device is writable under
+	// (StateExempted) or whose end is under way (StateEnding).
+	exemption string
+	// failedExemption could not be applied; it is not tried again until
+	// Refresh or the device is attached again.
+	failedExemption string
+	// writes is the write counter when the exemption was applied;
+	// writesKnown is false where the platform cannot count them; used is
+	// set once a write was seen.
+	writes      uint64
+	writesKnown bool
+	used        bool
+	// endingSince is when the exemption's end began, nextTry when to try
+	// again; warned is set once users were warned of busy writers,
+	// forced once they were warned that the grace is over, alerted once
+	// a failure past the grace was reported.
+	endingSince, nextTry time.Time
+	writers              string
+	warned, forced       bool
+	alerted              bool
 }
 
 func (m *Manager) now() time.Time {
@@ -115,6 +216,27 @@ func (m *Manager) changed() {
 	if m.OnChange != nil {
 		m.OnChange()
 	}
+}
+
+func (m *Manager) endGrace() time.Duration {
+	if m.EndGrace > 0 {
+		return m.EndGrace
+	}
+	return DefaultEndGrace
+}
+
+func (m *Manager) endRetry() time.Duration {
+	if m.EndRetry > 0 {
+		return m.EndRetry
+	}
+	return DefaultEndRetry
+}
+
+func (m *Manager) exemptPoll() time.Duration {
+	if m.ExemptPoll > 0 {
+		return m.ExemptPoll
+	}
+	return DefaultExemptPoll
 }
 
 // Run protects devices until ctx ends; ending ctx is a clean exit.
@@ -159,10 +281,13 @@ func (m *Manager) Run(ctx context.Context) error {
 		}
 	}()
 	defer wg.Wait()
+	defer m.bg.Wait()
 
 	m.Reconcile(ctx)
 	t := time.NewTicker(m.ReconcileInterval)
 	defer t.Stop()
+	poll := time.NewTicker(m.exemptPoll())
+	defer poll.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -171,14 +296,61 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.Reconcile(ctx)
 		case <-rescan:
 			m.Reconcile(ctx)
+		case <-poll.C:
+			m.pollExemptions(ctx)
 		case n := <-notes:
 			m.handle(ctx, n)
 		}
 	}
 }
 
+// Refresh looks at every tracked device again at once, to apply an
+// exemption that began or end one that ended (the exemption logic calls it
+// then; Exempt answers for each device). Exemptions that failed to apply
+// are tried again. It is safe to call while Run runs (the work is
+// serialized) and returns when every device is done.
+func (m *Manager) Refresh(ctx context.Context) {
+	m.op.Lock()
+	defer m.op.Unlock()
+	m.mu.Lock()
+	devs := make([]Device, 0, len(m.devices))
+	for _, t := range m.devices {
+		t.failedExemption = ""
+		devs = append(devs, t.dev)
+	}
+	m.mu.Unlock()
+	for _, d := range devs {
+		m.protect(ctx, d)
+	}
+}
+
+// pollExemptions looks at exempted devices (for their first write, and to
+// keep them writable should something have set them read-only) and at
+// ending ones whose retry is due.
+func (m *Manager) pollExemptions(ctx context.Context) {
+	m.op.Lock()
+	defer m.op.Unlock()
+	now := m.now()
+	m.mu.Lock()
+	var due []Device
+	for _, t := range m.devices {
+		if t.exemption == "" {
+			continue
+		}
+		if t.state == StateExempted || !now.Before(t.nextTry) {
+			due = append(due, t.dev)
+		}
+	}
+	m.mu.Unlock()
+	for _, d := range due {
+		m.protect(ctx, d)
+	}
+}
+
 // handle acts on one kernel notification.
 func (m *Manager) handle(ctx context.Context, n Notification) {
+	m.op.Lock()
+	defer m.op.Unlock()
 	name := n.DevName
 	if i := strings.LastIndexByte(name, '/'); i >= 0 {
 		name = name[i+1:]
@@ -186,13 +358,13 @@ func (m *Manager) handle(ctx context.Context, n Notification) {
 	switch {
 	case n.Action == ActionOverflow:
 		// Notifications were lost: only a rescan can tell what changed.
-		m.Reconcile(ctx)
+		m.reconcile(ctx)
 	case n.Subsystem == "block" && n.Action == "remove" && n.DevType != "partition":
 		m.detach(name)
 	case n.Subsystem == "block" && (n.Action == "add" || n.Action == "change"):
 		lk, ok := m.Platform.(Looker)
 		if !ok || name == "" {
-			m.Reconcile(ctx)
+			m.reconcile(ctx)
 			return
 		}
 		d, removable, err := lk.Lookup(ctx, name)
@@ -202,7 +374,7 @@ func (m *Manager) handle(ctx context.Context, n Notification) {
 		case err != nil:
 			// Cannot tell: a full rescan decides, failing closed there.
 			m.log().Warn("classify device", "device", name, "err", err)
-			m.Reconcile(ctx)
+			m.reconcile(ctx)
 		case removable:
 			if m.protect(ctx, d) && m.Observe != nil && !n.Received.IsZero() {
 				m.Observe(d.Name, time.Since(n.Received))
@@ -214,13 +386,20 @@ func (m *Manager) handle(ctx context.Context, n Notification) {
 		}
 	case n.Subsystem == "usb" && (n.Action == "add" || n.Action == "bind" || n.Action == "remove"):
 		// Phones and cameras are USB devices, not disks.
-		m.Reconcile(ctx)
+		m.reconcile(ctx)
 	}
 }
 
-// Reconcile scans for removable devices, protects each (repairing drift)
-// and forgets the ones that are gone.
+// Reconcile scans for removable devices, protects each (repairing drift;
+// exempted devices are kept writable instead) and forgets the ones that
+// are gone.
 func (m *Manager) Reconcile(ctx context.Context) {
+	m.op.Lock()
+	defer m.op.Unlock()
+	m.reconcile(ctx)
+}
+
+func (m *Manager) reconcile(ctx context.Context) {
 	if pe, ok := m.Platform.(PolicyEnsurer); ok && m.Mode == ModeEnforce {
 		m.ensurePolicy(ctx, pe)
 	}
@@ -279,10 +458,13 @@ func describe(actions []Action) string {
 	return strings.Join(parts, "; ")
 }
 
-// protect enforces one device and reports what changed; it returns true
-// when the device ends protected.
+// protect enforces one device (or its exemption) and reports what changed;
+// it returns true when the device ends protected. The caller holds m.op.
 func (m *Manager) protect(ctx context.Context, d Device) bool {
 	m.mu.Lock()
+	if m.devices == nil {
+		m.devices = make(map[string]*tracked)
+	}
 	t, known := m.devices[d.Name]
 	if known && t.dev.ID() != d.ID() {
 		// Another medium under the same name (a card swapped in a reader,
@@ -310,6 +492,21 @@ func (m *Manager) protect(ctx context.Context, d Device) bool {
 		}
 		return false
 	}
+	if id, ok := m.exemptionFor(d); ok {
+		return m.release(ctx, t, d, id, known)
+	}
+	m.mu.Lock()
+	ending := t.exemption != ""
+	m.mu.Unlock()
+	if ending {
+		return m.endExemption(ctx, t, d)
+	}
+	return m.enforce(ctx, t, d, known)
+}
+
+// enforce makes a device read-only, as a device without an exemption is.
+func (m *Manager) enforce(ctx context.Context, t *tracked, d Device, known bool) bool {
+	a := attrs(d)
 	res, err := m.Platform.Protect(ctx, d)
 	switch {
 	case errors.Is(err, ErrVanished):
@@ -388,8 +585,12 @@ func (m *Manager) detach(name string) {
 	if !ok {
 		return
 	}
-	m.log().Info("removable device detached", "device", name)
-	m.emit(EventDetached, mnguardv1.Severity_SEVERITY_INFO, fmt.Sprintf("%s %s detached", t.dev.Bus, name), attrs(t.dev))
+	a := attrs(t.dev)
+	if t.exemption != "" {
+		a["exemption_id"] = t.exemption
+	}
+	m.log().Info("removable device detached", "device", name, "exemption", t.exemption)
+	m.emit(EventDetached, mnguardv1.Severity_SEVERITY_INFO, fmt.Sprintf("%s %s detached", t.dev.Bus, name), a)
 	m.changed()
 }
 
@@ -399,6 +600,8 @@ func (m *Manager) Posture() *mnguardv1.MediaPosture {
 	if m.Layers != nil {
 		udev, udisks = m.Layers()
 	}
+	now := m.now()
+	grace := m.endGrace()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p := &mnguardv1.MediaPosture{
@@ -443,6 +646,11 @@ func (m *Manager) Posture() *mnguardv1.MediaPosture {
 		p.Devices = append(p.Devices, rd)
 		if t.state == StateWritable && m.Mode == ModeEnforce {
 			problems = append(problems, d.Name+" is writable: "+t.detail)
+		}
+		// An exempted device is writable by sanction; one whose exemption
+		// ended is expected to be read-only by the end of the grace.
+		if t.state == StateEnding && !now.Before(t.endingSince.Add(grace)) {
+			problems = append(problems, d.Name+" is still writable after its exemption ended: "+t.detail)
 		}
 	}
 	p.Healthy = len(problems) == 0

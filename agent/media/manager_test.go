@@ -20,10 +20,19 @@ type fakePlatform struct {
 	scanErr  error
 	watch    chan Notification
 	protects int
+
+	// Exemptions: what Release fails with, the writers that keep a
+	// device busy for ProtectGently (Protect ends them), the write
+	// counters, and how often Release ran.
+	releaseErr map[string]error
+	busy       map[string][]Writer
+	writes     map[string]uint64
+	releases   int
 }
 
 func newFake() *fakePlatform {
-	return &fakePlatform{devices: map[string]Device{}, ro: map[string]bool{}, failing: map[string]error{}, watch: make(chan Notification, 16)}
+	return &fakePlatform{devices: map[string]Device{}, ro: map[string]bool{}, failing: map[string]error{}, watch: make(chan Notification, 16),
+		releaseErr: map[string]error{}, busy: map[string][]Writer{}, writes: map[string]uint64{}}
 }
 
 func (f *fakePlatform) attach(d Device) {
@@ -71,7 +80,60 @@ func (f *fakePlatform) Protect(_ context.Context, d Device) (Result, error) {
 		res.Actions = []Action{{What: "BLKROSET " + d.Name}}
 		f.ro[d.Name] = true
 	}
+	for _, w := range f.busy[d.Name] {
+		res.Actions = append(res.Actions, Action{What: "ended " + w.String()})
+	}
+	delete(f.busy, d.Name)
 	return res, nil
+}
+
+func (f *fakePlatform) Release(_ context.Context, d Device) (Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.releases++
+	if _, ok := f.devices[d.Name]; !ok {
+		return Result{}, ErrVanished
+	}
+	if err := f.releaseErr[d.Name]; err != nil {
+		return Result{Device: d, State: StateReadOnly, Actions: []Action{{What: "BLKROSET 0 " + d.Name, Err: err}}}, err
+	}
+	res := Result{Device: d, State: StateExempted}
+	if f.ro[d.Name] {
+		res.Repaired = true
+		res.Actions = []Action{{What: "BLKROSET 0 " + d.Name}}
+		f.ro[d.Name] = false
+	}
+	return res, nil
+}
+
+func (f *fakePlatform) ProtectGently(_ context.Context, d Device) (Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.devices[d.Name]; !ok {
+		return Result{}, ErrVanished
+	}
+	res := Result{Device: d, State: StateReadOnly, Actions: []Action{{What: "BLKFLSBUF " + d.Name}}}
+	if !f.ro[d.Name] {
+		res.Actions = append(res.Actions, Action{What: "BLKROSET " + d.Name})
+		f.ro[d.Name] = true
+	}
+	if ws := f.busy[d.Name]; len(ws) > 0 {
+		res.State, res.Busy = StateEnding, ws
+	}
+	return res, nil
+}
+
+func (f *fakePlatform) Writes(d Device) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.writes[d.Name], nil
+}
+
+// with runs fn with the fake's lock held.
+func (f *fakePlatform) with(fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn()
 }
 
 func (f *fakePlatform) Watch(ctx context.Context, fn func(Notification)) error {
