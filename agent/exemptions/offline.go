@@ -30,7 +30,9 @@ var (
 // ChallengeInfo is a challenge as the CLI shows it.
 type ChallengeInfo struct {
 	// Challenge is grouped for reading out: "ABCDE-FGHJK".
-	Challenge       string    `json:"challenge"`
+	Challenge string `json:"challenge"`
+	// TerminalID is what the helpdesk needs besides the challenge.
+	TerminalID      string    `json:"terminal_id"`
 	Device          string    `json:"device"`
 	DurationSeconds uint32    `json:"duration_seconds"`
 	ExpiresAt       time.Time `json:"expires_at"`
@@ -77,7 +79,7 @@ func (m *Manager) Challenge(device string, duration time.Duration) (ChallengeInf
 	m.emit(EventOfflineChallenge, mnguardv1.Severity_SEVERITY_INFO,
 		fmt.Sprintf("offline exemption challenge for %s (%s)", ch.Device, duration),
 		map[string]string{"challenge": c.Text, "device": ch.Device, "duration": duration.String(), "expires_at": ch.ExpiresAt.UTC().Format(time.RFC3339)})
-	return ChallengeInfo{Challenge: exemption.Format(c.Text), Device: ch.Device, DurationSeconds: ch.DurationSeconds, ExpiresAt: ch.ExpiresAt}, nil
+	return ChallengeInfo{Challenge: exemption.Format(c.Text), TerminalID: m.opts.TerminalID, Device: ch.Device, DurationSeconds: ch.DurationSeconds, ExpiresAt: ch.ExpiresAt}, nil
 }
 
 // Enter applies the helpdesk's response code to the pending challenge it

@@ -156,19 +156,22 @@ func (r *record) attrs() map[string]string {
 // info is r's state at now against the devices attached.
 func (r *record) info(now time.Time, consumed time.Duration, devs []*mnguardv1.RemovableDevice) Info {
 	i := Info{ID: r.ID, Device: r.Device, Source: r.Source, NotAfter: r.NotAfter, Ticket: r.Ticket, Reason: r.Reason}
+	live := r.inForce(now, consumed)
+	// The media side's device states: "exempted" is writable under an
+	// exemption, "ending" on its way back to read-only, "writable" failed
+	// enforcement.
 	var writable, other []string
 	for _, d := range devs {
 		if !r.matches(d.GetVendorId(), d.GetProductId(), d.GetSerial()) {
 			continue
 		}
-		switch d.GetState() {
-		case "exempted", "writable":
+		switch st := d.GetState(); {
+		case st == "exempted" || (!live && (st == "writable" || st == "ending")):
 			writable = append(writable, d.GetName())
 		default:
-			other = append(other, d.GetName()+" "+d.GetState())
+			other = append(other, d.GetName()+" "+st)
 		}
 	}
-	live := r.inForce(now, consumed)
 	if live {
 		left := max(min(r.NotAfter.Sub(now), r.duration()-consumed), 0)
 		i.RemainingSeconds = uint32((left + time.Second - 1) / time.Second)
