@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/mnguard/mnguard/agent/config"
+	"github.com/mnguard/mnguard/agent/exemptions"
 	"github.com/mnguard/mnguard/agent/media"
 	"github.com/mnguard/mnguard/agent/posture"
 	"github.com/mnguard/mnguard/agent/spool"
@@ -48,9 +49,12 @@ type Options struct {
 	// Media overrides the removable-media platform (tests); nil is the
 	// OS's.
 	Media media.Platform
-	// Now is the clock of offline login challenges and codes (tests); nil
-	// is time.Now.
+	// Now is the clock of offline login challenges and codes and the wall
+	// clock of exemptions (tests); nil is time.Now.
 	Now func() time.Time
+	// Mono is the monotonic clock of exemptions (tests); nil is the
+	// process's.
+	Mono func() time.Duration
 }
 
 // Daemon is one running agent.
@@ -61,6 +65,7 @@ type Daemon struct {
 	server    string
 	collector *posture.Collector
 	media     *media.Manager
+	exempt    *exemptions.Manager
 	spool     *spool.Spool
 	wake      chan struct{}
 
@@ -130,6 +135,10 @@ func newDaemon(opts Options) (*Daemon, error) {
 		Platform: plat, Mode: mc.Mode, ReconcileInterval: time.Duration(mc.ReconcileInterval),
 		TreatAsRemovable: mc.TreatAsRemovable, Emit: d.Emit, Logger: log.With("part", "media"),
 		Layers: media.PlatformLayers, OnChange: d.poke,
+	}
+	if err := d.initExemptions(); err != nil {
+		sp.Close()
+		return nil, err
 	}
 	if err := d.connect(); err != nil {
 		sp.Close()
@@ -228,7 +237,12 @@ func (d *Daemon) run(ctx context.Context) error {
 			d.log.Error("removable-media enforcement stopped", "err", err)
 		}
 	}
-	for _, f := range []func(context.Context){runMedia, d.loginGate, d.reportLoop, d.subscribeLoop, d.renewLoop, d.statusLoop} {
+	runExemptions := func(ctx context.Context) {
+		if err := d.exempt.Run(ctx); err != nil {
+			d.log.Error("exemptions stopped", "err", err)
+		}
+	}
+	for _, f := range []func(context.Context){runMedia, runExemptions, d.controlSocket, d.loginGate, d.reportLoop, d.subscribeLoop, d.renewLoop, d.statusLoop} {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(ctx) }()
 	}
@@ -277,6 +291,7 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 		}
 		if p != nil {
 			p.Media = d.media.Posture()
+			p.Media.Exemptions = d.exempt.Posture(p.Media.GetDevices())
 			p.Mfa = d.mfaPosture()
 		}
 		fp := snapshot.Fingerprint(p)
@@ -442,6 +457,9 @@ func (d *Daemon) subscribe(ctx context.Context) error {
 		if pol := msg.GetPolicy(); pol != nil {
 			d.applyPolicy(pol)
 		}
+		if set := msg.GetExemptions(); set != nil {
+			d.exempt.ApplySet(set)
+		}
 	}
 }
 
@@ -566,5 +584,46 @@ func (d *Daemon) writeStatus() {
 	d.mu.Unlock()
 	if err := d.dir.WriteStatus(st); err != nil {
 		d.log.Warn("write status", "err", err)
+	}
+}
+
+// initExemptions loads the exemptions held and lets the media manager ask
+// them which device may be writable.
+func (d *Daemon) initExemptions() error {
+	ex, err := exemptions.New(exemptions.Options{
+		StateDir: d.opts.Config.StateDir, TerminalID: d.id.TerminalID, VerifyKey: d.id.ExemptionKey, OfflineKey: d.id.OfflineKey,
+		Emit: d.Emit, Logger: d.log.With("part", "exemptions"), Now: d.opts.Now, Mono: d.opts.Mono,
+		Apply:    d.applyExemptions,
+		Attached: func() []*mnguardv1.RemovableDevice { return d.media.Posture().GetDevices() },
+	})
+	if err != nil {
+		return err
+	}
+	d.exempt = ex
+	d.media.Exempt = func(dev media.Device) (string, bool) {
+		return ex.Allows(dev.VendorID, dev.ProductID, dev.Serial)
+	}
+	return nil
+}
+
+// applyExemptions re-evaluates every removable device after the exemptions
+// in force changed, and reports the new posture.
+func (d *Daemon) applyExemptions(ctx context.Context) {
+	d.media.Refresh(ctx)
+	d.poke()
+}
+
+// controlSocket serves 'mnguard-agent exemption' on the state directory's
+// control socket until ctx ends.
+func (d *Daemon) controlSocket(ctx context.Context) {
+	path := d.dir.Path(exemptions.SocketName)
+	srv := &exemptions.ControlServer{Path: path, Handle: d.exempt.Handle, Logger: d.log.With("part", "exemptions")}
+	if err := srv.Serve(ctx); err != nil {
+		if errors.Is(err, errors.ErrUnsupported) {
+			d.log.Info("no exemption control socket on this OS: 'mnguard-agent exemption challenge|enter' are unavailable", "err", err)
+			return
+		}
+		d.log.Error("exemption control socket stopped: offline exemption codes cannot be entered", "socket", path, "err", err)
+		d.noteError(err)
 	}
 }
