@@ -35,6 +35,9 @@ Commands:
   stop       stop the service
   version    print the version
   udev-hook  NAME: what the udev rule runs for a new block device
+  exemption  challenge --device VID:PID:SERIAL --duration 1h | enter CODE | list:
+             offline device exemptions from the helpdesk, and the exemptions
+             in force ('mnguard-agent exemption help' for more)
 
 Every command takes --config FILE (default ` + "%s" + `, env MNGUARD_CONFIG)
 and --state-dir DIR (overrides the file's state_dir, env MNGUARD_STATE_DIR).
@@ -196,6 +199,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		}
 		fmt.Fprintln(stderr, "mnguard-agent udev-hook: "+msg)
 		return 0
+	case "exemption":
+		return runExemption(ctx, args[1:], stdout, stderr, getenv)
 	case "version", "--version":
 		fmt.Fprintln(stdout, version.Version)
 		return 0
