@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -294,7 +295,7 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 			p.Media.Exemptions = d.exempt.Posture(p.Media.GetDevices())
 			p.Mfa = d.mfaPosture()
 		}
-		fp := snapshot.Fingerprint(p)
+		fp := fingerprint(p)
 		due := p != nil && (lastSent.IsZero() || !bytes.Equal(fp, lastFP) || time.Since(lastSent) >= d.reportInterval())
 		if !due {
 			p = nil
@@ -320,6 +321,20 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 		}
 		timer.Reset(next)
 	}
+}
+
+// fingerprint is snapshot.Fingerprint without the exemptions' remaining
+// time, which changes every second an exemption is in force: the posture
+// is reported when something else changed or at the interval.
+func fingerprint(p *mnguardv1.Posture) []byte {
+	if len(p.GetMedia().GetExemptions()) == 0 {
+		return snapshot.Fingerprint(p)
+	}
+	c := proto.Clone(p).(*mnguardv1.Posture)
+	for _, e := range c.GetMedia().GetExemptions() {
+		e.RemainingSeconds = 0
+	}
+	return snapshot.Fingerprint(c)
 }
 
 // mfaPosture is the posture's MFA section: the PAM stacks as they are now

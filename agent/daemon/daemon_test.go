@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -37,5 +38,26 @@ func TestReportLoss(t *testing.T) {
 	}
 	if len(lost) != 1 || lost[0].GetAttributes()["count"] != "2" || lost[0].GetSeverity() != mnguardv1.Severity_SEVERITY_ALERT {
 		t.Fatalf("events_lost events = %v, want one with count 2", lost)
+	}
+}
+
+// TestFingerprintIgnoresRemaining: an exemption's remaining time, which
+// changes every second, does not make the posture "changed"; its state
+// does.
+func TestFingerprintIgnoresRemaining(t *testing.T) {
+	p := func(remaining uint32, st string) *mnguardv1.Posture {
+		return &mnguardv1.Posture{Media: &mnguardv1.MediaPosture{Mode: "enforce", Exemptions: []*mnguardv1.ExemptionState{
+			{Id: "ex-1", State: st, RemainingSeconds: remaining},
+		}}}
+	}
+	a := p(3600, "applied")
+	if !bytes.Equal(fingerprint(a), fingerprint(p(3595, "applied"))) {
+		t.Error("the remaining time changed the fingerprint")
+	}
+	if bytes.Equal(fingerprint(a), fingerprint(p(3595, "ended"))) {
+		t.Error("a new state did not change the fingerprint")
+	}
+	if a.GetMedia().GetExemptions()[0].GetRemainingSeconds() != 3600 {
+		t.Error("fingerprint changed the posture it was given")
 	}
 }
