@@ -88,8 +88,12 @@ const (
 	maxEventsPerReport = 500
 	rpcTimeout         = 15 * time.Second
 	minBackoff         = time.Second
-	maxBackoff         = 30 * time.Second
-	refusedBackoff     = time.Minute
+	// maxBackoff bounds the retry delay (plus up to half of it as jitter)
+	// while the collector is unreachable: a helpdesk exemption or a login
+	// waits for the reconnection, so seconds, not minutes. 30,000 terminals
+	// come back within ~15 s of a collector restart, spread by the jitter.
+	maxBackoff     = 10 * time.Second
+	refusedBackoff = time.Minute
 )
 
 // Run runs the agent until ctx is cancelled; cancellation is a clean exit.
