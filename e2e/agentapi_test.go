@@ -179,8 +179,12 @@ func TestAgentRPCRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A new stream carries the exemptions in force (none), then the policy.
+	if msg, err := stream.Recv(); err != nil || msg.GetExemptions() == nil || len(msg.GetExemptions().GetExemptions()) != 0 {
+		t.Fatalf("first push: %v, %v; want an empty exemption set", msg, err)
+	}
 	if msg, err := stream.Recv(); err != nil || msg.GetPolicy() == nil {
-		t.Fatalf("first push: %v, %v; want the policy", msg, err)
+		t.Fatalf("second push: %v, %v; want the policy", msg, err)
 	}
 	if _, errOut, code := c.ctl(t, "terminals", "revoke", id.TerminalID); code != 0 {
 		t.Fatalf("revoke: %s", errOut)

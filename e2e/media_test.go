@@ -19,13 +19,21 @@ import (
 func mediaAgent(t *testing.T, c *collector) (*agent, string) {
 	t.Helper()
 	a, id := enrolledAgent(t, c, "60s")
+	appendConfig(t, a, "media:\n  reconcile_interval: 1s\n  treat_as_removable: [\"loop*\"]\n")
+	return a, id
+}
+
+// appendConfig adds YAML to the agent's configuration file.
+func appendConfig(t testing.TB, a *agent, yaml string) {
+	t.Helper()
 	f, err := os.OpenFile(a.config, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(f, "media:\n  reconcile_interval: 1s\n  treat_as_removable: [\"loop*\"]\n")
-	f.Close()
-	return a, id
+	defer f.Close()
+	if _, err := f.WriteString(yaml); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func writeFails(path string) error {
