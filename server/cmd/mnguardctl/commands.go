@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mnguard/mnguard/internal/exemption"
 	"github.com/mnguard/mnguard/internal/pki"
 	"github.com/mnguard/mnguard/internal/version"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
@@ -284,6 +285,24 @@ func (inv *invocation) mediaField(m *mnguardv1.MediaPosture) field {
 		}})
 	}
 	f.sub = append(f.sub, devs)
+	if len(m.GetExemptions()) > 0 {
+		ex := field{label: "Exemptions"}
+		for i, e := range m.GetExemptions() {
+			prefix := fmt.Sprintf("posture.media.exemptions.%d.", i)
+			left := longDuration(time.Duration(e.GetRemainingSeconds()) * time.Second)
+			ex.sub = append(ex.sub, field{label: e.GetId(), value: e.GetState() + ", " + exemption.FormatDevice(e.GetDevice()) + ", " + left + " left", sub: []field{
+				kv(prefix+"id", "", e.GetId()),
+				kv(prefix+"device", "", exemption.FormatDevice(e.GetDevice())),
+				kv(prefix+"source", "Source", e.GetSource()),
+				kv(prefix+"state", "", e.GetState()),
+				inv.timeField(prefix+"not_after", "Until", e.GetNotAfter()),
+				kv(prefix+"remaining_seconds", "", strconv.FormatUint(uint64(e.GetRemainingSeconds()), 10)),
+				kv(prefix+"devices", "Devices", strings.Join(e.GetDevices(), " ")),
+				kv(prefix+"detail", "Detail", e.GetDetail()),
+			}})
+		}
+		f.sub = append(f.sub, ex)
+	}
 	return f
 }
 

@@ -93,6 +93,11 @@ func newFakeAdmin() *fakeAdmin {
 		},
 		Media: &mnguardv1.MediaPosture{
 			Mode: "enforce", Healthy: true, UdevRuleInstalled: true, UdisksRuleInstalled: false,
+			Exemptions: []*mnguardv1.ExemptionState{{
+				Id: "ex-7", Device: &mnguardv1.DeviceIdentity{VendorId: "0781", ProductId: "5581", Serial: "4C530001230815117432"},
+				Source: "server", State: "applied", NotAfter: ts(time.Hour), RemainingSeconds: 3540, Devices: []string{"sdb"},
+				Detail: "BLKROSET 0 sdb; remount /media/user/STICK read-write",
+			}},
 			LastReconcile: ts(-3 * time.Second),
 			Devices: []*mnguardv1.RemovableDevice{
 				{Name: "sdb", Bus: "usb", VendorId: "0781", ProductId: "5581", Serial: "4C530001230815117432", Model: "Ultra",
