@@ -323,3 +323,38 @@ func TestExemptionSchemaRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestRevokeTerminalEndsExemptions: a revoked terminal's exemptions in
+// force are revoked with it; ended ones and other terminals' stay as they
+// are.
+func TestRevokeTerminalEndsExemptions(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTest(t)
+	enroll(t, s, "term-1", "pc-1")
+	enroll(t, s, "term-2", "pc-2")
+	for _, e := range []Exemption{
+		newExemption("ex-live", "term-1", t0, time.Hour),
+		newExemption("ex-over", "term-1", t0.Add(-2*time.Hour), time.Hour),
+		newExemption("ex-other", "term-2", t0, time.Hour),
+	} {
+		if err := s.CreateExemption(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := t0.Add(time.Minute)
+	if err := s.RevokeTerminal(ctx, "term-1", "stolen", at); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]bool{"ex-live": true, "ex-over": false, "ex-other": false} {
+		e, err := s.Exemption(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := !e.RevokedAt.IsZero(); got != want {
+			t.Errorf("%s revoked = %v, want %v", id, got, want)
+		}
+		if want && (!e.RevokedAt.Equal(at) || e.RevokedBy != "terminal revoked" || e.RevokeReason != "stolen") {
+			t.Errorf("%s: revoked at %v by %q for %q", id, e.RevokedAt, e.RevokedBy, e.RevokeReason)
+		}
+	}
+}

@@ -519,8 +519,14 @@ func (s *SQLite) RevokeTerminal(ctx context.Context, id, reason string, now time
 					return err
 				}
 			}
-			_, err = tx.exec(ctx, `UPDATE certificates SET revoked_at = (SELECT revoked_at FROM terminals WHERE id = $1)
-	WHERE terminal_id = $1 AND revoked_at IS NULL`, id)
+			if _, err = tx.exec(ctx, `UPDATE certificates SET revoked_at = (SELECT revoked_at FROM terminals WHERE id = $1)
+	WHERE terminal_id = $1 AND revoked_at IS NULL`, id); err != nil {
+				return err
+			}
+			// Its exemptions end with it (the agent can no longer hear of
+			// a revocation; its certificate is refused from now on).
+			_, err = tx.exec(ctx, `UPDATE exemptions SET revoked_at = $2, revoked_by = 'terminal revoked', revoke_reason = $3
+	WHERE terminal_id = $1 AND revoked_at IS NULL AND not_after > $2`, id, dbTime(now), reason)
 			return err
 		})
 	}
