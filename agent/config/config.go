@@ -77,6 +77,10 @@ type Media struct {
 	OnBusy string `yaml:"on_busy"`
 	// ReconcileInterval is how often the agent rescans and repairs drift.
 	ReconcileInterval Duration `yaml:"reconcile_interval"`
+	// ExemptionGrace is how long files may stay open for writing on a
+	// device whose exemption ended (the users are warned, the remount
+	// retried) before OnBusy applies.
+	ExemptionGrace Duration `yaml:"exemption_grace"`
 	// TreatAsRemovable lists kernel name patterns (e.g. "loop*") to treat
 	// as removable disks. FOR TESTS ONLY: it lets tests run the real
 	// enforcement on loop devices. Logged as a warning at every start.
@@ -151,6 +155,7 @@ func Default() Config {
 			Mode:              "enforce",
 			OnBusy:            "kill",
 			ReconcileInterval: Duration(10 * time.Second),
+			ExemptionGrace:    Duration(60 * time.Second),
 		},
 	}
 }
@@ -266,6 +271,9 @@ func (m *Media) validate() error {
 	}
 	if d := time.Duration(m.ReconcileInterval); d < time.Second || d > time.Hour {
 		return fmt.Errorf("media.reconcile_interval: %s is outside 1s to 1h", d)
+	}
+	if d := time.Duration(m.ExemptionGrace); d < time.Second || d > 10*time.Minute {
+		return fmt.Errorf("media.exemption_grace: %s is outside 1s to 10m", d)
 	}
 	for _, p := range m.TreatAsRemovable {
 		if _, err := path.Match(p, ""); err != nil || p == "" || strings.ContainsAny(p, "/ ") {

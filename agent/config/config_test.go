@@ -63,7 +63,12 @@ func TestParse(t *testing.T) {
 			check: func(c Config) bool {
 				return c.Media.Mode == "monitor" && c.Media.OnBusy == "detach" && time.Duration(c.Media.ReconcileInterval) == 5*time.Second && len(c.Media.TreatAsRemovable) == 1
 			}},
-		{name: "media defaults", yaml: "", check: func(c Config) bool { return c.Media.Mode == "enforce" && c.Media.OnBusy == "kill" }},
+		{name: "media defaults", yaml: "", check: func(c Config) bool {
+			return c.Media.Mode == "enforce" && c.Media.OnBusy == "kill" && time.Duration(c.Media.ExemptionGrace) == time.Minute
+		}},
+		{name: "exemption grace", yaml: "media:\n  exemption_grace: 5s\n", check: func(c Config) bool { return time.Duration(c.Media.ExemptionGrace) == 5*time.Second }},
+		{name: "exemption grace too long", yaml: "media:\n  exemption_grace: 1h\n", wantErr: "media.exemption_grace"},
+		{name: "exemption grace zero", yaml: "media:\n  exemption_grace: 0s\n", wantErr: "media.exemption_grace"},
 		{name: "bad media mode", yaml: "media:\n  mode: off\n", wantErr: "media.mode"},
 		{name: "bad on_busy", yaml: "media:\n  on_busy: ignore\n", wantErr: "media.on_busy"},
 		{name: "bad pattern", yaml: "media:\n  treat_as_removable: [\"[\"]\n", wantErr: "treat_as_removable"},

@@ -137,7 +137,7 @@ func newDaemon(opts Options) (*Daemon, error) {
 		plat = media.NewPlatform(media.Options{TreatAsRemovable: mc.TreatAsRemovable, OnBusy: mc.OnBusy, Logger: log})
 	}
 	d.media = &media.Manager{
-		Platform: plat, Mode: mc.Mode, ReconcileInterval: time.Duration(mc.ReconcileInterval),
+		Platform: plat, Mode: mc.Mode, ReconcileInterval: time.Duration(mc.ReconcileInterval), EndGrace: time.Duration(mc.ExemptionGrace),
 		TreatAsRemovable: mc.TreatAsRemovable, Emit: d.Emit, Logger: log.With("part", "media"),
 		Layers: media.PlatformLayers, OnChange: d.poke,
 	}
