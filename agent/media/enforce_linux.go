@@ -211,6 +211,11 @@ type enforceRun struct {
 
 func (r *enforceRun) act(what, target string, err error) {
 	r.res.Actions = append(r.res.Actions, Action{What: what, Err: err, Target: target})
+	if err != nil && r.gentle && errors.Is(err, unix.EBUSY) {
+		// Expected while an exemption ends; the caller reports the writers.
+		r.e.log().Info("media enforcement step left for later: busy", "device", r.res.Device.Name, "action", what, "target", target)
+		return
+	}
 	if err != nil {
 		r.e.log().Warn("media enforcement step failed", "device", r.res.Device.Name, "action", what, "target", target, "err", err)
 		return

@@ -93,7 +93,7 @@ func enfNewLoopDisk(t *testing.T) *enfLoopDisk {
 
 // enfLockLoops checks for root and the tools, then takes the machine's
 // loop-device test lock (once per test: it is not reentrant).
-func enfLockLoops(t *testing.T) {
+func enfLockLoops(t testing.TB) {
 	t.Helper()
 	testenv.RequireRoot(t, "loop devices")
 	enfNeedTools(t, "losetup", "partx", "blockdev", "sfdisk", "mkfs.ext4", "mkfs.vfat", "mount", "dd")
@@ -103,7 +103,7 @@ func enfLockLoops(t *testing.T) {
 // enfAttachLoopDisk makes a disk image named file (a loop device's
 // identity is its backing file's name) and attaches it; the caller holds
 // the loop lock.
-func enfAttachLoopDisk(t *testing.T, file string) *enfLoopDisk {
+func enfAttachLoopDisk(t testing.TB, file string) *enfLoopDisk {
 	t.Helper()
 	img := filepath.Join(t.TempDir(), file)
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
@@ -149,7 +149,7 @@ func enfAttachLoopDisk(t *testing.T, file string) *enfLoopDisk {
 }
 
 // enfMount mounts src on a new directory, unmounted at cleanup.
-func enfMount(t *testing.T, src, fstype string, opts ...string) string {
+func enfMount(t testing.TB, src, fstype string, opts ...string) string {
 	t.Helper()
 	mp := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(mp, 0o755); err != nil {

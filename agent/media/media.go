@@ -1,6 +1,7 @@
 // Package media keeps removable media read-only: it finds removable disks,
 // sets them and their partitions read-only, makes mounted filesystems on
-// them read-only, and repairs drift.
+// them read-only, and repairs drift; for an exemption it makes one device
+// writable, and read-only again when the exemption ends.
 package media
 
 import (
