@@ -6,11 +6,14 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/mnguard/mnguard/agent/config"
 	"github.com/mnguard/mnguard/agent/daemon"
+	"github.com/mnguard/mnguard/agent/exemptions"
 	"github.com/mnguard/mnguard/agent/media"
 	"github.com/mnguard/mnguard/agent/state"
 )
@@ -101,7 +104,34 @@ func printStatus(w io.Writer, cfg config.Config, configPath string) bool {
 	if !loginGate(w, cfg.MFA) {
 		ok = false
 	}
+	exemptionsLine(line, filepath.Join(cfg.StateDir, exemptions.FileName), now)
 	return ok
+}
+
+// exemptionsLine summarizes the exemptions the agent holds, from its state
+// file.
+func exemptionsLine(line func(label, format string, args ...any), path string, now time.Time) {
+	infos, err := exemptions.ReadFile(path, now)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		line("Exemptions", "none")
+		return
+	case err != nil:
+		line("Exemptions", "state unreadable (%v): none is in force", err)
+		return
+	}
+	var live []string
+	for _, i := range infos {
+		if i.State == "ended" {
+			continue
+		}
+		live = append(live, fmt.Sprintf("%s %s until %s", i.Device, i.State, i.NotAfter.Local().Format("15:04")))
+	}
+	if len(live) == 0 {
+		line("Exemptions", "none in force")
+		return
+	}
+	line("Exemptions", "%s (mnguard-agent exemption list)", strings.Join(live, "; "))
 }
 
 // loginGate prints whether the login gate's socket is served (by connecting
