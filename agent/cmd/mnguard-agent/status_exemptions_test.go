@@ -12,7 +12,9 @@ import (
 func TestExemptionsLine(t *testing.T) {
 	dir := t.TempDir()
 	var out strings.Builder
-	line := func(label, format string, args ...any) { fmt.Fprintf(&out, "%s: %s\n", label, fmt.Sprintf(format, args...)) }
+	line := func(label, format string, args ...any) {
+		fmt.Fprintf(&out, "%s: %s\n", label, fmt.Sprintf(format, args...))
+	}
 
 	exemptionsLine(line, filepath.Join(dir, "missing.json"), time.Now())
 	if got := out.String(); got != "Exemptions: none\n" {
