@@ -6,12 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"net"
 	"os"
 	"sync"
 	"time"
 
+	"github.com/mnguard/mnguard/internal/unixsock"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,7 +22,9 @@ func (s *ControlServer) Serve(ctx context.Context) error {
 	if s.Handle == nil {
 		return errors.New("exemptions: control socket: no handler")
 	}
-	ln, err := listenControl(s.Path)
+	// The peer check, not the mode, decides who is answered; the mode
+	// (and the 0700 state directory) keep others from connecting at all.
+	ln, err := unixsock.Listen(s.Path, 0o600)
 	if err != nil {
 		return fmt.Errorf("exemptions: control socket: %w", err)
 	}
@@ -63,7 +64,7 @@ func (s *ControlServer) Serve(ctx context.Context) error {
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			uid, err := peerUID(conn)
+			uid, err := unixsock.PeerUID(conn)
 			if err != nil || (uid != 0 && int(uid) != os.Geteuid()) {
 				conn.Close()
 				log.Warn("control socket: peer refused: only root may manage exemptions", "uid", uid, "err", err)
@@ -74,52 +75,4 @@ func (s *ControlServer) Serve(ctx context.Context) error {
 			}
 		})
 	}
-}
-
-// listenControl creates the socket at path (0600), replacing a stale one.
-func listenControl(path string) (*net.UnixListener, error) {
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("%s exists and is not a socket", path)
-		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("%s is in use by another agent", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove stale socket: %w", err)
-		}
-	}
-	// The peer check, not the mode, decides who is answered; the mode
-	// (and the 0700 state directory) keep others from connecting at all.
-	// No umask dance: it is process-wide.
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	ln.SetUnlinkOnClose(true)
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("chmod socket: %w", err)
-	}
-	return ln, nil
-}
-
-// peerUID is the uid of the process at the other end (SO_PEERCRED).
-func peerUID(conn *net.UnixConn) (uint32, error) {
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return 0, err
-	}
-	if cerr != nil {
-		return 0, cerr
-	}
-	return cred.Uid, nil
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mnguard/mnguard/internal/unixsock"
 	"golang.org/x/sys/unix"
 )
 
@@ -74,7 +75,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		delay = 0
 		wg.Go(func() {
 			defer func() { <-sem }()
-			uid, err := peerUID(conn)
+			uid, err := unixsock.PeerUID(conn)
 			if err != nil {
 				conn.Close()
 				log.Warn("mfa: peer credentials", "err", err)
@@ -85,8 +86,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 }
 
-// listen creates the unix socket at path, making its directory and removing a stale
-// socket left by an earlier run.
+// listen creates the unix socket at path (0666: the peer check decides who
+// is answered), making its directory and removing a stale socket left by an
+// earlier run.
 func listen(path string) (*net.UnixListener, error) {
 	dir := filepath.Dir(path)
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
@@ -99,46 +101,5 @@ func listen(path string) (*net.UnixListener, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("socket directory: %w", err)
 	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("%s exists and is not a socket", path)
-		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("%s is in use by another process", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove stale socket: %w", err)
-		}
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	ln.SetUnlinkOnClose(true)
-	if err := os.Chmod(path, 0o666); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("chmod socket: %w", err)
-	}
-	return ln, nil
-}
-
-// peerUID returns the uid of the process at the other end of conn (SO_PEERCRED: the
-// credentials it had when it connected).
-func peerUID(conn *net.UnixConn) (uint32, error) {
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		return 0, fmt.Errorf("peer credentials: %w", err)
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return 0, fmt.Errorf("peer credentials: %w", err)
-	}
-	if cerr != nil {
-		return 0, fmt.Errorf("peer credentials: %w", cerr)
-	}
-	return cred.Uid, nil
+	return unixsock.Listen(path, 0o666)
 }
