@@ -69,6 +69,9 @@ type Daemon struct {
 	exempt    *exemptions.Manager
 	spool     *spool.Spool
 	wake      chan struct{}
+	// resubscribe cuts the subscription's retry wait short: a report got
+	// through, so the collector is back.
+	resubscribe chan struct{}
 
 	mu       sync.Mutex
 	id       *state.Identity
@@ -128,7 +131,7 @@ func newDaemon(opts Options) (*Daemon, error) {
 	}
 	d := &Daemon{
 		opts: opts, dir: dir, log: log.With("terminal", id.TerminalID), server: server, spool: sp,
-		wake: make(chan struct{}, 1), id: id, interval: time.Duration(opts.Config.ReportInterval),
+		wake: make(chan struct{}, 1), resubscribe: make(chan struct{}, 1), id: id, interval: time.Duration(opts.Config.ReportInterval),
 	}
 	d.collector = &posture.Collector{AgentVersion: opts.Version, PolicyVersion: d.policyVersion, USB: opts.USB, Logger: log}
 	mc := opts.Config.Media
@@ -318,6 +321,14 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 				d.log.Warn("report failed; will retry", "err", err, "retry_in", next)
 			}
 		} else {
+			if backoff > minBackoff {
+				// The collector is back: do not let the subscription
+				// (exemptions, revocations) wait out its own retry delay.
+				select {
+				case d.resubscribe <- struct{}{}:
+				default:
+				}
+			}
 			backoff = minBackoff
 			if p != nil {
 				lastSent, lastFP = time.Now(), fp
@@ -445,6 +456,7 @@ func (d *Daemon) subscribeLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
+		case <-d.resubscribe:
 		}
 	}
 }
