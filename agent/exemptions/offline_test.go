@@ -42,6 +42,9 @@ func enterOffline(t *testing.T, e *env, m *Manager, device string, d time.Durati
 // wrongCode is a well-formed code that answers none of the challenges.
 func wrongCode(t *testing.T, m *Manager) string {
 	t.Helper()
+	// Run may be pruning the challenges meanwhile.
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, w := range []string{"00000-00000", "11111-11111", "22222-22222"} {
 		ok := false
 		for _, c := range m.st.Challenges {
