@@ -131,6 +131,10 @@ type Options struct {
 	// monotonic reading of time.Since.
 	Now  func() time.Time
 	Mono func() time.Duration
+	// Boot returns the current boot's ID and the time since boot, counting
+	// suspend (Linux: boot_id and CLOCK_BOOTTIME); "" where unknown.
+	// Default BootClock.
+	Boot func() (id string, uptime time.Duration)
 	// Tick is the longest time between two expiry checks; DefaultTick if
 	// zero.
 	Tick time.Duration
@@ -175,6 +179,9 @@ func New(opts Options) (*Manager, error) {
 	if opts.Mono == nil {
 		start := time.Now()
 		opts.Mono = func() time.Duration { return time.Since(start) }
+	}
+	if opts.Boot == nil {
+		opts.Boot = BootClock
 	}
 	if opts.Tick <= 0 {
 		opts.Tick = DefaultTick
@@ -242,6 +249,13 @@ func (m *Manager) load() {
 	}
 	var evs []event
 	back := now.Before(m.st.LastSeen)
+	// The downtime: by the wall clock, or — within the same boot — by the
+	// time since boot when that is longer (the wall clock was set back
+	// while the agent was down, by less than the downtime).
+	down := now.Sub(m.st.LastSeen)
+	if id, up := m.opts.Boot(); id != "" && id == m.st.BootID {
+		down = max(down, up-time.Duration(m.st.BootUptime))
+	}
 	for _, r := range m.st.Exemptions {
 		if r.ended() {
 			continue
@@ -252,7 +266,7 @@ func (m *Manager) load() {
 			continue
 		}
 		// The agent was down from LastSeen to now: that time counts.
-		r.consumed += now.Sub(m.st.LastSeen)
+		r.consumed += down
 		if err := m.reverify(r, now); err != nil {
 			evs = append(evs, m.endLocked(r, now, EndUnverifiable, err.Error()))
 			continue
@@ -265,7 +279,7 @@ func (m *Manager) load() {
 		m.st.Challenges = nil
 	}
 	m.pruneLocked(now)
-	m.st.LastSeen = now
+	m.seenLocked(now)
 	if back || len(evs) > 0 {
 		m.log.Warn("exemptions ended at start", "count", len(evs), "clock_set_back", back)
 	}
@@ -515,7 +529,7 @@ func (m *Manager) tick() time.Duration {
 	pruned := n != len(m.st.Exemptions)+len(m.st.Challenges)
 	var save func() error
 	if active || len(evs) > 0 || pruned {
-		m.st.LastSeen = now
+		m.seenLocked(now)
 		save = m.saveLocked()
 	}
 	if len(evs) > 0 {
@@ -592,7 +606,7 @@ func (m *Manager) ApplySet(set *mnguardv1.ExemptionSet) {
 	}
 	var save func() error
 	if changed {
-		m.st.LastSeen = now
+		m.seenLocked(now)
 		save = m.saveLocked()
 		m.changedLocked()
 	}
@@ -738,4 +752,12 @@ func (m *Manager) Posture(devs []*mnguardv1.RemovableDevice) []*mnguardv1.Exempt
 		})
 	}
 	return out
+}
+
+// seenLocked records now as the last time the agent saw, with the boot
+// clock's reading.
+func (m *Manager) seenLocked(now time.Time) {
+	m.st.LastSeen = now
+	id, up := m.opts.Boot()
+	m.st.BootID, m.st.BootUptime = id, int64(up)
 }

@@ -689,3 +689,37 @@ func FuzzParseFile(f *testing.F) {
 		}
 	})
 }
+
+// TestDowntimeByBootClock: the agent is down for 2 h while the wall clock
+// is set back by 1 h 50 min (so it shows only 10 min passing, and is not
+// earlier than before); within the same boot the time since boot still
+// counts the 2 h, and a 1 h exemption has ended at the restart.
+func TestDowntimeByBootClock(t *testing.T) {
+	e := newEnv(t)
+	boot := func() (string, time.Duration) { return "boot-1", e.clock.Mono() }
+	m := e.manager(func(o *Options) { o.Boot = boot })
+	m.ApplySet(set(e.sign(e.exemptionFor("ex-1", time.Hour))))
+	if !allowed(m) {
+		t.Fatal("not in force")
+	}
+	m.tick()
+	e.clock.pass(2 * time.Hour)
+	e.clock.setWall(e.clock.Now().Add(-(time.Hour + 50*time.Minute)))
+	m2 := e.manager(func(o *Options) { o.Boot = boot })
+	if allowed(m2) {
+		t.Fatal("in force after 2 h of downtime that the wall clock hid")
+	}
+	// Another boot: the wall clock is all there is (10 min passed).
+	e2 := newEnv(t)
+	boots := "boot-1"
+	bootB := func() (string, time.Duration) { return boots, e2.clock.Mono() }
+	m3 := e2.manager(func(o *Options) { o.Boot = bootB })
+	m3.ApplySet(set(e2.sign(e2.exemptionFor("ex-2", time.Hour))))
+	m3.tick()
+	e2.clock.pass(10 * time.Minute)
+	boots = "boot-2"
+	m4 := e2.manager(func(o *Options) { o.Boot = bootB })
+	if !allowed(m4) {
+		t.Fatal("ended after a reboot with 10 min passing")
+	}
+}

@@ -151,7 +151,7 @@ func (m *Manager) Enter(code string) (Info, uint64, error) {
 	}
 	r.MAC = r.mac(m.opts.OfflineKey, m.opts.TerminalID)
 	m.st.Exemptions = append(m.st.Exemptions, r)
-	m.st.LastSeen = now
+	m.seenLocked(now)
 	save := m.saveLocked()
 	m.mu.Unlock()
 	if err := save(); err != nil {

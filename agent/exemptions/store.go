@@ -48,8 +48,13 @@ const (
 )
 
 type file struct {
-	Version     int          `json:"version"`
-	LastSeen    time.Time    `json:"last_seen"`
+	Version  int       `json:"version"`
+	LastSeen time.Time `json:"last_seen"`
+	// BootID and BootUptime are the boot and the time since boot (a clock
+	// the wall clock's setting does not move) at LastSeen: after an agent
+	// restart within the same boot they measure the downtime.
+	BootID      string       `json:"boot_id,omitempty"`
+	BootUptime  int64        `json:"boot_uptime_ns,omitempty"`
 	Exemptions  []*record    `json:"exemptions"`
 	Challenges  []*challenge `json:"challenges"`
 	WrongCodes  int          `json:"wrong_codes"`
