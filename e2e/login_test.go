@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mnguard/mnguard/internal/offlinecode"
 	"github.com/mnguard/mnguard/internal/testenv"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 )
@@ -211,12 +213,20 @@ func TestTOTPLogin(t *testing.T) {
 		t.Fatalf("offline-code: %v", &oc)
 	}
 	used = append(used, strings.ReplaceAll(oc.GetCode(), "-", ""))
-	out, _ = login(t, service, "alice", oc.GetCode(), pamOK)
+	if out, ok := pamtester(t, service, "alice", oc.GetCode()); !ok {
+		// Say which side disagrees: the code computed here from the
+		// agent's own offline key against the collector's.
+		key, _ := os.ReadFile(filepath.Join(a.stateDir, "offline.key"))
+		w := offlinecode.WindowOf(time.Now())
+		mine, err := offlinecode.LoginCode(key, id, "alice", challenge, w)
+		prev, _ := offlinecode.LoginCode(key, id, "alice", challenge, w-1)
+		t.Fatalf("offline code refused: challenge %s, collector's code %s, code from the agent's key %s (previous window %s, err %v), key %d bytes\n%s",
+			challenge, oc.GetCode(), offlinecode.Format(mine), offlinecode.Format(prev), err, len(key), out)
+	}
 	out2, ok := pamtester(t, service, "alice", oc.GetCode())
 	if ok || !strings.Contains(out2, pamAuthErr) && !strings.Contains(out2, pamUnavailable) {
 		t.Fatalf("offline code used twice: authenticated=%v\n%s", ok, out2)
 	}
-	_ = out
 
 	// The server is back where the terminal expects it: the refusals and
 	// the offline login reach it.
