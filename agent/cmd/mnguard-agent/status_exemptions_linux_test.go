@@ -1,3 +1,6 @@
+// Linux only: Wine cannot remove the temporary directory of a test that
+// wrote a file in it (see scripts/wine).
+
 package main
 
 import (
