@@ -315,7 +315,6 @@ func TestExemptionSchemaRefuses(t *testing.T) {
 		"online without token":      `('x', 'term-1', '0781', '5581', 's', 0, 1, 2, 1, 'op', 'online', NULL, 1, NULL)`,
 		"offline without challenge": `('x', 'term-1', '0781', '5581', 's', 0, 1, 2, 1, 'op', 'offline', NULL, 1, NULL)`,
 		"end before start":          `('x', 'term-1', '0781', '5581', 's', 0, 2, 1, 1, 'op', 'online', NULL, 1, x'00')`,
-		"unknown terminal":          `('x', 'term-9', '0781', '5581', 's', 0, 1, 2, 1, 'op', 'online', NULL, 1, x'00')`,
 		"unknown source":            `('x', 'term-1', '0781', '5581', 's', 0, 1, 2, 1, 'op', 'manual', NULL, 1, x'00')`,
 	} {
 		if _, err := s.w.Exec(ins + values); err == nil {

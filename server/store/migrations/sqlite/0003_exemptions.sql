@@ -12,9 +12,11 @@
 -- terminal (the UNIQUE constraint; NULLs never collide).
 -- serial is '' for a device without a serial number, which only an
 -- explicit, recorded override (allow_no_serial) may exempt.
+-- terminal_id is checked by the store (no foreign key: see server_events
+-- in 0002).
 CREATE TABLE exemptions (
     id               TEXT   NOT NULL PRIMARY KEY,
-    terminal_id      TEXT   NOT NULL REFERENCES terminals (id),
+    terminal_id      TEXT   NOT NULL,
     vendor_id        TEXT   NOT NULL,
     product_id       TEXT   NOT NULL,
     serial           TEXT   NOT NULL DEFAULT '',
