@@ -30,7 +30,7 @@ func BenchmarkExemptionToWritable(b *testing.B) {
 	c.waitReported(b, id, 10*time.Second)
 	stick := newLoopDisk(b, 32, "ext4")
 	mnt := stick.mount(b, stick.parts[0])
-	eventually(b, 10*time.Second, func() error { return writeFails(filepath.Join(mnt, "before")) })
+	eventually(b, 10*time.Second, func() error { return mountedRO(mnt) })
 	admin := c.adminClient(b)
 	dev, err := exemption.ParseDevice(loopID(stick))
 	if err != nil {

@@ -70,6 +70,29 @@ func writeWorks(dir string) error {
 	return f.Close()
 }
 
+// mountedRO reports whether the filesystem mounted at dir is read-only,
+// from /proc/self/mounts. Tests wait for it before trying a write that
+// must fail: a file opened for writing while the agent makes the mount
+// read-only would make this test process a writer for the agent to end.
+func mountedRO(dir string) error {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 3 && f[1] == dir {
+			for _, o := range strings.Split(f[3], ",") {
+				if o == "ro" {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s is mounted read-write", dir)
+		}
+	}
+	return fmt.Errorf("%s is not mounted", dir)
+}
+
 // issue runs mnguardctl exemptions issue and returns the record.
 func (c *collector) issue(t *testing.T, id string, l *loopDisk, duration string) *mnguardv1.ExemptionRecord {
 	t.Helper()
@@ -101,12 +124,17 @@ func TestExemptions(t *testing.T) {
 	mntB := stickB.mount(t, stickB.parts[0])
 	eventually(t, 10*time.Second, func() error {
 		for _, m := range []string{mntA, mntB} {
-			if err := writeFails(filepath.Join(m, "before")); err != nil {
+			if err := mountedRO(m); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	for _, m := range []string{mntA, mntB} {
+		if err := writeFails(filepath.Join(m, "before")); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// The collector must know the devices for offline codes later.
 	eventually(t, 10*time.Second, func() error {
 		term := c.terminal(t, id)
@@ -195,7 +223,10 @@ func TestExemptions(t *testing.T) {
 	a.proc.stop(t)
 	time.Sleep(time.Until(e3.GetExemption().GetNotAfter().AsTime()) + 500*time.Millisecond)
 	a.start(t)
-	eventually(t, 10*time.Second, func() error { return writeFails(filepath.Join(mntA, "after-restart")) })
+	eventually(t, 10*time.Second, func() error { return mountedRO(mntA) })
+	if err := writeFails(filepath.Join(mntA, "after-restart")); err != nil {
+		t.Fatal(err)
+	}
 
 	// Offline: the terminal shows a challenge, the helpdesk answers, the
 	// code works once; a wrong code is refused.
