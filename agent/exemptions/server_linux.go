@@ -6,12 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/mnguard/mnguard/internal/unixsock"
-	"golang.org/x/sys/unix"
 )
 
 // Serve answers control requests until ctx ends, then closes and removes
@@ -33,46 +32,21 @@ func (s *ControlServer) Serve(ctx context.Context) error {
 	if s.OnListen != nil {
 		s.OnListen()
 	}
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer ln.Close()
-	sem := make(chan struct{}, maxControlConns)
-	for {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return nil
+	err = unixsock.Serve(ctx, ln, maxControlConns, func(err error, retry time.Duration) {
+		log.Warn("control socket: accept", "err", err, "retry_in", retry)
+	}, func(conn *net.UnixConn) {
+		uid, err := unixsock.PeerUID(conn)
+		if err != nil || (uid != 0 && int(uid) != os.Geteuid()) {
+			conn.Close()
+			log.Warn("control socket: peer refused: only root may manage exemptions", "uid", uid, "err", err)
+			return
 		}
-		conn, err := ln.AcceptUnix()
-		if err != nil {
-			<-sem
-			if ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.ECONNABORTED) {
-				log.Warn("control socket: accept", "err", err)
-				select {
-				case <-time.After(100 * time.Millisecond):
-				case <-ctx.Done():
-					return nil
-				}
-				continue
-			}
-			return fmt.Errorf("exemptions: control socket: accept: %w", err)
+		if err := serveConn(ctx, conn, s.Handle); err != nil {
+			log.Warn("control socket", "err", err)
 		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			uid, err := unixsock.PeerUID(conn)
-			if err != nil || (uid != 0 && int(uid) != os.Geteuid()) {
-				conn.Close()
-				log.Warn("control socket: peer refused: only root may manage exemptions", "uid", uid, "err", err)
-				return
-			}
-			if err := serveConn(ctx, conn, s.Handle); err != nil {
-				log.Warn("control socket", "err", err)
-			}
-		})
+	})
+	if err != nil {
+		return fmt.Errorf("exemptions: control socket: %w", err)
 	}
+	return nil
 }

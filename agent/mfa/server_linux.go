@@ -10,11 +10,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/mnguard/mnguard/internal/unixsock"
-	"golang.org/x/sys/unix"
 )
 
 // Serve listens on the socket and answers requests until ctx is cancelled. It creates
@@ -37,53 +35,21 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.OnListen()
 	}
 
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer ln.Close()
-
-	sem := make(chan struct{}, s.maxConns())
-	var delay time.Duration
-	for {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return nil
-		}
-		conn, err := ln.AcceptUnix()
+	err = unixsock.Serve(ctx, ln, s.maxConns(), func(err error, retry time.Duration) {
+		log.Warn("mfa: accept", "err", err, "retry_in", retry)
+	}, func(conn *net.UnixConn) {
+		uid, err := unixsock.PeerUID(conn)
 		if err != nil {
-			<-sem
-			if ctx.Err() != nil {
-				return nil
-			}
-			// Out of file descriptors and the like: back off as net/http does.
-			if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) ||
-				errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.ECONNABORTED) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				log.Warn("mfa: accept", "err", err, "retry_in", delay)
-				select {
-				case <-time.After(delay):
-				case <-ctx.Done():
-					return nil
-				}
-				continue
-			}
-			return fmt.Errorf("mfa.Serve: accept on %s: %w", path, err)
+			conn.Close()
+			log.Warn("mfa: peer credentials", "err", err)
+			return
 		}
-		delay = 0
-		wg.Go(func() {
-			defer func() { <-sem }()
-			uid, err := unixsock.PeerUID(conn)
-			if err != nil {
-				conn.Close()
-				log.Warn("mfa: peer credentials", "err", err)
-				return
-			}
-			s.serveConn(ctx, conn, uid)
-		})
+		s.serveConn(ctx, conn, uid)
+	})
+	if err != nil {
+		return fmt.Errorf("mfa.Serve: %w", err)
 	}
+	return nil
 }
 
 // listen creates the unix socket at path (0666: the peer check decides who

@@ -1,0 +1,76 @@
+package unixsock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Serve accepts connections on ln and runs handle for each in its own
+// goroutine, at most maxConns at a time (a further client waits in the
+// listen backlog). Running out of file descriptors or buffers is not the
+// end: Serve reports it through onBusy, when set, and accepts again after
+// a back-off (5 ms doubling to 1 s, as net/http). When ctx ends Serve
+// closes ln, waits for the handlers in flight and returns nil; another
+// accept error closes ln and is returned after the handlers finished.
+// handle owns the connection and must close it.
+func Serve(ctx context.Context, ln *net.UnixListener, maxConns int, onBusy func(err error, retry time.Duration), handle func(*net.UnixConn)) error {
+	if maxConns < 1 {
+		return fmt.Errorf("unixsock.Serve: %d connections at most", maxConns)
+	}
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+
+	sem := make(chan struct{}, maxConns)
+	var delay time.Duration
+	for {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		conn, err := ln.AcceptUnix()
+		if err != nil {
+			<-sem
+			if ctx.Err() != nil {
+				return nil
+			}
+			if !temporary(err) {
+				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			if onBusy != nil {
+				onBusy(err, delay)
+			}
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		delay = 0
+		wg.Go(func() {
+			defer func() { <-sem }()
+			handle(conn)
+		})
+	}
+}
+
+// temporary reports whether an accept error may clear by itself.
+func temporary(err error) bool {
+	for _, e := range []error{unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM, unix.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
