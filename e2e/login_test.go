@@ -82,7 +82,10 @@ func (c *collector) user(t *testing.T, name string) *mnguardv1.User {
 	return resp.GetUser()
 }
 
-var challengeRE = regexp.MustCompile(`\b(\d{4}-\d{4})\b`)
+// challengeRE finds the challenge in the agent's prompt, and only there:
+// pamtester's own lines name the service, whose random suffix can look
+// like a challenge too ("mnguard-e2e-8520-6393").
+var challengeRE = regexp.MustCompile(`Offline challenge for [^\n]*?: (\d{4}-\d{4})\. Ask the helpdesk`)
 
 // TestTOTPLogin is issue 4's promise end to end with real PAM: pamtester
 // with the built pam_mnguard.so, the real agent socket and a real
