@@ -76,6 +76,7 @@ fuzz:
 wine-test:
 	@scripts/wine/setup.sh
 	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 $(GO) test -count=1 -exec "$(CURDIR)/scripts/wine/exec.sh" ./agent/cmd/mnguard-agent/ ./agent/posture/
+	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 $(GO) test -count=1 -exec "$(CURDIR)/scripts/wine/exec.sh" -run 'Windows$$' ./agent/exemptions/
 
 test: deps proto-check check unit wine-test fuzz
 

@@ -647,7 +647,7 @@ func (d *Daemon) applyExemptions(ctx context.Context) {
 // controlSocket serves 'mnguard-agent exemption' on the state directory's
 // control socket until ctx ends.
 func (d *Daemon) controlSocket(ctx context.Context) {
-	path := d.dir.Path(exemptions.SocketName)
+	path := exemptions.ControlAddress(string(d.dir))
 	srv := &exemptions.ControlServer{Path: path, Handle: d.exempt.Handle, Logger: d.log.With("part", "exemptions")}
 	if err := srv.Serve(ctx); err != nil {
 		if errors.Is(err, errors.ErrUnsupported) {

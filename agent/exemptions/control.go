@@ -15,8 +15,10 @@ import (
 )
 
 // The control socket: 'mnguard-agent exemption' asks the running agent over
-// a unix socket in the state directory (SocketName, mode 0600; on Linux the
-// peer must be root or the agent's own user, checked with SO_PEERCRED).
+// a local socket (ControlAddress): on Linux a unix socket in the state
+// directory (SocketName, mode 0600; the peer must be root or the agent's
+// own user, checked with SO_PEERCRED), on Windows the named pipe
+// ControlPipe, which only SYSTEM and the Administrators may open.
 // A connection carries one request and one response, each a frame: a 4-byte
 // big-endian length N, then N bytes of JSON (requests at most MaxRequest
 // bytes, responses at most MaxResponse).
@@ -190,8 +192,7 @@ func Call(ctx context.Context, path string, req Request) (Response, error) {
 	if err != nil {
 		return Response{}, err
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", path)
+	conn, err := dialControl(ctx, path)
 	if err != nil {
 		return Response{}, fmt.Errorf("%w (%v)", ErrNotRunning, err)
 	}

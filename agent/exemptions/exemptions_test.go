@@ -103,11 +103,17 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvAt(t, t.TempDir())
+}
+
+// newEnvAt is newEnv with the state directory dir.
+func newEnvAt(t *testing.T, dir string) *env {
+	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, dir: t.TempDir(), pub: pub, priv: priv, clock: newClock(), events: &events{}}
+	return &env{t: t, dir: dir, pub: pub, priv: priv, clock: newClock(), events: &events{}}
 }
 
 // manager starts a manager on the env's directory, as the agent does at

@@ -8,7 +8,8 @@ import (
 // ControlServer serves the control socket (see Request) for the running
 // agent.
 type ControlServer struct {
-	// Path of the unix socket, normally SocketName in the state directory.
+	// Path of the unix socket or (Windows) the named pipe, normally
+	// ControlAddress(state directory).
 	Path string
 	// Handle answers requests that pass the peer check; usually
 	// Manager.Handle.

@@ -34,7 +34,8 @@ func (s *ControlServer) Serve(ctx context.Context) error {
 	}
 	err = unixsock.Serve(ctx, ln, maxControlConns, func(err error, retry time.Duration) {
 		log.Warn("control socket: accept", "err", err, "retry_in", retry)
-	}, func(conn *net.UnixConn) {
+	}, func(c net.Conn) {
+		conn := c.(*net.UnixConn)
 		uid, err := unixsock.PeerUID(conn)
 		if err != nil || (uid != 0 && int(uid) != os.Geteuid()) {
 			conn.Close()

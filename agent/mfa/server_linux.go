@@ -37,7 +37,8 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	err = unixsock.Serve(ctx, ln, s.maxConns(), func(err error, retry time.Duration) {
 		log.Warn("mfa: accept", "err", err, "retry_in", retry)
-	}, func(conn *net.UnixConn) {
+	}, func(c net.Conn) {
+		conn := c.(*net.UnixConn)
 		uid, err := unixsock.PeerUID(conn)
 		if err != nil {
 			conn.Close()

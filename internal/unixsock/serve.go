@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
-// Serve accepts connections on ln and runs handle for each in its own
+// Serve accepts connections on ln (a unix socket, or on Windows a named
+// pipe) and runs handle for each in its own
 // goroutine, at most maxConns at a time (a further client waits in the
 // listen backlog). Running out of file descriptors or buffers is not the
 // end: Serve reports it through onBusy, when set, and accepts again after
@@ -19,7 +19,7 @@ import (
 // closes ln, waits for the handlers in flight and returns nil; another
 // accept error closes ln and is returned after the handlers finished.
 // handle owns the connection and must close it.
-func Serve(ctx context.Context, ln *net.UnixListener, maxConns int, onBusy func(err error, retry time.Duration), handle func(*net.UnixConn)) error {
+func Serve(ctx context.Context, ln net.Listener, maxConns int, onBusy func(err error, retry time.Duration), handle func(net.Conn)) error {
 	if maxConns < 1 {
 		return fmt.Errorf("unixsock.Serve: %d connections at most", maxConns)
 	}
@@ -37,7 +37,7 @@ func Serve(ctx context.Context, ln *net.UnixListener, maxConns int, onBusy func(
 		case <-ctx.Done():
 			return nil
 		}
-		conn, err := ln.AcceptUnix()
+		conn, err := ln.Accept()
 		if err != nil {
 			<-sem
 			if ctx.Err() != nil {
@@ -67,7 +67,7 @@ func Serve(ctx context.Context, ln *net.UnixListener, maxConns int, onBusy func(
 
 // temporary reports whether an accept error may clear by itself.
 func temporary(err error) bool {
-	for _, e := range []error{unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM, unix.ECONNABORTED} {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-func serveTest(t *testing.T, maxConns int, onBusy func(error, time.Duration), handle func(*net.UnixConn)) (path string, cancel func() error) {
+func serveTest(t *testing.T, maxConns int, onBusy func(error, time.Duration), handle func(net.Conn)) (path string, cancel func() error) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "s.sock")
 	ln, err := Listen(path, 0o600)
@@ -56,7 +56,7 @@ func TestServeLimitsConnections(t *testing.T) {
 	var running, most atomic.Int32
 	release := make(chan struct{})
 	started := make(chan struct{}, 10)
-	path, _ := serveTest(t, 2, nil, func(c *net.UnixConn) {
+	path, _ := serveTest(t, 2, nil, func(c net.Conn) {
 		defer c.Close()
 		n := running.Add(1)
 		defer running.Add(-1)
@@ -109,7 +109,7 @@ func TestServeLimitsConnections(t *testing.T) {
 func TestServeCancelWaitsForHandlers(t *testing.T) {
 	inHandler := make(chan struct{})
 	var finished atomic.Bool
-	path, cancel := serveTest(t, 4, nil, func(c *net.UnixConn) {
+	path, cancel := serveTest(t, 4, nil, func(c net.Conn) {
 		defer c.Close()
 		close(inHandler)
 		time.Sleep(300 * time.Millisecond)
@@ -146,7 +146,7 @@ func TestServeOutOfDescriptors(t *testing.T) {
 		case busy <- err:
 		default:
 		}
-	}, func(c *net.UnixConn) {
+	}, func(c net.Conn) {
 		c.Close()
 		served <- struct{}{}
 	})
@@ -236,7 +236,7 @@ func TestServeBadLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	if err := Serve(context.Background(), ln, 0, nil, func(c *net.UnixConn) { c.Close() }); err == nil {
+	if err := Serve(context.Background(), ln, 0, nil, func(c net.Conn) { c.Close() }); err == nil {
 		t.Error("Serve with maxConns 0 = nil")
 	}
 }

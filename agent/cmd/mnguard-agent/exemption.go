@@ -34,8 +34,9 @@ terminal that cannot reach the collector, the helpdesk answers a challenge:
   list       the exemptions the agent holds and their states
 
 The device ID is what 'mnguard-agent status' shows for an attached device.
-These talk to the running agent over its control socket (root only,
-Linux); list reads the state directory when the agent is not running.
+These talk to the running agent over its control socket (root only; on
+Windows a named pipe for the Administrators); list reads the state
+directory when the agent is not running.
 Exit status: 0 done, 1 refused or failed, 2 usage.
 `
 
@@ -81,7 +82,7 @@ func runExemption(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		if err != nil {
 			return err
 		}
-		sock := state.Dir(cfg.StateDir).Path(exemptions.SocketName)
+		sock := exemptions.ControlAddress(cfg.StateDir)
 		switch sub {
 		case "challenge":
 			return exemptionChallenge(ctx, stdout, sock, fs.Args(), device, duration)
@@ -106,8 +107,8 @@ func runExemption(ctx context.Context, args []string, stdout, stderr io.Writer, 
 
 // call asks the running agent; where there is no control socket it says so.
 func call(ctx context.Context, sock string, req exemptions.Request) (exemptions.Response, error) {
-	if runtime.GOOS != "linux" {
-		return exemptions.Response{}, fmt.Errorf("offline exemption codes are not available on %s yet: %w", runtime.GOOS, errors.ErrUnsupported)
+	if runtime.GOOS != "linux" && runtime.GOOS != "windows" {
+		return exemptions.Response{}, fmt.Errorf("offline exemption codes are not available on %s: %w", runtime.GOOS, errors.ErrUnsupported)
 	}
 	resp, err := exemptions.Call(ctx, sock, req)
 	if errors.Is(err, exemptions.ErrNotRunning) {
