@@ -234,7 +234,10 @@ func TestExemptions(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exemption challenge: exit %d: %s", code, errOut)
 	}
-	challenge := regexp.MustCompile(`\b[0-9A-Z]{5}-[0-9A-Z]{5}\b`).FindString(out)
+	var challenge string
+	if m := regexp.MustCompile(`(?m)^Challenge: ([0-9A-Z]{5}-[0-9A-Z]{5})$`).FindStringSubmatch(out); m != nil {
+		challenge = m[1]
+	}
 	if challenge == "" {
 		t.Fatalf("exemption challenge printed no challenge:\n%s", out)
 	}

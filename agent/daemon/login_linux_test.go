@@ -163,7 +163,7 @@ func (g *gate) verify(t *testing.T, user, code string) mfa.Response {
 	return g.ask(t, mfa.Request{Type: mfa.TypeVerify, User: user, Service: "login", Code: code})
 }
 
-var challengeRE = regexp.MustCompile(`\b(\d{4}-\d{4})\b`)
+var challengeRE = regexp.MustCompile(`Offline challenge for [^\n]*?: (\d{4}-\d{4})\. Ask the helpdesk`)
 
 // challengeIn returns the challenge a message shows, "" if none.
 func challengeIn(msg string) string {
