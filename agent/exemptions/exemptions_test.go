@@ -182,6 +182,33 @@ func stateOf(t *testing.T, m *Manager, id string, devs ...*mnguardv1.RemovableDe
 	return Info{}
 }
 
+// stickManager starts a manager on the env whose media side is the test
+// stick: Apply makes it writable when Allows says so, and Attached reports
+// it exempted or read-only accordingly.
+func (e *env) stickManager() *Manager {
+	e.t.Helper()
+	var mu sync.Mutex
+	writable := false
+	m := e.manager(func(o *Options) {
+		o.Apply = func(context.Context) {}
+		o.Attached = func() []*mnguardv1.RemovableDevice {
+			mu.Lock()
+			defer mu.Unlock()
+			if writable {
+				return []*mnguardv1.RemovableDevice{stick("exempted")}
+			}
+			return []*mnguardv1.RemovableDevice{stick("read-only")}
+		}
+	})
+	m.opts.Apply = func(context.Context) {
+		_, ok := m.Allows(testVID, testPID, testSerial)
+		mu.Lock()
+		writable = ok
+		mu.Unlock()
+	}
+	return m
+}
+
 func stick(state string) *mnguardv1.RemovableDevice {
 	return &mnguardv1.RemovableDevice{Name: "sdb", VendorId: testVID, ProductId: testPID, Serial: testSerial, State: state}
 }

@@ -12,8 +12,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 )
 
 // TestControlSocket: the CLI's requests over the real socket: a challenge,
@@ -21,33 +19,7 @@ import (
 // list; a refused code is an error; the socket is 0600 and goes at the end.
 func TestControlSocket(t *testing.T) {
 	e := newEnv(t)
-	var mu sync.Mutex
-	writable := false
-	applies := 0
-	m := e.manager(func(o *Options) {
-		o.Apply = func(context.Context) {
-			mu.Lock()
-			defer mu.Unlock()
-			applies++
-			_, writable = o.Now(), false
-		}
-		o.Attached = func() []*mnguardv1.RemovableDevice {
-			mu.Lock()
-			defer mu.Unlock()
-			if writable {
-				return []*mnguardv1.RemovableDevice{stick("exempted")}
-			}
-			return []*mnguardv1.RemovableDevice{stick("read-only")}
-		}
-	})
-	// The media side: Apply makes the device writable when Allows says so.
-	m.opts.Apply = func(context.Context) {
-		_, ok := m.Allows(testVID, testPID, testSerial)
-		mu.Lock()
-		applies++
-		writable = ok
-		mu.Unlock()
-	}
+	m := e.stickManager()
 	sock := filepath.Join(e.dir, SocketName)
 	ctx, cancel := context.WithCancel(context.Background())
 	listening := make(chan struct{})

@@ -13,7 +13,6 @@ import (
 	"unsafe"
 
 	"github.com/Microsoft/go-winio"
-	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"golang.org/x/sys/windows"
 )
 
@@ -24,24 +23,7 @@ import (
 // and the Administrators; after the end nothing answers.
 func TestControlPipeWindows(t *testing.T) {
 	e := newEnvAt(t, removableTempDir(t))
-	var mu sync.Mutex
-	writable := false
-	m := e.manager(func(o *Options) {
-		o.Attached = func() []*mnguardv1.RemovableDevice {
-			mu.Lock()
-			defer mu.Unlock()
-			if writable {
-				return []*mnguardv1.RemovableDevice{stick("exempted")}
-			}
-			return []*mnguardv1.RemovableDevice{stick("read-only")}
-		}
-	})
-	m.opts.Apply = func(context.Context) {
-		_, ok := m.Allows(testVID, testPID, testSerial)
-		mu.Lock()
-		writable = ok
-		mu.Unlock()
-	}
+	m := e.stickManager()
 	pipe := fmt.Sprintf(`\\.\pipe\mnguard-test-%d`, time.Now().UnixNano())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
