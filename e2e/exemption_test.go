@@ -115,6 +115,7 @@ func TestExemptions(t *testing.T) {
 	testenv.LockLoops(t)
 	c := newCollector(t)
 	a, id := mediaAgent(t, c)
+	a.useTestClock(t)
 	a.start(t)
 	c.waitReported(t, id, 10*time.Second)
 
@@ -195,16 +196,26 @@ func TestExemptions(t *testing.T) {
 		t.Errorf("active exemptions: %v, want only %s", list.GetExemptions(), e1.GetExemption().GetId())
 	}
 
-	// The collector stops; A's exemption still ends on time.
+	// The collector stops, and half-way through A's minute the agent's
+	// wall clock is set back 20 s: the exemption still ends on time (its
+	// duration since receipt, by the monotonic clock), not 20 s later, and
+	// not early either.
 	grpcAddr, httpAddr := c.grpcAddr, c.httpAddr
 	c.stop(t)
 	end := e1.GetExemption().GetNotAfter().AsTime()
+	time.Sleep(time.Until(end.Add(-30 * time.Second)))
+	a.shiftClock(t, -20*time.Second)
+	time.Sleep(time.Until(end.Add(-3 * time.Second)))
+	if err := writeWorks(mntA); err != nil {
+		t.Errorf("3 s before its end, with the clock set back: %v", err)
+	}
 	time.Sleep(time.Until(end))
 	eventually(t, 5*time.Second, func() error { return writeFails(filepath.Join(mntA, "after-expiry")) })
 	if late := time.Since(end); late > 3*time.Second {
 		t.Errorf("expired exemption ended %s late", late)
 	}
 	ddFails(t, stickA.name)
+	a.shiftClock(t, 0)
 
 	// The collector is back; an exemption that ends while the agent is
 	// stopped leaves the device read-only at the agent's restart.

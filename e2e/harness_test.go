@@ -40,6 +40,15 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
+	// An agent whose wall clock a test can shift (MNGUARD_TEST_CLOCK_SHIFT_FILE):
+	// the same code with the mnguard_testclock tag, in its own directory.
+	tc := exec.Command("go", "build", "-tags", "mnguard_testclock", "-o", filepath.Join(dir, "testclock")+"/", "../agent/cmd/mnguard-agent")
+	tc.Env = cmd.Env
+	if out, err := tc.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build the test-clock agent: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
 	// The PAM module, as make build builds it.
 	pam := exec.Command("cc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-fPIC", "-O2", "-shared",
 		"-o", filepath.Join(dir, "pam_mnguard.so"), "../agent/pam/pam_mnguard.c", "-lpam")
@@ -279,6 +288,29 @@ type agent struct {
 	config    string
 	pamSocket string
 	proc      *proc
+	// clockShift, when set, is the shift file of an agent started from
+	// the test-clock build (useTestClock).
+	clockShift string
+}
+
+// useTestClock makes a start the test-clock build of the agent, whose wall
+// clock of exemptions is shifted by what shiftClock writes.
+func (a *agent) useTestClock(t testing.TB) {
+	a.clockShift = filepath.Join(t.TempDir(), "clock-shift")
+}
+
+// shiftClock sets the test-clock agent's wall clock off by d from now on.
+func (a *agent) shiftClock(t testing.TB, d time.Duration) {
+	t.Helper()
+	if a.clockShift == "" {
+		t.Fatal("shiftClock: the agent is not the test-clock build")
+	}
+	if err := os.WriteFile(a.clockShift+".tmp", []byte(d.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(a.clockShift+".tmp", a.clockShift); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func newAgent(t testing.TB, c *collector, reportInterval string) *agent {
@@ -304,6 +336,10 @@ func (a *agent) enroll(t testing.TB, c *collector, token, pin string, more ...st
 
 func (a *agent) start(t testing.TB) {
 	t.Helper()
+	if a.clockShift != "" {
+		a.proc = startProc(t, "testclock/mnguard-agent", []string{"MNGUARD_TEST_CLOCK_SHIFT_FILE=" + a.clockShift}, a.args("run")...)
+		return
+	}
 	a.proc = startProc(t, "mnguard-agent", nil, a.args("run")...)
 }
 

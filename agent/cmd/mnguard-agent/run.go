@@ -137,7 +137,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		}
 		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.Level()}))
 		err = runService(ctx, cfg, c.configPath, func(ctx context.Context) error {
-			return daemon.Run(ctx, daemon.Options{Config: cfg, Version: version.Version, Logger: log})
+			return daemon.Run(ctx, daemon.Options{Config: cfg, Version: version.Version, Logger: log, Now: testClock(log, getenv)})
 		})
 		if err != nil {
 			return fail(err)
