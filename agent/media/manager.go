@@ -495,13 +495,7 @@ func (m *Manager) protect(ctx context.Context, d Device) bool {
 	if id, ok := m.exemptionFor(d); ok {
 		return m.release(ctx, t, d, id, known)
 	}
-	m.mu.Lock()
-	ending := t.exemption != ""
-	m.mu.Unlock()
-	if ending {
-		return m.endExemption(ctx, t, d)
-	}
-	return m.enforce(ctx, t, d, known)
+	return m.endOrEnforce(ctx, t, d, known)
 }
 
 // enforce makes a device read-only, as a device without an exemption is.
