@@ -169,21 +169,15 @@ func (s *Service) Enroll(ctx context.Context, name, actor string) (Enrollment, e
 	if err := ValidateName(name); err != nil {
 		return Enrollment{}, err
 	}
-	u, secret, err := s.newUser(name, actor)
-	if err != nil {
-		return Enrollment{}, err
-	}
-	codes, hashes, err := newRecoveryCodes()
-	if err != nil {
-		return Enrollment{}, err
-	}
-	if err := s.st.CreateUser(ctx, u, hashes); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return Enrollment{}, fmt.Errorf("user %s: %w (reset it for a new secret)", name, ErrUserExists)
+	return s.newEnrollment(ctx, name, actor, func(u store.User, hashes [][]byte) error {
+		if err := s.st.CreateUser(ctx, u, hashes); err != nil {
+			if errors.Is(err, store.ErrExists) {
+				return fmt.Errorf("user %s: %w (reset it for a new secret)", name, ErrUserExists)
+			}
+			return fmt.Errorf("create user %s: %w", name, err)
 		}
-		return Enrollment{}, fmt.Errorf("create user %s: %w", name, err)
-	}
-	return s.enrollment(ctx, name, secret, codes)
+		return nil
+	})
 }
 
 // Reset gives an existing user a new secret and new recovery codes (lost
@@ -198,9 +192,17 @@ func (s *Service) Reset(ctx context.Context, name, actor string) (Enrollment, er
 		return Enrollment{}, err
 	}
 	defer unlock()
-	if _, err := s.user(ctx, name); err != nil {
-		return Enrollment{}, err
-	}
+	return s.newEnrollment(ctx, name, actor, func(u store.User, hashes [][]byte) error {
+		if err := s.st.ResetUser(ctx, u, hashes); err != nil {
+			return s.userErr("reset", name, err)
+		}
+		return nil
+	})
+}
+
+// newEnrollment makes a new secret and recovery codes for name, stores
+// them with save (which maps its own errors) and returns the enrollment.
+func (s *Service) newEnrollment(ctx context.Context, name, actor string, save func(store.User, [][]byte) error) (Enrollment, error) {
 	u, secret, err := s.newUser(name, actor)
 	if err != nil {
 		return Enrollment{}, err
@@ -209,8 +211,8 @@ func (s *Service) Reset(ctx context.Context, name, actor string) (Enrollment, er
 	if err != nil {
 		return Enrollment{}, err
 	}
-	if err := s.st.ResetUser(ctx, u, hashes); err != nil {
-		return Enrollment{}, s.userErr("reset", name, err)
+	if err := save(u, hashes); err != nil {
+		return Enrollment{}, err
 	}
 	return s.enrollment(ctx, name, secret, codes)
 }
