@@ -139,8 +139,11 @@ type Terminal struct {
 	Posture             *Posture               `protobuf:"bytes,9,opt,name=posture,proto3" json:"posture,omitempty"`
 	PostureReceivedAt   *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=posture_received_at,json=postureReceivedAt,proto3" json:"posture_received_at,omitempty"`
 	PostureHistoryCount uint32                 `protobuf:"varint,11,opt,name=posture_history_count,json=postureHistoryCount,proto3" json:"posture_history_count,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The collector's verdict, from its latest evaluation; absent for a
+	// terminal not evaluated yet.
+	Compliance    *Compliance `protobuf:"bytes,12,opt,name=compliance,proto3" json:"compliance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Terminal) Reset() {
@@ -250,15 +253,195 @@ func (x *Terminal) GetPostureHistoryCount() uint32 {
 	return 0
 }
 
+func (x *Terminal) GetCompliance() *Compliance {
+	if x != nil {
+		return x.Compliance
+	}
+	return nil
+}
+
+// Compliance is the collector's verdict on one terminal, computed from
+// checks: "media" (enforcement healthy), "mfa" (logins need TOTP),
+// "network" (isolated; "unknown" until the posture carries it), "fresh"
+// (reported within 3 report intervals), "version" (agent version current),
+// "certificate" (not within 14 days of expiry), "exemptions" (none in force
+// past its end).
+type Compliance struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "compliant", "non-compliant", "stale" (not reporting: "fresh" fails)
+	// or "revoked".
+	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// Since when the terminal has been in this state.
+	StateSince  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=state_since,json=stateSince,proto3" json:"state_since,omitempty"`
+	Checks      []*CheckResult         `protobuf:"bytes,3,rep,name=checks,proto3" json:"checks,omitempty"`
+	EvaluatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=evaluated_at,json=evaluatedAt,proto3" json:"evaluated_at,omitempty"`
+	// Not heard of for 7 days or more (state "stale").
+	Offline       bool `protobuf:"varint,5,opt,name=offline,proto3" json:"offline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Compliance) Reset() {
+	*x = Compliance{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Compliance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Compliance) ProtoMessage() {}
+
+func (x *Compliance) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Compliance.ProtoReflect.Descriptor instead.
+func (*Compliance) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Compliance) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Compliance) GetStateSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StateSince
+	}
+	return nil
+}
+
+func (x *Compliance) GetChecks() []*CheckResult {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
+func (x *Compliance) GetEvaluatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EvaluatedAt
+	}
+	return nil
+}
+
+func (x *Compliance) GetOffline() bool {
+	if x != nil {
+		return x.Offline
+	}
+	return false
+}
+
+// CheckResult is one compliance check of one terminal.
+type CheckResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "pass", "fail" or "unknown".
+	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	// Why it fails or is unknown; empty when it passes.
+	Detail string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	// Since when it has had this status.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckResult) Reset() {
+	*x = CheckResult{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckResult) ProtoMessage() {}
+
+func (x *CheckResult) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckResult.ProtoReflect.Descriptor instead.
+func (*CheckResult) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CheckResult) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CheckResult) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *CheckResult) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *CheckResult) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
 type ListTerminalsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only terminals in this state: compliant, non-compliant, stale or
+	// revoked; empty for all.
+	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// Only terminals failing this check (see Compliance); empty for all.
+	FailingCheck string `protobuf:"bytes,2,opt,name=failing_check,json=failingCheck,proto3" json:"failing_check,omitempty"`
+	// Only terminals whose host name, ID, an IP address or a removable
+	// device's serial contains this text (case-insensitive).
+	Search string `protobuf:"bytes,3,opt,name=search,proto3" json:"search,omitempty"`
+	// "hostname" (default), "state", "last_seen", "agent_version" or
+	// "enrolled".
+	Sort       string `protobuf:"bytes,4,opt,name=sort,proto3" json:"sort,omitempty"`
+	Descending bool   `protobuf:"varint,5,opt,name=descending,proto3" json:"descending,omitempty"`
+	// At most this many (0: all), after skipping offset.
+	Limit         uint32 `protobuf:"varint,6,opt,name=limit,proto3" json:"limit,omitempty"`
+	Offset        uint32 `protobuf:"varint,7,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListTerminalsRequest) Reset() {
 	*x = ListTerminalsRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[1]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -270,7 +453,7 @@ func (x *ListTerminalsRequest) String() string {
 func (*ListTerminalsRequest) ProtoMessage() {}
 
 func (x *ListTerminalsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[1]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -283,19 +466,70 @@ func (x *ListTerminalsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTerminalsRequest.ProtoReflect.Descriptor instead.
 func (*ListTerminalsRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListTerminalsRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ListTerminalsRequest) GetFailingCheck() string {
+	if x != nil {
+		return x.FailingCheck
+	}
+	return ""
+}
+
+func (x *ListTerminalsRequest) GetSearch() string {
+	if x != nil {
+		return x.Search
+	}
+	return ""
+}
+
+func (x *ListTerminalsRequest) GetSort() string {
+	if x != nil {
+		return x.Sort
+	}
+	return ""
+}
+
+func (x *ListTerminalsRequest) GetDescending() bool {
+	if x != nil {
+		return x.Descending
+	}
+	return false
+}
+
+func (x *ListTerminalsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListTerminalsRequest) GetOffset() uint32 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
 }
 
 type ListTerminalsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Terminals     []*Terminal            `protobuf:"bytes,1,rep,name=terminals,proto3" json:"terminals,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Terminals []*Terminal            `protobuf:"bytes,1,rep,name=terminals,proto3" json:"terminals,omitempty"`
+	// How many terminals match, whatever the limit.
+	Total         uint32 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListTerminalsResponse) Reset() {
 	*x = ListTerminalsResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[2]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -307,7 +541,7 @@ func (x *ListTerminalsResponse) String() string {
 func (*ListTerminalsResponse) ProtoMessage() {}
 
 func (x *ListTerminalsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[2]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -320,7 +554,7 @@ func (x *ListTerminalsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTerminalsResponse.ProtoReflect.Descriptor instead.
 func (*ListTerminalsResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListTerminalsResponse) GetTerminals() []*Terminal {
@@ -328,6 +562,13 @@ func (x *ListTerminalsResponse) GetTerminals() []*Terminal {
 		return x.Terminals
 	}
 	return nil
+}
+
+func (x *ListTerminalsResponse) GetTotal() uint32 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
 }
 
 type GetTerminalRequest struct {
@@ -339,7 +580,7 @@ type GetTerminalRequest struct {
 
 func (x *GetTerminalRequest) Reset() {
 	*x = GetTerminalRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[3]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -351,7 +592,7 @@ func (x *GetTerminalRequest) String() string {
 func (*GetTerminalRequest) ProtoMessage() {}
 
 func (x *GetTerminalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[3]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -364,7 +605,7 @@ func (x *GetTerminalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTerminalRequest.ProtoReflect.Descriptor instead.
 func (*GetTerminalRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetTerminalRequest) GetId() string {
@@ -383,7 +624,7 @@ type GetTerminalResponse struct {
 
 func (x *GetTerminalResponse) Reset() {
 	*x = GetTerminalResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[4]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -395,7 +636,7 @@ func (x *GetTerminalResponse) String() string {
 func (*GetTerminalResponse) ProtoMessage() {}
 
 func (x *GetTerminalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[4]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -408,7 +649,7 @@ func (x *GetTerminalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTerminalResponse.ProtoReflect.Descriptor instead.
 func (*GetTerminalResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetTerminalResponse) GetTerminal() *Terminal {
@@ -428,7 +669,7 @@ type RevokeTerminalRequest struct {
 
 func (x *RevokeTerminalRequest) Reset() {
 	*x = RevokeTerminalRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[5]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -440,7 +681,7 @@ func (x *RevokeTerminalRequest) String() string {
 func (*RevokeTerminalRequest) ProtoMessage() {}
 
 func (x *RevokeTerminalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[5]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -453,7 +694,7 @@ func (x *RevokeTerminalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTerminalRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTerminalRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RevokeTerminalRequest) GetId() string {
@@ -479,7 +720,7 @@ type RevokeTerminalResponse struct {
 
 func (x *RevokeTerminalResponse) Reset() {
 	*x = RevokeTerminalResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[6]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -491,7 +732,7 @@ func (x *RevokeTerminalResponse) String() string {
 func (*RevokeTerminalResponse) ProtoMessage() {}
 
 func (x *RevokeTerminalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[6]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -504,7 +745,7 @@ func (x *RevokeTerminalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTerminalResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTerminalResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RevokeTerminalResponse) GetTerminal() *Terminal {
@@ -527,7 +768,7 @@ type CreateEnrollmentTokenRequest struct {
 
 func (x *CreateEnrollmentTokenRequest) Reset() {
 	*x = CreateEnrollmentTokenRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[7]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +780,7 @@ func (x *CreateEnrollmentTokenRequest) String() string {
 func (*CreateEnrollmentTokenRequest) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[7]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +793,7 @@ func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateEnrollmentTokenRequest) GetTtlSeconds() uint32 {
@@ -589,7 +830,7 @@ type CreateEnrollmentTokenResponse struct {
 
 func (x *CreateEnrollmentTokenResponse) Reset() {
 	*x = CreateEnrollmentTokenResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[8]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +842,7 @@ func (x *CreateEnrollmentTokenResponse) String() string {
 func (*CreateEnrollmentTokenResponse) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[8]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +855,7 @@ func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateEnrollmentTokenResponse) GetToken() string {
@@ -660,7 +901,7 @@ type EnrollmentToken struct {
 
 func (x *EnrollmentToken) Reset() {
 	*x = EnrollmentToken{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[9]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +913,7 @@ func (x *EnrollmentToken) String() string {
 func (*EnrollmentToken) ProtoMessage() {}
 
 func (x *EnrollmentToken) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[9]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +926,7 @@ func (x *EnrollmentToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollmentToken.ProtoReflect.Descriptor instead.
 func (*EnrollmentToken) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *EnrollmentToken) GetId() string {
@@ -745,7 +986,7 @@ type ListEnrollmentTokensRequest struct {
 
 func (x *ListEnrollmentTokensRequest) Reset() {
 	*x = ListEnrollmentTokensRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[10]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +998,7 @@ func (x *ListEnrollmentTokensRequest) String() string {
 func (*ListEnrollmentTokensRequest) ProtoMessage() {}
 
 func (x *ListEnrollmentTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[10]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +1011,7 @@ func (x *ListEnrollmentTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnrollmentTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListEnrollmentTokensRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 type ListEnrollmentTokensResponse struct {
@@ -782,7 +1023,7 @@ type ListEnrollmentTokensResponse struct {
 
 func (x *ListEnrollmentTokensResponse) Reset() {
 	*x = ListEnrollmentTokensResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[11]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +1035,7 @@ func (x *ListEnrollmentTokensResponse) String() string {
 func (*ListEnrollmentTokensResponse) ProtoMessage() {}
 
 func (x *ListEnrollmentTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[11]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +1048,7 @@ func (x *ListEnrollmentTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnrollmentTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListEnrollmentTokensResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListEnrollmentTokensResponse) GetTokens() []*EnrollmentToken {
@@ -822,14 +1063,20 @@ type ListEventsRequest struct {
 	// Empty for all terminals.
 	TerminalId string `protobuf:"bytes,1,opt,name=terminal_id,json=terminalId,proto3" json:"terminal_id,omitempty"`
 	// Most recent first; 0 means 100, at most 10000.
-	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Only events of this type ("media.attached"), or of every type under a
+	// prefix ending in a dot ("media.").
+	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	// Only events received at or after since and before until.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	Until         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=until,proto3" json:"until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[12]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +1088,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[12]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +1101,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListEventsRequest) GetTerminalId() string {
@@ -869,6 +1116,27 @@ func (x *ListEventsRequest) GetLimit() uint32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *ListEventsRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ListEventsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListEventsRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
 }
 
 type StoredEvent struct {
@@ -886,7 +1154,7 @@ type StoredEvent struct {
 
 func (x *StoredEvent) Reset() {
 	*x = StoredEvent{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[13]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +1166,7 @@ func (x *StoredEvent) String() string {
 func (*StoredEvent) ProtoMessage() {}
 
 func (x *StoredEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[13]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1179,7 @@ func (x *StoredEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredEvent.ProtoReflect.Descriptor instead.
 func (*StoredEvent) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StoredEvent) GetTerminalId() string {
@@ -973,7 +1241,7 @@ type User struct {
 
 func (x *User) Reset() {
 	*x = User{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[14]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1253,7 @@ func (x *User) String() string {
 func (*User) ProtoMessage() {}
 
 func (x *User) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[14]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1266,7 @@ func (x *User) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use User.ProtoReflect.Descriptor instead.
 func (*User) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *User) GetName() string {
@@ -1122,7 +1390,7 @@ type EnrollUserRequest struct {
 
 func (x *EnrollUserRequest) Reset() {
 	*x = EnrollUserRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[15]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1402,7 @@ func (x *EnrollUserRequest) String() string {
 func (*EnrollUserRequest) ProtoMessage() {}
 
 func (x *EnrollUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[15]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1415,7 @@ func (x *EnrollUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollUserRequest.ProtoReflect.Descriptor instead.
 func (*EnrollUserRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EnrollUserRequest) GetName() string {
@@ -1172,7 +1440,7 @@ type EnrollUserResponse struct {
 
 func (x *EnrollUserResponse) Reset() {
 	*x = EnrollUserResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[16]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1452,7 @@ func (x *EnrollUserResponse) String() string {
 func (*EnrollUserResponse) ProtoMessage() {}
 
 func (x *EnrollUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[16]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1465,7 @@ func (x *EnrollUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollUserResponse.ProtoReflect.Descriptor instead.
 func (*EnrollUserResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EnrollUserResponse) GetUser() *User {
@@ -1238,7 +1506,7 @@ type ConfirmUserRequest struct {
 
 func (x *ConfirmUserRequest) Reset() {
 	*x = ConfirmUserRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[17]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +1518,7 @@ func (x *ConfirmUserRequest) String() string {
 func (*ConfirmUserRequest) ProtoMessage() {}
 
 func (x *ConfirmUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[17]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +1531,7 @@ func (x *ConfirmUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmUserRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmUserRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ConfirmUserRequest) GetName() string {
@@ -1289,7 +1557,7 @@ type ConfirmUserResponse struct {
 
 func (x *ConfirmUserResponse) Reset() {
 	*x = ConfirmUserResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[18]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1569,7 @@ func (x *ConfirmUserResponse) String() string {
 func (*ConfirmUserResponse) ProtoMessage() {}
 
 func (x *ConfirmUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[18]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1582,7 @@ func (x *ConfirmUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmUserResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmUserResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ConfirmUserResponse) GetUser() *User {
@@ -1332,7 +1600,7 @@ type ListUsersRequest struct {
 
 func (x *ListUsersRequest) Reset() {
 	*x = ListUsersRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[19]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1612,7 @@ func (x *ListUsersRequest) String() string {
 func (*ListUsersRequest) ProtoMessage() {}
 
 func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[19]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1625,7 @@ func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersRequest.ProtoReflect.Descriptor instead.
 func (*ListUsersRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type ListUsersResponse struct {
@@ -1369,7 +1637,7 @@ type ListUsersResponse struct {
 
 func (x *ListUsersResponse) Reset() {
 	*x = ListUsersResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[20]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1649,7 @@ func (x *ListUsersResponse) String() string {
 func (*ListUsersResponse) ProtoMessage() {}
 
 func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[20]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1662,7 @@ func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersResponse.ProtoReflect.Descriptor instead.
 func (*ListUsersResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListUsersResponse) GetUsers() []*User {
@@ -1413,7 +1681,7 @@ type GetUserRequest struct {
 
 func (x *GetUserRequest) Reset() {
 	*x = GetUserRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[21]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1693,7 @@ func (x *GetUserRequest) String() string {
 func (*GetUserRequest) ProtoMessage() {}
 
 func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[21]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1706,7 @@ func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUserRequest.ProtoReflect.Descriptor instead.
 func (*GetUserRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetUserRequest) GetName() string {
@@ -1457,7 +1725,7 @@ type GetUserResponse struct {
 
 func (x *GetUserResponse) Reset() {
 	*x = GetUserResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[22]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1737,7 @@ func (x *GetUserResponse) String() string {
 func (*GetUserResponse) ProtoMessage() {}
 
 func (x *GetUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[22]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1750,7 @@ func (x *GetUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUserResponse.ProtoReflect.Descriptor instead.
 func (*GetUserResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetUserResponse) GetUser() *User {
@@ -1501,7 +1769,7 @@ type UnlockUserRequest struct {
 
 func (x *UnlockUserRequest) Reset() {
 	*x = UnlockUserRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[23]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1513,7 +1781,7 @@ func (x *UnlockUserRequest) String() string {
 func (*UnlockUserRequest) ProtoMessage() {}
 
 func (x *UnlockUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[23]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1526,7 +1794,7 @@ func (x *UnlockUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockUserRequest.ProtoReflect.Descriptor instead.
 func (*UnlockUserRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UnlockUserRequest) GetName() string {
@@ -1545,7 +1813,7 @@ type UnlockUserResponse struct {
 
 func (x *UnlockUserResponse) Reset() {
 	*x = UnlockUserResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[24]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1557,7 +1825,7 @@ func (x *UnlockUserResponse) String() string {
 func (*UnlockUserResponse) ProtoMessage() {}
 
 func (x *UnlockUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[24]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1570,7 +1838,7 @@ func (x *UnlockUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockUserResponse.ProtoReflect.Descriptor instead.
 func (*UnlockUserResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UnlockUserResponse) GetUser() *User {
@@ -1591,7 +1859,7 @@ type ResetUserRequest struct {
 
 func (x *ResetUserRequest) Reset() {
 	*x = ResetUserRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[25]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1871,7 @@ func (x *ResetUserRequest) String() string {
 func (*ResetUserRequest) ProtoMessage() {}
 
 func (x *ResetUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[25]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1884,7 @@ func (x *ResetUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetUserRequest.ProtoReflect.Descriptor instead.
 func (*ResetUserRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ResetUserRequest) GetName() string {
@@ -1638,7 +1906,7 @@ type ResetUserResponse struct {
 
 func (x *ResetUserResponse) Reset() {
 	*x = ResetUserResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[26]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +1918,7 @@ func (x *ResetUserResponse) String() string {
 func (*ResetUserResponse) ProtoMessage() {}
 
 func (x *ResetUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[26]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +1931,7 @@ func (x *ResetUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetUserResponse.ProtoReflect.Descriptor instead.
 func (*ResetUserResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ResetUserResponse) GetUser() *User {
@@ -1703,7 +1971,7 @@ type DeleteUserRequest struct {
 
 func (x *DeleteUserRequest) Reset() {
 	*x = DeleteUserRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[27]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1983,7 @@ func (x *DeleteUserRequest) String() string {
 func (*DeleteUserRequest) ProtoMessage() {}
 
 func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[27]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1996,7 @@ func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserRequest.ProtoReflect.Descriptor instead.
 func (*DeleteUserRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeleteUserRequest) GetName() string {
@@ -1746,7 +2014,7 @@ type DeleteUserResponse struct {
 
 func (x *DeleteUserResponse) Reset() {
 	*x = DeleteUserResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[28]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +2026,7 @@ func (x *DeleteUserResponse) String() string {
 func (*DeleteUserResponse) ProtoMessage() {}
 
 func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[28]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +2039,7 @@ func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserResponse.ProtoReflect.Descriptor instead.
 func (*DeleteUserResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 type ImportUsersRequest struct {
@@ -1794,7 +2062,7 @@ type ImportUsersRequest struct {
 
 func (x *ImportUsersRequest) Reset() {
 	*x = ImportUsersRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[29]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +2074,7 @@ func (x *ImportUsersRequest) String() string {
 func (*ImportUsersRequest) ProtoMessage() {}
 
 func (x *ImportUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[29]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +2087,7 @@ func (x *ImportUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportUsersRequest.ProtoReflect.Descriptor instead.
 func (*ImportUsersRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ImportUsersRequest) GetData() []byte {
@@ -1866,7 +2134,7 @@ type ImportUsersResponse struct {
 
 func (x *ImportUsersResponse) Reset() {
 	*x = ImportUsersResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[30]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +2146,7 @@ func (x *ImportUsersResponse) String() string {
 func (*ImportUsersResponse) ProtoMessage() {}
 
 func (x *ImportUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[30]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +2159,7 @@ func (x *ImportUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportUsersResponse.ProtoReflect.Descriptor instead.
 func (*ImportUsersResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ImportUsersResponse) GetUsers() []*User {
@@ -1913,7 +2181,7 @@ type ResyncUserRequest struct {
 
 func (x *ResyncUserRequest) Reset() {
 	*x = ResyncUserRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[31]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1925,7 +2193,7 @@ func (x *ResyncUserRequest) String() string {
 func (*ResyncUserRequest) ProtoMessage() {}
 
 func (x *ResyncUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[31]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1938,7 +2206,7 @@ func (x *ResyncUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncUserRequest.ProtoReflect.Descriptor instead.
 func (*ResyncUserRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ResyncUserRequest) GetName() string {
@@ -1971,7 +2239,7 @@ type ResyncUserResponse struct {
 
 func (x *ResyncUserResponse) Reset() {
 	*x = ResyncUserResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[32]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1983,7 +2251,7 @@ func (x *ResyncUserResponse) String() string {
 func (*ResyncUserResponse) ProtoMessage() {}
 
 func (x *ResyncUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[32]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1996,7 +2264,7 @@ func (x *ResyncUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncUserResponse.ProtoReflect.Descriptor instead.
 func (*ResyncUserResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ResyncUserResponse) GetUser() *User {
@@ -2016,7 +2284,7 @@ type NewRecoveryCodesRequest struct {
 
 func (x *NewRecoveryCodesRequest) Reset() {
 	*x = NewRecoveryCodesRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[33]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2028,7 +2296,7 @@ func (x *NewRecoveryCodesRequest) String() string {
 func (*NewRecoveryCodesRequest) ProtoMessage() {}
 
 func (x *NewRecoveryCodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[33]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2041,7 +2309,7 @@ func (x *NewRecoveryCodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NewRecoveryCodesRequest.ProtoReflect.Descriptor instead.
 func (*NewRecoveryCodesRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *NewRecoveryCodesRequest) GetName() string {
@@ -2061,7 +2329,7 @@ type NewRecoveryCodesResponse struct {
 
 func (x *NewRecoveryCodesResponse) Reset() {
 	*x = NewRecoveryCodesResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[34]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2073,7 +2341,7 @@ func (x *NewRecoveryCodesResponse) String() string {
 func (*NewRecoveryCodesResponse) ProtoMessage() {}
 
 func (x *NewRecoveryCodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[34]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2086,7 +2354,7 @@ func (x *NewRecoveryCodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NewRecoveryCodesResponse.ProtoReflect.Descriptor instead.
 func (*NewRecoveryCodesResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *NewRecoveryCodesResponse) GetUser() *User {
@@ -2116,7 +2384,7 @@ type IssueOfflineLoginCodeRequest struct {
 
 func (x *IssueOfflineLoginCodeRequest) Reset() {
 	*x = IssueOfflineLoginCodeRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[35]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2128,7 +2396,7 @@ func (x *IssueOfflineLoginCodeRequest) String() string {
 func (*IssueOfflineLoginCodeRequest) ProtoMessage() {}
 
 func (x *IssueOfflineLoginCodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[35]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2141,7 +2409,7 @@ func (x *IssueOfflineLoginCodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueOfflineLoginCodeRequest.ProtoReflect.Descriptor instead.
 func (*IssueOfflineLoginCodeRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *IssueOfflineLoginCodeRequest) GetTerminalId() string {
@@ -2176,7 +2444,7 @@ type IssueOfflineLoginCodeResponse struct {
 
 func (x *IssueOfflineLoginCodeResponse) Reset() {
 	*x = IssueOfflineLoginCodeResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[36]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2188,7 +2456,7 @@ func (x *IssueOfflineLoginCodeResponse) String() string {
 func (*IssueOfflineLoginCodeResponse) ProtoMessage() {}
 
 func (x *IssueOfflineLoginCodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[36]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2201,7 +2469,7 @@ func (x *IssueOfflineLoginCodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueOfflineLoginCodeResponse.ProtoReflect.Descriptor instead.
 func (*IssueOfflineLoginCodeResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *IssueOfflineLoginCodeResponse) GetCode() string {
@@ -2227,7 +2495,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[37]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2239,7 +2507,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[37]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2252,7 +2520,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListEventsResponse) GetEvents() []*StoredEvent {
@@ -2270,7 +2538,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[38]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +2550,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[38]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +2563,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 type GetServerInfoResponse struct {
@@ -2311,7 +2579,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[39]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2323,7 +2591,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[39]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2336,7 +2604,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetServerInfoResponse) GetVersion() string {
@@ -2383,7 +2651,7 @@ type IssueExemptionRequest struct {
 
 func (x *IssueExemptionRequest) Reset() {
 	*x = IssueExemptionRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[40]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2395,7 +2663,7 @@ func (x *IssueExemptionRequest) String() string {
 func (*IssueExemptionRequest) ProtoMessage() {}
 
 func (x *IssueExemptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[40]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2408,7 +2676,7 @@ func (x *IssueExemptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueExemptionRequest.ProtoReflect.Descriptor instead.
 func (*IssueExemptionRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *IssueExemptionRequest) GetTerminalId() string {
@@ -2473,7 +2741,7 @@ type ExemptionRecord struct {
 
 func (x *ExemptionRecord) Reset() {
 	*x = ExemptionRecord{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[41]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2485,7 +2753,7 @@ func (x *ExemptionRecord) String() string {
 func (*ExemptionRecord) ProtoMessage() {}
 
 func (x *ExemptionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[41]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2498,7 +2766,7 @@ func (x *ExemptionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExemptionRecord.ProtoReflect.Descriptor instead.
 func (*ExemptionRecord) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ExemptionRecord) GetExemption() *Exemption {
@@ -2561,7 +2829,7 @@ type IssueExemptionResponse struct {
 
 func (x *IssueExemptionResponse) Reset() {
 	*x = IssueExemptionResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[42]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2573,7 +2841,7 @@ func (x *IssueExemptionResponse) String() string {
 func (*IssueExemptionResponse) ProtoMessage() {}
 
 func (x *IssueExemptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[42]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2586,7 +2854,7 @@ func (x *IssueExemptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueExemptionResponse.ProtoReflect.Descriptor instead.
 func (*IssueExemptionResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *IssueExemptionResponse) GetExemption() *ExemptionRecord {
@@ -2613,7 +2881,7 @@ type RevokeExemptionRequest struct {
 
 func (x *RevokeExemptionRequest) Reset() {
 	*x = RevokeExemptionRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[43]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2625,7 +2893,7 @@ func (x *RevokeExemptionRequest) String() string {
 func (*RevokeExemptionRequest) ProtoMessage() {}
 
 func (x *RevokeExemptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[43]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2638,7 +2906,7 @@ func (x *RevokeExemptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeExemptionRequest.ProtoReflect.Descriptor instead.
 func (*RevokeExemptionRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RevokeExemptionRequest) GetId() string {
@@ -2664,7 +2932,7 @@ type RevokeExemptionResponse struct {
 
 func (x *RevokeExemptionResponse) Reset() {
 	*x = RevokeExemptionResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[44]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2676,7 +2944,7 @@ func (x *RevokeExemptionResponse) String() string {
 func (*RevokeExemptionResponse) ProtoMessage() {}
 
 func (x *RevokeExemptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[44]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2689,7 +2957,7 @@ func (x *RevokeExemptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeExemptionResponse.ProtoReflect.Descriptor instead.
 func (*RevokeExemptionResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RevokeExemptionResponse) GetExemption() *ExemptionRecord {
@@ -2709,7 +2977,7 @@ type ListExemptionsRequest struct {
 
 func (x *ListExemptionsRequest) Reset() {
 	*x = ListExemptionsRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[45]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2721,7 +2989,7 @@ func (x *ListExemptionsRequest) String() string {
 func (*ListExemptionsRequest) ProtoMessage() {}
 
 func (x *ListExemptionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[45]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2734,7 +3002,7 @@ func (x *ListExemptionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExemptionsRequest.ProtoReflect.Descriptor instead.
 func (*ListExemptionsRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListExemptionsRequest) GetTerminalId() string {
@@ -2760,7 +3028,7 @@ type ListExemptionsResponse struct {
 
 func (x *ListExemptionsResponse) Reset() {
 	*x = ListExemptionsResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[46]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2772,7 +3040,7 @@ func (x *ListExemptionsResponse) String() string {
 func (*ListExemptionsResponse) ProtoMessage() {}
 
 func (x *ListExemptionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[46]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2785,7 +3053,7 @@ func (x *ListExemptionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExemptionsResponse.ProtoReflect.Descriptor instead.
 func (*ListExemptionsResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListExemptionsResponse) GetExemptions() []*ExemptionRecord {
@@ -2814,7 +3082,7 @@ type IssueOfflineExemptionCodeRequest struct {
 
 func (x *IssueOfflineExemptionCodeRequest) Reset() {
 	*x = IssueOfflineExemptionCodeRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[47]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2826,7 +3094,7 @@ func (x *IssueOfflineExemptionCodeRequest) String() string {
 func (*IssueOfflineExemptionCodeRequest) ProtoMessage() {}
 
 func (x *IssueOfflineExemptionCodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[47]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2839,7 +3107,7 @@ func (x *IssueOfflineExemptionCodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueOfflineExemptionCodeRequest.ProtoReflect.Descriptor instead.
 func (*IssueOfflineExemptionCodeRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *IssueOfflineExemptionCodeRequest) GetTerminalId() string {
@@ -2894,7 +3162,7 @@ type IssueOfflineExemptionCodeResponse struct {
 
 func (x *IssueOfflineExemptionCodeResponse) Reset() {
 	*x = IssueOfflineExemptionCodeResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[48]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2906,7 +3174,7 @@ func (x *IssueOfflineExemptionCodeResponse) String() string {
 func (*IssueOfflineExemptionCodeResponse) ProtoMessage() {}
 
 func (x *IssueOfflineExemptionCodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[48]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2919,7 +3187,7 @@ func (x *IssueOfflineExemptionCodeResponse) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use IssueOfflineExemptionCodeResponse.ProtoReflect.Descriptor instead.
 func (*IssueOfflineExemptionCodeResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *IssueOfflineExemptionCodeResponse) GetCode() string {
@@ -2936,12 +3204,1853 @@ func (x *IssueOfflineExemptionCodeResponse) GetExemption() *ExemptionRecord {
 	return nil
 }
 
+// Operator is a person who uses the admin API or the web console.
+type Operator struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "admin", "helpdesk" or "auditor".
+	Role       string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	Disabled   bool                   `protobuf:"varint,3,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	DisabledAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=disabled_at,json=disabledAt,proto3" json:"disabled_at,omitempty"`
+	// Locked after too many failed sign-ins until an admin unlocks.
+	Locked   bool                   `protobuf:"varint,5,opt,name=locked,proto3" json:"locked,omitempty"`
+	LockedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=locked_at,json=lockedAt,proto3" json:"locked_at,omitempty"`
+	// Consecutive failed sign-ins.
+	Failures uint32 `protobuf:"varint,7,opt,name=failures,proto3" json:"failures,omitempty"`
+	// Whether a password is set: without one the operator cannot sign in to
+	// the console (API tokens still work).
+	HasPassword  bool                   `protobuf:"varint,8,opt,name=has_password,json=hasPassword,proto3" json:"has_password,omitempty"`
+	CreatedAt    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	CreatedBy    string                 `protobuf:"bytes,10,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	LastSignInAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=last_sign_in_at,json=lastSignInAt,proto3" json:"last_sign_in_at,omitempty"`
+	// "ja" or "en"; empty: from the browser's Accept-Language, else "ja".
+	Language      string           `protobuf:"bytes,12,opt,name=language,proto3" json:"language,omitempty"`
+	Tokens        []*OperatorToken `protobuf:"bytes,13,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Operator) Reset() {
+	*x = Operator{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Operator) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Operator) ProtoMessage() {}
+
+func (x *Operator) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Operator.ProtoReflect.Descriptor instead.
+func (*Operator) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *Operator) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Operator) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *Operator) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+func (x *Operator) GetDisabledAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DisabledAt
+	}
+	return nil
+}
+
+func (x *Operator) GetLocked() bool {
+	if x != nil {
+		return x.Locked
+	}
+	return false
+}
+
+func (x *Operator) GetLockedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LockedAt
+	}
+	return nil
+}
+
+func (x *Operator) GetFailures() uint32 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *Operator) GetHasPassword() bool {
+	if x != nil {
+		return x.HasPassword
+	}
+	return false
+}
+
+func (x *Operator) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Operator) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *Operator) GetLastSignInAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSignInAt
+	}
+	return nil
+}
+
+func (x *Operator) GetLanguage() string {
+	if x != nil {
+		return x.Language
+	}
+	return ""
+}
+
+func (x *Operator) GetTokens() []*OperatorToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+// OperatorToken is an API token that acts in an operator's name; the
+// secret is never shown again.
+type OperatorToken struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Absent: no expiry.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	Note          string                 `protobuf:"bytes,5,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OperatorToken) Reset() {
+	*x = OperatorToken{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OperatorToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OperatorToken) ProtoMessage() {}
+
+func (x *OperatorToken) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OperatorToken.ProtoReflect.Descriptor instead.
+func (*OperatorToken) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *OperatorToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *OperatorToken) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *OperatorToken) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *OperatorToken) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *OperatorToken) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+type AddOperatorRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Role  string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// At least 12 characters.
+	Password      string `protobuf:"bytes,3,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddOperatorRequest) Reset() {
+	*x = AddOperatorRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddOperatorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddOperatorRequest) ProtoMessage() {}
+
+func (x *AddOperatorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddOperatorRequest.ProtoReflect.Descriptor instead.
+func (*AddOperatorRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *AddOperatorRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddOperatorRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *AddOperatorRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type AddOperatorResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Operator *Operator              `protobuf:"bytes,1,opt,name=operator,proto3" json:"operator,omitempty"`
+	// otpauth://totp/... for the operator's authenticator; shown once.
+	OtpauthUrl    string `protobuf:"bytes,2,opt,name=otpauth_url,json=otpauthUrl,proto3" json:"otpauth_url,omitempty"`
+	Secret        string `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddOperatorResponse) Reset() {
+	*x = AddOperatorResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddOperatorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddOperatorResponse) ProtoMessage() {}
+
+func (x *AddOperatorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddOperatorResponse.ProtoReflect.Descriptor instead.
+func (*AddOperatorResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *AddOperatorResponse) GetOperator() *Operator {
+	if x != nil {
+		return x.Operator
+	}
+	return nil
+}
+
+func (x *AddOperatorResponse) GetOtpauthUrl() string {
+	if x != nil {
+		return x.OtpauthUrl
+	}
+	return ""
+}
+
+func (x *AddOperatorResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+type ListOperatorsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOperatorsRequest) Reset() {
+	*x = ListOperatorsRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOperatorsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOperatorsRequest) ProtoMessage() {}
+
+func (x *ListOperatorsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOperatorsRequest.ProtoReflect.Descriptor instead.
+func (*ListOperatorsRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{55}
+}
+
+type ListOperatorsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Operators     []*Operator            `protobuf:"bytes,1,rep,name=operators,proto3" json:"operators,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOperatorsResponse) Reset() {
+	*x = ListOperatorsResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOperatorsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOperatorsResponse) ProtoMessage() {}
+
+func (x *ListOperatorsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOperatorsResponse.ProtoReflect.Descriptor instead.
+func (*ListOperatorsResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *ListOperatorsResponse) GetOperators() []*Operator {
+	if x != nil {
+		return x.Operators
+	}
+	return nil
+}
+
+type GetOperatorRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOperatorRequest) Reset() {
+	*x = GetOperatorRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOperatorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOperatorRequest) ProtoMessage() {}
+
+func (x *GetOperatorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOperatorRequest.ProtoReflect.Descriptor instead.
+func (*GetOperatorRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *GetOperatorRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetOperatorResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Operator      *Operator              `protobuf:"bytes,1,opt,name=operator,proto3" json:"operator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOperatorResponse) Reset() {
+	*x = GetOperatorResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOperatorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOperatorResponse) ProtoMessage() {}
+
+func (x *GetOperatorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOperatorResponse.ProtoReflect.Descriptor instead.
+func (*GetOperatorResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *GetOperatorResponse) GetOperator() *Operator {
+	if x != nil {
+		return x.Operator
+	}
+	return nil
+}
+
+type DisableOperatorRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableOperatorRequest) Reset() {
+	*x = DisableOperatorRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableOperatorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableOperatorRequest) ProtoMessage() {}
+
+func (x *DisableOperatorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableOperatorRequest.ProtoReflect.Descriptor instead.
+func (*DisableOperatorRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *DisableOperatorRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DisableOperatorResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Operator      *Operator              `protobuf:"bytes,1,opt,name=operator,proto3" json:"operator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableOperatorResponse) Reset() {
+	*x = DisableOperatorResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableOperatorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableOperatorResponse) ProtoMessage() {}
+
+func (x *DisableOperatorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableOperatorResponse.ProtoReflect.Descriptor instead.
+func (*DisableOperatorResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *DisableOperatorResponse) GetOperator() *Operator {
+	if x != nil {
+		return x.Operator
+	}
+	return nil
+}
+
+type EnableOperatorRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableOperatorRequest) Reset() {
+	*x = EnableOperatorRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableOperatorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableOperatorRequest) ProtoMessage() {}
+
+func (x *EnableOperatorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableOperatorRequest.ProtoReflect.Descriptor instead.
+func (*EnableOperatorRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *EnableOperatorRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type EnableOperatorResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Operator      *Operator              `protobuf:"bytes,1,opt,name=operator,proto3" json:"operator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableOperatorResponse) Reset() {
+	*x = EnableOperatorResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableOperatorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableOperatorResponse) ProtoMessage() {}
+
+func (x *EnableOperatorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableOperatorResponse.ProtoReflect.Descriptor instead.
+func (*EnableOperatorResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *EnableOperatorResponse) GetOperator() *Operator {
+	if x != nil {
+		return x.Operator
+	}
+	return nil
+}
+
+type DeleteOperatorRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteOperatorRequest) Reset() {
+	*x = DeleteOperatorRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteOperatorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteOperatorRequest) ProtoMessage() {}
+
+func (x *DeleteOperatorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteOperatorRequest.ProtoReflect.Descriptor instead.
+func (*DeleteOperatorRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *DeleteOperatorRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteOperatorResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteOperatorResponse) Reset() {
+	*x = DeleteOperatorResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteOperatorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteOperatorResponse) ProtoMessage() {}
+
+func (x *DeleteOperatorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteOperatorResponse.ProtoReflect.Descriptor instead.
+func (*DeleteOperatorResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{64}
+}
+
+type ResetOperatorTotpRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetOperatorTotpRequest) Reset() {
+	*x = ResetOperatorTotpRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetOperatorTotpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetOperatorTotpRequest) ProtoMessage() {}
+
+func (x *ResetOperatorTotpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetOperatorTotpRequest.ProtoReflect.Descriptor instead.
+func (*ResetOperatorTotpRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *ResetOperatorTotpRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ResetOperatorTotpResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Operator      *Operator              `protobuf:"bytes,1,opt,name=operator,proto3" json:"operator,omitempty"`
+	OtpauthUrl    string                 `protobuf:"bytes,2,opt,name=otpauth_url,json=otpauthUrl,proto3" json:"otpauth_url,omitempty"`
+	Secret        string                 `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetOperatorTotpResponse) Reset() {
+	*x = ResetOperatorTotpResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetOperatorTotpResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetOperatorTotpResponse) ProtoMessage() {}
+
+func (x *ResetOperatorTotpResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetOperatorTotpResponse.ProtoReflect.Descriptor instead.
+func (*ResetOperatorTotpResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *ResetOperatorTotpResponse) GetOperator() *Operator {
+	if x != nil {
+		return x.Operator
+	}
+	return nil
+}
+
+func (x *ResetOperatorTotpResponse) GetOtpauthUrl() string {
+	if x != nil {
+		return x.OtpauthUrl
+	}
+	return ""
+}
+
+func (x *ResetOperatorTotpResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+type SetOperatorRoleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetOperatorRoleRequest) Reset() {
+	*x = SetOperatorRoleRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetOperatorRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetOperatorRoleRequest) ProtoMessage() {}
+
+func (x *SetOperatorRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetOperatorRoleRequest.ProtoReflect.Descriptor instead.
+func (*SetOperatorRoleRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *SetOperatorRoleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetOperatorRoleRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+type SetOperatorRoleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Operator      *Operator              `protobuf:"bytes,1,opt,name=operator,proto3" json:"operator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetOperatorRoleResponse) Reset() {
+	*x = SetOperatorRoleResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetOperatorRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetOperatorRoleResponse) ProtoMessage() {}
+
+func (x *SetOperatorRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetOperatorRoleResponse.ProtoReflect.Descriptor instead.
+func (*SetOperatorRoleResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *SetOperatorRoleResponse) GetOperator() *Operator {
+	if x != nil {
+		return x.Operator
+	}
+	return nil
+}
+
+type SetOperatorPasswordRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Password      string                 `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetOperatorPasswordRequest) Reset() {
+	*x = SetOperatorPasswordRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetOperatorPasswordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetOperatorPasswordRequest) ProtoMessage() {}
+
+func (x *SetOperatorPasswordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetOperatorPasswordRequest.ProtoReflect.Descriptor instead.
+func (*SetOperatorPasswordRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *SetOperatorPasswordRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetOperatorPasswordRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type SetOperatorPasswordResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Operator      *Operator              `protobuf:"bytes,1,opt,name=operator,proto3" json:"operator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetOperatorPasswordResponse) Reset() {
+	*x = SetOperatorPasswordResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetOperatorPasswordResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetOperatorPasswordResponse) ProtoMessage() {}
+
+func (x *SetOperatorPasswordResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetOperatorPasswordResponse.ProtoReflect.Descriptor instead.
+func (*SetOperatorPasswordResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *SetOperatorPasswordResponse) GetOperator() *Operator {
+	if x != nil {
+		return x.Operator
+	}
+	return nil
+}
+
+type UnlockOperatorRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnlockOperatorRequest) Reset() {
+	*x = UnlockOperatorRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnlockOperatorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnlockOperatorRequest) ProtoMessage() {}
+
+func (x *UnlockOperatorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnlockOperatorRequest.ProtoReflect.Descriptor instead.
+func (*UnlockOperatorRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *UnlockOperatorRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type UnlockOperatorResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Operator      *Operator              `protobuf:"bytes,1,opt,name=operator,proto3" json:"operator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnlockOperatorResponse) Reset() {
+	*x = UnlockOperatorResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnlockOperatorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnlockOperatorResponse) ProtoMessage() {}
+
+func (x *UnlockOperatorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnlockOperatorResponse.ProtoReflect.Descriptor instead.
+func (*UnlockOperatorResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *UnlockOperatorResponse) GetOperator() *Operator {
+	if x != nil {
+		return x.Operator
+	}
+	return nil
+}
+
+type CreateOperatorTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// 0: no expiry.
+	TtlSeconds    uint32 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	Note          string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateOperatorTokenRequest) Reset() {
+	*x = CreateOperatorTokenRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateOperatorTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateOperatorTokenRequest) ProtoMessage() {}
+
+func (x *CreateOperatorTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateOperatorTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateOperatorTokenRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *CreateOperatorTokenRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateOperatorTokenRequest) GetTtlSeconds() uint32 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *CreateOperatorTokenRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+type CreateOperatorTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The secret; shown once, stored hashed.
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateOperatorTokenResponse) Reset() {
+	*x = CreateOperatorTokenResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateOperatorTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateOperatorTokenResponse) ProtoMessage() {}
+
+func (x *CreateOperatorTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateOperatorTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateOperatorTokenResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *CreateOperatorTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateOperatorTokenResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CreateOperatorTokenResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+type RevokeOperatorTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeOperatorTokenRequest) Reset() {
+	*x = RevokeOperatorTokenRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeOperatorTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeOperatorTokenRequest) ProtoMessage() {}
+
+func (x *RevokeOperatorTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeOperatorTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeOperatorTokenRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *RevokeOperatorTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RevokeOperatorTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeOperatorTokenResponse) Reset() {
+	*x = RevokeOperatorTokenResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeOperatorTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeOperatorTokenResponse) ProtoMessage() {}
+
+func (x *RevokeOperatorTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeOperatorTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeOperatorTokenResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{76}
+}
+
+// AuditEntry is one line of the audit log: hash = SHA-256(prev_hash ||
+// canonical encoding of the entry), see store.AuditHash.
+type AuditEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Time  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// The operator and how they acted, e.g. "sato (helpdesk, web session
+	// 1a2b3c4d)".
+	Actor         string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Action        string `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	Target        string `protobuf:"bytes,5,opt,name=target,proto3" json:"target,omitempty"`
+	Detail        string `protobuf:"bytes,6,opt,name=detail,proto3" json:"detail,omitempty"`
+	PrevHash      []byte `protobuf:"bytes,7,opt,name=prev_hash,json=prevHash,proto3" json:"prev_hash,omitempty"`
+	Hash          []byte `protobuf:"bytes,8,opt,name=hash,proto3" json:"hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEntry) Reset() {
+	*x = AuditEntry{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEntry) ProtoMessage() {}
+
+func (x *AuditEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
+func (*AuditEntry) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *AuditEntry) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *AuditEntry) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetPrevHash() []byte {
+	if x != nil {
+		return x.PrevHash
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+type ListAuditRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first; 0 means 100, at most 10000.
+	Limit uint32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Only entries with a smaller ID (paging); 0: from the newest.
+	BeforeId int64                  `protobuf:"varint,2,opt,name=before_id,json=beforeId,proto3" json:"before_id,omitempty"`
+	Since    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	Until    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=until,proto3" json:"until,omitempty"`
+	// Only entries whose action starts with this text, e.g. "exemption.".
+	Action        string `protobuf:"bytes,5,opt,name=action,proto3" json:"action,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditRequest) Reset() {
+	*x = ListAuditRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditRequest) ProtoMessage() {}
+
+func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *ListAuditRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListAuditRequest) GetBeforeId() int64 {
+	if x != nil {
+		return x.BeforeId
+	}
+	return 0
+}
+
+func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListAuditRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *ListAuditRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+type ListAuditResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditResponse) Reset() {
+	*x = ListAuditResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditResponse) ProtoMessage() {}
+
+func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *ListAuditResponse) GetEntries() []*AuditEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type VerifyAuditRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditRequest) Reset() {
+	*x = VerifyAuditRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditRequest) ProtoMessage() {}
+
+func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
+func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{80}
+}
+
+// VerifyAuditResponse is the result of walking the whole chain.
+type VerifyAuditResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Ok      bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Entries uint64                 `protobuf:"varint,2,opt,name=entries,proto3" json:"entries,omitempty"`
+	// The newest entry: keep its ID and hash elsewhere to detect entries
+	// cut off the end later.
+	HeadId   int64  `protobuf:"varint,3,opt,name=head_id,json=headId,proto3" json:"head_id,omitempty"`
+	HeadHash []byte `protobuf:"bytes,4,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
+	// The first entry that does not follow from its predecessor; 0 when ok.
+	BrokenAt      int64  `protobuf:"varint,5,opt,name=broken_at,json=brokenAt,proto3" json:"broken_at,omitempty"`
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditResponse) Reset() {
+	*x = VerifyAuditResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditResponse) ProtoMessage() {}
+
+func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
+func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *VerifyAuditResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *VerifyAuditResponse) GetEntries() uint64 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetHeadId() int64 {
+	if x != nil {
+		return x.HeadId
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetHeadHash() []byte {
+	if x != nil {
+		return x.HeadHash
+	}
+	return nil
+}
+
+func (x *VerifyAuditResponse) GetBrokenAt() int64 {
+	if x != nil {
+		return x.BrokenAt
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type GetSelfInspectionReportRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First and last day, inclusive, YYYY-MM-DD in the collector's time zone.
+	From string `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To   string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// "html" (default), "csv" or "json".
+	Format string `protobuf:"bytes,3,opt,name=format,proto3" json:"format,omitempty"`
+	// "ja" (default) or "en".
+	Language      string `protobuf:"bytes,4,opt,name=language,proto3" json:"language,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSelfInspectionReportRequest) Reset() {
+	*x = GetSelfInspectionReportRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSelfInspectionReportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSelfInspectionReportRequest) ProtoMessage() {}
+
+func (x *GetSelfInspectionReportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSelfInspectionReportRequest.ProtoReflect.Descriptor instead.
+func (*GetSelfInspectionReportRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *GetSelfInspectionReportRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *GetSelfInspectionReportRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *GetSelfInspectionReportRequest) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *GetSelfInspectionReportRequest) GetLanguage() string {
+	if x != nil {
+		return x.Language
+	}
+	return ""
+}
+
+type GetSelfInspectionReportResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Document    []byte                 `protobuf:"bytes,1,opt,name=document,proto3" json:"document,omitempty"`
+	ContentType string                 `protobuf:"bytes,2,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	// A file name for it, e.g. "self-inspection-2026-11-01-2026-11-30.html".
+	Filename      string `protobuf:"bytes,3,opt,name=filename,proto3" json:"filename,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSelfInspectionReportResponse) Reset() {
+	*x = GetSelfInspectionReportResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSelfInspectionReportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSelfInspectionReportResponse) ProtoMessage() {}
+
+func (x *GetSelfInspectionReportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSelfInspectionReportResponse.ProtoReflect.Descriptor instead.
+func (*GetSelfInspectionReportResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *GetSelfInspectionReportResponse) GetDocument() []byte {
+	if x != nil {
+		return x.Document
+	}
+	return nil
+}
+
+func (x *GetSelfInspectionReportResponse) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *GetSelfInspectionReportResponse) GetFilename() string {
+	if x != nil {
+		return x.Filename
+	}
+	return ""
+}
+
 var File_mnguard_v1_admin_proto protoreflect.FileDescriptor
 
 const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x16mnguard/v1/admin.proto\x12\n" +
-	"mnguard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amnguard/v1/exemption.proto\x1a\x18mnguard/v1/posture.proto\"\xda\x04\n" +
+	"mnguard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amnguard/v1/exemption.proto\x1a\x18mnguard/v1/posture.proto\"\x92\x05\n" +
 	"\bTerminal\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12)\n" +
 	"\x04host\x18\x02 \x01(\v2\x15.mnguard.v1.HostFactsR\x04host\x12/\n" +
@@ -2957,10 +5066,36 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\aposture\x18\t \x01(\v2\x13.mnguard.v1.PostureR\aposture\x12J\n" +
 	"\x13posture_received_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\x11postureReceivedAt\x122\n" +
-	"\x15posture_history_count\x18\v \x01(\rR\x13postureHistoryCount\"\x16\n" +
-	"\x14ListTerminalsRequest\"K\n" +
+	"\x15posture_history_count\x18\v \x01(\rR\x13postureHistoryCount\x126\n" +
+	"\n" +
+	"compliance\x18\f \x01(\v2\x16.mnguard.v1.ComplianceR\n" +
+	"compliance\"\xe9\x01\n" +
+	"\n" +
+	"Compliance\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12;\n" +
+	"\vstate_since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"stateSince\x12/\n" +
+	"\x06checks\x18\x03 \x03(\v2\x17.mnguard.v1.CheckResultR\x06checks\x12=\n" +
+	"\fevaluated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vevaluatedAt\x12\x18\n" +
+	"\aoffline\x18\x05 \x01(\bR\aoffline\"\x83\x01\n" +
+	"\vCheckResult\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\xcb\x01\n" +
+	"\x14ListTerminalsRequest\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12#\n" +
+	"\rfailing_check\x18\x02 \x01(\tR\ffailingCheck\x12\x16\n" +
+	"\x06search\x18\x03 \x01(\tR\x06search\x12\x12\n" +
+	"\x04sort\x18\x04 \x01(\tR\x04sort\x12\x1e\n" +
+	"\n" +
+	"descending\x18\x05 \x01(\bR\n" +
+	"descending\x12\x14\n" +
+	"\x05limit\x18\x06 \x01(\rR\x05limit\x12\x16\n" +
+	"\x06offset\x18\a \x01(\rR\x06offset\"a\n" +
 	"\x15ListTerminalsResponse\x122\n" +
-	"\tterminals\x18\x01 \x03(\v2\x14.mnguard.v1.TerminalR\tterminals\"$\n" +
+	"\tterminals\x18\x01 \x03(\v2\x14.mnguard.v1.TerminalR\tterminals\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\rR\x05total\"$\n" +
 	"\x12GetTerminalRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"G\n" +
 	"\x13GetTerminalResponse\x120\n" +
@@ -2994,11 +5129,14 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\x04note\x18\a \x01(\tR\x04note\"\x1d\n" +
 	"\x1bListEnrollmentTokensRequest\"S\n" +
 	"\x1cListEnrollmentTokensResponse\x123\n" +
-	"\x06tokens\x18\x01 \x03(\v2\x1b.mnguard.v1.EnrollmentTokenR\x06tokens\"J\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x1b.mnguard.v1.EnrollmentTokenR\x06tokens\"\xc2\x01\n" +
 	"\x11ListEventsRequest\x12\x1f\n" +
 	"\vterminal_id\x18\x01 \x01(\tR\n" +
 	"terminalId\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xac\x01\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"\xac\x01\n" +
 	"\vStoredEvent\x12\x1f\n" +
 	"\vterminal_id\x18\x01 \x01(\tR\n" +
 	"terminalId\x12'\n" +
@@ -3142,7 +5280,130 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\x0fallow_no_serial\x18\x06 \x01(\bR\rallowNoSerial\"r\n" +
 	"!IssueOfflineExemptionCodeResponse\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x129\n" +
-	"\texemption\x18\x02 \x01(\v2\x1b.mnguard.v1.ExemptionRecordR\texemption*f\n" +
+	"\texemption\x18\x02 \x01(\v2\x1b.mnguard.v1.ExemptionRecordR\texemption\"\x87\x04\n" +
+	"\bOperator\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1a\n" +
+	"\bdisabled\x18\x03 \x01(\bR\bdisabled\x12;\n" +
+	"\vdisabled_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"disabledAt\x12\x16\n" +
+	"\x06locked\x18\x05 \x01(\bR\x06locked\x127\n" +
+	"\tlocked_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\blockedAt\x12\x1a\n" +
+	"\bfailures\x18\a \x01(\rR\bfailures\x12!\n" +
+	"\fhas_password\x18\b \x01(\bR\vhasPassword\x129\n" +
+	"\n" +
+	"created_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\n" +
+	" \x01(\tR\tcreatedBy\x12A\n" +
+	"\x0flast_sign_in_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\flastSignInAt\x12\x1a\n" +
+	"\blanguage\x18\f \x01(\tR\blanguage\x121\n" +
+	"\x06tokens\x18\r \x03(\v2\x19.mnguard.v1.OperatorTokenR\x06tokens\"\xe4\x01\n" +
+	"\rOperatorToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
+	"\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x129\n" +
+	"\n" +
+	"revoked_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x12\n" +
+	"\x04note\x18\x05 \x01(\tR\x04note\"X\n" +
+	"\x12AddOperatorRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1a\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\"\x80\x01\n" +
+	"\x13AddOperatorResponse\x120\n" +
+	"\boperator\x18\x01 \x01(\v2\x14.mnguard.v1.OperatorR\boperator\x12\x1f\n" +
+	"\votpauth_url\x18\x02 \x01(\tR\n" +
+	"otpauthUrl\x12\x16\n" +
+	"\x06secret\x18\x03 \x01(\tR\x06secret\"\x16\n" +
+	"\x14ListOperatorsRequest\"K\n" +
+	"\x15ListOperatorsResponse\x122\n" +
+	"\toperators\x18\x01 \x03(\v2\x14.mnguard.v1.OperatorR\toperators\"(\n" +
+	"\x12GetOperatorRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"G\n" +
+	"\x13GetOperatorResponse\x120\n" +
+	"\boperator\x18\x01 \x01(\v2\x14.mnguard.v1.OperatorR\boperator\",\n" +
+	"\x16DisableOperatorRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"K\n" +
+	"\x17DisableOperatorResponse\x120\n" +
+	"\boperator\x18\x01 \x01(\v2\x14.mnguard.v1.OperatorR\boperator\"+\n" +
+	"\x15EnableOperatorRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"J\n" +
+	"\x16EnableOperatorResponse\x120\n" +
+	"\boperator\x18\x01 \x01(\v2\x14.mnguard.v1.OperatorR\boperator\"+\n" +
+	"\x15DeleteOperatorRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x18\n" +
+	"\x16DeleteOperatorResponse\".\n" +
+	"\x18ResetOperatorTotpRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x86\x01\n" +
+	"\x19ResetOperatorTotpResponse\x120\n" +
+	"\boperator\x18\x01 \x01(\v2\x14.mnguard.v1.OperatorR\boperator\x12\x1f\n" +
+	"\votpauth_url\x18\x02 \x01(\tR\n" +
+	"otpauthUrl\x12\x16\n" +
+	"\x06secret\x18\x03 \x01(\tR\x06secret\"@\n" +
+	"\x16SetOperatorRoleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\"K\n" +
+	"\x17SetOperatorRoleResponse\x120\n" +
+	"\boperator\x18\x01 \x01(\v2\x14.mnguard.v1.OperatorR\boperator\"L\n" +
+	"\x1aSetOperatorPasswordRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"O\n" +
+	"\x1bSetOperatorPasswordResponse\x120\n" +
+	"\boperator\x18\x01 \x01(\v2\x14.mnguard.v1.OperatorR\boperator\"+\n" +
+	"\x15UnlockOperatorRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"J\n" +
+	"\x16UnlockOperatorResponse\x120\n" +
+	"\boperator\x18\x01 \x01(\v2\x14.mnguard.v1.OperatorR\boperator\"e\n" +
+	"\x1aCreateOperatorTokenRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vttl_seconds\x18\x02 \x01(\rR\n" +
+	"ttlSeconds\x12\x12\n" +
+	"\x04note\x18\x03 \x01(\tR\x04note\"~\n" +
+	"\x1bCreateOperatorTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\",\n" +
+	"\x1aRevokeOperatorTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x1d\n" +
+	"\x1bRevokeOperatorTokenResponse\"\xdb\x01\n" +
+	"\n" +
+	"AuditEntry\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\x12\x16\n" +
+	"\x06target\x18\x05 \x01(\tR\x06target\x12\x16\n" +
+	"\x06detail\x18\x06 \x01(\tR\x06detail\x12\x1b\n" +
+	"\tprev_hash\x18\a \x01(\fR\bprevHash\x12\x12\n" +
+	"\x04hash\x18\b \x01(\fR\x04hash\"\xc1\x01\n" +
+	"\x10ListAuditRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x1b\n" +
+	"\tbefore_id\x18\x02 \x01(\x03R\bbeforeId\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x16\n" +
+	"\x06action\x18\x05 \x01(\tR\x06action\"E\n" +
+	"\x11ListAuditResponse\x120\n" +
+	"\aentries\x18\x01 \x03(\v2\x16.mnguard.v1.AuditEntryR\aentries\"\x14\n" +
+	"\x12VerifyAuditRequest\"\xaa\x01\n" +
+	"\x13VerifyAuditResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x18\n" +
+	"\aentries\x18\x02 \x01(\x04R\aentries\x12\x17\n" +
+	"\ahead_id\x18\x03 \x01(\x03R\x06headId\x12\x1b\n" +
+	"\thead_hash\x18\x04 \x01(\fR\bheadHash\x12\x1b\n" +
+	"\tbroken_at\x18\x05 \x01(\x03R\bbrokenAt\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"x\n" +
+	"\x1eGetSelfInspectionReportRequest\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x16\n" +
+	"\x06format\x18\x03 \x01(\tR\x06format\x12\x1a\n" +
+	"\blanguage\x18\x04 \x01(\tR\blanguage\"|\n" +
+	"\x1fGetSelfInspectionReportResponse\x12\x1a\n" +
+	"\bdocument\x18\x01 \x01(\fR\bdocument\x12!\n" +
+	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12\x1a\n" +
+	"\bfilename\x18\x03 \x01(\tR\bfilename*f\n" +
 	"\rTerminalState\x12\x1e\n" +
 	"\x1aTERMINAL_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15TERMINAL_STATE_ACTIVE\x10\x01\x12\x1a\n" +
@@ -3150,7 +5411,7 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\tUserState\x12\x1a\n" +
 	"\x16USER_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12USER_STATE_PENDING\x10\x01\x12\x15\n" +
-	"\x11USER_STATE_ACTIVE\x10\x022\x8a\x0f\n" +
+	"\x11USER_STATE_ACTIVE\x10\x022\xeb\x19\n" +
 	"\fAdminService\x12T\n" +
 	"\rListTerminals\x12 .mnguard.v1.ListTerminalsRequest\x1a!.mnguard.v1.ListTerminalsResponse\x12N\n" +
 	"\vGetTerminal\x12\x1e.mnguard.v1.GetTerminalRequest\x1a\x1f.mnguard.v1.GetTerminalResponse\x12W\n" +
@@ -3178,7 +5439,22 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\x0eIssueExemption\x12!.mnguard.v1.IssueExemptionRequest\x1a\".mnguard.v1.IssueExemptionResponse\x12Z\n" +
 	"\x0fRevokeExemption\x12\".mnguard.v1.RevokeExemptionRequest\x1a#.mnguard.v1.RevokeExemptionResponse\x12W\n" +
 	"\x0eListExemptions\x12!.mnguard.v1.ListExemptionsRequest\x1a\".mnguard.v1.ListExemptionsResponse\x12x\n" +
-	"\x19IssueOfflineExemptionCode\x12,.mnguard.v1.IssueOfflineExemptionCodeRequest\x1a-.mnguard.v1.IssueOfflineExemptionCodeResponseB7Z5github.com/mnguard/mnguard/proto/mnguard/v1;mnguardv1b\x06proto3"
+	"\x19IssueOfflineExemptionCode\x12,.mnguard.v1.IssueOfflineExemptionCodeRequest\x1a-.mnguard.v1.IssueOfflineExemptionCodeResponse\x12N\n" +
+	"\vAddOperator\x12\x1e.mnguard.v1.AddOperatorRequest\x1a\x1f.mnguard.v1.AddOperatorResponse\x12T\n" +
+	"\rListOperators\x12 .mnguard.v1.ListOperatorsRequest\x1a!.mnguard.v1.ListOperatorsResponse\x12N\n" +
+	"\vGetOperator\x12\x1e.mnguard.v1.GetOperatorRequest\x1a\x1f.mnguard.v1.GetOperatorResponse\x12Z\n" +
+	"\x0fDisableOperator\x12\".mnguard.v1.DisableOperatorRequest\x1a#.mnguard.v1.DisableOperatorResponse\x12W\n" +
+	"\x0eEnableOperator\x12!.mnguard.v1.EnableOperatorRequest\x1a\".mnguard.v1.EnableOperatorResponse\x12W\n" +
+	"\x0eDeleteOperator\x12!.mnguard.v1.DeleteOperatorRequest\x1a\".mnguard.v1.DeleteOperatorResponse\x12`\n" +
+	"\x11ResetOperatorTotp\x12$.mnguard.v1.ResetOperatorTotpRequest\x1a%.mnguard.v1.ResetOperatorTotpResponse\x12Z\n" +
+	"\x0fSetOperatorRole\x12\".mnguard.v1.SetOperatorRoleRequest\x1a#.mnguard.v1.SetOperatorRoleResponse\x12f\n" +
+	"\x13SetOperatorPassword\x12&.mnguard.v1.SetOperatorPasswordRequest\x1a'.mnguard.v1.SetOperatorPasswordResponse\x12W\n" +
+	"\x0eUnlockOperator\x12!.mnguard.v1.UnlockOperatorRequest\x1a\".mnguard.v1.UnlockOperatorResponse\x12f\n" +
+	"\x13CreateOperatorToken\x12&.mnguard.v1.CreateOperatorTokenRequest\x1a'.mnguard.v1.CreateOperatorTokenResponse\x12f\n" +
+	"\x13RevokeOperatorToken\x12&.mnguard.v1.RevokeOperatorTokenRequest\x1a'.mnguard.v1.RevokeOperatorTokenResponse\x12H\n" +
+	"\tListAudit\x12\x1c.mnguard.v1.ListAuditRequest\x1a\x1d.mnguard.v1.ListAuditResponse\x12N\n" +
+	"\vVerifyAudit\x12\x1e.mnguard.v1.VerifyAuditRequest\x1a\x1f.mnguard.v1.VerifyAuditResponse\x12r\n" +
+	"\x17GetSelfInspectionReport\x12*.mnguard.v1.GetSelfInspectionReportRequest\x1a+.mnguard.v1.GetSelfInspectionReportResponseB7Z5github.com/mnguard/mnguard/proto/mnguard/v1;mnguardv1b\x06proto3"
 
 var (
 	file_mnguard_v1_admin_proto_rawDescOnce sync.Once
@@ -3193,158 +5469,252 @@ func file_mnguard_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_mnguard_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_mnguard_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_mnguard_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
 var file_mnguard_v1_admin_proto_goTypes = []any{
 	(TerminalState)(0),                        // 0: mnguard.v1.TerminalState
 	(UserState)(0),                            // 1: mnguard.v1.UserState
 	(*Terminal)(nil),                          // 2: mnguard.v1.Terminal
-	(*ListTerminalsRequest)(nil),              // 3: mnguard.v1.ListTerminalsRequest
-	(*ListTerminalsResponse)(nil),             // 4: mnguard.v1.ListTerminalsResponse
-	(*GetTerminalRequest)(nil),                // 5: mnguard.v1.GetTerminalRequest
-	(*GetTerminalResponse)(nil),               // 6: mnguard.v1.GetTerminalResponse
-	(*RevokeTerminalRequest)(nil),             // 7: mnguard.v1.RevokeTerminalRequest
-	(*RevokeTerminalResponse)(nil),            // 8: mnguard.v1.RevokeTerminalResponse
-	(*CreateEnrollmentTokenRequest)(nil),      // 9: mnguard.v1.CreateEnrollmentTokenRequest
-	(*CreateEnrollmentTokenResponse)(nil),     // 10: mnguard.v1.CreateEnrollmentTokenResponse
-	(*EnrollmentToken)(nil),                   // 11: mnguard.v1.EnrollmentToken
-	(*ListEnrollmentTokensRequest)(nil),       // 12: mnguard.v1.ListEnrollmentTokensRequest
-	(*ListEnrollmentTokensResponse)(nil),      // 13: mnguard.v1.ListEnrollmentTokensResponse
-	(*ListEventsRequest)(nil),                 // 14: mnguard.v1.ListEventsRequest
-	(*StoredEvent)(nil),                       // 15: mnguard.v1.StoredEvent
-	(*User)(nil),                              // 16: mnguard.v1.User
-	(*EnrollUserRequest)(nil),                 // 17: mnguard.v1.EnrollUserRequest
-	(*EnrollUserResponse)(nil),                // 18: mnguard.v1.EnrollUserResponse
-	(*ConfirmUserRequest)(nil),                // 19: mnguard.v1.ConfirmUserRequest
-	(*ConfirmUserResponse)(nil),               // 20: mnguard.v1.ConfirmUserResponse
-	(*ListUsersRequest)(nil),                  // 21: mnguard.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),                 // 22: mnguard.v1.ListUsersResponse
-	(*GetUserRequest)(nil),                    // 23: mnguard.v1.GetUserRequest
-	(*GetUserResponse)(nil),                   // 24: mnguard.v1.GetUserResponse
-	(*UnlockUserRequest)(nil),                 // 25: mnguard.v1.UnlockUserRequest
-	(*UnlockUserResponse)(nil),                // 26: mnguard.v1.UnlockUserResponse
-	(*ResetUserRequest)(nil),                  // 27: mnguard.v1.ResetUserRequest
-	(*ResetUserResponse)(nil),                 // 28: mnguard.v1.ResetUserResponse
-	(*DeleteUserRequest)(nil),                 // 29: mnguard.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),                // 30: mnguard.v1.DeleteUserResponse
-	(*ImportUsersRequest)(nil),                // 31: mnguard.v1.ImportUsersRequest
-	(*ImportUsersResponse)(nil),               // 32: mnguard.v1.ImportUsersResponse
-	(*ResyncUserRequest)(nil),                 // 33: mnguard.v1.ResyncUserRequest
-	(*ResyncUserResponse)(nil),                // 34: mnguard.v1.ResyncUserResponse
-	(*NewRecoveryCodesRequest)(nil),           // 35: mnguard.v1.NewRecoveryCodesRequest
-	(*NewRecoveryCodesResponse)(nil),          // 36: mnguard.v1.NewRecoveryCodesResponse
-	(*IssueOfflineLoginCodeRequest)(nil),      // 37: mnguard.v1.IssueOfflineLoginCodeRequest
-	(*IssueOfflineLoginCodeResponse)(nil),     // 38: mnguard.v1.IssueOfflineLoginCodeResponse
-	(*ListEventsResponse)(nil),                // 39: mnguard.v1.ListEventsResponse
-	(*GetServerInfoRequest)(nil),              // 40: mnguard.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),             // 41: mnguard.v1.GetServerInfoResponse
-	(*IssueExemptionRequest)(nil),             // 42: mnguard.v1.IssueExemptionRequest
-	(*ExemptionRecord)(nil),                   // 43: mnguard.v1.ExemptionRecord
-	(*IssueExemptionResponse)(nil),            // 44: mnguard.v1.IssueExemptionResponse
-	(*RevokeExemptionRequest)(nil),            // 45: mnguard.v1.RevokeExemptionRequest
-	(*RevokeExemptionResponse)(nil),           // 46: mnguard.v1.RevokeExemptionResponse
-	(*ListExemptionsRequest)(nil),             // 47: mnguard.v1.ListExemptionsRequest
-	(*ListExemptionsResponse)(nil),            // 48: mnguard.v1.ListExemptionsResponse
-	(*IssueOfflineExemptionCodeRequest)(nil),  // 49: mnguard.v1.IssueOfflineExemptionCodeRequest
-	(*IssueOfflineExemptionCodeResponse)(nil), // 50: mnguard.v1.IssueOfflineExemptionCodeResponse
-	(*HostFacts)(nil),                         // 51: mnguard.v1.HostFacts
-	(*timestamppb.Timestamp)(nil),             // 52: google.protobuf.Timestamp
-	(*Posture)(nil),                           // 53: mnguard.v1.Posture
-	(*Event)(nil),                             // 54: mnguard.v1.Event
-	(*DeviceIdentity)(nil),                    // 55: mnguard.v1.DeviceIdentity
-	(*Exemption)(nil),                         // 56: mnguard.v1.Exemption
+	(*Compliance)(nil),                        // 3: mnguard.v1.Compliance
+	(*CheckResult)(nil),                       // 4: mnguard.v1.CheckResult
+	(*ListTerminalsRequest)(nil),              // 5: mnguard.v1.ListTerminalsRequest
+	(*ListTerminalsResponse)(nil),             // 6: mnguard.v1.ListTerminalsResponse
+	(*GetTerminalRequest)(nil),                // 7: mnguard.v1.GetTerminalRequest
+	(*GetTerminalResponse)(nil),               // 8: mnguard.v1.GetTerminalResponse
+	(*RevokeTerminalRequest)(nil),             // 9: mnguard.v1.RevokeTerminalRequest
+	(*RevokeTerminalResponse)(nil),            // 10: mnguard.v1.RevokeTerminalResponse
+	(*CreateEnrollmentTokenRequest)(nil),      // 11: mnguard.v1.CreateEnrollmentTokenRequest
+	(*CreateEnrollmentTokenResponse)(nil),     // 12: mnguard.v1.CreateEnrollmentTokenResponse
+	(*EnrollmentToken)(nil),                   // 13: mnguard.v1.EnrollmentToken
+	(*ListEnrollmentTokensRequest)(nil),       // 14: mnguard.v1.ListEnrollmentTokensRequest
+	(*ListEnrollmentTokensResponse)(nil),      // 15: mnguard.v1.ListEnrollmentTokensResponse
+	(*ListEventsRequest)(nil),                 // 16: mnguard.v1.ListEventsRequest
+	(*StoredEvent)(nil),                       // 17: mnguard.v1.StoredEvent
+	(*User)(nil),                              // 18: mnguard.v1.User
+	(*EnrollUserRequest)(nil),                 // 19: mnguard.v1.EnrollUserRequest
+	(*EnrollUserResponse)(nil),                // 20: mnguard.v1.EnrollUserResponse
+	(*ConfirmUserRequest)(nil),                // 21: mnguard.v1.ConfirmUserRequest
+	(*ConfirmUserResponse)(nil),               // 22: mnguard.v1.ConfirmUserResponse
+	(*ListUsersRequest)(nil),                  // 23: mnguard.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),                 // 24: mnguard.v1.ListUsersResponse
+	(*GetUserRequest)(nil),                    // 25: mnguard.v1.GetUserRequest
+	(*GetUserResponse)(nil),                   // 26: mnguard.v1.GetUserResponse
+	(*UnlockUserRequest)(nil),                 // 27: mnguard.v1.UnlockUserRequest
+	(*UnlockUserResponse)(nil),                // 28: mnguard.v1.UnlockUserResponse
+	(*ResetUserRequest)(nil),                  // 29: mnguard.v1.ResetUserRequest
+	(*ResetUserResponse)(nil),                 // 30: mnguard.v1.ResetUserResponse
+	(*DeleteUserRequest)(nil),                 // 31: mnguard.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),                // 32: mnguard.v1.DeleteUserResponse
+	(*ImportUsersRequest)(nil),                // 33: mnguard.v1.ImportUsersRequest
+	(*ImportUsersResponse)(nil),               // 34: mnguard.v1.ImportUsersResponse
+	(*ResyncUserRequest)(nil),                 // 35: mnguard.v1.ResyncUserRequest
+	(*ResyncUserResponse)(nil),                // 36: mnguard.v1.ResyncUserResponse
+	(*NewRecoveryCodesRequest)(nil),           // 37: mnguard.v1.NewRecoveryCodesRequest
+	(*NewRecoveryCodesResponse)(nil),          // 38: mnguard.v1.NewRecoveryCodesResponse
+	(*IssueOfflineLoginCodeRequest)(nil),      // 39: mnguard.v1.IssueOfflineLoginCodeRequest
+	(*IssueOfflineLoginCodeResponse)(nil),     // 40: mnguard.v1.IssueOfflineLoginCodeResponse
+	(*ListEventsResponse)(nil),                // 41: mnguard.v1.ListEventsResponse
+	(*GetServerInfoRequest)(nil),              // 42: mnguard.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),             // 43: mnguard.v1.GetServerInfoResponse
+	(*IssueExemptionRequest)(nil),             // 44: mnguard.v1.IssueExemptionRequest
+	(*ExemptionRecord)(nil),                   // 45: mnguard.v1.ExemptionRecord
+	(*IssueExemptionResponse)(nil),            // 46: mnguard.v1.IssueExemptionResponse
+	(*RevokeExemptionRequest)(nil),            // 47: mnguard.v1.RevokeExemptionRequest
+	(*RevokeExemptionResponse)(nil),           // 48: mnguard.v1.RevokeExemptionResponse
+	(*ListExemptionsRequest)(nil),             // 49: mnguard.v1.ListExemptionsRequest
+	(*ListExemptionsResponse)(nil),            // 50: mnguard.v1.ListExemptionsResponse
+	(*IssueOfflineExemptionCodeRequest)(nil),  // 51: mnguard.v1.IssueOfflineExemptionCodeRequest
+	(*IssueOfflineExemptionCodeResponse)(nil), // 52: mnguard.v1.IssueOfflineExemptionCodeResponse
+	(*Operator)(nil),                          // 53: mnguard.v1.Operator
+	(*OperatorToken)(nil),                     // 54: mnguard.v1.OperatorToken
+	(*AddOperatorRequest)(nil),                // 55: mnguard.v1.AddOperatorRequest
+	(*AddOperatorResponse)(nil),               // 56: mnguard.v1.AddOperatorResponse
+	(*ListOperatorsRequest)(nil),              // 57: mnguard.v1.ListOperatorsRequest
+	(*ListOperatorsResponse)(nil),             // 58: mnguard.v1.ListOperatorsResponse
+	(*GetOperatorRequest)(nil),                // 59: mnguard.v1.GetOperatorRequest
+	(*GetOperatorResponse)(nil),               // 60: mnguard.v1.GetOperatorResponse
+	(*DisableOperatorRequest)(nil),            // 61: mnguard.v1.DisableOperatorRequest
+	(*DisableOperatorResponse)(nil),           // 62: mnguard.v1.DisableOperatorResponse
+	(*EnableOperatorRequest)(nil),             // 63: mnguard.v1.EnableOperatorRequest
+	(*EnableOperatorResponse)(nil),            // 64: mnguard.v1.EnableOperatorResponse
+	(*DeleteOperatorRequest)(nil),             // 65: mnguard.v1.DeleteOperatorRequest
+	(*DeleteOperatorResponse)(nil),            // 66: mnguard.v1.DeleteOperatorResponse
+	(*ResetOperatorTotpRequest)(nil),          // 67: mnguard.v1.ResetOperatorTotpRequest
+	(*ResetOperatorTotpResponse)(nil),         // 68: mnguard.v1.ResetOperatorTotpResponse
+	(*SetOperatorRoleRequest)(nil),            // 69: mnguard.v1.SetOperatorRoleRequest
+	(*SetOperatorRoleResponse)(nil),           // 70: mnguard.v1.SetOperatorRoleResponse
+	(*SetOperatorPasswordRequest)(nil),        // 71: mnguard.v1.SetOperatorPasswordRequest
+	(*SetOperatorPasswordResponse)(nil),       // 72: mnguard.v1.SetOperatorPasswordResponse
+	(*UnlockOperatorRequest)(nil),             // 73: mnguard.v1.UnlockOperatorRequest
+	(*UnlockOperatorResponse)(nil),            // 74: mnguard.v1.UnlockOperatorResponse
+	(*CreateOperatorTokenRequest)(nil),        // 75: mnguard.v1.CreateOperatorTokenRequest
+	(*CreateOperatorTokenResponse)(nil),       // 76: mnguard.v1.CreateOperatorTokenResponse
+	(*RevokeOperatorTokenRequest)(nil),        // 77: mnguard.v1.RevokeOperatorTokenRequest
+	(*RevokeOperatorTokenResponse)(nil),       // 78: mnguard.v1.RevokeOperatorTokenResponse
+	(*AuditEntry)(nil),                        // 79: mnguard.v1.AuditEntry
+	(*ListAuditRequest)(nil),                  // 80: mnguard.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),                 // 81: mnguard.v1.ListAuditResponse
+	(*VerifyAuditRequest)(nil),                // 82: mnguard.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),               // 83: mnguard.v1.VerifyAuditResponse
+	(*GetSelfInspectionReportRequest)(nil),    // 84: mnguard.v1.GetSelfInspectionReportRequest
+	(*GetSelfInspectionReportResponse)(nil),   // 85: mnguard.v1.GetSelfInspectionReportResponse
+	(*HostFacts)(nil),                         // 86: mnguard.v1.HostFacts
+	(*timestamppb.Timestamp)(nil),             // 87: google.protobuf.Timestamp
+	(*Posture)(nil),                           // 88: mnguard.v1.Posture
+	(*Event)(nil),                             // 89: mnguard.v1.Event
+	(*DeviceIdentity)(nil),                    // 90: mnguard.v1.DeviceIdentity
+	(*Exemption)(nil),                         // 91: mnguard.v1.Exemption
 }
 var file_mnguard_v1_admin_proto_depIdxs = []int32{
-	51, // 0: mnguard.v1.Terminal.host:type_name -> mnguard.v1.HostFacts
-	0,  // 1: mnguard.v1.Terminal.state:type_name -> mnguard.v1.TerminalState
-	52, // 2: mnguard.v1.Terminal.enrolled_at:type_name -> google.protobuf.Timestamp
-	52, // 3: mnguard.v1.Terminal.last_seen_at:type_name -> google.protobuf.Timestamp
-	52, // 4: mnguard.v1.Terminal.revoked_at:type_name -> google.protobuf.Timestamp
-	52, // 5: mnguard.v1.Terminal.certificate_not_after:type_name -> google.protobuf.Timestamp
-	53, // 6: mnguard.v1.Terminal.posture:type_name -> mnguard.v1.Posture
-	52, // 7: mnguard.v1.Terminal.posture_received_at:type_name -> google.protobuf.Timestamp
-	2,  // 8: mnguard.v1.ListTerminalsResponse.terminals:type_name -> mnguard.v1.Terminal
-	2,  // 9: mnguard.v1.GetTerminalResponse.terminal:type_name -> mnguard.v1.Terminal
-	2,  // 10: mnguard.v1.RevokeTerminalResponse.terminal:type_name -> mnguard.v1.Terminal
-	52, // 11: mnguard.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	52, // 12: mnguard.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
-	52, // 13: mnguard.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
-	11, // 14: mnguard.v1.ListEnrollmentTokensResponse.tokens:type_name -> mnguard.v1.EnrollmentToken
-	54, // 15: mnguard.v1.StoredEvent.event:type_name -> mnguard.v1.Event
-	52, // 16: mnguard.v1.StoredEvent.received_at:type_name -> google.protobuf.Timestamp
-	1,  // 17: mnguard.v1.User.state:type_name -> mnguard.v1.UserState
-	52, // 18: mnguard.v1.User.locked_at:type_name -> google.protobuf.Timestamp
-	52, // 19: mnguard.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	52, // 20: mnguard.v1.User.confirmed_at:type_name -> google.protobuf.Timestamp
-	52, // 21: mnguard.v1.User.last_login_at:type_name -> google.protobuf.Timestamp
-	16, // 22: mnguard.v1.EnrollUserResponse.user:type_name -> mnguard.v1.User
-	16, // 23: mnguard.v1.ConfirmUserResponse.user:type_name -> mnguard.v1.User
-	16, // 24: mnguard.v1.ListUsersResponse.users:type_name -> mnguard.v1.User
-	16, // 25: mnguard.v1.GetUserResponse.user:type_name -> mnguard.v1.User
-	16, // 26: mnguard.v1.UnlockUserResponse.user:type_name -> mnguard.v1.User
-	16, // 27: mnguard.v1.ResetUserResponse.user:type_name -> mnguard.v1.User
-	16, // 28: mnguard.v1.ImportUsersResponse.users:type_name -> mnguard.v1.User
-	16, // 29: mnguard.v1.ResyncUserResponse.user:type_name -> mnguard.v1.User
-	16, // 30: mnguard.v1.NewRecoveryCodesResponse.user:type_name -> mnguard.v1.User
-	52, // 31: mnguard.v1.IssueOfflineLoginCodeResponse.valid_until:type_name -> google.protobuf.Timestamp
-	15, // 32: mnguard.v1.ListEventsResponse.events:type_name -> mnguard.v1.StoredEvent
-	55, // 33: mnguard.v1.IssueExemptionRequest.device:type_name -> mnguard.v1.DeviceIdentity
-	56, // 34: mnguard.v1.ExemptionRecord.exemption:type_name -> mnguard.v1.Exemption
-	52, // 35: mnguard.v1.ExemptionRecord.revoked_at:type_name -> google.protobuf.Timestamp
-	52, // 36: mnguard.v1.ExemptionRecord.delivered_at:type_name -> google.protobuf.Timestamp
-	43, // 37: mnguard.v1.IssueExemptionResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
-	43, // 38: mnguard.v1.RevokeExemptionResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
-	43, // 39: mnguard.v1.ListExemptionsResponse.exemptions:type_name -> mnguard.v1.ExemptionRecord
-	55, // 40: mnguard.v1.IssueOfflineExemptionCodeRequest.device:type_name -> mnguard.v1.DeviceIdentity
-	43, // 41: mnguard.v1.IssueOfflineExemptionCodeResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
-	3,  // 42: mnguard.v1.AdminService.ListTerminals:input_type -> mnguard.v1.ListTerminalsRequest
-	5,  // 43: mnguard.v1.AdminService.GetTerminal:input_type -> mnguard.v1.GetTerminalRequest
-	7,  // 44: mnguard.v1.AdminService.RevokeTerminal:input_type -> mnguard.v1.RevokeTerminalRequest
-	9,  // 45: mnguard.v1.AdminService.CreateEnrollmentToken:input_type -> mnguard.v1.CreateEnrollmentTokenRequest
-	12, // 46: mnguard.v1.AdminService.ListEnrollmentTokens:input_type -> mnguard.v1.ListEnrollmentTokensRequest
-	14, // 47: mnguard.v1.AdminService.ListEvents:input_type -> mnguard.v1.ListEventsRequest
-	40, // 48: mnguard.v1.AdminService.GetServerInfo:input_type -> mnguard.v1.GetServerInfoRequest
-	17, // 49: mnguard.v1.AdminService.EnrollUser:input_type -> mnguard.v1.EnrollUserRequest
-	19, // 50: mnguard.v1.AdminService.ConfirmUser:input_type -> mnguard.v1.ConfirmUserRequest
-	21, // 51: mnguard.v1.AdminService.ListUsers:input_type -> mnguard.v1.ListUsersRequest
-	23, // 52: mnguard.v1.AdminService.GetUser:input_type -> mnguard.v1.GetUserRequest
-	25, // 53: mnguard.v1.AdminService.UnlockUser:input_type -> mnguard.v1.UnlockUserRequest
-	27, // 54: mnguard.v1.AdminService.ResetUser:input_type -> mnguard.v1.ResetUserRequest
-	29, // 55: mnguard.v1.AdminService.DeleteUser:input_type -> mnguard.v1.DeleteUserRequest
-	31, // 56: mnguard.v1.AdminService.ImportUsers:input_type -> mnguard.v1.ImportUsersRequest
-	33, // 57: mnguard.v1.AdminService.ResyncUser:input_type -> mnguard.v1.ResyncUserRequest
-	35, // 58: mnguard.v1.AdminService.NewRecoveryCodes:input_type -> mnguard.v1.NewRecoveryCodesRequest
-	37, // 59: mnguard.v1.AdminService.IssueOfflineLoginCode:input_type -> mnguard.v1.IssueOfflineLoginCodeRequest
-	42, // 60: mnguard.v1.AdminService.IssueExemption:input_type -> mnguard.v1.IssueExemptionRequest
-	45, // 61: mnguard.v1.AdminService.RevokeExemption:input_type -> mnguard.v1.RevokeExemptionRequest
-	47, // 62: mnguard.v1.AdminService.ListExemptions:input_type -> mnguard.v1.ListExemptionsRequest
-	49, // 63: mnguard.v1.AdminService.IssueOfflineExemptionCode:input_type -> mnguard.v1.IssueOfflineExemptionCodeRequest
-	4,  // 64: mnguard.v1.AdminService.ListTerminals:output_type -> mnguard.v1.ListTerminalsResponse
-	6,  // 65: mnguard.v1.AdminService.GetTerminal:output_type -> mnguard.v1.GetTerminalResponse
-	8,  // 66: mnguard.v1.AdminService.RevokeTerminal:output_type -> mnguard.v1.RevokeTerminalResponse
-	10, // 67: mnguard.v1.AdminService.CreateEnrollmentToken:output_type -> mnguard.v1.CreateEnrollmentTokenResponse
-	13, // 68: mnguard.v1.AdminService.ListEnrollmentTokens:output_type -> mnguard.v1.ListEnrollmentTokensResponse
-	39, // 69: mnguard.v1.AdminService.ListEvents:output_type -> mnguard.v1.ListEventsResponse
-	41, // 70: mnguard.v1.AdminService.GetServerInfo:output_type -> mnguard.v1.GetServerInfoResponse
-	18, // 71: mnguard.v1.AdminService.EnrollUser:output_type -> mnguard.v1.EnrollUserResponse
-	20, // 72: mnguard.v1.AdminService.ConfirmUser:output_type -> mnguard.v1.ConfirmUserResponse
-	22, // 73: mnguard.v1.AdminService.ListUsers:output_type -> mnguard.v1.ListUsersResponse
-	24, // 74: mnguard.v1.AdminService.GetUser:output_type -> mnguard.v1.GetUserResponse
-	26, // 75: mnguard.v1.AdminService.UnlockUser:output_type -> mnguard.v1.UnlockUserResponse
-	28, // 76: mnguard.v1.AdminService.ResetUser:output_type -> mnguard.v1.ResetUserResponse
-	30, // 77: mnguard.v1.AdminService.DeleteUser:output_type -> mnguard.v1.DeleteUserResponse
-	32, // 78: mnguard.v1.AdminService.ImportUsers:output_type -> mnguard.v1.ImportUsersResponse
-	34, // 79: mnguard.v1.AdminService.ResyncUser:output_type -> mnguard.v1.ResyncUserResponse
-	36, // 80: mnguard.v1.AdminService.NewRecoveryCodes:output_type -> mnguard.v1.NewRecoveryCodesResponse
-	38, // 81: mnguard.v1.AdminService.IssueOfflineLoginCode:output_type -> mnguard.v1.IssueOfflineLoginCodeResponse
-	44, // 82: mnguard.v1.AdminService.IssueExemption:output_type -> mnguard.v1.IssueExemptionResponse
-	46, // 83: mnguard.v1.AdminService.RevokeExemption:output_type -> mnguard.v1.RevokeExemptionResponse
-	48, // 84: mnguard.v1.AdminService.ListExemptions:output_type -> mnguard.v1.ListExemptionsResponse
-	50, // 85: mnguard.v1.AdminService.IssueOfflineExemptionCode:output_type -> mnguard.v1.IssueOfflineExemptionCodeResponse
-	64, // [64:86] is the sub-list for method output_type
-	42, // [42:64] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	86,  // 0: mnguard.v1.Terminal.host:type_name -> mnguard.v1.HostFacts
+	0,   // 1: mnguard.v1.Terminal.state:type_name -> mnguard.v1.TerminalState
+	87,  // 2: mnguard.v1.Terminal.enrolled_at:type_name -> google.protobuf.Timestamp
+	87,  // 3: mnguard.v1.Terminal.last_seen_at:type_name -> google.protobuf.Timestamp
+	87,  // 4: mnguard.v1.Terminal.revoked_at:type_name -> google.protobuf.Timestamp
+	87,  // 5: mnguard.v1.Terminal.certificate_not_after:type_name -> google.protobuf.Timestamp
+	88,  // 6: mnguard.v1.Terminal.posture:type_name -> mnguard.v1.Posture
+	87,  // 7: mnguard.v1.Terminal.posture_received_at:type_name -> google.protobuf.Timestamp
+	3,   // 8: mnguard.v1.Terminal.compliance:type_name -> mnguard.v1.Compliance
+	87,  // 9: mnguard.v1.Compliance.state_since:type_name -> google.protobuf.Timestamp
+	4,   // 10: mnguard.v1.Compliance.checks:type_name -> mnguard.v1.CheckResult
+	87,  // 11: mnguard.v1.Compliance.evaluated_at:type_name -> google.protobuf.Timestamp
+	87,  // 12: mnguard.v1.CheckResult.since:type_name -> google.protobuf.Timestamp
+	2,   // 13: mnguard.v1.ListTerminalsResponse.terminals:type_name -> mnguard.v1.Terminal
+	2,   // 14: mnguard.v1.GetTerminalResponse.terminal:type_name -> mnguard.v1.Terminal
+	2,   // 15: mnguard.v1.RevokeTerminalResponse.terminal:type_name -> mnguard.v1.Terminal
+	87,  // 16: mnguard.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	87,  // 17: mnguard.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
+	87,  // 18: mnguard.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
+	13,  // 19: mnguard.v1.ListEnrollmentTokensResponse.tokens:type_name -> mnguard.v1.EnrollmentToken
+	87,  // 20: mnguard.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	87,  // 21: mnguard.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	89,  // 22: mnguard.v1.StoredEvent.event:type_name -> mnguard.v1.Event
+	87,  // 23: mnguard.v1.StoredEvent.received_at:type_name -> google.protobuf.Timestamp
+	1,   // 24: mnguard.v1.User.state:type_name -> mnguard.v1.UserState
+	87,  // 25: mnguard.v1.User.locked_at:type_name -> google.protobuf.Timestamp
+	87,  // 26: mnguard.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	87,  // 27: mnguard.v1.User.confirmed_at:type_name -> google.protobuf.Timestamp
+	87,  // 28: mnguard.v1.User.last_login_at:type_name -> google.protobuf.Timestamp
+	18,  // 29: mnguard.v1.EnrollUserResponse.user:type_name -> mnguard.v1.User
+	18,  // 30: mnguard.v1.ConfirmUserResponse.user:type_name -> mnguard.v1.User
+	18,  // 31: mnguard.v1.ListUsersResponse.users:type_name -> mnguard.v1.User
+	18,  // 32: mnguard.v1.GetUserResponse.user:type_name -> mnguard.v1.User
+	18,  // 33: mnguard.v1.UnlockUserResponse.user:type_name -> mnguard.v1.User
+	18,  // 34: mnguard.v1.ResetUserResponse.user:type_name -> mnguard.v1.User
+	18,  // 35: mnguard.v1.ImportUsersResponse.users:type_name -> mnguard.v1.User
+	18,  // 36: mnguard.v1.ResyncUserResponse.user:type_name -> mnguard.v1.User
+	18,  // 37: mnguard.v1.NewRecoveryCodesResponse.user:type_name -> mnguard.v1.User
+	87,  // 38: mnguard.v1.IssueOfflineLoginCodeResponse.valid_until:type_name -> google.protobuf.Timestamp
+	17,  // 39: mnguard.v1.ListEventsResponse.events:type_name -> mnguard.v1.StoredEvent
+	90,  // 40: mnguard.v1.IssueExemptionRequest.device:type_name -> mnguard.v1.DeviceIdentity
+	91,  // 41: mnguard.v1.ExemptionRecord.exemption:type_name -> mnguard.v1.Exemption
+	87,  // 42: mnguard.v1.ExemptionRecord.revoked_at:type_name -> google.protobuf.Timestamp
+	87,  // 43: mnguard.v1.ExemptionRecord.delivered_at:type_name -> google.protobuf.Timestamp
+	45,  // 44: mnguard.v1.IssueExemptionResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
+	45,  // 45: mnguard.v1.RevokeExemptionResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
+	45,  // 46: mnguard.v1.ListExemptionsResponse.exemptions:type_name -> mnguard.v1.ExemptionRecord
+	90,  // 47: mnguard.v1.IssueOfflineExemptionCodeRequest.device:type_name -> mnguard.v1.DeviceIdentity
+	45,  // 48: mnguard.v1.IssueOfflineExemptionCodeResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
+	87,  // 49: mnguard.v1.Operator.disabled_at:type_name -> google.protobuf.Timestamp
+	87,  // 50: mnguard.v1.Operator.locked_at:type_name -> google.protobuf.Timestamp
+	87,  // 51: mnguard.v1.Operator.created_at:type_name -> google.protobuf.Timestamp
+	87,  // 52: mnguard.v1.Operator.last_sign_in_at:type_name -> google.protobuf.Timestamp
+	54,  // 53: mnguard.v1.Operator.tokens:type_name -> mnguard.v1.OperatorToken
+	87,  // 54: mnguard.v1.OperatorToken.created_at:type_name -> google.protobuf.Timestamp
+	87,  // 55: mnguard.v1.OperatorToken.expires_at:type_name -> google.protobuf.Timestamp
+	87,  // 56: mnguard.v1.OperatorToken.revoked_at:type_name -> google.protobuf.Timestamp
+	53,  // 57: mnguard.v1.AddOperatorResponse.operator:type_name -> mnguard.v1.Operator
+	53,  // 58: mnguard.v1.ListOperatorsResponse.operators:type_name -> mnguard.v1.Operator
+	53,  // 59: mnguard.v1.GetOperatorResponse.operator:type_name -> mnguard.v1.Operator
+	53,  // 60: mnguard.v1.DisableOperatorResponse.operator:type_name -> mnguard.v1.Operator
+	53,  // 61: mnguard.v1.EnableOperatorResponse.operator:type_name -> mnguard.v1.Operator
+	53,  // 62: mnguard.v1.ResetOperatorTotpResponse.operator:type_name -> mnguard.v1.Operator
+	53,  // 63: mnguard.v1.SetOperatorRoleResponse.operator:type_name -> mnguard.v1.Operator
+	53,  // 64: mnguard.v1.SetOperatorPasswordResponse.operator:type_name -> mnguard.v1.Operator
+	53,  // 65: mnguard.v1.UnlockOperatorResponse.operator:type_name -> mnguard.v1.Operator
+	87,  // 66: mnguard.v1.CreateOperatorTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	87,  // 67: mnguard.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	87,  // 68: mnguard.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	87,  // 69: mnguard.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
+	79,  // 70: mnguard.v1.ListAuditResponse.entries:type_name -> mnguard.v1.AuditEntry
+	5,   // 71: mnguard.v1.AdminService.ListTerminals:input_type -> mnguard.v1.ListTerminalsRequest
+	7,   // 72: mnguard.v1.AdminService.GetTerminal:input_type -> mnguard.v1.GetTerminalRequest
+	9,   // 73: mnguard.v1.AdminService.RevokeTerminal:input_type -> mnguard.v1.RevokeTerminalRequest
+	11,  // 74: mnguard.v1.AdminService.CreateEnrollmentToken:input_type -> mnguard.v1.CreateEnrollmentTokenRequest
+	14,  // 75: mnguard.v1.AdminService.ListEnrollmentTokens:input_type -> mnguard.v1.ListEnrollmentTokensRequest
+	16,  // 76: mnguard.v1.AdminService.ListEvents:input_type -> mnguard.v1.ListEventsRequest
+	42,  // 77: mnguard.v1.AdminService.GetServerInfo:input_type -> mnguard.v1.GetServerInfoRequest
+	19,  // 78: mnguard.v1.AdminService.EnrollUser:input_type -> mnguard.v1.EnrollUserRequest
+	21,  // 79: mnguard.v1.AdminService.ConfirmUser:input_type -> mnguard.v1.ConfirmUserRequest
+	23,  // 80: mnguard.v1.AdminService.ListUsers:input_type -> mnguard.v1.ListUsersRequest
+	25,  // 81: mnguard.v1.AdminService.GetUser:input_type -> mnguard.v1.GetUserRequest
+	27,  // 82: mnguard.v1.AdminService.UnlockUser:input_type -> mnguard.v1.UnlockUserRequest
+	29,  // 83: mnguard.v1.AdminService.ResetUser:input_type -> mnguard.v1.ResetUserRequest
+	31,  // 84: mnguard.v1.AdminService.DeleteUser:input_type -> mnguard.v1.DeleteUserRequest
+	33,  // 85: mnguard.v1.AdminService.ImportUsers:input_type -> mnguard.v1.ImportUsersRequest
+	35,  // 86: mnguard.v1.AdminService.ResyncUser:input_type -> mnguard.v1.ResyncUserRequest
+	37,  // 87: mnguard.v1.AdminService.NewRecoveryCodes:input_type -> mnguard.v1.NewRecoveryCodesRequest
+	39,  // 88: mnguard.v1.AdminService.IssueOfflineLoginCode:input_type -> mnguard.v1.IssueOfflineLoginCodeRequest
+	44,  // 89: mnguard.v1.AdminService.IssueExemption:input_type -> mnguard.v1.IssueExemptionRequest
+	47,  // 90: mnguard.v1.AdminService.RevokeExemption:input_type -> mnguard.v1.RevokeExemptionRequest
+	49,  // 91: mnguard.v1.AdminService.ListExemptions:input_type -> mnguard.v1.ListExemptionsRequest
+	51,  // 92: mnguard.v1.AdminService.IssueOfflineExemptionCode:input_type -> mnguard.v1.IssueOfflineExemptionCodeRequest
+	55,  // 93: mnguard.v1.AdminService.AddOperator:input_type -> mnguard.v1.AddOperatorRequest
+	57,  // 94: mnguard.v1.AdminService.ListOperators:input_type -> mnguard.v1.ListOperatorsRequest
+	59,  // 95: mnguard.v1.AdminService.GetOperator:input_type -> mnguard.v1.GetOperatorRequest
+	61,  // 96: mnguard.v1.AdminService.DisableOperator:input_type -> mnguard.v1.DisableOperatorRequest
+	63,  // 97: mnguard.v1.AdminService.EnableOperator:input_type -> mnguard.v1.EnableOperatorRequest
+	65,  // 98: mnguard.v1.AdminService.DeleteOperator:input_type -> mnguard.v1.DeleteOperatorRequest
+	67,  // 99: mnguard.v1.AdminService.ResetOperatorTotp:input_type -> mnguard.v1.ResetOperatorTotpRequest
+	69,  // 100: mnguard.v1.AdminService.SetOperatorRole:input_type -> mnguard.v1.SetOperatorRoleRequest
+	71,  // 101: mnguard.v1.AdminService.SetOperatorPassword:input_type -> mnguard.v1.SetOperatorPasswordRequest
+	73,  // 102: mnguard.v1.AdminService.UnlockOperator:input_type -> mnguard.v1.UnlockOperatorRequest
+	75,  // 103: mnguard.v1.AdminService.CreateOperatorToken:input_type -> mnguard.v1.CreateOperatorTokenRequest
+	77,  // 104: mnguard.v1.AdminService.RevokeOperatorToken:input_type -> mnguard.v1.RevokeOperatorTokenRequest
+	80,  // 105: mnguard.v1.AdminService.ListAudit:input_type -> mnguard.v1.ListAuditRequest
+	82,  // 106: mnguard.v1.AdminService.VerifyAudit:input_type -> mnguard.v1.VerifyAuditRequest
+	84,  // 107: mnguard.v1.AdminService.GetSelfInspectionReport:input_type -> mnguard.v1.GetSelfInspectionReportRequest
+	6,   // 108: mnguard.v1.AdminService.ListTerminals:output_type -> mnguard.v1.ListTerminalsResponse
+	8,   // 109: mnguard.v1.AdminService.GetTerminal:output_type -> mnguard.v1.GetTerminalResponse
+	10,  // 110: mnguard.v1.AdminService.RevokeTerminal:output_type -> mnguard.v1.RevokeTerminalResponse
+	12,  // 111: mnguard.v1.AdminService.CreateEnrollmentToken:output_type -> mnguard.v1.CreateEnrollmentTokenResponse
+	15,  // 112: mnguard.v1.AdminService.ListEnrollmentTokens:output_type -> mnguard.v1.ListEnrollmentTokensResponse
+	41,  // 113: mnguard.v1.AdminService.ListEvents:output_type -> mnguard.v1.ListEventsResponse
+	43,  // 114: mnguard.v1.AdminService.GetServerInfo:output_type -> mnguard.v1.GetServerInfoResponse
+	20,  // 115: mnguard.v1.AdminService.EnrollUser:output_type -> mnguard.v1.EnrollUserResponse
+	22,  // 116: mnguard.v1.AdminService.ConfirmUser:output_type -> mnguard.v1.ConfirmUserResponse
+	24,  // 117: mnguard.v1.AdminService.ListUsers:output_type -> mnguard.v1.ListUsersResponse
+	26,  // 118: mnguard.v1.AdminService.GetUser:output_type -> mnguard.v1.GetUserResponse
+	28,  // 119: mnguard.v1.AdminService.UnlockUser:output_type -> mnguard.v1.UnlockUserResponse
+	30,  // 120: mnguard.v1.AdminService.ResetUser:output_type -> mnguard.v1.ResetUserResponse
+	32,  // 121: mnguard.v1.AdminService.DeleteUser:output_type -> mnguard.v1.DeleteUserResponse
+	34,  // 122: mnguard.v1.AdminService.ImportUsers:output_type -> mnguard.v1.ImportUsersResponse
+	36,  // 123: mnguard.v1.AdminService.ResyncUser:output_type -> mnguard.v1.ResyncUserResponse
+	38,  // 124: mnguard.v1.AdminService.NewRecoveryCodes:output_type -> mnguard.v1.NewRecoveryCodesResponse
+	40,  // 125: mnguard.v1.AdminService.IssueOfflineLoginCode:output_type -> mnguard.v1.IssueOfflineLoginCodeResponse
+	46,  // 126: mnguard.v1.AdminService.IssueExemption:output_type -> mnguard.v1.IssueExemptionResponse
+	48,  // 127: mnguard.v1.AdminService.RevokeExemption:output_type -> mnguard.v1.RevokeExemptionResponse
+	50,  // 128: mnguard.v1.AdminService.ListExemptions:output_type -> mnguard.v1.ListExemptionsResponse
+	52,  // 129: mnguard.v1.AdminService.IssueOfflineExemptionCode:output_type -> mnguard.v1.IssueOfflineExemptionCodeResponse
+	56,  // 130: mnguard.v1.AdminService.AddOperator:output_type -> mnguard.v1.AddOperatorResponse
+	58,  // 131: mnguard.v1.AdminService.ListOperators:output_type -> mnguard.v1.ListOperatorsResponse
+	60,  // 132: mnguard.v1.AdminService.GetOperator:output_type -> mnguard.v1.GetOperatorResponse
+	62,  // 133: mnguard.v1.AdminService.DisableOperator:output_type -> mnguard.v1.DisableOperatorResponse
+	64,  // 134: mnguard.v1.AdminService.EnableOperator:output_type -> mnguard.v1.EnableOperatorResponse
+	66,  // 135: mnguard.v1.AdminService.DeleteOperator:output_type -> mnguard.v1.DeleteOperatorResponse
+	68,  // 136: mnguard.v1.AdminService.ResetOperatorTotp:output_type -> mnguard.v1.ResetOperatorTotpResponse
+	70,  // 137: mnguard.v1.AdminService.SetOperatorRole:output_type -> mnguard.v1.SetOperatorRoleResponse
+	72,  // 138: mnguard.v1.AdminService.SetOperatorPassword:output_type -> mnguard.v1.SetOperatorPasswordResponse
+	74,  // 139: mnguard.v1.AdminService.UnlockOperator:output_type -> mnguard.v1.UnlockOperatorResponse
+	76,  // 140: mnguard.v1.AdminService.CreateOperatorToken:output_type -> mnguard.v1.CreateOperatorTokenResponse
+	78,  // 141: mnguard.v1.AdminService.RevokeOperatorToken:output_type -> mnguard.v1.RevokeOperatorTokenResponse
+	81,  // 142: mnguard.v1.AdminService.ListAudit:output_type -> mnguard.v1.ListAuditResponse
+	83,  // 143: mnguard.v1.AdminService.VerifyAudit:output_type -> mnguard.v1.VerifyAuditResponse
+	85,  // 144: mnguard.v1.AdminService.GetSelfInspectionReport:output_type -> mnguard.v1.GetSelfInspectionReportResponse
+	108, // [108:145] is the sub-list for method output_type
+	71,  // [71:108] is the sub-list for method input_type
+	71,  // [71:71] is the sub-list for extension type_name
+	71,  // [71:71] is the sub-list for extension extendee
+	0,   // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_mnguard_v1_admin_proto_init() }
@@ -3360,7 +5730,7 @@ func file_mnguard_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mnguard_v1_admin_proto_rawDesc), len(file_mnguard_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   49,
+			NumMessages:   84,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,21 @@ const (
 	AdminService_RevokeExemption_FullMethodName           = "/mnguard.v1.AdminService/RevokeExemption"
 	AdminService_ListExemptions_FullMethodName            = "/mnguard.v1.AdminService/ListExemptions"
 	AdminService_IssueOfflineExemptionCode_FullMethodName = "/mnguard.v1.AdminService/IssueOfflineExemptionCode"
+	AdminService_AddOperator_FullMethodName               = "/mnguard.v1.AdminService/AddOperator"
+	AdminService_ListOperators_FullMethodName             = "/mnguard.v1.AdminService/ListOperators"
+	AdminService_GetOperator_FullMethodName               = "/mnguard.v1.AdminService/GetOperator"
+	AdminService_DisableOperator_FullMethodName           = "/mnguard.v1.AdminService/DisableOperator"
+	AdminService_EnableOperator_FullMethodName            = "/mnguard.v1.AdminService/EnableOperator"
+	AdminService_DeleteOperator_FullMethodName            = "/mnguard.v1.AdminService/DeleteOperator"
+	AdminService_ResetOperatorTotp_FullMethodName         = "/mnguard.v1.AdminService/ResetOperatorTotp"
+	AdminService_SetOperatorRole_FullMethodName           = "/mnguard.v1.AdminService/SetOperatorRole"
+	AdminService_SetOperatorPassword_FullMethodName       = "/mnguard.v1.AdminService/SetOperatorPassword"
+	AdminService_UnlockOperator_FullMethodName            = "/mnguard.v1.AdminService/UnlockOperator"
+	AdminService_CreateOperatorToken_FullMethodName       = "/mnguard.v1.AdminService/CreateOperatorToken"
+	AdminService_RevokeOperatorToken_FullMethodName       = "/mnguard.v1.AdminService/RevokeOperatorToken"
+	AdminService_ListAudit_FullMethodName                 = "/mnguard.v1.AdminService/ListAudit"
+	AdminService_VerifyAudit_FullMethodName               = "/mnguard.v1.AdminService/VerifyAudit"
+	AdminService_GetSelfInspectionReport_FullMethodName   = "/mnguard.v1.AdminService/GetSelfInspectionReport"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -77,6 +92,25 @@ type AdminServiceClient interface {
 	RevokeExemption(ctx context.Context, in *RevokeExemptionRequest, opts ...grpc.CallOption) (*RevokeExemptionResponse, error)
 	ListExemptions(ctx context.Context, in *ListExemptionsRequest, opts ...grpc.CallOption) (*ListExemptionsResponse, error)
 	IssueOfflineExemptionCode(ctx context.Context, in *IssueOfflineExemptionCodeRequest, opts ...grpc.CallOption) (*IssueOfflineExemptionCodeResponse, error)
+	// Operators: the people who use this API and the web console. Each has
+	// one role, a password and TOTP; API tokens act in an operator's name.
+	AddOperator(ctx context.Context, in *AddOperatorRequest, opts ...grpc.CallOption) (*AddOperatorResponse, error)
+	ListOperators(ctx context.Context, in *ListOperatorsRequest, opts ...grpc.CallOption) (*ListOperatorsResponse, error)
+	GetOperator(ctx context.Context, in *GetOperatorRequest, opts ...grpc.CallOption) (*GetOperatorResponse, error)
+	DisableOperator(ctx context.Context, in *DisableOperatorRequest, opts ...grpc.CallOption) (*DisableOperatorResponse, error)
+	EnableOperator(ctx context.Context, in *EnableOperatorRequest, opts ...grpc.CallOption) (*EnableOperatorResponse, error)
+	DeleteOperator(ctx context.Context, in *DeleteOperatorRequest, opts ...grpc.CallOption) (*DeleteOperatorResponse, error)
+	ResetOperatorTotp(ctx context.Context, in *ResetOperatorTotpRequest, opts ...grpc.CallOption) (*ResetOperatorTotpResponse, error)
+	SetOperatorRole(ctx context.Context, in *SetOperatorRoleRequest, opts ...grpc.CallOption) (*SetOperatorRoleResponse, error)
+	SetOperatorPassword(ctx context.Context, in *SetOperatorPasswordRequest, opts ...grpc.CallOption) (*SetOperatorPasswordResponse, error)
+	UnlockOperator(ctx context.Context, in *UnlockOperatorRequest, opts ...grpc.CallOption) (*UnlockOperatorResponse, error)
+	CreateOperatorToken(ctx context.Context, in *CreateOperatorTokenRequest, opts ...grpc.CallOption) (*CreateOperatorTokenResponse, error)
+	RevokeOperatorToken(ctx context.Context, in *RevokeOperatorTokenRequest, opts ...grpc.CallOption) (*RevokeOperatorTokenResponse, error)
+	// The append-only, hash-chained audit log.
+	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
+	VerifyAudit(ctx context.Context, in *VerifyAuditRequest, opts ...grpc.CallOption) (*VerifyAuditResponse, error)
+	// The Art. 7 self-inspection report for a period.
+	GetSelfInspectionReport(ctx context.Context, in *GetSelfInspectionReportRequest, opts ...grpc.CallOption) (*GetSelfInspectionReportResponse, error)
 }
 
 type adminServiceClient struct {
@@ -307,6 +341,156 @@ func (c *adminServiceClient) IssueOfflineExemptionCode(ctx context.Context, in *
 	return out, nil
 }
 
+func (c *adminServiceClient) AddOperator(ctx context.Context, in *AddOperatorRequest, opts ...grpc.CallOption) (*AddOperatorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddOperatorResponse)
+	err := c.cc.Invoke(ctx, AdminService_AddOperator_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListOperators(ctx context.Context, in *ListOperatorsRequest, opts ...grpc.CallOption) (*ListOperatorsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListOperatorsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListOperators_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetOperator(ctx context.Context, in *GetOperatorRequest, opts ...grpc.CallOption) (*GetOperatorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetOperatorResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetOperator_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DisableOperator(ctx context.Context, in *DisableOperatorRequest, opts ...grpc.CallOption) (*DisableOperatorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DisableOperatorResponse)
+	err := c.cc.Invoke(ctx, AdminService_DisableOperator_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) EnableOperator(ctx context.Context, in *EnableOperatorRequest, opts ...grpc.CallOption) (*EnableOperatorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnableOperatorResponse)
+	err := c.cc.Invoke(ctx, AdminService_EnableOperator_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DeleteOperator(ctx context.Context, in *DeleteOperatorRequest, opts ...grpc.CallOption) (*DeleteOperatorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteOperatorResponse)
+	err := c.cc.Invoke(ctx, AdminService_DeleteOperator_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ResetOperatorTotp(ctx context.Context, in *ResetOperatorTotpRequest, opts ...grpc.CallOption) (*ResetOperatorTotpResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResetOperatorTotpResponse)
+	err := c.cc.Invoke(ctx, AdminService_ResetOperatorTotp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) SetOperatorRole(ctx context.Context, in *SetOperatorRoleRequest, opts ...grpc.CallOption) (*SetOperatorRoleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetOperatorRoleResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetOperatorRole_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) SetOperatorPassword(ctx context.Context, in *SetOperatorPasswordRequest, opts ...grpc.CallOption) (*SetOperatorPasswordResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetOperatorPasswordResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetOperatorPassword_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) UnlockOperator(ctx context.Context, in *UnlockOperatorRequest, opts ...grpc.CallOption) (*UnlockOperatorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnlockOperatorResponse)
+	err := c.cc.Invoke(ctx, AdminService_UnlockOperator_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) CreateOperatorToken(ctx context.Context, in *CreateOperatorTokenRequest, opts ...grpc.CallOption) (*CreateOperatorTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateOperatorTokenResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateOperatorToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RevokeOperatorToken(ctx context.Context, in *RevokeOperatorTokenRequest, opts ...grpc.CallOption) (*RevokeOperatorTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeOperatorTokenResponse)
+	err := c.cc.Invoke(ctx, AdminService_RevokeOperatorToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuditResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) VerifyAudit(ctx context.Context, in *VerifyAuditRequest, opts ...grpc.CallOption) (*VerifyAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyAuditResponse)
+	err := c.cc.Invoke(ctx, AdminService_VerifyAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetSelfInspectionReport(ctx context.Context, in *GetSelfInspectionReportRequest, opts ...grpc.CallOption) (*GetSelfInspectionReportResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetSelfInspectionReportResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetSelfInspectionReport_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -341,6 +525,25 @@ type AdminServiceServer interface {
 	RevokeExemption(context.Context, *RevokeExemptionRequest) (*RevokeExemptionResponse, error)
 	ListExemptions(context.Context, *ListExemptionsRequest) (*ListExemptionsResponse, error)
 	IssueOfflineExemptionCode(context.Context, *IssueOfflineExemptionCodeRequest) (*IssueOfflineExemptionCodeResponse, error)
+	// Operators: the people who use this API and the web console. Each has
+	// one role, a password and TOTP; API tokens act in an operator's name.
+	AddOperator(context.Context, *AddOperatorRequest) (*AddOperatorResponse, error)
+	ListOperators(context.Context, *ListOperatorsRequest) (*ListOperatorsResponse, error)
+	GetOperator(context.Context, *GetOperatorRequest) (*GetOperatorResponse, error)
+	DisableOperator(context.Context, *DisableOperatorRequest) (*DisableOperatorResponse, error)
+	EnableOperator(context.Context, *EnableOperatorRequest) (*EnableOperatorResponse, error)
+	DeleteOperator(context.Context, *DeleteOperatorRequest) (*DeleteOperatorResponse, error)
+	ResetOperatorTotp(context.Context, *ResetOperatorTotpRequest) (*ResetOperatorTotpResponse, error)
+	SetOperatorRole(context.Context, *SetOperatorRoleRequest) (*SetOperatorRoleResponse, error)
+	SetOperatorPassword(context.Context, *SetOperatorPasswordRequest) (*SetOperatorPasswordResponse, error)
+	UnlockOperator(context.Context, *UnlockOperatorRequest) (*UnlockOperatorResponse, error)
+	CreateOperatorToken(context.Context, *CreateOperatorTokenRequest) (*CreateOperatorTokenResponse, error)
+	RevokeOperatorToken(context.Context, *RevokeOperatorTokenRequest) (*RevokeOperatorTokenResponse, error)
+	// The append-only, hash-chained audit log.
+	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
+	VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error)
+	// The Art. 7 self-inspection report for a period.
+	GetSelfInspectionReport(context.Context, *GetSelfInspectionReportRequest) (*GetSelfInspectionReportResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -416,6 +619,51 @@ func (UnimplementedAdminServiceServer) ListExemptions(context.Context, *ListExem
 }
 func (UnimplementedAdminServiceServer) IssueOfflineExemptionCode(context.Context, *IssueOfflineExemptionCodeRequest) (*IssueOfflineExemptionCodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method IssueOfflineExemptionCode not implemented")
+}
+func (UnimplementedAdminServiceServer) AddOperator(context.Context, *AddOperatorRequest) (*AddOperatorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddOperator not implemented")
+}
+func (UnimplementedAdminServiceServer) ListOperators(context.Context, *ListOperatorsRequest) (*ListOperatorsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListOperators not implemented")
+}
+func (UnimplementedAdminServiceServer) GetOperator(context.Context, *GetOperatorRequest) (*GetOperatorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetOperator not implemented")
+}
+func (UnimplementedAdminServiceServer) DisableOperator(context.Context, *DisableOperatorRequest) (*DisableOperatorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DisableOperator not implemented")
+}
+func (UnimplementedAdminServiceServer) EnableOperator(context.Context, *EnableOperatorRequest) (*EnableOperatorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnableOperator not implemented")
+}
+func (UnimplementedAdminServiceServer) DeleteOperator(context.Context, *DeleteOperatorRequest) (*DeleteOperatorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteOperator not implemented")
+}
+func (UnimplementedAdminServiceServer) ResetOperatorTotp(context.Context, *ResetOperatorTotpRequest) (*ResetOperatorTotpResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResetOperatorTotp not implemented")
+}
+func (UnimplementedAdminServiceServer) SetOperatorRole(context.Context, *SetOperatorRoleRequest) (*SetOperatorRoleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetOperatorRole not implemented")
+}
+func (UnimplementedAdminServiceServer) SetOperatorPassword(context.Context, *SetOperatorPasswordRequest) (*SetOperatorPasswordResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetOperatorPassword not implemented")
+}
+func (UnimplementedAdminServiceServer) UnlockOperator(context.Context, *UnlockOperatorRequest) (*UnlockOperatorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnlockOperator not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateOperatorToken(context.Context, *CreateOperatorTokenRequest) (*CreateOperatorTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateOperatorToken not implemented")
+}
+func (UnimplementedAdminServiceServer) RevokeOperatorToken(context.Context, *RevokeOperatorTokenRequest) (*RevokeOperatorTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeOperatorToken not implemented")
+}
+func (UnimplementedAdminServiceServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAudit not implemented")
+}
+func (UnimplementedAdminServiceServer) VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyAudit not implemented")
+}
+func (UnimplementedAdminServiceServer) GetSelfInspectionReport(context.Context, *GetSelfInspectionReportRequest) (*GetSelfInspectionReportResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSelfInspectionReport not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -834,6 +1082,276 @@ func _AdminService_IssueOfflineExemptionCode_Handler(srv interface{}, ctx contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_AddOperator_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddOperatorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).AddOperator(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_AddOperator_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).AddOperator(ctx, req.(*AddOperatorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListOperators_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListOperatorsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListOperators(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListOperators_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListOperators(ctx, req.(*ListOperatorsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetOperator_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetOperatorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetOperator(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetOperator_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetOperator(ctx, req.(*GetOperatorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DisableOperator_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DisableOperatorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DisableOperator(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DisableOperator_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DisableOperator(ctx, req.(*DisableOperatorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_EnableOperator_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnableOperatorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).EnableOperator(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_EnableOperator_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).EnableOperator(ctx, req.(*EnableOperatorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DeleteOperator_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteOperatorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeleteOperator(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeleteOperator_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeleteOperator(ctx, req.(*DeleteOperatorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ResetOperatorTotp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResetOperatorTotpRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ResetOperatorTotp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ResetOperatorTotp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ResetOperatorTotp(ctx, req.(*ResetOperatorTotpRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_SetOperatorRole_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetOperatorRoleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetOperatorRole(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetOperatorRole_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetOperatorRole(ctx, req.(*SetOperatorRoleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_SetOperatorPassword_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetOperatorPasswordRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetOperatorPassword(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetOperatorPassword_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetOperatorPassword(ctx, req.(*SetOperatorPasswordRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_UnlockOperator_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnlockOperatorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).UnlockOperator(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_UnlockOperator_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).UnlockOperator(ctx, req.(*UnlockOperatorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_CreateOperatorToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateOperatorTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateOperatorToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateOperatorToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateOperatorToken(ctx, req.(*CreateOperatorTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RevokeOperatorToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeOperatorTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeOperatorToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeOperatorToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeOperatorToken(ctx, req.(*RevokeOperatorTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListAudit(ctx, req.(*ListAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_VerifyAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).VerifyAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_VerifyAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).VerifyAudit(ctx, req.(*VerifyAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetSelfInspectionReport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSelfInspectionReportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetSelfInspectionReport(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetSelfInspectionReport_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetSelfInspectionReport(ctx, req.(*GetSelfInspectionReportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -928,6 +1446,66 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "IssueOfflineExemptionCode",
 			Handler:    _AdminService_IssueOfflineExemptionCode_Handler,
+		},
+		{
+			MethodName: "AddOperator",
+			Handler:    _AdminService_AddOperator_Handler,
+		},
+		{
+			MethodName: "ListOperators",
+			Handler:    _AdminService_ListOperators_Handler,
+		},
+		{
+			MethodName: "GetOperator",
+			Handler:    _AdminService_GetOperator_Handler,
+		},
+		{
+			MethodName: "DisableOperator",
+			Handler:    _AdminService_DisableOperator_Handler,
+		},
+		{
+			MethodName: "EnableOperator",
+			Handler:    _AdminService_EnableOperator_Handler,
+		},
+		{
+			MethodName: "DeleteOperator",
+			Handler:    _AdminService_DeleteOperator_Handler,
+		},
+		{
+			MethodName: "ResetOperatorTotp",
+			Handler:    _AdminService_ResetOperatorTotp_Handler,
+		},
+		{
+			MethodName: "SetOperatorRole",
+			Handler:    _AdminService_SetOperatorRole_Handler,
+		},
+		{
+			MethodName: "SetOperatorPassword",
+			Handler:    _AdminService_SetOperatorPassword_Handler,
+		},
+		{
+			MethodName: "UnlockOperator",
+			Handler:    _AdminService_UnlockOperator_Handler,
+		},
+		{
+			MethodName: "CreateOperatorToken",
+			Handler:    _AdminService_CreateOperatorToken_Handler,
+		},
+		{
+			MethodName: "RevokeOperatorToken",
+			Handler:    _AdminService_RevokeOperatorToken_Handler,
+		},
+		{
+			MethodName: "ListAudit",
+			Handler:    _AdminService_ListAudit_Handler,
+		},
+		{
+			MethodName: "VerifyAudit",
+			Handler:    _AdminService_VerifyAudit_Handler,
+		},
+		{
+			MethodName: "GetSelfInspectionReport",
+			Handler:    _AdminService_GetSelfInspectionReport_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
