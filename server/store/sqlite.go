@@ -60,7 +60,8 @@ const (
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 	ON CONFLICT (terminal_id, seq) DO NOTHING`
 	qCertificate   = `SELECT terminal_id, not_before, not_after, revoked_at FROM certificates WHERE serial = $1`
-	qOperatorToken = `SELECT id, name, role, hash, created_at, revoked_at FROM operator_tokens WHERE hash = $1`
+	qOperatorToken = `SELECT k.id, k.name, o.role, k.hash, k.created_at, k.revoked_at, k.expires_at, k.note,
+	o.disabled_at FROM operator_tokens k JOIN operators o ON o.name = k.name WHERE k.hash = $1`
 )
 
 // prepare prepares each query on db.
@@ -815,51 +816,6 @@ func (s *SQLite) enrollmentTokens(ctx context.Context) ([]EnrollmentToken, error
 	return ts, rows.Err()
 }
 
-// CreateOperatorToken implements Store. A zero CreatedAt means now.
-func (s *SQLite) CreateOperatorToken(ctx context.Context, t OperatorToken) error {
-	if err := s.createOperatorToken(ctx, t); err != nil {
-		return fmt.Errorf("store: create operator token %s: %w", t.ID, err)
-	}
-	return nil
-}
-
-func (s *SQLite) createOperatorToken(ctx context.Context, t OperatorToken) error {
-	switch {
-	case t.ID == "":
-		return errors.New("token ID is empty")
-	case len(t.Hash) == 0:
-		return errors.New("token hash is empty")
-	case t.Role != RoleAdmin && t.Role != RoleHelpdesk && t.Role != RoleAuditor:
-		return fmt.Errorf("unknown role %q", t.Role)
-	}
-	if t.CreatedAt.IsZero() {
-		t.CreatedAt = time.Now()
-	}
-	return s.write(ctx, func(tx wtx) error {
-		_, err := tx.exec(ctx, `INSERT INTO operator_tokens (id, name, role, hash, created_at, revoked_at)
-	VALUES ($1, $2, $3, $4, $5, $6)`,
-			t.ID, t.Name, t.Role, t.Hash, dbTime(t.CreatedAt), dbTime(t.RevokedAt))
-		return err
-	})
-}
-
-// OperatorTokenByHash implements Store. On any error, ErrRevoked included,
-// it returns the zero OperatorToken.
-func (s *SQLite) OperatorTokenByHash(ctx context.Context, hash []byte) (OperatorToken, error) {
-	var t OperatorToken
-	err := s.readRow(ctx, qOperatorToken, hash).
-		Scan(&t.ID, &t.Name, &t.Role, &t.Hash, scanTime(&t.CreatedAt), scanTime(&t.RevokedAt))
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return OperatorToken{}, fmt.Errorf("store: operator token: %w", ErrNotFound)
-	case err != nil:
-		return OperatorToken{}, fmt.Errorf("store: operator token: %w", err)
-	case !t.RevokedAt.IsZero():
-		return OperatorToken{}, fmt.Errorf("store: operator token %s: %w", t.ID, ErrRevoked)
-	}
-	return t, nil
-}
-
 // AppendAudit implements Store. A zero Time means now; Actor and Action are
 // required. Appends are serialized by the single writer connection, and the
 // schema refuses two entries with one predecessor, so the chain never forks.
@@ -872,40 +828,57 @@ func (s *SQLite) AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, err
 }
 
 func (s *SQLite) appendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error) {
-	if e.Actor == "" || e.Action == "" {
-		return e, errors.New("actor and action are required")
-	}
-	if e.Time.IsZero() {
-		e.Time = time.Now()
-	}
-	e.Time = e.Time.UTC()
-	if err := storableTime("time", e.Time); err != nil {
-		return e, err
-	}
-	out := e
+	var out AuditEntry
 	err := s.write(ctx, func(tx wtx) error {
-		var (
-			lastID   int64
-			lastHash []byte
-		)
-		err := tx.queryRow(ctx, `SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1`).Scan(&lastID, &lastHash)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			lastID, lastHash = 0, auditGenesis
-		case err != nil:
-			return err
-		}
-		out.ID, out.PrevHash = lastID+1, lastHash
-		out.Hash = AuditHash(out.PrevHash, out)
-		_, err = tx.exec(ctx, `INSERT INTO audit_log (id, at, actor, action, target, detail, prev_hash, hash)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-			out.ID, dbTime(out.Time), out.Actor, out.Action, out.Target, out.Detail, out.PrevHash, out.Hash)
+		var err error
+		out, err = appendAuditTx(ctx, tx, e)
 		return err
 	})
 	if err != nil {
 		return e, err
 	}
 	return out, nil
+}
+
+// checkAudit fills the defaults of an entry to append and validates it.
+func checkAudit(e *AuditEntry) error {
+	if e.Actor == "" || e.Action == "" {
+		return errors.New("audit: actor and action are required")
+	}
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	e.Time = e.Time.UTC()
+	return storableTime("audit time", e.Time)
+}
+
+// appendAuditTx appends e to the audit log inside the write transaction
+// tx, so that the entry and the change it records commit together or not
+// at all.
+func appendAuditTx(ctx context.Context, tx wtx, e AuditEntry) (AuditEntry, error) {
+	if err := checkAudit(&e); err != nil {
+		return e, err
+	}
+	var (
+		lastID   int64
+		lastHash []byte
+	)
+	err := tx.queryRow(ctx, `SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1`).Scan(&lastID, &lastHash)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		lastID, lastHash = 0, auditGenesis
+	case err != nil:
+		return e, err
+	}
+	e.ID, e.PrevHash = lastID+1, lastHash
+	e.Hash = AuditHash(e.PrevHash, e)
+	_, err = tx.exec(ctx, `INSERT INTO audit_log (id, at, actor, action, target, detail, prev_hash, hash)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		e.ID, dbTime(e.Time), e.Actor, e.Action, e.Target, e.Detail, e.PrevHash, e.Hash)
+	if err != nil {
+		return e, fmt.Errorf("append audit %s: %w", e.Action, err)
+	}
+	return e, nil
 }
 
 const auditColumns = `SELECT id, at, actor, action, target, detail, prev_hash, hash FROM audit_log `

@@ -844,13 +844,19 @@ func TestEnrollmentTokens(t *testing.T) {
 func TestOperatorTokens(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openTest(t)
+	audit := AuditEntry{Actor: "test", Action: "operator_token.create"}
+	for _, o := range []Operator{{Name: "yamada", Role: RoleHelpdesk, CreatedAt: t0}, {Name: "suzuki", Role: RoleAdmin, CreatedAt: t0}} {
+		if err := s.CreateOperator(ctx, o, AuditEntry{Actor: "test", Action: "operator.add"}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	live := OperatorToken{ID: "o1", Name: "yamada", Role: RoleHelpdesk, Hash: hashOf("o1"), CreatedAt: t0}
 	revoked := OperatorToken{ID: "o2", Name: "suzuki", Role: RoleAdmin, Hash: hashOf("o2"), CreatedAt: t0, RevokedAt: t0.Add(time.Hour)}
 	if has, err := s.HasOperatorTokens(ctx); err != nil || has {
 		t.Fatalf("HasOperatorTokens on an empty store = %v, %v", has, err)
 	}
 	for _, tok := range []OperatorToken{live, revoked} {
-		if err := s.CreateOperatorToken(ctx, tok); err != nil {
+		if err := s.CreateOperatorToken(ctx, tok, audit); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -858,12 +864,12 @@ func TestOperatorTokens(t *testing.T) {
 		t.Errorf("HasOperatorTokens = %v, %v; want true", has, err)
 	}
 	for _, tok := range []OperatorToken{
-		{ID: "x", Name: "x", Role: "root", Hash: hashOf("x")},
-		{ID: "x", Name: "x", Role: RoleAuditor},
-		{Name: "x", Role: RoleAuditor, Hash: hashOf("x")},
-		{ID: "o1", Name: "x", Role: RoleAuditor, Hash: hashOf("x")},
+		{ID: "x", Name: "nobody", Role: RoleAuditor, Hash: hashOf("x")},
+		{ID: "x", Name: "yamada", Role: RoleAuditor},
+		{Name: "yamada", Role: RoleAuditor, Hash: hashOf("x")},
+		{ID: "o1", Name: "yamada", Role: RoleAuditor, Hash: hashOf("x")},
 	} {
-		if err := s.CreateOperatorToken(ctx, tok); err == nil {
+		if err := s.CreateOperatorToken(ctx, tok, audit); err == nil {
 			t.Errorf("CreateOperatorToken(%+v) succeeded", tok)
 		}
 	}
@@ -888,6 +894,28 @@ func TestOperatorTokens(t *testing.T) {
 				t.Errorf("got %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+	// The token acts with its operator's role now, and says when the
+	// operator is disabled.
+	if _, err := s.UpdateOperator(ctx, "yamada", func(o *Operator, _ *AuditEntry) error {
+		o.Role, o.DisabledAt = RoleAuditor, t0.Add(time.Hour)
+		return nil
+	}, AuditEntry{Actor: "test", Action: "operator.set_role"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.OperatorTokenByHash(ctx, live.Hash)
+	if err != nil || got.Role != RoleAuditor || !got.OperatorDisabled {
+		t.Errorf("after demoting and disabling yamada: %+v, %v", got, err)
+	}
+	// Tokens go with their operator.
+	if err := s.CreateOperator(ctx, Operator{Name: "admin2", Role: RoleAdmin, CreatedAt: t0}, audit); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteOperator(ctx, "yamada", AuditEntry{Actor: "test", Action: "operator.delete"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.OperatorTokenByHash(ctx, live.Hash); !errors.Is(err, ErrNotFound) {
+		t.Errorf("token of a deleted operator: %v, want ErrNotFound", err)
 	}
 }
 

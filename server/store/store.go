@@ -197,16 +197,6 @@ const (
 	RoleAuditor  = "auditor"
 )
 
-// OperatorToken is an API token of an operator; stored hashed.
-type OperatorToken struct {
-	ID        string
-	Name      string
-	Role      string
-	Hash      []byte
-	CreatedAt time.Time
-	RevokedAt time.Time
-}
-
 // Event is one stored terminal event.
 type Event struct {
 	TerminalID string
@@ -348,14 +338,46 @@ type Store interface {
 	CreateEnrollmentToken(ctx context.Context, t EnrollmentToken) error
 	EnrollmentTokens(ctx context.Context) ([]EnrollmentToken, error)
 
-	CreateOperatorToken(ctx context.Context, t OperatorToken) error
+	// Operators, their API tokens and console sessions. Every change
+	// appends its audit entry in the same transaction.
+	CreateOperator(ctx context.Context, o Operator, a AuditEntry) error
+	Operator(ctx context.Context, name string) (Operator, error)
+	Operators(ctx context.Context) ([]Operator, error)
+	UpdateOperator(ctx context.Context, name string, change func(o *Operator, a *AuditEntry) error, a AuditEntry) (Operator, error)
+	DeleteOperator(ctx context.Context, name string, a AuditEntry) error
+	OperatorSignedIn(ctx context.Context, in SignIn, a AuditEntry) (Operator, error)
+	RecordOperatorFailure(ctx context.Context, name string, at time.Time, lockAfter int, a AuditEntry) (Operator, error)
+	CreateOperatorToken(ctx context.Context, t OperatorToken, a AuditEntry) error
 	// OperatorTokenByHash returns ErrNotFound for unknown tokens and
 	// ErrRevoked for revoked ones.
 	OperatorTokenByHash(ctx context.Context, hash []byte) (OperatorToken, error)
+	OperatorTokens(ctx context.Context, name string) ([]OperatorToken, error)
+	RevokeOperatorToken(ctx context.Context, id string, at time.Time, a AuditEntry) error
+	SessionByHash(ctx context.Context, hash []byte) (Session, Operator, error)
+	TouchSession(ctx context.Context, hash []byte, at time.Time) error
+	DeleteSession(ctx context.Context, hash []byte, a *AuditEntry) error
+	DeleteExpiredSessions(ctx context.Context, idleBefore, createdBefore time.Time) (int, error)
+
+	// Compliance: the inputs of the evaluation, its verdicts and history.
+	ComplianceInputs(ctx context.Context, ids []string) ([]ComplianceInput, error)
+	LatestPosture(ctx context.Context, terminalID string) ([]byte, time.Time, error)
+	SaveCompliance(ctx context.Context, us []ComplianceUpdate) error
+	TerminalCompliance(ctx context.Context, terminalID string) (Compliance, error)
+	CountCompliance(ctx context.Context) (ComplianceCounts, error)
+	SaveComplianceDay(ctx context.Context, d ComplianceDay) error
+	ComplianceDays(ctx context.Context, first, last string) ([]ComplianceDay, error)
+	ComplianceIntervals(ctx context.Context, from, to time.Time) ([]ComplianceInterval, error)
+
+	// Console queries.
+	TerminalPage(ctx context.Context, f TerminalFilter) ([]TerminalSummary, int, error)
+	FilterEvents(ctx context.Context, f EventFilter) ([]Event, error)
+	ExemptionsIssued(ctx context.Context, from, to time.Time) ([]Exemption, error)
 
 	// AppendAudit appends to the audit log, filling ID, PrevHash and Hash.
 	AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error)
 	AuditLog(ctx context.Context, limit int) ([]AuditEntry, error)
+	FilterAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
+	VerifyAudit(ctx context.Context, upTo time.Time) (AuditVerification, error)
 
 	// Ping reports whether the store can be read, for health checks.
 	Ping(ctx context.Context) error
