@@ -1,33 +1,35 @@
-package logins
+// Package keylock serializes work per key (a user or operator name): one
+// holder at a time, waiters queue, and the map holds only keys in use.
+package keylock
 
 import (
 	"context"
 	"sync"
 )
 
-// userLocks serializes attempts per user name. An entry lives only while
-// someone holds or waits for it, so the map never grows beyond the
-// requests in flight.
-type userLocks struct {
+// Map serializes work per key. An entry lives only while someone holds or
+// waits for it, so the map never grows beyond the requests in flight. The
+// zero Map is ready to use.
+type Map struct {
 	mu sync.Mutex
-	m  map[string]*userLock
+	m  map[string]*entry
 }
 
-type userLock struct {
+type entry struct {
 	sem  chan struct{} // capacity 1: full while held
 	refs int           // holders and waiters
 }
 
-// lock waits for the user's lock, or for ctx. The returned func releases
+// Lock waits for the key's lock, or for ctx. The returned func releases
 // it.
-func (l *userLocks) lock(ctx context.Context, name string) (func(), error) {
+func (l *Map) Lock(ctx context.Context, name string) (func(), error) {
 	l.mu.Lock()
 	if l.m == nil {
-		l.m = make(map[string]*userLock)
+		l.m = make(map[string]*entry)
 	}
 	ul := l.m[name]
 	if ul == nil {
-		ul = &userLock{sem: make(chan struct{}, 1)}
+		ul = &entry{sem: make(chan struct{}, 1)}
 		l.m[name] = ul
 	}
 	ul.refs++
@@ -49,8 +51,8 @@ func (l *userLocks) lock(ctx context.Context, name string) (func(), error) {
 	}
 }
 
-// size returns the number of entries (tests).
-func (l *userLocks) size() int {
+// Len returns the number of keys held or waited for.
+func (l *Map) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.m)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mnguard/mnguard/internal/keylock"
 	"log/slog"
 	"time"
 
@@ -120,10 +121,10 @@ func (p Policy) Validate() error {
 // replicas the store's compare-and-set keeps every time step single-use.
 type Service struct {
 	st    store.Store
-	seal  *sealer
+	seal  *Sealer
 	p     Policy
 	log   *slog.Logger
-	locks userLocks
+	locks keylock.Map
 }
 
 // New returns a Service that seals secrets with key ([KeySize] bytes).
@@ -187,7 +188,7 @@ func (s *Service) Reset(ctx context.Context, name, actor string) (Enrollment, er
 	if err := ValidateName(name); err != nil {
 		return Enrollment{}, err
 	}
-	unlock, err := s.locks.lock(ctx, name)
+	unlock, err := s.locks.Lock(ctx, name)
 	if err != nil {
 		return Enrollment{}, err
 	}
@@ -312,7 +313,7 @@ func (s *Service) Confirm(ctx context.Context, name, code string) (store.User, e
 	if err := ValidateName(name); err != nil {
 		return store.User{}, err
 	}
-	unlock, err := s.locks.lock(ctx, name)
+	unlock, err := s.locks.Lock(ctx, name)
 	if err != nil {
 		return store.User{}, err
 	}
@@ -354,7 +355,7 @@ func (s *Service) Resync(ctx context.Context, name, code1, code2 string) (store.
 	if err := ValidateName(name); err != nil {
 		return store.User{}, err
 	}
-	unlock, err := s.locks.lock(ctx, name)
+	unlock, err := s.locks.Lock(ctx, name)
 	if err != nil {
 		return store.User{}, err
 	}

@@ -293,7 +293,7 @@ func TestVerify(t *testing.T) {
 	// Outside the window around the offset.
 	e.clock.Add(30 * time.Second)
 	wantResult(t, e.verify("alice", e.code(secret, -60*time.Second)), Rejected, MsgWrong, "")
-	if got := e.svc.locks.size(); got != 0 {
+	if got := e.svc.locks.Len(); got != 0 {
 		t.Errorf("%d user locks left after the calls returned", got)
 	}
 }

@@ -70,10 +70,15 @@ func LoadKey(path string) ([]byte, error) {
 	return key, nil
 }
 
-// sealer seals and opens TOTP secrets.
-type sealer struct{ aead cipher.AEAD }
+// Sealer seals and opens TOTP secrets under the key, each bound to the name
+// it is sealed for. The operators of the console use it too, with names
+// that no login user can have ("operator:NAME").
+type Sealer struct{ aead cipher.AEAD }
 
-func newSealer(key []byte) (*sealer, error) {
+// NewSealer returns a Sealer under key ([KeySize] bytes).
+func NewSealer(key []byte) (*Sealer, error) { return newSealer(key) }
+
+func newSealer(key []byte) (*Sealer, error) {
 	if len(key) != KeySize {
 		return nil, fmt.Errorf("TOTP key is %d bytes, want %d", len(key), KeySize)
 	}
@@ -85,15 +90,21 @@ func newSealer(key []byte) (*sealer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &sealer{aead: aead}, nil
+	return &Sealer{aead: aead}, nil
 }
 
 func aad(user string) []byte {
 	return append([]byte{sealVersion}, aadPrefix+user...)
 }
 
+// Seal encrypts secret for user.
+func (s *Sealer) Seal(user string, secret []byte) ([]byte, error) { return s.seal(user, secret) }
+
+// Open decrypts a secret sealed for user.
+func (s *Sealer) Open(user string, sealed []byte) ([]byte, error) { return s.open(user, sealed) }
+
 // seal encrypts secret for user.
-func (s *sealer) seal(user string, secret []byte) ([]byte, error) {
+func (s *Sealer) seal(user string, secret []byte) ([]byte, error) {
 	ns := s.aead.NonceSize()
 	out := make([]byte, 1+ns, 1+ns+len(secret)+s.aead.Overhead())
 	out[0] = sealVersion
@@ -104,7 +115,7 @@ func (s *sealer) seal(user string, secret []byte) ([]byte, error) {
 }
 
 // open decrypts a secret sealed for user.
-func (s *sealer) open(user string, sealed []byte) ([]byte, error) {
+func (s *Sealer) open(user string, sealed []byte) ([]byte, error) {
 	ns := s.aead.NonceSize()
 	if len(sealed) < 1+ns+s.aead.Overhead() {
 		return nil, fmt.Errorf("sealed secret of user %s: %d bytes, too short", user, len(sealed))

@@ -110,7 +110,7 @@ func (s *Service) Verify(ctx context.Context, terminalID, user, service, code st
 	if err := ValidateName(user); err != nil {
 		return Result{}, err
 	}
-	unlock, err := s.locks.lock(ctx, user)
+	unlock, err := s.locks.Lock(ctx, user)
 	if err != nil {
 		return Result{}, err
 	}
