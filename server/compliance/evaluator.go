@@ -1,0 +1,399 @@
+package compliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
+	"github.com/mnguard/mnguard/server/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// EventType is the server event recorded when a terminal's state changes.
+const EventType = "compliance.changed"
+
+// Config configures an Evaluator.
+type Config struct {
+	Store  store.Store
+	Policy Policy
+	// Interval is how often every terminal is evaluated; 0 means half the
+	// report interval, between 1 s and 30 s.
+	Interval time.Duration
+	// Location is the time zone of the daily history (the overview's
+	// chart and the reports); UTC if nil.
+	Location *time.Location
+	// Registerer, when set, gets the gauges mnguard_terminals{state} and
+	// mnguard_terminal_checks_failing{check}.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// Evaluator keeps every terminal's verdict current: it evaluates them all
+// periodically, and the terminals it is poked about (a report arrived)
+// within a moment.
+type Evaluator struct {
+	cfg Config
+
+	mu    sync.Mutex
+	facts map[string]cachedFacts
+	dirty map[string]bool
+	// verdicts holds each terminal's state and failing checks, for the
+	// gauges.
+	verdicts map[string]verdict
+	lastDay  store.ComplianceDay
+	poke     chan struct{}
+
+	terminals *prometheus.GaugeVec
+	failing   *prometheus.GaugeVec
+}
+
+type cachedFacts struct {
+	at    time.Time
+	facts Facts
+}
+
+type verdict struct {
+	state   string
+	failing []string
+}
+
+// New returns an Evaluator; Run starts it.
+func New(cfg Config) *Evaluator {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Location == nil {
+		cfg.Location = time.UTC
+	}
+	if cfg.Policy.ReportInterval <= 0 {
+		cfg.Policy.ReportInterval = time.Minute
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = min(max(cfg.Policy.ReportInterval/2, time.Second), 30*time.Second)
+	}
+	e := &Evaluator{
+		cfg: cfg, facts: map[string]cachedFacts{}, dirty: map[string]bool{}, verdicts: map[string]verdict{},
+		poke: make(chan struct{}, 1),
+		terminals: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mnguard_terminals", Help: "Terminals by compliance state: compliant, non-compliant, stale, revoked.",
+		}, []string{"state"}),
+		failing: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mnguard_terminal_checks_failing", Help: "Active terminals failing each compliance check.",
+		}, []string{"check"}),
+	}
+	for _, s := range []string{store.Compliant, store.NonCompliant, store.Stale, store.ComplianceRevoked} {
+		e.terminals.WithLabelValues(s).Set(0)
+	}
+	for _, c := range store.Checks {
+		e.failing.WithLabelValues(c).Set(0)
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(e.terminals, e.failing)
+	}
+	return e
+}
+
+// Policy returns the policy the checks compare against.
+func (e *Evaluator) Policy() Policy { return e.cfg.Policy }
+
+// Poke asks for the terminal to be evaluated soon (a report, an event or an
+// exemption of it changed). It never blocks.
+func (e *Evaluator) Poke(terminalID string) {
+	e.mu.Lock()
+	e.dirty[terminalID] = true
+	e.mu.Unlock()
+	select {
+	case e.poke <- struct{}{}:
+	default:
+	}
+}
+
+// Run evaluates every terminal at once and then every Interval, and the
+// poked ones within about 100 ms, until ctx ends. Failures are logged and
+// retried at the next round.
+func (e *Evaluator) Run(ctx context.Context) error {
+	if err := e.EvaluateAll(ctx); err != nil && ctx.Err() == nil {
+		e.cfg.Logger.Error("compliance evaluation", "err", err)
+	}
+	tick := time.NewTicker(e.cfg.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			if err := e.EvaluateAll(ctx); err != nil && ctx.Err() == nil {
+				e.cfg.Logger.Error("compliance evaluation", "err", err)
+			}
+		case <-e.poke:
+			// Gather the pokes of a burst of reports into one round.
+			t := time.NewTimer(100 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+			e.mu.Lock()
+			ids := slices.Collect(maps.Keys(e.dirty))
+			clear(e.dirty)
+			e.mu.Unlock()
+			if err := e.Evaluate(ctx, ids); err != nil && ctx.Err() == nil {
+				e.cfg.Logger.Error("compliance evaluation", "terminals", len(ids), "err", err)
+			}
+		}
+	}
+}
+
+// EvaluateAll evaluates every terminal, stores what changed and updates
+// the gauges and today's history.
+func (e *Evaluator) EvaluateAll(ctx context.Context) error {
+	if err := e.evaluate(ctx, nil); err != nil {
+		return err
+	}
+	return e.saveDay(ctx)
+}
+
+// Evaluate evaluates the terminals with the IDs and stores what changed.
+func (e *Evaluator) Evaluate(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return e.evaluate(ctx, ids)
+}
+
+// batch is how many verdicts one transaction stores.
+const batch = 500
+
+func (e *Evaluator) evaluate(ctx context.Context, ids []string) error {
+	ins, err := e.cfg.Store.ComplianceInputs(ctx, ids)
+	if err != nil {
+		return err
+	}
+	now := e.cfg.Now()
+	var (
+		updates []store.ComplianceUpdate
+		seen    = make(map[string]bool, len(ins))
+	)
+	for _, in := range ins {
+		seen[in.TerminalID] = true
+		input := Input{ComplianceInput: in}
+		if input.Facts, err = e.factsOf(ctx, in); err != nil {
+			return err
+		}
+		if input.Revoked, err = e.revoked(ctx, input.Facts.Exemptions); err != nil {
+			return err
+		}
+		c := Evaluate(input, now, e.cfg.Policy)
+		e.mu.Lock()
+		e.verdicts[in.TerminalID] = verdict{state: c.State, failing: c.Failing()}
+		e.mu.Unlock()
+		if u, ok := update(in.Prev, c); ok {
+			updates = append(updates, u)
+		}
+	}
+	if ids == nil {
+		// Forget terminals that are gone.
+		e.mu.Lock()
+		for id := range e.verdicts {
+			if !seen[id] {
+				delete(e.verdicts, id)
+				delete(e.facts, id)
+			}
+		}
+		e.mu.Unlock()
+	}
+	for len(updates) > 0 {
+		n := min(batch, len(updates))
+		if err := e.cfg.Store.SaveCompliance(ctx, updates[:n]); err != nil {
+			return err
+		}
+		for _, u := range updates[:n] {
+			if u.Event != nil {
+				e.cfg.Logger.Info("terminal compliance changed", "terminal", u.Compliance.TerminalID,
+					"state", u.Compliance.State, "failing", strings.Join(u.Compliance.Failing(), ","))
+			}
+		}
+		updates = updates[n:]
+	}
+	e.setGauges()
+	return nil
+}
+
+// factsOf returns the facts of the terminal's latest posture, decoding it
+// only when it changed since the last evaluation.
+func (e *Evaluator) factsOf(ctx context.Context, in store.ComplianceInput) (Facts, error) {
+	if in.PostureReceivedAt.IsZero() {
+		return FactsOf(in.TerminalID, in.Hostname, nil), nil
+	}
+	e.mu.Lock()
+	cf, ok := e.facts[in.TerminalID]
+	e.mu.Unlock()
+	if ok && cf.at.Equal(in.PostureReceivedAt) {
+		return cf.facts, nil
+	}
+	b, at, err := e.cfg.Store.LatestPosture(ctx, in.TerminalID)
+	if errors.Is(err, store.ErrNotFound) {
+		return FactsOf(in.TerminalID, in.Hostname, nil), nil
+	}
+	if err != nil {
+		return Facts{}, err
+	}
+	p := &mnguardv1.Posture{}
+	if err := proto.Unmarshal(b, p); err != nil {
+		// Stored after validation, so this is corruption: judge the
+		// terminal as one without posture, loudly.
+		e.cfg.Logger.Error("stored posture does not decode", "terminal", in.TerminalID, "err", err)
+		p = nil
+	}
+	f := FactsOf(in.TerminalID, in.Hostname, p)
+	e.mu.Lock()
+	e.facts[in.TerminalID] = cachedFacts{at: at, facts: f}
+	e.mu.Unlock()
+	return f, nil
+}
+
+// revoked looks up which of the exemptions the agent applies the collector
+// has revoked.
+func (e *Evaluator) revoked(ctx context.Context, es []*mnguardv1.ExemptionState) (map[string]time.Time, error) {
+	var out map[string]time.Time
+	for _, x := range es {
+		rec, err := e.cfg.Store.Exemption(ctx, x.GetId())
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !rec.RevokedAt.IsZero() {
+			if out == nil {
+				out = map[string]time.Time{}
+			}
+			out[x.GetId()] = rec.RevokedAt
+		}
+	}
+	return out, nil
+}
+
+// update compares a new verdict with the stored one and returns what to
+// store, if anything changed that the console or the history shows.
+func update(prev *store.Compliance, c store.Compliance) (store.ComplianceUpdate, bool) {
+	u := store.ComplianceUpdate{Compliance: c}
+	var prevChecks map[string]store.CheckResult
+	if prev != nil {
+		prevChecks = make(map[string]store.CheckResult, len(prev.Checks))
+		for _, r := range prev.Checks {
+			prevChecks[r.Name] = r
+		}
+	}
+	changed := prev == nil || prev.State != c.State || prev.Offline != c.Offline ||
+		prev.AgentVersion != c.AgentVersion || prev.Platform != c.Platform || prev.Addresses != c.Addresses || prev.Search != c.Search
+	for _, r := range c.Checks {
+		old, had := prevChecks[r.Name]
+		if !had || old.Status != r.Status || old.Detail != r.Detail || !slices.Equal(old.Args, r.Args) {
+			changed = true
+		}
+		switch {
+		case r.Status == store.CheckFail && (!had || old.Status != store.CheckFail):
+			u.Opened = append(u.Opened, r)
+		case r.Status != store.CheckFail && had && old.Status == store.CheckFail:
+			u.Closed = append(u.Closed, r.Name)
+		}
+	}
+	if !changed {
+		return u, false
+	}
+	if prev != nil && prev.State != c.State {
+		u.Event = stateEvent(prev.State, c)
+	}
+	return u, true
+}
+
+// stateEvent is the server event of a change of state.
+func stateEvent(from string, c store.Compliance) *store.ServerEvent {
+	sev := mnguardv1.Severity_SEVERITY_WARNING
+	switch c.State {
+	case store.Compliant, store.ComplianceRevoked:
+		sev = mnguardv1.Severity_SEVERITY_INFO
+	case store.Stale:
+		if c.Offline {
+			sev = mnguardv1.Severity_SEVERITY_ALERT
+		}
+	}
+	failing := c.Failing()
+	msg := fmt.Sprintf("compliance: %s -> %s", from, c.State)
+	if len(failing) > 0 {
+		msg += " (failing: " + strings.Join(failing, ", ") + ")"
+	}
+	ev := &mnguardv1.Event{
+		Time: timestamppb.New(c.EvaluatedAt), Type: EventType, Severity: sev, Message: msg,
+		Attributes: map[string]string{"from": from, "to": c.State, "failing": strings.Join(failing, ",")},
+	}
+	data, _ := proto.Marshal(ev)
+	return &store.ServerEvent{TerminalID: c.TerminalID, Time: c.EvaluatedAt, Type: EventType, Severity: int32(sev), Message: msg, Data: data}
+}
+
+// counts returns the terminals per state and failing check, from the
+// verdicts of the last evaluations.
+func (e *Evaluator) counts() (map[string]int, map[string]int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	states, fails := map[string]int{}, map[string]int{}
+	for _, v := range e.verdicts {
+		states[v.state]++
+		if v.state == store.ComplianceRevoked {
+			continue
+		}
+		for _, c := range v.failing {
+			fails[c]++
+		}
+	}
+	return states, fails
+}
+
+func (e *Evaluator) setGauges() {
+	states, fails := e.counts()
+	for _, s := range []string{store.Compliant, store.NonCompliant, store.Stale, store.ComplianceRevoked} {
+		e.terminals.WithLabelValues(s).Set(float64(states[s]))
+	}
+	for _, c := range store.Checks {
+		e.failing.WithLabelValues(c).Set(float64(fails[c]))
+	}
+}
+
+// saveDay records today's counts when they changed, or every 10 minutes.
+func (e *Evaluator) saveDay(ctx context.Context) error {
+	now := e.cfg.Now()
+	states, fails := e.counts()
+	d := store.ComplianceDay{
+		Day: now.In(e.cfg.Location).Format(time.DateOnly), Compliant: states[store.Compliant],
+		NonCompliant: states[store.NonCompliant], Stale: states[store.Stale], Failing: fails, UpdatedAt: now,
+	}
+	e.mu.Lock()
+	last := e.lastDay
+	e.mu.Unlock()
+	if last.Day == d.Day && last.Compliant == d.Compliant && last.NonCompliant == d.NonCompliant && last.Stale == d.Stale &&
+		maps.Equal(last.Failing, d.Failing) && now.Sub(last.UpdatedAt) < 10*time.Minute {
+		return nil
+	}
+	if err := e.cfg.Store.SaveComplianceDay(ctx, d); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.lastDay = d
+	e.mu.Unlock()
+	return nil
+}
