@@ -31,8 +31,6 @@ const (
 	maxTokenUses    = 100000
 )
 
-var allRoles = []string{store.RoleAdmin, store.RoleHelpdesk, store.RoleAuditor}
-
 // NewToken returns a fresh random secret with the prefix: 160 bits,
 // lowercase base32.
 func NewToken(prefix string) (string, error) {
@@ -105,29 +103,83 @@ func validID(id string) error {
 	return nil
 }
 
-// ListTerminals implements mnguardv1.AdminServiceServer.
-func (a *AdminService) ListTerminals(ctx context.Context, _ *mnguardv1.ListTerminalsRequest) (*mnguardv1.ListTerminalsResponse, error) {
-	if _, err := requireRole(ctx, allRoles...); err != nil {
+// ListTerminals implements mnguardv1.AdminServiceServer: the terminals
+// the request selects, ordered and paged, with their compliance.
+func (a *AdminService) ListTerminals(ctx context.Context, req *mnguardv1.ListTerminalsRequest) (*mnguardv1.ListTerminalsResponse, error) {
+	if _, err := OperatorFrom(ctx); err != nil {
 		return nil, err
 	}
-	ts, err := a.s.cfg.Store.Terminals(ctx)
+	f, err := TerminalFilter(req)
+	if err != nil {
+		return nil, err
+	}
+	ts, total, err := a.s.cfg.Store.TerminalPage(ctx, f)
 	if err != nil {
 		return nil, storeErr("terminals", err)
 	}
-	out := &mnguardv1.ListTerminalsResponse{Terminals: make([]*mnguardv1.Terminal, 0, len(ts))}
+	out := &mnguardv1.ListTerminalsResponse{Terminals: make([]*mnguardv1.Terminal, 0, len(ts)), Total: uint32(total)}
 	for _, t := range ts {
-		pt, err := terminalProto(t)
-		if err != nil {
-			return nil, status.Errorf(codes.Internal, "%v", err)
-		}
-		out.Terminals = append(out.Terminals, pt)
+		out.Terminals = append(out.Terminals, summaryProto(t))
 	}
 	return out, nil
 }
 
+// TerminalFilter checks a ListTerminals request and returns the store's
+// filter for it.
+func TerminalFilter(req *mnguardv1.ListTerminalsRequest) (store.TerminalFilter, error) {
+	f := store.TerminalFilter{
+		State: req.GetState(), FailingCheck: req.GetFailingCheck(), Search: strings.TrimSpace(req.GetSearch()),
+		Sort: req.GetSort(), Desc: req.GetDescending(), Limit: int(req.GetLimit()), Offset: int(req.GetOffset()),
+	}
+	switch {
+	case f.State != "" && !store.ValidComplianceState(f.State):
+		return f, status.Errorf(codes.InvalidArgument, "state: %q is not compliant, non-compliant, stale or revoked", truncate(f.State))
+	case f.FailingCheck != "" && !store.ValidCheck(f.FailingCheck):
+		return f, status.Errorf(codes.InvalidArgument, "failing_check: %q is not one of %s", truncate(f.FailingCheck), strings.Join(store.Checks, ", "))
+	case !store.ValidSort(f.Sort):
+		return f, status.Errorf(codes.InvalidArgument, "sort: %q is not hostname, state, last_seen, agent_version or enrolled", truncate(f.Sort))
+	case req.GetLimit() > 100000 || req.GetOffset() > 10000000:
+		return f, status.Error(codes.InvalidArgument, "limit or offset out of range")
+	}
+	if err := checkString("search", f.Search, 128); err != nil {
+		return f, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	return f, nil
+}
+
+// summaryProto is a terminal of a list: no posture, host facts from the
+// compliance record.
+func summaryProto(t store.TerminalSummary) *mnguardv1.Terminal {
+	state := mnguardv1.TerminalState_TERMINAL_STATE_ACTIVE
+	if t.State == store.StateRevoked {
+		state = mnguardv1.TerminalState_TERMINAL_STATE_REVOKED
+	}
+	out := &mnguardv1.Terminal{
+		Id: t.ID, Host: &mnguardv1.HostFacts{Hostname: t.Hostname}, State: state,
+		EnrolledAt: ts(t.EnrolledAt), LastSeenAt: ts(t.LastSeenAt), RevokedAt: ts(t.RevokedAt),
+		CertificateSerial: t.CertSerial, CertificateNotAfter: ts(t.CertNotAfter),
+	}
+	if c := t.Compliance; c != nil {
+		out.Host.AgentVersion = c.AgentVersion
+		out.Host.Platform = c.Platform
+		out.PostureReceivedAt = ts(c.PostureAt)
+		out.Compliance = ComplianceProto(*c)
+	}
+	return out
+}
+
+// ComplianceProto is the API form of a verdict.
+func ComplianceProto(c store.Compliance) *mnguardv1.Compliance {
+	out := &mnguardv1.Compliance{State: c.State, StateSince: ts(c.StateSince), EvaluatedAt: ts(c.EvaluatedAt), Offline: c.Offline}
+	for _, r := range c.Checks {
+		out.Checks = append(out.Checks, &mnguardv1.CheckResult{Name: r.Name, Status: r.Status, Detail: r.Detail, Since: ts(r.Since)})
+	}
+	return out
+}
+
 // GetTerminal implements mnguardv1.AdminServiceServer.
 func (a *AdminService) GetTerminal(ctx context.Context, req *mnguardv1.GetTerminalRequest) (*mnguardv1.GetTerminalResponse, error) {
-	if _, err := requireRole(ctx, allRoles...); err != nil {
+	if _, err := OperatorFrom(ctx); err != nil {
 		return nil, err
 	}
 	if err := validID(req.GetId()); err != nil {
@@ -141,12 +193,19 @@ func (a *AdminService) GetTerminal(ctx context.Context, req *mnguardv1.GetTermin
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
+	c, err := a.s.cfg.Store.TerminalCompliance(ctx, t.ID)
+	switch {
+	case err == nil:
+		pt.Compliance = ComplianceProto(c)
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, storeErr("compliance of terminal "+t.ID, err)
+	}
 	return &mnguardv1.GetTerminalResponse{Terminal: pt}, nil
 }
 
 // RevokeTerminal implements mnguardv1.AdminServiceServer.
 func (a *AdminService) RevokeTerminal(ctx context.Context, req *mnguardv1.RevokeTerminalRequest) (*mnguardv1.RevokeTerminalResponse, error) {
-	op, err := requireRole(ctx, store.RoleAdmin)
+	op, err := OperatorFrom(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +237,7 @@ func (a *AdminService) RevokeTerminal(ctx context.Context, req *mnguardv1.Revoke
 
 func (a *AdminService) audit(ctx context.Context, op *Operator, action, target, detail string) error {
 	_, err := a.s.cfg.Store.AppendAudit(ctx, store.AuditEntry{
-		Time: a.s.cfg.Now(), Actor: op.Name + " (" + op.Role + ", token " + op.TokenID + ")",
+		Time: a.s.cfg.Now(), Actor: op.Actor(),
 		Action: action, Target: target, Detail: detail,
 	})
 	if err != nil {
@@ -189,7 +248,7 @@ func (a *AdminService) audit(ctx context.Context, op *Operator, action, target, 
 
 // CreateEnrollmentToken implements mnguardv1.AdminServiceServer.
 func (a *AdminService) CreateEnrollmentToken(ctx context.Context, req *mnguardv1.CreateEnrollmentTokenRequest) (*mnguardv1.CreateEnrollmentTokenResponse, error) {
-	op, err := requireRole(ctx, store.RoleAdmin)
+	op, err := OperatorFrom(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +289,7 @@ func (a *AdminService) CreateEnrollmentToken(ctx context.Context, req *mnguardv1
 
 // ListEnrollmentTokens implements mnguardv1.AdminServiceServer.
 func (a *AdminService) ListEnrollmentTokens(ctx context.Context, _ *mnguardv1.ListEnrollmentTokensRequest) (*mnguardv1.ListEnrollmentTokensResponse, error) {
-	if _, err := requireRole(ctx, store.RoleAdmin, store.RoleAuditor); err != nil {
+	if _, err := OperatorFrom(ctx); err != nil {
 		return nil, err
 	}
 	toks, err := a.s.cfg.Store.EnrollmentTokens(ctx)
@@ -249,39 +308,85 @@ func (a *AdminService) ListEnrollmentTokens(ctx context.Context, _ *mnguardv1.Li
 
 // ListEvents implements mnguardv1.AdminServiceServer.
 func (a *AdminService) ListEvents(ctx context.Context, req *mnguardv1.ListEventsRequest) (*mnguardv1.ListEventsResponse, error) {
-	if _, err := requireRole(ctx, allRoles...); err != nil {
+	if _, err := OperatorFrom(ctx); err != nil {
 		return nil, err
 	}
-	if req.GetTerminalId() != "" {
-		if err := validID(req.GetTerminalId()); err != nil {
-			return nil, err
-		}
+	f, err := EventFilter(req)
+	if err != nil {
+		return nil, err
 	}
-	limit := int(req.GetLimit())
-	if limit == 0 {
-		limit = 100
-	}
-	if limit > 10000 {
-		return nil, status.Error(codes.InvalidArgument, "limit: at most 10000")
-	}
-	evs, err := a.s.cfg.Store.Events(ctx, req.GetTerminalId(), limit)
+	evs, err := a.s.cfg.Store.FilterEvents(ctx, f)
 	if err != nil {
 		return nil, storeErr("events", err)
 	}
 	out := &mnguardv1.ListEventsResponse{Events: make([]*mnguardv1.StoredEvent, 0, len(evs))}
 	for _, e := range evs {
-		pe := &mnguardv1.Event{}
-		if err := proto.Unmarshal(e.Data, pe); err != nil {
-			return nil, status.Errorf(codes.Internal, "event %s/%d: %v", e.TerminalID, e.Seq, err)
+		se, err := StoredEventProto(e)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "%v", err)
 		}
-		out.Events = append(out.Events, &mnguardv1.StoredEvent{TerminalId: e.TerminalID, Event: pe, ReceivedAt: ts(e.ReceivedAt), Source: e.Source})
+		out.Events = append(out.Events, se)
 	}
 	return out, nil
 }
 
+// EventFilter checks a ListEvents request and returns the store's filter.
+func EventFilter(req *mnguardv1.ListEventsRequest) (store.EventFilter, error) {
+	f := store.EventFilter{TerminalID: req.GetTerminalId(), Type: req.GetType(), Limit: int(req.GetLimit())}
+	if f.TerminalID != "" {
+		if err := validID(f.TerminalID); err != nil {
+			return f, err
+		}
+	}
+	if f.Limit == 0 {
+		f.Limit = 100
+	}
+	if f.Limit > 10000 {
+		return f, status.Error(codes.InvalidArgument, "limit: at most 10000")
+	}
+	if f.Type != "" {
+		t := strings.TrimSuffix(f.Type, ".")
+		if len(f.Type) > maxEventTypeLength || !eventTypeRE.MatchString(t) {
+			return f, status.Errorf(codes.InvalidArgument, "type: %q is not an event type (media.attached) or a prefix ending in a dot (media.)", truncate(f.Type))
+		}
+	}
+	var err error
+	if f.Since, err = optTime("since", req.GetSince()); err != nil {
+		return f, err
+	}
+	if f.Until, err = optTime("until", req.GetUntil()); err != nil {
+		return f, err
+	}
+	return f, nil
+}
+
+// StoredEventProto is the API form of a stored event.
+func StoredEventProto(e store.Event) (*mnguardv1.StoredEvent, error) {
+	pe := &mnguardv1.Event{}
+	if err := proto.Unmarshal(e.Data, pe); err != nil {
+		return nil, fmt.Errorf("event %s/%d: %w", e.TerminalID, e.Seq, err)
+	}
+	return &mnguardv1.StoredEvent{TerminalId: e.TerminalID, Event: pe, ReceivedAt: ts(e.ReceivedAt), Source: e.Source}, nil
+}
+
+// optTime checks an optional timestamp argument.
+func optTime(field string, t *timestamppb.Timestamp) (time.Time, error) {
+	if t == nil {
+		return time.Time{}, nil
+	}
+	if err := t.CheckValid(); err != nil {
+		return time.Time{}, status.Errorf(codes.InvalidArgument, "%s: %v", field, err)
+	}
+	v := t.AsTime()
+	if v.Year() < 1700 || v.Year() > 2200 {
+		return time.Time{}, status.Errorf(codes.InvalidArgument, "%s: %s is out of range", field, v.Format(time.RFC3339))
+	}
+	return v, nil
+}
+
 // GetServerInfo implements mnguardv1.AdminServiceServer.
 func (a *AdminService) GetServerInfo(ctx context.Context, _ *mnguardv1.GetServerInfoRequest) (*mnguardv1.GetServerInfoResponse, error) {
-	op, err := requireRole(ctx, allRoles...)
+	op, err := OperatorFrom(ctx)
 	if err != nil {
 		return nil, err
 	}

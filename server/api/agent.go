@@ -16,6 +16,7 @@ import (
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"github.com/mnguard/mnguard/server/ca"
 	"github.com/mnguard/mnguard/server/logins"
+	"github.com/mnguard/mnguard/server/operators"
 	"github.com/mnguard/mnguard/server/store"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -48,7 +49,16 @@ type Config struct {
 	Version   string
 	// Logins is the TOTP authority; nil leaves the user RPCs and
 	// VerifyLogin unimplemented.
-	Logins  *logins.Service
+	Logins *logins.Service
+	// Operators manages operators; nil leaves their RPCs unimplemented.
+	Operators *operators.Service
+	// Reports renders the self-inspection report; nil leaves
+	// GetSelfInspectionReport unimplemented.
+	Reports ReportRenderer
+	// Changed, when set, is told of every terminal whose reports, events
+	// or exemptions changed (the compliance evaluation and the console's
+	// live pages listen).
+	Changed func(terminalID string)
 	Logger  *slog.Logger
 	Metrics *Metrics
 	Now     func() time.Time
@@ -101,6 +111,13 @@ func New(cfg Config) *Services {
 	s.Admin = &AdminService{s: s}
 	cfg.Metrics.subscribers(s.hub.count)
 	return s
+}
+
+// changed tells Config.Changed that something of the terminal changed.
+func (s *Services) changed(terminalID string) {
+	if s.cfg.Changed != nil {
+		s.cfg.Changed(terminalID)
+	}
 }
 
 func policyVersion(p *mnguardv1.Policy) string {
@@ -277,6 +294,7 @@ func (a *AgentService) Report(ctx context.Context, req *mnguardv1.ReportRequest)
 		return nil, status.Errorf(codes.Unavailable, "store report: %v", err)
 	}
 	cfg.Metrics.reports.WithLabelValues("ok").Inc()
+	a.s.changed(t.ID)
 	cfg.Metrics.events.WithLabelValues("stored").Add(float64(len(res.Stored)))
 	cfg.Metrics.events.WithLabelValues("duplicate").Add(float64(len(res.Duplicates)))
 	cfg.Metrics.reportSeconds.Observe(time.Since(start).Seconds())

@@ -4,6 +4,8 @@ package api
 
 import (
 	"context"
+	"path"
+	"slices"
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mnguard/mnguard/server/authz"
 	"github.com/mnguard/mnguard/server/ca"
 	"github.com/mnguard/mnguard/server/store"
 	"google.golang.org/grpc"
@@ -41,11 +44,13 @@ type Terminal struct {
 	Cert   *x509.Certificate
 }
 
-// Operator is the authenticated caller of an admin RPC.
+// Operator is the authenticated caller of an admin RPC or a web action.
 type Operator struct {
-	TokenID string
-	Name    string
-	Role    string
+	Name string
+	Role string
+	// Via says how the operator acts, for the audit log: "token ID" or
+	// "web session 1a2b3c4d".
+	Via string
 }
 
 // Authenticator decides who is calling. It is installed as a gRPC
@@ -91,25 +96,32 @@ type wrappedStream struct {
 
 func (w *wrappedStream) Context() context.Context { return w.ctx }
 
+// authenticate finds who calls method and checks it against the
+// authorization table: a method the table does not list is refused before
+// anything else, then the caller must be one the table names for it.
 func (a *Authenticator) authenticate(ctx context.Context, method string) (context.Context, error) {
+	who, ok := authz.RPC(method)
+	if !ok {
+		return nil, status.Errorf(codes.PermissionDenied, "%s is not in the collector's authorization table: nobody may call it", method)
+	}
 	switch {
-	case method == enrollMethod:
+	case slices.Contains(who, authz.Anyone):
 		return ctx, nil
-	case strings.HasPrefix(method, agentServicePrefix):
+	case slices.Contains(who, authz.Terminal):
 		t, err := a.terminal(ctx)
 		if err != nil {
 			return nil, err
 		}
 		return context.WithValue(ctx, terminalKey, t), nil
-	case strings.HasPrefix(method, adminServicePrefix):
-		op, err := a.operator(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return context.WithValue(ctx, operatorKey, op), nil
-	default:
-		return nil, status.Error(codes.Unimplemented, "unknown service")
 	}
+	op, err := a.operator(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(who, op.Role) {
+		return nil, status.Errorf(codes.PermissionDenied, "role %s may not call %s (needs %s)", op.Role, path.Base(method), strings.Join(who, " or "))
+	}
+	return context.WithValue(ctx, operatorKey, op), nil
 }
 
 // terminal verifies the peer's client certificate against the CA and the
@@ -183,8 +195,12 @@ func (a *Authenticator) operator(ctx context.Context) (*Operator, error) {
 		return nil, status.Error(codes.Unauthenticated, "API token revoked")
 	case err != nil:
 		return nil, status.Errorf(codes.Unavailable, "look up API token: %v", err)
+	case rec.OperatorDisabled:
+		return nil, status.Errorf(codes.PermissionDenied, "operator %s is disabled", rec.Name)
+	case !rec.ExpiresAt.IsZero() && !a.now().Before(rec.ExpiresAt):
+		return nil, status.Errorf(codes.Unauthenticated, "API token expired at %s", rec.ExpiresAt.UTC().Format(time.RFC3339))
 	}
-	return &Operator{TokenID: rec.ID, Name: rec.Name, Role: rec.Role}, nil
+	return &Operator{Name: rec.Name, Role: rec.Role, Via: "token " + rec.ID}, nil
 }
 
 // TerminalFrom returns the authenticated terminal of an agent RPC.
@@ -205,18 +221,15 @@ func OperatorFrom(ctx context.Context) (*Operator, error) {
 	return op, nil
 }
 
-// requireRole returns the operator when it has one of the roles.
-func requireRole(ctx context.Context, roles ...string) (*Operator, error) {
-	op, err := OperatorFrom(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, r := range roles {
-		if op.Role == r {
-			return op, nil
-		}
-	}
-	return nil, status.Errorf(codes.PermissionDenied, "role %s may not do this (needs %s)", op.Role, strings.Join(roles, " or "))
+// WithOperator returns ctx carrying op as the authenticated operator: the
+// web console calls the admin service in-process for the operator behind a
+// session, after checking the route against the authorization table.
+func WithOperator(ctx context.Context, op *Operator) context.Context {
+	return context.WithValue(ctx, operatorKey, op)
 }
 
 func (o *Operator) String() string { return fmt.Sprintf("%s (%s)", o.Name, o.Role) }
+
+// Actor is how the audit log names the operator: name, role and how they
+// acted.
+func (o *Operator) Actor() string { return fmt.Sprintf("%s (%s, %s)", o.Name, o.Role, o.Via) }

@@ -158,6 +158,7 @@ func (s *Services) exemptionEvent(ctx context.Context, typ string, sev mnguardv1
 	if err != nil {
 		s.cfg.Logger.Error("record exemption event", "type", typ, "terminal", e.TerminalID, "exemption", e.ID, "err", err)
 	}
+	s.changed(e.TerminalID)
 }
 
 // notifyExemptions tells the terminal's live streams that its exemptions
@@ -289,7 +290,7 @@ func exemptionDetail(e store.Exemption) string {
 // terminal's new set to its live streams at once.
 func (a *AdminService) IssueExemption(ctx context.Context, req *mnguardv1.IssueExemptionRequest) (*mnguardv1.IssueExemptionResponse, error) {
 	cfg := a.s.cfg
-	op, err := requireRole(ctx, adminOrHelpdesk...)
+	op, err := OperatorFrom(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -365,7 +366,7 @@ func validExemptionID(id string) error {
 // online exemption and pushes the terminal's new set, without it, at once.
 func (a *AdminService) RevokeExemption(ctx context.Context, req *mnguardv1.RevokeExemptionRequest) (*mnguardv1.RevokeExemptionResponse, error) {
 	cfg := a.s.cfg
-	op, err := requireRole(ctx, adminOrHelpdesk...)
+	op, err := OperatorFrom(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -407,7 +408,7 @@ func (a *AdminService) RevokeExemption(ctx context.Context, req *mnguardv1.Revok
 // ListExemptions implements mnguardv1.AdminServiceServer: newest first, at
 // most 10000.
 func (a *AdminService) ListExemptions(ctx context.Context, req *mnguardv1.ListExemptionsRequest) (*mnguardv1.ListExemptionsResponse, error) {
-	if _, err := requireRole(ctx, allRoles...); err != nil {
+	if _, err := OperatorFrom(ctx); err != nil {
 		return nil, err
 	}
 	if req.GetTerminalId() != "" {
@@ -463,7 +464,7 @@ func reportedDevices(t store.Terminal, tag uint16) ([]*mnguardv1.DeviceIdentity,
 // terminal's offline key, once per challenge, and records the exemption.
 func (a *AdminService) IssueOfflineExemptionCode(ctx context.Context, req *mnguardv1.IssueOfflineExemptionCodeRequest) (*mnguardv1.IssueOfflineExemptionCodeResponse, error) {
 	cfg := a.s.cfg
-	op, err := requireRole(ctx, adminOrHelpdesk...)
+	op, err := OperatorFrom(ctx)
 	if err != nil {
 		return nil, err
 	}

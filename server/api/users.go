@@ -20,12 +20,6 @@ const (
 	maxPasswordBytes = 1024
 )
 
-// Roles of the user RPCs.
-var (
-	adminOnly       = []string{store.RoleAdmin}
-	adminOrHelpdesk = []string{store.RoleAdmin, store.RoleHelpdesk}
-)
-
 func userProto(u store.User) *mnguardv1.User {
 	state := mnguardv1.UserState_USER_STATE_UNSPECIFIED
 	switch u.State {
@@ -44,9 +38,10 @@ func userProto(u store.User) *mnguardv1.User {
 	}
 }
 
-// loginsFor checks the caller's role and that TOTP logins are configured.
-func (a *AdminService) loginsFor(ctx context.Context, roles []string) (*logins.Service, *Operator, error) {
-	op, err := requireRole(ctx, roles...)
+// loginsFor returns the caller and checks that TOTP logins are configured.
+// Who may call what is the authorization table's business (package authz).
+func (a *AdminService) loginsFor(ctx context.Context) (*logins.Service, *Operator, error) {
+	op, err := OperatorFrom(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -105,7 +100,7 @@ func validCode(field, code string) error {
 
 // EnrollUser implements mnguardv1.AdminServiceServer.
 func (a *AdminService) EnrollUser(ctx context.Context, req *mnguardv1.EnrollUserRequest) (*mnguardv1.EnrollUserResponse, error) {
-	l, op, err := a.loginsFor(ctx, adminOnly)
+	l, op, err := a.loginsFor(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +119,7 @@ func (a *AdminService) EnrollUser(ctx context.Context, req *mnguardv1.EnrollUser
 
 // ConfirmUser implements mnguardv1.AdminServiceServer.
 func (a *AdminService) ConfirmUser(ctx context.Context, req *mnguardv1.ConfirmUserRequest) (*mnguardv1.ConfirmUserResponse, error) {
-	l, op, err := a.loginsFor(ctx, adminOrHelpdesk)
+	l, op, err := a.loginsFor(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +141,7 @@ func (a *AdminService) ConfirmUser(ctx context.Context, req *mnguardv1.ConfirmUs
 
 // ListUsers implements mnguardv1.AdminServiceServer.
 func (a *AdminService) ListUsers(ctx context.Context, _ *mnguardv1.ListUsersRequest) (*mnguardv1.ListUsersResponse, error) {
-	l, _, err := a.loginsFor(ctx, allRoles)
+	l, _, err := a.loginsFor(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +158,7 @@ func (a *AdminService) ListUsers(ctx context.Context, _ *mnguardv1.ListUsersRequ
 
 // GetUser implements mnguardv1.AdminServiceServer.
 func (a *AdminService) GetUser(ctx context.Context, req *mnguardv1.GetUserRequest) (*mnguardv1.GetUserResponse, error) {
-	l, _, err := a.loginsFor(ctx, allRoles)
+	l, _, err := a.loginsFor(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +174,7 @@ func (a *AdminService) GetUser(ctx context.Context, req *mnguardv1.GetUserReques
 
 // UnlockUser implements mnguardv1.AdminServiceServer.
 func (a *AdminService) UnlockUser(ctx context.Context, req *mnguardv1.UnlockUserRequest) (*mnguardv1.UnlockUserResponse, error) {
-	l, op, err := a.loginsFor(ctx, adminOrHelpdesk)
+	l, op, err := a.loginsFor(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +201,7 @@ func (a *AdminService) UnlockUser(ctx context.Context, req *mnguardv1.UnlockUser
 
 // ResetUser implements mnguardv1.AdminServiceServer.
 func (a *AdminService) ResetUser(ctx context.Context, req *mnguardv1.ResetUserRequest) (*mnguardv1.ResetUserResponse, error) {
-	l, op, err := a.loginsFor(ctx, adminOnly)
+	l, op, err := a.loginsFor(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +220,7 @@ func (a *AdminService) ResetUser(ctx context.Context, req *mnguardv1.ResetUserRe
 
 // DeleteUser implements mnguardv1.AdminServiceServer.
 func (a *AdminService) DeleteUser(ctx context.Context, req *mnguardv1.DeleteUserRequest) (*mnguardv1.DeleteUserResponse, error) {
-	l, op, err := a.loginsFor(ctx, adminOnly)
+	l, op, err := a.loginsFor(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -244,7 +239,7 @@ func (a *AdminService) DeleteUser(ctx context.Context, req *mnguardv1.DeleteUser
 // ImportUsers implements mnguardv1.AdminServiceServer. The file is bounded
 // by the gRPC message limit (MaxMessageBytes).
 func (a *AdminService) ImportUsers(ctx context.Context, req *mnguardv1.ImportUsersRequest) (*mnguardv1.ImportUsersResponse, error) {
-	l, op, err := a.loginsFor(ctx, adminOnly)
+	l, op, err := a.loginsFor(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -288,7 +283,7 @@ func (a *AdminService) ImportUsers(ctx context.Context, req *mnguardv1.ImportUse
 
 // ResyncUser implements mnguardv1.AdminServiceServer.
 func (a *AdminService) ResyncUser(ctx context.Context, req *mnguardv1.ResyncUserRequest) (*mnguardv1.ResyncUserResponse, error) {
-	l, op, err := a.loginsFor(ctx, adminOrHelpdesk)
+	l, op, err := a.loginsFor(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -317,7 +312,7 @@ func (a *AdminService) ResyncUser(ctx context.Context, req *mnguardv1.ResyncUser
 
 // NewRecoveryCodes implements mnguardv1.AdminServiceServer.
 func (a *AdminService) NewRecoveryCodes(ctx context.Context, req *mnguardv1.NewRecoveryCodesRequest) (*mnguardv1.NewRecoveryCodesResponse, error) {
-	l, op, err := a.loginsFor(ctx, adminOrHelpdesk)
+	l, op, err := a.loginsFor(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -336,7 +331,7 @@ func (a *AdminService) NewRecoveryCodes(ctx context.Context, req *mnguardv1.NewR
 
 // IssueOfflineLoginCode implements mnguardv1.AdminServiceServer.
 func (a *AdminService) IssueOfflineLoginCode(ctx context.Context, req *mnguardv1.IssueOfflineLoginCodeRequest) (*mnguardv1.IssueOfflineLoginCodeResponse, error) {
-	l, op, err := a.loginsFor(ctx, adminOrHelpdesk)
+	l, op, err := a.loginsFor(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -34,6 +34,13 @@ type clock struct {
 	t  time.Time
 }
 
+// Roles as the authorization table (package authz) gives them.
+var (
+	allRoles        = []string{store.RoleAdmin, store.RoleHelpdesk, store.RoleAuditor}
+	adminOnly       = []string{store.RoleAdmin}
+	adminOrHelpdesk = []string{store.RoleAdmin, store.RoleHelpdesk}
+)
+
 func (c *clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -112,7 +119,11 @@ func startCollectorWith(t *testing.T, withLogins bool, edit func(*Config)) *coll
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := st.CreateOperatorToken(ctx, store.OperatorToken{ID: "tok-" + role, Name: role + "-op", Role: role, Hash: HashToken(tok), CreatedAt: now}); err != nil {
+		audit := store.AuditEntry{Time: now, Actor: "test", Action: "operator.add"}
+		if err := st.CreateOperator(ctx, store.Operator{Name: role + "-op", Role: role, CreatedAt: now}, audit); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.CreateOperatorToken(ctx, store.OperatorToken{ID: "tok-" + role, Name: role + "-op", Hash: HashToken(tok), CreatedAt: now}, audit); err != nil {
 			t.Fatal(err)
 		}
 		c.tokens[role] = tok
@@ -332,7 +343,7 @@ func TestUserLifecycle(t *testing.T) {
 	if r.GetResult() != mnguardv1.LoginResult_LOGIN_RESULT_ACCEPTED || !strings.Contains(r.GetMessage(), "9 left") {
 		t.Errorf("recovery code: %v", r)
 	}
-	rc, err := help.NewRecoveryCodes(hctx, &mnguardv1.NewRecoveryCodesRequest{Name: "t.yamada"})
+	rc, err := admin.NewRecoveryCodes(actx, &mnguardv1.NewRecoveryCodesRequest{Name: "t.yamada"})
 	if err != nil || len(rc.GetRecoveryCodes()) != 10 || rc.GetUser().GetRecoveryCodesLeft() != 10 {
 		t.Fatalf("NewRecoveryCodes = %v, %v", rc, err)
 	}
@@ -483,7 +494,7 @@ func TestUserRoles(t *testing.T) {
 			_, err := a.ResyncUser(ctx, &mnguardv1.ResyncUserRequest{Name: "nobody", Code1: "123456", Code2: "234567"})
 			return err
 		}},
-		{"NewRecoveryCodes", adminOrHelpdesk, func(a mnguardv1.AdminServiceClient, ctx context.Context) error {
+		{"NewRecoveryCodes", adminOnly, func(a mnguardv1.AdminServiceClient, ctx context.Context) error {
 			_, err := a.NewRecoveryCodes(ctx, &mnguardv1.NewRecoveryCodesRequest{Name: "nobody"})
 			return err
 		}},

@@ -4,6 +4,7 @@ package collector
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"github.com/mnguard/mnguard/server/api"
 	"github.com/mnguard/mnguard/server/ca"
 	"github.com/mnguard/mnguard/server/logins"
+	"github.com/mnguard/mnguard/server/operators"
 	"github.com/mnguard/mnguard/server/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -33,6 +35,10 @@ const (
 	DBFile         = "mnguard.db"
 	SigningKeyFile = "signing.key"
 	AdminTokenFile = "admin.token"
+	// AdminPasswordFile and AdminTOTPFile hold the first admin's console
+	// sign-in: its password and its TOTP secret (base32).
+	AdminPasswordFile = "admin.password"
+	AdminTOTPFile     = "admin.totp"
 	// TOTPKeyFile seals the TOTP secrets of login users; losing it loses
 	// every enrollment.
 	TOTPKeyFile = "totp.key"
@@ -41,10 +47,15 @@ const (
 // InitResult says what Init found or made.
 type InitResult struct {
 	CAPin string
-	// AdminToken is set only when Init created it (first start).
-	AdminToken     string
-	AdminTokenFile string
-	Created        bool
+	// AdminToken is set only when Init created it (first start), with
+	// the first admin's password and TOTP secret.
+	AdminToken        string
+	AdminTokenFile    string
+	AdminPassword     string
+	AdminPasswordFile string
+	AdminTOTPSecret   string
+	AdminTOTPFile     string
+	Created           bool
 }
 
 // Init prepares dataDir: the CA, the exemption-signing key, the database,
@@ -72,31 +83,69 @@ func Init(ctx context.Context, dataDir string, now time.Time) (InitResult, error
 		return InitResult{}, err
 	}
 	res := InitResult{CAPin: authority.Pin(), Created: caCreated}
-	has, err := st.HasOperatorTokens(ctx)
+	has, err := st.HasOperators(ctx)
 	if err != nil {
 		return InitResult{}, err
 	}
 	if has {
 		return res, nil
 	}
+	key, err := logins.LoadKey(filepath.Join(dataDir, TOTPKeyFile))
+	if err != nil {
+		return InitResult{}, err
+	}
+	ops, err := operators.New(st, key, operators.DefaultPolicy())
+	if err != nil {
+		return InitResult{}, err
+	}
 	tok, err := api.NewOperatorToken()
 	if err != nil {
 		return InitResult{}, err
 	}
-	path := filepath.Join(dataDir, AdminTokenFile)
-	if err := pki.WriteFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
-		return InitResult{}, fmt.Errorf("write admin token: %w", err)
-	}
-	if err := st.CreateOperatorToken(ctx, store.OperatorToken{
-		ID: "admin-initial", Name: "admin", Role: store.RoleAdmin, Hash: api.HashToken(tok), CreatedAt: now,
-	}); err != nil {
+	password, err := newPassword()
+	if err != nil {
 		return InitResult{}, err
 	}
-	if _, err := st.AppendAudit(ctx, store.AuditEntry{Time: now, Actor: "mnguard-server init", Action: "operator_token.create", Target: "admin-initial", Detail: "first admin API token, written to " + path}); err != nil {
+	const actor = "mnguard-server init"
+	_, secret, err := ops.Add(ctx, "admin", store.RoleAdmin, password, actor, store.AuditEntry{Time: now, Actor: actor})
+	if err != nil {
+		return InitResult{}, fmt.Errorf("first admin: %w", err)
+	}
+	files := map[string]string{AdminTokenFile: tok, AdminPasswordFile: password, AdminTOTPFile: secret.Secret}
+	for _, name := range []string{AdminTokenFile, AdminPasswordFile, AdminTOTPFile} {
+		if err := pki.WriteFileAtomic(filepath.Join(dataDir, name), []byte(files[name]+"\n"), 0o600); err != nil {
+			return InitResult{}, fmt.Errorf("write %s: %w", name, err)
+		}
+	}
+	path := filepath.Join(dataDir, AdminTokenFile)
+	if err := st.CreateOperatorToken(ctx, store.OperatorToken{ID: "admin-initial", Name: "admin", Hash: api.HashToken(tok), CreatedAt: now},
+		store.AuditEntry{Time: now, Actor: actor, Action: "operator_token.create", Target: "admin-initial", Detail: "first admin API token, written to " + path}); err != nil {
 		return InitResult{}, err
 	}
 	res.AdminToken, res.AdminTokenFile, res.Created = tok, path, true
+	res.AdminPassword, res.AdminPasswordFile = password, filepath.Join(dataDir, AdminPasswordFile)
+	res.AdminTOTPSecret, res.AdminTOTPFile = secret.Secret, filepath.Join(dataDir, AdminTOTPFile)
 	return res, nil
+}
+
+// newPassword returns a random password of 20 characters from an alphabet
+// without look-alikes (about 100 bits).
+func newPassword() (string, error) {
+	const alphabet = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+	out := make([]byte, 0, 20)
+	buf := make([]byte, 32)
+	for len(out) < cap(out) {
+		if _, err := rand.Read(buf); err != nil {
+			return "", err
+		}
+		for _, c := range buf {
+			// Only bytes below a multiple of the alphabet's size: no bias.
+			if int(c) < 256/len(alphabet)*len(alphabet) && len(out) < cap(out) {
+				out = append(out, alphabet[int(c)%len(alphabet)])
+			}
+		}
+	}
+	return string(out), nil
 }
 
 // ensureTOTPKey checks the TOTP key at path, or creates it if it is
