@@ -4,12 +4,12 @@ package api
 
 import (
 	"context"
-	"path"
-	"slices"
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"path"
+	"slices"
 	"strings"
 	"time"
 
