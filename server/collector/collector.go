@@ -22,9 +22,12 @@ import (
 	"github.com/mnguard/mnguard/internal/version"
 	"github.com/mnguard/mnguard/server/api"
 	"github.com/mnguard/mnguard/server/ca"
+	"github.com/mnguard/mnguard/server/compliance"
 	"github.com/mnguard/mnguard/server/logins"
 	"github.com/mnguard/mnguard/server/operators"
+	"github.com/mnguard/mnguard/server/report"
 	"github.com/mnguard/mnguard/server/store"
+	"github.com/mnguard/mnguard/server/web"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -183,7 +186,20 @@ type Config struct {
 	// Logins is the TOTP login policy; nil means logins.DefaultPolicy().
 	// Its Now and Logger are ignored.
 	Logins *logins.Policy
-	Logger *slog.Logger
+	// HTTPCertFile and HTTPKeyFile, when set, are the console's TLS
+	// certificate and key (PEM) instead of one from the collector's CA:
+	// one the operators' browsers already trust.
+	HTTPCertFile, HTTPKeyFile string
+	// Location is the time zone of the console and the reports
+	// (default Asia/Tokyo).
+	Location *time.Location
+	// MinAgentVersion, when set, is the oldest agent version the
+	// compliance check accepts; otherwise the collector's own version.
+	MinAgentVersion string
+	// WebIdleTimeout and WebSessionMax end console sessions (defaults 15
+	// min and 8 h).
+	WebIdleTimeout, WebSessionMax time.Duration
+	Logger                        *slog.Logger
 	// Ready, when set, is called once both listeners accept connections.
 	Ready func(grpcAddr, httpAddr net.Addr)
 }
@@ -235,14 +251,58 @@ func Serve(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	webCert := certs.get
+	if cfg.HTTPCertFile != "" || cfg.HTTPKeyFile != "" {
+		pair, err := tls.LoadX509KeyPair(cfg.HTTPCertFile, cfg.HTTPKeyFile)
+		if err != nil {
+			return fmt.Errorf("console certificate: %w", err)
+		}
+		webCert = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }
+	}
+	loc := cfg.Location
+	if loc == nil {
+		if loc, err = time.LoadLocation("Asia/Tokyo"); err != nil {
+			return err
+		}
+	}
+	ops, err := operators.New(st, key, operators.Policy{
+		DelayAfter: operators.DefaultDelayAfter, Delay: operators.DefaultDelay, LockAfter: operators.DefaultLockAfter,
+		Window: policy.Window, Issuer: policy.Issuer + " console", Logger: log,
+	})
+	if err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reportInterval := cfg.ReportInterval
+	if reportInterval <= 0 {
+		reportInterval = time.Minute
+	}
+	evaluator := compliance.New(compliance.Config{
+		Store: st, Policy: compliance.Policy{ReportInterval: reportInterval, Version: version.Version, MinAgentVersion: cfg.MinAgentVersion},
+		Location: loc, Registerer: reg, Logger: log,
+	})
+	reports := report.New(st, loc, version.Version)
+	var console *web.Server
 	svc := api.New(api.Config{
 		Store: st, CA: authority, ExemptionKey: signing.Public().(ed25519.PublicKey), ExemptionSigner: signing,
 		ExemptionMaxDuration: cfg.ExemptionMaxDuration, ExemptionDefaultDuration: cfg.ExemptionDefaultDuration,
 		CertValidity: cfg.CertValidity, ReportInterval: cfg.ReportInterval,
-		Version: version.Version, Logins: authn, Logger: log, Metrics: api.NewMetrics(reg),
+		Version: version.Version, Logins: authn, Operators: ops, Reports: reports, Logger: log, Metrics: api.NewMetrics(reg),
+		Changed: func(terminalID string) {
+			evaluator.Poke(terminalID)
+			console.Changed(terminalID)
+		},
 	})
+	console, err = web.New(web.Config{
+		Store: st, Admin: svc.Admin, Operators: ops, Reports: reports, Compliance: evaluator.Policy(),
+		ExemptionMaxDuration: cfg.ExemptionMaxDuration, Location: loc,
+		IdleTimeout: cfg.WebIdleTimeout, AbsoluteTimeout: cfg.WebSessionMax, Version: version.Version,
+		Health: st.Ping, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Logger: log,
+	})
+	if err != nil {
+		return err
+	}
 	grpcSrv := svc.NewGRPCServer(certs.get)
 
 	gl, err := net.Listen("tcp", cfg.GRPCListen)
@@ -255,12 +315,20 @@ func Serve(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("listen HTTPS on %s: %w", cfg.HTTPListen, err)
 	}
 	httpSrv := &http.Server{
-		Handler:           httpHandler(st, reg),
+		Handler:           console.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get},
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: webCert},
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	log.Info("collector listening", "grpc", gl.Addr().String(), "https", hl.Addr().String(), "ca_pin", res.CAPin, "version", version.Version)
+	bg, stopBG := context.WithCancel(ctx)
+	defer stopBG()
+	go func() { _ = evaluator.Run(bg) }()
+	go console.Sweep(bg)
+	log.Info("collector listening", "grpc", gl.Addr().String(), "https", hl.Addr().String(), "console", "https://"+hl.Addr().String()+"/",
+		"ca_pin", res.CAPin, "version", version.Version)
 	if cfg.Ready != nil {
 		cfg.Ready(gl.Addr(), hl.Addr())
 	}
@@ -268,7 +336,7 @@ func Serve(ctx context.Context, cfg Config) error {
 	errc := make(chan error, 2)
 	go func() { errc <- grpcSrv.Serve(gl) }()
 	go func() { errc <- httpSrv.ServeTLS(hl, "", "") }()
-	go certs.refresh(ctx, log)
+	go certs.refresh(bg, log)
 
 	select {
 	case <-ctx.Done():
@@ -353,24 +421,4 @@ func (s *serverCerts) refresh(ctx context.Context, log *slog.Logger) {
 			}
 		}
 	}
-}
-
-func httpHandler(st store.Store, reg *prometheus.Registry) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := st.Ping(ctx); err != nil {
-			http.Error(w, "store unavailable: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "ok")
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintf(w, "mnguard collector %s\n\nThe web dashboard is not part of this release yet; use mnguardctl.\nEndpoints: /healthz, /metrics\n", version.Version)
-	})
-	return mux
 }

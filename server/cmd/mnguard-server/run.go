@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"regexp"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/mnguard/mnguard/server/api"
 	"github.com/mnguard/mnguard/server/collector"
 	"github.com/mnguard/mnguard/server/logins"
+	"github.com/mnguard/mnguard/server/web"
 )
 
 const usage = `usage: mnguard-server COMMAND [flags]
@@ -65,14 +67,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		}
 		fmt.Fprintln(stdout, res.CAPin)
 		if res.AdminToken != "" {
-			fmt.Fprintf(stderr, "Initialised %s.\nAdmin API token written to %s (readable by root only; shown nowhere else).\nAgents enroll with --ca-pin %s\n", *dataDir, res.AdminTokenFile, res.CAPin)
+			fmt.Fprintf(stderr, "Initialised %s.\nFirst admin operator: admin. Its console password is in %s, its TOTP secret in %s,\nits API token in %s (readable by root only; shown nowhere else).\nAgents enroll with --ca-pin %s\n",
+				*dataDir, res.AdminPasswordFile, res.AdminTOTPFile, res.AdminTokenFile, res.CAPin)
 		} else {
 			fmt.Fprintf(stderr, "%s was already initialised; nothing changed.\n", *dataDir)
 		}
 		return 0
 	case "serve":
 		grpcListen := fs.String("grpc-listen", env("MNGUARD_GRPC_LISTEN", ":8443"), "gRPC listen address for agents and mnguardctl (env MNGUARD_GRPC_LISTEN)")
-		httpListen := fs.String("http-listen", env("MNGUARD_HTTP_LISTEN", ":8444"), "HTTPS listen address for /healthz and /metrics (env MNGUARD_HTTP_LISTEN)")
+		httpListen := fs.String("http-listen", env("MNGUARD_HTTP_LISTEN", ":8444"), "HTTPS listen address of the web console, /healthz and /metrics (env MNGUARD_HTTP_LISTEN)")
+		httpCert := fs.String("http-cert", env("MNGUARD_HTTP_CERT", ""), "PEM certificate (chain) for the console that browsers already trust, instead of one from the collector's CA (env MNGUARD_HTTP_CERT)")
+		httpKey := fs.String("http-key", env("MNGUARD_HTTP_KEY", ""), "PEM private key of --http-cert (env MNGUARD_HTTP_KEY)")
+		timeZone := fs.String("time-zone", env("MNGUARD_TIME_ZONE", "Asia/Tokyo"), "time zone of the console and the reports (env MNGUARD_TIME_ZONE)")
+		minAgent := fs.String("min-agent-version", env("MNGUARD_MIN_AGENT_VERSION", ""), "oldest agent version (vMAJOR.MINOR.PATCH) the compliance check accepts; default: the collector's own version (env MNGUARD_MIN_AGENT_VERSION)")
+		webIdle := fs.Duration("web-idle-timeout", web.DefaultIdleTimeout, "console sessions end after this long without a request (1m to 8h; env MNGUARD_WEB_IDLE_TIMEOUT)")
+		webMax := fs.Duration("web-session-max", web.DefaultAbsoluteTimeout, "console sessions end this long after sign-in (1m to 24h; env MNGUARD_WEB_SESSION_MAX)")
 		var names stringList
 		fs.Var(&names, "server-name", "extra DNS name or IP address in the server certificate (repeatable)")
 		certValidity := fs.Duration("cert-validity", 90*24*time.Hour, "lifetime of agent certificates; agents renew when a third is left")
@@ -91,6 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			"login-delay": "MNGUARD_LOGIN_DELAY", "login-lock-after": "MNGUARD_LOGIN_LOCK_AFTER",
 			"totp-issuer":            "MNGUARD_TOTP_ISSUER",
 			"exemption-max-duration": "MNGUARD_EXEMPTION_MAX_DURATION", "exemption-default-duration": "MNGUARD_EXEMPTION_DEFAULT_DURATION",
+			"web-idle-timeout": "MNGUARD_WEB_IDLE_TIMEOUT", "web-session-max": "MNGUARD_WEB_SESSION_MAX",
 		} {
 			if v := getenv(envName); v != "" {
 				if err := fs.Set(name, v); err != nil {
@@ -121,12 +131,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		if err := checkExemptionFlags(*exMax, *exDefault); err != nil {
 			return fail(err)
 		}
+		loc, err := time.LoadLocation(*timeZone)
+		if err != nil || *timeZone == "" {
+			return fail(fmt.Errorf("--time-zone %q: not a time zone name such as Asia/Tokyo", *timeZone))
+		}
+		switch {
+		case (*httpCert == "") != (*httpKey == ""):
+			return fail(errors.New("--http-cert and --http-key: give both or neither"))
+		case *webIdle < time.Minute || *webIdle > 8*time.Hour:
+			return fail(fmt.Errorf("--web-idle-timeout %s: must be 1m to 8h", *webIdle))
+		case *webMax < time.Minute || *webMax > 24*time.Hour || *webMax < *webIdle:
+			return fail(fmt.Errorf("--web-session-max %s: must be 1m to 24h and not below --web-idle-timeout", *webMax))
+		case *minAgent != "" && !versionRE.MatchString(*minAgent):
+			return fail(fmt.Errorf("--min-agent-version %q: want vMAJOR.MINOR.PATCH", *minAgent))
+		}
 		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-		err := collector.Serve(ctx, collector.Config{
+		err = collector.Serve(ctx, collector.Config{
 			DataDir: *dataDir, GRPCListen: *grpcListen, HTTPListen: *httpListen,
 			ServerNames: names, CertValidity: *certValidity, ReportInterval: *reportInterval,
 			ExemptionMaxDuration: *exMax, ExemptionDefaultDuration: *exDefault,
 			Logins: &policy, Logger: log,
+			HTTPCertFile: *httpCert, HTTPKeyFile: *httpKey, Location: loc, MinAgentVersion: *minAgent,
+			WebIdleTimeout: *webIdle, WebSessionMax: *webMax,
 		})
 		if err != nil {
 			return fail(err)
@@ -177,6 +203,8 @@ func checkExemptionFlags(longest, def time.Duration) error {
 	}
 	return nil
 }
+
+var versionRE = regexp.MustCompile(`^v?[0-9]+\.[0-9]+\.[0-9]+([-+.][0-9A-Za-z.+-]*)?$`)
 
 func oneLine(err error) string {
 	return strings.ReplaceAll(err.Error(), "\n", "; ")
