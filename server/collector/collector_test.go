@@ -181,7 +181,7 @@ func TestServeLifecycle(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AddCert(caCert)
 	cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	for path, want := range map[string]string{"/healthz": "ok", "/metrics": "mnguard_report_duration_seconds", "/": "mnguardctl"} {
+	for path, want := range map[string]string{"/healthz": "ok", "/metrics": "mnguard_terminals{state=", "/": `action="/signin"`} {
 		resp, err := cl.Get("https://" + httpAddr.String() + path)
 		if err != nil {
 			t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/mnguard/mnguard/server/authz"
 	"github.com/mnguard/mnguard/server/i18n"
 	"github.com/mnguard/mnguard/server/store"
 	"golang.org/x/net/html"
@@ -549,5 +551,26 @@ func TestChart(t *testing.T) {
 	}
 	if n := strings.Count(body, `class="seg-non-compliant"`) + strings.Count(body, `class="seg-stale"`); n != 2 {
 		t.Errorf("%d other segments, want 2", n)
+	}
+}
+
+// TestRoutesMatchTable: every route of the authorization table is served
+// by its own handler, and every handler's route is in the table.
+func TestRoutesMatchTable(t *testing.T) {
+	e := newEnv(t)
+	table := map[string]bool{}
+	for _, r := range authz.Routes() {
+		table[r] = true
+		method, path, _ := strings.Cut(r, " ")
+		path = strings.NewReplacer("{id}", "x", "{name}", "x", "{file...}", "style.css", "{$}", "").Replace(path)
+		req := httptest.NewRequest(method, path, nil)
+		if _, pattern := e.console.mux.Handler(req); pattern != r {
+			t.Errorf("%s %s is served by %q, want the table's %q", method, path, pattern, r)
+		}
+	}
+	for _, p := range e.console.patterns {
+		if !table[p] {
+			t.Errorf("route %q is registered but not in the authorization table", p)
+		}
 	}
 }
