@@ -1,0 +1,482 @@
+package report
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
+	"github.com/mnguard/mnguard/server/i18n"
+	"github.com/mnguard/mnguard/server/store"
+	"google.golang.org/protobuf/proto"
+)
+
+// Event types and attributes the report reads. The server may not import
+// the agent, so the agent's names are repeated here (agent/media: the
+// events of exempted devices carry the exemption's ID as "exemption_id").
+const (
+	// eventLoginVerify is recorded by the collector (server/logins) for
+	// every login verification; its "reason" ends in lockReached when the
+	// attempt locked the account.
+	eventLoginVerify = "login.verify"
+	lockReached      = "lock reached"
+	// eventExemptionUsed is reported by the agent at the first write to
+	// an exempted device.
+	eventExemptionUsed = "media.exemption_used"
+	attrExemptionID    = "exemption_id"
+	// offlineIDPrefix: the agent names an offline exemption
+	// "offline-" + its normalized challenge, not by the collector's ID.
+	offlineIDPrefix = "offline-"
+)
+
+// Audit actions the report reads.
+const (
+	actionUnlock           = "user.unlock"
+	actionOfflineLogin     = "user.offline_code"
+	actionOfflineExemption = "exemption.offline_code"
+	actionSignIn           = "operator.sign_in"
+	actionSignInFailed     = "operator.sign_in_failed"
+	actionSignInRefused    = "operator.sign_in_refused"
+)
+
+// operatorPrefixes select the audit entries about operators and their API
+// tokens (which act in their name).
+var operatorPrefixes = []string{"operator.", "operator_token."}
+
+// pageSize is how many events or audit entries one query reads (a
+// variable so that tests can make pages small); maxPage bounds it when
+// many events share one received time.
+var pageSize = 2000
+
+const maxPage = 1 << 20
+
+// builder gathers one Report.
+type builder struct {
+	st   store.Store
+	loc  *time.Location
+	lang string
+	// The period is [start, end); cut is end, or now while the period
+	// lasts: nothing after it is known.
+	start, end, cut, now time.Time
+	rep                  *Report
+	hosts                map[string]string
+}
+
+func (b *builder) build(ctx context.Context) error {
+	ts, err := b.st.Terminals(ctx)
+	if err != nil {
+		return err
+	}
+	b.hosts = make(map[string]string, len(ts))
+	for _, t := range ts {
+		b.hosts[t.ID] = t.Hostname
+	}
+	b.terminals(ts)
+	for _, step := range []func(context.Context) error{b.compliance, b.exemptions, b.lockouts, b.operators, b.audit} {
+		if err := step(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// in reports whether t lies in the period.
+func (b *builder) in(t time.Time) bool { return !t.Before(b.start) && t.Before(b.end) }
+
+func (b *builder) terminals(ts []store.Terminal) {
+	tc := TerminalChanges{Enrolled: []TerminalItem{}, Revoked: []TerminalItem{}}
+	for _, t := range ts {
+		it := TerminalItem{
+			ID: t.ID, Hostname: t.Hostname, State: t.State, EnrolledAt: b.at(t.EnrolledAt),
+			RevokedAt: b.at(t.RevokedAt), Reason: t.RevokeReason,
+		}
+		if b.in(t.EnrolledAt) {
+			tc.Enrolled = append(tc.Enrolled, it)
+		}
+		if !t.RevokedAt.IsZero() && b.in(t.RevokedAt) {
+			tc.Revoked = append(tc.Revoked, it)
+		}
+	}
+	slices.SortStableFunc(tc.Enrolled, func(x, y TerminalItem) int {
+		return cmp.Or(x.EnrolledAt.Compare(y.EnrolledAt), cmp.Compare(x.ID, y.ID))
+	})
+	slices.SortStableFunc(tc.Revoked, func(x, y TerminalItem) int {
+		return cmp.Or(x.RevokedAt.Compare(y.RevokedAt), cmp.Compare(x.ID, y.ID))
+	})
+	b.rep.Terminals = tc
+}
+
+// at is t in the collector's time zone; the zero time stays zero.
+func (b *builder) at(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.In(b.loc)
+}
+
+// compliance summarizes every check from the failure intervals of the
+// period, and counts the undetermined results of now.
+func (b *builder) compliance(ctx context.Context) error {
+	ivs, err := b.st.ComplianceIntervals(ctx, b.start, b.end)
+	if err != nil {
+		return err
+	}
+	summaries, _, err := b.st.TerminalPage(ctx, store.TerminalFilter{})
+	if err != nil {
+		return err
+	}
+	current := make(map[string]*store.Compliance, len(summaries))
+	for _, s := range summaries {
+		if s.Compliance != nil {
+			current[s.ID] = s.Compliance
+		}
+	}
+	byCheck := map[string]map[string][]store.ComplianceInterval{}
+	for _, iv := range ivs {
+		if byCheck[iv.Check] == nil {
+			byCheck[iv.Check] = map[string][]store.ComplianceInterval{}
+		}
+		byCheck[iv.Check][iv.TerminalID] = append(byCheck[iv.Check][iv.TerminalID], iv)
+	}
+	b.rep.Compliance = make([]CheckSummary, 0, len(store.Checks))
+	for _, check := range store.Checks {
+		cs := CheckSummary{Check: check, Label: i18n.T(b.lang, "report.check."+check), Terminals: []CheckFailure{}}
+		for _, s := range summaries {
+			if s.State != store.StateActive {
+				continue
+			}
+			if s.Compliance == nil || s.Compliance.Check(check).Status == store.CheckUnknown {
+				cs.UnknownNow++
+			}
+		}
+		for id, list := range byCheck[check] {
+			f, ok := b.failure(check, id, list, current[id])
+			if !ok {
+				continue
+			}
+			cs.Terminals = append(cs.Terminals, f)
+			cs.FailedInPeriod++
+			if f.FailingAtEnd {
+				cs.FailingAtEnd++
+			}
+		}
+		slices.SortFunc(cs.Terminals, func(x, y CheckFailure) int {
+			if x.FailingAtEnd != y.FailingAtEnd {
+				if x.FailingAtEnd {
+					return -1
+				}
+				return 1
+			}
+			return cmp.Or(cmp.Compare(x.Hostname, y.Hostname), cmp.Compare(x.TerminalID, y.TerminalID))
+		})
+		b.rep.Compliance = append(b.rep.Compliance, cs)
+	}
+	return nil
+}
+
+// failure sums the intervals of one terminal failing check; ok is false
+// when none of them overlaps [start, cut).
+func (b *builder) failure(check, id string, ivs []store.ComplianceInterval, cur *store.Compliance) (CheckFailure, bool) {
+	f := CheckFailure{TerminalID: id, Hostname: b.hosts[id]}
+	type span struct{ from, to time.Time }
+	var (
+		spans []span
+		last  *store.ComplianceInterval
+		atEnd *store.ComplianceInterval
+	)
+	for i := range ivs {
+		iv := &ivs[i]
+		from, to := iv.Start, b.cut
+		if from.Before(b.start) {
+			from = b.start
+		}
+		if !iv.End.IsZero() && iv.End.Before(to) {
+			to = iv.End
+		}
+		if !from.Before(to) {
+			continue
+		}
+		spans = append(spans, span{from, to})
+		if last == nil || !iv.Start.Before(last.Start) {
+			last = iv
+		}
+		if iv.End.IsZero() || !iv.End.Before(b.cut) {
+			if atEnd == nil || iv.Start.Before(atEnd.Start) {
+				atEnd = iv
+			}
+		}
+	}
+	if len(spans) == 0 {
+		return f, false
+	}
+	// The union of the spans: one failure is never counted twice.
+	slices.SortFunc(spans, func(x, y span) int { return x.from.Compare(y.from) })
+	var total time.Duration
+	cur0 := spans[0]
+	for _, s := range spans[1:] {
+		if !s.from.After(cur0.to) {
+			if s.to.After(cur0.to) {
+				cur0.to = s.to
+			}
+			continue
+		}
+		total += cur0.to.Sub(cur0.from)
+		cur0 = s
+	}
+	total += cur0.to.Sub(cur0.from)
+	f.FailedSeconds = int64(total / time.Second)
+	f.Stretches = len(spans)
+
+	shown := last
+	if atEnd != nil {
+		f.FailingAtEnd, f.Since, shown = true, b.at(atEnd.Start), atEnd
+	}
+	f.DetailKey = shown.Detail
+	var args []string
+	if shown.End.IsZero() && cur != nil {
+		// Still failing: the verdict of now has the reason's arguments.
+		if r := cur.Check(check); r.Status == store.CheckFail && r.Detail == shown.Detail {
+			args = r.Args
+		}
+	}
+	f.Detail = detailText(b.lang, shown.Detail, args)
+	return f, true
+}
+
+var argIndexRE = regexp.MustCompile(`%\[([0-9]+)\]`)
+
+// detailText renders a check detail (a message key) with args; arguments
+// the text asks for but that are not known show as an ellipsis.
+func detailText(lang, key string, args []string) string {
+	if key == "" {
+		return ""
+	}
+	n := len(args)
+	for _, m := range argIndexRE.FindAllStringSubmatch(i18n.T(lang, key), -1) {
+		if i, err := strconv.Atoi(m[1]); err == nil && i > n && i <= 32 {
+			n = i
+		}
+	}
+	as := make([]any, n)
+	for i := range as {
+		as[i] = "…"
+		if i < len(args) {
+			as[i] = args[i]
+		}
+	}
+	return i18n.T(lang, key, as...)
+}
+
+// attributes decodes the attributes of a stored event; nil when the data
+// is not an Event.
+func attributes(data []byte) map[string]string {
+	var ev mnguardv1.Event
+	if err := proto.Unmarshal(data, &ev); err != nil {
+		return nil
+	}
+	return ev.GetAttributes()
+}
+
+// eachEvent calls fn for every event f selects, reading them page by page
+// (f.Limit is ignored). The store lists events newest first by received
+// time, with no cursor: the next page ends just after the oldest time of
+// a full page, whose events at that time are left to the next page.
+func eachEvent(ctx context.Context, st store.Store, f store.EventFilter, fn func(store.Event)) error {
+	limit := pageSize
+	for {
+		f.Limit = limit
+		evs, err := st.FilterEvents(ctx, f)
+		if err != nil {
+			return err
+		}
+		if len(evs) < limit {
+			for _, e := range evs {
+				fn(e)
+			}
+			return nil
+		}
+		oldest := evs[0].ReceivedAt
+		for _, e := range evs {
+			if e.ReceivedAt.Before(oldest) {
+				oldest = e.ReceivedAt
+			}
+		}
+		n := 0
+		for _, e := range evs {
+			if e.ReceivedAt.After(oldest) {
+				fn(e)
+				n++
+			}
+		}
+		if n == 0 {
+			// A whole page received at one instant: read more at once.
+			if limit *= 2; limit > maxPage {
+				return fmt.Errorf("events %s: more than %d received at %s", f.Type, maxPage, oldest.Format(time.RFC3339Nano))
+			}
+			continue
+		}
+		f.Until, limit = oldest.Add(time.Nanosecond), pageSize
+	}
+}
+
+// exemptions lists the exemptions issued in the period and whether their
+// agents reported a write under them.
+func (b *builder) exemptions(ctx context.Context) error {
+	es, err := b.st.ExemptionsIssued(ctx, b.start, b.end)
+	if err != nil {
+		return err
+	}
+	b.rep.Exemptions = make([]ExemptionGrant, 0, len(es))
+	if len(es) == 0 {
+		return nil
+	}
+	// First write per terminal and the agent's name of the exemption.
+	used := map[[2]string]time.Time{}
+	err = eachEvent(ctx, b.st, store.EventFilter{Type: eventExemptionUsed, Since: es[0].IssuedAt}, func(e store.Event) {
+		if e.Source != "agent" {
+			return
+		}
+		id := attributes(e.Data)[attrExemptionID]
+		if id == "" {
+			return
+		}
+		k := [2]string{e.TerminalID, id}
+		if t, ok := used[k]; !ok || e.Time.Before(t) {
+			used[k] = e.Time
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range es {
+		g := ExemptionGrant{
+			ID: e.ID, TerminalID: e.TerminalID, Hostname: b.hosts[e.TerminalID],
+			Device: e.VendorID + ":" + e.ProductID + ":" + e.Serial, AllowNoSerial: e.AllowNoSerial,
+			Issuer: e.Issuer, Reason: e.Reason, Ticket: e.Ticket, Source: e.Source,
+			IssuedAt: b.at(e.IssuedAt), NotBefore: b.at(e.NotBefore), NotAfter: b.at(e.NotAfter),
+			RevokedAt: b.at(e.RevokedAt), RevokedBy: e.RevokedBy, RevokeReason: e.RevokeReason,
+		}
+		names := []string{e.ID}
+		if e.Source == store.ExemptionOffline && e.Challenge != "" {
+			names = append(names, offlineIDPrefix+e.Challenge)
+		}
+		for _, n := range names {
+			if t, ok := used[[2]string{e.TerminalID, n}]; ok && (!g.Used || t.Before(g.UsedAt)) {
+				g.Used, g.UsedAt = true, b.at(t)
+			}
+		}
+		b.rep.Exemptions = append(b.rep.Exemptions, g)
+	}
+	return nil
+}
+
+// lockouts lists the login verifications of the period that locked an
+// account. Only the collector's own events count: an agent cannot report
+// one.
+func (b *builder) lockouts(ctx context.Context) error {
+	b.rep.MFA.Lockouts = []Lockout{}
+	needle := []byte(lockReached)
+	err := eachEvent(ctx, b.st, store.EventFilter{Type: eventLoginVerify, Since: b.start, Until: b.end}, func(e store.Event) {
+		// The attribute's bytes are in the encoded event: most events are
+		// passed over without decoding.
+		if e.Source != "server" || !bytes.Contains(e.Data, needle) {
+			return
+		}
+		a := attributes(e.Data)
+		if !strings.HasSuffix(a["reason"], lockReached) {
+			return
+		}
+		b.rep.MFA.Lockouts = append(b.rep.MFA.Lockouts, Lockout{
+			Time: b.at(e.Time), TerminalID: e.TerminalID, Hostname: b.hosts[e.TerminalID],
+			User: a["user"], Service: a["service"], Reason: a["reason"],
+		})
+	})
+	if err != nil {
+		return err
+	}
+	slices.SortStableFunc(b.rep.MFA.Lockouts, func(x, y Lockout) int {
+		return cmp.Or(x.Time.Compare(y.Time), cmp.Compare(x.TerminalID, y.TerminalID), cmp.Compare(x.User, y.User))
+	})
+	return nil
+}
+
+func (b *builder) operators(ctx context.Context) error {
+	ops, err := b.st.Operators(ctx)
+	if err != nil {
+		return err
+	}
+	b.rep.Operators.Current = make([]OperatorItem, 0, len(ops))
+	for _, o := range ops {
+		b.rep.Operators.Current = append(b.rep.Operators.Current, OperatorItem{
+			Name: o.Name, Role: o.Role, Disabled: !o.Enabled(), Locked: !o.LockedAt.IsZero(),
+			CreatedAt: b.at(o.CreatedAt), CreatedBy: o.CreatedBy, LastSignInAt: b.at(o.LastSignInAt),
+		})
+	}
+	return nil
+}
+
+// audit reads the audit entries of the period once, sorting out those the
+// report lists, and verifies the chain through the period's end.
+func (b *builder) audit(ctx context.Context) error {
+	m, o := &b.rep.MFA, &b.rep.Operators
+	m.Unlocks, m.OfflineLoginCodes, m.OfflineExemptionCodes, o.Changes = []AuditItem{}, []AuditItem{}, []AuditItem{}, []AuditItem{}
+	n := 0
+	f := store.AuditFilter{Since: b.start, Until: b.end, Limit: pageSize}
+	for {
+		es, err := b.st.FilterAudit(ctx, f)
+		if err != nil {
+			return err
+		}
+		for _, e := range es {
+			n++
+			it := AuditItem{ID: e.ID, Time: b.at(e.Time), Actor: e.Actor, Action: e.Action, Target: e.Target, Detail: e.Detail}
+			switch {
+			case e.Action == actionUnlock:
+				m.Unlocks = append(m.Unlocks, it)
+			case e.Action == actionOfflineLogin:
+				m.OfflineLoginCodes = append(m.OfflineLoginCodes, it)
+			case e.Action == actionOfflineExemption:
+				m.OfflineExemptionCodes = append(m.OfflineExemptionCodes, it)
+			case e.Action == actionSignIn:
+				o.SignIns++
+			case e.Action == actionSignInFailed:
+				o.SignInsFailed++
+			case e.Action == actionSignInRefused:
+				o.SignInsRefused++
+			case slices.ContainsFunc(operatorPrefixes, func(p string) bool { return strings.HasPrefix(e.Action, p) }):
+				o.Changes = append(o.Changes, it)
+			}
+		}
+		if len(es) < f.Limit {
+			break
+		}
+		// Newest first: the next page is older than this one's last.
+		f.BeforeID = es[len(es)-1].ID
+	}
+	for _, l := range [][]AuditItem{m.Unlocks, m.OfflineLoginCodes, m.OfflineExemptionCodes, o.Changes} {
+		slices.SortFunc(l, func(x, y AuditItem) int { return cmp.Compare(x.ID, y.ID) })
+	}
+
+	// Through the last entry of the period: one at its end belongs to the
+	// next day.
+	v, err := b.st.VerifyAudit(ctx, b.end.Add(-time.Nanosecond))
+	if err != nil {
+		return err
+	}
+	a := AuditChain{
+		OK: v.Broken == nil, EntriesWalked: v.Entries, HeadID: v.Head.ID, HeadTime: b.at(v.Head.Time),
+		HeadHash: hex.EncodeToString(v.Head.Hash), EntriesInPeriod: n,
+	}
+	if v.Broken != nil {
+		a.BrokenAt, a.BrokenReason = v.Broken.ID, v.Broken.Reason
+	}
+	b.rep.AuditChain = a
+	return nil
+}
