@@ -23,6 +23,14 @@ func usagef(format string, args ...any) error {
 	return usageError{fmt.Errorf(format, args...)}
 }
 
+// verdictError is a failure whose output is the verdict itself, such as a
+// broken audit chain in JSON: the output is written all the same, and the
+// command exits with status 1 and the error on stderr.
+type verdictError struct{ err error }
+
+func (e verdictError) Error() string { return e.err.Error() }
+func (e verdictError) Unwrap() error { return e.err }
+
 // app is one run of mnguardctl, with everything it touches outside itself.
 type app struct {
 	stdout, stderr io.Writer
@@ -82,15 +90,21 @@ func (a *app) exec(ctx context.Context, args []string) error {
 	if err := cmd.check(opts, rest); err != nil {
 		return err
 	}
-	format, err := resolveFormat(opts, a.getenv)
+	format, err := resolveFormat(cmd, opts, a.getenv)
 	if err != nil {
 		return err
 	}
 	inv := &invocation{app: a, cmd: cmd, opts: opts, args: rest, format: format}
 	// Output is written only once the command succeeded, so a failure never
-	// leaves half a table or a truncated JSON document on stdout.
+	// leaves half a table or a truncated JSON document on stdout; only a
+	// verdict (see verdictError) is written with its failure.
 	var out bytes.Buffer
 	if err := cmd.run(ctx, inv, &out); err != nil {
+		if errors.As(err, new(verdictError)) {
+			if _, werr := a.stdout.Write(out.Bytes()); werr != nil {
+				return fmt.Errorf("write output: %w", werr)
+			}
+		}
 		return err
 	}
 	if _, err := a.stdout.Write(out.Bytes()); err != nil {
@@ -123,9 +137,24 @@ const (
 	formatTable = "table"
 	formatJSON  = "json"
 	formatCSV   = "csv"
+	formatHTML  = "html"
 )
 
-func resolveFormat(o *options, getenv func(string) string) (string, error) {
+// resolveFormat returns the output format: table, json or csv from
+// --output or MNGUARD_OUTPUT; or, for a command that prints a document of
+// its own formats (cmd.formats), one of those from --output alone, the
+// first by default.
+func resolveFormat(cmd *command, o *options, getenv func(string) string) (string, error) {
+	if len(cmd.formats) > 0 {
+		f := strings.ToLower(o.output.v)
+		switch {
+		case f == "":
+			return cmd.formats[0], nil
+		case slices.Contains(cmd.formats, f):
+			return f, nil
+		}
+		return "", usagef("%s: invalid output format %q from --output: want %s", cmd.name, o.output.v, orList(cmd.formats))
+	}
 	f, from := o.output.or(getenv, "MNGUARD_OUTPUT", "--output")
 	switch strings.ToLower(f) {
 	case "", formatTable:
@@ -182,7 +211,10 @@ type options struct {
 	reason, ttl, uses, note, terminal, limit, dataDir  stringFlag
 	qr, format, pskFile, passwordFile, user, challenge stringFlag
 	device, duration, ticket                           stringFlag
-	replace, allowNoSerial, active                     bool
+	role, state, check, search, sort, offset           stringFlag
+	eventType, since, until, action, beforeID          stringFlag
+	from, to, lang, out                                stringFlag
+	replace, allowNoSerial, active, desc               bool
 
 	// set holds the canonical names of the flags given.
 	set map[string]bool
@@ -195,7 +227,7 @@ var globalFlags = []flagDoc{
 	{"token", "TOKEN", "the operator API token (visible to other local users; prefer --token-file)", "MNGUARD_TOKEN"},
 	{"ca-pin", "sha256:HEX", "fingerprint of the collector's CA", "MNGUARD_CA_PIN"},
 	{"timeout", "DURATION", "time limit of each request (default 10s)", "MNGUARD_TIMEOUT"},
-	{"output", "FORMAT", "table, json or csv (default table); -o for short", "MNGUARD_OUTPUT"},
+	{"output", "FORMAT", "table, json or csv (default table; reports: html, csv or json); -o for short", "MNGUARD_OUTPUT"},
 	{"help", "", "show help; -h for short", ""},
 }
 
@@ -217,12 +249,17 @@ func parseArgs(args []string) (*options, []string, error) {
 		"qr": &o.qr, "format": &o.format, "psk-file": &o.pskFile, "password-file": &o.passwordFile,
 		"user": &o.user, "challenge": &o.challenge,
 		"device": &o.device, "duration": &o.duration, "ticket": &o.ticket,
+		"role": &o.role, "state": &o.state, "check": &o.check, "search": &o.search, "sort": &o.sort,
+		"offset": &o.offset, "type": &o.eventType, "since": &o.since, "until": &o.until,
+		"action": &o.action, "before-id": &o.beforeID, "from": &o.from, "to": &o.to, "lang": &o.lang,
+		"out": &o.out,
 	} {
 		fs.Var(v, name, "")
 	}
 	fs.BoolVar(&o.replace, "replace", false, "")
 	fs.BoolVar(&o.allowNoSerial, "allow-no-serial", false, "")
 	fs.BoolVar(&o.active, "active", false, "")
+	fs.BoolVar(&o.desc, "desc", false, "")
 	fs.BoolVar(&o.help, "help", false, "")
 	fs.BoolVar(&o.help, "h", false, "")
 
@@ -270,7 +307,7 @@ func endedByDashDash(consumed []string) bool {
 }
 
 // boolFlags take no value.
-var boolFlags = map[string]bool{"h": true, "help": true, "replace": true, "allow-no-serial": true, "active": true}
+var boolFlags = map[string]bool{"h": true, "help": true, "replace": true, "allow-no-serial": true, "active": true, "desc": true}
 
 // flagDoc describes a flag for help and validation.
 type flagDoc struct {
@@ -283,6 +320,9 @@ type command struct {
 	args    []string // positional arguments
 	flags   []flagDoc
 	summary string
+	// formats are the output formats of a command that prints a document
+	// rather than a table, the default first; nil for table, json and csv.
+	formats []string
 	run     func(ctx context.Context, inv *invocation, w *bytes.Buffer) error
 }
 
@@ -340,14 +380,23 @@ func (c *command) accepts(name string) bool {
 
 var commands = []*command{
 	{
-		name:    "terminals list",
-		summary: "list enrolled terminals",
+		name: "terminals list",
+		flags: []flagDoc{
+			{"state", "STATE", "only terminals in this compliance state: compliant, non-compliant, stale or revoked", ""},
+			{"check", "NAME", "only terminals failing this check: " + orList(complianceChecks), ""},
+			{"search", "TEXT", "only terminals whose host name, ID, an IP address or a device serial contains TEXT", ""},
+			{"sort", "KEY", "sort by hostname (default), state, last_seen, agent_version or enrolled", ""},
+			{"desc", "", "sort in descending order", ""},
+			{"limit", "N", "at most N terminals (default all, at most 100000)", ""},
+			{"offset", "N", "skip the first N terminals", ""},
+		},
+		summary: "list enrolled terminals with their compliance",
 		run:     terminalsList,
 	},
 	{
 		name:    "terminals show",
 		args:    []string{"ID"},
-		summary: "show a terminal and its latest posture",
+		summary: "show a terminal, its compliance checks and its latest posture",
 		run:     terminalsShow,
 	},
 	{
@@ -376,6 +425,9 @@ var commands = []*command{
 		name: "events list",
 		flags: []flagDoc{
 			{"terminal", "ID", "only this terminal's events", ""},
+			{"type", "TYPE", "only events of this type (media.attached), or of every type under a prefix ending in a dot (media.)", ""},
+			{"since", "TIME", "only events received at or after TIME: RFC 3339 or YYYY-MM-DD (local midnight)", ""},
+			{"until", "TIME", "only events received before TIME: RFC 3339, or YYYY-MM-DD to include that day", ""},
 			{"limit", "N", "at most N events, newest first (default 100, at most 10000)", ""},
 		},
 		summary: "list recent events, newest first",
@@ -501,6 +553,119 @@ var commands = []*command{
 		run:     exemptionsOfflineCode,
 	},
 	{
+		name: "operators add",
+		args: []string{"NAME"},
+		flags: []flagDoc{
+			{"role", "ROLE", "admin, helpdesk or auditor (required)", ""},
+			{"password-file", "PATH", "file whose first line is the console password, at least 12 characters (required)", ""},
+			{"qr", "FILE.png", "also write the QR code as a PNG (0600; refuses to overwrite)", ""},
+		},
+		summary: "add an operator: prints the otpauth:// URL and QR code of the operator's console TOTP, once",
+		run:     operatorsAdd,
+	},
+	{
+		name:    "operators list",
+		summary: "list operators",
+		run:     operatorsList,
+	},
+	{
+		name:    "operators show",
+		args:    []string{"NAME"},
+		summary: "show an operator and its API tokens",
+		run:     operatorsShow,
+	},
+	{
+		name:    "operators disable",
+		args:    []string{"NAME"},
+		summary: "disable an operator: its console sessions end and its API tokens are refused",
+		run:     operatorsDisable,
+	},
+	{
+		name:    "operators enable",
+		args:    []string{"NAME"},
+		summary: "enable a disabled operator again",
+		run:     operatorsEnable,
+	},
+	{
+		name:    "operators delete",
+		args:    []string{"NAME"},
+		summary: "delete an operator with its API tokens and console sessions",
+		run:     operatorsDelete,
+	},
+	{
+		name:    "operators reset-totp",
+		args:    []string{"NAME"},
+		flags:   []flagDoc{{"qr", "FILE.png", "also write the QR code as a PNG (0600; refuses to overwrite)", ""}},
+		summary: "give an operator a new console TOTP secret (lost phone); prints the URL and QR code once",
+		run:     operatorsResetTOTP,
+	},
+	{
+		name:    "operators set-role",
+		args:    []string{"NAME"},
+		flags:   []flagDoc{{"role", "ROLE", "admin, helpdesk or auditor (required)", ""}},
+		summary: "change an operator's role",
+		run:     operatorsSetRole,
+	},
+	{
+		name:    "operators set-password",
+		args:    []string{"NAME"},
+		flags:   []flagDoc{{"password-file", "PATH", "file whose first line is the new password, at least 12 characters (required)", ""}},
+		summary: "replace an operator's console password",
+		run:     operatorsSetPassword,
+	},
+	{
+		name:    "operators unlock",
+		args:    []string{"NAME"},
+		summary: "unlock an operator locked after too many failed sign-ins",
+		run:     operatorsUnlock,
+	},
+	{
+		name: "operators token",
+		args: []string{"NAME"},
+		flags: []flagDoc{
+			{"ttl", "DURATION", "lifetime, a Go duration up to 8760h (default: no expiry)", ""},
+			{"note", "TEXT", "what it is for", ""},
+		},
+		summary: "create an API token that acts in the operator's name; the token is the first line of table output",
+		run:     operatorsToken,
+	},
+	{
+		name:    "operators revoke-token",
+		args:    []string{"ID"},
+		summary: "revoke an operator's API token",
+		run:     operatorsRevokeToken,
+	},
+	{
+		name: "audit list",
+		flags: []flagDoc{
+			{"limit", "N", "at most N entries, newest first (default 100, at most 10000)", ""},
+			{"before-id", "N", "only entries with an ID below N (the next page)", ""},
+			{"since", "TIME", "only entries at or after TIME: RFC 3339 or YYYY-MM-DD (local midnight)", ""},
+			{"until", "TIME", "only entries before TIME: RFC 3339, or YYYY-MM-DD to include that day", ""},
+			{"action", "PREFIX", "only entries whose action starts with PREFIX, e.g. exemption.", ""},
+		},
+		summary: "list the audit log, newest first",
+		run:     auditList,
+	},
+	{
+		name:    "audit verify",
+		summary: "verify the audit log's hash chain; prints the head to keep elsewhere, exits 1 when the chain is broken",
+		run:     auditVerify,
+	},
+	{
+		name: "reports self-inspection",
+		flags: []flagDoc{
+			{"from", "YYYY-MM-DD", "first day (required)", ""},
+			{"to", "YYYY-MM-DD", "last day, included (required)", ""},
+			{"output", "html|csv|json", "the report's format (default html; MNGUARD_OUTPUT does not apply); -o for short", ""},
+			{"lang", "ja|en", "the report's language (default ja)", ""},
+			{"out", "FILE", "write the report to FILE (0600; refuses to overwrite) instead of stdout", ""},
+		},
+		formats: []string{formatHTML, formatCSV, formatJSON},
+		summary: "the Art. 7 self-inspection report for a period, in the collector's time zone",
+		run:     reportsSelfInspection,
+	},
+	{
 		name:    "ca pin",
 		flags:   []flagDoc{{"data-dir", "DIR", "read DIR/ca.crt locally instead of asking the server", ""}},
 		summary: "print the CA pin that agents and mnguardctl use to trust the collector",
@@ -567,8 +732,10 @@ func orList(words []string) string {
 	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
 }
 
-const intro = `mnguardctl is the operator CLI of mnguard. It talks to the collector's admin
-API over TLS, trusting only the CA whose pin is given, with an operator API token.
+const intro = `mnguardctl is the operator CLI of mnguard: terminals and their compliance,
+enrollment tokens, events, TOTP users, exemptions, operators, the audit log and the
+self-inspection report. It talks to the collector's admin API over TLS, trusting
+only the CA whose pin is given, with an operator API token.
 `
 
 // help prints help on topic (a command, a command group, or nothing for all)
@@ -620,8 +787,13 @@ func (a *app) help(topic []string) error {
 Examples:
   export MNGUARD_SERVER=collector.example:8443 MNGUARD_CA_PIN=sha256:... MNGUARD_TOKEN_FILE=~/.mnguard-token
   mnguardctl terminals list
+  mnguardctl terminals list --state non-compliant --check media --sort last_seen
   mnguardctl tokens create --ttl 2h --uses 5 --note "new PCs, 2nd floor"
-  mnguardctl events list --terminal ID --limit 20 -o csv > events.csv
+  mnguardctl events list --terminal ID --type media. --since 2026-04-01 -o csv > events.csv
+  mnguardctl operators add sato --role helpdesk --password-file sato.pw --qr sato.png
+  mnguardctl operators token sato --ttl 720h --note "sato's CLI"
+  mnguardctl audit verify
+  mnguardctl reports self-inspection --from 2026-04-01 --to 2026-04-30 --lang en --out report.html
   mnguardctl ca pin --data-dir /var/lib/mnguard    (on the collector)
 `)
 	}

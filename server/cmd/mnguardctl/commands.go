@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,25 +22,99 @@ import (
 
 // Limits of the requests, as the server enforces them.
 const (
-	defaultTokenTTL = 24 * time.Hour
-	maxTokenTTL     = 8760 * time.Hour
-	maxEventLimit   = 10000
+	defaultTokenTTL   = 24 * time.Hour
+	maxTokenTTL       = 8760 * time.Hour
+	maxEventLimit     = 10000
+	maxAuditLimit     = 10000
+	maxTerminalLimit  = 100000
+	maxTerminalOffset = 10000000
+	maxSearch         = 128
+	maxAuditAction    = 64
+	maxEventType      = 64
 )
 
+// Compliance states, checks and sort keys of terminals list, as the
+// collector names them (see mnguardv1.Compliance).
+var (
+	complianceStates = []string{"compliant", "non-compliant", "stale", "revoked"}
+	complianceChecks = []string{"media", "mfa", "network", "fresh", "version", "certificate", "exemptions"}
+	terminalSorts    = []string{"hostname", "state", "last_seen", "agent_version", "enrolled"}
+)
+
+// checkFail is the status of a failing compliance check.
+const checkFail = "fail"
+
+// terminalsRequest validates the flags of terminals list.
+func terminalsRequest(inv *invocation) (*mnguardv1.ListTerminalsRequest, error) {
+	o := inv.opts
+	req := &mnguardv1.ListTerminalsRequest{
+		State: o.state.v, FailingCheck: o.check.v, Search: strings.TrimSpace(o.search.v), Sort: o.sort.v, Descending: o.desc,
+	}
+	for _, f := range []struct {
+		name, v string
+		valid   []string
+	}{{"state", o.state.v, complianceStates}, {"check", o.check.v, complianceChecks}, {"sort", o.sort.v, terminalSorts}} {
+		if f.v != "" && !slices.Contains(f.valid, f.v) {
+			return nil, usagef("terminals list: invalid --%s %q: want %s", f.name, f.v, orList(f.valid))
+		}
+	}
+	if err := checkText(inv, "search", req.Search, maxSearch); err != nil {
+		return nil, err
+	}
+	if o.limit.set {
+		n, err := parseCount(inv, "limit", o.limit.v, 1, maxTerminalLimit)
+		if err != nil {
+			return nil, err
+		}
+		req.Limit = uint32(n)
+	}
+	if o.offset.set {
+		n, err := parseCount(inv, "offset", o.offset.v, 0, maxTerminalOffset)
+		if err != nil {
+			return nil, err
+		}
+		req.Offset = uint32(n)
+	}
+	return req, nil
+}
+
 func terminalsList(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
-	resp, _, err := request(ctx, inv, "list terminals", mnguardv1.AdminServiceClient.ListTerminals, &mnguardv1.ListTerminalsRequest{})
+	req, err := terminalsRequest(inv)
+	if err != nil {
+		return err
+	}
+	resp, _, err := request(ctx, inv, "list terminals", mnguardv1.AdminServiceClient.ListTerminals, req)
 	if err != nil {
 		return err
 	}
 	if inv.format == formatJSON {
 		return writeProtoJSON(w, resp)
 	}
-	return writeList(w, inv.format, inv.terminalColumns(), resp.GetTerminals())
+	ts := resp.GetTerminals()
+	if err := writeList(w, inv.format, inv.terminalColumns(ts), ts); err != nil {
+		return err
+	}
+	// Say so when the table is a page of a longer list. A server that does
+	// not count (total 0) says nothing.
+	n, total, offset := uint64(len(ts)), uint64(resp.GetTotal()), uint64(req.GetOffset())
+	if inv.format == formatTable && total > 0 && (offset > 0 || n < total) {
+		switch n {
+		case 0:
+			fmt.Fprintf(w, "none at offset %d: %s match\n", offset, plural(total, "terminal", "terminals"))
+		case 1:
+			fmt.Fprintf(w, "terminal %d of %d (--offset and --limit show others)\n", offset+1, total)
+		default:
+			fmt.Fprintf(w, "terminals %d to %d of %d (--offset and --limit show others)\n", offset+1, offset+n, total)
+		}
+	}
+	return nil
 }
 
-func (inv *invocation) terminalColumns() []column[*mnguardv1.Terminal] {
+// terminalColumns are the columns of terminals; CSV has one column per
+// compliance check, those of complianceChecks and any other that ts carry.
+func (inv *invocation) terminalColumns(ts []*mnguardv1.Terminal) []column[*mnguardv1.Terminal] {
 	type T = *mnguardv1.Terminal
-	return []column[T]{
+	cols := []column[T]{
 		{"ID", "id", func(t T) string { return t.GetId() }, nil},
 		{"HOSTNAME", "hostname", func(t T) string { return t.GetHost().GetHostname() }, nil},
 		{"OS", "", func(t T) string { return platformText(t.GetHost()) }, nil},
@@ -46,12 +122,105 @@ func (inv *invocation) terminalColumns() []column[*mnguardv1.Terminal] {
 		{"", "platform", nil, func(t T) string { return t.GetHost().GetPlatform() }},
 		{"", "platform_version", nil, func(t T) string { return t.GetHost().GetPlatformVersion() }},
 		{"STATE", "state", func(t T) string { return stateText(t.GetState()) }, nil},
+		{"COMPLIANCE", "", func(t T) string { return complianceText(t.GetCompliance()) }, nil},
 		{"", "enrolled_at", nil, func(t T) string { return inv.timeText(t.GetEnrolledAt()) }},
 		{"LAST SEEN", "last_seen_at", func(t T) string { return inv.lastSeen(t) }, func(t T) string { return inv.timeText(t.GetLastSeenAt()) }},
 		{"AGENT", "agent_version", func(t T) string { return t.GetHost().GetAgentVersion() }, nil},
 		{"CERT EXPIRES", "certificate_not_after", func(t T) string { return inv.timeText(t.GetCertificateNotAfter()) }, nil},
 		{"", "revoked_at", nil, func(t T) string { return inv.timeText(t.GetRevokedAt()) }},
+		{"", "compliance_state", nil, func(t T) string { return t.GetCompliance().GetState() }},
+		{"", "compliance_since", nil, func(t T) string { return inv.timeText(t.GetCompliance().GetStateSince()) }},
+		{"", "compliance_offline", nil, func(t T) string {
+			if t.GetCompliance() == nil {
+				return ""
+			}
+			return strconv.FormatBool(t.GetCompliance().GetOffline())
+		}},
 	}
+	names := slices.Clone(complianceChecks)
+	for _, t := range ts {
+		for _, r := range t.GetCompliance().GetChecks() {
+			if !slices.Contains(names, r.GetName()) {
+				names = append(names, r.GetName())
+			}
+		}
+	}
+	for _, name := range names {
+		cols = append(cols, column[T]{"", "check_" + name, nil, func(t T) string { return checkStatus(t.GetCompliance(), name) }})
+	}
+	return cols
+}
+
+// checkStatus is the status of the named check: pass, fail, unknown, or ""
+// when the verdict does not have it.
+func checkStatus(c *mnguardv1.Compliance, name string) string {
+	for _, r := range c.GetChecks() {
+		if r.GetName() == name {
+			return r.GetStatus()
+		}
+	}
+	return ""
+}
+
+// complianceText is the verdict in a few words: the state, whether the
+// terminal is offline, and the failing checks, as in "non-compliant: mfa,
+// version".
+func complianceText(c *mnguardv1.Compliance) string {
+	if c == nil {
+		return "not evaluated"
+	}
+	s := c.GetState()
+	if c.GetOffline() {
+		s += " (offline)"
+	}
+	var failing []string
+	for _, r := range c.GetChecks() {
+		if r.GetStatus() == checkFail {
+			failing = append(failing, r.GetName())
+		}
+	}
+	if len(failing) > 0 {
+		s += ": " + strings.Join(failing, ", ")
+	}
+	return s
+}
+
+// complianceField is the compliance section of terminals show: the verdict,
+// then each check with its status, why it does not pass, and since when.
+func (inv *invocation) complianceField(c *mnguardv1.Compliance) field {
+	if c == nil {
+		return field{key: "compliance.state", label: "Compliance", value: "not evaluated yet"}
+	}
+	f := field{key: "compliance.state", label: "Compliance", value: complianceText(c), raw: c.GetState(), sub: []field{
+		inv.timeField("compliance.state_since", "Since", c.GetStateSince()),
+		inv.timeField("compliance.evaluated_at", "Evaluated", c.GetEvaluatedAt()),
+		kv("compliance.offline", "", strconv.FormatBool(c.GetOffline())),
+	}}
+	checks := field{label: "Checks"}
+	if len(c.GetChecks()) == 0 {
+		checks.value = "none"
+	}
+	for _, r := range c.GetChecks() {
+		prefix := "compliance.checks." + r.GetName() + "."
+		v := r.GetStatus()
+		if v == checkFail {
+			v = "FAIL"
+		}
+		if d := r.GetDetail(); d != "" {
+			v += ": " + d
+		}
+		since := inv.timeField(prefix+"since", "Since", r.GetSince())
+		if r.GetStatus() != checkFail {
+			since.label = "" // only in CSV: when a check started failing is what matters
+		}
+		checks.sub = append(checks.sub, field{label: r.GetName(), value: v, sub: []field{
+			kv(prefix+"status", "", r.GetStatus()),
+			kv(prefix+"detail", "", r.GetDetail()),
+			since,
+		}})
+	}
+	f.sub = append(f.sub, checks)
+	return f
 }
 
 func (inv *invocation) lastSeen(t *mnguardv1.Terminal) string {
@@ -117,6 +286,7 @@ func (inv *invocation) terminalFields(t *mnguardv1.Terminal) []field {
 		inv.timeField("certificate_not_after", "Certificate expires", t.GetCertificateNotAfter()),
 		inv.timeField("posture_received_at", "Posture received", t.GetPostureReceivedAt()),
 		{key: "posture_history_count", label: "Posture history", value: plural(n, "snapshot", "snapshots"), raw: strconv.FormatUint(n, 10)},
+		inv.complianceField(t.GetCompliance()),
 	}
 	if t.GetPosture() == nil {
 		return append(fs, field{label: "Posture", value: "none reported"})
@@ -334,7 +504,8 @@ func terminalsRevoke(ctx context.Context, inv *invocation, w *bytes.Buffer) erro
 	case formatJSON:
 		return writeProtoJSON(w, resp)
 	case formatCSV:
-		return writeList(w, inv.format, inv.terminalColumns(), []*mnguardv1.Terminal{resp.GetTerminal()})
+		ts := []*mnguardv1.Terminal{resp.GetTerminal()}
+		return writeList(w, inv.format, inv.terminalColumns(ts), ts)
 	}
 	t := resp.GetTerminal()
 	what := t.GetId()
@@ -352,16 +523,9 @@ func terminalsRevoke(ctx context.Context, inv *invocation, w *bytes.Buffer) erro
 func tokenRequest(o *options) (*mnguardv1.CreateEnrollmentTokenRequest, error) {
 	ttl := defaultTokenTTL
 	if o.ttl.set {
-		d, err := time.ParseDuration(o.ttl.v)
-		switch {
-		case err != nil:
-			return nil, usagef("tokens create: invalid --ttl %q: want a duration such as 24h or 90m", o.ttl.v)
-		case d <= 0:
-			return nil, usagef("tokens create: invalid --ttl %q: must be positive", o.ttl.v)
-		case d < time.Second:
-			return nil, usagef("tokens create: invalid --ttl %q: must be at least 1s", o.ttl.v)
-		case d > maxTokenTTL:
-			return nil, usagef("tokens create: invalid --ttl %q: must be at most 8760h (a year)", o.ttl.v)
+		d, err := parseTTL("tokens create", o.ttl.v)
+		if err != nil {
+			return nil, err
 		}
 		ttl = d
 	}
@@ -441,21 +605,33 @@ func (inv *invocation) tokenStatus(t *mnguardv1.EnrollmentToken) string {
 	return "valid"
 }
 
+// eventTypeRE matches an event type (media.attached) or a prefix of types
+// ending in a dot (media.).
+var eventTypeRE = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*\.?$`)
+
 // eventsRequest validates the flags of events list.
-func eventsRequest(o *options) (*mnguardv1.ListEventsRequest, error) {
-	req := &mnguardv1.ListEventsRequest{TerminalId: o.terminal.v}
+func eventsRequest(inv *invocation) (*mnguardv1.ListEventsRequest, error) {
+	o := inv.opts
+	req := &mnguardv1.ListEventsRequest{TerminalId: o.terminal.v, Type: o.eventType.v}
 	if o.limit.set {
-		n, err := strconv.ParseUint(o.limit.v, 10, 32)
-		if err != nil || n < 1 || n > maxEventLimit {
-			return nil, usagef("events list: invalid --limit %q: want a whole number from 1 to %d", o.limit.v, maxEventLimit)
+		n, err := parseCount(inv, "limit", o.limit.v, 1, maxEventLimit)
+		if err != nil {
+			return nil, err
 		}
 		req.Limit = uint32(n)
+	}
+	if t := req.Type; t != "" && (len(t) > maxEventType || !eventTypeRE.MatchString(t)) {
+		return nil, usagef("events list: invalid --type %q: want an event type such as media.attached, or a prefix ending in a dot such as media.", t)
+	}
+	var err error
+	if req.Since, req.Until, err = inv.timeRange(); err != nil {
+		return nil, err
 	}
 	return req, nil
 }
 
 func eventsList(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
-	req, err := eventsRequest(inv.opts)
+	req, err := eventsRequest(inv)
 	if err != nil {
 		return err
 	}

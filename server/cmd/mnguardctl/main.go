@@ -1,5 +1,7 @@
 // Command mnguardctl is the operator CLI of mnguard: it lists, shows and
-// revokes terminals, creates enrollment tokens and reads events through the
+// revokes terminals and their compliance, creates enrollment tokens, reads
+// events, manages TOTP users, exemptions and operators, reads and verifies
+// the audit log and fetches the self-inspection report, through the
 // collector's AdminService, over TLS pinned to the collector's CA and with an
 // operator API token.
 package main

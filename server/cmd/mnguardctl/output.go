@@ -36,14 +36,17 @@ func writeProtoJSON(w *bytes.Buffer, m proto.Message) error {
 }
 
 // writeJSON writes v, which is not a protobuf message, as one indented JSON
-// document.
+// document. It does not escape <, > and & for HTML, so that otpauth:// URLs
+// read as they are.
 func writeJSON(w *bytes.Buffer, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
 		return fmt.Errorf("encode JSON: %w", err)
 	}
-	w.Write(b)
-	w.WriteByte('\n')
+	w.Write(b.Bytes())
 	return nil
 }
 

@@ -60,6 +60,38 @@ func TestGolden(t *testing.T) {
 		{"exemptions_list.csv", []string{"exemptions", "list", "-o", "csv"}},
 		{"exemptions_list.json", []string{"exemptions", "list", "--active", "-o", "json"}},
 		{"exemptions_offline_code.table", []string{"exemptions", "offline-code", "--terminal", termID1, "--challenge", "7k2qm-9xh4c", "--reason", "r", "--ticket", "t"}},
+		{"terminals_list_page.table", []string{"terminals", "list", "--limit", "1", "--offset", "1"}},
+		{"terminals_show_stale.table", []string{"terminals", "show", termID3}},
+		{"terminals_show_stale.csv", []string{"terminals", "show", termID3, "-o", "csv"}},
+		{"operators_add.table", []string{"operators", "add", "yamada", "--role", "helpdesk", "--password-file", "testdata/operator.pw"}},
+		{"operators_add.csv", []string{"operators", "add", "yamada", "--role", "helpdesk", "--password-file", "testdata/operator.pw", "-o", "csv"}},
+		{"operators_add.json", []string{"operators", "add", "yamada", "--role", "helpdesk", "--password-file", "testdata/operator.pw", "-o", "json"}},
+		{"operators_list.table", []string{"operators", "list"}},
+		{"operators_list.csv", []string{"operators", "list", "-o", "csv"}},
+		{"operators_list.json", []string{"operators", "list", "-o", "json"}},
+		{"operators_show.table", []string{"operators", "show", "tanaka"}},
+		{"operators_show.csv", []string{"operators", "show", "tanaka", "-o", "csv"}},
+		{"operators_show.json", []string{"operators", "show", "tanaka", "-o", "json"}},
+		{"operators_show_disabled.table", []string{"operators", "show", "suzuki"}},
+		{"operators_disable.table", []string{"operators", "disable", "sato"}},
+		{"operators_unlock.csv", []string{"operators", "unlock", "sato", "-o", "csv"}},
+		{"operators_set_role.json", []string{"operators", "set-role", "sato", "--role", "admin", "-o", "json"}},
+		{"operators_reset_totp.table", []string{"operators", "reset-totp", "sato"}},
+		{"operators_delete.table", []string{"operators", "delete", "sato"}},
+		{"operators_token.table", []string{"operators", "token", "sato", "--ttl", "720h", "--note", "sato's CLI"}},
+		{"operators_token_no_expiry.table", []string{"operators", "token", "sato"}},
+		{"operators_token.csv", []string{"operators", "token", "sato", "-o", "csv"}},
+		{"operators_token.json", []string{"operators", "token", "sato", "--ttl", "1h", "-o", "json"}},
+		{"operators_revoke_token.table", []string{"operators", "revoke-token", "ot-1"}},
+		{"audit_list.table", []string{"audit", "list"}},
+		{"audit_list.csv", []string{"audit", "list", "-o", "csv"}},
+		{"audit_list.json", []string{"audit", "list", "--limit", "2", "-o", "json"}},
+		{"audit_verify.table", []string{"audit", "verify"}},
+		{"audit_verify.csv", []string{"audit", "verify", "-o", "csv"}},
+		{"audit_verify.json", []string{"audit", "verify", "-o", "json"}},
+		{"reports_self_inspection.html", []string{"reports", "self-inspection", "--from", "2026-04-01", "--to", "2026-04-30"}},
+		{"reports_self_inspection.csv", []string{"reports", "self-inspection", "--from", "2026-04-01", "--to", "2026-04-30", "-o", "csv"}},
+		{"reports_self_inspection.json", []string{"reports", "self-inspection", "--from", "2026-04-01", "--to", "2026-04-30", "-o", "json", "--lang", "en"}},
 		{"ca_pin.table", []string{"ca", "pin"}},
 		{"ca_pin.csv", []string{"ca", "pin", "-o", "csv"}},
 		{"ca_pin.json", []string{"ca", "pin", "-o", "json"}},
@@ -110,6 +142,21 @@ func TestJSONOutput(t *testing.T) {
 		{"ca", "pin", "--data-dir", dir},
 		{"whoami"},
 		{"version"},
+		{"operators", "add", "yamada", "--role", "auditor", "--password-file", "testdata/operator.pw"},
+		{"operators", "list"},
+		{"operators", "show", "tanaka"},
+		{"operators", "disable", "sato"},
+		{"operators", "enable", "suzuki"},
+		{"operators", "delete", "sato"},
+		{"operators", "reset-totp", "sato"},
+		{"operators", "set-role", "sato", "--role", "auditor"},
+		{"operators", "set-password", "sato", "--password-file", "testdata/operator.pw"},
+		{"operators", "unlock", "sato"},
+		{"operators", "token", "sato"},
+		{"operators", "revoke-token", "ot-1"},
+		{"audit", "list"},
+		{"audit", "verify"},
+		{"reports", "self-inspection", "--from", "2026-04-01", "--to", "2026-04-01"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			r := newHarness().run(t, append(args, "-o", "json")...)
@@ -174,6 +221,17 @@ func TestCSVOutput(t *testing.T) {
 		{"events", "list"},
 		{"whoami"},
 		{"version"},
+		{"terminals", "revoke", termID1},
+		{"operators", "add", "yamada", "--role", "auditor", "--password-file", "testdata/operator.pw"},
+		{"operators", "list"},
+		{"operators", "show", "tanaka"},
+		{"operators", "disable", "sato"},
+		{"operators", "delete", "sato"},
+		{"operators", "reset-totp", "sato"},
+		{"operators", "token", "sato"},
+		{"operators", "revoke-token", "ot-1"},
+		{"audit", "list"},
+		{"audit", "verify"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			r := newHarness().run(t, append(args, "-o", "csv")...)
@@ -219,7 +277,7 @@ func TestEmptyList(t *testing.T) {
 		t.Errorf("empty table: exit %d, %q", r.code, r.stdout)
 	}
 	r = h.run(t, "terminals", "list", "-o", "json")
-	if strings.TrimSpace(r.stdout) != "{\n  \"terminals\": []\n}" {
+	if strings.TrimSpace(r.stdout) != "{\n  \"terminals\": [],\n  \"total\": 0\n}" {
 		t.Errorf("empty JSON list: %q", r.stdout)
 	}
 }

@@ -208,13 +208,19 @@ type secretResponse interface {
 // checkQRPath fails early when --qr names a file that exists, so that an
 // enrollment is not made only to fail at writing it.
 func checkQRPath(path string) error {
+	return checkNewFile("qr", path, "the QR code holds the secret and is never overwritten")
+}
+
+// checkNewFile fails when the file that flag names exists already: files
+// written by mnguardctl are new, never overwritten. why says so.
+func checkNewFile(flag, path, why string) error {
 	if path == "" {
 		return nil
 	}
 	if _, err := os.Lstat(path); err == nil {
-		return fmt.Errorf("--qr %s: file exists; the QR code holds the secret and is never overwritten", path)
+		return fmt.Errorf("--%s %s: file exists; %s", flag, path, why)
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("--qr %s: %w", path, err)
+		return fmt.Errorf("--%s %s: %w", flag, path, err)
 	}
 	return nil
 }
@@ -247,10 +253,8 @@ func usersReset(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
 // is shown this once; the server never returns it again.
 func (inv *invocation) writeSecret(w *bytes.Buffer, r secretResponse, headline string) error {
 	u := r.GetUser()
-	if path := inv.opts.qr.v; path != "" {
-		if err := writeQRFile(path, r.GetOtpauthUrl()); err != nil {
-			return fmt.Errorf("%s, but the QR code could not be written (%v): run 'mnguardctl users reset %s' for a new secret", headline, err, u.GetName())
-		}
+	if err := inv.writeQR(r.GetOtpauthUrl(), headline, "users reset "+u.GetName()); err != nil {
+		return err
 	}
 	switch inv.format {
 	case formatJSON:
@@ -266,19 +270,9 @@ func (inv *invocation) writeSecret(w *bytes.Buffer, r secretResponse, headline s
 		}
 		return writeFields(w, inv.format, fields)
 	}
-	q, err := qrcode.New(r.GetOtpauthUrl(), qrcode.Medium)
-	if err != nil {
-		return fmt.Errorf("%s, but the QR code could not be made (%v): use the URL or the secret", headline, err)
-	}
-	fmt.Fprintf(w, "%s; pending until the user's first code confirms it\n", sanitize(headline))
-	fmt.Fprintln(w, "Scan with the authenticator app (or enter the secret by hand):")
-	fmt.Fprintln(w)
-	w.WriteString(q.ToSmallString(false))
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, sanitize(r.GetOtpauthUrl()))
-	fmt.Fprintf(w, "Secret: %s (%s)\n", sanitize(r.GetSecret()), sanitize(tokenText(u)))
-	if path := inv.opts.qr.v; path != "" {
-		fmt.Fprintf(w, "QR code written to %s (it holds the secret: delete it once scanned)\n", sanitize(path))
+	if err := inv.writeTOTPTable(w, headline+"; pending until the user's first code confirms it",
+		r.GetOtpauthUrl(), r.GetSecret()+" ("+tokenText(u)+")"); err != nil {
+		return err
 	}
 	if codes := r.GetRecoveryCodes(); len(codes) > 0 {
 		fmt.Fprintln(w)
@@ -290,21 +284,66 @@ func (inv *invocation) writeSecret(w *bytes.Buffer, r secretResponse, headline s
 	return nil
 }
 
+// writeQR writes the QR code of a new secret to the --qr file, if any. The
+// secret exists already, so a failure says how to get a new one: redo, a
+// command.
+func (inv *invocation) writeQR(url, headline, redo string) error {
+	path := inv.opts.qr.v
+	if path == "" {
+		return nil
+	}
+	if err := writeQRFile(path, url); err != nil {
+		return fmt.Errorf("%s, but the QR code could not be written (%v): run 'mnguardctl %s' for a new secret", headline, err, redo)
+	}
+	return nil
+}
+
+// writeTOTPTable prints a new TOTP secret for people: the headline, the QR
+// code for the terminal, the otpauth:// URL, the secret (with what else
+// secretText says) and where the --qr file went.
+func (inv *invocation) writeTOTPTable(w *bytes.Buffer, headline, url, secretText string) error {
+	q, err := qrcode.New(url, qrcode.Medium)
+	if err != nil {
+		return fmt.Errorf("%s, but the QR code could not be made (%v): use the URL or the secret", headline, err)
+	}
+	fmt.Fprintln(w, sanitize(headline))
+	fmt.Fprintln(w, "Scan with the authenticator app (or enter the secret by hand):")
+	fmt.Fprintln(w)
+	w.WriteString(q.ToSmallString(false))
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, sanitize(url))
+	fmt.Fprintf(w, "Secret: %s\n", sanitize(secretText))
+	if path := inv.opts.qr.v; path != "" {
+		fmt.Fprintf(w, "QR code written to %s (it holds the secret: delete it once scanned)\n", sanitize(path))
+	}
+	return nil
+}
+
 func writeQRFile(path, url string) error {
 	png, err := qrcode.Encode(url, qrcode.Medium, qrPNGSize)
 	if err != nil {
 		return err
 	}
+	return writeNewFile(path, png)
+}
+
+// writeNewFile writes data to a new file of mode 0600; it never replaces
+// an existing file, and removes what it wrote when writing fails.
+func writeNewFile(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(png); err != nil {
+	if _, err := f.Write(data); err != nil {
 		f.Close()
 		os.Remove(path)
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return err
+	}
+	return nil
 }
 
 func usersRecoveryCodes(ctx context.Context, inv *invocation, w *bytes.Buffer) error {

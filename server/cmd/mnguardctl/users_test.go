@@ -22,6 +22,23 @@ func TestEnrollQRFile(t *testing.T) {
 	if !strings.Contains(r.stdout, "QR code written to "+path) {
 		t.Errorf("output does not mention the QR file:\n%s", r.stdout)
 	}
+	want := "otpauth://totp/mnguard:suzuki?algorithm=SHA1&digits=6&issuer=mnguard&period=30&secret=" + fakeSecret
+	if got := decodeQRFile(t, path); got != want {
+		t.Errorf("QR holds %q, want %q", got, want)
+	}
+
+	// Never overwritten: the second enrollment fails before asking the server.
+	r = newHarness().run(t, "users", "enroll", "tanaka", "--qr", path)
+	if r.code != 1 || !strings.Contains(r.stderr, "file exists") {
+		t.Errorf("existing --qr file: exit %d, stderr %q; want 1 and \"file exists\"", r.code, r.stderr)
+	}
+}
+
+// decodeQRFile checks that path is a PNG of mode 0600 (it holds a secret)
+// and returns the text of the QR code in it, read with an independent
+// decoder.
+func decodeQRFile(t *testing.T, path string) string {
+	t.Helper()
 	fi, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
@@ -46,16 +63,7 @@ func TestEnrollQRFile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("decode QR: %v", err)
 	}
-	want := "otpauth://totp/mnguard:suzuki?algorithm=SHA1&digits=6&issuer=mnguard&period=30&secret=" + fakeSecret
-	if res.GetText() != want {
-		t.Errorf("QR holds %q, want %q", res.GetText(), want)
-	}
-
-	// Never overwritten: the second enrollment fails before asking the server.
-	r = newHarness().run(t, "users", "enroll", "tanaka", "--qr", path)
-	if r.code != 1 || !strings.Contains(r.stderr, "file exists") {
-		t.Errorf("existing --qr file: exit %d, stderr %q; want 1 and \"file exists\"", r.code, r.stderr)
-	}
+	return res.GetText()
 }
 
 func TestUsersUsageErrors(t *testing.T) {
