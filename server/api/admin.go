@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/mnguard/mnguard/internal/pki"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
+	"github.com/mnguard/mnguard/server/i18n"
 	"github.com/mnguard/mnguard/server/store"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -168,11 +169,20 @@ func summaryProto(t store.TerminalSummary) *mnguardv1.Terminal {
 	return out
 }
 
-// ComplianceProto is the API form of a verdict.
+// ComplianceProto is the API form of a verdict. Check details are in
+// English: the console renders them in the operator's language itself.
 func ComplianceProto(c store.Compliance) *mnguardv1.Compliance {
 	out := &mnguardv1.Compliance{State: c.State, StateSince: ts(c.StateSince), EvaluatedAt: ts(c.EvaluatedAt), Offline: c.Offline}
 	for _, r := range c.Checks {
-		out.Checks = append(out.Checks, &mnguardv1.CheckResult{Name: r.Name, Status: r.Status, Detail: r.Detail, Since: ts(r.Since)})
+		detail := ""
+		if r.Detail != "" {
+			args := make([]any, len(r.Args))
+			for i, a := range r.Args {
+				args[i] = a
+			}
+			detail = i18n.T("en", r.Detail, args...)
+		}
+		out.Checks = append(out.Checks, &mnguardv1.CheckResult{Name: r.Name, Status: r.Status, Detail: detail, Since: ts(r.Since)})
 	}
 	return out
 }

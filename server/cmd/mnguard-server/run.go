@@ -80,7 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		httpKey := fs.String("http-key", env("MNGUARD_HTTP_KEY", ""), "PEM private key of --http-cert (env MNGUARD_HTTP_KEY)")
 		timeZone := fs.String("time-zone", env("MNGUARD_TIME_ZONE", "Asia/Tokyo"), "time zone of the console and the reports (env MNGUARD_TIME_ZONE)")
 		minAgent := fs.String("min-agent-version", env("MNGUARD_MIN_AGENT_VERSION", ""), "oldest agent version (vMAJOR.MINOR.PATCH) the compliance check accepts; default: the collector's own version (env MNGUARD_MIN_AGENT_VERSION)")
-		webIdle := fs.Duration("web-idle-timeout", web.DefaultIdleTimeout, "console sessions end after this long without a request (1m to 8h; env MNGUARD_WEB_IDLE_TIMEOUT)")
+		webIdle := fs.Duration("web-idle-timeout", web.DefaultIdleTimeout, "console sessions end after this long without a request (10s to 8h; env MNGUARD_WEB_IDLE_TIMEOUT)")
 		webMax := fs.Duration("web-session-max", web.DefaultAbsoluteTimeout, "console sessions end this long after sign-in (1m to 24h; env MNGUARD_WEB_SESSION_MAX)")
 		var names stringList
 		fs.Var(&names, "server-name", "extra DNS name or IP address in the server certificate (repeatable)")
@@ -138,8 +138,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		switch {
 		case (*httpCert == "") != (*httpKey == ""):
 			return fail(errors.New("--http-cert and --http-key: give both or neither"))
-		case *webIdle < time.Minute || *webIdle > 8*time.Hour:
-			return fail(fmt.Errorf("--web-idle-timeout %s: must be 1m to 8h", *webIdle))
+		case *webIdle < 10*time.Second || *webIdle > 8*time.Hour:
+			return fail(fmt.Errorf("--web-idle-timeout %s: must be 10s to 8h", *webIdle))
 		case *webMax < time.Minute || *webMax > 24*time.Hour || *webMax < *webIdle:
 			return fail(fmt.Errorf("--web-session-max %s: must be 1m to 24h and not below --web-idle-timeout", *webMax))
 		case *minAgent != "" && !versionRE.MatchString(*minAgent):
