@@ -31,6 +31,11 @@ for _ in $(seq 100); do
 done
 ctl whoami >/dev/null || { echo "collector did not start; see $DEMO/server.log" >&2; tail -5 "$DEMO/server.log" >&2; exit 1; }
 
+# The demo agent checks a PAM stack of the demo's own (.demo/pam.d/login),
+# which requires pam_mnguard: the demo terminal can be compliant without
+# touching this machine's /etc/pam.d.
+mkdir -p "$DEMO/pam.d"
+printf 'auth required pam_unix.so\nauth required %s/pam_mnguard.so socket=%s/run/pam.sock\n' "$BIN" "$DEMO" >"$DEMO/pam.d/login"
 cat >"$DEMO/agent.yaml" <<YAML
 server: $GRPC
 state_dir: $DEMO/agent
@@ -38,6 +43,8 @@ report_interval: 60s
 log_level: info
 mfa:
   socket: $DEMO/run/pam.sock
+  pam_dir: $DEMO/pam.d
+  services: [login]
 YAML
 if [ ! -f "$DEMO/agent/enrollment.json" ]; then
 	token=$(ctl tokens create --ttl 10m --uses 1 --note "make run demo" | head -n 1)
@@ -60,16 +67,29 @@ if [ ! -f "$DEMO/user-demo.json" ]; then
 fi
 secret=$(sed -n 's/^ *"secret": *"\([A-Z2-7]*\)".*/\1/p' "$DEMO/user-demo.json")
 
+password=$(cat "$DEMO/server/admin.password")
+admin_totp=$(cat "$DEMO/server/admin.totp")
+# The collector evaluates the terminal within a moment of its first report.
+for _ in $(seq 50); do
+	ctl terminals list -o csv 2>/dev/null | grep -q ',compliant,\|,non-compliant,' && break
+	sleep 0.2
+done
+
 cat <<MSG
 
 mnguard demo is running (logs in $DEMO/server.log and $DEMO/agent.log).
 
-  Dashboard URL:                  https://$HTTP/  (HTTPS from the collector's own CA; the web
-                                  dashboard arrives in a later release: today /healthz and /metrics)
-  CA pin:                         $pin
-  Admin API token:                $DEMO/server/admin.token
+  Web console:      https://$HTTP/
+                    (its certificate comes from the collector's own CA, $DEMO/server/ca.crt:
+                    import it into the browser, or accept the warning for this demo)
+  Sign in as:       admin
+  Password:         $password
+  TOTP secret:      $admin_totp   (add it to an authenticator app, or:)
+  Code right now:   oathtool --totp -b $admin_totp
+  CA pin:           $pin
+  Admin API token:  $DEMO/server/admin.token
 
-The enrolled terminals, as an administrator sees them:
+The enrolled terminals and their compliance, as an administrator sees them:
 
 MSG
 ctl terminals list
@@ -79,8 +99,9 @@ Try it yourself in another shell:
 
   export MNGUARD_SERVER=$GRPC MNGUARD_CA_PIN=$pin
   bin/mnguardctl --token-file $DEMO/server/admin.token terminals list
+  bin/mnguardctl --token-file $DEMO/server/admin.token terminals show ID
   bin/mnguard-agent status --config $DEMO/agent.yaml
-  bin/mnguardctl --token-file $DEMO/server/admin.token users list
+  bin/mnguardctl --token-file $DEMO/server/admin.token reports self-inspection --from $(date +%Y-%m-01) --to $(date +%F) --out report.html
 
 A login with the second factor (user "demo", TOTP secret $secret), as root:
 

@@ -2,7 +2,9 @@
 # Installs the Debian packages mnguard builds and tests with, when missing.
 set -euo pipefail
 need=()
-for p in gcc pkg-config libusb-1.0-0-dev iproute2 udev dosfstools fdisk util-linux fusefat oathtool openssl libpam0g-dev pamtester; do
+# chromium drives the console's browser tests; fonts-ipafont-gothic gives
+# it (and its screenshots) Japanese glyphs.
+for p in gcc pkg-config libusb-1.0-0-dev iproute2 udev dosfstools fdisk util-linux fusefat oathtool openssl libpam0g-dev pamtester chromium fonts-ipafont-gothic; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

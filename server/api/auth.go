@@ -24,12 +24,6 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-const (
-	agentServicePrefix = "/mnguard.v1.AgentService/"
-	adminServicePrefix = "/mnguard.v1.AdminService/"
-	enrollMethod       = agentServicePrefix + "Enroll"
-)
-
 type ctxKey int
 
 const (

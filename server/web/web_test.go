@@ -574,3 +574,42 @@ func TestRoutesMatchTable(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSafeNext: whatever a sign-in link carries, the redirect stays on this
+// site.
+func FuzzSafeNext(f *testing.F) {
+	for _, s := range []string{"/", "/terminals?state=stale", "//evil.example/", "/\\evil", "https://evil.example", "/\r\nSet-Cookie: x", "javascript:alert(1)"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := safeNext(s)
+		u, err := url.Parse(got)
+		if err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(got, "/") || strings.HasPrefix(got, "//") ||
+			strings.HasPrefix(got, "/\\") || strings.ContainsAny(got, "\r\n") {
+			t.Fatalf("safeNext(%q) = %q: not a path on this site", s, got)
+		}
+	})
+}
+
+// FuzzConsoleQuery: the list pages' query parameters are either refused or
+// give a filter the store accepts.
+func FuzzConsoleQuery(f *testing.F) {
+	for _, s := range []string{"state=stale&check=media&sort=last_seen&dir=desc&page=3&size=25", "q=%25_%5C", "page=0", "size=7&dir=up", "state=%3Cb%3E"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		q, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		filter, ferr := terminalFilter(q)
+		page, size, perr := paging(q)
+		if ferr != nil || perr != nil {
+			return
+		}
+		if filter.State != "" && !store.ValidComplianceState(filter.State) || filter.FailingCheck != "" && !store.ValidCheck(filter.FailingCheck) ||
+			!store.ValidSort(filter.Sort) || page < 1 || page > maxPage || size < 1 || size > 200 {
+			t.Fatalf("accepted %q as %+v page %d size %d", raw, filter, page, size)
+		}
+	})
+}
