@@ -148,11 +148,15 @@ func parseHash(s string) (phc, error) {
 		return h, fmt.Errorf("%w: memory below 8 KiB per lane", ErrMalformedHash)
 	}
 	var err error
+	// The decoder skips '\r' and '\n' even when strict: only the
+	// canonical encoding is accepted.
 	b64 := base64.RawStdEncoding.Strict()
-	if h.salt, err = b64.DecodeString(parts[4]); err != nil || len(h.salt) < 8 || len(h.salt) > 64 {
+	if h.salt, err = b64.DecodeString(parts[4]); err != nil || len(h.salt) < 8 || len(h.salt) > 64 ||
+		b64.EncodeToString(h.salt) != parts[4] {
 		return h, fmt.Errorf("%w: salt", ErrMalformedHash)
 	}
-	if h.key, err = b64.DecodeString(parts[5]); err != nil || len(h.key) < 16 || len(h.key) > 64 {
+	if h.key, err = b64.DecodeString(parts[5]); err != nil || len(h.key) < 16 || len(h.key) > 64 ||
+		b64.EncodeToString(h.key) != parts[5] {
 		return h, fmt.Errorf("%w: key", ErrMalformedHash)
 	}
 	return h, nil

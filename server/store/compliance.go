@@ -348,7 +348,10 @@ func saveCompliance(ctx context.Context, tx wtx, u ComplianceUpdate) error {
 		return fmt.Errorf("upsert compliance: %w", err)
 	}
 	for _, name := range u.Closed {
-		if _, err := tx.exec(ctx, `UPDATE compliance_intervals SET ended_at = $3
+		// An interval never ends before it started (the schema refuses
+		// it), also when the clock stepped back since it was opened.
+		if _, err := tx.exec(ctx, `UPDATE compliance_intervals
+	SET ended_at = CASE WHEN started_at > $3 THEN started_at ELSE $3 END
 	WHERE terminal_id = $1 AND check_name = $2 AND ended_at IS NULL`, c.TerminalID, name, dbTime(c.EvaluatedAt)); err != nil {
 			return fmt.Errorf("close interval %s: %w", name, err)
 		}

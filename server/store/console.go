@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Sort keys of TerminalFilter.
@@ -37,7 +39,7 @@ type TerminalFilter struct {
 	Search string
 	Sort   string
 	Desc   bool
-	// Limit <= 0 means no limit.
+	// Limit <= 0 means no limit; Offset applies either way.
 	Limit, Offset int
 }
 
@@ -139,8 +141,12 @@ func (s *SQLite) terminalPage(ctx context.Context, f TerminalFilter) ([]Terminal
 	q := `SELECT t.id, t.hostname, t.state, t.enrolled_at, t.last_seen_at, t.revoked_at,
 	(SELECT c2.serial FROM certificates c2 WHERE c2.terminal_id = t.id ORDER BY c2.not_after DESC, c2.serial DESC LIMIT 1),
 	(SELECT MAX(c2.not_after) FROM certificates c2 WHERE c2.terminal_id = t.id), ` + complianceColumns + from + where + " ORDER BY " + order
-	if f.Limit > 0 {
-		args = append(args, f.Limit, max(f.Offset, 0))
+	if f.Limit > 0 || f.Offset > 0 {
+		limit := int64(f.Limit)
+		if limit <= 0 {
+			limit = math.MaxInt64 // no limit, but still the offset
+		}
+		args = append(args, limit, max(f.Offset, 0))
 		q += fmt.Sprintf(" LIMIT $%d OFFSET $%d", len(args)-1, len(args))
 	}
 	rows, err := s.r.QueryContext(ctx, q, args...)
@@ -296,7 +302,8 @@ func (s *SQLite) filterAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, 
 		conds = append(conds, "at < "+arg(dbTime(f.Until)))
 	}
 	if f.ActionPrefix != "" {
-		conds = append(conds, "substr(action, 1, "+arg(len(f.ActionPrefix))+") = "+arg(f.ActionPrefix))
+		// substr counts characters, not bytes.
+		conds = append(conds, "substr(action, 1, "+arg(utf8.RuneCountInString(f.ActionPrefix))+") = "+arg(f.ActionPrefix))
 	}
 	q := auditColumns
 	if len(conds) > 0 {

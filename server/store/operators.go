@@ -232,7 +232,8 @@ func (s *SQLite) DeleteOperator(ctx context.Context, name string, a AuditEntry) 
 	err := checkAudit(&a)
 	if err == nil {
 		err = s.write(ctx, func(tx wtx) error {
-			if _, err := operatorInTx(ctx, tx, name); err != nil {
+			o, err := operatorInTx(ctx, tx, name)
+			if err != nil {
 				return err
 			}
 			for _, q := range []string{
@@ -244,12 +245,17 @@ func (s *SQLite) DeleteOperator(ctx context.Context, name string, a AuditEntry) 
 					return err
 				}
 			}
-			if k, err := enabledAdmins(ctx, tx); err != nil {
-				return err
-			} else if k == 0 {
-				return ErrLastAdmin
+			// Only removing an enabled admin can leave none; a store
+			// without one (operators migrated from helpdesk tokens)
+			// must still let others be deleted.
+			if o.Role == RoleAdmin && o.Enabled() {
+				if k, err := enabledAdmins(ctx, tx); err != nil {
+					return err
+				} else if k == 0 {
+					return ErrLastAdmin
+				}
 			}
-			_, err := appendAuditTx(ctx, tx, a)
+			_, err = appendAuditTx(ctx, tx, a)
 			return err
 		})
 	}
