@@ -230,6 +230,7 @@ func (a *AdminService) RevokeTerminal(ctx context.Context, req *mnguardv1.Revoke
 		return nil, storeErr("terminal "+req.GetId(), err)
 	}
 	a.s.hub.kick(req.GetId())
+	a.s.changed(req.GetId())
 	if err := a.audit(ctx, op, "terminal.revoke", req.GetId(), req.GetReason()); err != nil {
 		return nil, err
 	}

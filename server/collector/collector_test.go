@@ -3,10 +3,14 @@ package collector
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -22,6 +26,7 @@ import (
 	"github.com/mnguard/mnguard/server/api"
 	"github.com/mnguard/mnguard/server/ca"
 	"github.com/mnguard/mnguard/server/logins"
+	"github.com/mnguard/mnguard/server/operators"
 	"github.com/mnguard/mnguard/server/store"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -52,7 +57,29 @@ func TestInitIsIdempotent(t *testing.T) {
 	if err != nil || len(key) != 32 {
 		t.Fatalf("totp.key: %d bytes, %v", len(key), err)
 	}
-	for _, f := range []string{AdminTokenFile, "ca.key", SigningKeyFile, DBFile, TOTPKeyFile} {
+	// The first admin operator can sign in with the files' password and
+	// TOTP secret.
+	pw, err := os.ReadFile(filepath.Join(dir, AdminPasswordFile))
+	if err != nil || strings.TrimSpace(string(pw)) != first.AdminPassword || len(first.AdminPassword) < operators.MinPasswordRunes {
+		t.Fatalf("admin.password: %q, %v", pw, err)
+	}
+	secret, err := os.ReadFile(filepath.Join(dir, AdminTOTPFile))
+	if err != nil || strings.TrimSpace(string(secret)) != first.AdminTOTPSecret {
+		t.Fatalf("admin.totp: %q, %v", secret, err)
+	}
+	st, err := store.OpenSQLite(ctx, filepath.Join(dir, DBFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := st.Operator(ctx, "admin")
+	st.Close()
+	if err != nil || op.Role != store.RoleAdmin || !op.Enabled() || len(op.TOTPSealed) == 0 {
+		t.Fatalf("operator admin: %+v, %v", op, err)
+	}
+	if ok, err := operators.VerifyPassword(op.PasswordHash, first.AdminPassword); !ok || err != nil {
+		t.Errorf("admin.password does not verify against the stored hash: %v", err)
+	}
+	for _, f := range []string{AdminTokenFile, AdminPasswordFile, AdminTOTPFile, "ca.key", SigningKeyFile, DBFile, TOTPKeyFile} {
 		fi, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatal(err)
@@ -314,5 +341,82 @@ func TestServeSignsExemptions(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Serve after cancel: %v", err)
+	}
+}
+
+// TestServeConsoleCertificate: with --http-cert and --http-key the console
+// presents that certificate, one the browsers trust, and not the CA's.
+func TestServeConsoleCertificate(t *testing.T) {
+	dir := t.TempDir()
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(42), Subject: pkix.Name{CommonName: "console.city.lg.jp"},
+		DNSNames: []string{"console.city.lg.jp"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "console.crt"), filepath.Join(dir, "console.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, Config{
+			DataDir: filepath.Join(dir, "data"), GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
+			HTTPCertFile: certFile, HTTPKeyFile: keyFile, Logger: slog.New(slog.DiscardHandler),
+			Ready: func(_, h net.Addr) { ready <- h },
+		})
+	}()
+	var addr net.Addr
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("Serve: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve not ready in 20s")
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "console.city.lg.jp"}}}
+	resp, err := cl.Get("https://" + addr.String() + "/healthz")
+	if err != nil {
+		t.Fatalf("the console does not present the given certificate: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("healthz: %s", resp.Status)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	// A key that does not match is refused at start.
+	other, _ := pki.NewKey()
+	otherDER, _ := x509.MarshalPKCS8PrivateKey(other)
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: otherDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = Serve(context.Background(), Config{DataDir: filepath.Join(dir, "data"), GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
+		HTTPCertFile: certFile, HTTPKeyFile: keyFile, Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(err.Error(), "console certificate") {
+		t.Errorf("Serve with a mismatched key: %v", err)
 	}
 }

@@ -67,8 +67,9 @@ func CheckPassword(pw string) error {
 }
 
 // hashing bounds the argon2id computations running at once: each holds
-// 64 MiB, and unauthenticated sign-ins trigger them.
-var hashing = make(chan struct{}, max(2, runtime.NumCPU()))
+// 64 MiB and two cores for ~160 ms, and unauthenticated sign-ins trigger
+// them, so a flood of sign-ins must leave the collector cores for agents.
+var hashing = make(chan struct{}, max(1, runtime.NumCPU()/2))
 
 func idKey(pw, salt []byte, time, memory uint32, threads uint8, keyLen uint32) []byte {
 	hashing <- struct{}{}

@@ -87,8 +87,12 @@ func terminalWhere(f TerminalFilter, args *[]any) (string, error) {
 		conds = append(conds, "t.state = 'active' AND c."+checkColumn(f.FailingCheck)+" = 'fail'")
 	}
 	if f.Search != "" {
+		// The evaluated terminals' search column holds host name, ID,
+		// addresses and serials; it is read from its narrow index. Those
+		// not evaluated yet are searched by host name and ID.
 		p := arg(likePattern(f.Search))
-		conds = append(conds, "(c.search LIKE "+p+` ESCAPE '\' OR lower(t.hostname) LIKE `+p+` ESCAPE '\' OR t.id LIKE `+p+` ESCAPE '\')`)
+		conds = append(conds, "(t.id IN (SELECT s.terminal_id FROM terminal_compliance s INDEXED BY terminal_compliance_search WHERE s.search LIKE "+p+
+			` ESCAPE '\') OR c.terminal_id IS NULL AND (lower(t.hostname) LIKE `+p+` ESCAPE '\' OR t.id LIKE `+p+` ESCAPE '\'))`)
 	}
 	if len(conds) == 0 {
 		return "", nil
@@ -138,20 +142,65 @@ func (s *SQLite) terminalPage(ctx context.Context, f TerminalFilter) ([]Terminal
 	case SortEnrolled:
 		order = "t.enrolled_at " + dir + ", t.id " + dir
 	}
-	q := `SELECT t.id, t.hostname, t.state, t.enrolled_at, t.last_seen_at, t.revoked_at,
+	const columns = `SELECT t.id, t.hostname, t.state, t.enrolled_at, t.last_seen_at, t.revoked_at,
 	(SELECT c2.serial FROM certificates c2 WHERE c2.terminal_id = t.id ORDER BY c2.not_after DESC, c2.serial DESC LIMIT 1),
-	(SELECT MAX(c2.not_after) FROM certificates c2 WHERE c2.terminal_id = t.id), ` + complianceColumns + from + where + " ORDER BY " + order
-	if f.Limit > 0 || f.Offset > 0 {
-		limit := int64(f.Limit)
-		if limit <= 0 {
-			limit = math.MaxInt64 // no limit, but still the offset
-		}
-		args = append(args, limit, max(f.Offset, 0))
-		q += fmt.Sprintf(" LIMIT $%d OFFSET $%d", len(args)-1, len(args))
+	(SELECT MAX(c2.not_after) FROM certificates c2 WHERE c2.terminal_id = t.id), ` + complianceColumns
+	if f.Limit <= 0 && f.Offset <= 0 {
+		// Everything (an export): one pass.
+		out, err := s.scanSummaries(ctx, columns+from+where+" ORDER BY "+order, args...)
+		return out, total, err
 	}
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	// A page: sort only the IDs, then read the page's rows. Sorting whole
+	// rows made SQLite compute every row's certificate and compliance
+	// columns first (150 ms for a page sorted by state of 10,000).
+	limit := int64(f.Limit)
+	if limit <= 0 {
+		limit = math.MaxInt64 // no limit, but still the offset
+	}
+	args = append(args, limit, max(f.Offset, 0))
+	rows, err := s.r.QueryContext(ctx, fmt.Sprintf(`SELECT t.id`+from+where+" ORDER BY "+order+" LIMIT $%d OFFSET $%d", len(args)-1, len(args)), args...)
 	if err != nil {
 		return nil, 0, err
+	}
+	var ids []any
+	var ph []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, 0, err
+		}
+		ids = append(ids, id)
+		ph = append(ph, fmt.Sprintf("$%d", len(ids)))
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, 0, err
+	}
+	if len(ids) == 0 {
+		return nil, total, nil
+	}
+	got, err := s.scanSummaries(ctx, columns+from+"WHERE t.id IN ("+strings.Join(ph, ", ")+")", ids...)
+	if err != nil {
+		return nil, 0, err
+	}
+	byID := make(map[string]TerminalSummary, len(got))
+	for _, t := range got {
+		byID[t.ID] = t
+	}
+	out := make([]TerminalSummary, 0, len(ids))
+	for _, id := range ids {
+		if t, ok := byID[id.(string)]; ok {
+			out = append(out, t)
+		}
+	}
+	return out, total, nil
+}
+
+func (s *SQLite) scanSummaries(ctx context.Context, q string, args ...any) ([]TerminalSummary, error) {
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
 	var out []TerminalSummary
@@ -164,17 +213,17 @@ func (s *SQLite) terminalPage(ctx context.Context, f TerminalFilter) ([]Terminal
 		dests := append([]any{&t.ID, &t.Hostname, &t.State, scanTime(&t.EnrolledAt), scanTime(&t.LastSeenAt),
 			scanTime(&t.RevokedAt), &serial, scanTime(&t.CertNotAfter)}, d.dests()...)
 		if err := rows.Scan(dests...); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		if serial != nil {
 			t.CertSerial = *serial
 		}
 		if t.Compliance, err = d.value(); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		out = append(out, t)
 	}
-	return out, total, rows.Err()
+	return out, rows.Err()
 }
 
 // EventFilter selects events.

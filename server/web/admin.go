@@ -2,6 +2,7 @@ package web
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -159,6 +160,9 @@ func (s *Server) eventsCSV(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 	}
 	rows, err := s.eventRows(r.Context(), evs)
 	if err != nil {
+		return err
+	}
+	if err := s.auditExport(r, c, "export.events_csv", fmt.Sprintf("%d events, filter %q", len(rows), r.URL.RawQuery)); err != nil {
 		return err
 	}
 	header := []string{"received_at", "time", "terminal_id", "hostname", "source", "seq", "type", "severity", "message", "attributes"}

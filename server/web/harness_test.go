@@ -2,6 +2,9 @@ package web
 
 import (
 	"context"
+	"errors"
+	"io/fs"
+	"os"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -54,7 +57,7 @@ func (c *fakeClock) Add(d time.Duration) {
 // env is a console over a real SQLite store, admin service and operator
 // service, served over TLS on loopback.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	st      *store.SQLite
 	clock   *fakeClock
 	ops     *operators.Service
@@ -63,11 +66,17 @@ type env struct {
 	srv     *httptest.Server
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	return newEnvIn(t, t.TempDir(), time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC))
+}
+
+// newEnvIn is newEnv over the data directory dir (its mnguard.db and
+// totp.key are used when present), with the clock at now.
+func newEnvIn(t testing.TB, dir string, now time.Time) *env {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	e := &env{t: t, clock: &fakeClock{t: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)}}
+	e := &env{t: t, clock: &fakeClock{t: now}}
 	authority, _, err := ca.LoadOrCreate(dir, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -77,8 +86,10 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() { e.st.Close() })
 	keyPath := filepath.Join(dir, "totp.key")
-	if err := logins.CreateKey(keyPath); err != nil {
-		t.Fatal(err)
+	if _, err := os.Stat(keyPath); errors.Is(err, fs.ErrNotExist) {
+		if err := logins.CreateKey(keyPath); err != nil {
+			t.Fatal(err)
+		}
 	}
 	key, err := logins.LoadKey(keyPath)
 	if err != nil {

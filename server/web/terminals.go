@@ -209,6 +209,9 @@ func (s *Server) terminalsCSV(w http.ResponseWriter, r *http.Request, c *reqCtx)
 	if err != nil {
 		return err
 	}
+	if err := s.auditExport(r, c, "export.terminals_csv", fmt.Sprintf("%d terminals, filter %q", len(rows), r.URL.RawQuery)); err != nil {
+		return err
+	}
 	header := []string{"id", "hostname", "state", "compliance_state", "compliance_since", "offline"}
 	for _, ch := range store.Checks {
 		header = append(header, "check_"+ch, "check_"+ch+"_detail")
@@ -237,6 +240,14 @@ func (s *Server) terminalsCSV(w http.ResponseWriter, r *http.Request, c *reqCtx)
 		}
 		return nil
 	})
+}
+
+// auditExport records who took data out of the console as a file.
+func (s *Server) auditExport(r *http.Request, c *reqCtx, action, detail string) error {
+	a := c.audit()
+	a.Action, a.Target, a.Detail = action, r.URL.Path, detail
+	_, err := s.cfg.Store.AppendAudit(r.Context(), a)
+	return err
 }
 
 func toAny(ss []string) []any {

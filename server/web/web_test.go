@@ -613,3 +613,19 @@ func FuzzConsoleQuery(f *testing.F) {
 		}
 	})
 }
+
+// TestUnlistedRouteRefused: a handler registered for a route the
+// authorization table does not list is refused to everyone, admins too.
+func TestUnlistedRouteRefused(t *testing.T) {
+	e := newEnv(t)
+	admin := e.addOperator("admin", store.RoleAdmin)
+	ran := false
+	e.console.handle("GET /not-in-the-table", func(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
+		ran = true
+		return nil
+	})
+	c := e.mustSignIn(admin)
+	if resp, _ := c.get("/not-in-the-table"); resp.StatusCode != http.StatusForbidden || ran {
+		t.Errorf("unlisted route: %s, handler ran: %v", resp.Status, ran)
+	}
+}

@@ -158,6 +158,9 @@ func (c *connection) Close() error {
 	return c.close()
 }
 
+// maxResponseBytes bounds one response of the admin API.
+const maxResponseBytes = 256 << 20
+
 // dialAdmin returns a connection to the admin API. grpc connects lazily, on
 // the first call.
 func dialAdmin(cfg connConfig) (*connection, error) {
@@ -171,6 +174,9 @@ func dialAdmin(cfg connConfig) (*connection, error) {
 		grpc.WithPerRPCCredentials(bearer{cfg.token}),
 		grpc.WithContextDialer(diag.dial),
 		grpc.WithUserAgent("mnguardctl/"+version.Version),
+		// Lists of 10,000 terminals, events and audit entries are larger
+		// than grpc's default 4 MiB.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxResponseBytes)),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", cfg.server, err)
