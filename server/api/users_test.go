@@ -9,10 +9,10 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/mnguard/mnguard/internal/fakeclock"
 	"github.com/mnguard/mnguard/internal/offlinecode"
 	"github.com/mnguard/mnguard/internal/pki"
 	"github.com/mnguard/mnguard/internal/totp"
@@ -28,12 +28,6 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// clock is the TOTP clock of the tests.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
 // Roles as the authorization table (package authz) gives them.
 var (
 	allRoles        = []string{store.RoleAdmin, store.RoleHelpdesk, store.RoleAuditor}
@@ -41,25 +35,13 @@ var (
 	adminOrHelpdesk = []string{store.RoleAdmin, store.RoleHelpdesk}
 )
 
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // collector is a real collector on loopback: CA, SQLite store, TOTP
 // authority, gRPC over mutual TLS.
 type collector struct {
 	t       *testing.T
 	st      *store.SQLite
 	svc     *Services
-	clock   *clock
+	clock   *fakeclock.Clock
 	addr    string
 	caDER   []byte
 	tokens  map[string]string // role -> API token
@@ -87,7 +69,7 @@ func startCollectorWith(t *testing.T, withLogins bool, edit func(*Config)) *coll
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	c := &collector{t: t, st: st, clock: &clock{t: time.Date(2026, 11, 25, 10, 0, 1, 0, time.UTC)}, caDER: authority.CertDER(),
+	c := &collector{t: t, st: st, clock: fakeclock.New(time.Date(2026, 11, 25, 10, 0, 1, 0, time.UTC)), caDER: authority.CertDER(),
 		tokens: map[string]string{}, metrics: NewMetrics(nil)}
 	_, signer, err := ed25519.GenerateKey(nil)
 	if err != nil {

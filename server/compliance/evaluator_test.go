@@ -8,33 +8,15 @@ import (
 	"maps"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/mnguard/mnguard/internal/fakeclock"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"github.com/mnguard/mnguard/server/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 )
-
-// clock is a settable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 var jst = time.FixedZone("JST", 9*60*60)
 
@@ -45,7 +27,7 @@ var start = time.Date(2026, 11, 25, 16, 0, 0, 0, time.UTC)
 type env struct {
 	t     *testing.T
 	st    *store.SQLite
-	clock *clock
+	clock *fakeclock.Clock
 	reg   *prometheus.Registry
 	ev    *Evaluator
 }
@@ -57,7 +39,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	e := &env{t: t, st: st, clock: &clock{t: start}, reg: prometheus.NewRegistry()}
+	e := &env{t: t, st: st, clock: fakeclock.New(start), reg: prometheus.NewRegistry()}
 	cfg := Config{
 		Store: st, Policy: Policy{ReportInterval: time.Minute, Version: "1.4.0"}, Location: jst,
 		Registerer: e.reg, Logger: slog.New(slog.DiscardHandler), Now: e.clock.Now,

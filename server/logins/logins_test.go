@@ -15,30 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mnguard/mnguard/internal/fakeclock"
 	"github.com/mnguard/mnguard/internal/totp"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"github.com/mnguard/mnguard/server/store"
 	"github.com/pquerna/otp"
 	"google.golang.org/protobuf/proto"
 )
-
-// clock is a settable clock for TOTP time steps.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // t0 is one second into a 30 s step.
 var t0 = time.Date(2026, 11, 25, 10, 0, 1, 0, time.UTC)
@@ -50,7 +33,7 @@ type env struct {
 	st    *store.SQLite
 	path  string
 	key   []byte
-	clock *clock
+	clock *fakeclock.Clock
 	svc   *Service
 }
 
@@ -86,7 +69,7 @@ func newEnv(t testing.TB, mod func(*Policy)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, st: st, path: path, key: key, clock: &clock{t: t0}}
+	e := &env{t: t, st: st, path: path, key: key, clock: fakeclock.New(t0)}
 	p := DefaultPolicy()
 	p.Delay = 0
 	p.Now = e.clock.Now

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mnguard/mnguard/internal/fakeclock"
 	"github.com/mnguard/mnguard/internal/totp"
 	"github.com/mnguard/mnguard/server/logins"
 	"github.com/mnguard/mnguard/server/store"
@@ -21,24 +22,6 @@ import (
 
 // t0 is one second into a 30 s TOTP step.
 var t0 = time.Date(2026, 11, 25, 10, 0, 1, 0, time.UTC)
-
-// clock is a settable clock for TOTP steps and audit times.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // logBuffer collects the service's log for inspection.
 type logBuffer struct {
@@ -62,7 +45,7 @@ type env struct {
 	t     *testing.T
 	st    *store.SQLite
 	key   []byte
-	clock *clock
+	clock *fakeclock.Clock
 	logs  *logBuffer
 	svc   *Service
 	// secrets are what must never show in the audit log or the log:
@@ -89,7 +72,7 @@ func newEnv(t *testing.T, mod func(*Policy)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, st: st, key: key, clock: &clock{t: t0}, logs: &logBuffer{}}
+	e := &env{t: t, st: st, key: key, clock: fakeclock.New(t0), logs: &logBuffer{}}
 	p := DefaultPolicy()
 	p.Delay = 0
 	p.Now = e.clock.Now

@@ -682,42 +682,8 @@ func eventsQuery(where string) string {
 ) e ORDER BY received_at DESC, source DESC, k DESC LIMIT $1`
 }
 
-var (
-	qEventsAll      = eventsQuery("")
-	qEventsTerminal = eventsQuery("WHERE terminal_id = $2")
-)
-
 func (s *SQLite) events(ctx context.Context, terminalID string, limit int) ([]Event, error) {
-	if limit <= 0 {
-		limit = defaultLimit
-	}
-	var (
-		rows *sql.Rows
-		err  error
-	)
-	if terminalID == "" {
-		rows, err = s.r.QueryContext(ctx, qEventsAll, limit)
-	} else {
-		rows, err = s.r.QueryContext(ctx, qEventsTerminal, limit, terminalID)
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var evs []Event
-	for rows.Next() {
-		var (
-			e        Event
-			seq, sev int64
-		)
-		if err := rows.Scan(&e.TerminalID, &seq, scanTime(&e.Time), scanTime(&e.ReceivedAt),
-			&e.Type, &sev, &e.Message, &e.Data, &e.Source); err != nil {
-			return nil, err
-		}
-		e.Seq, e.Severity = uint64(seq), int32(sev)
-		evs = append(evs, e)
-	}
-	return evs, rows.Err()
+	return s.filterEvents(ctx, EventFilter{TerminalID: terminalID, Limit: limit})
 }
 
 // AddServerEvent implements Store. A zero Time means now; the ID is

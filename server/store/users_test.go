@@ -812,7 +812,12 @@ func TestEventsQueryPlan(t *testing.T) {
 	for _, q := range []struct {
 		sql  string
 		args []any
-	}{{qEventsAll, []any{10}}, {qEventsTerminal, []any{10, "t1"}}} {
+	}{
+		{eventsQuery(""), []any{10}},
+		{eventsQuery("WHERE terminal_id = $2"), []any{10, "t1"}},
+		{eventsQuery("WHERE type = $2"), []any{10, "media.attached"}},
+		{eventsQuery("WHERE terminal_id = $2 AND received_at < $3"), []any{10, "t1", int64(1)}},
+	} {
 		rows, err := s.r.Query(`EXPLAIN QUERY PLAN `+q.sql, q.args...)
 		if err != nil {
 			t.Fatal(err)

@@ -208,10 +208,7 @@ func BenchmarkConsole(b *testing.B) {
 	admin := e.addOperator("bench-admin", store.RoleAdmin)
 	c := e.mustSignIn(admin)
 	u, _ := url.Parse(e.srv.URL)
-	var cookies []*http.Cookie
-	for _, ck := range c.hc.Jar.Cookies(u) {
-		cookies = append(cookies, ck)
-	}
+	cookies := c.hc.Jar.Cookies(u)
 	h := e.console.Handler()
 	last := (benchTerminals + defaultPageSize - 1) / defaultPageSize
 	probe := fmt.Sprintf("%08x-0000-4000-8000-%012x", 4242, 4242)

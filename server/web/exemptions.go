@@ -320,6 +320,16 @@ func (s *Server) exemptionLive(w http.ResponseWriter, r *http.Request, c *reqCtx
 	}
 	err = s.stream(w, r, first.E.TerminalID, func() (string, bool, error) {
 		c.now = s.cfg.Now()
+		// The stream ends with the session: signed out elsewhere,
+		// disabled, or idle (the stream itself is no activity).
+		ses, op, err := s.cfg.Store.SessionByHash(r.Context(), c.sesHash)
+		if errors.Is(err, store.ErrNotFound) || err == nil && (!op.Enabled() || c.now.Sub(ses.LastSeenAt) > s.cfg.IdleTimeout ||
+			c.now.Sub(ses.CreatedAt) > s.cfg.AbsoluteTimeout) {
+			return "", true, errSessionEnded
+		}
+		if err != nil {
+			return "", true, err
+		}
 		st, err := s.status(r.Context(), id, c.now)
 		if err != nil {
 			return "", true, err
@@ -327,11 +337,14 @@ func (s *Server) exemptionLive(w http.ResponseWriter, r *http.Request, c *reqCtx
 		html, err := s.fragment(c, "exemption", "exemption-status", st)
 		return html, st.Final, err
 	})
-	if err != nil && r.Context().Err() == nil {
+	if err != nil && r.Context().Err() == nil && !errors.Is(err, errSessionEnded) {
 		s.cfg.Logger.Warn("exemption live stream", "exemption", id, "err", err)
 	}
 	return nil
 }
+
+// errSessionEnded ends a live stream whose session ended.
+var errSessionEnded = errors.New("session ended")
 
 func (s *Server) revokeExemption(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
 	id := r.PathValue("id")

@@ -2,26 +2,26 @@ package web
 
 import (
 	"context"
-	"errors"
-	"io/fs"
-	"os"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/mnguard/mnguard/internal/fakeclock"
 	"github.com/mnguard/mnguard/internal/totp"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"github.com/mnguard/mnguard/server/api"
@@ -35,31 +35,12 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// fakeClock is the console's, the admin service's and the operators'
-// clock in tests.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // env is a console over a real SQLite store, admin service and operator
 // service, served over TLS on loopback.
 type env struct {
 	t       testing.TB
 	st      *store.SQLite
-	clock   *fakeClock
+	clock   *fakeclock.Clock
 	ops     *operators.Service
 	console *Server
 	eval    *compliance.Evaluator
@@ -76,7 +57,7 @@ func newEnv(t testing.TB) *env {
 func newEnvIn(t testing.TB, dir string, now time.Time) *env {
 	t.Helper()
 	ctx := context.Background()
-	e := &env{t: t, clock: &fakeClock{t: now}}
+	e := &env{t: t, clock: fakeclock.New(now)}
 	authority, _, err := ca.LoadOrCreate(dir, time.Now())
 	if err != nil {
 		t.Fatal(err)

@@ -105,10 +105,10 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, terminalID strin
 	for {
 		done, err := send()
 		if err != nil || done {
-			if done {
-				_, _ = w.Write([]byte("event: done\ndata: \n\n"))
-				_ = rc.Flush()
-			}
+			// The page's script stops listening at "done"; without it,
+			// the browser would reconnect.
+			_, _ = w.Write([]byte("event: done\ndata: \n\n"))
+			_ = rc.Flush()
 			return err
 		}
 		select {

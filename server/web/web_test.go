@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -627,5 +628,39 @@ func TestUnlistedRouteRefused(t *testing.T) {
 	c := e.mustSignIn(admin)
 	if resp, _ := c.get("/not-in-the-table"); resp.StatusCode != http.StatusForbidden || ran {
 		t.Errorf("unlisted route: %s, handler ran: %v", resp.Status, ran)
+	}
+}
+
+// TestLiveStreamEndsWithSession: signing out ends the exemption page's
+// stream too.
+func TestLiveStreamEndsWithSession(t *testing.T) {
+	e := newEnv(t)
+	admin := e.addOperator("admin", store.RoleAdmin)
+	id := e.terminal("term-01", "SN1", false)
+	c := e.mustSignIn(admin)
+	resp, _ := c.post("/exemptions", url.Values{"terminal": {id}, "device": {"0781:5581:SN1"}, "duration": {"1h"}, "reason": {"r"}, "ticket": {"t"}}, true)
+	exID := strings.TrimPrefix(strings.Split(resp.Header.Get("Location"), "?")[0], "/exemptions/")
+	req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/exemptions/"+exID+"/live", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	live, err := c.hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Body.Close()
+	ended := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(live.Body)
+		ended <- string(b)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	c.post("/signout", nil, true)
+	e.console.Changed(id)
+	select {
+	case body := <-ended:
+		if !strings.Contains(body, "event: done") {
+			t.Errorf("the stream ended without saying so: %q", body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream outlived its session by 5s")
 	}
 }
