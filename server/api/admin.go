@@ -176,11 +176,7 @@ func ComplianceProto(c store.Compliance) *mnguardv1.Compliance {
 	for _, r := range c.Checks {
 		detail := ""
 		if r.Detail != "" {
-			args := make([]any, len(r.Args))
-			for i, a := range r.Args {
-				args[i] = a
-			}
-			detail = i18n.T("en", r.Detail, args...)
+			detail = i18n.TS("en", r.Detail, r.Args)
 		}
 		out.Checks = append(out.Checks, &mnguardv1.CheckResult{Name: r.Name, Status: r.Status, Detail: detail, Since: ts(r.Since)})
 	}

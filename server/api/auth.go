@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"slices"
 	"strings"
 	"time"
 
@@ -94,14 +93,13 @@ func (w *wrappedStream) Context() context.Context { return w.ctx }
 // authorization table: a method the table does not list is refused before
 // anything else, then the caller must be one the table names for it.
 func (a *Authenticator) authenticate(ctx context.Context, method string) (context.Context, error) {
-	who, ok := authz.RPC(method)
-	if !ok {
+	if !authz.ListedRPC(method) {
 		return nil, status.Errorf(codes.PermissionDenied, "%s is not in the collector's authorization table: nobody may call it", method)
 	}
 	switch {
-	case slices.Contains(who, authz.Anyone):
+	case authz.AllowsRPC(method, authz.Anyone):
 		return ctx, nil
-	case slices.Contains(who, authz.Terminal):
+	case authz.AllowsRPC(method, authz.Terminal):
 		t, err := a.terminal(ctx)
 		if err != nil {
 			return nil, err
@@ -112,7 +110,8 @@ func (a *Authenticator) authenticate(ctx context.Context, method string) (contex
 	if err != nil {
 		return nil, err
 	}
-	if !slices.Contains(who, op.Role) {
+	if !authz.AllowsRPC(method, op.Role) {
+		who, _ := authz.RPC(method)
 		return nil, status.Errorf(codes.PermissionDenied, "role %s may not call %s (needs %s)", op.Role, path.Base(method), strings.Join(who, " or "))
 	}
 	return context.WithValue(ctx, operatorKey, op), nil

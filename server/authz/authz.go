@@ -156,6 +156,12 @@ func RPC(method string) (who []string, ok bool) {
 	return slices.Clone(who), ok
 }
 
+// ListedRPC reports whether the table lists the gRPC method.
+func ListedRPC(method string) bool {
+	_, ok := rpcs[method]
+	return ok
+}
+
 // AllowsRPC reports whether principal may call the gRPC method.
 func AllowsRPC(method, principal string) bool {
 	return slices.Contains(rpcs[method], principal)

@@ -151,7 +151,7 @@ func Evaluate(in Input, now time.Time, p Policy) store.Compliance {
 		switch {
 		case !fresh && freshResult.Status == store.CheckFail:
 			c.State = store.Stale
-		case len(failing(c.Checks)) > 0:
+		case len(c.Failing()) > 0:
 			c.State = store.NonCompliant
 		default:
 			c.State = store.Compliant
@@ -172,16 +172,6 @@ func Evaluate(in Input, now time.Time, p Policy) store.Compliance {
 		}
 	}
 	return c
-}
-
-func failing(rs []store.CheckResult) []string {
-	var out []string
-	for _, r := range rs {
-		if r.Status == store.CheckFail {
-			out = append(out, r.Name)
-		}
-	}
-	return out
 }
 
 func result(name, status, detail string, args ...string) store.CheckResult {

@@ -171,6 +171,15 @@ func T(lang, key string, args ...any) string {
 	return fmt.Sprintf(s, args...)
 }
 
+// TS is T with string arguments, as check details store them.
+func TS(lang, key string, args []string) string {
+	as := make([]any, len(args))
+	for i, a := range args {
+		as[i] = a
+	}
+	return T(lang, key, as...)
+}
+
 // Match picks the language of an Accept-Language header: the supported
 // language with the highest weight, or Default.
 func Match(acceptLanguage string) string {

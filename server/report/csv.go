@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/mnguard/mnguard/internal/csvsafe"
 	"github.com/mnguard/mnguard/server/i18n"
 )
 
@@ -68,18 +69,6 @@ func csvTime(t time.Time) string {
 	return t.Format(time.RFC3339)
 }
 
-// csvCell keeps a spreadsheet from reading a cell as a formula.
-func csvCell(s string) string {
-	if s == "" {
-		return s
-	}
-	switch s[0] {
-	case '=', '+', '-', '@', '\t', '\r':
-		return "'" + s
-	}
-	return s
-}
-
 // CSV renders the report as one flat CSV table.
 func (r *Report) CSV() ([]byte, error) {
 	var buf bytes.Buffer
@@ -92,7 +81,7 @@ func (r *Report) CSV() ([]byte, error) {
 	for _, row := range r.csvRows() {
 		rec := make([]string, numColumns)
 		for i, v := range row {
-			rec[i] = csvCell(v)
+			rec[i] = csvsafe.Cell(v)
 		}
 		if err := w.Write(rec); err != nil {
 			return nil, fmt.Errorf("report: csv: %w", err)

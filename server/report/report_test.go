@@ -713,23 +713,6 @@ func TestDuration(t *testing.T) {
 	}
 }
 
-func TestCSVCell(t *testing.T) {
-	for in, want := range map[string]string{
-		"":           "",
-		"pc-a":       "pc-a",
-		"=1+1":       "'=1+1",
-		"+81":        "'+81",
-		"-2":         "'-2",
-		"@SUM(A1)":   "'@SUM(A1)",
-		"\tx":        "'\tx",
-		"2026-04-01": "2026-04-01",
-	} {
-		if got := csvCell(in); got != want {
-			t.Errorf("csvCell(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TestFailureUnion sums overlapping failures of one terminal once and
 // clips them to the period.
 func TestFailureUnion(t *testing.T) {

@@ -39,12 +39,6 @@ func funcs(lang string, loc *time.Location) template.FuncMap {
 			}
 			return t.In(loc).Format("2006-01-02 15:04:05 MST")
 		},
-		"day": func(t time.Time) string {
-			if t.IsZero() {
-				return ""
-			}
-			return t.In(loc).Format(time.DateOnly)
-		},
 		"ago":   func(now, t time.Time) string { return ago(lang, now, t) },
 		"dur":   func(d time.Duration) string { return duration(lang, d) },
 		"bytes": humanBytes,
@@ -56,25 +50,11 @@ func funcs(lang string, loc *time.Location) template.FuncMap {
 		},
 		"join": strings.Join,
 		"hex":  func(b []byte) string { return fmt.Sprintf("%x", b) },
-		"add":  func(a, b int) int { return a + b },
-		"args": func(ss []string) []any {
-			out := make([]any, len(ss))
-			for i, s := range ss {
-				out[i] = s
-			}
-			return out
-		},
 		"exrows": func(rows []exemptionRow, withTerminal bool) exemptionTable {
 			return exemptionTable{Rows: rows, Terminal: withTerminal}
 		},
 		// tv is t with the arguments given as a slice (check details).
-		"tv": func(key string, args []string) string {
-			as := make([]any, len(args))
-			for i, s := range args {
-				as[i] = s
-			}
-			return i18n.T(lang, key, as...)
-		},
+		"tv": func(key string, args []string) string { return i18n.TS(lang, key, args) },
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mnguard/mnguard/internal/csvsafe"
 	"github.com/mnguard/mnguard/internal/exemption"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"github.com/mnguard/mnguard/server/api"
@@ -164,14 +165,6 @@ func (s *Server) terminals(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 	return s.render(w, c, http.StatusOK, "terminals", v)
 }
 
-// csvCell keeps a cell from being read as a formula by spreadsheets.
-func csvCell(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
-		return "'" + s
-	}
-	return s
-}
-
 func csvTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
@@ -190,7 +183,7 @@ func writeCSV(w http.ResponseWriter, name string, header []string, rows func(fun
 	}
 	if err := rows(func(rec []string) error {
 		for i := range rec {
-			rec[i] = csvCell(rec[i])
+			rec[i] = csvsafe.Cell(rec[i])
 		}
 		return cw.Write(rec)
 	}); err != nil {
@@ -229,7 +222,7 @@ func (s *Server) terminalsCSV(w http.ResponseWriter, r *http.Request, c *reqCtx)
 				res := cmp.Check(ch)
 				detail := ""
 				if res.Detail != "" {
-					detail = i18n.T(c.lang, res.Detail, toAny(res.Args)...)
+					detail = i18n.TS(c.lang, res.Detail, res.Args)
 				}
 				rec = append(rec, res.Status, detail)
 			}
@@ -248,14 +241,6 @@ func (s *Server) auditExport(r *http.Request, c *reqCtx, action, detail string) 
 	a.Action, a.Target, a.Detail = action, r.URL.Path, detail
 	_, err := s.cfg.Store.AppendAudit(r.Context(), a)
 	return err
-}
-
-func toAny(ss []string) []any {
-	out := make([]any, len(ss))
-	for i, s := range ss {
-		out[i] = s
-	}
-	return out
 }
 
 // eventRow is an event as pages list it.

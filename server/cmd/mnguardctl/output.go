@@ -13,6 +13,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/mnguard/mnguard/internal/csvsafe"
 )
 
 // writeProtoJSON writes m as one indented JSON document with the field
@@ -206,15 +208,12 @@ func sanitize(s string) string {
 // from terminals and auditors open these exports in spreadsheets (OWASP's
 // CSV injection advice). JSON output is exact.
 func csvCell(s string) string {
-	if s != "" && strings.ContainsRune("=+-@", rune(s[0])) {
-		s = "'" + s
-	}
 	return strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' {
 			return '?'
 		}
 		return r
-	}, s)
+	}, csvsafe.Cell(s))
 }
 
 // timeText formats ts as RFC 3339 in the invocation's time zone, or "".
