@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/hex"
-	"fmt"
 	"regexp"
 	"slices"
 	"strconv"
@@ -51,11 +50,8 @@ const (
 var operatorPrefixes = []string{"operator.", "operator_token."}
 
 // pageSize is how many events or audit entries one query reads (a
-// variable so that tests can make pages small); maxPage bounds it when
-// many events share one received time.
+// variable so that tests can make pages small).
 var pageSize = 2000
-
-const maxPage = 1 << 20
 
 // builder gathers one Report.
 type builder struct {
@@ -132,12 +128,6 @@ func (b *builder) compliance(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	current := make(map[string]*store.Compliance, len(summaries))
-	for _, s := range summaries {
-		if s.Compliance != nil {
-			current[s.ID] = s.Compliance
-		}
-	}
 	byCheck := map[string]map[string][]store.ComplianceInterval{}
 	for _, iv := range ivs {
 		if byCheck[iv.Check] == nil {
@@ -157,7 +147,7 @@ func (b *builder) compliance(ctx context.Context) error {
 			}
 		}
 		for id, list := range byCheck[check] {
-			f, ok := b.failure(check, id, list, current[id])
+			f, ok := b.failure(id, list)
 			if !ok {
 				continue
 			}
@@ -183,7 +173,7 @@ func (b *builder) compliance(ctx context.Context) error {
 
 // failure sums the intervals of one terminal failing check; ok is false
 // when none of them overlaps [start, cut).
-func (b *builder) failure(check, id string, ivs []store.ComplianceInterval, cur *store.Compliance) (CheckFailure, bool) {
+func (b *builder) failure(id string, ivs []store.ComplianceInterval) (CheckFailure, bool) {
 	f := CheckFailure{TerminalID: id, Hostname: b.hosts[id]}
 	type span struct{ from, to time.Time }
 	var (
@@ -239,14 +229,7 @@ func (b *builder) failure(check, id string, ivs []store.ComplianceInterval, cur 
 		f.FailingAtEnd, f.Since, shown = true, b.at(atEnd.Start), atEnd
 	}
 	f.DetailKey = shown.Detail
-	var args []string
-	if shown.End.IsZero() && cur != nil {
-		// Still failing: the verdict of now has the reason's arguments.
-		if r := cur.Check(check); r.Status == store.CheckFail && r.Detail == shown.Detail {
-			args = r.Args
-		}
-	}
-	f.Detail = detailText(b.lang, shown.Detail, args)
+	f.Detail = detailText(b.lang, shown.Detail, shown.Args)
 	return f, true
 }
 
@@ -285,44 +268,22 @@ func attributes(data []byte) map[string]string {
 }
 
 // eachEvent calls fn for every event f selects, reading them page by page
-// (f.Limit is ignored). The store lists events newest first by received
-// time, with no cursor: the next page ends just after the oldest time of
-// a full page, whose events at that time are left to the next page.
+// with the store's cursor (f.Limit and f.Before are its own).
 func eachEvent(ctx context.Context, st store.Store, f store.EventFilter, fn func(store.Event)) error {
-	limit := pageSize
+	f.Limit, f.Before = pageSize, nil
 	for {
-		f.Limit = limit
 		evs, err := st.FilterEvents(ctx, f)
 		if err != nil {
 			return err
 		}
-		if len(evs) < limit {
-			for _, e := range evs {
-				fn(e)
-			}
+		for _, e := range evs {
+			fn(e)
+		}
+		if len(evs) < f.Limit {
 			return nil
 		}
-		oldest := evs[0].ReceivedAt
-		for _, e := range evs {
-			if e.ReceivedAt.Before(oldest) {
-				oldest = e.ReceivedAt
-			}
-		}
-		n := 0
-		for _, e := range evs {
-			if e.ReceivedAt.After(oldest) {
-				fn(e)
-				n++
-			}
-		}
-		if n == 0 {
-			// A whole page received at one instant: read more at once.
-			if limit *= 2; limit > maxPage {
-				return fmt.Errorf("events %s: more than %d received at %s", f.Type, maxPage, oldest.Format(time.RFC3339Nano))
-			}
-			continue
-		}
-		f.Until, limit = oldest.Add(time.Nanosecond), pageSize
+		c := evs[len(evs)-1].Cursor()
+		f.Before = &c
 	}
 }
 

@@ -653,9 +653,9 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-// TestDetail checks the reasons of the failures: one still open shows
-// the arguments of the verdict of now; one that ended has none left, and
-// shows an ellipsis for them.
+// TestDetail checks the reasons of the failures: each shows the arguments
+// its check had when it started failing, the one still open and the one
+// that ended alike.
 func TestDetail(t *testing.T) {
 	f := newFixture(t)
 	f.populate()
@@ -665,7 +665,7 @@ func TestDetail(t *testing.T) {
 		if want := detailText(lang, "check.media.writable", []string{"sdb", "mounted rw"}); a.Detail != want {
 			t.Errorf("%s: t-a reason %q, want %q", lang, a.Detail, want)
 		}
-		if want := detailText(lang, "check.media.monitor", nil); b.Detail != want {
+		if want := detailText(lang, "check.media.monitor", []string{"monitor"}); b.Detail != want || strings.Contains(b.Detail, "…") {
 			t.Errorf("%s: t-b reason %q, want %q", lang, b.Detail, want)
 		}
 		if i18n.Has("check.media.writable") && (!strings.Contains(a.Detail, "sdb") || !strings.Contains(a.Detail, "mounted rw")) {
@@ -725,7 +725,7 @@ func TestFailureUnion(t *testing.T) {
 		// Ends where the period begins: not in it.
 		{TerminalID: "t-x", Check: store.CheckMedia, Start: at(time.March, 30, 0, 0), End: firstDay, Detail: "k0"},
 	}
-	f, ok := b.failure(store.CheckMedia, "t-x", ivs, nil)
+	f, ok := b.failure("t-x", ivs)
 	if !ok {
 		t.Fatal("no failure in the period")
 	}
@@ -734,11 +734,11 @@ func TestFailureUnion(t *testing.T) {
 		f.DetailKey != "k3" || f.Hostname != "pc-x" {
 		t.Errorf("failure %+v", f)
 	}
-	if _, ok := b.failure(store.CheckMedia, "t-x", ivs[3:], nil); ok {
+	if _, ok := b.failure("t-x", ivs[3:]); ok {
 		t.Error("a failure that ended as the period began is in it")
 	}
 	// Recovered: the reason is the last failure's.
-	f, _ = b.failure(store.CheckMedia, "t-x", ivs[:2], nil)
+	f, _ = b.failure("t-x", ivs[:2])
 	if f.FailingAtEnd || f.DetailKey != "k2" || f.FailedSeconds != 13*3600 {
 		t.Errorf("failure %+v", f)
 	}

@@ -361,8 +361,12 @@ func saveCompliance(ctx context.Context, tx wtx, u ComplianceUpdate) error {
 		if since.IsZero() {
 			since = c.EvaluatedAt
 		}
-		if _, err := tx.exec(ctx, `INSERT INTO compliance_intervals (terminal_id, check_name, started_at, ended_at, detail)
-	VALUES ($1, $2, $3, NULL, $4)`, c.TerminalID, r.Name, dbTime(since), r.Detail); err != nil {
+		args, err := json.Marshal(nonNil(r.Args))
+		if err != nil {
+			return err
+		}
+		if _, err := tx.exec(ctx, `INSERT INTO compliance_intervals (terminal_id, check_name, started_at, ended_at, detail, args)
+	VALUES ($1, $2, $3, NULL, $4, $5)`, c.TerminalID, r.Name, dbTime(since), r.Detail, string(args)); err != nil {
 			return fmt.Errorf("open interval %s: %w", r.Name, err)
 		}
 	}
@@ -524,13 +528,23 @@ type ComplianceInterval struct {
 	TerminalID string
 	Check      string
 	Start, End time.Time
-	Detail     string
+	// Detail and Args say why, as the check said when it started to
+	// fail (see CheckResult).
+	Detail string
+	Args   []string
+}
+
+func nonNil(ss []string) []string {
+	if ss == nil {
+		return []string{}
+	}
+	return ss
 }
 
 // ComplianceIntervals returns the failure intervals that overlap [from,
 // to), ordered by check, terminal and start.
 func (s *SQLite) ComplianceIntervals(ctx context.Context, from, to time.Time) ([]ComplianceInterval, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT terminal_id, check_name, started_at, ended_at, detail
+	rows, err := s.r.QueryContext(ctx, `SELECT terminal_id, check_name, started_at, ended_at, detail, args
 	FROM compliance_intervals WHERE started_at < $2 AND (ended_at IS NULL OR ended_at > $1)
 	ORDER BY check_name, terminal_id, started_at`, dbTime(from), dbTime(to))
 	if err != nil {
@@ -539,9 +553,15 @@ func (s *SQLite) ComplianceIntervals(ctx context.Context, from, to time.Time) ([
 	defer rows.Close()
 	var out []ComplianceInterval
 	for rows.Next() {
-		var iv ComplianceInterval
-		if err := rows.Scan(&iv.TerminalID, &iv.Check, scanTime(&iv.Start), scanTime(&iv.End), &iv.Detail); err != nil {
+		var (
+			iv   ComplianceInterval
+			args string
+		)
+		if err := rows.Scan(&iv.TerminalID, &iv.Check, scanTime(&iv.Start), scanTime(&iv.End), &iv.Detail, &args); err != nil {
 			return nil, fmt.Errorf("store: compliance intervals: %w", err)
+		}
+		if err := json.Unmarshal([]byte(args), &iv.Args); err != nil {
+			return nil, fmt.Errorf("store: compliance interval of %s: args: %w", iv.TerminalID, err)
 		}
 		out = append(out, iv)
 	}

@@ -111,7 +111,8 @@ func TestSaveCompliance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ivs) != 1 || ivs[0].Detail != "check.media.bad" || !slices.Equal(intervalText(ivs), []string{"media/t1/0s-open"}) {
+	if len(ivs) != 1 || ivs[0].Detail != "check.media.bad" || !slices.Equal(ivs[0].Args, c1.Check(CheckMedia).Args) ||
+		!slices.Equal(intervalText(ivs), []string{"media/t1/0s-open"}) {
 		t.Errorf("intervals %+v", ivs)
 	}
 	evs, err := s.FilterEvents(ctx, EventFilter{TerminalID: "t1", Type: "compliance.changed"})

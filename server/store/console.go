@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -229,11 +230,15 @@ func (s *SQLite) scanSummaries(ctx context.Context, q string, args ...any) ([]Te
 // EventFilter selects events.
 type EventFilter struct {
 	TerminalID string
-	// Type is an event type, or a prefix ending in '.' ("media.").
-	Type string
+	// Type keeps events of exactly that type; TypePrefix those whose type
+	// starts with it ("media.", "media.exemption_").
+	Type, TypePrefix string
 	// Since and Until bound the received time: Since <= t < Until; zero
 	// for no bound.
 	Since, Until time.Time
+	// Before, when set, keeps the events listed after it (older ones):
+	// the next page.
+	Before *EventCursor
 	// Limit <= 0 means 100.
 	Limit int
 }
@@ -265,14 +270,13 @@ func (s *SQLite) filterEvents(ctx context.Context, f EventFilter) ([]Event, erro
 	if f.TerminalID != "" {
 		conds = append(conds, "terminal_id = "+arg(f.TerminalID))
 	}
-	switch {
-	case f.Type == "":
-	case strings.HasSuffix(f.Type, "."):
-		// Types are dotted lowercase: everything under the prefix sorts
-		// between it and the prefix with its dot replaced by '/'.
-		conds = append(conds, "type >= "+arg(f.Type)+" AND type < "+arg(strings.TrimSuffix(f.Type, ".")+"/"))
-	default:
+	if f.Type != "" {
 		conds = append(conds, "type = "+arg(f.Type))
+	}
+	if f.TypePrefix != "" {
+		// Types are printable ASCII (dotted lowercase): everything that
+		// starts with the prefix sorts below the prefix and DEL.
+		conds = append(conds, "type >= "+arg(f.TypePrefix)+" AND type < "+arg(f.TypePrefix+"\x7f"))
 	}
 	if !f.Since.IsZero() {
 		conds = append(conds, "received_at >= "+arg(dbTime(f.Since)))
@@ -280,11 +284,33 @@ func (s *SQLite) filterEvents(ctx context.Context, f EventFilter) ([]Event, erro
 	if !f.Until.IsZero() {
 		conds = append(conds, "received_at < "+arg(dbTime(f.Until)))
 	}
-	where := ""
-	if len(conds) > 0 {
-		where = "WHERE " + strings.Join(conds, " AND ")
+	agent, server := conds, conds
+	if b := f.Before; b != nil {
+		if err := storableTime("before", b.ReceivedAt); err != nil {
+			return nil, err
+		}
+		// After the cursor: received earlier, or at the same time and
+		// further down the list (agent events after server ones, then
+		// by descending seq or ID).
+		at, key := arg(dbTime(b.ReceivedAt)), arg(b.Key)
+		switch b.Source {
+		case "server":
+			agent = append(slices.Clip(agent), "received_at <= "+at)
+			server = append(slices.Clip(server), "(received_at < "+at+" OR received_at = "+at+" AND id < "+key+")")
+		case "agent":
+			agent = append(slices.Clip(agent), "(received_at < "+at+" OR received_at = "+at+" AND seq < "+key+")")
+			server = append(slices.Clip(server), "received_at < "+at)
+		default:
+			return nil, fmt.Errorf("cursor source %q is not agent or server", b.Source)
+		}
 	}
-	rows, err := s.r.QueryContext(ctx, eventsQuery(where), args...)
+	where := func(conds []string) string {
+		if len(conds) == 0 {
+			return ""
+		}
+		return "WHERE " + strings.Join(conds, " AND ")
+	}
+	rows, err := s.r.QueryContext(ctx, eventsQuery(where(agent), where(server)), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -292,14 +318,17 @@ func (s *SQLite) filterEvents(ctx context.Context, f EventFilter) ([]Event, erro
 	var evs []Event
 	for rows.Next() {
 		var (
-			e        Event
-			seq, sev int64
+			e             Event
+			seq, sev, key int64
 		)
 		if err := rows.Scan(&e.TerminalID, &seq, scanTime(&e.Time), scanTime(&e.ReceivedAt),
-			&e.Type, &sev, &e.Message, &e.Data, &e.Source); err != nil {
+			&e.Type, &sev, &e.Message, &e.Data, &e.Source, &key); err != nil {
 			return nil, err
 		}
 		e.Seq, e.Severity = uint64(seq), int32(sev)
+		if e.Source == "server" {
+			e.ID = key
+		}
 		evs = append(evs, e)
 	}
 	return evs, rows.Err()
@@ -452,4 +481,37 @@ func (s *SQLite) ExemptionsIssued(ctx context.Context, from, to time.Time) ([]Ex
 		return nil, fmt.Errorf("store: exemptions issued: %w", err)
 	}
 	return es, nil
+}
+
+// TerminalHostnames returns the host names of the terminals with the IDs
+// (unknown IDs are left out).
+func (s *SQLite) TerminalHostnames(ctx context.Context, ids []string) (map[string]string, error) {
+	out := make(map[string]string, len(ids))
+	for len(ids) > 0 {
+		n := min(len(ids), 500)
+		args := make([]any, n)
+		ph := make([]string, n)
+		for i, id := range ids[:n] {
+			args[i], ph[i] = id, fmt.Sprintf("$%d", i+1)
+		}
+		rows, err := s.r.QueryContext(ctx, `SELECT id, hostname FROM terminals WHERE id IN (`+strings.Join(ph, ", ")+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("store: terminal host names: %w", err)
+		}
+		for rows.Next() {
+			var id, host string
+			if err := rows.Scan(&id, &host); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("store: terminal host names: %w", err)
+			}
+			out[id] = host
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("store: terminal host names: %w", err)
+		}
+		ids = ids[n:]
+	}
+	return out, nil
 }

@@ -222,17 +222,19 @@ func TestFilterEvents(t *testing.T) {
 		{"limit", EventFilter{Limit: 3}, []string{"t2/compliance.changed", "t1/login.success", "t1/media.exempted"}},
 		{"terminal", EventFilter{TerminalID: "t1"}, []string{"t1/login.success", "t1/media.exempted", "t1/4", "t1/3", "t1/2", "t1/1"}},
 		{"unknown terminal", EventFilter{TerminalID: "nobody"}, nil},
-		{"type prefix", EventFilter{Type: "media."}, []string{"t1/media.exempted", "t2/1", "t2/media.zzz", "t1/2", "t1/1"}},
-		{"deeper prefix", EventFilter{Type: "media.usb."}, []string{"t1/2"}},
+		{"type prefix", EventFilter{TypePrefix: "media."}, []string{"t1/media.exempted", "t2/1", "t2/media.zzz", "t1/2", "t1/1"}},
+		{"deeper prefix", EventFilter{TypePrefix: "media.usb."}, []string{"t1/2"}},
+		{"prefix not at a dot", EventFilter{TypePrefix: "media.a"}, []string{"t2/1", "t1/1"}},
+		{"prefix and type", EventFilter{Type: "media.attached", TypePrefix: "media.a"}, []string{"t2/1", "t1/1"}},
 		{"exact type", EventFilter{Type: "media"}, []string{"t1/3"}},
 		{"exact server type", EventFilter{Type: "login.success"}, []string{"t1/login.success"}},
 		{"exact type with a longer sibling", EventFilter{Type: "media.attached"}, []string{"t2/1", "t1/1"}},
-		{"unknown type", EventFilter{Type: "nothing."}, nil},
+		{"unknown type", EventFilter{TypePrefix: "nothing."}, nil},
 		{"since and until", EventFilter{Since: sec(2), Until: sec(6)}, []string{"t2/1", "t1/4", "t1/3", "t2/media.zzz", "t1/2"}},
 		{"since", EventFilter{Since: sec(7)}, []string{"t2/compliance.changed", "t1/login.success"}},
 		{"until", EventFilter{Until: sec(2)}, []string{"t1/1"}},
-		{"all at once", EventFilter{TerminalID: "t1", Type: "media.", Since: sec(2), Limit: 10}, []string{"t1/media.exempted", "t1/2"}},
-		{"limit after filtering", EventFilter{Type: "media.", Limit: 2}, []string{"t1/media.exempted", "t2/1"}},
+		{"all at once", EventFilter{TerminalID: "t1", TypePrefix: "media.", Since: sec(2), Limit: 10}, []string{"t1/media.exempted", "t1/2"}},
+		{"limit after filtering", EventFilter{TypePrefix: "media.", Limit: 2}, []string{"t1/media.exempted", "t2/1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -247,6 +249,69 @@ func TestFilterEvents(t *testing.T) {
 	}
 	if _, err := s.FilterEvents(ctx, EventFilter{Since: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)}); err == nil {
 		t.Error("unstorable since accepted")
+	}
+}
+
+// TestFilterEventsPaging: paging with a cursor lists every event once,
+// also when a page ends amid events received at the same instant (one
+// report's events share their received time).
+func TestFilterEventsPaging(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTest(t)
+	enroll(t, s, "t1", "pc-01")
+	enroll(t, s, "t2", "pc-02")
+	at := t0.Add(time.Minute)
+	var batch []Event
+	for seq := uint64(1); seq <= 7; seq++ {
+		batch = append(batch, Event{Seq: seq, Time: t0, Type: "media.attached"})
+	}
+	for _, r := range []Report{
+		{TerminalID: "t1", ReceivedAt: at, Events: batch},
+		{TerminalID: "t2", ReceivedAt: at.Add(-time.Second), Events: batch[:3]},
+		{TerminalID: "t2", ReceivedAt: at.Add(time.Second), Events: []Event{{Seq: 10, Time: t0, Type: "agent.start"}}},
+	} {
+		if _, err := s.SaveReport(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		if err := s.AddServerEvent(ctx, ServerEvent{TerminalID: "t1", Time: at, Type: "login.verify"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := s.FilterEvents(ctx, EventFilter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 14 {
+		t.Fatalf("%d events, want 14", len(all))
+	}
+	for _, size := range []int{1, 2, 3, 5} {
+		var paged []Event
+		f := EventFilter{Limit: size}
+		for {
+			page, err := s.FilterEvents(ctx, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			paged = append(paged, page...)
+			if len(page) < size {
+				break
+			}
+			c := page[len(page)-1].Cursor()
+			f.Before = &c
+		}
+		if len(paged) != len(all) {
+			t.Fatalf("pages of %d: %d events, want %d", size, len(paged), len(all))
+		}
+		for i := range all {
+			if all[i].Cursor() != paged[i].Cursor() || all[i].TerminalID != paged[i].TerminalID {
+				t.Fatalf("pages of %d: event %d is %+v, want %+v", size, i, paged[i].Cursor(), all[i].Cursor())
+			}
+		}
+	}
+	if _, err := s.FilterEvents(ctx, EventFilter{Before: &EventCursor{ReceivedAt: at, Source: "bogus"}}); err == nil {
+		t.Error("a cursor of no source accepted")
 	}
 }
 
@@ -405,5 +470,26 @@ func TestExemptionsIssued(t *testing.T) {
 	}
 	if err := sameExemption(got[0], es[0]); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestTerminalHostnames(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTest(t)
+	var ids []string
+	for i := range 600 { // more than one batch of the IN list
+		id := fmt.Sprintf("t%03d", i)
+		enroll(t, s, id, "pc-"+id)
+		ids = append(ids, id)
+	}
+	got, err := s.TerminalHostnames(ctx, append(ids, "unknown"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 600 || got["t000"] != "pc-t000" || got["t599"] != "pc-t599" {
+		t.Errorf("%d host names, t000 %q, t599 %q", len(got), got["t000"], got["t599"])
+	}
+	if got, err := s.TerminalHostnames(ctx, nil); err != nil || len(got) != 0 {
+		t.Errorf("no IDs: %v, %v", got, err)
 	}
 }

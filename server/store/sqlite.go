@@ -189,17 +189,6 @@ func (s *SQLite) Ping(ctx context.Context) error {
 	return nil
 }
 
-// HasOperatorTokens reports whether any operator token was ever created,
-// revoked ones included. It is not part of Store: only the collector's
-// init, which creates the first admin token, needs it.
-func (s *SQLite) HasOperatorTokens(ctx context.Context) (bool, error) {
-	var n int
-	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM operator_tokens`).Scan(&n); err != nil {
-		return false, fmt.Errorf("store: count operator tokens: %w", err)
-	}
-	return n > 0, nil
-}
-
 // wtx is a write transaction that runs the prepared statements where it can.
 type wtx struct {
 	tx    *sql.Tx
@@ -669,16 +658,18 @@ func (s *SQLite) Events(ctx context.Context, terminalID string, limit int) ([]Ev
 
 // eventsQuery merges the newest limit ($1) rows of each table, each read
 // backwards along its (terminal_id,) received_at index, and keeps the
-// newest limit of those: at most twice limit rows are sorted.
-func eventsQuery(where string) string {
-	return `SELECT terminal_id, seq, occurred_at, received_at, type, severity, message, data, source FROM (
+// newest limit of those: at most twice limit rows are sorted. The list's
+// order is received_at, then source (server first), then seq or ID, all
+// descending. whereAgent and whereServer are the tables' WHERE clauses.
+func eventsQuery(whereAgent, whereServer string) string {
+	return `SELECT terminal_id, seq, occurred_at, received_at, type, severity, message, data, source, k FROM (
 	SELECT * FROM (SELECT terminal_id, seq, occurred_at, received_at, type, severity, message, data,
 		'agent' AS source, seq AS k
-		FROM events ` + where + ` ORDER BY received_at DESC, seq DESC LIMIT $1) a
+		FROM events ` + whereAgent + ` ORDER BY received_at DESC, seq DESC LIMIT $1) a
 	UNION ALL
 	SELECT * FROM (SELECT terminal_id, 0, occurred_at, received_at, type, severity, message, data,
 		'server', id
-		FROM server_events ` + where + ` ORDER BY received_at DESC, id DESC LIMIT $1) s
+		FROM server_events ` + whereServer + ` ORDER BY received_at DESC, id DESC LIMIT $1) s
 ) e ORDER BY received_at DESC, source DESC, k DESC LIMIT $1`
 }
 
@@ -891,27 +882,12 @@ func (s *SQLite) auditLog(ctx context.Context, limit int) ([]AuditEntry, error) 
 // its predecessor. It cannot see entries cut off the end of the log: keep
 // the newest ID and Hash elsewhere (a report, an export) to detect that.
 func (s *SQLite) VerifyAuditChain(ctx context.Context) error {
-	if err := s.verifyAuditChain(ctx); err != nil {
-		return fmt.Errorf("store: verify audit chain: %w", err)
-	}
-	return nil
-}
-
-func (s *SQLite) verifyAuditChain(ctx context.Context) error {
-	rows, err := s.r.QueryContext(ctx, auditColumns+`ORDER BY id`)
+	v, err := s.VerifyAudit(ctx, time.Time{})
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
-	c := newAuditChecker()
-	for rows.Next() {
-		e, err := scanAudit(rows)
-		if err != nil {
-			return err
-		}
-		if err := c.check(e); err != nil {
-			return err
-		}
+	if v.Broken != nil {
+		return fmt.Errorf("store: verify audit chain: %w", v.Broken)
 	}
-	return rows.Err()
+	return nil
 }

@@ -852,16 +852,16 @@ func TestOperatorTokens(t *testing.T) {
 	}
 	live := OperatorToken{ID: "o1", Name: "yamada", Role: RoleHelpdesk, Hash: hashOf("o1"), CreatedAt: t0}
 	revoked := OperatorToken{ID: "o2", Name: "suzuki", Role: RoleAdmin, Hash: hashOf("o2"), CreatedAt: t0, RevokedAt: t0.Add(time.Hour)}
-	if has, err := s.HasOperatorTokens(ctx); err != nil || has {
-		t.Fatalf("HasOperatorTokens on an empty store = %v, %v", has, err)
+	if toks, err := s.OperatorTokens(ctx, "yamada"); err != nil || len(toks) != 0 {
+		t.Fatalf("tokens of yamada on a new store: %v, %v", toks, err)
 	}
 	for _, tok := range []OperatorToken{live, revoked} {
 		if err := s.CreateOperatorToken(ctx, tok, audit); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if has, err := s.HasOperatorTokens(ctx); err != nil || !has {
-		t.Errorf("HasOperatorTokens = %v, %v; want true", has, err)
+	if toks, err := s.OperatorTokens(ctx, "yamada"); err != nil || len(toks) != 1 || toks[0].ID != live.ID {
+		t.Errorf("tokens of yamada = %v, %v; want %s", toks, err, live.ID)
 	}
 	for _, tok := range []OperatorToken{
 		{ID: "x", Name: "nobody", Role: RoleAuditor, Hash: hashOf("x")},

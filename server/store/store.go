@@ -210,6 +210,25 @@ type Event struct {
 	Data []byte
 	// Source is "agent" for reported events, "server" for ServerEvents.
 	Source string
+	// ID is a server event's ID (0 for an agent event).
+	ID int64
+}
+
+// EventCursor is a place in the list of events (newest first): paging
+// continues after it with EventFilter.Before.
+type EventCursor struct {
+	ReceivedAt time.Time
+	Source     string // "agent" or "server"
+	// Key is the agent event's seq or the server event's ID.
+	Key int64
+}
+
+// Cursor is the event's place in the list.
+func (e Event) Cursor() EventCursor {
+	if e.Source == "server" {
+		return EventCursor{ReceivedAt: e.ReceivedAt, Source: e.Source, Key: e.ID}
+	}
+	return EventCursor{ReceivedAt: e.ReceivedAt, Source: e.Source, Key: int64(e.Seq)}
 }
 
 // Report is what one agent Report call stores, in one transaction.
@@ -370,6 +389,7 @@ type Store interface {
 
 	// Console queries.
 	TerminalPage(ctx context.Context, f TerminalFilter) ([]TerminalSummary, int, error)
+	TerminalHostnames(ctx context.Context, ids []string) (map[string]string, error)
 	FilterEvents(ctx context.Context, f EventFilter) ([]Event, error)
 	ExemptionsIssued(ctx context.Context, from, to time.Time) ([]Exemption, error)
 

@@ -813,10 +813,11 @@ func TestEventsQueryPlan(t *testing.T) {
 		sql  string
 		args []any
 	}{
-		{eventsQuery(""), []any{10}},
-		{eventsQuery("WHERE terminal_id = $2"), []any{10, "t1"}},
-		{eventsQuery("WHERE type = $2"), []any{10, "media.attached"}},
-		{eventsQuery("WHERE terminal_id = $2 AND received_at < $3"), []any{10, "t1", int64(1)}},
+		{eventsQuery("", ""), []any{10}},
+		{eventsQuery("WHERE terminal_id = $2", "WHERE terminal_id = $2"), []any{10, "t1"}},
+		{eventsQuery("WHERE type = $2", "WHERE type = $2"), []any{10, "media.attached"}},
+		{eventsQuery("WHERE terminal_id = $2 AND (received_at < $3 OR received_at = $3 AND seq < $4)",
+			"WHERE terminal_id = $2 AND received_at < $3"), []any{10, "t1", int64(1), int64(5)}},
 	} {
 		rows, err := s.r.Query(`EXPLAIN QUERY PLAN `+q.sql, q.args...)
 		if err != nil {
