@@ -356,6 +356,9 @@ func EventFilter(req *mnguardv1.ListEventsRequest) (store.EventFilter, error) {
 		if len(f.Type) > maxEventTypeLength || !eventTypeRE.MatchString(t) {
 			return f, status.Errorf(codes.InvalidArgument, "type: %q is not an event type (media.attached) or a prefix ending in a dot (media.)", truncate(f.Type))
 		}
+		if t != f.Type {
+			f.Type, f.TypePrefix = "", f.Type
+		}
 	}
 	var err error
 	if f.Since, err = optTime("since", req.GetSince()); err != nil {

@@ -5,7 +5,6 @@ package collector
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -105,7 +104,8 @@ func Init(ctx context.Context, dataDir string, now time.Time) (InitResult, error
 	if err != nil {
 		return InitResult{}, err
 	}
-	password, err := newPassword()
+	// 160 random bits in 32 characters, like the API token.
+	password, err := api.NewToken("")
 	if err != nil {
 		return InitResult{}, err
 	}
@@ -129,26 +129,6 @@ func Init(ctx context.Context, dataDir string, now time.Time) (InitResult, error
 	res.AdminPassword, res.AdminPasswordFile = password, filepath.Join(dataDir, AdminPasswordFile)
 	res.AdminTOTPSecret, res.AdminTOTPFile = secret.Secret, filepath.Join(dataDir, AdminTOTPFile)
 	return res, nil
-}
-
-// newPassword returns a random password of 20 characters from an alphabet
-// without look-alikes (about 100 bits).
-func newPassword() (string, error) {
-	const alphabet = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-	out := make([]byte, 0, 20)
-	buf := make([]byte, 32)
-	for len(out) < cap(out) {
-		if _, err := rand.Read(buf); err != nil {
-			return "", err
-		}
-		for _, c := range buf {
-			// Only bytes below a multiple of the alphabet's size: no bias.
-			if int(c) < 256/len(alphabet)*len(alphabet) && len(out) < cap(out) {
-				out = append(out, alphabet[int(c)%len(alphabet)])
-			}
-		}
-	}
-	return string(out), nil
 }
 
 // ensureTOTPKey checks the TOTP key at path, or creates it if it is
@@ -274,12 +254,9 @@ func Serve(ctx context.Context, cfg Config) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reportInterval := cfg.ReportInterval
-	if reportInterval <= 0 {
-		reportInterval = time.Minute
-	}
 	evaluator := compliance.New(compliance.Config{
-		Store: st, Policy: compliance.Policy{ReportInterval: reportInterval, Version: version.Version, MinAgentVersion: cfg.MinAgentVersion},
+		// A zero interval means a minute here as in the agents' policy.
+		Store: st, Policy: compliance.Policy{ReportInterval: cfg.ReportInterval, Version: version.Version, MinAgentVersion: cfg.MinAgentVersion},
 		Location: loc, Registerer: reg, Logger: log,
 	})
 	reports := report.New(st, loc, version.Version)

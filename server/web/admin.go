@@ -14,6 +14,7 @@ import (
 	"github.com/mnguard/mnguard/server/i18n"
 	"github.com/mnguard/mnguard/server/operators"
 	"github.com/mnguard/mnguard/server/store"
+	"google.golang.org/grpc/status"
 )
 
 // Enrollment tokens.
@@ -22,7 +23,6 @@ type tokensView struct {
 	Tokens []*mnguardv1.EnrollmentToken
 	// Created is a new token, shown once.
 	Created *mnguardv1.CreateEnrollmentTokenResponse
-	Now     time.Time
 }
 
 func (s *Server) tokens(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
@@ -30,7 +30,7 @@ func (s *Server) tokens(w http.ResponseWriter, r *http.Request, c *reqCtx) error
 	if err != nil {
 		return err
 	}
-	return s.render(w, c, http.StatusOK, "tokens", tokensView{Tokens: resp.GetTokens(), Now: c.now})
+	return s.render(w, c, http.StatusOK, "tokens", tokensView{Tokens: resp.GetTokens()})
 }
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
@@ -53,7 +53,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, c *reqCtx) 
 	if err != nil {
 		return err
 	}
-	return s.render(w, c, http.StatusOK, "tokens", tokensView{Tokens: resp.GetTokens(), Created: created, Now: c.now})
+	return s.render(w, c, http.StatusOK, "tokens", tokensView{Tokens: resp.GetTokens(), Created: created})
 }
 
 // Events.
@@ -91,10 +91,7 @@ func (s *Server) eventFilter(q url.Values, limit int) (store.EventFilter, error)
 	req := &mnguardv1.ListEventsRequest{TerminalId: strings.TrimSpace(q.Get("terminal")), Type: strings.TrimSpace(q.Get("type")), Limit: uint32(limit)}
 	f, err := api.EventFilter(req)
 	if err != nil {
-		if req.TerminalId != "" && validTerminalID(req.TerminalId) != nil {
-			return f, bad("error.bad_terminal", req.TerminalId)
-		}
-		return f, bad("error.bad_type", req.Type)
+		return f, bad("error.bad_filter", status.Convert(err).Message())
 	}
 	if f.Since, err = s.parseTime("error.bad_time", q.Get("since")); err != nil {
 		return f, err
@@ -102,16 +99,33 @@ func (s *Server) eventFilter(q url.Values, limit int) (store.EventFilter, error)
 	if f.Until, err = s.parseTime("error.bad_time", q.Get("until")); err != nil {
 		return f, err
 	}
-	if v := q.Get("before"); v != "" {
-		t, err := time.Parse(time.RFC3339Nano, v)
+	if v := q.Get("older"); v != "" {
+		c, err := parseCursor(v)
 		if err != nil {
-			return f, bad("error.bad_time", v)
+			return f, err
 		}
-		if f.Until.IsZero() || t.Before(f.Until) {
-			f.Until = t
-		}
+		f.Before = &c
 	}
 	return f, nil
+}
+
+// formatCursor is an event's place in the list as the events page's
+// "older" link carries it: received time (Unix nanoseconds), source and
+// seq or ID.
+func formatCursor(c store.EventCursor) string {
+	return fmt.Sprintf("%d.%s.%d", c.ReceivedAt.UnixNano(), c.Source, c.Key)
+}
+
+func parseCursor(v string) (store.EventCursor, error) {
+	parts := strings.Split(v, ".")
+	if len(parts) == 3 && (parts[1] == "agent" || parts[1] == "server") {
+		at, err1 := strconv.ParseInt(parts[0], 10, 64)
+		key, err2 := strconv.ParseInt(parts[2], 10, 64)
+		if err1 == nil && err2 == nil && key >= 0 {
+			return store.EventCursor{ReceivedAt: time.Unix(0, at).UTC(), Source: parts[1], Key: key}, nil
+		}
+	}
+	return store.EventCursor{}, bad("error.bad_page", v)
 }
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
@@ -129,23 +143,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, c *reqCtx) error
 		return err
 	}
 	if len(evs) == eventsPage {
-		u := url.Values{}
-		for k, vs := range q {
-			u[k] = vs
-		}
-		u.Set("before", evs[len(evs)-1].ReceivedAt.Format(time.RFC3339Nano))
-		v.OlderURL = "/events?" + u.Encode()
+		v.OlderURL = link("/events", q, func(u url.Values) { u.Set("older", formatCursor(evs[len(evs)-1].Cursor())) })
 	}
-	cq := url.Values{}
-	for k, vs := range q {
-		if k != "before" {
-			cq[k] = vs
-		}
-	}
-	v.CSVURL = "/events.csv"
-	if len(cq) > 0 {
-		v.CSVURL += "?" + cq.Encode()
-	}
+	v.CSVURL = link("/events.csv", q, func(u url.Values) { u.Del("older") })
 	return s.render(w, c, http.StatusOK, "events", v)
 }
 
@@ -221,12 +221,7 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request, c *reqCtx) error 
 		return err
 	}
 	if len(v.Entries) == auditPage {
-		u := url.Values{}
-		for k, vs := range q {
-			u[k] = vs
-		}
-		u.Set("before", strconv.FormatInt(v.Entries[len(v.Entries)-1].ID, 10))
-		v.OlderURL = "/audit?" + u.Encode()
+		v.OlderURL = link("/audit", q, func(u url.Values) { u.Set("before", strconv.FormatInt(v.Entries[len(v.Entries)-1].ID, 10)) })
 	}
 	return s.render(w, c, http.StatusOK, "audit", v)
 }

@@ -19,7 +19,6 @@ type exemptionsView struct {
 	Rows       []exemptionRow
 	Terminal   string
 	ActiveOnly bool
-	Now        time.Time
 }
 
 type exemptionRow struct {
@@ -42,7 +41,7 @@ func exemptionState(e store.Exemption, now time.Time) string {
 
 func (s *Server) exemptions(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
 	q := r.URL.Query()
-	v := exemptionsView{Terminal: q.Get("terminal"), Now: c.now}
+	v := exemptionsView{Terminal: q.Get("terminal")}
 	if v.Terminal != "" {
 		if err := validTerminalID(v.Terminal); err != nil {
 			return err
@@ -187,7 +186,6 @@ type exemptionStatus struct {
 	Agent *mnguardv1.ExemptionState
 	// Final: nothing will change any more.
 	Final bool
-	Now   time.Time
 }
 
 // status derives an exemption's progress from the collector's record,
@@ -197,20 +195,20 @@ func (s *Server) status(ctx context.Context, id string, now time.Time) (exemptio
 	if err != nil {
 		return exemptionStatus{}, err
 	}
-	st := exemptionStatus{E: e, State: exemptionState(e, now), Phase: "issued", Now: now}
+	st := exemptionStatus{E: e, State: exemptionState(e, now), Phase: "issued"}
 	names, err := s.hostnames(ctx, map[string]bool{e.TerminalID: true})
 	if err != nil {
 		return exemptionStatus{}, err
 	}
 	st.Hostname = names[e.TerminalID]
 	found := map[string]time.Time{}
-	for _, prefix := range []string{"media.", "exemption."} {
-		evs, err := s.cfg.Store.FilterEvents(ctx, store.EventFilter{TerminalID: e.TerminalID, Type: prefix, Since: e.IssuedAt.Add(-time.Minute), Limit: 1000})
+	for _, prefix := range []string{"media.exemption_", "exemption."} {
+		evs, err := s.cfg.Store.FilterEvents(ctx, store.EventFilter{TerminalID: e.TerminalID, TypePrefix: prefix, Since: e.IssuedAt.Add(-time.Minute), Limit: 1000})
 		if err != nil {
 			return exemptionStatus{}, err
 		}
 		for _, ev := range evs {
-			if ev.Source != "agent" || !strings.HasPrefix(ev.Type, "media.exemption_") && !strings.HasPrefix(ev.Type, "exemption.") {
+			if ev.Source != "agent" {
 				continue
 			}
 			pe := &mnguardv1.Event{}
@@ -323,8 +321,7 @@ func (s *Server) exemptionLive(w http.ResponseWriter, r *http.Request, c *reqCtx
 		// The stream ends with the session: signed out elsewhere,
 		// disabled, or idle (the stream itself is no activity).
 		ses, op, err := s.cfg.Store.SessionByHash(r.Context(), c.sesHash)
-		if errors.Is(err, store.ErrNotFound) || err == nil && (!op.Enabled() || c.now.Sub(ses.LastSeenAt) > s.cfg.IdleTimeout ||
-			c.now.Sub(ses.CreatedAt) > s.cfg.AbsoluteTimeout) {
+		if errors.Is(err, store.ErrNotFound) || err == nil && s.sessionEnded(ses, op, c.now) != "" {
 			return "", true, errSessionEnded
 		}
 		if err != nil {

@@ -98,7 +98,7 @@ func (s *Server) routes() {
 
 	// Everything else: a page that says so, in the console's language.
 	s.mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := s.newReqCtx(w, r)
+		c := s.newReqCtx(r)
 		s.fail(w, r, c, http.StatusNotFound, "error.not_found", "")
 	}))
 }

@@ -43,7 +43,7 @@ type reqCtx struct {
 	sesHash []byte
 }
 
-func (s *Server) newReqCtx(_ http.ResponseWriter, r *http.Request) *reqCtx {
+func (s *Server) newReqCtx(r *http.Request) *reqCtx {
 	c := &reqCtx{s: s, now: s.cfg.Now(), path: r.URL.Path, lang: i18n.Match(r.Header.Get("Accept-Language"))}
 	if d := r.URL.Query().Get("done"); d != "" && len(d) < 64 && i18n.Has("done."+d) {
 		c.done = d
@@ -85,18 +85,10 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, c *reqCtx)
 	if err != nil {
 		return false, err
 	}
-	idle, abs := c.now.Sub(ses.LastSeenAt) > s.cfg.IdleTimeout, c.now.Sub(ses.CreatedAt) > s.cfg.AbsoluteTimeout
-	if idle || abs || !op.Enabled() {
-		reason := "idle timeout"
-		switch {
-		case abs:
-			reason = "absolute timeout"
-		case !op.Enabled():
-			reason = "operator disabled"
-		}
-		a := &store.AuditEntry{Time: c.now, Actor: op.Name + " (" + op.Role + ", web session " + sessionID(hash) + ")",
-			Action: "operator.session_expired", Target: op.Name, Detail: reason}
-		if err := s.cfg.Store.DeleteSession(r.Context(), hash, a); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if reason := s.sessionEnded(ses, op, c.now); reason != "" {
+		a := (&api.Operator{Name: op.Name, Role: op.Role, Via: "web session " + sessionID(hash)}).Actor()
+		if err := s.cfg.Store.DeleteSession(r.Context(), hash, &store.AuditEntry{Time: c.now, Actor: a,
+			Action: "operator.session_expired", Target: op.Name, Detail: reason}); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return false, err
 		}
 		clearCookie(w, sessionCookie)
@@ -114,6 +106,20 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, c *reqCtx)
 		c.lang = op.Language
 	}
 	return true, nil
+}
+
+// sessionEnded says why the session may not go on at now (idle timeout,
+// absolute timeout, operator disabled), or "" when it may.
+func (s *Server) sessionEnded(ses store.Session, op store.Operator, now time.Time) string {
+	switch {
+	case now.Sub(ses.CreatedAt) > s.cfg.AbsoluteTimeout:
+		return "absolute timeout"
+	case now.Sub(ses.LastSeenAt) > s.cfg.IdleTimeout:
+		return "idle timeout"
+	case !op.Enabled():
+		return "operator disabled"
+	}
+	return ""
 }
 
 // sessionID is a short, non-secret name of a session for the audit log:

@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	"github.com/mnguard/mnguard/server/api"
 	"github.com/mnguard/mnguard/server/i18n"
 	"github.com/mnguard/mnguard/server/store"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -49,30 +51,20 @@ func paging(q url.Values) (page, size int, err error) {
 	return page, size, nil
 }
 
-// terminalFilter reads the terminal list's filter from the query.
+// terminalFilter reads the terminal list's filter from the query, checked
+// as the admin API checks ListTerminals.
 func terminalFilter(q url.Values) (store.TerminalFilter, error) {
-	f := store.TerminalFilter{
-		State: q.Get("state"), FailingCheck: q.Get("check"), Search: strings.TrimSpace(q.Get("q")), Sort: q.Get("sort"),
-	}
+	req := &mnguardv1.ListTerminalsRequest{State: q.Get("state"), FailingCheck: q.Get("check"), Search: q.Get("q"), Sort: q.Get("sort")}
 	switch q.Get("dir") {
 	case "", "asc":
 	case "desc":
-		f.Desc = true
+		req.Descending = true
 	default:
-		return f, bad("error.bad_sort", q.Get("dir"))
+		return store.TerminalFilter{}, bad("error.bad_sort", q.Get("dir"))
 	}
-	switch {
-	case f.State != "" && !store.ValidComplianceState(f.State):
-		return f, bad("error.bad_state", f.State)
-	case f.FailingCheck != "" && !store.ValidCheck(f.FailingCheck):
-		return f, bad("error.bad_check", f.FailingCheck)
-	case !store.ValidSort(f.Sort):
-		return f, bad("error.bad_sort", f.Sort)
-	case len(f.Search) > 128:
-		return f, bad("error.bad_search", f.Search)
-	}
-	if _, err := api.TerminalFilter(&mnguardv1.ListTerminalsRequest{Search: f.Search}); err != nil {
-		return f, bad("error.bad_search", f.Search)
+	f, err := api.TerminalFilter(req)
+	if err != nil {
+		return f, bad("error.bad_filter", status.Convert(err).Message())
 	}
 	return f, nil
 }
@@ -125,43 +117,29 @@ func (s *Server) terminals(w http.ResponseWriter, r *http.Request, c *reqCtx) er
 	if v.SortActive == "" {
 		v.SortActive = store.SortHostname
 	}
-	link := func(p int) string {
-		u := url.Values{}
-		for k, vs := range q {
-			u[k] = vs
-		}
-		u.Set("page", strconv.Itoa(p))
-		return "/terminals?" + u.Encode()
+	page2 := func(p int) string {
+		return link("/terminals", q, func(u url.Values) { u.Set("page", strconv.Itoa(p)) })
 	}
 	if page > 1 {
-		v.PrevURL, v.FirstURL = link(page-1), link(1)
+		v.PrevURL, v.FirstURL = page2(page-1), page2(1)
 	}
 	if page < pages {
-		v.NextURL, v.LastURL = link(page+1), link(pages)
+		v.NextURL, v.LastURL = page2(page+1), page2(pages)
 	}
 	for _, key := range v.Sorts {
-		u := url.Values{}
-		for k, vs := range q {
-			u[k] = vs
-		}
+		v.SortLinks[key] = link("/terminals", q, func(u url.Values) {
+			u.Del("page")
+			u.Del("dir")
+			u.Set("sort", key)
+			if key == v.SortActive && !f.Desc {
+				u.Set("dir", "desc")
+			}
+		})
+	}
+	v.CSVURL = link("/terminals.csv", q, func(u url.Values) {
 		u.Del("page")
-		u.Set("sort", key)
-		u.Del("dir")
-		if key == v.SortActive && !f.Desc {
-			u.Set("dir", "desc")
-		}
-		v.SortLinks[key] = "/terminals?" + u.Encode()
-	}
-	cq := url.Values{}
-	for k, vs := range q {
-		if k != "page" && k != "size" {
-			cq[k] = vs
-		}
-	}
-	v.CSVURL = "/terminals.csv"
-	if len(cq) > 0 {
-		v.CSVURL += "?" + cq.Encode()
-	}
+		u.Del("size")
+	})
 	return s.render(w, c, http.StatusOK, "terminals", v)
 }
 
@@ -170,6 +148,19 @@ func csvTime(t time.Time) string {
 		return ""
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+// link is path with the query q as edit changes it (q itself stays).
+func link(path string, q url.Values, edit func(url.Values)) string {
+	u := maps.Clone(q)
+	if u == nil {
+		u = url.Values{}
+	}
+	edit(u)
+	if len(u) == 0 {
+		return path
+	}
+	return path + "?" + u.Encode()
 }
 
 // writeCSV starts a CSV download named name.
@@ -282,40 +273,18 @@ func (s *Server) eventRows(ctx context.Context, evs []store.Event) ([]eventRow, 
 	return out, nil
 }
 
+// severity is "info", "warning", "alert" or "unknown", from the enum's
+// own names.
 func severity(s int32) string {
-	switch mnguardv1.Severity(s) {
-	case mnguardv1.Severity_SEVERITY_INFO:
-		return "info"
-	case mnguardv1.Severity_SEVERITY_WARNING:
-		return "warning"
-	case mnguardv1.Severity_SEVERITY_ALERT:
-		return "alert"
+	if _, ok := mnguardv1.Severity_name[s]; !ok || s == 0 {
+		return "unknown"
 	}
-	return "unknown"
+	return strings.ToLower(strings.TrimPrefix(mnguardv1.Severity(s).String(), "SEVERITY_"))
 }
 
 // hostnames returns the host names of the terminals.
 func (s *Server) hostnames(ctx context.Context, ids map[string]bool) (map[string]string, error) {
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	list := make([]string, 0, len(ids))
-	for id := range ids {
-		list = append(list, id)
-	}
-	out := make(map[string]string, len(list))
-	for len(list) > 0 {
-		n := min(len(list), 500)
-		ins, err := s.cfg.Store.ComplianceInputs(ctx, list[:n])
-		if err != nil {
-			return nil, err
-		}
-		for _, in := range ins {
-			out[in.TerminalID] = in.Hostname
-		}
-		list = list[n:]
-	}
-	return out, nil
+	return s.cfg.Store.TerminalHostnames(ctx, slices.Collect(maps.Keys(ids)))
 }
 
 // deviceRow is a removable device of a terminal's posture.
@@ -334,7 +303,6 @@ type terminalView struct {
 	Devices    []deviceRow
 	Exemptions []exemptionRow
 	Events     []eventRow
-	Now        time.Time
 }
 
 func (s *Server) terminalByID(ctx context.Context, id string) (store.Terminal, *mnguardv1.HostFacts, *mnguardv1.Posture, error) {
@@ -375,7 +343,7 @@ func (s *Server) terminal(w http.ResponseWriter, r *http.Request, c *reqCtx) err
 	if err != nil {
 		return err
 	}
-	v := terminalView{T: t, Host: host, Posture: p, Now: c.now}
+	v := terminalView{T: t, Host: host, Posture: p}
 	cmp, err := s.cfg.Store.TerminalCompliance(ctx, t.ID)
 	switch {
 	case err == nil:

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"github.com/mnguard/mnguard/server/logins"
@@ -172,8 +173,9 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, c *reqCtx) e
 
 type offlineLoginView struct {
 	Terminal, User, Challenge string
-	Code                      string
-	ValidUntil                *mnguardv1.IssueOfflineLoginCodeResponse
+	// Code is the offline login code, shown once, and until when it works.
+	Code       string
+	ValidUntil time.Time
 }
 
 func (s *Server) offlineLoginForm(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
@@ -196,6 +198,6 @@ func (s *Server) offlineLogin(w http.ResponseWriter, r *http.Request, c *reqCtx)
 	if err != nil {
 		return err
 	}
-	v.Code, v.ValidUntil = resp.GetCode(), resp
+	v.Code, v.ValidUntil = resp.GetCode(), resp.GetValidUntil().AsTime()
 	return s.render(w, c, http.StatusOK, "user_offline", v)
 }

@@ -171,7 +171,7 @@ func (s *Server) guard(pattern string, h handler) http.Handler {
 	method, _, _ := strings.Cut(pattern, " ")
 	public := listed && len(who) == 1 && who[0] == authz.Anyone
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := s.newReqCtx(w, r)
+		c := s.newReqCtx(r)
 		if !listed {
 			s.cfg.Logger.Error("console route missing from the authorization table: refused", "route", pattern)
 			s.fail(w, r, c, http.StatusForbidden, "error.forbidden", "")

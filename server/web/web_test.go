@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/mnguard/mnguard/internal/exemption"
 	"github.com/mnguard/mnguard/server/authz"
 	"github.com/mnguard/mnguard/server/i18n"
 	"github.com/mnguard/mnguard/server/store"
@@ -662,5 +663,41 @@ func TestLiveStreamEndsWithSession(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the stream outlived its session by 5s")
+	}
+}
+
+// TestShownOnce: the pages that show a secret once — right after the POST
+// that made it, never again — render it.
+func TestShownOnce(t *testing.T) {
+	e := newEnv(t)
+	admin := e.addOperator("admin", store.RoleAdmin)
+	id := e.terminal("term-01", "SN1", false)
+	c := e.mustSignIn(admin)
+	ch, err := exemption.NewChallenge(&mnguardv1.DeviceIdentity{VendorId: "0781", ProductId: "5581", Serial: "SN1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		path string
+		form url.Values
+		once string
+	}{
+		{"/users", url.Values{"name": {"sato"}}, `data-once="secret"`},
+		{"/users/sato/reset", nil, `data-once="secret"`},
+		{"/users/sato/recovery-codes", nil, `data-once="recovery"`},
+		{"/users/offline-code", url.Values{"terminal": {id}, "user": {"sato"}, "challenge": {"1234-5678"}}, `data-once="offline-code"`},
+		{"/exemptions/offline", url.Values{"terminal": {id}, "challenge": {exemption.Format(ch.Text)}, "reason": {"r"}, "ticket": {"t"}}, `data-once="offline-code"`},
+		{"/tokens", url.Values{"ttl": {"1h"}, "uses": {"2"}}, `data-once="token"`},
+		{"/operators", url.Values{"name": {"kansa"}, "role": {"auditor"}, "password": {"a long password"}, "password2": {"a long password"}}, `data-once="secret"`},
+		{"/operators/kansa/reset-totp", nil, `data-once="secret"`},
+		{"/operators/kansa/tokens", url.Values{"ttl": {"24h"}}, `data-once="token"`},
+	} {
+		resp, body := c.post(tt.path, tt.form, true)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, tt.once) {
+			t.Errorf("POST %s: %s, shows %s: %v\n%.2000s", tt.path, resp.Status, tt.once, strings.Contains(body, tt.once), body)
+		}
+		if resp.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("POST %s: Cache-Control %q, want no-store", tt.path, resp.Header.Get("Cache-Control"))
+		}
 	}
 }
