@@ -66,11 +66,11 @@ func (s *Service) Import(ctx context.Context, req ImportRequest) ([]store.User, 
 	case format == FormatCSV && (len(req.Key) > 0 || req.Password != ""):
 		return nil, fmt.Errorf("%w: a key or password is only for PSKC files, and this is CSV", ErrInvalid)
 	case format == FormatCSV:
-		list, err = seeds.ReadCSV(bytes.NewReader(req.Data))
+		list, err = seeds.ReadCSV(ctx, bytes.NewReader(req.Data))
 	case req.Password != "":
-		list, err = seeds.ReadPSKCPassword(bytes.NewReader(req.Data), req.Password)
+		list, err = seeds.ReadPSKCPassword(ctx, bytes.NewReader(req.Data), req.Password)
 	default:
-		list, err = seeds.ReadPSKC(bytes.NewReader(req.Data), req.Key)
+		list, err = seeds.ReadPSKC(ctx, bytes.NewReader(req.Data), req.Key)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s seed file: %v", ErrInvalid, format, err)

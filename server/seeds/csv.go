@@ -1,6 +1,7 @@
 package seeds
 
 import (
+	"context"
 	"encoding/base32"
 	"encoding/csv"
 	"errors"
@@ -28,9 +29,9 @@ var csvColumns = []string{"serial", "user", "seed", "digits", "period", "algorit
 //
 // At most [MaxSeeds] rows and [MaxFieldBytes] per field are accepted; the
 // caller bounds the whole input, e.g. with [io.LimitReader]. Serials must
-// be unique. Errors name the line and the column and never contain the
-// seed.
-func ReadCSV(r io.Reader) ([]Seed, error) {
+// be unique. Every seed is a [TOTP] token. Errors name the line and the
+// column and never contain the seed. ctx is checked between rows.
+func ReadCSV(ctx context.Context, r io.Reader) ([]Seed, error) {
 	cr := csv.NewReader(r)
 	cr.TrimLeadingSpace = true
 	cr.ReuseRecord = true
@@ -69,6 +70,9 @@ func ReadCSV(r io.Reader) ([]Seed, error) {
 	var seeds []Seed
 	firstLine := make(map[string]int) // serial → line
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("csv: %w", err)
+		}
 		rec, err := cr.Read()
 		if errors.Is(err, io.EOF) {
 			break
@@ -122,6 +126,7 @@ func csvSeed(rec []string, col map[string]int) (Seed, error) {
 		return ""
 	}
 	s := Seed{
+		Kind:      TOTP,
 		Serial:    get("serial"),
 		User:      get("user"),
 		Issuer:    get("issuer"),

@@ -13,15 +13,15 @@ func TestReadCSVFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	got, err := ReadCSV(f)
+	got, err := ReadCSV(t.Context(), f)
 	if err != nil {
 		t.Fatalf("ReadCSV: %v", err)
 	}
 	secret := []byte("12345678901234567890")
 	want := []Seed{
-		{Serial: "SN0001", User: "alice", Secret: secret, Algorithm: SHA1, Digits: 6, Period: 30},
-		{Serial: "SN0002", User: "bob", Secret: secret, Algorithm: SHA256, Digits: 8, Period: 60},
-		{Serial: "SN0003", User: "carol", Secret: secret, Algorithm: SHA1, Digits: 6, Period: 30},
+		{Kind: TOTP, Serial: "SN0001", User: "alice", Secret: secret, Algorithm: SHA1, Digits: 6, Period: 30},
+		{Kind: TOTP, Serial: "SN0002", User: "bob", Secret: secret, Algorithm: SHA256, Digits: 8, Period: 60},
+		{Kind: TOTP, Serial: "SN0003", User: "carol", Secret: secret, Algorithm: SHA1, Digits: 6, Period: 30},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("ReadCSV:\n got %+v\nwant %+v", got, want)
@@ -37,17 +37,17 @@ func TestReadCSVHeaders(t *testing.T) {
 		{
 			"reordered, BOM, CRLF",
 			"\ufeffSEED, user ,serial\r\nGEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ,alice,SN1\r\n",
-			Seed{Serial: "SN1", User: "alice", Secret: secret, Algorithm: SHA1, Digits: 6, Period: 30},
+			Seed{Kind: TOTP, Serial: "SN1", User: "alice", Secret: secret, Algorithm: SHA1, Digits: 6, Period: 30},
 		},
 		{
 			"optional columns",
 			"serial,user,seed,algorithm,issuer,model,period,digits\nSN1,alice,GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ,HMAC-SHA512,Acme,T8,60,8\n",
-			Seed{Serial: "SN1", User: "alice", Secret: secret, Algorithm: SHA512, Digits: 8, Period: 60, Issuer: "Acme", Model: "T8"},
+			Seed{Kind: TOTP, Serial: "SN1", User: "alice", Secret: secret, Algorithm: SHA512, Digits: 8, Period: 60, Issuer: "Acme", Model: "T8"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ReadCSV(strings.NewReader(tt.in))
+			got, err := ReadCSV(t.Context(), strings.NewReader(tt.in))
 			if err != nil {
 				t.Fatalf("ReadCSV: %v", err)
 			}
@@ -94,7 +94,7 @@ func TestReadCSVErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ReadCSV(strings.NewReader(tt.in))
+			got, err := ReadCSV(t.Context(), strings.NewReader(tt.in))
 			if err == nil {
 				t.Fatalf("ReadCSV = %d seeds, want error %q", len(got), tt.want)
 			}
@@ -130,7 +130,7 @@ func TestReadCSVMaxRows(t *testing.T) {
 	for i := range 4 {
 		b.WriteString("SN" + string(rune('0'+i)) + ",u," + secretSeed + "\n")
 	}
-	_, err := ReadCSV(strings.NewReader(b.String()))
+	_, err := ReadCSV(t.Context(), strings.NewReader(b.String()))
 	if err == nil || !strings.Contains(err.Error(), "line 5: more than 3 rows") {
 		t.Fatalf("ReadCSV: %v, want more than 3 rows", err)
 	}

@@ -51,7 +51,7 @@ func FuzzReadCSV(f *testing.F) {
 	f.Add([]byte("serial,user,seed\nA,b,GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n"))
 	f.Add([]byte("\ufeffSEED,USER,SERIAL,DIGITS,PERIOD,ALGORITHM\n\"gezd gnbv gy3t qojq gezd\",u,\"s\"\"1\",8,60,sha512\r\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		seeds, err := ReadCSV(bytes.NewReader(in))
+		seeds, err := ReadCSV(t.Context(), bytes.NewReader(in))
 		checkSeeds(t, seeds, err)
 	})
 }
@@ -60,9 +60,9 @@ func FuzzReadPSKC(f *testing.F) {
 	addFiles(f, "*.xml")
 	key, _ := hex.DecodeString(rfcKey)
 	f.Fuzz(func(t *testing.T, in []byte) {
-		seeds, err := ReadPSKC(bytes.NewReader(in), key)
+		seeds, err := ReadPSKC(t.Context(), bytes.NewReader(in), key)
 		checkSeeds(t, seeds, err)
-		seeds, err = ReadPSKC(bytes.NewReader(in), nil)
+		seeds, err = ReadPSKC(t.Context(), bytes.NewReader(in), nil)
 		checkSeeds(t, seeds, err)
 	})
 }

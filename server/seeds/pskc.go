@@ -1,6 +1,7 @@
 package seeds
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/pbkdf2"
 	"crypto/sha1"
@@ -51,11 +52,11 @@ const maxPBKDF2Iterations = 5_000_000
 // At most [MaxSeeds] key packages are read; the caller bounds the input
 // size, e.g. with [io.LimitReader]. The XML signature, if any, is not
 // verified.
-func ReadPSKC(r io.Reader, key []byte) ([]Seed, error) {
+func ReadPSKC(ctx context.Context, r io.Reader, key []byte) ([]Seed, error) {
 	if len(key) != 0 && !validKeySize(len(key)) {
 		return nil, fmt.Errorf("pskc: pre-shared key is %d bytes, want 16, 24 or 32", len(key))
 	}
-	return (&pskcReader{key: key}).read(r)
+	return (&pskcReader{ctx: ctx, key: key}).read(r)
 }
 
 // ReadPSKCPassword is [ReadPSKC] for files whose encryption key is derived
@@ -64,12 +65,13 @@ func ReadPSKC(r io.Reader, key []byte) ([]Seed, error) {
 // the parameters name another HMAC; at most 5,000,000 iterations are
 // accepted. A file without a DerivedKey is refused unless it holds no
 // encrypted values.
-func ReadPSKCPassword(r io.Reader, password string) ([]Seed, error) {
-	return (&pskcReader{password: password, passwordMode: true}).read(r)
+func ReadPSKCPassword(ctx context.Context, r io.Reader, password string) ([]Seed, error) {
+	return (&pskcReader{ctx: ctx, password: password, passwordMode: true}).read(r)
 }
 
 // pskcReader holds the state of one ReadPSKC call.
 type pskcReader struct {
+	ctx          context.Context
 	key          []byte // the encryption key, once known
 	password     string
 	passwordMode bool
@@ -402,7 +404,7 @@ func (p *pskcReader) keyPackage(kp *node) (Seed, error) {
 		return Seed{}, fmt.Errorf("key algorithm %q: %w: only TOTP (%s) is", truncate(alg), errors.ErrUnsupported, algTOTP)
 	}
 
-	s := Seed{Algorithm: DefaultAlgorithm, Digits: DefaultDigits, Period: DefaultPeriod}
+	s := Seed{Kind: TOTP, Algorithm: DefaultAlgorithm, Digits: DefaultDigits, Period: DefaultPeriod}
 	texts := []struct {
 		dst   *string
 		from  *node

@@ -43,24 +43,24 @@ func TestReadPSKCFiles(t *testing.T) {
 	}{
 		{
 			file: "rfc6030-figure6-totp.xml", key: rfcKey,
-			want: []Seed{{Serial: "987654321", Secret: []byte("12345678901234567890"), Algorithm: SHA1, Digits: 8, Period: 30, Issuer: "Issuer", Model: "Manufacturer"}},
+			want: []Seed{{Kind: TOTP, Serial: "987654321", Secret: []byte("12345678901234567890"), Algorithm: SHA1, Digits: 8, Period: 30, Issuer: "Issuer", Model: "Manufacturer"}},
 		},
 		{
 			file: "rfc6030-figure7-totp.xml", password: "qwerty",
-			want: []Seed{{Serial: "987654321", Secret: []byte("12345678901234567890"), Algorithm: SHA1, Digits: 8, Period: 30, Issuer: "Example-Issuer", Model: "TokenVendorAcme"}},
+			want: []Seed{{Kind: TOTP, Serial: "987654321", Secret: []byte("12345678901234567890"), Algorithm: SHA1, Digits: 8, Period: 30, Issuer: "Example-Issuer", Model: "TokenVendorAcme"}},
 		},
 		{
 			file: "openssl-aes256.xml", key: opensslKey,
 			want: []Seed{
-				{Serial: "ACME-0001", User: "alice", Secret: []byte("12345678901234567890123456789012"), Algorithm: SHA256, Digits: 8, Period: 60, Issuer: "Acme Tokens", Model: "Acme T8"},
-				{Serial: "ACME-0002", Secret: bytes.Repeat([]byte{0x3d}, 20), Algorithm: SHA1, Digits: 6, Period: 30, Model: "Acme T6"},
+				{Kind: TOTP, Serial: "ACME-0001", User: "alice", Secret: []byte("12345678901234567890123456789012"), Algorithm: SHA256, Digits: 8, Period: 60, Issuer: "Acme Tokens", Model: "Acme T8"},
+				{Kind: TOTP, Serial: "ACME-0002", Secret: bytes.Repeat([]byte{0x3d}, 20), Algorithm: SHA1, Digits: 6, Period: 30, Model: "Acme T6"},
 			},
 		},
 		{
 			file: "totp-plain.xml",
 			want: []Seed{
-				{Serial: "SN-1001", User: "bob", Secret: []byte("12345678901234567890"), Algorithm: SHA1, Digits: 6, Period: 30, Issuer: "Acme", Model: "Acme"},
-				{Serial: "SN-1002", Secret: []byte("123456789012345678901234567890123456789012345678901234"), Algorithm: SHA512, Digits: 8, Period: 60, Model: "Acme Mini"},
+				{Kind: TOTP, Serial: "SN-1001", User: "bob", Secret: []byte("12345678901234567890"), Algorithm: SHA1, Digits: 6, Period: 30, Issuer: "Acme", Model: "Acme"},
+				{Kind: TOTP, Serial: "SN-1002", Secret: []byte("123456789012345678901234567890123456789012345678901234"), Algorithm: SHA512, Digits: 8, Period: 60, Model: "Acme Mini"},
 			},
 		},
 		{file: "totp-plain.xml", key: rfcKey, want: nil /* filled below: a key is harmless */},
@@ -85,9 +85,9 @@ func TestReadPSKCFiles(t *testing.T) {
 			defer f.Close()
 			var got []Seed
 			if tt.password != "" {
-				got, err = ReadPSKCPassword(f, tt.password)
+				got, err = ReadPSKCPassword(t.Context(), f, tt.password)
 			} else {
-				got, err = ReadPSKC(f, mustHex(t, tt.key))
+				got, err = ReadPSKC(t.Context(), f, mustHex(t, tt.key))
 			}
 			if tt.wantErr == nil && tt.wantMsg == "" {
 				if err != nil {
@@ -147,7 +147,7 @@ func TestReadPSKCOpenSSL(t *testing.T) {
 	}
 	value := base64.StdEncoding.EncodeToString(append(mustHex(t, iv), ct...))
 	doc := pskcDoc(pskcOpts{cipherValue: value})
-	got, err := ReadPSKC(strings.NewReader(doc), mustHex(t, key))
+	got, err := ReadPSKC(t.Context(), strings.NewReader(doc), mustHex(t, key))
 	if err != nil {
 		t.Fatalf("ReadPSKC: %v", err)
 	}
@@ -260,11 +260,11 @@ func TestReadPSKCGenerated(t *testing.T) {
 	good := pskcOpts{header: macHeader, cipherValue: value, valueMAC: macValue(t, macKey, value), user: "alice"}
 
 	t.Run("valid", func(t *testing.T) {
-		got, err := ReadPSKC(strings.NewReader(pskcDoc(good)), key)
+		got, err := ReadPSKC(t.Context(), strings.NewReader(pskcDoc(good)), key)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []Seed{{Serial: "SN-1", User: "alice", Secret: secret, Algorithm: SHA1, Digits: 6, Period: 30}}
+		want := []Seed{{Kind: TOTP, Serial: "SN-1", User: "alice", Secret: secret, Algorithm: SHA1, Digits: 6, Period: 30}}
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("got %+v, want %+v", got, want)
 		}
@@ -320,7 +320,7 @@ func TestReadPSKCGenerated(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ReadPSKC(strings.NewReader(tt.doc), key)
+			got, err := ReadPSKC(t.Context(), strings.NewReader(tt.doc), key)
 			if err == nil {
 				t.Fatalf("ReadPSKC = %+v, want error %q", got, tt.wantMsg)
 			}
@@ -345,17 +345,17 @@ func TestReadPSKCGenerated(t *testing.T) {
 func TestReadPSKCMaxPackages(t *testing.T) {
 	defer func(n int) { maxSeeds = n }(maxSeeds)
 	maxSeeds = 3
-	_, err := ReadPSKC(strings.NewReader(pskcDoc(pskcOpts{packages: 4})), nil)
+	_, err := ReadPSKC(t.Context(), strings.NewReader(pskcDoc(pskcOpts{packages: 4})), nil)
 	if err == nil || !strings.Contains(err.Error(), "more than 3 KeyPackages") {
 		t.Fatalf("ReadPSKC: %v, want more than 3 KeyPackages", err)
 	}
-	if _, err := ReadPSKC(strings.NewReader(pskcDoc(pskcOpts{packages: 3})), nil); err != nil {
+	if _, err := ReadPSKC(t.Context(), strings.NewReader(pskcDoc(pskcOpts{packages: 3})), nil); err != nil {
 		t.Fatalf("ReadPSKC with 3 KeyPackages: %v", err)
 	}
 }
 
 func TestReadPSKCBadKeySize(t *testing.T) {
-	_, err := ReadPSKC(strings.NewReader(pskcDoc(pskcOpts{})), []byte("short"))
+	_, err := ReadPSKC(t.Context(), strings.NewReader(pskcDoc(pskcOpts{})), []byte("short"))
 	if err == nil || !strings.Contains(err.Error(), "pre-shared key is 5 bytes") {
 		t.Fatalf("ReadPSKC: %v", err)
 	}

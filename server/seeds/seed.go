@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -13,6 +14,15 @@ const (
 	SHA1   = "SHA1"
 	SHA256 = "SHA256"
 	SHA512 = "SHA512"
+)
+
+// Token kinds, as stored in [Seed.Kind].
+const (
+	// TOTP tokens derive codes from the time (RFC 6238).
+	TOTP = "totp"
+	// HOTP tokens derive codes from a counter moved by each press
+	// (RFC 4226).
+	HOTP = "hotp"
 )
 
 // Defaults for values a seed file leaves out.
@@ -47,8 +57,10 @@ var (
 	ErrDecrypt = errors.New("decryption failed: wrong key or corrupt file")
 )
 
-// Seed is one hardware token's TOTP secret and parameters.
+// Seed is one hardware token's secret and parameters.
 type Seed struct {
+	// Kind is [TOTP] or [HOTP]; the readers always set it.
+	Kind string
 	// Serial is the token's serial number, printed on the device.
 	Serial string
 	// User is the user the token belongs to. It may be empty for PSKC
@@ -61,16 +73,23 @@ type Seed struct {
 	Algorithm string
 	// Digits is the code length, 6 or 8.
 	Digits int
-	// Period is the time step in seconds, 30 by default.
+	// Period is the time step in seconds of a TOTP token, 30 by default;
+	// 0 for HOTP.
 	Period int
+	// Counter is the moving factor (initial counter) of an HOTP token;
+	// 0 for TOTP.
+	Counter uint64
+	// NotAfter is when the key expires (PSKC Policy ExpiryDate); zero
+	// means no expiry.
+	NotAfter time.Time
 	// Issuer and Model are informational (PSKC Issuer, DeviceInfo
 	// Manufacturer or Model); they may be empty.
 	Issuer, Model string
 }
 
-// Validate reports whether s is a seed the server can use: a 10 to 64 byte
-// secret, 6 or 8 digits, a period of 15 to 120 seconds, a known algorithm,
-// a non-empty serial, and serial, user, issuer and model of at most 128
+// Validate reports whether s is a seed the server can use: kind [TOTP]
+// (period of 15 to 120 seconds, counter 0) or [HOTP] (period 0), a 10 to
+// 64 byte secret, 6 or 8 digits, a known algorithm, a non-empty serial, and serial, user, issuer and model of at most 128
 // bytes of printable UTF-8. The error names the field, never the secret.
 func (s Seed) Validate() error {
 	if err := checkName(s.Serial); err != nil {
@@ -99,8 +118,20 @@ func (s Seed) Validate() error {
 	if s.Digits != 6 && s.Digits != 8 {
 		return fmt.Errorf("digits: %d, want 6 or 8", s.Digits)
 	}
-	if s.Period < 15 || s.Period > 120 {
-		return fmt.Errorf("period: %d seconds, want 15 to 120", s.Period)
+	switch s.Kind {
+	case TOTP:
+		if s.Period < 15 || s.Period > 120 {
+			return fmt.Errorf("period: %d seconds, want 15 to 120", s.Period)
+		}
+		if s.Counter != 0 {
+			return fmt.Errorf("counter: %d, want 0 for a TOTP token", s.Counter)
+		}
+	case HOTP:
+		if s.Period != 0 {
+			return fmt.Errorf("period: %d seconds, want 0 for an HOTP token", s.Period)
+		}
+	default:
+		return fmt.Errorf("kind: %q is not %q or %q", truncate(s.Kind), TOTP, HOTP)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 
 func validSeed() Seed {
 	return Seed{
+		Kind:      TOTP,
 		Serial:    "SN0001",
 		User:      "alice",
 		Secret:    []byte("12345678901234567890"),
