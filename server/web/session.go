@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -252,6 +253,11 @@ func (s *Server) postSignin(w http.ResponseWriter, r *http.Request, c *reqCtx) e
 		return err
 	}
 	remote, _, _ := net.SplitHostPort(r.RemoteAddr)
+	if !s.signins.allowed(remote, c.now) {
+		s.cfg.Logger.Warn("console sign-in refused: too many failures from this address", "remote", remote, "name", name)
+		w.Header().Set("Retry-After", strconv.Itoa(int(SigninRefill/time.Second)))
+		return s.signinPage(w, r, c, http.StatusTooManyRequests, signinView{Name: name, Next: next, Error: "signin.throttled"})
+	}
 	ua := r.UserAgent()
 	if len(ua) > 512 {
 		ua = ua[:512]
@@ -262,8 +268,10 @@ func (s *Server) postSignin(w http.ResponseWriter, r *http.Request, c *reqCtx) e
 	})
 	switch {
 	case errors.Is(err, operators.ErrLocked):
+		s.signins.failed(remote, c.now)
 		return s.signinPage(w, r, c, http.StatusUnauthorized, signinView{Name: name, Next: next, Error: "signin.locked"})
 	case errors.Is(err, operators.ErrSignIn), errors.Is(err, operators.ErrInvalid):
+		s.signins.failed(remote, c.now)
 		return s.signinPage(w, r, c, http.StatusUnauthorized, signinView{Name: name, Next: next, Error: "signin.failed"})
 	case err != nil:
 		return err

@@ -64,6 +64,8 @@ type Server struct {
 	pages *pages
 	mux   *http.ServeMux
 	live  *hub
+	// signins counts failed sign-ins per client address.
+	signins *signinThrottle
 	// patterns are the routes registered, in order.
 	patterns []string
 }
@@ -102,7 +104,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, pages: p, mux: http.NewServeMux(), live: newHub()}
+	s := &Server{cfg: cfg, pages: p, mux: http.NewServeMux(), live: newHub(), signins: newSigninThrottle()}
 	s.routes()
 	return s, nil
 }
