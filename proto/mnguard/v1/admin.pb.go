@@ -1235,8 +1235,15 @@ type User struct {
 	ClockOffsetSteps  int64  `protobuf:"varint,14,opt,name=clock_offset_steps,json=clockOffsetSteps,proto3" json:"clock_offset_steps,omitempty"`
 	RecoveryCodesLeft uint32 `protobuf:"varint,15,opt,name=recovery_codes_left,json=recoveryCodesLeft,proto3" json:"recovery_codes_left,omitempty"`
 	CreatedBy         string `protobuf:"bytes,16,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// "totp" (RFC 6238) or "hotp" (RFC 4226, counter-based hardware token).
+	Kind string `protobuf:"bytes,17,opt,name=kind,proto3" json:"kind,omitempty"`
+	// HOTP: the counter value the token's next code is expected at.
+	Counter uint64 `protobuf:"varint,18,opt,name=counter,proto3" json:"counter,omitempty"`
+	// When the token's key expires (PSKC ExpiryDate); unset if never. Codes
+	// of an expired token are refused.
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *User) Reset() {
@@ -1379,6 +1386,27 @@ func (x *User) GetCreatedBy() string {
 		return x.CreatedBy
 	}
 	return ""
+}
+
+func (x *User) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *User) GetCounter() uint64 {
+	if x != nil {
+		return x.Counter
+	}
+	return 0
+}
+
+func (x *User) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
 }
 
 type EnrollUserRequest struct {
@@ -2169,6 +2197,667 @@ func (x *ImportUsersResponse) GetUsers() []*User {
 	return nil
 }
 
+type ImportTokensRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*ImportTokensRequest_Header
+	//	*ImportTokensRequest_Assignments
+	//	*ImportTokensRequest_Chunk
+	Part          isImportTokensRequest_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportTokensRequest) Reset() {
+	*x = ImportTokensRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportTokensRequest) ProtoMessage() {}
+
+func (x *ImportTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportTokensRequest.ProtoReflect.Descriptor instead.
+func (*ImportTokensRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ImportTokensRequest) GetPart() isImportTokensRequest_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *ImportTokensRequest) GetHeader() *ImportTokensHeader {
+	if x != nil {
+		if x, ok := x.Part.(*ImportTokensRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *ImportTokensRequest) GetAssignments() *TokenAssignments {
+	if x != nil {
+		if x, ok := x.Part.(*ImportTokensRequest_Assignments); ok {
+			return x.Assignments
+		}
+	}
+	return nil
+}
+
+func (x *ImportTokensRequest) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*ImportTokensRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isImportTokensRequest_Part interface {
+	isImportTokensRequest_Part()
+}
+
+type ImportTokensRequest_Header struct {
+	// First message, exactly once.
+	Header *ImportTokensHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type ImportTokensRequest_Assignments struct {
+	// Serial-to-user assignments (mnguardctl --assign), after the header
+	// and before the file, in as many messages as needed.
+	Assignments *TokenAssignments `protobuf:"bytes,2,opt,name=assignments,proto3,oneof"`
+}
+
+type ImportTokensRequest_Chunk struct {
+	// The next at most 524,288 bytes of the seed file.
+	Chunk []byte `protobuf:"bytes,3,opt,name=chunk,proto3,oneof"`
+}
+
+func (*ImportTokensRequest_Header) isImportTokensRequest_Part() {}
+
+func (*ImportTokensRequest_Assignments) isImportTokensRequest_Part() {}
+
+func (*ImportTokensRequest_Chunk) isImportTokensRequest_Part() {}
+
+type ImportTokensHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "csv", "pskc", or empty to detect from the content.
+	Format string `protobuf:"bytes,1,opt,name=format,proto3" json:"format,omitempty"`
+	// Pre-shared key (16, 24 or 32 bytes) of an encrypted PSKC file.
+	PskcKey []byte `protobuf:"bytes,2,opt,name=pskc_key,json=pskcKey,proto3" json:"pskc_key,omitempty"`
+	// Password of a PBKDF2-protected PSKC file.
+	PskcPassword string `protobuf:"bytes,3,opt,name=pskc_password,json=pskcPassword,proto3" json:"pskc_password,omitempty"`
+	// Replace the tokens of users that exist already (and unassigned tokens
+	// of the same serial); otherwise they fail the whole import.
+	Replace bool `protobuf:"varint,4,opt,name=replace,proto3" json:"replace,omitempty"`
+	// The file's size in bytes: the server refuses a file over its limit
+	// before any of it is sent, and a stream whose chunks add up to more.
+	Size          uint64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportTokensHeader) Reset() {
+	*x = ImportTokensHeader{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportTokensHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportTokensHeader) ProtoMessage() {}
+
+func (x *ImportTokensHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportTokensHeader.ProtoReflect.Descriptor instead.
+func (*ImportTokensHeader) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ImportTokensHeader) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *ImportTokensHeader) GetPskcKey() []byte {
+	if x != nil {
+		return x.PskcKey
+	}
+	return nil
+}
+
+func (x *ImportTokensHeader) GetPskcPassword() string {
+	if x != nil {
+		return x.PskcPassword
+	}
+	return ""
+}
+
+func (x *ImportTokensHeader) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
+}
+
+func (x *ImportTokensHeader) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+type TokenAssignment struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	User          string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenAssignment) Reset() {
+	*x = TokenAssignment{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenAssignment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenAssignment) ProtoMessage() {}
+
+func (x *TokenAssignment) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenAssignment.ProtoReflect.Descriptor instead.
+func (*TokenAssignment) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *TokenAssignment) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *TokenAssignment) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+type TokenAssignments struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Assignments   []*TokenAssignment     `protobuf:"bytes,1,rep,name=assignments,proto3" json:"assignments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenAssignments) Reset() {
+	*x = TokenAssignments{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenAssignments) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenAssignments) ProtoMessage() {}
+
+func (x *TokenAssignments) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenAssignments.ProtoReflect.Descriptor instead.
+func (*TokenAssignments) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *TokenAssignments) GetAssignments() []*TokenAssignment {
+	if x != nil {
+		return x.Assignments
+	}
+	return nil
+}
+
+type ImportTokensResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tokens in the file.
+	Tokens uint32 `protobuf:"varint,1,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	// Of them, given to users (named in the file or by an assignment).
+	Assigned uint32 `protobuf:"varint,2,opt,name=assigned,proto3" json:"assigned,omitempty"`
+	// Of them, kept unassigned: see ListTokens and AssignToken.
+	Unassigned uint32 `protobuf:"varint,3,opt,name=unassigned,proto3" json:"unassigned,omitempty"`
+	// Users (or unassigned serials) whose token was replaced.
+	Replaced uint32 `protobuf:"varint,4,opt,name=replaced,proto3" json:"replaced,omitempty"`
+	// HOTP (counter-based) tokens among them.
+	Hotp          uint32 `protobuf:"varint,5,opt,name=hotp,proto3" json:"hotp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportTokensResponse) Reset() {
+	*x = ImportTokensResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportTokensResponse) ProtoMessage() {}
+
+func (x *ImportTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportTokensResponse.ProtoReflect.Descriptor instead.
+func (*ImportTokensResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ImportTokensResponse) GetTokens() uint32 {
+	if x != nil {
+		return x.Tokens
+	}
+	return 0
+}
+
+func (x *ImportTokensResponse) GetAssigned() uint32 {
+	if x != nil {
+		return x.Assigned
+	}
+	return 0
+}
+
+func (x *ImportTokensResponse) GetUnassigned() uint32 {
+	if x != nil {
+		return x.Unassigned
+	}
+	return 0
+}
+
+func (x *ImportTokensResponse) GetReplaced() uint32 {
+	if x != nil {
+		return x.Replaced
+	}
+	return 0
+}
+
+func (x *ImportTokensResponse) GetHotp() uint32 {
+	if x != nil {
+		return x.Hotp
+	}
+	return 0
+}
+
+// HardwareToken is an imported token that belongs to no user yet. It
+// cannot log anyone in until it is assigned.
+type HardwareToken struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Serial string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// "totp" or "hotp".
+	Kind      string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Algorithm string `protobuf:"bytes,3,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
+	Digits    uint32 `protobuf:"varint,4,opt,name=digits,proto3" json:"digits,omitempty"`
+	// TOTP only.
+	PeriodSeconds uint32 `protobuf:"varint,5,opt,name=period_seconds,json=periodSeconds,proto3" json:"period_seconds,omitempty"`
+	// HOTP only: the counter of the token's next code.
+	Counter       uint64                 `protobuf:"varint,6,opt,name=counter,proto3" json:"counter,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	CreatedBy     string                 `protobuf:"bytes,9,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HardwareToken) Reset() {
+	*x = HardwareToken{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HardwareToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HardwareToken) ProtoMessage() {}
+
+func (x *HardwareToken) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HardwareToken.ProtoReflect.Descriptor instead.
+func (*HardwareToken) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *HardwareToken) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *HardwareToken) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *HardwareToken) GetAlgorithm() string {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ""
+}
+
+func (x *HardwareToken) GetDigits() uint32 {
+	if x != nil {
+		return x.Digits
+	}
+	return 0
+}
+
+func (x *HardwareToken) GetPeriodSeconds() uint32 {
+	if x != nil {
+		return x.PeriodSeconds
+	}
+	return 0
+}
+
+func (x *HardwareToken) GetCounter() uint64 {
+	if x != nil {
+		return x.Counter
+	}
+	return 0
+}
+
+func (x *HardwareToken) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *HardwareToken) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *HardwareToken) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+type ListTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+type ListTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*HardwareToken       `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ListTokensResponse) GetTokens() []*HardwareToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+type AssignTokenRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Serial string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	User   string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	// Give the token to a user that exists already, replacing its token
+	// (pending again, recovery codes kept).
+	Replace       bool `protobuf:"varint,3,opt,name=replace,proto3" json:"replace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AssignTokenRequest) Reset() {
+	*x = AssignTokenRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AssignTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AssignTokenRequest) ProtoMessage() {}
+
+func (x *AssignTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AssignTokenRequest.ProtoReflect.Descriptor instead.
+func (*AssignTokenRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *AssignTokenRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *AssignTokenRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *AssignTokenRequest) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
+}
+
+type AssignTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AssignTokenResponse) Reset() {
+	*x = AssignTokenResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AssignTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AssignTokenResponse) ProtoMessage() {}
+
+func (x *AssignTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AssignTokenResponse.ProtoReflect.Descriptor instead.
+func (*AssignTokenResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *AssignTokenResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
 type ResyncUserRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2181,7 +2870,7 @@ type ResyncUserRequest struct {
 
 func (x *ResyncUserRequest) Reset() {
 	*x = ResyncUserRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[33]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2193,7 +2882,7 @@ func (x *ResyncUserRequest) String() string {
 func (*ResyncUserRequest) ProtoMessage() {}
 
 func (x *ResyncUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[33]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2206,7 +2895,7 @@ func (x *ResyncUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncUserRequest.ProtoReflect.Descriptor instead.
 func (*ResyncUserRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ResyncUserRequest) GetName() string {
@@ -2239,7 +2928,7 @@ type ResyncUserResponse struct {
 
 func (x *ResyncUserResponse) Reset() {
 	*x = ResyncUserResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[34]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2251,7 +2940,7 @@ func (x *ResyncUserResponse) String() string {
 func (*ResyncUserResponse) ProtoMessage() {}
 
 func (x *ResyncUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[34]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2264,7 +2953,7 @@ func (x *ResyncUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncUserResponse.ProtoReflect.Descriptor instead.
 func (*ResyncUserResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ResyncUserResponse) GetUser() *User {
@@ -2284,7 +2973,7 @@ type NewRecoveryCodesRequest struct {
 
 func (x *NewRecoveryCodesRequest) Reset() {
 	*x = NewRecoveryCodesRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[35]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2296,7 +2985,7 @@ func (x *NewRecoveryCodesRequest) String() string {
 func (*NewRecoveryCodesRequest) ProtoMessage() {}
 
 func (x *NewRecoveryCodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[35]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2309,7 +2998,7 @@ func (x *NewRecoveryCodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NewRecoveryCodesRequest.ProtoReflect.Descriptor instead.
 func (*NewRecoveryCodesRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *NewRecoveryCodesRequest) GetName() string {
@@ -2329,7 +3018,7 @@ type NewRecoveryCodesResponse struct {
 
 func (x *NewRecoveryCodesResponse) Reset() {
 	*x = NewRecoveryCodesResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[36]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2341,7 +3030,7 @@ func (x *NewRecoveryCodesResponse) String() string {
 func (*NewRecoveryCodesResponse) ProtoMessage() {}
 
 func (x *NewRecoveryCodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[36]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2354,7 +3043,7 @@ func (x *NewRecoveryCodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NewRecoveryCodesResponse.ProtoReflect.Descriptor instead.
 func (*NewRecoveryCodesResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *NewRecoveryCodesResponse) GetUser() *User {
@@ -2384,7 +3073,7 @@ type IssueOfflineLoginCodeRequest struct {
 
 func (x *IssueOfflineLoginCodeRequest) Reset() {
 	*x = IssueOfflineLoginCodeRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[37]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +3085,7 @@ func (x *IssueOfflineLoginCodeRequest) String() string {
 func (*IssueOfflineLoginCodeRequest) ProtoMessage() {}
 
 func (x *IssueOfflineLoginCodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[37]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +3098,7 @@ func (x *IssueOfflineLoginCodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueOfflineLoginCodeRequest.ProtoReflect.Descriptor instead.
 func (*IssueOfflineLoginCodeRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *IssueOfflineLoginCodeRequest) GetTerminalId() string {
@@ -2444,7 +3133,7 @@ type IssueOfflineLoginCodeResponse struct {
 
 func (x *IssueOfflineLoginCodeResponse) Reset() {
 	*x = IssueOfflineLoginCodeResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[38]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2456,7 +3145,7 @@ func (x *IssueOfflineLoginCodeResponse) String() string {
 func (*IssueOfflineLoginCodeResponse) ProtoMessage() {}
 
 func (x *IssueOfflineLoginCodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[38]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2469,7 +3158,7 @@ func (x *IssueOfflineLoginCodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueOfflineLoginCodeResponse.ProtoReflect.Descriptor instead.
 func (*IssueOfflineLoginCodeResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *IssueOfflineLoginCodeResponse) GetCode() string {
@@ -2495,7 +3184,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[39]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2507,7 +3196,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[39]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2520,7 +3209,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListEventsResponse) GetEvents() []*StoredEvent {
@@ -2538,7 +3227,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[40]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2550,7 +3239,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[40]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2563,7 +3252,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 type GetServerInfoResponse struct {
@@ -2579,7 +3268,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[41]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +3280,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[41]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +3293,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetServerInfoResponse) GetVersion() string {
@@ -2651,7 +3340,7 @@ type IssueExemptionRequest struct {
 
 func (x *IssueExemptionRequest) Reset() {
 	*x = IssueExemptionRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[42]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2663,7 +3352,7 @@ func (x *IssueExemptionRequest) String() string {
 func (*IssueExemptionRequest) ProtoMessage() {}
 
 func (x *IssueExemptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[42]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2676,7 +3365,7 @@ func (x *IssueExemptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueExemptionRequest.ProtoReflect.Descriptor instead.
 func (*IssueExemptionRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *IssueExemptionRequest) GetTerminalId() string {
@@ -2741,7 +3430,7 @@ type ExemptionRecord struct {
 
 func (x *ExemptionRecord) Reset() {
 	*x = ExemptionRecord{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[43]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2753,7 +3442,7 @@ func (x *ExemptionRecord) String() string {
 func (*ExemptionRecord) ProtoMessage() {}
 
 func (x *ExemptionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[43]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2766,7 +3455,7 @@ func (x *ExemptionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExemptionRecord.ProtoReflect.Descriptor instead.
 func (*ExemptionRecord) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ExemptionRecord) GetExemption() *Exemption {
@@ -2829,7 +3518,7 @@ type IssueExemptionResponse struct {
 
 func (x *IssueExemptionResponse) Reset() {
 	*x = IssueExemptionResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[44]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2841,7 +3530,7 @@ func (x *IssueExemptionResponse) String() string {
 func (*IssueExemptionResponse) ProtoMessage() {}
 
 func (x *IssueExemptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[44]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2854,7 +3543,7 @@ func (x *IssueExemptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueExemptionResponse.ProtoReflect.Descriptor instead.
 func (*IssueExemptionResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *IssueExemptionResponse) GetExemption() *ExemptionRecord {
@@ -2881,7 +3570,7 @@ type RevokeExemptionRequest struct {
 
 func (x *RevokeExemptionRequest) Reset() {
 	*x = RevokeExemptionRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[45]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2893,7 +3582,7 @@ func (x *RevokeExemptionRequest) String() string {
 func (*RevokeExemptionRequest) ProtoMessage() {}
 
 func (x *RevokeExemptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[45]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2906,7 +3595,7 @@ func (x *RevokeExemptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeExemptionRequest.ProtoReflect.Descriptor instead.
 func (*RevokeExemptionRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RevokeExemptionRequest) GetId() string {
@@ -2932,7 +3621,7 @@ type RevokeExemptionResponse struct {
 
 func (x *RevokeExemptionResponse) Reset() {
 	*x = RevokeExemptionResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[46]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2944,7 +3633,7 @@ func (x *RevokeExemptionResponse) String() string {
 func (*RevokeExemptionResponse) ProtoMessage() {}
 
 func (x *RevokeExemptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[46]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2957,7 +3646,7 @@ func (x *RevokeExemptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeExemptionResponse.ProtoReflect.Descriptor instead.
 func (*RevokeExemptionResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RevokeExemptionResponse) GetExemption() *ExemptionRecord {
@@ -2977,7 +3666,7 @@ type ListExemptionsRequest struct {
 
 func (x *ListExemptionsRequest) Reset() {
 	*x = ListExemptionsRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[47]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2989,7 +3678,7 @@ func (x *ListExemptionsRequest) String() string {
 func (*ListExemptionsRequest) ProtoMessage() {}
 
 func (x *ListExemptionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[47]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3002,7 +3691,7 @@ func (x *ListExemptionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExemptionsRequest.ProtoReflect.Descriptor instead.
 func (*ListExemptionsRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListExemptionsRequest) GetTerminalId() string {
@@ -3028,7 +3717,7 @@ type ListExemptionsResponse struct {
 
 func (x *ListExemptionsResponse) Reset() {
 	*x = ListExemptionsResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[48]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3040,7 +3729,7 @@ func (x *ListExemptionsResponse) String() string {
 func (*ListExemptionsResponse) ProtoMessage() {}
 
 func (x *ListExemptionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[48]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3053,7 +3742,7 @@ func (x *ListExemptionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExemptionsResponse.ProtoReflect.Descriptor instead.
 func (*ListExemptionsResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListExemptionsResponse) GetExemptions() []*ExemptionRecord {
@@ -3082,7 +3771,7 @@ type IssueOfflineExemptionCodeRequest struct {
 
 func (x *IssueOfflineExemptionCodeRequest) Reset() {
 	*x = IssueOfflineExemptionCodeRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[49]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3094,7 +3783,7 @@ func (x *IssueOfflineExemptionCodeRequest) String() string {
 func (*IssueOfflineExemptionCodeRequest) ProtoMessage() {}
 
 func (x *IssueOfflineExemptionCodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[49]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3107,7 +3796,7 @@ func (x *IssueOfflineExemptionCodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueOfflineExemptionCodeRequest.ProtoReflect.Descriptor instead.
 func (*IssueOfflineExemptionCodeRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *IssueOfflineExemptionCodeRequest) GetTerminalId() string {
@@ -3162,7 +3851,7 @@ type IssueOfflineExemptionCodeResponse struct {
 
 func (x *IssueOfflineExemptionCodeResponse) Reset() {
 	*x = IssueOfflineExemptionCodeResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[50]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3174,7 +3863,7 @@ func (x *IssueOfflineExemptionCodeResponse) String() string {
 func (*IssueOfflineExemptionCodeResponse) ProtoMessage() {}
 
 func (x *IssueOfflineExemptionCodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[50]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3187,7 +3876,7 @@ func (x *IssueOfflineExemptionCodeResponse) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use IssueOfflineExemptionCodeResponse.ProtoReflect.Descriptor instead.
 func (*IssueOfflineExemptionCodeResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *IssueOfflineExemptionCodeResponse) GetCode() string {
@@ -3232,7 +3921,7 @@ type Operator struct {
 
 func (x *Operator) Reset() {
 	*x = Operator{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[51]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3244,7 +3933,7 @@ func (x *Operator) String() string {
 func (*Operator) ProtoMessage() {}
 
 func (x *Operator) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[51]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3257,7 +3946,7 @@ func (x *Operator) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operator.ProtoReflect.Descriptor instead.
 func (*Operator) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *Operator) GetName() string {
@@ -3367,7 +4056,7 @@ type OperatorToken struct {
 
 func (x *OperatorToken) Reset() {
 	*x = OperatorToken{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[52]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3379,7 +4068,7 @@ func (x *OperatorToken) String() string {
 func (*OperatorToken) ProtoMessage() {}
 
 func (x *OperatorToken) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[52]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3392,7 +4081,7 @@ func (x *OperatorToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorToken.ProtoReflect.Descriptor instead.
 func (*OperatorToken) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *OperatorToken) GetId() string {
@@ -3442,7 +4131,7 @@ type AddOperatorRequest struct {
 
 func (x *AddOperatorRequest) Reset() {
 	*x = AddOperatorRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[53]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3454,7 +4143,7 @@ func (x *AddOperatorRequest) String() string {
 func (*AddOperatorRequest) ProtoMessage() {}
 
 func (x *AddOperatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[53]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3467,7 +4156,7 @@ func (x *AddOperatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddOperatorRequest.ProtoReflect.Descriptor instead.
 func (*AddOperatorRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *AddOperatorRequest) GetName() string {
@@ -3503,7 +4192,7 @@ type AddOperatorResponse struct {
 
 func (x *AddOperatorResponse) Reset() {
 	*x = AddOperatorResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[54]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3515,7 +4204,7 @@ func (x *AddOperatorResponse) String() string {
 func (*AddOperatorResponse) ProtoMessage() {}
 
 func (x *AddOperatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[54]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3528,7 +4217,7 @@ func (x *AddOperatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddOperatorResponse.ProtoReflect.Descriptor instead.
 func (*AddOperatorResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *AddOperatorResponse) GetOperator() *Operator {
@@ -3560,7 +4249,7 @@ type ListOperatorsRequest struct {
 
 func (x *ListOperatorsRequest) Reset() {
 	*x = ListOperatorsRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[55]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3572,7 +4261,7 @@ func (x *ListOperatorsRequest) String() string {
 func (*ListOperatorsRequest) ProtoMessage() {}
 
 func (x *ListOperatorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[55]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3585,7 +4274,7 @@ func (x *ListOperatorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOperatorsRequest.ProtoReflect.Descriptor instead.
 func (*ListOperatorsRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 type ListOperatorsResponse struct {
@@ -3597,7 +4286,7 @@ type ListOperatorsResponse struct {
 
 func (x *ListOperatorsResponse) Reset() {
 	*x = ListOperatorsResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[56]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3609,7 +4298,7 @@ func (x *ListOperatorsResponse) String() string {
 func (*ListOperatorsResponse) ProtoMessage() {}
 
 func (x *ListOperatorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[56]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3622,7 +4311,7 @@ func (x *ListOperatorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOperatorsResponse.ProtoReflect.Descriptor instead.
 func (*ListOperatorsResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ListOperatorsResponse) GetOperators() []*Operator {
@@ -3641,7 +4330,7 @@ type GetOperatorRequest struct {
 
 func (x *GetOperatorRequest) Reset() {
 	*x = GetOperatorRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[57]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3653,7 +4342,7 @@ func (x *GetOperatorRequest) String() string {
 func (*GetOperatorRequest) ProtoMessage() {}
 
 func (x *GetOperatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[57]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3666,7 +4355,7 @@ func (x *GetOperatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOperatorRequest.ProtoReflect.Descriptor instead.
 func (*GetOperatorRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *GetOperatorRequest) GetName() string {
@@ -3685,7 +4374,7 @@ type GetOperatorResponse struct {
 
 func (x *GetOperatorResponse) Reset() {
 	*x = GetOperatorResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[58]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3697,7 +4386,7 @@ func (x *GetOperatorResponse) String() string {
 func (*GetOperatorResponse) ProtoMessage() {}
 
 func (x *GetOperatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[58]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3710,7 +4399,7 @@ func (x *GetOperatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOperatorResponse.ProtoReflect.Descriptor instead.
 func (*GetOperatorResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *GetOperatorResponse) GetOperator() *Operator {
@@ -3729,7 +4418,7 @@ type DisableOperatorRequest struct {
 
 func (x *DisableOperatorRequest) Reset() {
 	*x = DisableOperatorRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[59]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3741,7 +4430,7 @@ func (x *DisableOperatorRequest) String() string {
 func (*DisableOperatorRequest) ProtoMessage() {}
 
 func (x *DisableOperatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[59]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3754,7 +4443,7 @@ func (x *DisableOperatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableOperatorRequest.ProtoReflect.Descriptor instead.
 func (*DisableOperatorRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *DisableOperatorRequest) GetName() string {
@@ -3773,7 +4462,7 @@ type DisableOperatorResponse struct {
 
 func (x *DisableOperatorResponse) Reset() {
 	*x = DisableOperatorResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[60]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3785,7 +4474,7 @@ func (x *DisableOperatorResponse) String() string {
 func (*DisableOperatorResponse) ProtoMessage() {}
 
 func (x *DisableOperatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[60]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3798,7 +4487,7 @@ func (x *DisableOperatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableOperatorResponse.ProtoReflect.Descriptor instead.
 func (*DisableOperatorResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *DisableOperatorResponse) GetOperator() *Operator {
@@ -3817,7 +4506,7 @@ type EnableOperatorRequest struct {
 
 func (x *EnableOperatorRequest) Reset() {
 	*x = EnableOperatorRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[61]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3829,7 +4518,7 @@ func (x *EnableOperatorRequest) String() string {
 func (*EnableOperatorRequest) ProtoMessage() {}
 
 func (x *EnableOperatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[61]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3842,7 +4531,7 @@ func (x *EnableOperatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableOperatorRequest.ProtoReflect.Descriptor instead.
 func (*EnableOperatorRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *EnableOperatorRequest) GetName() string {
@@ -3861,7 +4550,7 @@ type EnableOperatorResponse struct {
 
 func (x *EnableOperatorResponse) Reset() {
 	*x = EnableOperatorResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[62]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3873,7 +4562,7 @@ func (x *EnableOperatorResponse) String() string {
 func (*EnableOperatorResponse) ProtoMessage() {}
 
 func (x *EnableOperatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[62]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3886,7 +4575,7 @@ func (x *EnableOperatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableOperatorResponse.ProtoReflect.Descriptor instead.
 func (*EnableOperatorResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *EnableOperatorResponse) GetOperator() *Operator {
@@ -3905,7 +4594,7 @@ type DeleteOperatorRequest struct {
 
 func (x *DeleteOperatorRequest) Reset() {
 	*x = DeleteOperatorRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[63]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3917,7 +4606,7 @@ func (x *DeleteOperatorRequest) String() string {
 func (*DeleteOperatorRequest) ProtoMessage() {}
 
 func (x *DeleteOperatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[63]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3930,7 +4619,7 @@ func (x *DeleteOperatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOperatorRequest.ProtoReflect.Descriptor instead.
 func (*DeleteOperatorRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{63}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *DeleteOperatorRequest) GetName() string {
@@ -3948,7 +4637,7 @@ type DeleteOperatorResponse struct {
 
 func (x *DeleteOperatorResponse) Reset() {
 	*x = DeleteOperatorResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[64]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3960,7 +4649,7 @@ func (x *DeleteOperatorResponse) String() string {
 func (*DeleteOperatorResponse) ProtoMessage() {}
 
 func (x *DeleteOperatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[64]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3973,7 +4662,7 @@ func (x *DeleteOperatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOperatorResponse.ProtoReflect.Descriptor instead.
 func (*DeleteOperatorResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{74}
 }
 
 type ResetOperatorTotpRequest struct {
@@ -3985,7 +4674,7 @@ type ResetOperatorTotpRequest struct {
 
 func (x *ResetOperatorTotpRequest) Reset() {
 	*x = ResetOperatorTotpRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[65]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3997,7 +4686,7 @@ func (x *ResetOperatorTotpRequest) String() string {
 func (*ResetOperatorTotpRequest) ProtoMessage() {}
 
 func (x *ResetOperatorTotpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[65]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4010,7 +4699,7 @@ func (x *ResetOperatorTotpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetOperatorTotpRequest.ProtoReflect.Descriptor instead.
 func (*ResetOperatorTotpRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{65}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ResetOperatorTotpRequest) GetName() string {
@@ -4031,7 +4720,7 @@ type ResetOperatorTotpResponse struct {
 
 func (x *ResetOperatorTotpResponse) Reset() {
 	*x = ResetOperatorTotpResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[66]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4043,7 +4732,7 @@ func (x *ResetOperatorTotpResponse) String() string {
 func (*ResetOperatorTotpResponse) ProtoMessage() {}
 
 func (x *ResetOperatorTotpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[66]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4056,7 +4745,7 @@ func (x *ResetOperatorTotpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetOperatorTotpResponse.ProtoReflect.Descriptor instead.
 func (*ResetOperatorTotpResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{66}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ResetOperatorTotpResponse) GetOperator() *Operator {
@@ -4090,7 +4779,7 @@ type SetOperatorRoleRequest struct {
 
 func (x *SetOperatorRoleRequest) Reset() {
 	*x = SetOperatorRoleRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[67]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4102,7 +4791,7 @@ func (x *SetOperatorRoleRequest) String() string {
 func (*SetOperatorRoleRequest) ProtoMessage() {}
 
 func (x *SetOperatorRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[67]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4115,7 +4804,7 @@ func (x *SetOperatorRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOperatorRoleRequest.ProtoReflect.Descriptor instead.
 func (*SetOperatorRoleRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *SetOperatorRoleRequest) GetName() string {
@@ -4141,7 +4830,7 @@ type SetOperatorRoleResponse struct {
 
 func (x *SetOperatorRoleResponse) Reset() {
 	*x = SetOperatorRoleResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[68]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4153,7 +4842,7 @@ func (x *SetOperatorRoleResponse) String() string {
 func (*SetOperatorRoleResponse) ProtoMessage() {}
 
 func (x *SetOperatorRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[68]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4166,7 +4855,7 @@ func (x *SetOperatorRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOperatorRoleResponse.ProtoReflect.Descriptor instead.
 func (*SetOperatorRoleResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{68}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *SetOperatorRoleResponse) GetOperator() *Operator {
@@ -4186,7 +4875,7 @@ type SetOperatorPasswordRequest struct {
 
 func (x *SetOperatorPasswordRequest) Reset() {
 	*x = SetOperatorPasswordRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[69]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4198,7 +4887,7 @@ func (x *SetOperatorPasswordRequest) String() string {
 func (*SetOperatorPasswordRequest) ProtoMessage() {}
 
 func (x *SetOperatorPasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[69]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4211,7 +4900,7 @@ func (x *SetOperatorPasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOperatorPasswordRequest.ProtoReflect.Descriptor instead.
 func (*SetOperatorPasswordRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{69}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *SetOperatorPasswordRequest) GetName() string {
@@ -4237,7 +4926,7 @@ type SetOperatorPasswordResponse struct {
 
 func (x *SetOperatorPasswordResponse) Reset() {
 	*x = SetOperatorPasswordResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[70]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4249,7 +4938,7 @@ func (x *SetOperatorPasswordResponse) String() string {
 func (*SetOperatorPasswordResponse) ProtoMessage() {}
 
 func (x *SetOperatorPasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[70]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4262,7 +4951,7 @@ func (x *SetOperatorPasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOperatorPasswordResponse.ProtoReflect.Descriptor instead.
 func (*SetOperatorPasswordResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{70}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *SetOperatorPasswordResponse) GetOperator() *Operator {
@@ -4281,7 +4970,7 @@ type UnlockOperatorRequest struct {
 
 func (x *UnlockOperatorRequest) Reset() {
 	*x = UnlockOperatorRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[71]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4293,7 +4982,7 @@ func (x *UnlockOperatorRequest) String() string {
 func (*UnlockOperatorRequest) ProtoMessage() {}
 
 func (x *UnlockOperatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[71]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4306,7 +4995,7 @@ func (x *UnlockOperatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockOperatorRequest.ProtoReflect.Descriptor instead.
 func (*UnlockOperatorRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{71}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *UnlockOperatorRequest) GetName() string {
@@ -4325,7 +5014,7 @@ type UnlockOperatorResponse struct {
 
 func (x *UnlockOperatorResponse) Reset() {
 	*x = UnlockOperatorResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[72]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4337,7 +5026,7 @@ func (x *UnlockOperatorResponse) String() string {
 func (*UnlockOperatorResponse) ProtoMessage() {}
 
 func (x *UnlockOperatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[72]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4350,7 +5039,7 @@ func (x *UnlockOperatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockOperatorResponse.ProtoReflect.Descriptor instead.
 func (*UnlockOperatorResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{72}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *UnlockOperatorResponse) GetOperator() *Operator {
@@ -4372,7 +5061,7 @@ type CreateOperatorTokenRequest struct {
 
 func (x *CreateOperatorTokenRequest) Reset() {
 	*x = CreateOperatorTokenRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[73]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4384,7 +5073,7 @@ func (x *CreateOperatorTokenRequest) String() string {
 func (*CreateOperatorTokenRequest) ProtoMessage() {}
 
 func (x *CreateOperatorTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[73]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4397,7 +5086,7 @@ func (x *CreateOperatorTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateOperatorTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateOperatorTokenRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{73}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *CreateOperatorTokenRequest) GetName() string {
@@ -4433,7 +5122,7 @@ type CreateOperatorTokenResponse struct {
 
 func (x *CreateOperatorTokenResponse) Reset() {
 	*x = CreateOperatorTokenResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[74]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4445,7 +5134,7 @@ func (x *CreateOperatorTokenResponse) String() string {
 func (*CreateOperatorTokenResponse) ProtoMessage() {}
 
 func (x *CreateOperatorTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[74]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4458,7 +5147,7 @@ func (x *CreateOperatorTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateOperatorTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateOperatorTokenResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{74}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *CreateOperatorTokenResponse) GetToken() string {
@@ -4491,7 +5180,7 @@ type RevokeOperatorTokenRequest struct {
 
 func (x *RevokeOperatorTokenRequest) Reset() {
 	*x = RevokeOperatorTokenRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[75]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4503,7 +5192,7 @@ func (x *RevokeOperatorTokenRequest) String() string {
 func (*RevokeOperatorTokenRequest) ProtoMessage() {}
 
 func (x *RevokeOperatorTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[75]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4516,7 +5205,7 @@ func (x *RevokeOperatorTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeOperatorTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeOperatorTokenRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{75}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *RevokeOperatorTokenRequest) GetId() string {
@@ -4534,7 +5223,7 @@ type RevokeOperatorTokenResponse struct {
 
 func (x *RevokeOperatorTokenResponse) Reset() {
 	*x = RevokeOperatorTokenResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[76]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4546,7 +5235,7 @@ func (x *RevokeOperatorTokenResponse) String() string {
 func (*RevokeOperatorTokenResponse) ProtoMessage() {}
 
 func (x *RevokeOperatorTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[76]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4559,7 +5248,7 @@ func (x *RevokeOperatorTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeOperatorTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeOperatorTokenResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{76}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{86}
 }
 
 // AuditEntry is one line of the audit log: hash = SHA-256(prev_hash ||
@@ -4582,7 +5271,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[77]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4594,7 +5283,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[77]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4607,7 +5296,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{77}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *AuditEntry) GetId() int64 {
@@ -4682,7 +5371,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[78]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4694,7 +5383,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[78]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4707,7 +5396,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{78}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *ListAuditRequest) GetLimit() uint32 {
@@ -4754,7 +5443,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[79]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4766,7 +5455,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[79]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4779,7 +5468,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{79}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
@@ -4797,7 +5486,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[80]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4809,7 +5498,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[80]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4822,7 +5511,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{80}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{90}
 }
 
 // VerifyAuditResponse is the result of walking the whole chain.
@@ -4843,7 +5532,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[81]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4855,7 +5544,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[81]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4868,7 +5557,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{81}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -4928,7 +5617,7 @@ type GetSelfInspectionReportRequest struct {
 
 func (x *GetSelfInspectionReportRequest) Reset() {
 	*x = GetSelfInspectionReportRequest{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[82]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4940,7 +5629,7 @@ func (x *GetSelfInspectionReportRequest) String() string {
 func (*GetSelfInspectionReportRequest) ProtoMessage() {}
 
 func (x *GetSelfInspectionReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[82]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4953,7 +5642,7 @@ func (x *GetSelfInspectionReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSelfInspectionReportRequest.ProtoReflect.Descriptor instead.
 func (*GetSelfInspectionReportRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{82}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *GetSelfInspectionReportRequest) GetFrom() string {
@@ -4996,7 +5685,7 @@ type GetSelfInspectionReportResponse struct {
 
 func (x *GetSelfInspectionReportResponse) Reset() {
 	*x = GetSelfInspectionReportResponse{}
-	mi := &file_mnguard_v1_admin_proto_msgTypes[83]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5008,7 +5697,7 @@ func (x *GetSelfInspectionReportResponse) String() string {
 func (*GetSelfInspectionReportResponse) ProtoMessage() {}
 
 func (x *GetSelfInspectionReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_admin_proto_msgTypes[83]
+	mi := &file_mnguard_v1_admin_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5021,7 +5710,7 @@ func (x *GetSelfInspectionReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSelfInspectionReportResponse.ProtoReflect.Descriptor instead.
 func (*GetSelfInspectionReportResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{83}
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *GetSelfInspectionReportResponse) GetDocument() []byte {
@@ -5143,7 +5832,7 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\x05event\x18\x02 \x01(\v2\x11.mnguard.v1.EventR\x05event\x12;\n" +
 	"\vreceived_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"receivedAt\x12\x16\n" +
-	"\x06source\x18\x04 \x01(\tR\x06source\"\x83\x05\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\"\xea\x05\n" +
 	"\x04User\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x15.mnguard.v1.UserStateR\x05state\x12\x16\n" +
@@ -5163,7 +5852,10 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\x12clock_offset_steps\x18\x0e \x01(\x03R\x10clockOffsetSteps\x12.\n" +
 	"\x13recovery_codes_left\x18\x0f \x01(\rR\x11recoveryCodesLeft\x12\x1d\n" +
 	"\n" +
-	"created_by\x18\x10 \x01(\tR\tcreatedBy\"'\n" +
+	"created_by\x18\x10 \x01(\tR\tcreatedBy\x12\x12\n" +
+	"\x04kind\x18\x11 \x01(\tR\x04kind\x12\x18\n" +
+	"\acounter\x18\x12 \x01(\x04R\acounter\x127\n" +
+	"\tnot_after\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"'\n" +
 	"\x11EnrollUserRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x9a\x01\n" +
 	"\x12EnrollUserResponse\x12$\n" +
@@ -5206,7 +5898,52 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\rpskc_password\x18\x04 \x01(\tR\fpskcPassword\x12\x18\n" +
 	"\areplace\x18\x05 \x01(\bR\areplace\"=\n" +
 	"\x13ImportUsersResponse\x12&\n" +
-	"\x05users\x18\x01 \x03(\v2\x10.mnguard.v1.UserR\x05users\"S\n" +
+	"\x05users\x18\x01 \x03(\v2\x10.mnguard.v1.UserR\x05users\"\xb1\x01\n" +
+	"\x13ImportTokensRequest\x128\n" +
+	"\x06header\x18\x01 \x01(\v2\x1e.mnguard.v1.ImportTokensHeaderH\x00R\x06header\x12@\n" +
+	"\vassignments\x18\x02 \x01(\v2\x1c.mnguard.v1.TokenAssignmentsH\x00R\vassignments\x12\x16\n" +
+	"\x05chunk\x18\x03 \x01(\fH\x00R\x05chunkB\x06\n" +
+	"\x04part\"\x9a\x01\n" +
+	"\x12ImportTokensHeader\x12\x16\n" +
+	"\x06format\x18\x01 \x01(\tR\x06format\x12\x19\n" +
+	"\bpskc_key\x18\x02 \x01(\fR\apskcKey\x12#\n" +
+	"\rpskc_password\x18\x03 \x01(\tR\fpskcPassword\x12\x18\n" +
+	"\areplace\x18\x04 \x01(\bR\areplace\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x04R\x04size\"=\n" +
+	"\x0fTokenAssignment\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\"Q\n" +
+	"\x10TokenAssignments\x12=\n" +
+	"\vassignments\x18\x01 \x03(\v2\x1b.mnguard.v1.TokenAssignmentR\vassignments\"\x9a\x01\n" +
+	"\x14ImportTokensResponse\x12\x16\n" +
+	"\x06tokens\x18\x01 \x01(\rR\x06tokens\x12\x1a\n" +
+	"\bassigned\x18\x02 \x01(\rR\bassigned\x12\x1e\n" +
+	"\n" +
+	"unassigned\x18\x03 \x01(\rR\n" +
+	"unassigned\x12\x1a\n" +
+	"\breplaced\x18\x04 \x01(\rR\breplaced\x12\x12\n" +
+	"\x04hotp\x18\x05 \x01(\rR\x04hotp\"\xc5\x02\n" +
+	"\rHardwareToken\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1c\n" +
+	"\talgorithm\x18\x03 \x01(\tR\talgorithm\x12\x16\n" +
+	"\x06digits\x18\x04 \x01(\rR\x06digits\x12%\n" +
+	"\x0eperiod_seconds\x18\x05 \x01(\rR\rperiodSeconds\x12\x18\n" +
+	"\acounter\x18\x06 \x01(\x04R\acounter\x127\n" +
+	"\tnot_after\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x129\n" +
+	"\n" +
+	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\t \x01(\tR\tcreatedBy\"\x13\n" +
+	"\x11ListTokensRequest\"G\n" +
+	"\x12ListTokensResponse\x121\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x19.mnguard.v1.HardwareTokenR\x06tokens\"Z\n" +
+	"\x12AssignTokenRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x18\n" +
+	"\areplace\x18\x03 \x01(\bR\areplace\";\n" +
+	"\x13AssignTokenResponse\x12$\n" +
+	"\x04user\x18\x01 \x01(\v2\x10.mnguard.v1.UserR\x04user\"S\n" +
 	"\x11ResyncUserRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05code1\x18\x02 \x01(\tR\x05code1\x12\x14\n" +
@@ -5411,7 +6148,7 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\tUserState\x12\x1a\n" +
 	"\x16USER_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12USER_STATE_PENDING\x10\x01\x12\x15\n" +
-	"\x11USER_STATE_ACTIVE\x10\x022\xeb\x19\n" +
+	"\x11USER_STATE_ACTIVE\x10\x022\xdd\x1b\n" +
 	"\fAdminService\x12T\n" +
 	"\rListTerminals\x12 .mnguard.v1.ListTerminalsRequest\x1a!.mnguard.v1.ListTerminalsResponse\x12N\n" +
 	"\vGetTerminal\x12\x1e.mnguard.v1.GetTerminalRequest\x1a\x1f.mnguard.v1.GetTerminalResponse\x12W\n" +
@@ -5431,7 +6168,11 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\tResetUser\x12\x1c.mnguard.v1.ResetUserRequest\x1a\x1d.mnguard.v1.ResetUserResponse\x12K\n" +
 	"\n" +
 	"DeleteUser\x12\x1d.mnguard.v1.DeleteUserRequest\x1a\x1e.mnguard.v1.DeleteUserResponse\x12N\n" +
-	"\vImportUsers\x12\x1e.mnguard.v1.ImportUsersRequest\x1a\x1f.mnguard.v1.ImportUsersResponse\x12K\n" +
+	"\vImportUsers\x12\x1e.mnguard.v1.ImportUsersRequest\x1a\x1f.mnguard.v1.ImportUsersResponse\x12S\n" +
+	"\fImportTokens\x12\x1f.mnguard.v1.ImportTokensRequest\x1a .mnguard.v1.ImportTokensResponse(\x01\x12K\n" +
+	"\n" +
+	"ListTokens\x12\x1d.mnguard.v1.ListTokensRequest\x1a\x1e.mnguard.v1.ListTokensResponse\x12N\n" +
+	"\vAssignToken\x12\x1e.mnguard.v1.AssignTokenRequest\x1a\x1f.mnguard.v1.AssignTokenResponse\x12K\n" +
 	"\n" +
 	"ResyncUser\x12\x1d.mnguard.v1.ResyncUserRequest\x1a\x1e.mnguard.v1.ResyncUserResponse\x12]\n" +
 	"\x10NewRecoveryCodes\x12#.mnguard.v1.NewRecoveryCodesRequest\x1a$.mnguard.v1.NewRecoveryCodesResponse\x12l\n" +
@@ -5469,7 +6210,7 @@ func file_mnguard_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_mnguard_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_mnguard_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
+var file_mnguard_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 94)
 var file_mnguard_v1_admin_proto_goTypes = []any{
 	(TerminalState)(0),                        // 0: mnguard.v1.TerminalState
 	(UserState)(0),                            // 1: mnguard.v1.UserState
@@ -5506,215 +6247,239 @@ var file_mnguard_v1_admin_proto_goTypes = []any{
 	(*DeleteUserResponse)(nil),                // 32: mnguard.v1.DeleteUserResponse
 	(*ImportUsersRequest)(nil),                // 33: mnguard.v1.ImportUsersRequest
 	(*ImportUsersResponse)(nil),               // 34: mnguard.v1.ImportUsersResponse
-	(*ResyncUserRequest)(nil),                 // 35: mnguard.v1.ResyncUserRequest
-	(*ResyncUserResponse)(nil),                // 36: mnguard.v1.ResyncUserResponse
-	(*NewRecoveryCodesRequest)(nil),           // 37: mnguard.v1.NewRecoveryCodesRequest
-	(*NewRecoveryCodesResponse)(nil),          // 38: mnguard.v1.NewRecoveryCodesResponse
-	(*IssueOfflineLoginCodeRequest)(nil),      // 39: mnguard.v1.IssueOfflineLoginCodeRequest
-	(*IssueOfflineLoginCodeResponse)(nil),     // 40: mnguard.v1.IssueOfflineLoginCodeResponse
-	(*ListEventsResponse)(nil),                // 41: mnguard.v1.ListEventsResponse
-	(*GetServerInfoRequest)(nil),              // 42: mnguard.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),             // 43: mnguard.v1.GetServerInfoResponse
-	(*IssueExemptionRequest)(nil),             // 44: mnguard.v1.IssueExemptionRequest
-	(*ExemptionRecord)(nil),                   // 45: mnguard.v1.ExemptionRecord
-	(*IssueExemptionResponse)(nil),            // 46: mnguard.v1.IssueExemptionResponse
-	(*RevokeExemptionRequest)(nil),            // 47: mnguard.v1.RevokeExemptionRequest
-	(*RevokeExemptionResponse)(nil),           // 48: mnguard.v1.RevokeExemptionResponse
-	(*ListExemptionsRequest)(nil),             // 49: mnguard.v1.ListExemptionsRequest
-	(*ListExemptionsResponse)(nil),            // 50: mnguard.v1.ListExemptionsResponse
-	(*IssueOfflineExemptionCodeRequest)(nil),  // 51: mnguard.v1.IssueOfflineExemptionCodeRequest
-	(*IssueOfflineExemptionCodeResponse)(nil), // 52: mnguard.v1.IssueOfflineExemptionCodeResponse
-	(*Operator)(nil),                          // 53: mnguard.v1.Operator
-	(*OperatorToken)(nil),                     // 54: mnguard.v1.OperatorToken
-	(*AddOperatorRequest)(nil),                // 55: mnguard.v1.AddOperatorRequest
-	(*AddOperatorResponse)(nil),               // 56: mnguard.v1.AddOperatorResponse
-	(*ListOperatorsRequest)(nil),              // 57: mnguard.v1.ListOperatorsRequest
-	(*ListOperatorsResponse)(nil),             // 58: mnguard.v1.ListOperatorsResponse
-	(*GetOperatorRequest)(nil),                // 59: mnguard.v1.GetOperatorRequest
-	(*GetOperatorResponse)(nil),               // 60: mnguard.v1.GetOperatorResponse
-	(*DisableOperatorRequest)(nil),            // 61: mnguard.v1.DisableOperatorRequest
-	(*DisableOperatorResponse)(nil),           // 62: mnguard.v1.DisableOperatorResponse
-	(*EnableOperatorRequest)(nil),             // 63: mnguard.v1.EnableOperatorRequest
-	(*EnableOperatorResponse)(nil),            // 64: mnguard.v1.EnableOperatorResponse
-	(*DeleteOperatorRequest)(nil),             // 65: mnguard.v1.DeleteOperatorRequest
-	(*DeleteOperatorResponse)(nil),            // 66: mnguard.v1.DeleteOperatorResponse
-	(*ResetOperatorTotpRequest)(nil),          // 67: mnguard.v1.ResetOperatorTotpRequest
-	(*ResetOperatorTotpResponse)(nil),         // 68: mnguard.v1.ResetOperatorTotpResponse
-	(*SetOperatorRoleRequest)(nil),            // 69: mnguard.v1.SetOperatorRoleRequest
-	(*SetOperatorRoleResponse)(nil),           // 70: mnguard.v1.SetOperatorRoleResponse
-	(*SetOperatorPasswordRequest)(nil),        // 71: mnguard.v1.SetOperatorPasswordRequest
-	(*SetOperatorPasswordResponse)(nil),       // 72: mnguard.v1.SetOperatorPasswordResponse
-	(*UnlockOperatorRequest)(nil),             // 73: mnguard.v1.UnlockOperatorRequest
-	(*UnlockOperatorResponse)(nil),            // 74: mnguard.v1.UnlockOperatorResponse
-	(*CreateOperatorTokenRequest)(nil),        // 75: mnguard.v1.CreateOperatorTokenRequest
-	(*CreateOperatorTokenResponse)(nil),       // 76: mnguard.v1.CreateOperatorTokenResponse
-	(*RevokeOperatorTokenRequest)(nil),        // 77: mnguard.v1.RevokeOperatorTokenRequest
-	(*RevokeOperatorTokenResponse)(nil),       // 78: mnguard.v1.RevokeOperatorTokenResponse
-	(*AuditEntry)(nil),                        // 79: mnguard.v1.AuditEntry
-	(*ListAuditRequest)(nil),                  // 80: mnguard.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),                 // 81: mnguard.v1.ListAuditResponse
-	(*VerifyAuditRequest)(nil),                // 82: mnguard.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),               // 83: mnguard.v1.VerifyAuditResponse
-	(*GetSelfInspectionReportRequest)(nil),    // 84: mnguard.v1.GetSelfInspectionReportRequest
-	(*GetSelfInspectionReportResponse)(nil),   // 85: mnguard.v1.GetSelfInspectionReportResponse
-	(*HostFacts)(nil),                         // 86: mnguard.v1.HostFacts
-	(*timestamppb.Timestamp)(nil),             // 87: google.protobuf.Timestamp
-	(*Posture)(nil),                           // 88: mnguard.v1.Posture
-	(*Event)(nil),                             // 89: mnguard.v1.Event
-	(*DeviceIdentity)(nil),                    // 90: mnguard.v1.DeviceIdentity
-	(*Exemption)(nil),                         // 91: mnguard.v1.Exemption
+	(*ImportTokensRequest)(nil),               // 35: mnguard.v1.ImportTokensRequest
+	(*ImportTokensHeader)(nil),                // 36: mnguard.v1.ImportTokensHeader
+	(*TokenAssignment)(nil),                   // 37: mnguard.v1.TokenAssignment
+	(*TokenAssignments)(nil),                  // 38: mnguard.v1.TokenAssignments
+	(*ImportTokensResponse)(nil),              // 39: mnguard.v1.ImportTokensResponse
+	(*HardwareToken)(nil),                     // 40: mnguard.v1.HardwareToken
+	(*ListTokensRequest)(nil),                 // 41: mnguard.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),                // 42: mnguard.v1.ListTokensResponse
+	(*AssignTokenRequest)(nil),                // 43: mnguard.v1.AssignTokenRequest
+	(*AssignTokenResponse)(nil),               // 44: mnguard.v1.AssignTokenResponse
+	(*ResyncUserRequest)(nil),                 // 45: mnguard.v1.ResyncUserRequest
+	(*ResyncUserResponse)(nil),                // 46: mnguard.v1.ResyncUserResponse
+	(*NewRecoveryCodesRequest)(nil),           // 47: mnguard.v1.NewRecoveryCodesRequest
+	(*NewRecoveryCodesResponse)(nil),          // 48: mnguard.v1.NewRecoveryCodesResponse
+	(*IssueOfflineLoginCodeRequest)(nil),      // 49: mnguard.v1.IssueOfflineLoginCodeRequest
+	(*IssueOfflineLoginCodeResponse)(nil),     // 50: mnguard.v1.IssueOfflineLoginCodeResponse
+	(*ListEventsResponse)(nil),                // 51: mnguard.v1.ListEventsResponse
+	(*GetServerInfoRequest)(nil),              // 52: mnguard.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),             // 53: mnguard.v1.GetServerInfoResponse
+	(*IssueExemptionRequest)(nil),             // 54: mnguard.v1.IssueExemptionRequest
+	(*ExemptionRecord)(nil),                   // 55: mnguard.v1.ExemptionRecord
+	(*IssueExemptionResponse)(nil),            // 56: mnguard.v1.IssueExemptionResponse
+	(*RevokeExemptionRequest)(nil),            // 57: mnguard.v1.RevokeExemptionRequest
+	(*RevokeExemptionResponse)(nil),           // 58: mnguard.v1.RevokeExemptionResponse
+	(*ListExemptionsRequest)(nil),             // 59: mnguard.v1.ListExemptionsRequest
+	(*ListExemptionsResponse)(nil),            // 60: mnguard.v1.ListExemptionsResponse
+	(*IssueOfflineExemptionCodeRequest)(nil),  // 61: mnguard.v1.IssueOfflineExemptionCodeRequest
+	(*IssueOfflineExemptionCodeResponse)(nil), // 62: mnguard.v1.IssueOfflineExemptionCodeResponse
+	(*Operator)(nil),                          // 63: mnguard.v1.Operator
+	(*OperatorToken)(nil),                     // 64: mnguard.v1.OperatorToken
+	(*AddOperatorRequest)(nil),                // 65: mnguard.v1.AddOperatorRequest
+	(*AddOperatorResponse)(nil),               // 66: mnguard.v1.AddOperatorResponse
+	(*ListOperatorsRequest)(nil),              // 67: mnguard.v1.ListOperatorsRequest
+	(*ListOperatorsResponse)(nil),             // 68: mnguard.v1.ListOperatorsResponse
+	(*GetOperatorRequest)(nil),                // 69: mnguard.v1.GetOperatorRequest
+	(*GetOperatorResponse)(nil),               // 70: mnguard.v1.GetOperatorResponse
+	(*DisableOperatorRequest)(nil),            // 71: mnguard.v1.DisableOperatorRequest
+	(*DisableOperatorResponse)(nil),           // 72: mnguard.v1.DisableOperatorResponse
+	(*EnableOperatorRequest)(nil),             // 73: mnguard.v1.EnableOperatorRequest
+	(*EnableOperatorResponse)(nil),            // 74: mnguard.v1.EnableOperatorResponse
+	(*DeleteOperatorRequest)(nil),             // 75: mnguard.v1.DeleteOperatorRequest
+	(*DeleteOperatorResponse)(nil),            // 76: mnguard.v1.DeleteOperatorResponse
+	(*ResetOperatorTotpRequest)(nil),          // 77: mnguard.v1.ResetOperatorTotpRequest
+	(*ResetOperatorTotpResponse)(nil),         // 78: mnguard.v1.ResetOperatorTotpResponse
+	(*SetOperatorRoleRequest)(nil),            // 79: mnguard.v1.SetOperatorRoleRequest
+	(*SetOperatorRoleResponse)(nil),           // 80: mnguard.v1.SetOperatorRoleResponse
+	(*SetOperatorPasswordRequest)(nil),        // 81: mnguard.v1.SetOperatorPasswordRequest
+	(*SetOperatorPasswordResponse)(nil),       // 82: mnguard.v1.SetOperatorPasswordResponse
+	(*UnlockOperatorRequest)(nil),             // 83: mnguard.v1.UnlockOperatorRequest
+	(*UnlockOperatorResponse)(nil),            // 84: mnguard.v1.UnlockOperatorResponse
+	(*CreateOperatorTokenRequest)(nil),        // 85: mnguard.v1.CreateOperatorTokenRequest
+	(*CreateOperatorTokenResponse)(nil),       // 86: mnguard.v1.CreateOperatorTokenResponse
+	(*RevokeOperatorTokenRequest)(nil),        // 87: mnguard.v1.RevokeOperatorTokenRequest
+	(*RevokeOperatorTokenResponse)(nil),       // 88: mnguard.v1.RevokeOperatorTokenResponse
+	(*AuditEntry)(nil),                        // 89: mnguard.v1.AuditEntry
+	(*ListAuditRequest)(nil),                  // 90: mnguard.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),                 // 91: mnguard.v1.ListAuditResponse
+	(*VerifyAuditRequest)(nil),                // 92: mnguard.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),               // 93: mnguard.v1.VerifyAuditResponse
+	(*GetSelfInspectionReportRequest)(nil),    // 94: mnguard.v1.GetSelfInspectionReportRequest
+	(*GetSelfInspectionReportResponse)(nil),   // 95: mnguard.v1.GetSelfInspectionReportResponse
+	(*HostFacts)(nil),                         // 96: mnguard.v1.HostFacts
+	(*timestamppb.Timestamp)(nil),             // 97: google.protobuf.Timestamp
+	(*Posture)(nil),                           // 98: mnguard.v1.Posture
+	(*Event)(nil),                             // 99: mnguard.v1.Event
+	(*DeviceIdentity)(nil),                    // 100: mnguard.v1.DeviceIdentity
+	(*Exemption)(nil),                         // 101: mnguard.v1.Exemption
 }
 var file_mnguard_v1_admin_proto_depIdxs = []int32{
-	86,  // 0: mnguard.v1.Terminal.host:type_name -> mnguard.v1.HostFacts
+	96,  // 0: mnguard.v1.Terminal.host:type_name -> mnguard.v1.HostFacts
 	0,   // 1: mnguard.v1.Terminal.state:type_name -> mnguard.v1.TerminalState
-	87,  // 2: mnguard.v1.Terminal.enrolled_at:type_name -> google.protobuf.Timestamp
-	87,  // 3: mnguard.v1.Terminal.last_seen_at:type_name -> google.protobuf.Timestamp
-	87,  // 4: mnguard.v1.Terminal.revoked_at:type_name -> google.protobuf.Timestamp
-	87,  // 5: mnguard.v1.Terminal.certificate_not_after:type_name -> google.protobuf.Timestamp
-	88,  // 6: mnguard.v1.Terminal.posture:type_name -> mnguard.v1.Posture
-	87,  // 7: mnguard.v1.Terminal.posture_received_at:type_name -> google.protobuf.Timestamp
+	97,  // 2: mnguard.v1.Terminal.enrolled_at:type_name -> google.protobuf.Timestamp
+	97,  // 3: mnguard.v1.Terminal.last_seen_at:type_name -> google.protobuf.Timestamp
+	97,  // 4: mnguard.v1.Terminal.revoked_at:type_name -> google.protobuf.Timestamp
+	97,  // 5: mnguard.v1.Terminal.certificate_not_after:type_name -> google.protobuf.Timestamp
+	98,  // 6: mnguard.v1.Terminal.posture:type_name -> mnguard.v1.Posture
+	97,  // 7: mnguard.v1.Terminal.posture_received_at:type_name -> google.protobuf.Timestamp
 	3,   // 8: mnguard.v1.Terminal.compliance:type_name -> mnguard.v1.Compliance
-	87,  // 9: mnguard.v1.Compliance.state_since:type_name -> google.protobuf.Timestamp
+	97,  // 9: mnguard.v1.Compliance.state_since:type_name -> google.protobuf.Timestamp
 	4,   // 10: mnguard.v1.Compliance.checks:type_name -> mnguard.v1.CheckResult
-	87,  // 11: mnguard.v1.Compliance.evaluated_at:type_name -> google.protobuf.Timestamp
-	87,  // 12: mnguard.v1.CheckResult.since:type_name -> google.protobuf.Timestamp
+	97,  // 11: mnguard.v1.Compliance.evaluated_at:type_name -> google.protobuf.Timestamp
+	97,  // 12: mnguard.v1.CheckResult.since:type_name -> google.protobuf.Timestamp
 	2,   // 13: mnguard.v1.ListTerminalsResponse.terminals:type_name -> mnguard.v1.Terminal
 	2,   // 14: mnguard.v1.GetTerminalResponse.terminal:type_name -> mnguard.v1.Terminal
 	2,   // 15: mnguard.v1.RevokeTerminalResponse.terminal:type_name -> mnguard.v1.Terminal
-	87,  // 16: mnguard.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	87,  // 17: mnguard.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
-	87,  // 18: mnguard.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
+	97,  // 16: mnguard.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	97,  // 17: mnguard.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
+	97,  // 18: mnguard.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
 	13,  // 19: mnguard.v1.ListEnrollmentTokensResponse.tokens:type_name -> mnguard.v1.EnrollmentToken
-	87,  // 20: mnguard.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	87,  // 21: mnguard.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
-	89,  // 22: mnguard.v1.StoredEvent.event:type_name -> mnguard.v1.Event
-	87,  // 23: mnguard.v1.StoredEvent.received_at:type_name -> google.protobuf.Timestamp
+	97,  // 20: mnguard.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	97,  // 21: mnguard.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	99,  // 22: mnguard.v1.StoredEvent.event:type_name -> mnguard.v1.Event
+	97,  // 23: mnguard.v1.StoredEvent.received_at:type_name -> google.protobuf.Timestamp
 	1,   // 24: mnguard.v1.User.state:type_name -> mnguard.v1.UserState
-	87,  // 25: mnguard.v1.User.locked_at:type_name -> google.protobuf.Timestamp
-	87,  // 26: mnguard.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	87,  // 27: mnguard.v1.User.confirmed_at:type_name -> google.protobuf.Timestamp
-	87,  // 28: mnguard.v1.User.last_login_at:type_name -> google.protobuf.Timestamp
-	18,  // 29: mnguard.v1.EnrollUserResponse.user:type_name -> mnguard.v1.User
-	18,  // 30: mnguard.v1.ConfirmUserResponse.user:type_name -> mnguard.v1.User
-	18,  // 31: mnguard.v1.ListUsersResponse.users:type_name -> mnguard.v1.User
-	18,  // 32: mnguard.v1.GetUserResponse.user:type_name -> mnguard.v1.User
-	18,  // 33: mnguard.v1.UnlockUserResponse.user:type_name -> mnguard.v1.User
-	18,  // 34: mnguard.v1.ResetUserResponse.user:type_name -> mnguard.v1.User
-	18,  // 35: mnguard.v1.ImportUsersResponse.users:type_name -> mnguard.v1.User
-	18,  // 36: mnguard.v1.ResyncUserResponse.user:type_name -> mnguard.v1.User
-	18,  // 37: mnguard.v1.NewRecoveryCodesResponse.user:type_name -> mnguard.v1.User
-	87,  // 38: mnguard.v1.IssueOfflineLoginCodeResponse.valid_until:type_name -> google.protobuf.Timestamp
-	17,  // 39: mnguard.v1.ListEventsResponse.events:type_name -> mnguard.v1.StoredEvent
-	90,  // 40: mnguard.v1.IssueExemptionRequest.device:type_name -> mnguard.v1.DeviceIdentity
-	91,  // 41: mnguard.v1.ExemptionRecord.exemption:type_name -> mnguard.v1.Exemption
-	87,  // 42: mnguard.v1.ExemptionRecord.revoked_at:type_name -> google.protobuf.Timestamp
-	87,  // 43: mnguard.v1.ExemptionRecord.delivered_at:type_name -> google.protobuf.Timestamp
-	45,  // 44: mnguard.v1.IssueExemptionResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
-	45,  // 45: mnguard.v1.RevokeExemptionResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
-	45,  // 46: mnguard.v1.ListExemptionsResponse.exemptions:type_name -> mnguard.v1.ExemptionRecord
-	90,  // 47: mnguard.v1.IssueOfflineExemptionCodeRequest.device:type_name -> mnguard.v1.DeviceIdentity
-	45,  // 48: mnguard.v1.IssueOfflineExemptionCodeResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
-	87,  // 49: mnguard.v1.Operator.disabled_at:type_name -> google.protobuf.Timestamp
-	87,  // 50: mnguard.v1.Operator.locked_at:type_name -> google.protobuf.Timestamp
-	87,  // 51: mnguard.v1.Operator.created_at:type_name -> google.protobuf.Timestamp
-	87,  // 52: mnguard.v1.Operator.last_sign_in_at:type_name -> google.protobuf.Timestamp
-	54,  // 53: mnguard.v1.Operator.tokens:type_name -> mnguard.v1.OperatorToken
-	87,  // 54: mnguard.v1.OperatorToken.created_at:type_name -> google.protobuf.Timestamp
-	87,  // 55: mnguard.v1.OperatorToken.expires_at:type_name -> google.protobuf.Timestamp
-	87,  // 56: mnguard.v1.OperatorToken.revoked_at:type_name -> google.protobuf.Timestamp
-	53,  // 57: mnguard.v1.AddOperatorResponse.operator:type_name -> mnguard.v1.Operator
-	53,  // 58: mnguard.v1.ListOperatorsResponse.operators:type_name -> mnguard.v1.Operator
-	53,  // 59: mnguard.v1.GetOperatorResponse.operator:type_name -> mnguard.v1.Operator
-	53,  // 60: mnguard.v1.DisableOperatorResponse.operator:type_name -> mnguard.v1.Operator
-	53,  // 61: mnguard.v1.EnableOperatorResponse.operator:type_name -> mnguard.v1.Operator
-	53,  // 62: mnguard.v1.ResetOperatorTotpResponse.operator:type_name -> mnguard.v1.Operator
-	53,  // 63: mnguard.v1.SetOperatorRoleResponse.operator:type_name -> mnguard.v1.Operator
-	53,  // 64: mnguard.v1.SetOperatorPasswordResponse.operator:type_name -> mnguard.v1.Operator
-	53,  // 65: mnguard.v1.UnlockOperatorResponse.operator:type_name -> mnguard.v1.Operator
-	87,  // 66: mnguard.v1.CreateOperatorTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	87,  // 67: mnguard.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	87,  // 68: mnguard.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	87,  // 69: mnguard.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
-	79,  // 70: mnguard.v1.ListAuditResponse.entries:type_name -> mnguard.v1.AuditEntry
-	5,   // 71: mnguard.v1.AdminService.ListTerminals:input_type -> mnguard.v1.ListTerminalsRequest
-	7,   // 72: mnguard.v1.AdminService.GetTerminal:input_type -> mnguard.v1.GetTerminalRequest
-	9,   // 73: mnguard.v1.AdminService.RevokeTerminal:input_type -> mnguard.v1.RevokeTerminalRequest
-	11,  // 74: mnguard.v1.AdminService.CreateEnrollmentToken:input_type -> mnguard.v1.CreateEnrollmentTokenRequest
-	14,  // 75: mnguard.v1.AdminService.ListEnrollmentTokens:input_type -> mnguard.v1.ListEnrollmentTokensRequest
-	16,  // 76: mnguard.v1.AdminService.ListEvents:input_type -> mnguard.v1.ListEventsRequest
-	42,  // 77: mnguard.v1.AdminService.GetServerInfo:input_type -> mnguard.v1.GetServerInfoRequest
-	19,  // 78: mnguard.v1.AdminService.EnrollUser:input_type -> mnguard.v1.EnrollUserRequest
-	21,  // 79: mnguard.v1.AdminService.ConfirmUser:input_type -> mnguard.v1.ConfirmUserRequest
-	23,  // 80: mnguard.v1.AdminService.ListUsers:input_type -> mnguard.v1.ListUsersRequest
-	25,  // 81: mnguard.v1.AdminService.GetUser:input_type -> mnguard.v1.GetUserRequest
-	27,  // 82: mnguard.v1.AdminService.UnlockUser:input_type -> mnguard.v1.UnlockUserRequest
-	29,  // 83: mnguard.v1.AdminService.ResetUser:input_type -> mnguard.v1.ResetUserRequest
-	31,  // 84: mnguard.v1.AdminService.DeleteUser:input_type -> mnguard.v1.DeleteUserRequest
-	33,  // 85: mnguard.v1.AdminService.ImportUsers:input_type -> mnguard.v1.ImportUsersRequest
-	35,  // 86: mnguard.v1.AdminService.ResyncUser:input_type -> mnguard.v1.ResyncUserRequest
-	37,  // 87: mnguard.v1.AdminService.NewRecoveryCodes:input_type -> mnguard.v1.NewRecoveryCodesRequest
-	39,  // 88: mnguard.v1.AdminService.IssueOfflineLoginCode:input_type -> mnguard.v1.IssueOfflineLoginCodeRequest
-	44,  // 89: mnguard.v1.AdminService.IssueExemption:input_type -> mnguard.v1.IssueExemptionRequest
-	47,  // 90: mnguard.v1.AdminService.RevokeExemption:input_type -> mnguard.v1.RevokeExemptionRequest
-	49,  // 91: mnguard.v1.AdminService.ListExemptions:input_type -> mnguard.v1.ListExemptionsRequest
-	51,  // 92: mnguard.v1.AdminService.IssueOfflineExemptionCode:input_type -> mnguard.v1.IssueOfflineExemptionCodeRequest
-	55,  // 93: mnguard.v1.AdminService.AddOperator:input_type -> mnguard.v1.AddOperatorRequest
-	57,  // 94: mnguard.v1.AdminService.ListOperators:input_type -> mnguard.v1.ListOperatorsRequest
-	59,  // 95: mnguard.v1.AdminService.GetOperator:input_type -> mnguard.v1.GetOperatorRequest
-	61,  // 96: mnguard.v1.AdminService.DisableOperator:input_type -> mnguard.v1.DisableOperatorRequest
-	63,  // 97: mnguard.v1.AdminService.EnableOperator:input_type -> mnguard.v1.EnableOperatorRequest
-	65,  // 98: mnguard.v1.AdminService.DeleteOperator:input_type -> mnguard.v1.DeleteOperatorRequest
-	67,  // 99: mnguard.v1.AdminService.ResetOperatorTotp:input_type -> mnguard.v1.ResetOperatorTotpRequest
-	69,  // 100: mnguard.v1.AdminService.SetOperatorRole:input_type -> mnguard.v1.SetOperatorRoleRequest
-	71,  // 101: mnguard.v1.AdminService.SetOperatorPassword:input_type -> mnguard.v1.SetOperatorPasswordRequest
-	73,  // 102: mnguard.v1.AdminService.UnlockOperator:input_type -> mnguard.v1.UnlockOperatorRequest
-	75,  // 103: mnguard.v1.AdminService.CreateOperatorToken:input_type -> mnguard.v1.CreateOperatorTokenRequest
-	77,  // 104: mnguard.v1.AdminService.RevokeOperatorToken:input_type -> mnguard.v1.RevokeOperatorTokenRequest
-	80,  // 105: mnguard.v1.AdminService.ListAudit:input_type -> mnguard.v1.ListAuditRequest
-	82,  // 106: mnguard.v1.AdminService.VerifyAudit:input_type -> mnguard.v1.VerifyAuditRequest
-	84,  // 107: mnguard.v1.AdminService.GetSelfInspectionReport:input_type -> mnguard.v1.GetSelfInspectionReportRequest
-	6,   // 108: mnguard.v1.AdminService.ListTerminals:output_type -> mnguard.v1.ListTerminalsResponse
-	8,   // 109: mnguard.v1.AdminService.GetTerminal:output_type -> mnguard.v1.GetTerminalResponse
-	10,  // 110: mnguard.v1.AdminService.RevokeTerminal:output_type -> mnguard.v1.RevokeTerminalResponse
-	12,  // 111: mnguard.v1.AdminService.CreateEnrollmentToken:output_type -> mnguard.v1.CreateEnrollmentTokenResponse
-	15,  // 112: mnguard.v1.AdminService.ListEnrollmentTokens:output_type -> mnguard.v1.ListEnrollmentTokensResponse
-	41,  // 113: mnguard.v1.AdminService.ListEvents:output_type -> mnguard.v1.ListEventsResponse
-	43,  // 114: mnguard.v1.AdminService.GetServerInfo:output_type -> mnguard.v1.GetServerInfoResponse
-	20,  // 115: mnguard.v1.AdminService.EnrollUser:output_type -> mnguard.v1.EnrollUserResponse
-	22,  // 116: mnguard.v1.AdminService.ConfirmUser:output_type -> mnguard.v1.ConfirmUserResponse
-	24,  // 117: mnguard.v1.AdminService.ListUsers:output_type -> mnguard.v1.ListUsersResponse
-	26,  // 118: mnguard.v1.AdminService.GetUser:output_type -> mnguard.v1.GetUserResponse
-	28,  // 119: mnguard.v1.AdminService.UnlockUser:output_type -> mnguard.v1.UnlockUserResponse
-	30,  // 120: mnguard.v1.AdminService.ResetUser:output_type -> mnguard.v1.ResetUserResponse
-	32,  // 121: mnguard.v1.AdminService.DeleteUser:output_type -> mnguard.v1.DeleteUserResponse
-	34,  // 122: mnguard.v1.AdminService.ImportUsers:output_type -> mnguard.v1.ImportUsersResponse
-	36,  // 123: mnguard.v1.AdminService.ResyncUser:output_type -> mnguard.v1.ResyncUserResponse
-	38,  // 124: mnguard.v1.AdminService.NewRecoveryCodes:output_type -> mnguard.v1.NewRecoveryCodesResponse
-	40,  // 125: mnguard.v1.AdminService.IssueOfflineLoginCode:output_type -> mnguard.v1.IssueOfflineLoginCodeResponse
-	46,  // 126: mnguard.v1.AdminService.IssueExemption:output_type -> mnguard.v1.IssueExemptionResponse
-	48,  // 127: mnguard.v1.AdminService.RevokeExemption:output_type -> mnguard.v1.RevokeExemptionResponse
-	50,  // 128: mnguard.v1.AdminService.ListExemptions:output_type -> mnguard.v1.ListExemptionsResponse
-	52,  // 129: mnguard.v1.AdminService.IssueOfflineExemptionCode:output_type -> mnguard.v1.IssueOfflineExemptionCodeResponse
-	56,  // 130: mnguard.v1.AdminService.AddOperator:output_type -> mnguard.v1.AddOperatorResponse
-	58,  // 131: mnguard.v1.AdminService.ListOperators:output_type -> mnguard.v1.ListOperatorsResponse
-	60,  // 132: mnguard.v1.AdminService.GetOperator:output_type -> mnguard.v1.GetOperatorResponse
-	62,  // 133: mnguard.v1.AdminService.DisableOperator:output_type -> mnguard.v1.DisableOperatorResponse
-	64,  // 134: mnguard.v1.AdminService.EnableOperator:output_type -> mnguard.v1.EnableOperatorResponse
-	66,  // 135: mnguard.v1.AdminService.DeleteOperator:output_type -> mnguard.v1.DeleteOperatorResponse
-	68,  // 136: mnguard.v1.AdminService.ResetOperatorTotp:output_type -> mnguard.v1.ResetOperatorTotpResponse
-	70,  // 137: mnguard.v1.AdminService.SetOperatorRole:output_type -> mnguard.v1.SetOperatorRoleResponse
-	72,  // 138: mnguard.v1.AdminService.SetOperatorPassword:output_type -> mnguard.v1.SetOperatorPasswordResponse
-	74,  // 139: mnguard.v1.AdminService.UnlockOperator:output_type -> mnguard.v1.UnlockOperatorResponse
-	76,  // 140: mnguard.v1.AdminService.CreateOperatorToken:output_type -> mnguard.v1.CreateOperatorTokenResponse
-	78,  // 141: mnguard.v1.AdminService.RevokeOperatorToken:output_type -> mnguard.v1.RevokeOperatorTokenResponse
-	81,  // 142: mnguard.v1.AdminService.ListAudit:output_type -> mnguard.v1.ListAuditResponse
-	83,  // 143: mnguard.v1.AdminService.VerifyAudit:output_type -> mnguard.v1.VerifyAuditResponse
-	85,  // 144: mnguard.v1.AdminService.GetSelfInspectionReport:output_type -> mnguard.v1.GetSelfInspectionReportResponse
-	108, // [108:145] is the sub-list for method output_type
-	71,  // [71:108] is the sub-list for method input_type
-	71,  // [71:71] is the sub-list for extension type_name
-	71,  // [71:71] is the sub-list for extension extendee
-	0,   // [0:71] is the sub-list for field type_name
+	97,  // 25: mnguard.v1.User.locked_at:type_name -> google.protobuf.Timestamp
+	97,  // 26: mnguard.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	97,  // 27: mnguard.v1.User.confirmed_at:type_name -> google.protobuf.Timestamp
+	97,  // 28: mnguard.v1.User.last_login_at:type_name -> google.protobuf.Timestamp
+	97,  // 29: mnguard.v1.User.not_after:type_name -> google.protobuf.Timestamp
+	18,  // 30: mnguard.v1.EnrollUserResponse.user:type_name -> mnguard.v1.User
+	18,  // 31: mnguard.v1.ConfirmUserResponse.user:type_name -> mnguard.v1.User
+	18,  // 32: mnguard.v1.ListUsersResponse.users:type_name -> mnguard.v1.User
+	18,  // 33: mnguard.v1.GetUserResponse.user:type_name -> mnguard.v1.User
+	18,  // 34: mnguard.v1.UnlockUserResponse.user:type_name -> mnguard.v1.User
+	18,  // 35: mnguard.v1.ResetUserResponse.user:type_name -> mnguard.v1.User
+	18,  // 36: mnguard.v1.ImportUsersResponse.users:type_name -> mnguard.v1.User
+	36,  // 37: mnguard.v1.ImportTokensRequest.header:type_name -> mnguard.v1.ImportTokensHeader
+	38,  // 38: mnguard.v1.ImportTokensRequest.assignments:type_name -> mnguard.v1.TokenAssignments
+	37,  // 39: mnguard.v1.TokenAssignments.assignments:type_name -> mnguard.v1.TokenAssignment
+	97,  // 40: mnguard.v1.HardwareToken.not_after:type_name -> google.protobuf.Timestamp
+	97,  // 41: mnguard.v1.HardwareToken.created_at:type_name -> google.protobuf.Timestamp
+	40,  // 42: mnguard.v1.ListTokensResponse.tokens:type_name -> mnguard.v1.HardwareToken
+	18,  // 43: mnguard.v1.AssignTokenResponse.user:type_name -> mnguard.v1.User
+	18,  // 44: mnguard.v1.ResyncUserResponse.user:type_name -> mnguard.v1.User
+	18,  // 45: mnguard.v1.NewRecoveryCodesResponse.user:type_name -> mnguard.v1.User
+	97,  // 46: mnguard.v1.IssueOfflineLoginCodeResponse.valid_until:type_name -> google.protobuf.Timestamp
+	17,  // 47: mnguard.v1.ListEventsResponse.events:type_name -> mnguard.v1.StoredEvent
+	100, // 48: mnguard.v1.IssueExemptionRequest.device:type_name -> mnguard.v1.DeviceIdentity
+	101, // 49: mnguard.v1.ExemptionRecord.exemption:type_name -> mnguard.v1.Exemption
+	97,  // 50: mnguard.v1.ExemptionRecord.revoked_at:type_name -> google.protobuf.Timestamp
+	97,  // 51: mnguard.v1.ExemptionRecord.delivered_at:type_name -> google.protobuf.Timestamp
+	55,  // 52: mnguard.v1.IssueExemptionResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
+	55,  // 53: mnguard.v1.RevokeExemptionResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
+	55,  // 54: mnguard.v1.ListExemptionsResponse.exemptions:type_name -> mnguard.v1.ExemptionRecord
+	100, // 55: mnguard.v1.IssueOfflineExemptionCodeRequest.device:type_name -> mnguard.v1.DeviceIdentity
+	55,  // 56: mnguard.v1.IssueOfflineExemptionCodeResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
+	97,  // 57: mnguard.v1.Operator.disabled_at:type_name -> google.protobuf.Timestamp
+	97,  // 58: mnguard.v1.Operator.locked_at:type_name -> google.protobuf.Timestamp
+	97,  // 59: mnguard.v1.Operator.created_at:type_name -> google.protobuf.Timestamp
+	97,  // 60: mnguard.v1.Operator.last_sign_in_at:type_name -> google.protobuf.Timestamp
+	64,  // 61: mnguard.v1.Operator.tokens:type_name -> mnguard.v1.OperatorToken
+	97,  // 62: mnguard.v1.OperatorToken.created_at:type_name -> google.protobuf.Timestamp
+	97,  // 63: mnguard.v1.OperatorToken.expires_at:type_name -> google.protobuf.Timestamp
+	97,  // 64: mnguard.v1.OperatorToken.revoked_at:type_name -> google.protobuf.Timestamp
+	63,  // 65: mnguard.v1.AddOperatorResponse.operator:type_name -> mnguard.v1.Operator
+	63,  // 66: mnguard.v1.ListOperatorsResponse.operators:type_name -> mnguard.v1.Operator
+	63,  // 67: mnguard.v1.GetOperatorResponse.operator:type_name -> mnguard.v1.Operator
+	63,  // 68: mnguard.v1.DisableOperatorResponse.operator:type_name -> mnguard.v1.Operator
+	63,  // 69: mnguard.v1.EnableOperatorResponse.operator:type_name -> mnguard.v1.Operator
+	63,  // 70: mnguard.v1.ResetOperatorTotpResponse.operator:type_name -> mnguard.v1.Operator
+	63,  // 71: mnguard.v1.SetOperatorRoleResponse.operator:type_name -> mnguard.v1.Operator
+	63,  // 72: mnguard.v1.SetOperatorPasswordResponse.operator:type_name -> mnguard.v1.Operator
+	63,  // 73: mnguard.v1.UnlockOperatorResponse.operator:type_name -> mnguard.v1.Operator
+	97,  // 74: mnguard.v1.CreateOperatorTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	97,  // 75: mnguard.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	97,  // 76: mnguard.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	97,  // 77: mnguard.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
+	89,  // 78: mnguard.v1.ListAuditResponse.entries:type_name -> mnguard.v1.AuditEntry
+	5,   // 79: mnguard.v1.AdminService.ListTerminals:input_type -> mnguard.v1.ListTerminalsRequest
+	7,   // 80: mnguard.v1.AdminService.GetTerminal:input_type -> mnguard.v1.GetTerminalRequest
+	9,   // 81: mnguard.v1.AdminService.RevokeTerminal:input_type -> mnguard.v1.RevokeTerminalRequest
+	11,  // 82: mnguard.v1.AdminService.CreateEnrollmentToken:input_type -> mnguard.v1.CreateEnrollmentTokenRequest
+	14,  // 83: mnguard.v1.AdminService.ListEnrollmentTokens:input_type -> mnguard.v1.ListEnrollmentTokensRequest
+	16,  // 84: mnguard.v1.AdminService.ListEvents:input_type -> mnguard.v1.ListEventsRequest
+	52,  // 85: mnguard.v1.AdminService.GetServerInfo:input_type -> mnguard.v1.GetServerInfoRequest
+	19,  // 86: mnguard.v1.AdminService.EnrollUser:input_type -> mnguard.v1.EnrollUserRequest
+	21,  // 87: mnguard.v1.AdminService.ConfirmUser:input_type -> mnguard.v1.ConfirmUserRequest
+	23,  // 88: mnguard.v1.AdminService.ListUsers:input_type -> mnguard.v1.ListUsersRequest
+	25,  // 89: mnguard.v1.AdminService.GetUser:input_type -> mnguard.v1.GetUserRequest
+	27,  // 90: mnguard.v1.AdminService.UnlockUser:input_type -> mnguard.v1.UnlockUserRequest
+	29,  // 91: mnguard.v1.AdminService.ResetUser:input_type -> mnguard.v1.ResetUserRequest
+	31,  // 92: mnguard.v1.AdminService.DeleteUser:input_type -> mnguard.v1.DeleteUserRequest
+	33,  // 93: mnguard.v1.AdminService.ImportUsers:input_type -> mnguard.v1.ImportUsersRequest
+	35,  // 94: mnguard.v1.AdminService.ImportTokens:input_type -> mnguard.v1.ImportTokensRequest
+	41,  // 95: mnguard.v1.AdminService.ListTokens:input_type -> mnguard.v1.ListTokensRequest
+	43,  // 96: mnguard.v1.AdminService.AssignToken:input_type -> mnguard.v1.AssignTokenRequest
+	45,  // 97: mnguard.v1.AdminService.ResyncUser:input_type -> mnguard.v1.ResyncUserRequest
+	47,  // 98: mnguard.v1.AdminService.NewRecoveryCodes:input_type -> mnguard.v1.NewRecoveryCodesRequest
+	49,  // 99: mnguard.v1.AdminService.IssueOfflineLoginCode:input_type -> mnguard.v1.IssueOfflineLoginCodeRequest
+	54,  // 100: mnguard.v1.AdminService.IssueExemption:input_type -> mnguard.v1.IssueExemptionRequest
+	57,  // 101: mnguard.v1.AdminService.RevokeExemption:input_type -> mnguard.v1.RevokeExemptionRequest
+	59,  // 102: mnguard.v1.AdminService.ListExemptions:input_type -> mnguard.v1.ListExemptionsRequest
+	61,  // 103: mnguard.v1.AdminService.IssueOfflineExemptionCode:input_type -> mnguard.v1.IssueOfflineExemptionCodeRequest
+	65,  // 104: mnguard.v1.AdminService.AddOperator:input_type -> mnguard.v1.AddOperatorRequest
+	67,  // 105: mnguard.v1.AdminService.ListOperators:input_type -> mnguard.v1.ListOperatorsRequest
+	69,  // 106: mnguard.v1.AdminService.GetOperator:input_type -> mnguard.v1.GetOperatorRequest
+	71,  // 107: mnguard.v1.AdminService.DisableOperator:input_type -> mnguard.v1.DisableOperatorRequest
+	73,  // 108: mnguard.v1.AdminService.EnableOperator:input_type -> mnguard.v1.EnableOperatorRequest
+	75,  // 109: mnguard.v1.AdminService.DeleteOperator:input_type -> mnguard.v1.DeleteOperatorRequest
+	77,  // 110: mnguard.v1.AdminService.ResetOperatorTotp:input_type -> mnguard.v1.ResetOperatorTotpRequest
+	79,  // 111: mnguard.v1.AdminService.SetOperatorRole:input_type -> mnguard.v1.SetOperatorRoleRequest
+	81,  // 112: mnguard.v1.AdminService.SetOperatorPassword:input_type -> mnguard.v1.SetOperatorPasswordRequest
+	83,  // 113: mnguard.v1.AdminService.UnlockOperator:input_type -> mnguard.v1.UnlockOperatorRequest
+	85,  // 114: mnguard.v1.AdminService.CreateOperatorToken:input_type -> mnguard.v1.CreateOperatorTokenRequest
+	87,  // 115: mnguard.v1.AdminService.RevokeOperatorToken:input_type -> mnguard.v1.RevokeOperatorTokenRequest
+	90,  // 116: mnguard.v1.AdminService.ListAudit:input_type -> mnguard.v1.ListAuditRequest
+	92,  // 117: mnguard.v1.AdminService.VerifyAudit:input_type -> mnguard.v1.VerifyAuditRequest
+	94,  // 118: mnguard.v1.AdminService.GetSelfInspectionReport:input_type -> mnguard.v1.GetSelfInspectionReportRequest
+	6,   // 119: mnguard.v1.AdminService.ListTerminals:output_type -> mnguard.v1.ListTerminalsResponse
+	8,   // 120: mnguard.v1.AdminService.GetTerminal:output_type -> mnguard.v1.GetTerminalResponse
+	10,  // 121: mnguard.v1.AdminService.RevokeTerminal:output_type -> mnguard.v1.RevokeTerminalResponse
+	12,  // 122: mnguard.v1.AdminService.CreateEnrollmentToken:output_type -> mnguard.v1.CreateEnrollmentTokenResponse
+	15,  // 123: mnguard.v1.AdminService.ListEnrollmentTokens:output_type -> mnguard.v1.ListEnrollmentTokensResponse
+	51,  // 124: mnguard.v1.AdminService.ListEvents:output_type -> mnguard.v1.ListEventsResponse
+	53,  // 125: mnguard.v1.AdminService.GetServerInfo:output_type -> mnguard.v1.GetServerInfoResponse
+	20,  // 126: mnguard.v1.AdminService.EnrollUser:output_type -> mnguard.v1.EnrollUserResponse
+	22,  // 127: mnguard.v1.AdminService.ConfirmUser:output_type -> mnguard.v1.ConfirmUserResponse
+	24,  // 128: mnguard.v1.AdminService.ListUsers:output_type -> mnguard.v1.ListUsersResponse
+	26,  // 129: mnguard.v1.AdminService.GetUser:output_type -> mnguard.v1.GetUserResponse
+	28,  // 130: mnguard.v1.AdminService.UnlockUser:output_type -> mnguard.v1.UnlockUserResponse
+	30,  // 131: mnguard.v1.AdminService.ResetUser:output_type -> mnguard.v1.ResetUserResponse
+	32,  // 132: mnguard.v1.AdminService.DeleteUser:output_type -> mnguard.v1.DeleteUserResponse
+	34,  // 133: mnguard.v1.AdminService.ImportUsers:output_type -> mnguard.v1.ImportUsersResponse
+	39,  // 134: mnguard.v1.AdminService.ImportTokens:output_type -> mnguard.v1.ImportTokensResponse
+	42,  // 135: mnguard.v1.AdminService.ListTokens:output_type -> mnguard.v1.ListTokensResponse
+	44,  // 136: mnguard.v1.AdminService.AssignToken:output_type -> mnguard.v1.AssignTokenResponse
+	46,  // 137: mnguard.v1.AdminService.ResyncUser:output_type -> mnguard.v1.ResyncUserResponse
+	48,  // 138: mnguard.v1.AdminService.NewRecoveryCodes:output_type -> mnguard.v1.NewRecoveryCodesResponse
+	50,  // 139: mnguard.v1.AdminService.IssueOfflineLoginCode:output_type -> mnguard.v1.IssueOfflineLoginCodeResponse
+	56,  // 140: mnguard.v1.AdminService.IssueExemption:output_type -> mnguard.v1.IssueExemptionResponse
+	58,  // 141: mnguard.v1.AdminService.RevokeExemption:output_type -> mnguard.v1.RevokeExemptionResponse
+	60,  // 142: mnguard.v1.AdminService.ListExemptions:output_type -> mnguard.v1.ListExemptionsResponse
+	62,  // 143: mnguard.v1.AdminService.IssueOfflineExemptionCode:output_type -> mnguard.v1.IssueOfflineExemptionCodeResponse
+	66,  // 144: mnguard.v1.AdminService.AddOperator:output_type -> mnguard.v1.AddOperatorResponse
+	68,  // 145: mnguard.v1.AdminService.ListOperators:output_type -> mnguard.v1.ListOperatorsResponse
+	70,  // 146: mnguard.v1.AdminService.GetOperator:output_type -> mnguard.v1.GetOperatorResponse
+	72,  // 147: mnguard.v1.AdminService.DisableOperator:output_type -> mnguard.v1.DisableOperatorResponse
+	74,  // 148: mnguard.v1.AdminService.EnableOperator:output_type -> mnguard.v1.EnableOperatorResponse
+	76,  // 149: mnguard.v1.AdminService.DeleteOperator:output_type -> mnguard.v1.DeleteOperatorResponse
+	78,  // 150: mnguard.v1.AdminService.ResetOperatorTotp:output_type -> mnguard.v1.ResetOperatorTotpResponse
+	80,  // 151: mnguard.v1.AdminService.SetOperatorRole:output_type -> mnguard.v1.SetOperatorRoleResponse
+	82,  // 152: mnguard.v1.AdminService.SetOperatorPassword:output_type -> mnguard.v1.SetOperatorPasswordResponse
+	84,  // 153: mnguard.v1.AdminService.UnlockOperator:output_type -> mnguard.v1.UnlockOperatorResponse
+	86,  // 154: mnguard.v1.AdminService.CreateOperatorToken:output_type -> mnguard.v1.CreateOperatorTokenResponse
+	88,  // 155: mnguard.v1.AdminService.RevokeOperatorToken:output_type -> mnguard.v1.RevokeOperatorTokenResponse
+	91,  // 156: mnguard.v1.AdminService.ListAudit:output_type -> mnguard.v1.ListAuditResponse
+	93,  // 157: mnguard.v1.AdminService.VerifyAudit:output_type -> mnguard.v1.VerifyAuditResponse
+	95,  // 158: mnguard.v1.AdminService.GetSelfInspectionReport:output_type -> mnguard.v1.GetSelfInspectionReportResponse
+	119, // [119:159] is the sub-list for method output_type
+	79,  // [79:119] is the sub-list for method input_type
+	79,  // [79:79] is the sub-list for extension type_name
+	79,  // [79:79] is the sub-list for extension extendee
+	0,   // [0:79] is the sub-list for field type_name
 }
 
 func init() { file_mnguard_v1_admin_proto_init() }
@@ -5724,13 +6489,18 @@ func file_mnguard_v1_admin_proto_init() {
 	}
 	file_mnguard_v1_exemption_proto_init()
 	file_mnguard_v1_posture_proto_init()
+	file_mnguard_v1_admin_proto_msgTypes[33].OneofWrappers = []any{
+		(*ImportTokensRequest_Header)(nil),
+		(*ImportTokensRequest_Assignments)(nil),
+		(*ImportTokensRequest_Chunk)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mnguard_v1_admin_proto_rawDesc), len(file_mnguard_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   84,
+			NumMessages:   94,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

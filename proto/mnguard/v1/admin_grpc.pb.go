@@ -34,6 +34,9 @@ const (
 	AdminService_ResetUser_FullMethodName                 = "/mnguard.v1.AdminService/ResetUser"
 	AdminService_DeleteUser_FullMethodName                = "/mnguard.v1.AdminService/DeleteUser"
 	AdminService_ImportUsers_FullMethodName               = "/mnguard.v1.AdminService/ImportUsers"
+	AdminService_ImportTokens_FullMethodName              = "/mnguard.v1.AdminService/ImportTokens"
+	AdminService_ListTokens_FullMethodName                = "/mnguard.v1.AdminService/ListTokens"
+	AdminService_AssignToken_FullMethodName               = "/mnguard.v1.AdminService/AssignToken"
 	AdminService_ResyncUser_FullMethodName                = "/mnguard.v1.AdminService/ResyncUser"
 	AdminService_NewRecoveryCodes_FullMethodName          = "/mnguard.v1.AdminService/NewRecoveryCodes"
 	AdminService_IssueOfflineLoginCode_FullMethodName     = "/mnguard.v1.AdminService/IssueOfflineLoginCode"
@@ -83,7 +86,19 @@ type AdminServiceClient interface {
 	UnlockUser(ctx context.Context, in *UnlockUserRequest, opts ...grpc.CallOption) (*UnlockUserResponse, error)
 	ResetUser(ctx context.Context, in *ResetUserRequest, opts ...grpc.CallOption) (*ResetUserResponse, error)
 	DeleteUser(ctx context.Context, in *DeleteUserRequest, opts ...grpc.CallOption) (*DeleteUserResponse, error)
+	// ImportUsers takes a seed file of at most 1 MiB in one message; prefer
+	// ImportTokens, which mnguardctl uses.
 	ImportUsers(ctx context.Context, in *ImportUsersRequest, opts ...grpc.CallOption) (*ImportUsersResponse, error)
+	// ImportTokens imports a hardware-token seed file of up to 100,000 tokens,
+	// streamed: the first message is the header, then the assignments (if
+	// any), then the file in chunks of at most 512 KiB. All or nothing: the
+	// tokens and the audit entry are stored in one transaction.
+	ImportTokens(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportTokensRequest, ImportTokensResponse], error)
+	// ListTokens lists imported hardware tokens that belong to no user yet.
+	ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error)
+	// AssignToken gives an unassigned hardware token to a user (a new one, or
+	// with replace an existing one), pending until the user's first code.
+	AssignToken(ctx context.Context, in *AssignTokenRequest, opts ...grpc.CallOption) (*AssignTokenResponse, error)
 	ResyncUser(ctx context.Context, in *ResyncUserRequest, opts ...grpc.CallOption) (*ResyncUserResponse, error)
 	NewRecoveryCodes(ctx context.Context, in *NewRecoveryCodesRequest, opts ...grpc.CallOption) (*NewRecoveryCodesResponse, error)
 	IssueOfflineLoginCode(ctx context.Context, in *IssueOfflineLoginCodeRequest, opts ...grpc.CallOption) (*IssueOfflineLoginCodeResponse, error)
@@ -265,6 +280,39 @@ func (c *adminServiceClient) ImportUsers(ctx context.Context, in *ImportUsersReq
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ImportUsersResponse)
 	err := c.cc.Invoke(ctx, AdminService_ImportUsers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ImportTokens(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportTokensRequest, ImportTokensResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[0], AdminService_ImportTokens_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ImportTokensRequest, ImportTokensResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_ImportTokensClient = grpc.ClientStreamingClient[ImportTokensRequest, ImportTokensResponse]
+
+func (c *adminServiceClient) ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTokensResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) AssignToken(ctx context.Context, in *AssignTokenRequest, opts ...grpc.CallOption) (*AssignTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AssignTokenResponse)
+	err := c.cc.Invoke(ctx, AdminService_AssignToken_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -516,7 +564,19 @@ type AdminServiceServer interface {
 	UnlockUser(context.Context, *UnlockUserRequest) (*UnlockUserResponse, error)
 	ResetUser(context.Context, *ResetUserRequest) (*ResetUserResponse, error)
 	DeleteUser(context.Context, *DeleteUserRequest) (*DeleteUserResponse, error)
+	// ImportUsers takes a seed file of at most 1 MiB in one message; prefer
+	// ImportTokens, which mnguardctl uses.
 	ImportUsers(context.Context, *ImportUsersRequest) (*ImportUsersResponse, error)
+	// ImportTokens imports a hardware-token seed file of up to 100,000 tokens,
+	// streamed: the first message is the header, then the assignments (if
+	// any), then the file in chunks of at most 512 KiB. All or nothing: the
+	// tokens and the audit entry are stored in one transaction.
+	ImportTokens(grpc.ClientStreamingServer[ImportTokensRequest, ImportTokensResponse]) error
+	// ListTokens lists imported hardware tokens that belong to no user yet.
+	ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error)
+	// AssignToken gives an unassigned hardware token to a user (a new one, or
+	// with replace an existing one), pending until the user's first code.
+	AssignToken(context.Context, *AssignTokenRequest) (*AssignTokenResponse, error)
 	ResyncUser(context.Context, *ResyncUserRequest) (*ResyncUserResponse, error)
 	NewRecoveryCodes(context.Context, *NewRecoveryCodesRequest) (*NewRecoveryCodesResponse, error)
 	IssueOfflineLoginCode(context.Context, *IssueOfflineLoginCodeRequest) (*IssueOfflineLoginCodeResponse, error)
@@ -598,6 +658,15 @@ func (UnimplementedAdminServiceServer) DeleteUser(context.Context, *DeleteUserRe
 }
 func (UnimplementedAdminServiceServer) ImportUsers(context.Context, *ImportUsersRequest) (*ImportUsersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ImportUsers not implemented")
+}
+func (UnimplementedAdminServiceServer) ImportTokens(grpc.ClientStreamingServer[ImportTokensRequest, ImportTokensResponse]) error {
+	return status.Error(codes.Unimplemented, "method ImportTokens not implemented")
+}
+func (UnimplementedAdminServiceServer) ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTokens not implemented")
+}
+func (UnimplementedAdminServiceServer) AssignToken(context.Context, *AssignTokenRequest) (*AssignTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AssignToken not implemented")
 }
 func (UnimplementedAdminServiceServer) ResyncUser(context.Context, *ResyncUserRequest) (*ResyncUserResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResyncUser not implemented")
@@ -952,6 +1021,49 @@ func _AdminService_ImportUsers_Handler(srv interface{}, ctx context.Context, dec
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).ImportUsers(ctx, req.(*ImportUsersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ImportTokens_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AdminServiceServer).ImportTokens(&grpc.GenericServerStream[ImportTokensRequest, ImportTokensResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_ImportTokensServer = grpc.ClientStreamingServer[ImportTokensRequest, ImportTokensResponse]
+
+func _AdminService_ListTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListTokens(ctx, req.(*ListTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_AssignToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AssignTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).AssignToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_AssignToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).AssignToken(ctx, req.(*AssignTokenRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1420,6 +1532,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AdminService_ImportUsers_Handler,
 		},
 		{
+			MethodName: "ListTokens",
+			Handler:    _AdminService_ListTokens_Handler,
+		},
+		{
+			MethodName: "AssignToken",
+			Handler:    _AdminService_AssignToken_Handler,
+		},
+		{
 			MethodName: "ResyncUser",
 			Handler:    _AdminService_ResyncUser_Handler,
 		},
@@ -1508,6 +1628,12 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AdminService_GetSelfInspectionReport_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ImportTokens",
+			Handler:       _AdminService_ImportTokens_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "mnguard/v1/admin.proto",
 }
