@@ -316,7 +316,7 @@ func (s *Server) exemptionLive(w http.ResponseWriter, r *http.Request, c *reqCtx
 	if err != nil {
 		return err
 	}
-	err = s.stream(w, r, first.E.TerminalID, func() (string, bool, error) {
+	err = s.stream(w, r, c, first.E.TerminalID, func() (string, bool, error) {
 		c.now = s.cfg.Now()
 		// The stream ends with the session: signed out elsewhere,
 		// disabled, or idle (the stream itself is no activity).

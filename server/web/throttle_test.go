@@ -1,6 +1,8 @@
 package web
 
 import (
+	"bufio"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -91,5 +93,72 @@ func TestSigninThrottleKeys(t *testing.T) {
 	}
 	if n := len(th.addrs); n > maxSigninAddrs {
 		t.Errorf("%d addresses held, want at most %d", n, maxSigninAddrs)
+	}
+}
+
+// TestLiveStreamsPerSession: one session holds at most MaxLiveStreams live
+// streams; a new one replaces the oldest, which ends with "done" so its
+// page does not reconnect; the others stay open.
+func TestLiveStreamsPerSession(t *testing.T) {
+	e := newEnv(t)
+	admin := e.addOperator("admin", store.RoleAdmin)
+	id := e.terminal("term-01", "SN1", false)
+	c := e.mustSignIn(admin)
+	resp, _ := c.post("/exemptions", url.Values{"terminal": {id}, "device": {"0781:5581:SN1"}, "duration": {"1h"}, "reason": {"r"}, "ticket": {"t"}}, true)
+	exID := strings.TrimPrefix(strings.Split(resp.Header.Get("Location"), "?")[0], "/exemptions/")
+	type stream struct {
+		ended chan string
+		body  io.Closer
+	}
+	open := func() stream {
+		req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/exemptions/"+exID+"/live", nil)
+		req.Header.Set("Accept", "text/event-stream")
+		live, err := c.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if live.StatusCode != http.StatusOK {
+			t.Fatalf("live stream: %s", live.Status)
+		}
+		s := stream{ended: make(chan string, 1), body: live.Body}
+		// The first event arrives once the stream is admitted.
+		br := bufio.NewReader(live.Body)
+		if _, err := br.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			b, _ := io.ReadAll(br)
+			s.ended <- string(b)
+		}()
+		t.Cleanup(func() { live.Body.Close() })
+		return s
+	}
+	var streams []stream
+	for range MaxLiveStreams {
+		streams = append(streams, open())
+	}
+	for i, s := range streams {
+		select {
+		case b := <-s.ended:
+			t.Fatalf("stream %d of %d ended: %q", i+1, MaxLiveStreams, b)
+		default:
+		}
+	}
+	streams = append(streams, open())
+	select {
+	case b := <-streams[0].ended:
+		if !strings.Contains(b, "event: done") {
+			t.Errorf("the replaced stream ended without saying so: %q", b)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%d streams of one session open after 5s, want %d", MaxLiveStreams+1, MaxLiveStreams)
+	}
+	time.Sleep(100 * time.Millisecond)
+	for i, s := range streams[1:] {
+		select {
+		case b := <-s.ended:
+			t.Errorf("stream %d ended too: %q", i+2, b)
+		default:
+		}
 	}
 }
