@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/mnguard/mnguard/internal/snapshot"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"github.com/mnguard/mnguard/server/ca"
+	"github.com/mnguard/mnguard/server/compliance"
 	"github.com/mnguard/mnguard/server/logins"
 	"github.com/mnguard/mnguard/server/operators"
 	"github.com/mnguard/mnguard/server/store"
@@ -131,6 +133,22 @@ type AgentService struct {
 	mnguardv1.UnimplementedAgentServiceServer
 	s *Services
 }
+
+// reservedEventTypes are the types of the events the collector records
+// itself (store.ServerEvent): an agent reporting one would pass off its own
+// claim as the collector's. exemption.revoked is not among them: agents
+// report the revocations they apply under that type.
+var reservedEventTypes = map[string]bool{
+	logins.EventType:            true,
+	compliance.EventType:        true,
+	EventExemptionIssued:        true,
+	EventExemptionOfflineIssued: true,
+	EventExemptionDelivered:     true,
+}
+
+// maxEventSeq is the largest event sequence number the store keeps (a
+// signed 64-bit integer in SQL).
+const maxEventSeq = math.MaxInt64
 
 const (
 	enrollTokenPrefix   = "mne_"

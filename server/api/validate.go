@@ -273,6 +273,9 @@ func ValidateEvents(evs []*mnguardv1.Event, now time.Time) error {
 		if e.GetSeq() == 0 {
 			return errField(field+".seq", "must be at least 1")
 		}
+		if e.GetSeq() > maxEventSeq {
+			return errField(field+".seq", "%d is above %d, the largest sequence number the collector stores", e.GetSeq(), uint64(maxEventSeq))
+		}
 		if seen[e.GetSeq()] {
 			return errField(field+".seq", "%d appears twice in one report", e.GetSeq())
 		}
@@ -288,6 +291,9 @@ func ValidateEvents(evs []*mnguardv1.Event, now time.Time) error {
 		}
 		if len(e.GetType()) > maxEventTypeLength || !eventTypeRE.MatchString(e.GetType()) {
 			return errField(field+".type", "%q is not a dotted lowercase event type", truncate(e.GetType()))
+		}
+		if reservedEventTypes[e.GetType()] {
+			return errField(field+".type", "%q is reserved for events the collector records itself", e.GetType())
 		}
 		if _, ok := mnguardv1.Severity_name[int32(e.GetSeverity())]; !ok {
 			return errField(field+".severity", "unknown severity %d", e.GetSeverity())
