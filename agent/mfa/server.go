@@ -20,8 +20,11 @@ const DefaultPath = "/run/mnguard/pam.sock"
 
 // Defaults for the Server's zero fields.
 const (
-	DefaultTimeout  = 10 * time.Second
-	DefaultMaxConns = 32
+	DefaultTimeout        = 10 * time.Second
+	DefaultRequestTimeout = time.Second
+	DefaultMaxConns       = 32
+	DefaultMaxConnsPerUID = 4
+	DefaultMaxUserConns   = 32
 )
 
 // Verifier answers the requests that pass the server's checks; the agent implements it
@@ -50,9 +53,22 @@ type Server struct {
 	// answer and writing the response. A client that connects and never writes is
 	// dropped after it. Default DefaultTimeout.
 	Timeout time.Duration
-	// MaxConns is the number of connections served at once; further clients wait in
-	// the listen backlog. Default DefaultMaxConns.
+	// RequestTimeout is how long a peer other than root has for its request to
+	// arrive (pam_mnguard.so writes it as soon as it is connected); at most Timeout.
+	// Default DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// MaxConns is the number of connections from root (login, sshd, gdm: every
+	// PAM service but a screen locker running as its user) served at once; further
+	// ones wait for a slot. No other uid can take these slots. Default
+	// DefaultMaxConns.
 	MaxConns int
+	// MaxConnsPerUID and MaxUserConns are the numbers of connections served at once
+	// from one uid other than root and from all of them together. A connection
+	// beyond either is closed at once, unanswered, so a local user flooding the
+	// socket (mode 0666) holds no more than MaxConnsPerUID, each for at most
+	// RequestTimeout unless it asks. Defaults DefaultMaxConnsPerUID and
+	// DefaultMaxUserConns.
+	MaxConnsPerUID, MaxUserConns int
 	// NotPermitted, if set, is told of every request refused because the peer may not
 	// ask for the user (req.Code is always empty).
 	NotPermitted func(req Request, peerUID uint32)
@@ -74,11 +90,23 @@ func (s *Server) timeout() time.Duration {
 	return s.Timeout
 }
 
-func (s *Server) maxConns() int {
-	if s.MaxConns <= 0 {
-		return DefaultMaxConns
+// requestTimeout is how long a peer with uid has for its request to arrive.
+func (s *Server) requestTimeout(uid uint32) time.Duration {
+	t := s.timeout()
+	if uid == 0 {
+		return t
 	}
-	return s.MaxConns
+	if s.RequestTimeout > 0 {
+		return min(s.RequestTimeout, t)
+	}
+	return min(DefaultRequestTimeout, t)
+}
+
+func orDefault(n, def int) int {
+	if n <= 0 {
+		return def
+	}
+	return n
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -104,7 +132,8 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, uid uint32) {
 	// Cancelling ctx unblocks a pending read; a response already decided is still
 	// written under its own deadline.
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
-	conn.SetReadDeadline(time.Now().Add(timeout))
+	reqTimeout := s.requestTimeout(uid)
+	conn.SetReadDeadline(time.Now().Add(reqTimeout))
 	p, err := ReadFrame(conn)
 	stop()
 	if err != nil {
@@ -114,7 +143,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, uid uint32) {
 		case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
 			log.Debug("mfa: connection dropped at shutdown")
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			log.Warn("mfa: client sent no request in time, dropped", "timeout", timeout)
+			log.Warn("mfa: client sent no request in time, dropped", "timeout", reqTimeout)
 		case errors.Is(err, ErrMalformed):
 			log.Warn("mfa: bad request", "err", err)
 			s.respond(conn, log, Response{Result: BadRequest, Message: err.Error()})

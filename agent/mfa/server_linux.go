@@ -35,16 +35,21 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.OnListen()
 	}
 
-	err = unixsock.Serve(ctx, ln, s.maxConns(), func(err error, retry time.Duration) {
+	lim := unixsock.PeerLimits{
+		Privileged: orDefault(s.MaxConns, DefaultMaxConns),
+		PerUID:     orDefault(s.MaxConnsPerUID, DefaultMaxConnsPerUID),
+		Users:      orDefault(s.MaxUserConns, DefaultMaxUserConns),
+		OnRefused: func(uid uint32, n int) {
+			if uid == unixsock.NoUID {
+				log.Warn("mfa: connections refused: no peer credentials", "refused", n)
+				return
+			}
+			log.Warn("mfa: connections refused: too many at once from this uid or from users", "peer_uid", uid, "refused", n)
+		},
+	}
+	err = unixsock.ServePeers(ctx, ln, lim, func(err error, retry time.Duration) {
 		log.Warn("mfa: accept", "err", err, "retry_in", retry)
-	}, func(c net.Conn) {
-		conn := c.(*net.UnixConn)
-		uid, err := unixsock.PeerUID(conn)
-		if err != nil {
-			conn.Close()
-			log.Warn("mfa: peer credentials", "err", err)
-			return
-		}
+	}, func(conn *net.UnixConn, uid uint32) {
 		s.serveConn(ctx, conn, uid)
 	})
 	if err != nil {
