@@ -33,6 +33,9 @@ var cbcKeySizes = map[string]int{
 // hmacHashes maps the supported MAC (and PBKDF2 PRF) algorithms to hashes.
 var hmacHashes = map[string]func() hash.Hash{
 	nsDS + "hmac-sha1": sha1.New,
+	// Some vendors write HMAC-SHA1 under the xmldsig-more address of the
+	// SHA-2 HMACs.
+	"http://www.w3.org/2001/04/xmldsig-more#hmac-sha1":   sha1.New,
 	"http://www.w3.org/2001/04/xmldsig-more#hmac-sha224": sha256.New224,
 	"http://www.w3.org/2001/04/xmldsig-more#hmac-sha256": sha256.New,
 	"http://www.w3.org/2001/04/xmldsig-more#hmac-sha384": sha512.New384,

@@ -113,3 +113,11 @@ func (n *node) attrValue(local string) string {
 	}
 	return ""
 }
+
+// childrenOrNil returns n's children; nil for a nil node.
+func (n *node) childrenOrNil() []*node {
+	if n == nil {
+		return nil
+	}
+	return n.children
+}
