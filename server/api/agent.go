@@ -48,7 +48,11 @@ type Config struct {
 	ReportInterval time.Duration
 	// Heartbeat is how often an idle Subscribe stream carries a heartbeat.
 	Heartbeat time.Duration
-	Version   string
+	// MaxStreamsPerTerminal is how many Subscribe streams one terminal
+	// may hold open (default DefaultMaxStreamsPerTerminal); a new stream
+	// beyond it ends the terminal's oldest.
+	MaxStreamsPerTerminal int
+	Version               string
 	// Logins is the TOTP authority; nil leaves the user RPCs and
 	// VerifyLogin unimplemented.
 	Logins *logins.Service
@@ -108,7 +112,10 @@ func New(cfg Config) *Services {
 	cfg.ExemptionDefaultDuration = min(cfg.ExemptionDefaultDuration, cfg.ExemptionMaxDuration)
 	p := &mnguardv1.Policy{ReportIntervalSeconds: uint32((cfg.ReportInterval + time.Second - 1) / time.Second)}
 	p.Version = policyVersion(p)
-	s := &Services{cfg: cfg, hub: newHub(), policy: p}
+	if cfg.MaxStreamsPerTerminal <= 0 {
+		cfg.MaxStreamsPerTerminal = DefaultMaxStreamsPerTerminal
+	}
+	s := &Services{cfg: cfg, hub: newHub(cfg.MaxStreamsPerTerminal), policy: p}
 	s.Agent = &AgentService{s: s}
 	s.Admin = &AdminService{s: s}
 	cfg.Metrics.subscribers(s.hub.count)
@@ -338,8 +345,12 @@ func (a *AgentService) Subscribe(req *mnguardv1.SubscribeRequest, stream mnguard
 	}
 	// Registered before the first set is read: a change stored meanwhile
 	// signals this stream and is sent next.
-	sub := a.s.hub.add(t.ID)
+	sub, dropped := a.s.hub.add(t.ID)
 	defer a.s.hub.remove(t.ID, sub)
+	if dropped > 0 {
+		cfg.Metrics.streamsReplaced.Add(float64(dropped))
+		cfg.Logger.Warn("older Subscribe stream of the terminal ended", "terminal", t.ID, "ended", dropped, "max_streams", cfg.MaxStreamsPerTerminal)
+	}
 	cfg.Logger.Debug("agent subscribed", "terminal", t.ID)
 	if err := a.sendExemptions(ctx, stream, t.ID); err != nil {
 		return err
@@ -362,6 +373,8 @@ func (a *AgentService) Subscribe(req *mnguardv1.SubscribeRequest, stream mnguard
 			return nil
 		case <-sub.kicked:
 			return status.Error(codes.PermissionDenied, "terminal revoked: enroll again")
+		case <-sub.replaced:
+			return status.Errorf(codes.ResourceExhausted, "stream replaced by a newer Subscribe stream of terminal %s (at most %d per terminal)", t.ID, cfg.MaxStreamsPerTerminal)
 		case <-expiry.C:
 			return status.Error(codes.Unauthenticated, "client certificate expired")
 		case <-sub.exemptions:

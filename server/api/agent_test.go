@@ -4,8 +4,10 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -67,5 +69,48 @@ func TestReportEventSeqBound(t *testing.T) {
 	}
 	if len(evs) != 1 || evs[0].Seq != math.MaxInt64 || !strings.HasPrefix(evs[0].Type, "agent.") {
 		t.Errorf("stored %d events, want the one event of seq 2^63-1", len(evs))
+	}
+}
+
+// TestSubscribeStreamCap: one terminal holds at most MaxStreamsPerTerminal
+// Subscribe streams; each new one ends the oldest with ResourceExhausted
+// saying why, and another terminal's stream is not touched.
+func TestSubscribeStreamCap(t *testing.T) {
+	c := startCollector(t, false)
+	agent, term := c.terminal()
+	other, _ := c.terminal()
+	otherStream := c.subscribe(other)
+	otherStream.next(t, 5*time.Second)
+	const n = 12
+	streams := make([]*pushes, n)
+	for i := range streams {
+		streams[i] = c.subscribe(agent)
+		// The first push: the stream is registered.
+		streams[i].next(t, 5*time.Second)
+		if got := c.svc.hub.count(); got > DefaultMaxStreamsPerTerminal+1 {
+			t.Fatalf("after %d streams of one terminal: %d open, want at most %d (and the other terminal's)", i+1, got, DefaultMaxStreamsPerTerminal)
+		}
+	}
+	for i, p := range streams[:n-DefaultMaxStreamsPerTerminal] {
+		select {
+		case err := <-p.err:
+			wantCode(t, err, codes.ResourceExhausted, "replaced by a newer Subscribe stream of terminal "+term.GetTerminalId())
+		case <-time.After(5 * time.Second):
+			t.Fatalf("stream %d still open after %d newer ones", i+1, n-1-i)
+		}
+	}
+	for i, p := range append(streams[n-DefaultMaxStreamsPerTerminal:], otherStream) {
+		select {
+		case err := <-p.err:
+			t.Errorf("stream %d ended: %v", i, err)
+		default:
+		}
+	}
+	var m dto.Metric
+	if err := c.metrics.streamsReplaced.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.GetCounter().GetValue(); got != n-DefaultMaxStreamsPerTerminal {
+		t.Errorf("mnguard_agent_streams_replaced_total = %v, want %d", got, n-DefaultMaxStreamsPerTerminal)
 	}
 }

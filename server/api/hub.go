@@ -6,18 +6,32 @@ import (
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 )
 
+// DefaultMaxStreamsPerTerminal is how many Subscribe streams one terminal
+// may hold open at once when Config names no limit. An agent holds one; a
+// second covers a restart whose old connection is not yet found dead.
+const DefaultMaxStreamsPerTerminal = 2
+
 // hub tracks the agents' live Subscribe streams, so the collector can push
-// to a terminal and end a revoked terminal's streams at once.
+// to a terminal and end a revoked terminal's streams at once. A terminal
+// holds at most max streams: a new one ends the oldest.
 type hub struct {
+	max  int
 	mu   sync.Mutex
+	seq  uint64
 	subs map[string]map[*subscriber]struct{}
 }
 
 type subscriber struct {
+	// seq orders the terminal's streams by when they opened.
+	seq  uint64
 	push chan *mnguardv1.SubscribeResponse
 	// kicked is closed when the terminal is revoked.
 	kicked chan struct{}
 	once   sync.Once
+	// replaced is closed when a newer stream of the terminal took this
+	// one's place.
+	replaced     chan struct{}
+	replacedOnce sync.Once
 	// exemptions is signalled (it holds at most one token) when the
 	// terminal's exemptions changed: the stream then reads the set in
 	// force from the store and sends it. Sending sets read after the
@@ -30,23 +44,46 @@ type subscriber struct {
 	waiting []chan struct{}
 }
 
-func newHub() *hub { return &hub{subs: make(map[string]map[*subscriber]struct{})} }
+func newHub(max int) *hub {
+	if max <= 0 {
+		max = DefaultMaxStreamsPerTerminal
+	}
+	return &hub{max: max, subs: make(map[string]map[*subscriber]struct{})}
+}
 
-func (h *hub) add(terminalID string) *subscriber {
+// add registers a new stream of the terminal. When the terminal holds the
+// most streams already, the oldest are dropped from the hub and their
+// replaced channels closed, so they end; their number is returned.
+func (h *hub) add(terminalID string) (*subscriber, int) {
 	s := &subscriber{
 		push:       make(chan *mnguardv1.SubscribeResponse, 16),
 		kicked:     make(chan struct{}),
+		replaced:   make(chan struct{}),
 		exemptions: make(chan struct{}, 1),
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.seq++
+	s.seq = h.seq
 	m := h.subs[terminalID]
 	if m == nil {
 		m = make(map[*subscriber]struct{})
 		h.subs[terminalID] = m
 	}
+	dropped := 0
+	for len(m) >= h.max {
+		var oldest *subscriber
+		for o := range m {
+			if oldest == nil || o.seq < oldest.seq {
+				oldest = o
+			}
+		}
+		delete(m, oldest)
+		oldest.replacedOnce.Do(func() { close(oldest.replaced) })
+		dropped++
+	}
 	m[s] = struct{}{}
-	return s
+	return s, dropped
 }
 
 func (h *hub) remove(terminalID string, s *subscriber) {

@@ -13,6 +13,9 @@ type Metrics struct {
 	reportSeconds prometheus.Histogram
 	rpcs          *prometheus.CounterVec
 	logins        *prometheus.CounterVec
+	// streamsReplaced counts Subscribe streams ended by a newer stream of
+	// the same terminal.
+	streamsReplaced prometheus.Counter
 }
 
 // NewMetrics registers the metrics with reg; nil reg keeps them unregistered
@@ -40,9 +43,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "mnguard_login_verifications_total",
 			Help: "TOTP login verifications by result: accepted, rejected, locked, unknown_user, invalid (malformed request) or error.",
 		}, []string{"result"}),
+		streamsReplaced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mnguard_agent_streams_replaced_total",
+			Help: "Subscribe streams ended because a newer stream of the same terminal took their place.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.enrollments, m.reports, m.events, m.reportSeconds, m.rpcs, m.logins)
+		reg.MustRegister(m.enrollments, m.reports, m.events, m.reportSeconds, m.rpcs, m.logins, m.streamsReplaced)
 	}
 	return m
 }

@@ -12,6 +12,23 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// Limits of the gRPC listener, per connection. One client must not be able
+// to hold the collector's memory: a connection carries at most
+// MaxConcurrentStreams streams at once, buffers at most ConnWindowBytes of
+// unread data (StreamWindowBytes per stream: fixed windows, so HTTP/2's
+// bandwidth estimate cannot grow them to 16 MiB), and at most
+// MaxHeaderListBytes of headers per request. A TLS handshake must finish
+// within HandshakeTimeout; a connection without a call for
+// MaxConnectionIdle is closed (an agent always holds its Subscribe stream).
+const (
+	MaxConcurrentStreams = 100
+	StreamWindowBytes    = 1 << 20
+	ConnWindowBytes      = 2 << 20
+	MaxHeaderListBytes   = 64 << 10
+	HandshakeTimeout     = 20 * time.Second
+	MaxConnectionIdle    = 15 * time.Minute
+)
+
 // NewGRPCServer returns a gRPC server with both services registered behind
 // authentication, on TLS that requests (and the interceptors then verify)
 // a client certificate. Verifying in the interceptor rather than in the
@@ -31,8 +48,16 @@ func (s *Services) NewGRPCServer(cert func(*tls.ClientHelloInfo) (*tls.Certifica
 	srv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
+		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
+		grpc.InitialWindowSize(StreamWindowBytes),
+		grpc.InitialConnWindowSize(ConnWindowBytes),
+		grpc.MaxHeaderListSize(MaxHeaderListBytes),
+		grpc.ConnectionTimeout(HandshakeTimeout),
+		// Clients that ping more often than every 10 s are sent away
+		// (GOAWAY too_many_pings); the server pings a connection silent for
+		// 2 min and drops it when no answer comes within 20 s.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second, MaxConnectionIdle: MaxConnectionIdle}),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			resp, err := h(ctx, req)
 			count(info.FullMethod, err)

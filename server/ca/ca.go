@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/mnguard/mnguard/internal/pki"
@@ -32,12 +33,14 @@ const (
 	backdate = 5 * time.Minute
 )
 
-// CA is a loaded certificate authority. It is immutable and safe for
-// concurrent use.
+// CA is a loaded certificate authority. It is immutable but for a counter,
+// and safe for concurrent use.
 type CA struct {
 	cert *x509.Certificate
 	key  crypto.Signer
 	pin  string
+	// requests counts the certificate requests SignClient was given.
+	requests atomic.Uint64
 }
 
 // LoadOrCreate loads the CA from dir/ca.crt and dir/ca.key or, when both are

@@ -45,6 +45,7 @@ func CheckTerminalID(id string) error {
 // self-signed by an ECDSA P-256 or Ed25519 key. notAfter is capped at the
 // CA's own expiry.
 func (c *CA) SignClient(csrDER []byte, terminalID string, notBefore, notAfter time.Time) (*x509.Certificate, error) {
+	c.requests.Add(1)
 	cert, err := c.signClient(csrDER, terminalID, notBefore, notAfter)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign client certificate: %w", err)
@@ -52,18 +53,44 @@ func (c *CA) SignClient(csrDER []byte, terminalID string, notBefore, notAfter ti
 	return cert, nil
 }
 
-func (c *CA) signClient(csrDER []byte, terminalID string, notBefore, notAfter time.Time) (*x509.Certificate, error) {
-	if err := CheckTerminalID(terminalID); err != nil {
-		return nil, err
+// ClientRequests returns how many certificate requests SignClient has been
+// given since the CA was loaded, signed or refused: the work an enrollment
+// or renewal cost.
+func (c *CA) ClientRequests() uint64 { return c.requests.Load() }
+
+// MaxCSRBytes is the largest certificate request SignClient parses.
+const MaxCSRBytes = 8 << 10
+
+// ParseClientCSR parses and checks an agent's certificate request: DER of
+// at most MaxCSRBytes, self-signed, by an ECDSA P-256 or Ed25519 key. The
+// subject it asks for is ignored (SignClient sets it).
+func ParseClientCSR(csrDER []byte) (*x509.CertificateRequest, error) {
+	if len(csrDER) == 0 {
+		return nil, errors.New("empty CSR")
+	}
+	if len(csrDER) > MaxCSRBytes {
+		return nil, fmt.Errorf("CSR of %d bytes, at most %d", len(csrDER), MaxCSRBytes)
 	}
 	csr, err := x509.ParseCertificateRequest(csrDER)
 	if err != nil {
 		return nil, fmt.Errorf("parse CSR: %w", err)
 	}
+	// The key type first: it decides which signature check runs.
+	if err := checkAgentKey(csr); err != nil {
+		return nil, err
+	}
 	if err := csr.CheckSignature(); err != nil {
 		return nil, fmt.Errorf("CSR signature: %w", err)
 	}
-	if err := checkAgentKey(csr); err != nil {
+	return csr, nil
+}
+
+func (c *CA) signClient(csrDER []byte, terminalID string, notBefore, notAfter time.Time) (*x509.Certificate, error) {
+	if err := CheckTerminalID(terminalID); err != nil {
+		return nil, err
+	}
+	csr, err := ParseClientCSR(csrDER)
+	if err != nil {
 		return nil, err
 	}
 	if notAfter.After(c.cert.NotAfter) {
@@ -110,6 +137,46 @@ func (c *CA) issue(tmpl *x509.Certificate, pub any) (*x509.Certificate, error) {
 		return nil, err
 	}
 	return x509.ParseCertificate(der)
+}
+
+// MetricsCommonName is the subject of the client certificates that may read
+// the collector's /metrics. No terminal can have it: terminal IDs have no
+// spaces.
+const MetricsCommonName = "mnguard metrics"
+
+// MetricsClientCertificate issues a client certificate for a metrics
+// scraper (CN=[MetricsCommonName], client authentication only) with a fresh
+// P-256 key, valid from now for validity (capped at the CA's expiry).
+func (c *CA) MetricsClientCertificate(now time.Time, validity time.Duration) (tls.Certificate, error) {
+	if validity <= 0 {
+		return tls.Certificate{}, fmt.Errorf("ca: issue metrics certificate: validity %s is not positive", validity)
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	notAfter := now.Add(validity)
+	if notAfter.After(c.cert.NotAfter) {
+		notAfter = c.cert.NotAfter
+	}
+	key, err := pki.NewKey()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	leaf, err := c.issue(&x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: MetricsCommonName},
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              notAfter,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		AuthorityKeyId:        c.cert.SubjectKeyId,
+	}, key.Public())
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("ca: issue metrics certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{leaf.Raw, c.cert.Raw}, PrivateKey: key, Leaf: leaf}, nil
 }
 
 // ServerCertificate issues the collector's TLS certificate for names (host

@@ -179,7 +179,17 @@ type Config struct {
 	// WebIdleTimeout and WebSessionMax end console sessions (defaults 15
 	// min and 8 h).
 	WebIdleTimeout, WebSessionMax time.Duration
-	Logger                        *slog.Logger
+	// MaxConnsPerIP caps the connections one source address holds open
+	// on each listener (0: DefaultMaxConnsPerIP); more are closed at once.
+	MaxConnsPerIP int
+	// MaxStreamsPerTerminal caps the Subscribe streams of one terminal
+	// (0: api.DefaultMaxStreamsPerTerminal); a new one ends the oldest.
+	MaxStreamsPerTerminal int
+	// MetricsTokenFile, when set, holds the bearer token that reads
+	// /metrics. Without it only a metrics client certificate from the
+	// collector's CA does; anyone else is refused.
+	MetricsTokenFile string
+	Logger           *slog.Logger
 	// Ready, when set, is called once both listeners accept connections.
 	Ready func(grpcAddr, httpAddr net.Addr)
 }
@@ -192,6 +202,16 @@ func Serve(ctx context.Context, cfg Config) error {
 		log = slog.Default()
 	}
 	now := time.Now()
+	if cfg.MaxConnsPerIP <= 0 {
+		cfg.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	var metricsToken []byte
+	if cfg.MetricsTokenFile != "" {
+		var err error
+		if metricsToken, err = LoadMetricsToken(cfg.MetricsTokenFile); err != nil {
+			return err
+		}
+	}
 	res, err := Init(ctx, cfg.DataDir, now)
 	if err != nil {
 		return err
@@ -264,7 +284,7 @@ func Serve(ctx context.Context, cfg Config) error {
 	svc := api.New(api.Config{
 		Store: st, CA: authority, ExemptionKey: signing.Public().(ed25519.PublicKey), ExemptionSigner: signing,
 		ExemptionMaxDuration: cfg.ExemptionMaxDuration, ExemptionDefaultDuration: cfg.ExemptionDefaultDuration,
-		CertValidity: cfg.CertValidity, ReportInterval: cfg.ReportInterval,
+		CertValidity: cfg.CertValidity, ReportInterval: cfg.ReportInterval, MaxStreamsPerTerminal: cfg.MaxStreamsPerTerminal,
 		Version: version.Version, Logins: authn, Operators: ops, Reports: reports, Logger: log, Metrics: api.NewMetrics(reg),
 		Changed: func(terminalID string) {
 			evaluator.Poke(terminalID)
@@ -275,7 +295,8 @@ func Serve(ctx context.Context, cfg Config) error {
 		Store: st, Admin: svc.Admin, Operators: ops, Reports: reports, Compliance: evaluator.Policy(),
 		ExemptionMaxDuration: cfg.ExemptionMaxDuration, Location: loc,
 		IdleTimeout: cfg.WebIdleTimeout, AbsoluteTimeout: cfg.WebSessionMax, Version: version.Version,
-		Health: st.Ping, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Logger: log,
+		Health: st.Ping, Logger: log,
+		Metrics: &metricsGuard{token: metricsToken, ca: authority.Pool(), now: time.Now, next: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})},
 	})
 	if err != nil {
 		return err
@@ -291,14 +312,20 @@ func Serve(ctx context.Context, cfg Config) error {
 		gl.Close()
 		return fmt.Errorf("listen HTTPS on %s: %w", cfg.HTTPListen, err)
 	}
+	gl = newLimitListener(gl, cfg.MaxConnsPerIP, log)
+	hl = newLimitListener(hl, cfg.MaxConnsPerIP, log)
 	httpSrv := &http.Server{
 		Handler:           console.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: webCert},
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// A client certificate is asked for, never required: only
+		// /metrics looks at it (metricsGuard). Naming the collector's CA
+		// keeps browsers from offering, or asking about, any other.
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: webCert,
+			ClientAuth: tls.RequestClientCert, ClientCAs: authority.Pool()},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	bg, stopBG := context.WithCancel(ctx)
 	defer stopBG()

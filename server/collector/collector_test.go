@@ -174,8 +174,10 @@ func TestServeRefusesBadLoginPolicy(t *testing.T) {
 	}
 }
 
-// TestServeLifecycle: Serve answers /healthz and /metrics over HTTPS with a
-// certificate from its CA, and a cancelled context is a clean exit.
+// TestServeLifecycle: Serve answers /healthz and the console over HTTPS with
+// a certificate from its CA, refuses /metrics to a client without
+// credentials (TestMetricsNeedCredentials has the rest), and a cancelled
+// context is a clean exit.
 func TestServeLifecycle(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -208,7 +210,15 @@ func TestServeLifecycle(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AddCert(caCert)
 	cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	for path, want := range map[string]string{"/healthz": "ok", "/metrics": "mnguard_terminals{state=", "/": `action="/signin"`} {
+	resp, err := cl.Get("https://" + httpAddr.String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("GET /metrics without credentials: %s, want 401", resp.Status)
+	}
+	for path, want := range map[string]string{"/healthz": "ok", "/": `action="/signin"`} {
 		resp, err := cl.Get("https://" + httpAddr.String() + path)
 		if err != nil {
 			t.Fatal(err)

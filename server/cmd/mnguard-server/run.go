@@ -27,6 +27,9 @@ Commands:
            with the database), database and first admin API token in --data-dir
   serve    run the collector and the TOTP login authority (initialises an
            empty --data-dir first)
+  metrics-cert
+           issue a client certificate (and key) from the CA in --data-dir
+           that reads /metrics, for a Prometheus scraper
   version  print the version
 
 Run 'mnguard-server COMMAND -h' for the flags of a command.
@@ -82,6 +85,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		minAgent := fs.String("min-agent-version", env("MNGUARD_MIN_AGENT_VERSION", ""), "oldest agent version (vMAJOR.MINOR.PATCH) the compliance check accepts; default: the collector's own version (env MNGUARD_MIN_AGENT_VERSION)")
 		webIdle := fs.Duration("web-idle-timeout", web.DefaultIdleTimeout, "console sessions end after this long without a request (10s to 8h; env MNGUARD_WEB_IDLE_TIMEOUT)")
 		webMax := fs.Duration("web-session-max", web.DefaultAbsoluteTimeout, "console sessions end this long after sign-in (1m to 24h; env MNGUARD_WEB_SESSION_MAX)")
+		maxConns := fs.Int("max-conns-per-ip", collector.DefaultMaxConnsPerIP, "connections one source address may hold open on each listener; more are closed at once (raise it for terminals behind NAT; env MNGUARD_MAX_CONNS_PER_IP)")
+		maxStreams := fs.Int("max-streams-per-terminal", api.DefaultMaxStreamsPerTerminal, "Subscribe streams one terminal may hold open; a new one ends its oldest (env MNGUARD_MAX_STREAMS_PER_TERMINAL)")
+		metricsToken := fs.String("metrics-token-file", env("MNGUARD_METRICS_TOKEN_FILE", ""), "file (mode 0600) holding the bearer token that reads /metrics; without it only a 'metrics-cert' client certificate does (env MNGUARD_METRICS_TOKEN_FILE)")
 		var names stringList
 		fs.Var(&names, "server-name", "extra DNS name or IP address in the server certificate (repeatable)")
 		certValidity := fs.Duration("cert-validity", 90*24*time.Hour, "lifetime of agent certificates; agents renew when a third is left")
@@ -101,6 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			"totp-issuer":            "MNGUARD_TOTP_ISSUER",
 			"exemption-max-duration": "MNGUARD_EXEMPTION_MAX_DURATION", "exemption-default-duration": "MNGUARD_EXEMPTION_DEFAULT_DURATION",
 			"web-idle-timeout": "MNGUARD_WEB_IDLE_TIMEOUT", "web-session-max": "MNGUARD_WEB_SESSION_MAX",
+			"max-conns-per-ip": "MNGUARD_MAX_CONNS_PER_IP", "max-streams-per-terminal": "MNGUARD_MAX_STREAMS_PER_TERMINAL",
 		} {
 			if v := getenv(envName); v != "" {
 				if err := fs.Set(name, v); err != nil {
@@ -144,6 +151,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			return fail(fmt.Errorf("--web-session-max %s: must be 1m to 24h and not below --web-idle-timeout", *webMax))
 		case *minAgent != "" && !versionRE.MatchString(*minAgent):
 			return fail(fmt.Errorf("--min-agent-version %q: want vMAJOR.MINOR.PATCH", *minAgent))
+		case *maxConns < 1 || *maxConns > 100000:
+			return fail(fmt.Errorf("--max-conns-per-ip %d: must be 1 to 100000", *maxConns))
+		case *maxStreams < 1 || *maxStreams > 16:
+			return fail(fmt.Errorf("--max-streams-per-terminal %d: must be 1 to 16", *maxStreams))
 		}
 		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 		err = collector.Serve(ctx, collector.Config{
@@ -153,10 +164,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			Logins: &policy, Logger: log,
 			HTTPCertFile: *httpCert, HTTPKeyFile: *httpKey, Location: loc, MinAgentVersion: *minAgent,
 			WebIdleTimeout: *webIdle, WebSessionMax: *webMax,
+			MaxConnsPerIP: *maxConns, MaxStreamsPerTerminal: *maxStreams, MetricsTokenFile: *metricsToken,
 		})
 		if err != nil {
 			return fail(err)
 		}
+		return 0
+	case "metrics-cert":
+		out := fs.String("out", "", "directory to write metrics.crt, metrics.key (0600) and ca.crt into")
+		validity := fs.Duration("validity", 365*24*time.Hour, "lifetime of the certificate (1h to 10 years)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		if *out == "" {
+			return fail(errors.New("--out: the directory to write the certificate into"))
+		}
+		if *validity < time.Hour || *validity > 10*365*24*time.Hour {
+			return fail(fmt.Errorf("--validity %s: must be 1h to 10 years", *validity))
+		}
+		files, err := collector.WriteMetricsCert(*dataDir, *out, time.Now(), *validity)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintln(stdout, strings.Join(files, "\n"))
 		return 0
 	case "version", "--version":
 		fmt.Fprintln(stdout, version.Version)
