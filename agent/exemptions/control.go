@@ -34,9 +34,14 @@ import (
 
 // Control protocol limits.
 const (
-	MaxRequest    = 4 << 10
-	MaxResponse   = 1 << 20
-	controlTimout = 10 * time.Second
+	MaxRequest  = 4 << 10
+	MaxResponse = 1 << 20
+	// controlRequestTimeout is how long a client has for its request to
+	// arrive (the CLI writes it as soon as it is connected): a client that
+	// connects and says nothing holds a slot no longer.
+	controlRequestTimeout = 2 * time.Second
+	// controlTimeout bounds writing the answer, and the CLI's whole call.
+	controlTimeout = 10 * time.Second
 )
 
 // Operations of the control socket.
@@ -160,8 +165,10 @@ func readFrame(r io.Reader, limit int) ([]byte, error) {
 // serveConn answers the one request on conn.
 func serveConn(ctx context.Context, conn net.Conn, h func(context.Context, Request) Response) error {
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(controlTimout))
+	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
+	conn.SetReadDeadline(time.Now().Add(controlRequestTimeout))
 	p, err := readFrame(conn, MaxRequest)
+	stop()
 	if err != nil {
 		return fmt.Errorf("read request: %w", err)
 	}
@@ -179,6 +186,7 @@ func serveConn(ctx context.Context, conn net.Conn, h func(context.Context, Reque
 	if len(out) > MaxResponse {
 		out, _ = json.Marshal(Response{Error: "response too large"})
 	}
+	conn.SetWriteDeadline(time.Now().Add(controlTimeout))
 	return writeFrame(conn, out)
 }
 
@@ -197,7 +205,7 @@ func Call(ctx context.Context, path string, req Request) (Response, error) {
 		return Response{}, fmt.Errorf("%w (%v)", ErrNotRunning, err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * controlTimout))
+	conn.SetDeadline(time.Now().Add(2 * controlTimeout))
 	if err := writeFrame(conn, p); err != nil {
 		return Response{}, fmt.Errorf("control socket: %w", err)
 	}

@@ -16,7 +16,8 @@ import (
 // Serve answers control requests until ctx ends, then closes and removes
 // the socket, waits for the requests in flight and returns nil. The socket
 // is 0600 and only root (or the agent's own user) may ask: anyone else is
-// disconnected unanswered.
+// disconnected unanswered at once. A client has controlRequestTimeout for
+// its request to arrive.
 func (s *ControlServer) Serve(ctx context.Context) error {
 	if s.Handle == nil {
 		return errors.New("exemptions: control socket: no handler")
@@ -32,16 +33,18 @@ func (s *ControlServer) Serve(ctx context.Context) error {
 	if s.OnListen != nil {
 		s.OnListen()
 	}
-	err = unixsock.Serve(ctx, ln, maxControlConns, func(err error, retry time.Duration) {
+	// Root and the agent's own uid have the slots; anyone else is closed
+	// in the accept loop, before taking one.
+	lim := unixsock.PeerLimits{
+		Privileged:   maxControlConns,
+		IsPrivileged: func(uid uint32) bool { return int(uid) == os.Geteuid() },
+		OnRefused: func(uid uint32, n int) {
+			log.Warn("control socket: peer refused: only root may manage exemptions", "uid", uid, "refused", n)
+		},
+	}
+	err = unixsock.ServePeers(ctx, ln, lim, func(err error, retry time.Duration) {
 		log.Warn("control socket: accept", "err", err, "retry_in", retry)
-	}, func(c net.Conn) {
-		conn := c.(*net.UnixConn)
-		uid, err := unixsock.PeerUID(conn)
-		if err != nil || (uid != 0 && int(uid) != os.Geteuid()) {
-			conn.Close()
-			log.Warn("control socket: peer refused: only root may manage exemptions", "uid", uid, "err", err)
-			return
-		}
+	}, func(conn *net.UnixConn, _ uint32) {
 		if err := serveConn(ctx, conn, s.Handle); err != nil {
 			log.Warn("control socket", "err", err)
 		}

@@ -5,6 +5,7 @@ package exemptions
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -105,6 +106,51 @@ func TestSecondServerRefused(t *testing.T) {
 	err := (&ControlServer{Path: sock, Handle: m.Handle}).Serve(ctx)
 	if err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second server: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestControlSocketSilentClients: clients that connect and never write (twice
+// as many as the server serves at once) are dropped after
+// controlRequestTimeout, so the CLI's call waits at most about that long, not
+// the 10 s the whole exchange may take.
+func TestControlSocketSilentClients(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	sock := filepath.Join(e.dir, SocketName)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	listening := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- (&ControlServer{Path: sock, Handle: m.Handle, OnListen: func() { close(listening) }}).Serve(ctx)
+	}()
+	<-listening
+	var silent []net.Conn
+	for range 2 * maxControlConns {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent = append(silent, c)
+	}
+	start := time.Now()
+	if _, err := Call(ctx, sock, Request{Op: OpList}); err != nil {
+		t.Fatalf("list behind silent clients: %v", err)
+	}
+	if d := time.Since(start); d > 2*controlRequestTimeout+time.Second {
+		t.Errorf("list answered after %v behind %d silent clients, want within about %v", d, len(silent), 2*controlRequestTimeout)
+	}
+	silent[0].SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := silent[0].Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("silent client: %v, want dropped (EOF)", err)
+	}
+	if d := time.Since(start); d > 2*controlRequestTimeout+time.Second {
+		t.Errorf("silent client dropped after %v, want about %v", d, controlRequestTimeout)
 	}
 	cancel()
 	if err := <-done; err != nil {
