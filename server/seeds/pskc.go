@@ -36,6 +36,9 @@ const (
 // bounds the work of one import.
 const MaxPBKDF2Iterations = 1_000_000
 
+// maxPBKDF2Iterations is MaxPBKDF2Iterations, lowered by the fuzz test.
+var maxPBKDF2Iterations = MaxPBKDF2Iterations
+
 // timeNow is the clock that key validity dates are checked against.
 var timeNow = time.Now
 
@@ -354,8 +357,8 @@ func (p *pskcReader) encryptionKey(n *node) error {
 	if kdf.iter, err = intChild(params, "IterationCount"); err != nil {
 		return fmt.Errorf("PBKDF2: %w", err)
 	}
-	if kdf.iter < 1 || kdf.iter > MaxPBKDF2Iterations {
-		return fmt.Errorf("PBKDF2: %d iterations, want 1 to %d", kdf.iter, MaxPBKDF2Iterations)
+	if kdf.iter < 1 || kdf.iter > maxPBKDF2Iterations {
+		return fmt.Errorf("PBKDF2: %d iterations, want 1 to %d", kdf.iter, maxPBKDF2Iterations)
 	}
 	if kdf.keySize, err = intChild(params, "KeyLength"); err != nil {
 		return fmt.Errorf("PBKDF2: %w", err)
