@@ -13,7 +13,7 @@ import (
 
 // CSV column names. serial, user and seed are required; the others are
 // optional.
-var csvColumns = []string{"serial", "user", "seed", "digits", "period", "algorithm", "issuer", "model"}
+var csvColumns = []string{"serial", "user", "seed", "digits", "period", "algorithm", "issuer", "model", "kind", "counter"}
 
 // ReadCSV reads seeds from a CSV file whose first row names the columns,
 // case-insensitively and in any order:
@@ -23,14 +23,16 @@ var csvColumns = []string{"serial", "user", "seed", "digits", "period", "algorit
 //
 // serial, user and seed (base32; spaces, lower case and "=" padding are
 // tolerated) are required. digits (default 6), period (default 30 seconds),
-// algorithm (default SHA1; SHA256 and SHA512 accepted), issuer and model
-// are optional; an unknown column is an error so that a misspelt optional
-// column is not silently replaced by its default.
+// algorithm (default SHA1; SHA256 and SHA512 accepted), issuer, model, kind
+// (totp, the default, or hotp) and counter (an HOTP token's initial
+// counter, default 0) are optional; an HOTP row leaves period empty and a
+// TOTP row counter. An unknown column is an error so that a misspelt
+// optional column is not silently replaced by its default.
 //
 // At most [MaxSeeds] rows and [MaxFieldBytes] per field are accepted; the
 // caller bounds the whole input, e.g. with [io.LimitReader]. Serials must
-// be unique. Every seed is a [TOTP] token. Errors name the line and the
-// column and never contain the seed. ctx is checked between rows.
+// be unique. Errors name the line and the column and never contain the
+// seed. ctx is checked between rows.
 func ReadCSV(ctx context.Context, r io.Reader) ([]Seed, error) {
 	cr := csv.NewReader(r)
 	cr.TrimLeadingSpace = true
@@ -158,6 +160,23 @@ func csvSeed(rec []string, col map[string]int) (Seed, error) {
 	}
 	s.Secret = secret
 
+	switch v := strings.ToLower(get("kind")); v {
+	case "", TOTP:
+	case HOTP:
+		s.Kind, s.Period = HOTP, 0
+	default:
+		return Seed{}, fmt.Errorf(`column "kind": %q is not totp or hotp`, truncate(v))
+	}
+	if v := get("counter"); v != "" {
+		if s.Kind != HOTP {
+			return Seed{}, errors.New(`column "counter": only HOTP tokens (kind hotp) have a counter`)
+		}
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return Seed{}, fmt.Errorf(`column "counter": %q is not an integer from 0 to 18446744073709551615`, truncate(v))
+		}
+		s.Counter = n
+	}
 	if v := get("digits"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || (n != 6 && n != 8) {
@@ -166,6 +185,9 @@ func csvSeed(rec []string, col map[string]int) (Seed, error) {
 		s.Digits = n
 	}
 	if v := get("period"); v != "" {
+		if s.Kind == HOTP {
+			return Seed{}, errors.New(`column "period": HOTP tokens (kind hotp) have no period`)
+		}
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 15 || n > 120 {
 			return Seed{}, fmt.Errorf(`column "period": %q is not a number of seconds from 15 to 120`, truncate(v))

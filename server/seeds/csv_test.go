@@ -1,6 +1,8 @@
 package seeds
 
 import (
+	"context"
+	"errors"
 	"os"
 	"reflect"
 	"strings"
@@ -43,6 +45,16 @@ func TestReadCSVHeaders(t *testing.T) {
 			"optional columns",
 			"serial,user,seed,algorithm,issuer,model,period,digits\nSN1,alice,GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ,HMAC-SHA512,Acme,T8,60,8\n",
 			Seed{Kind: TOTP, Serial: "SN1", User: "alice", Secret: secret, Algorithm: SHA512, Digits: 8, Period: 60, Issuer: "Acme", Model: "T8"},
+		},
+		{
+			"hotp",
+			"serial,user,seed,kind,counter,period\nSN1,alice,GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ,HOTP,42,\n",
+			Seed{Kind: HOTP, Serial: "SN1", User: "alice", Secret: secret, Algorithm: SHA1, Digits: 6, Counter: 42},
+		},
+		{
+			"totp kind",
+			"serial,user,seed,kind,counter\nSN1,alice,GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ,totp,\n",
+			Seed{Kind: TOTP, Serial: "SN1", User: "alice", Secret: secret, Algorithm: SHA1, Digits: 6, Period: 30},
 		},
 	}
 	for _, tt := range tests {
@@ -91,6 +103,10 @@ func TestReadCSVErrors(t *testing.T) {
 		{"field over 1 MiB", hdr + "SN0002,bob," + strings.Repeat("A", MaxFieldBytes+1) + ",6,30,SHA1\n", `line 2, column "seed": longer than`},
 		{"ragged row", hdr + "SN0002,bob," + secretSeed + "\n", "line 2: wrong number of fields"},
 		{"bare quote", hdr + "SN0002,b\"ob," + secretSeed + ",6,30,SHA1\n", "line 2, column 9"},
+		{"bad kind", "serial,user,seed,kind\nSN1,bob," + secretSeed + ",ocra\n", `line 2, column "kind": "ocra" is not totp or hotp`},
+		{"counter on TOTP", "serial,user,seed,counter\nSN1,bob," + secretSeed + ",5\n", `line 2, column "counter": only HOTP tokens`},
+		{"bad counter", "serial,user,seed,kind,counter\nSN1,bob," + secretSeed + ",hotp,-5\n", `line 2, column "counter": "-5" is not an integer`},
+		{"period on HOTP", "serial,user,seed,kind,period\nSN1,bob," + secretSeed + ",hotp,30\n", `line 2, column "period": HOTP tokens (kind hotp) have no period`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -119,6 +135,15 @@ func assertNoSecret(t *testing.T, msg, secret string) {
 		if strings.Contains(lower, strings.ToLower(secret[i:i+8])) {
 			t.Fatalf("error %q contains part of the secret", msg)
 		}
+	}
+}
+
+func TestReadCSVCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err := ReadCSV(ctx, strings.NewReader("serial,user,seed\nSN1,alice,"+secretSeed+"\n"))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("ReadCSV: %v, want context.Canceled", err)
 	}
 }
 

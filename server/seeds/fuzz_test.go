@@ -57,6 +57,7 @@ func FuzzReadCSV(f *testing.F) {
 	addFiles(f, "*.csv")
 	f.Add([]byte("serial,user,seed\nA,b,GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n"))
 	f.Add([]byte("\ufeffSEED,USER,SERIAL,DIGITS,PERIOD,ALGORITHM\n\"gezd gnbv gy3t qojq gezd\",u,\"s\"\"1\",8,60,sha512\r\n"))
+	f.Add([]byte("serial,user,seed,kind,counter,period\nA,b,GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ,hotp,7,\nC,d,GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ,totp,,30\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		seeds, err := ReadCSV(t.Context(), bytes.NewReader(in))
 		checkSeeds(t, seeds, err)
