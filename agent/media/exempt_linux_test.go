@@ -20,6 +20,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
+
+	"github.com/mnguard/mnguard/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // exLoopID is the identity of a loop device treated as removable: its
@@ -271,15 +275,148 @@ func TestExemptionEndBusyOnLoops(t *testing.T) {
 	}
 }
 
-// TestWarnUsers runs the real wall(1): it must accept the message (with
-// its Japanese) and exit cleanly, whether or not anyone is logged in.
+// TestWarnUsers runs the real wall(1) and checks that the warning reaches
+// a logged-in user's terminal: the test opens a pseudo-terminal, records a
+// login on it in utmp (as login(1) or sshd would; wall finds terminals
+// there), and reads what wall wrote from the terminal's master side, its
+// Japanese included. It fails if WarnUsers writes nothing there.
 func TestWarnUsers(t *testing.T) {
+	testenv.RequireRoot(t, "utmp")
 	enfNeedTools(t, "wall")
+	ptmx, pts := warnOpenPty(t)
+	warnLogin(t, pts, "mnguard-test")
 	msg := busyMessage(Device{Name: "sdb", Model: "Cruzer Blade", VendorID: "0781", ProductID: "5567", Serial: "A1"},
 		[]Writer{{PID: 1234, Command: "soffice.bin", What: "writing /media/u/S/r.odt", Mount: "/media/u/S"}}, time.Minute)
 	if err := WarnUsers(t.Context(), "(mnguard test, please ignore) "+msg); err != nil {
 		t.Fatal(err)
 	}
+	// wall wraps the text at 79 columns and pads the lines: compare
+	// without white space.
+	got := warnRead(t, ptmx, "the disk detached.")
+	for _, want := range []string{"(mnguard test, please ignore)", "リムーバブルディスク Cruzer Blade (0781:5567:A1)", "write access to the removable disk", "/media/u/S", "soffice.bin (pid 1234)", "the disk detached."} {
+		if !strings.Contains(warnSqueeze(got), warnSqueeze(want)) {
+			t.Errorf("the terminal got no %q; it got:\n%s", want, got)
+		}
+	}
+}
+
+// warnSqueeze removes white space.
+func warnSqueeze(s string) string {
+	return strings.Join(strings.Fields(s), "")
+}
+
+// warnOpenPty opens a pseudo-terminal's master and returns it with the
+// terminal's name below /dev ("pts/N").
+func warnOpenPty(t *testing.T) (*os.File, string) {
+	t.Helper()
+	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatalf("open /dev/ptmx: %v", err)
+	}
+	ptmx := os.NewFile(uintptr(fd), "/dev/ptmx")
+	t.Cleanup(func() { ptmx.Close() })
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatalf("unlock pty: %v", err)
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatalf("pty number: %v", err)
+	}
+	return ptmx, fmt.Sprintf("pts/%d", n)
+}
+
+// utmpFile is where glibc's getutxent, and so wall, reads logins.
+const utmpFile = "/run/utmp"
+
+// utmpRecord is glibc's struct utmp on 64-bit Linux (384 bytes).
+type utmpRecord struct {
+	Type    int16
+	_       int16
+	Pid     int32
+	Line    [32]byte
+	ID      [4]byte
+	User    [32]byte
+	Host    [256]byte
+	Exit    [2]int16
+	Session int32
+	Sec     int32
+	Usec    int32
+	Addr    [4]int32
+	_       [20]byte
+}
+
+// warnLogin records user as logged in on the terminal line (USER_PROCESS,
+// this process) in utmp, and as logged out (DEAD_PROCESS) when the test
+// ends; a utmp file the test had to create is removed again.
+func warnLogin(t *testing.T, line, user string) {
+	t.Helper()
+	if unsafe.Sizeof(utmpRecord{}) != 384 {
+		t.Skipf("struct utmp is %d bytes here, not glibc's 384", unsafe.Sizeof(utmpRecord{}))
+	}
+	_, statErr := os.Stat(utmpFile)
+	f, err := os.OpenFile(utmpFile, os.O_RDWR|os.O_CREATE, 0o664)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := int64(unsafe.Sizeof(utmpRecord{}))
+	off := st.Size() / size * size
+	now := time.Now()
+	r := utmpRecord{Type: 7 /* USER_PROCESS */, Pid: int32(os.Getpid()), Sec: int32(now.Unix()), Usec: int32(now.Nanosecond() / 1000)}
+	copy(r.Line[:], line)
+	copy(r.ID[:], strings.TrimPrefix(line, "pts/"))
+	copy(r.User[:], user)
+	copy(r.Host[:], "mnguard-test")
+	buf := unsafe.Slice((*byte)(unsafe.Pointer(&r)), size)
+	if _, err := f.WriteAt(buf, off); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if errors.Is(statErr, os.ErrNotExist) {
+			os.Remove(utmpFile)
+			return
+		}
+		f, err := os.OpenFile(utmpFile, os.O_RDWR, 0)
+		if err != nil {
+			t.Errorf("log out of utmp: %v", err)
+			return
+		}
+		defer f.Close()
+		r.Type = 8 // DEAD_PROCESS
+		r.User = [32]byte{}
+		if _, err := f.WriteAt(buf, off); err != nil {
+			t.Errorf("log out of utmp: %v", err)
+		}
+	})
+}
+
+// warnRead reads from the pseudo-terminal's master until what it read
+// holds end or 10 s passed, and returns it.
+func warnRead(t *testing.T, ptmx *os.File, end string) string {
+	t.Helper()
+	var got []byte
+	buf := make([]byte, 4096)
+	deadline := time.Now().Add(10 * time.Second)
+	ptmx.SetReadDeadline(deadline)
+	for !strings.Contains(warnSqueeze(string(got)), warnSqueeze(end)) {
+		n, err := ptmx.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			if len(got) == 0 {
+				t.Fatalf("nothing reached the logged-in terminal: %v", err)
+			}
+			break
+		}
+	}
+	return strings.ReplaceAll(string(got), "\r\n", "\n")
 }
 
 // BenchmarkExemptToWritable measures what the exemption issue names: from
