@@ -60,7 +60,8 @@ var timeNow = time.Now
 // file names no user), AlgorithmParameters ResponseFormat Length (digits,
 // default 6) and Suite (hash, default SHA1), and Data Secret. A TOTP key
 // takes its period from Data TimeInterval (default 30 seconds); an HOTP key
-// its initial counter from Data Counter (default 0). Integer values may be
+// its initial counter from Data Counter (default 0); the other of the two,
+// if present, is checked and ignored. Integer values may be
 // encrypted too: the plaintext is decimal digits or a big-endian unsigned
 // integer of 1 to 8 bytes. Time and TimeDrift must be integers and are
 // otherwise ignored.
