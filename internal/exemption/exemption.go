@@ -144,11 +144,8 @@ func Verify(pub ed25519.PublicKey, se *mnguardv1.SignedExemption, terminalID str
 	if se == nil || len(se.GetSignature()) != ed25519.SignatureSize || !ed25519.Verify(pub, signed(se.GetPayload()), se.GetSignature()) {
 		return nil, ErrBadSignature
 	}
-	e := &mnguardv1.Exemption{}
-	if err := proto.Unmarshal(se.GetPayload(), e); err != nil {
-		return nil, fmt.Errorf("%w: payload: %v", ErrInvalid, err)
-	}
-	if err := Validate(e); err != nil {
+	e, err := parsePayload(se.GetPayload())
+	if err != nil {
 		return nil, err
 	}
 	if e.GetTerminalId() != terminalID {
@@ -159,6 +156,20 @@ func Verify(pub ed25519.PublicKey, se *mnguardv1.SignedExemption, terminalID str
 	}
 	if now.Add(ClockSkew).Before(e.GetNotBefore().AsTime()) {
 		return nil, fmt.Errorf("%w before %s", ErrNotYetValid, e.GetNotBefore().AsTime().Format(time.RFC3339))
+	}
+	return e, nil
+}
+
+// parsePayload decodes and validates a token's payload, the part the
+// signature covers; Verify calls it once the signature holds. Errors wrap
+// ErrInvalid.
+func parsePayload(payload []byte) (*mnguardv1.Exemption, error) {
+	e := &mnguardv1.Exemption{}
+	if err := proto.Unmarshal(payload, e); err != nil {
+		return nil, fmt.Errorf("%w: payload: %v", ErrInvalid, err)
+	}
+	if err := Validate(e); err != nil {
+		return nil, err
 	}
 	return e, nil
 }
