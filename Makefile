@@ -68,6 +68,10 @@ fuzz:
 
 # The agent's Windows code paths run for real under Wine (scripts/wine/):
 # service manager, registry, SetupAPI, gopsutil's Windows readers.
+# ./agent/media/ runs its Windows tests (the Windows API, SetupAPI, registry
+# policy, and the platform over a fake where Wine 8 lacks an IOCTL, which
+# TestWinAPIDiskIoctls names); its sysfs tests read testdata trees of
+# symbolic links, which the Windows build cannot follow, and run on Linux.
 # Left out: ./agent/config/ ./agent/spool/ ./internal/pki/ ./server/ca/. Their
 # tests pass under Wine, but every test that uses t.TempDir then fails in its
 # cleanup ("TempDir RemoveAll cleanup: unlinkat ...: Invalid function"):
@@ -78,6 +82,7 @@ wine-test:
 	@scripts/wine/setup.sh
 	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 $(GO) test -count=1 -exec "$(CURDIR)/scripts/wine/exec.sh" ./agent/cmd/mnguard-agent/ ./agent/posture/
 	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 $(GO) test -count=1 -exec "$(CURDIR)/scripts/wine/exec.sh" -run 'Windows$$' ./agent/exemptions/
+	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 $(GO) test -count=1 -exec "$(CURDIR)/scripts/wine/exec.sh" -run '^Test(Win|Windows|ClassifyWin)' ./agent/media/
 
 test: deps proto-check check unit wine-test fuzz
 

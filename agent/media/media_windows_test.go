@@ -246,3 +246,59 @@ func TestWinInterfacePath(t *testing.T) {
 	}
 	t.Logf("%d HID devices", n)
 }
+
+// underWine reports whether the test runs under Wine (its ntdll exports
+// wine_get_version).
+func underWine() bool {
+	return windows.NewLazySystemDLL("ntdll.dll").NewProc("wine_get_version").Find() == nil
+}
+
+// TestWinAPIDiskIoctls sends each IOCTL the platform uses to the first
+// disk, reading only (it is the system disk on Windows). Under Wine 8 the
+// IOCTLs Wine does not implement (IOCTL_DISK_GET_LENGTH_INFO,
+// IOCTL_DISK_GET_DISK_ATTRIBUTES) are named in the log; what the platform
+// does with the disk attributes is covered by the fake winSys of
+// TestWindowsProtect and TestWindowsRelease. On Windows every one must
+// answer.
+func TestWinAPIDiskIoctls(t *testing.T) {
+	const path = `\\.\PhysicalDrive0`
+	wine := underWine()
+	d, err := statDisk(path) // IOCTL_STORAGE_GET_DEVICE_NUMBER, IOCTL_STORAGE_QUERY_PROPERTY
+	if errors.Is(err, ErrVanished) {
+		t.Skipf("no %s: %v", path, err)
+	}
+	if err != nil {
+		t.Fatalf("statDisk: %v", err)
+	}
+	if d.Number != 0 {
+		t.Errorf("%s says it is disk %d", path, d.Number)
+	}
+	lacks := func(ioctl, instead string, err error) {
+		t.Helper()
+		switch {
+		case err == nil:
+		case wine && (errors.Is(err, windows.ERROR_INVALID_FUNCTION) || errors.Is(err, windows.ERROR_NOT_SUPPORTED) || errors.Is(err, windows.ERROR_INVALID_PARAMETER)):
+			t.Logf("Wine lacks %s (%v): %s", ioctl, err, instead)
+		default:
+			t.Errorf("%s on %s: %v", ioctl, path, err)
+		}
+	}
+	h, err := openDisk(path, windows.GENERIC_READ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer windows.CloseHandle(h)
+	length := make([]byte, 8)
+	_, err = ioctl(h, ioctlDiskGetLengthInfo, nil, length)
+	lacks("IOCTL_DISK_GET_LENGTH_INFO", "the size is for the report only; statDisk leaves it 0", err)
+	ro, err := winAPI{}.ReadOnly(path) // IOCTL_DISK_GET_DISK_ATTRIBUTES
+	lacks("IOCTL_DISK_GET_DISK_ATTRIBUTES", "Protect and Release over it run on the fake winSys of TestWindowsProtect and TestWindowsRelease", err)
+	if err == nil && ro && !wine {
+		t.Errorf("%s, the system disk, says it is read-only", path)
+	}
+	// IOCTL_DISK_SET_DISK_ATTRIBUTES is not sent to a real disk: it would
+	// change it. On a missing disk it must say the disk is gone.
+	if err := (winAPI{}).SetReadOnly(`\\.\PhysicalDrive99`, true); !errors.Is(err, ErrVanished) {
+		t.Errorf("SetReadOnly(PhysicalDrive99) = %v, want ErrVanished", err)
+	}
+}
