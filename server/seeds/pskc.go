@@ -66,15 +66,17 @@ var timeNow = time.Now
 // integer of 1 to 8 bytes. Time and TimeDrift must be integers and are
 // otherwise ignored.
 //
-// Typed values are checked: Length and the integers above, ResponseFormat
+// Typed values are checked: Length, the integers above (xs:int as the
+// schema says; the Counter a non-negative xs:long), ResponseFormat
 // CheckDigits (a boolean; true is refused, the server does not check
 // Luhn digits), and the Policy. Policy StartDate and ExpiryDate (and those
 // of DeviceInfo) are xs:dateTime values (UTC when they name no zone): a key
 // that has expired, or whose start is still to come, is refused, and the
 // expiry is returned as [Seed.NotAfter]. A KeyUsage list must include OTP;
 // a PINPolicy whose PINUsageMode is not Local, a NumberOfTransactions limit
-// and any unknown Policy element are refused (RFC 6030 §5: a key whose
-// policy is not understood must not be used).
+// and any unknown Policy element or PINPolicy attribute, extensions
+// included, are refused: a key whose policy is not understood is not
+// used.
 //
 // Key packages whose Algorithm is the device PIN (RFC 6030 Figure 5) are
 // skipped. When several OTP keys share a device SerialNo (RFC 6030 Figure
@@ -525,51 +527,41 @@ func (p *pskcReader) secret(n *node) ([]byte, error) {
 // integer reads the Data element name (TimeInterval, Counter, Time,
 // TimeDrift), if present: a decimal PlainValue with an optional sign, or
 // an EncryptedValue whose plaintext is decimal digits or a big-endian
-// unsigned integer of 1 to 8 bytes. It returns the sign and magnitude;
-// unsigned values refuse a minus sign.
-func (p *pskcReader) integer(data *node, name string, signed bool) (neg bool, abs uint64, present bool, err error) {
+// unsigned integer of 1 to 8 bytes. The value must be from lo to hi.
+func (p *pskcReader) integer(data *node, name string, lo, hi int64) (v int64, present bool, err error) {
 	n, err := data.child(nsPSKC, name)
 	if err != nil || n == nil {
-		return false, 0, false, err
+		return 0, false, err
 	}
 	plain, dec, isPlain, err := p.value(n)
 	if err != nil {
-		return false, 0, false, fmt.Errorf("%s: %w", name, err)
+		return 0, false, fmt.Errorf("%s: %w", name, err)
+	}
+	if !isPlain && !isDigits(dec) {
+		if len(dec) < 1 || len(dec) > 8 {
+			return 0, false, fmt.Errorf("%s: %d bytes decrypted, want decimal digits or a 1 to 8 byte integer", name, len(dec))
+		}
+		var u uint64
+		for _, b := range dec {
+			u = u<<8 | uint64(b)
+		}
+		if u > math.MaxInt64 || int64(u) < lo || int64(u) > hi {
+			return 0, false, fmt.Errorf("%s: the decrypted value %d is not from %d to %d", name, u, lo, hi)
+		}
+		return int64(u), true, nil
 	}
 	if !isPlain {
-		if len(dec) > 0 && isDigits(dec) {
-			plain = string(dec)
-		} else {
-			if len(dec) < 1 || len(dec) > 8 {
-				return false, 0, false, fmt.Errorf("%s: %d bytes decrypted, want decimal digits or a 1 to 8 byte integer", name, len(dec))
-			}
-			for _, b := range dec {
-				abs = abs<<8 | uint64(b)
-			}
-			return false, abs, true, nil
-		}
+		plain = string(dec)
 	}
-	digits := plain
-	switch {
-	case strings.HasPrefix(digits, "-"):
-		neg, digits = true, digits[1:]
-	case strings.HasPrefix(digits, "+"):
-		digits = digits[1:]
-	}
-	abs, perr := strconv.ParseUint(digits, 10, 64)
-	if perr != nil || !isDigits([]byte(digits)) {
+	v, perr := strconv.ParseInt(plain, 10, 64)
+	digits := strings.TrimLeft(plain, "+-")
+	if perr != nil || !isDigits([]byte(digits)) || len(plain)-len(digits) > 1 || v < lo || v > hi {
 		if isPlain {
-			return false, 0, false, fmt.Errorf("%s: %q is not an integer", name, truncate(plain))
+			return 0, false, fmt.Errorf("%s: %q is not an integer from %d to %d", name, truncate(plain), lo, hi)
 		}
-		return false, 0, false, fmt.Errorf("%s: the decrypted value is not an integer", name)
+		return 0, false, fmt.Errorf("%s: the decrypted value is not an integer from %d to %d", name, lo, hi)
 	}
-	if neg && abs == 0 {
-		neg = false
-	}
-	if neg && !signed {
-		return false, 0, false, fmt.Errorf("%s: %q is not an integer from 0 to %d", name, truncate(plain), uint64(math.MaxUint64))
-	}
-	return neg, abs, true, nil
+	return v, true, nil
 }
 
 // isDigits reports whether b is all ASCII digits.
@@ -750,25 +742,24 @@ func (p *pskcReader) data(key *node, s *Seed) error {
 	if s.Secret, err = p.secret(sec); err != nil {
 		return fmt.Errorf("secret: %w", err)
 	}
-	neg, ti, ok, err := p.integer(data, "TimeInterval", false)
-	if err != nil {
-		return err
+	// The schema's types: TimeInterval, Time and TimeDrift are xs:int,
+	// Counter xs:long (and a counter is not negative).
+	lo, hi := int64(math.MinInt32), int64(math.MaxInt32)
+	if s.Kind == TOTP {
+		lo, hi = 15, 120 // seconds
 	}
-	if ok && s.Kind == TOTP {
-		if neg || ti < 15 || ti > 120 {
-			return fmt.Errorf("time interval of %d seconds, want 15 to 120", ti)
-		}
+	if ti, ok, err := p.integer(data, "TimeInterval", lo, hi); err != nil {
+		return err
+	} else if ok && s.Kind == TOTP {
 		s.Period = int(ti)
 	}
-	_, counter, ok, err := p.integer(data, "Counter", false)
-	if err != nil {
+	if counter, ok, err := p.integer(data, "Counter", 0, math.MaxInt64); err != nil {
 		return err
-	}
-	if ok && s.Kind == HOTP {
-		s.Counter = counter
+	} else if ok && s.Kind == HOTP {
+		s.Counter = uint64(counter)
 	}
 	for _, name := range []string{"Time", "TimeDrift"} {
-		if _, _, _, err := p.integer(data, name, true); err != nil {
+		if _, _, err := p.integer(data, name, math.MinInt32, math.MaxInt32); err != nil {
 			return err
 		}
 	}
@@ -854,8 +845,11 @@ func (p *pskcReader) validity(dev, key *node) (time.Time, error) {
 // the device only (Local), since the server does not know the PIN.
 func pinPolicy(n *node) error {
 	for _, a := range n.attr {
-		if a.Name.Space != "" {
+		if a.Name.Space == "xmlns" || (a.Name.Space == "" && a.Name.Local == "xmlns") {
 			continue // namespace declarations
+		}
+		if a.Name.Space != "" {
+			return fmt.Errorf("PINPolicy attribute {%s}%s: %w", truncate(a.Name.Space), truncate(a.Name.Local), errors.ErrUnsupported)
 		}
 		v := strings.TrimSpace(a.Value)
 		switch a.Name.Local {

@@ -119,9 +119,13 @@ func TestReadPSKCTypedFields(t *testing.T) {
 	}{
 		{"CheckDigits not boolean", pskcOpts{rfExtra: ` CheckDigits="maybe"`}, nil, `CheckDigits "maybe" is not a boolean`},
 		{"CheckDigits true", pskcOpts{rfExtra: ` CheckDigits="true"`}, errors.ErrUnsupported, "CheckDigits"},
-		{"TimeInterval not integer", pskcOpts{extraData: plainInt("TimeInterval", "thirty")}, nil, `TimeInterval: "thirty" is not an integer`},
+		{"TimeInterval not integer", pskcOpts{extraData: plainInt("TimeInterval", "thirty")}, nil, `TimeInterval: "thirty" is not an integer from 15 to 120`},
 		{"Counter not integer", pskcOpts{extraData: plainInt("Counter", "x1")}, nil, `Counter: "x1" is not an integer`},
-		{"Counter negative", pskcOpts{algorithm: algHOTP, extraData: plainInt("Counter", "-1")}, nil, `Counter: "-1" is not an integer from 0`},
+		{"Counter negative", pskcOpts{algorithm: algHOTP, extraData: plainInt("Counter", "-1")}, nil, `Counter: "-1" is not an integer from 0 to 9223372036854775807`},
+		{"Counter beyond xs:long", pskcOpts{algorithm: algHOTP, extraData: plainInt("Counter", "9223372036854775808")}, nil, `Counter: "9223372036854775808" is not an integer from 0`},
+		{"Time beyond xs:int", pskcOpts{extraData: plainInt("Time", "2147483648")}, nil, `Time: "2147483648" is not an integer from -2147483648 to 2147483647`},
+		{"TimeInterval too short", pskcOpts{extraData: plainInt("TimeInterval", "5")}, nil, `TimeInterval: "5" is not an integer from 15 to 120`},
+		{"two signs", pskcOpts{extraData: plainInt("TimeDrift", "+-1")}, nil, `TimeDrift: "+-1" is not an integer`},
 		{"Time not integer", pskcOpts{extraData: plainInt("Time", "1.5")}, nil, `Time: "1.5" is not an integer`},
 		{"TimeDrift not integer", pskcOpts{extraData: plainInt("TimeDrift", "abc")}, nil, `TimeDrift: "abc" is not an integer`},
 		{"TimeInterval in an HOTP key", pskcOpts{algorithm: algHOTP, extraData: plainInt("TimeInterval", "ab")}, nil, `TimeInterval: "ab" is not an integer`},
@@ -129,6 +133,8 @@ func TestReadPSKCTypedFields(t *testing.T) {
 		{"NumberOfTransactions limit", pskcOpts{extraKey: policy("<NumberOfTransactions>10</NumberOfTransactions>")}, errors.ErrUnsupported, "NumberOfTransactions"},
 		{"PINPolicy MinLength", pskcOpts{extraKey: policy(`<PINPolicy MinLength="four"/>`)}, nil, `PINPolicy MinLength "four" is not an integer`},
 		{"PINPolicy Prepend", pskcOpts{extraKey: policy(`<PINPolicy PINUsageMode="Prepend"/>`)}, errors.ErrUnsupported, `PINUsageMode "Prepend"`},
+		{"PINPolicy extension attribute", pskcOpts{extraKey: policy(`<PINPolicy xmlns:v="urn:vendor" v:Biometric="true"/>`)}, errors.ErrUnsupported, "PINPolicy attribute {urn:vendor}Biometric"},
+		{"Policy extension element", pskcOpts{extraKey: policy(`<v:GeoFence xmlns:v="urn:vendor">JP</v:GeoFence>`)}, errors.ErrUnsupported, "policy element {urn:vendor}GeoFence"},
 		{"PINPolicy unknown mode", pskcOpts{extraKey: policy(`<PINPolicy PINUsageMode="Sometimes"/>`)}, nil, `PINUsageMode "Sometimes" is not`},
 		{"KeyUsage not OTP", pskcOpts{extraKey: policy("<KeyUsage>Encrypt</KeyUsage>")}, nil, "KeyUsage does not include OTP"},
 		{"KeyUsage unknown", pskcOpts{extraKey: policy("<KeyUsage>OTP</KeyUsage><KeyUsage>Fly</KeyUsage>")}, nil, `KeyUsage "Fly" is not`},
@@ -159,8 +165,8 @@ func TestReadPSKCTypedFields(t *testing.T) {
 		want func(*Seed)
 	}{
 		{"no user", pskcOpts{}, func(*Seed) {}},
-		{"HOTP counter", pskcOpts{algorithm: algHOTP, extraData: plainInt("Counter", "18446744073709551615")}, func(s *Seed) {
-			s.Kind, s.Period, s.Counter = HOTP, 0, 1<<64-1
+		{"HOTP counter", pskcOpts{algorithm: algHOTP, extraData: plainInt("Counter", "9223372036854775807")}, func(s *Seed) {
+			s.Kind, s.Period, s.Counter = HOTP, 0, 1<<63-1
 		}},
 		{"HOTP without counter", pskcOpts{algorithm: algHOTP}, func(s *Seed) { s.Kind, s.Period = HOTP, 0 }},
 		{"TOTP with typed extras", pskcOpts{
@@ -222,7 +228,7 @@ func TestReadPSKCEncryptedIntegers(t *testing.T) {
 		{name: "xmldsig-more#hmac-sha1 MAC", mac: "http://www.w3.org/2001/04/xmldsig-more#hmac-sha1", period: 30},
 		{name: "TimeInterval digits", data: enc("TimeInterval", []byte("60"), true), period: 60},
 		{name: "TimeInterval big-endian", data: enc("TimeInterval", []byte{0, 0, 0, 90}, true), period: 90},
-		{name: "TimeInterval out of range", data: enc("TimeInterval", []byte{1, 0}, true), wantMsg: "time interval of 256 seconds"},
+		{name: "TimeInterval out of range", data: enc("TimeInterval", []byte{1, 0}, true), wantMsg: "TimeInterval: the decrypted value 256 is not from 15 to 120"},
 		{name: "TimeInterval without MAC", data: enc("TimeInterval", []byte("60"), false), wantMsg: "TimeInterval: EncryptedValue without the ValueMAC"},
 		{name: "Counter", alg: algHOTP, data: enc("Counter", []byte{0, 0, 0, 0, 0, 0, 1, 2}, true), counter: 258},
 		{name: "Counter too long", alg: algHOTP, data: enc("Counter", make([]byte, 9), true), wantMsg: "Counter: 9 bytes"},

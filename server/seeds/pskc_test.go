@@ -302,7 +302,7 @@ func TestReadPSKCGenerated(t *testing.T) {
 		{"long UserId", with(func(o *pskcOpts) { o.user = strings.Repeat("u", 300) }), nil, "user: 300 bytes"},
 		{"bad base64", pskcDoc(pskcOpts{plain: "!!!"}), nil, "PlainValue: not valid base64"},
 		{"short secret", pskcDoc(pskcOpts{plain: "MTIzNA=="}), nil, "secret: 4 bytes"},
-		{"period", pskcDoc(pskcOpts{extraData: "<TimeInterval><PlainValue>5</PlainValue></TimeInterval>"}), nil, "time interval of 5 seconds"},
+		{"period", pskcDoc(pskcOpts{extraData: "<TimeInterval><PlainValue>5</PlainValue></TimeInterval>"}), nil, `TimeInterval: "5" is not an integer from 15 to 120`},
 		{"two secrets", pskcDoc(pskcOpts{extraData: "<Secret><PlainValue>MTIzNA==</PlainValue></Secret>"}), nil, "<Secret> appears twice"},
 		{"deep nesting", pskcDoc(pskcOpts{extraKey: deep}), nil, "nested deeper than 32"},
 		{"many elements", pskcDoc(pskcOpts{extraKey: strings.Repeat("<x/>", maxXMLNodes)}), nil, "more than 10000 elements"},
