@@ -236,6 +236,9 @@ func DecodeResponse(p []byte) (Response, error) {
 	if len(p) < 4 {
 		return Response{}, fmt.Errorf("decode response: %w", malformed("payload is %d bytes, too short", len(p)))
 	}
+	if len(p) > 4+MaxMessage {
+		return Response{}, fmt.Errorf("decode response: %w", malformed("payload is %d bytes, more than %d", len(p), 4+MaxMessage))
+	}
 	if p[0] != Version {
 		return Response{}, fmt.Errorf("decode response: %w", malformed("unsupported version %d", p[0]))
 	}

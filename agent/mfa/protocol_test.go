@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // field encodes one length-prefixed field.
@@ -315,4 +317,81 @@ func FuzzReadFrame(f *testing.F) {
 			t.Fatalf("read(write(p)) = % x, %v", back, err)
 		}
 	})
+}
+
+// FuzzDecodeResponse: any payload decodes to a defined result and a valid
+// message, encoded again to the same bytes, or gives an error wrapping
+// ErrMalformed.
+func FuzzDecodeResponse(f *testing.F) {
+	for _, r := range []Response{{Accepted, ""}, {Rejected, "wrong code"}, {Unavailable, "Offline challenge: 1234-5678"}, {NotPermitted, "田中"}} {
+		p, err := EncodeResponse(r)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(p)
+	}
+	f.Add([]byte{1, 6, 0, 0})
+	f.Add([]byte{1, 0, 0, 1})
+	f.Add([]byte{1, 0, 0, 1, 0xff})
+	f.Add([]byte{2, 0, 0, 0})
+	f.Add([]byte{1, 0})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		r, err := DecodeResponse(p)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		if !r.Result.Valid() || len(r.Message) > MaxMessage || !utf8.ValidString(r.Message) {
+			t.Fatalf("decoded %+v from % x", r, p)
+		}
+		enc, err := EncodeResponse(r)
+		if err != nil || !bytes.Equal(enc, p) {
+			t.Fatalf("encode(decode(% x)) = % x, %v", p, enc, err)
+		}
+	})
+}
+
+// FuzzEncodeResponse: whatever the agent answers is either refused by
+// EncodeResponse or decodes to itself, within one frame.
+func FuzzEncodeResponse(f *testing.F) {
+	f.Add(uint8(0), "")
+	f.Add(uint8(3), "cannot reach the collector")
+	f.Add(uint8(9), "x")
+	f.Add(uint8(1), strings.Repeat("あ", 200))
+	f.Fuzz(func(t *testing.T, res uint8, msg string) {
+		p, err := EncodeResponse(Response{Result(res), msg})
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		if len(p) > MaxFrame {
+			t.Fatalf("a response of %d bytes does not fit a frame", len(p))
+		}
+		r, err := DecodeResponse(p)
+		if err != nil || r != (Response{Result(res), msg}) {
+			t.Fatalf("decode(encode(%d, %q)) = %+v, %v", res, msg, r, err)
+		}
+	})
+}
+
+// TestDecodeResponseBounded: a payload longer than any valid response (here
+// with a consistent length of 65,535) is refused before its message is
+// copied.
+func TestDecodeResponseBounded(t *testing.T) {
+	p := make([]byte, 4+0xffff)
+	p[0], p[2], p[3] = Version, 0xff, 0xff
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := DecodeResponse(p)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrMalformed) {
+		t.Fatalf("64 KiB payload: %v, want ErrMalformed", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 8<<10 {
+		t.Errorf("refusing a 64 KiB payload allocated %d bytes", n)
+	}
 }
