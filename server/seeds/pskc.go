@@ -122,6 +122,7 @@ type pskcReader struct {
 	password     string
 	passwordMode bool
 	sawKey       bool          // an EncryptionKey was read
+	keyName      string        // its KeyName or MasterKeyName
 	sawMAC       bool          // a MACMethod was read
 	derived      bool          // the file has a DerivedKey (password protection)
 	kdf          *pbkdf2Params // derived on first use (password mode)
@@ -301,6 +302,16 @@ func (p *pskcReader) encryptionKey(n *node) error {
 	if err != nil {
 		return err
 	}
+	name, err := n.child(nsDS, "KeyName")
+	if err != nil {
+		return err
+	}
+	if name == nil {
+		if name, err = dk.child(nsXenc11, "MasterKeyName"); err != nil {
+			return err
+		}
+	}
+	p.keyName = name.value()
 	if dk == nil {
 		if p.passwordMode {
 			// A pre-shared key file: the password cannot open it.
@@ -475,6 +486,9 @@ func (p *pskcReader) value(n *node) (plain string, decrypted []byte, isPlain boo
 	if err != nil {
 		return "", nil, false, fmt.Errorf("EncryptedValue: %w", err)
 	}
+	if err := p.checkKeyInfo(enc); err != nil {
+		return "", nil, false, fmt.Errorf("EncryptedValue: %w", err)
+	}
 	switch {
 	case mac == nil && p.macHash != nil:
 		return "", nil, false, errors.New("EncryptedValue without the ValueMAC the MACMethod requires")
@@ -506,6 +520,27 @@ func (p *pskcReader) value(n *node) (plain string, decrypted []byte, isPlain boo
 		return "", nil, false, fmt.Errorf("EncryptedValue: %w", err)
 	}
 	return "", b, false, nil
+}
+
+// checkKeyInfo refuses an EncryptedValue that names a key other than the
+// container's EncryptionKey: every value is decrypted with that one key,
+// derived once.
+func (p *pskcReader) checkKeyInfo(enc *node) error {
+	ki, err := enc.child(nsDS, "KeyInfo")
+	if err != nil || ki == nil {
+		return err
+	}
+	if dk, _ := ki.child(nsXenc11, "DerivedKey"); dk != nil {
+		return fmt.Errorf("a DerivedKey of its own: %w: one EncryptionKey per file, derived once, is", errors.ErrUnsupported)
+	}
+	name, err := ki.child(nsDS, "KeyName")
+	if err != nil {
+		return err
+	}
+	if v := name.value(); v != "" && p.keyName != "" && v != p.keyName {
+		return fmt.Errorf("encrypted with key %q, but the file's EncryptionKey is %q: one key per file is supported", truncate(v), truncate(p.keyName))
+	}
+	return nil
 }
 
 // secret decodes a Secret: base64 PlainValue, or EncryptedValue.

@@ -402,6 +402,47 @@ func BenchmarkPBKDF2Max(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/derivation")
 }
 
+// TestReadPSKCOneKeyPerFile checks that an encrypted value may not name
+// another key than the file's, nor a derivation of its own.
+func TestReadPSKCOneKeyPerFile(t *testing.T) {
+	salt, _ := base64.StdEncoding.DecodeString("Ej7/PEpyEpw=")
+	key, err := pbkdf2.Key(sha1.New, "password", salt, 1000, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := encryptCBC(t, key, bytes.Repeat([]byte{7}, 16), []byte("12345678901234567890"))
+	header := strings.Replace(passwordHeader(1000, 16, ""), "</xenc11:DerivedKey>", "<xenc11:MasterKeyName>Transport 1</xenc11:MasterKeyName></xenc11:DerivedKey>", 1)
+	doc := pskcDoc(pskcOpts{header: header, cipherValue: value})
+	keyInfo := func(inner string) string {
+		return strings.Replace(doc, "<xenc:CipherData>", "<ds:KeyInfo>"+inner+"</ds:KeyInfo><xenc:CipherData>", 1)
+	}
+	tests := []struct {
+		name, doc, wantMsg string
+	}{
+		{"same key name", keyInfo("<ds:KeyName>Transport 1</ds:KeyName>"), ""},
+		{"other key name", keyInfo("<ds:KeyName>Transport 2</ds:KeyName>"), `encrypted with key "Transport 2", but the file's EncryptionKey is "Transport 1"`},
+		{"own derivation", keyInfo(strings.TrimSuffix(strings.TrimPrefix(passwordHeader(1000, 16, ""), "<EncryptionKey>"), "</EncryptionKey>\n")), "a DerivedKey of its own"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			runs := pbkdf2Runs.Load()
+			got, err := ReadPSKCPassword(t.Context(), strings.NewReader(tt.doc), "password")
+			if tt.wantMsg == "" {
+				if err != nil || len(got) != 1 {
+					t.Fatalf("ReadPSKCPassword = %d seeds, %v", len(got), err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Fatalf("ReadPSKCPassword = %d seeds, %v; want error %q", len(got), err, tt.wantMsg)
+			}
+			if n := pbkdf2Runs.Load() - runs; n != 0 {
+				t.Errorf("%d derivations before refusing, want none", n)
+			}
+		})
+	}
+}
+
 // TestReadPSKCPasswordCancel checks that cancelling the context stops a
 // long key derivation.
 func TestReadPSKCPasswordCancel(t *testing.T) {
