@@ -214,6 +214,7 @@ type options struct {
 	role, state, check, search, sort, offset           stringFlag
 	eventType, since, until, action, beforeID          stringFlag
 	from, to, lang, out                                stringFlag
+	assign                                             stringFlag
 	replace, allowNoSerial, active, desc               bool
 
 	// set holds the canonical names of the flags given.
@@ -252,7 +253,7 @@ func parseArgs(args []string) (*options, []string, error) {
 		"role": &o.role, "state": &o.state, "check": &o.check, "search": &o.search, "sort": &o.sort,
 		"offset": &o.offset, "type": &o.eventType, "since": &o.since, "until": &o.until,
 		"action": &o.action, "before-id": &o.beforeID, "from": &o.from, "to": &o.to, "lang": &o.lang,
-		"out": &o.out,
+		"out": &o.out, "assign": &o.assign,
 	} {
 		fs.Var(v, name, "")
 	}
@@ -483,10 +484,23 @@ var commands = []*command{
 			{"format", "csv|pskc", "the file's format (default: from its content)", ""},
 			{"psk-file", "PATH", "file holding the hex pre-shared key of an encrypted PSKC file", ""},
 			{"password-file", "PATH", "file holding the password of a PBKDF2-protected PSKC file", ""},
-			{"replace", "", "replace the tokens of users that exist already", ""},
+			{"assign", "MAP.csv", "CSV of serial,user lines giving the file's tokens to users (for files that name no user)", ""},
+			{"replace", "", "replace the tokens of users (and unassigned serials) that exist already", ""},
 		},
-		summary: "import hardware-token seeds (CSV: serial,user,seed,digits,period[,algorithm]; or PSKC XML)",
+		summary: "import hardware-token seeds, TOTP or HOTP, up to 100,000 tokens (CSV: serial,user,seed,digits,period[,algorithm]; or PSKC XML); tokens that name no user are kept unassigned",
 		run:     usersImport,
+	},
+	{
+		name:    "users tokens",
+		summary: "list imported hardware tokens that belong to no user yet (they log nobody in)",
+		run:     usersTokens,
+	},
+	{
+		name:    "users assign",
+		args:    []string{"SERIAL", "NAME"},
+		flags:   []flagDoc{{"replace", "", "give the token to a user that exists already, replacing its token", ""}},
+		summary: "give an unassigned hardware token to a user, pending until the user's first code",
+		run:     usersAssign,
 	},
 	{
 		name:    "users resync",

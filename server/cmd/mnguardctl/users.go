@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,9 +17,8 @@ import (
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 )
 
-// Limits of users import.
+// Limits of the users commands (users import: tokens.go).
 const (
-	maxSeedFile   = 4 << 20 // the admin API's message limit
 	maxSecretFile = 4 << 10
 	qrPNGSize     = 320
 )
@@ -39,9 +37,10 @@ func userStateText(u *mnguardv1.User) string {
 	return s
 }
 
-// tokenText is "SHA1, 6 digits, 30 s" and the serial of a hardware token.
+// tokenText is "SHA1, 6 digits, 30 s" (or "HOTP SHA1, 6 digits, counter
+// 12") and the serial of a hardware token.
 func tokenText(u *mnguardv1.User) string {
-	t := fmt.Sprintf("%s, %d digits, %d s", u.GetAlgorithm(), u.GetDigits(), u.GetPeriodSeconds())
+	t := paramsText(u.GetKind(), u.GetAlgorithm(), u.GetDigits(), u.GetPeriodSeconds(), u.GetCounter())
 	if s := u.GetTokenSerial(); s != "" {
 		t += ", serial " + s
 	}
@@ -93,6 +92,9 @@ func (inv *invocation) userFields(u *mnguardv1.User) []field {
 		kv("digits", "", strconv.FormatUint(uint64(u.GetDigits()), 10)),
 		kv("period_seconds", "", strconv.FormatUint(uint64(u.GetPeriodSeconds()), 10)),
 		kv("token_serial", "", u.GetTokenSerial()),
+		kv("kind", "", u.GetKind()),
+		kv("counter", "", strconv.FormatUint(u.GetCounter(), 10)),
+		{key: "not_after", label: "Token expires", value: expiryText(inv, u.GetNotAfter() != nil, u.GetNotAfter()), raw: inv.timeText(u.GetNotAfter())},
 		{key: "clock_offset_steps", label: "Clock offset", value: plural(uint64(max(offset, -offset)), "step", "steps") + signWord(offset), raw: strconv.FormatInt(offset, 10)},
 		kv("recovery_codes_left", "Recovery codes left", strconv.FormatUint(uint64(u.GetRecoveryCodesLeft()), 10)),
 		inv.timeField("created_at", "Created", u.GetCreatedAt()),
@@ -384,60 +386,6 @@ func readLimited(path string, limit int64, what string) ([]byte, error) {
 		return nil, fmt.Errorf("read %s %s: larger than %d bytes", what, path, limit)
 	}
 	return b, nil
-}
-
-// importRequest reads the seed file and the PSKC key or password.
-func importRequest(o *options, file string) (*mnguardv1.ImportUsersRequest, error) {
-	switch o.format.v {
-	case "", "csv", "pskc":
-	default:
-		return nil, usagef("users import: invalid --format %q: want csv or pskc", o.format.v)
-	}
-	if o.pskFile.v != "" && o.passwordFile.v != "" {
-		return nil, usagef("users import: give --psk-file or --password-file, not both")
-	}
-	data, err := readLimited(file, maxSeedFile, "seed file")
-	if err != nil {
-		return nil, err
-	}
-	req := &mnguardv1.ImportUsersRequest{Data: data, Format: o.format.v, Replace: o.replace}
-	if o.pskFile.v != "" {
-		b, err := readLimited(o.pskFile.v, maxSecretFile, "pre-shared key file")
-		if err != nil {
-			return nil, err
-		}
-		key, err := hex.DecodeString(strings.TrimSpace(string(b)))
-		if err != nil {
-			return nil, fmt.Errorf("pre-shared key file %s: not hex: %v", o.pskFile.v, err)
-		}
-		req.PskcKey = key
-	}
-	if o.passwordFile.v != "" {
-		b, err := readLimited(o.passwordFile.v, maxSecretFile, "password file")
-		if err != nil {
-			return nil, err
-		}
-		req.PskcPassword = strings.TrimRight(string(b), "\r\n")
-	}
-	return req, nil
-}
-
-func usersImport(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
-	req, err := importRequest(inv.opts, inv.args[0])
-	if err != nil {
-		return err
-	}
-	resp, _, err := request(ctx, inv, "import users", mnguardv1.AdminServiceClient.ImportUsers, req)
-	if err != nil {
-		return err
-	}
-	if inv.format == formatJSON {
-		return writeProtoJSON(w, resp)
-	}
-	if inv.format == formatTable {
-		fmt.Fprintf(w, "imported %s (pending until each user's first code):\n", plural(uint64(len(resp.GetUsers())), "user", "users"))
-	}
-	return writeList(w, inv.format, inv.userColumns(), resp.GetUsers())
 }
 
 func usersOfflineCode(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
