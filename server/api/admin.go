@@ -222,14 +222,12 @@ func (a *AdminService) RevokeTerminal(ctx context.Context, req *mnguardv1.Revoke
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	cfg := a.s.cfg
-	if err := cfg.Store.RevokeTerminal(ctx, req.GetId(), req.GetReason(), cfg.Now()); err != nil {
+	if err := cfg.Store.RevokeTerminal(ctx, req.GetId(), req.GetReason(), cfg.Now(),
+		a.entry(op, "terminal.revoke", req.GetId(), req.GetReason())); err != nil {
 		return nil, storeErr("terminal "+req.GetId(), err)
 	}
 	a.s.hub.kick(req.GetId())
 	a.s.changed(req.GetId())
-	if err := a.audit(ctx, op, "terminal.revoke", req.GetId(), req.GetReason()); err != nil {
-		return nil, err
-	}
 	cfg.Logger.Info("terminal revoked", "terminal", req.GetId(), "operator", op.Name, "reason", req.GetReason())
 	t, err := cfg.Store.Terminal(ctx, req.GetId())
 	if err != nil {
@@ -242,11 +240,16 @@ func (a *AdminService) RevokeTerminal(ctx context.Context, req *mnguardv1.Revoke
 	return &mnguardv1.RevokeTerminalResponse{Terminal: pt}, nil
 }
 
+// entry is the audit entry of an action of op, for the store to append in
+// the transaction of the change.
+func (a *AdminService) entry(op *Operator, action, target, detail string) store.AuditEntry {
+	return store.AuditEntry{Time: a.s.cfg.Now(), Actor: op.Actor(), Action: action, Target: target, Detail: detail}
+}
+
+// audit appends an entry about an action that changes nothing else (a
+// report read); a change passes its entry to the store instead.
 func (a *AdminService) audit(ctx context.Context, op *Operator, action, target, detail string) error {
-	_, err := a.s.cfg.Store.AppendAudit(ctx, store.AuditEntry{
-		Time: a.s.cfg.Now(), Actor: op.Actor(),
-		Action: action, Target: target, Detail: detail,
-	})
+	_, err := a.s.cfg.Store.AppendAudit(ctx, a.entry(op, action, target, detail))
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "audit log: %v", err)
 	}
@@ -285,11 +288,9 @@ func (a *AdminService) CreateEnrollmentToken(ctx context.Context, req *mnguardv1
 		ID: uuid.NewString(), Hash: HashToken(secret), CreatedAt: now, ExpiresAt: now.Add(ttl),
 		Uses: int(uses), UsesLeft: int(uses), CreatedBy: op.Name, Note: req.GetNote(),
 	}
-	if err := a.s.cfg.Store.CreateEnrollmentToken(ctx, t); err != nil {
+	a2 := a.entry(op, "token.create", t.ID, fmt.Sprintf("uses=%d expires=%s note=%q", uses, t.ExpiresAt.UTC().Format(time.RFC3339), req.GetNote()))
+	if err := a.s.cfg.Store.CreateEnrollmentToken(ctx, t, a2); err != nil {
 		return nil, storeErr("enrollment token", err)
-	}
-	if err := a.audit(ctx, op, "token.create", t.ID, fmt.Sprintf("uses=%d expires=%s note=%q", uses, t.ExpiresAt.UTC().Format(time.RFC3339), req.GetNote())); err != nil {
-		return nil, err
 	}
 	return &mnguardv1.CreateEnrollmentTokenResponse{Token: secret, ExpiresAt: ts(t.ExpiresAt), Id: t.ID, Uses: uses}, nil
 }

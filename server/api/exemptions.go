@@ -249,11 +249,11 @@ func (s *Services) activeTerminal(ctx context.Context, id string) (store.Termina
 	return t, nil
 }
 
-// createExemption stores e and audits it; if the audit log cannot be
-// written the exemption is revoked again, so none is in force unaudited.
+// createExemption stores e with its audit entry, in one transaction: an
+// exemption the audit log does not record is never stored.
 func (a *AdminService) createExemption(ctx context.Context, op *Operator, e store.Exemption, action, detail string) error {
 	cfg := a.s.cfg
-	err := cfg.Store.CreateExemption(ctx, e)
+	err := cfg.Store.CreateExemption(ctx, e, a.entry(op, action, e.ID, detail))
 	switch {
 	case errors.Is(err, store.ErrExists):
 		return status.Errorf(codes.AlreadyExists,
@@ -263,12 +263,6 @@ func (a *AdminService) createExemption(ctx context.Context, op *Operator, e stor
 		return status.Errorf(codes.FailedPrecondition, "terminal %s is revoked: it gets no exemptions", e.TerminalID)
 	case err != nil:
 		return storeErr("terminal "+e.TerminalID, err)
-	}
-	if err := a.audit(ctx, op, action, e.ID, detail); err != nil {
-		if _, rerr := cfg.Store.RevokeExemption(ctx, e.ID, "mnguard-server", "the audit log could not be written", cfg.Now()); rerr != nil {
-			cfg.Logger.Error("unaudited exemption could not be revoked", "exemption", e.ID, "terminal", e.TerminalID, "err", rerr)
-		}
-		return err
 	}
 	return nil
 }
@@ -385,7 +379,9 @@ func (a *AdminService) RevokeExemption(ctx context.Context, req *mnguardv1.Revok
 			"exemption %s was read out as an offline code: the collector cannot reach that terminal's agent, so only the terminal can end it", e.ID)
 	}
 	now := cfg.Now()
-	e, err = cfg.Store.RevokeExemption(ctx, req.GetId(), op.String(), req.GetReason(), now)
+	e, err = cfg.Store.RevokeExemption(ctx, req.GetId(), op.String(), req.GetReason(), now,
+		a.entry(op, "exemption.revoke", e.ID, fmt.Sprintf("terminal %s, device %s, reason %q",
+			e.TerminalID, exemption.FormatDevice(deviceOf(e)), req.GetReason())))
 	switch {
 	case errors.Is(err, store.ErrRevoked), errors.Is(err, store.ErrExpired):
 		return nil, status.Errorf(codes.FailedPrecondition, "exemption %s: %s", req.GetId(), strings.TrimPrefix(err.Error(), "store: revoke exemption "+req.GetId()+": "))
@@ -397,10 +393,6 @@ func (a *AdminService) RevokeExemption(ctx context.Context, req *mnguardv1.Revok
 	a.s.exemptionEvent(ctx, EventExemptionRevoked, mnguardv1.Severity_SEVERITY_INFO, e, now,
 		fmt.Sprintf("exemption %s for %s revoked by %s", e.ID, exemption.FormatDevice(deviceOf(e)), op),
 		map[string]string{"revoked_by": e.RevokedBy, "revoke_reason": e.RevokeReason, "pushed": fmt.Sprint(delivered)})
-	if err := a.audit(ctx, op, "exemption.revoke", e.ID, fmt.Sprintf("terminal %s, device %s, reason %q",
-		e.TerminalID, exemption.FormatDevice(deviceOf(e)), req.GetReason())); err != nil {
-		return nil, err
-	}
 	cfg.Logger.Info("exemption revoked", "exemption", e.ID, "terminal", e.TerminalID, "operator", op.Name, "pushed", delivered)
 	return &mnguardv1.RevokeExemptionResponse{Exemption: exemptionRecord(e, cfg.Now())}, nil
 }
@@ -503,8 +495,13 @@ func (a *AdminService) IssueOfflineExemptionCode(ctx context.Context, req *mngua
 	if err != nil {
 		return nil, err
 	}
-	if len(t.OfflineKey) == 0 {
+	offlineKey, err := cfg.Store.OfflineKey(ctx, t.ID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		return nil, status.Errorf(codes.FailedPrecondition, "terminal %s has no offline key: enroll it again", t.ID)
+	case err != nil:
+		cfg.Logger.Error("offline key cannot be opened", "terminal", t.ID, "err", err)
+		return nil, status.Errorf(codes.Unavailable, "terminal %s: its offline key cannot be opened (see the collector's log)", t.ID)
 	}
 	dev := given
 	if dev == nil {
@@ -529,7 +526,7 @@ func (a *AdminService) IssueOfflineExemptionCode(ctx context.Context, req *mngua
 			return nil, err
 		}
 	}
-	code, err := exemption.ResponseCode(t.OfflineKey, t.ID, c.Text, dev)
+	code, err := exemption.ResponseCode(offlineKey, t.ID, c.Text, dev)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "offline code: %v", err)
 	}

@@ -801,7 +801,7 @@ func TestListExemptions(t *testing.T) {
 		ID: expired, TerminalID: t1, VendorID: stick.GetVendorId(), ProductID: stick.GetProductId(), Serial: stick.GetSerial(),
 		NotBefore: past, NotAfter: past.Add(time.Hour), Duration: time.Hour, Issuer: ex.GetIssuer(), Reason: "old", Ticket: "INC-1",
 		Source: store.ExemptionOnline, Token: tok, IssuedAt: past,
-	}); err != nil {
+	}, testAudit); err != nil {
 		t.Fatal(err)
 	}
 

@@ -1,11 +1,10 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"strings"
-	"time"
 
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"github.com/mnguard/mnguard/server/logins"
@@ -35,6 +34,7 @@ func userProto(u store.User) *mnguardv1.User {
 		Source: u.Source, TokenSerial: u.TokenSerial, CreatedAt: ts(u.CreatedAt),
 		ConfirmedAt: ts(u.ConfirmedAt), LastLoginAt: ts(u.LastLoginAt), ClockOffsetSteps: u.Offset,
 		RecoveryCodesLeft: uint32(max(u.RecoveryCodesLeft, 0)), CreatedBy: u.CreatedBy,
+		Kind: cmp.Or(u.Kind, store.TokenTOTP), Counter: uint64(max(u.Counter, 0)), NotAfter: ts(u.NotAfter),
 	}
 }
 
@@ -51,17 +51,24 @@ func (a *AdminService) loginsFor(ctx context.Context) (*logins.Service, *Operato
 	return a.s.cfg.Logins, op, nil
 }
 
+// loginOp is op as package logins records it in the audit entries it
+// writes with each change.
+func loginOp(op *Operator) logins.Operator {
+	return logins.Operator{Name: op.Name, Role: op.Role, Actor: op.Actor()}
+}
+
 // loginErr maps an error of package logins to a gRPC status.
 func loginErr(err error) error {
 	var c codes.Code
 	switch {
 	case errors.Is(err, logins.ErrInvalid), errors.Is(err, logins.ErrWrongCode), errors.Is(err, logins.ErrReplay):
 		c = codes.InvalidArgument
-	case errors.Is(err, logins.ErrUnknownUser), errors.Is(err, logins.ErrUnknownTerminal):
+	case errors.Is(err, logins.ErrUnknownUser), errors.Is(err, logins.ErrUnknownTerminal), errors.Is(err, logins.ErrUnknownToken):
 		c = codes.NotFound
 	case errors.Is(err, logins.ErrUserExists):
 		c = codes.AlreadyExists
-	case errors.Is(err, logins.ErrLocked), errors.Is(err, logins.ErrNotPending), errors.Is(err, logins.ErrTerminalRevoked):
+	case errors.Is(err, logins.ErrLocked), errors.Is(err, logins.ErrNotPending), errors.Is(err, logins.ErrTerminalRevoked),
+		errors.Is(err, logins.ErrNotConfirmed):
 		c = codes.FailedPrecondition
 	case errors.Is(err, logins.ErrConflict):
 		c = codes.Aborted
@@ -107,12 +114,9 @@ func (a *AdminService) EnrollUser(ctx context.Context, req *mnguardv1.EnrollUser
 	if err := validName("name", req.GetName()); err != nil {
 		return nil, err
 	}
-	en, err := l.Enroll(ctx, req.GetName(), op.Name)
+	en, err := l.Enroll(ctx, req.GetName(), loginOp(op))
 	if err != nil {
 		return nil, loginErr(err)
-	}
-	if err := a.audit(ctx, op, "user.enroll", req.GetName(), "new TOTP secret and recovery codes; pending"); err != nil {
-		return nil, err
 	}
 	return &mnguardv1.EnrollUserResponse{User: userProto(en.User), OtpauthUrl: en.URL, Secret: en.Secret, RecoveryCodes: en.RecoveryCodes}, nil
 }
@@ -129,12 +133,9 @@ func (a *AdminService) ConfirmUser(ctx context.Context, req *mnguardv1.ConfirmUs
 	if err := validCode("code", req.GetCode()); err != nil {
 		return nil, err
 	}
-	u, err := l.Confirm(ctx, req.GetName(), req.GetCode())
+	u, err := l.Confirm(ctx, req.GetName(), req.GetCode(), loginOp(op))
 	if err != nil {
 		return nil, loginErr(err)
-	}
-	if err := a.audit(ctx, op, "user.confirm", req.GetName(), "enrollment confirmed with a valid code"); err != nil {
-		return nil, err
 	}
 	return &mnguardv1.ConfirmUserResponse{User: userProto(u)}, nil
 }
@@ -181,20 +182,9 @@ func (a *AdminService) UnlockUser(ctx context.Context, req *mnguardv1.UnlockUser
 	if err := validName("name", req.GetName()); err != nil {
 		return nil, err
 	}
-	before, err := l.User(ctx, req.GetName())
+	u, err := l.Unlock(ctx, req.GetName(), loginOp(op))
 	if err != nil {
 		return nil, loginErr(err)
-	}
-	u, err := l.Unlock(ctx, req.GetName())
-	if err != nil {
-		return nil, loginErr(err)
-	}
-	detail := fmt.Sprintf("was not locked; %d failures cleared", before.Failures)
-	if !before.LockedAt.IsZero() {
-		detail = fmt.Sprintf("locked since %s after %d failures", before.LockedAt.UTC().Format(time.RFC3339), before.Failures)
-	}
-	if err := a.audit(ctx, op, "user.unlock", req.GetName(), detail); err != nil {
-		return nil, err
 	}
 	return &mnguardv1.UnlockUserResponse{User: userProto(u)}, nil
 }
@@ -208,12 +198,9 @@ func (a *AdminService) ResetUser(ctx context.Context, req *mnguardv1.ResetUserRe
 	if err := validName("name", req.GetName()); err != nil {
 		return nil, err
 	}
-	en, err := l.Reset(ctx, req.GetName(), op.Name)
+	en, err := l.Reset(ctx, req.GetName(), loginOp(op))
 	if err != nil {
 		return nil, loginErr(err)
-	}
-	if err := a.audit(ctx, op, "user.reset", req.GetName(), "new TOTP secret and recovery codes; pending, unlocked"); err != nil {
-		return nil, err
 	}
 	return &mnguardv1.ResetUserResponse{User: userProto(en.User), OtpauthUrl: en.URL, Secret: en.Secret, RecoveryCodes: en.RecoveryCodes}, nil
 }
@@ -227,11 +214,8 @@ func (a *AdminService) DeleteUser(ctx context.Context, req *mnguardv1.DeleteUser
 	if err := validName("name", req.GetName()); err != nil {
 		return nil, err
 	}
-	if err := l.Delete(ctx, req.GetName()); err != nil {
+	if err := l.Delete(ctx, req.GetName(), loginOp(op)); err != nil {
 		return nil, loginErr(err)
-	}
-	if err := a.audit(ctx, op, "user.delete", req.GetName(), ""); err != nil {
-		return nil, err
 	}
 	return &mnguardv1.DeleteUserResponse{}, nil
 }
@@ -251,16 +235,9 @@ func (a *AdminService) ResyncUser(ctx context.Context, req *mnguardv1.ResyncUser
 	if err := validCode("code2", req.GetCode2()); err != nil {
 		return nil, err
 	}
-	before, err := l.User(ctx, req.GetName())
+	u, err := l.Resync(ctx, req.GetName(), req.GetCode1(), req.GetCode2(), loginOp(op))
 	if err != nil {
 		return nil, loginErr(err)
-	}
-	u, err := l.Resync(ctx, req.GetName(), req.GetCode1(), req.GetCode2())
-	if err != nil {
-		return nil, loginErr(err)
-	}
-	if err := a.audit(ctx, op, "user.resync", req.GetName(), fmt.Sprintf("clock offset %d -> %d steps", before.Offset, u.Offset)); err != nil {
-		return nil, err
 	}
 	return &mnguardv1.ResyncUserResponse{User: userProto(u)}, nil
 }
@@ -274,12 +251,9 @@ func (a *AdminService) NewRecoveryCodes(ctx context.Context, req *mnguardv1.NewR
 	if err := validName("name", req.GetName()); err != nil {
 		return nil, err
 	}
-	u, codes, err := l.NewRecoveryCodes(ctx, req.GetName())
+	u, codes, err := l.NewRecoveryCodes(ctx, req.GetName(), loginOp(op))
 	if err != nil {
 		return nil, loginErr(err)
-	}
-	if err := a.audit(ctx, op, "user.recovery_codes", req.GetName(), fmt.Sprintf("%d new recovery codes replace the old ones", len(codes))); err != nil {
-		return nil, err
 	}
 	return &mnguardv1.NewRecoveryCodesResponse{User: userProto(u), RecoveryCodes: codes}, nil
 }
@@ -299,13 +273,9 @@ func (a *AdminService) IssueOfflineLoginCode(ctx context.Context, req *mnguardv1
 	if err := checkString("challenge", req.GetChallenge(), 64); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
-	code, until, err := l.OfflineLoginCode(ctx, req.GetTerminalId(), req.GetUser(), req.GetChallenge())
+	code, until, err := l.OfflineLoginCode(ctx, req.GetTerminalId(), req.GetUser(), req.GetChallenge(), loginOp(op))
 	if err != nil {
 		return nil, loginErr(err)
-	}
-	if err := a.audit(ctx, op, "user.offline_code", req.GetUser(),
-		fmt.Sprintf("terminal %s, valid until %s", req.GetTerminalId(), until.UTC().Format(time.RFC3339))); err != nil {
-		return nil, err
 	}
 	a.s.cfg.Logger.Info("offline login code issued", "terminal", req.GetTerminalId(), "user", req.GetUser(), "operator", op.Name)
 	return &mnguardv1.IssueOfflineLoginCodeResponse{Code: code, ValidUntil: ts(until)}, nil

@@ -46,6 +46,7 @@ type collector struct {
 	caDER   []byte
 	tokens  map[string]string // role -> API token
 	metrics *Metrics
+	dataDir string
 }
 
 func startCollector(t *testing.T, withLogins bool) *collector {
@@ -76,15 +77,24 @@ func startCollectorWith(t *testing.T, withLogins bool, edit func(*Config)) *coll
 		t.Fatal(err)
 	}
 	cfg := Config{Store: st, CA: authority, Version: "test", Logger: slog.New(slog.DiscardHandler), Metrics: c.metrics, ExemptionSigner: signer}
+	// The data directory's key seals the offline keys, as the collector's.
+	keyPath := filepath.Join(dir, "totp.key")
+	if err := logins.CreateKey(keyPath); err != nil {
+		t.Fatal(err)
+	}
+	key, err := logins.LoadKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := logins.NewSealer(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SetKeySealer(ctx, sealer); err != nil {
+		t.Fatal(err)
+	}
+	c.dataDir = dir
 	if withLogins {
-		keyPath := filepath.Join(dir, "totp.key")
-		if err := logins.CreateKey(keyPath); err != nil {
-			t.Fatal(err)
-		}
-		key, err := logins.LoadKey(keyPath)
-		if err != nil {
-			t.Fatal(err)
-		}
 		p := logins.DefaultPolicy()
 		p.Delay = 0
 		p.Now = c.clock.Now
@@ -158,7 +168,7 @@ func (c *collector) terminal() (mnguardv1.AgentServiceClient, *mnguardv1.EnrollR
 	}
 	if err := c.st.CreateEnrollmentToken(ctx, store.EnrollmentToken{
 		ID: secret[len(secret)-8:], Hash: HashToken(secret), CreatedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour), Uses: 1, UsesLeft: 1, CreatedBy: "test",
-	}); err != nil {
+	}, testAudit); err != nil {
 		c.t.Fatal(err)
 	}
 	key, err := pki.NewKey()

@@ -246,6 +246,9 @@ func Serve(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if _, err := st.SetKeySealer(ctx, authn.KeySealer()); err != nil {
+		return err
+	}
 
 	certs, err := newServerCerts(authority, serverNames(cfg))
 	if err != nil {

@@ -132,7 +132,7 @@ func TestTOTPKeyMissing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.Enroll(ctx, "alice", "test"); err != nil {
+	if _, err := svc.Enroll(ctx, "alice", logins.Operator{Name: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
@@ -256,7 +256,7 @@ func TestServeSignsExemptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	const secret = "mne_exemptiontest"
-	if err := st.CreateEnrollmentToken(ctx, store.EnrollmentToken{ID: "e1", Hash: api.HashToken(secret), ExpiresAt: time.Now().Add(time.Hour), Uses: 1}); err != nil {
+	if err := st.CreateEnrollmentToken(ctx, store.EnrollmentToken{ID: "e1", Hash: api.HashToken(secret), ExpiresAt: time.Now().Add(time.Hour), Uses: 1}, store.NoAudit); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()

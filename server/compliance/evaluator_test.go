@@ -59,7 +59,7 @@ func (e *env) enroll(id, hostname string) {
 	now := e.clock.Now()
 	sum := sha256.Sum256([]byte("token " + id))
 	if err := e.st.CreateEnrollmentToken(ctx, store.EnrollmentToken{ID: "tok-" + id, Hash: sum[:], CreatedAt: now,
-		ExpiresAt: now.Add(time.Hour), Uses: 1}); err != nil {
+		ExpiresAt: now.Add(time.Hour), Uses: 1}, store.NoAudit); err != nil {
 		e.t.Fatal(err)
 	}
 	serial := sha256.Sum256([]byte(id))
@@ -233,7 +233,7 @@ func TestEvaluateAll(t *testing.T) {
 	bad.Mfa = &mnguardv1.MfaPosture{Reason: "login: pam_mnguard optional"}
 	e.report("t2", bad)
 	e.reportBytes("t5", []byte{0xff, 0xff, 0xff}) // corrupt: judged as no posture
-	if err := e.st.RevokeTerminal(ctx, "t4", "lost", e.clock.Now()); err != nil {
+	if err := e.st.RevokeTerminal(ctx, "t4", "lost", e.clock.Now(), store.NoAudit); err != nil {
 		t.Fatal(err)
 	}
 	// t3 never reports: four minutes later it is stale, the others are
@@ -356,7 +356,7 @@ func TestEvaluateAll(t *testing.T) {
 		map[string]float64{store.CheckMFA: 3, store.CheckMedia: 2, store.CheckVersion: 2, store.CheckFresh: 3})
 
 	// Revoking ends every open interval of the terminal.
-	if err := e.st.RevokeTerminal(ctx, "t2", "decommissioned", e.clock.Now()); err != nil {
+	if err := e.st.RevokeTerminal(ctx, "t2", "decommissioned", e.clock.Now(), store.NoAudit); err != nil {
 		t.Fatal(err)
 	}
 	e.evaluateAll()
@@ -409,7 +409,7 @@ func TestEvaluateRevokedExemption(t *testing.T) {
 	ex := store.Exemption{ID: "e1", TerminalID: "t1", VendorID: "0781", ProductID: "5581", Serial: "SN-Stick-1",
 		NotBefore: now, NotAfter: now.Add(time.Hour), Duration: time.Hour, Issuer: "helpdesk", Reason: "minutes",
 		Source: store.ExemptionOnline, Token: []byte("signed"), IssuedAt: now}
-	if err := e.st.CreateExemption(ctx, ex); err != nil {
+	if err := e.st.CreateExemption(ctx, ex, store.NoAudit); err != nil {
 		t.Fatal(err)
 	}
 	p := goodPosture(now)
@@ -421,7 +421,7 @@ func TestEvaluateRevokedExemption(t *testing.T) {
 	}
 
 	e.clock.Add(time.Minute)
-	if _, err := e.st.RevokeExemption(ctx, "e1", "helpdesk", "done early", e.clock.Now()); err != nil {
+	if _, err := e.st.RevokeExemption(ctx, "e1", "helpdesk", "done early", e.clock.Now(), store.NoAudit); err != nil {
 		t.Fatal(err)
 	}
 	revokedAt := e.clock.Now()

@@ -27,6 +27,9 @@ var (
 	ErrLocked = errors.New("user is locked after too many failed attempts: unlock first")
 	// ErrNotPending: the enrollment is confirmed already.
 	ErrNotPending = errors.New("enrollment is confirmed already")
+	// ErrNotConfirmed: the user has not yet confirmed the enrollment with
+	// a code from the authenticator.
+	ErrNotConfirmed = errors.New("the user has not confirmed the TOTP enrollment yet: an offline login code needs a confirmed user (confirm with a code from the authenticator first)")
 	// ErrWrongCode: the code (or the codes, for a resync) did not match.
 	ErrWrongCode = errors.New("wrong code")
 	// ErrReplay: the code's time step was used already.
@@ -165,13 +168,15 @@ type Enrollment struct {
 }
 
 // Enroll creates a pending user with a new 160-bit secret (SHA-1, 6
-// digits, 30 s) and ten recovery codes. actor is recorded as the creator.
-func (s *Service) Enroll(ctx context.Context, name, actor string) (Enrollment, error) {
+// digits, 30 s) and ten recovery codes. op is recorded as the creator and
+// audited with the user, in one transaction.
+func (s *Service) Enroll(ctx context.Context, name string, op Operator) (Enrollment, error) {
 	if err := ValidateName(name); err != nil {
 		return Enrollment{}, err
 	}
-	return s.newEnrollment(ctx, name, actor, func(u store.User, hashes [][]byte) error {
-		if err := s.st.CreateUser(ctx, u, hashes); err != nil {
+	return s.newEnrollment(ctx, name, op.Name, func(u store.User, hashes [][]byte) error {
+		a := op.audit(s.p.Now(), "user.enroll", name, "new TOTP secret and recovery codes; pending")
+		if err := s.st.CreateUser(ctx, u, hashes, a); err != nil {
 			if errors.Is(err, store.ErrExists) {
 				return fmt.Errorf("user %s: %w (reset it for a new secret)", name, ErrUserExists)
 			}
@@ -183,8 +188,10 @@ func (s *Service) Enroll(ctx context.Context, name, actor string) (Enrollment, e
 
 // Reset gives an existing user a new secret and new recovery codes (lost
 // phone, or a hardware token replaced by an app): the user is pending
-// again, unlocked, with no failures and a fresh clock.
-func (s *Service) Reset(ctx context.Context, name, actor string) (Enrollment, error) {
+// again, unlocked, with no failures and a fresh clock. Like
+// [Service.NewRecoveryCodes] it leaves the user a notice for the next
+// login; the reset, the notice and op's audit entry are one transaction.
+func (s *Service) Reset(ctx context.Context, name string, op Operator) (Enrollment, error) {
 	if err := ValidateName(name); err != nil {
 		return Enrollment{}, err
 	}
@@ -193,8 +200,10 @@ func (s *Service) Reset(ctx context.Context, name, actor string) (Enrollment, er
 		return Enrollment{}, err
 	}
 	defer unlock()
-	return s.newEnrollment(ctx, name, actor, func(u store.User, hashes [][]byte) error {
-		if err := s.st.ResetUser(ctx, u, hashes); err != nil {
+	return s.newEnrollment(ctx, name, op.Name, func(u store.User, hashes [][]byte) error {
+		now := s.p.Now()
+		a := op.audit(now, "user.reset", name, "new TOTP secret and recovery codes; pending, unlocked")
+		if err := s.st.ResetUser(ctx, u, hashes, resetNotice(now, op), a); err != nil {
 			return s.userErr("reset", name, err)
 		}
 		return nil
@@ -248,8 +257,9 @@ func (s *Service) enrollment(ctx context.Context, name string, secret []byte, co
 }
 
 // NewRecoveryCodes replaces all of a user's recovery codes with ten new
-// ones.
-func (s *Service) NewRecoveryCodes(ctx context.Context, name string) (store.User, []string, error) {
+// ones. The user is told at the next successful login who issued them and
+// when; the codes, that notice and op's audit entry are one transaction.
+func (s *Service) NewRecoveryCodes(ctx context.Context, name string, op Operator) (store.User, []string, error) {
 	if err := ValidateName(name); err != nil {
 		return store.User{}, nil, err
 	}
@@ -257,7 +267,9 @@ func (s *Service) NewRecoveryCodes(ctx context.Context, name string) (store.User
 	if err != nil {
 		return store.User{}, nil, err
 	}
-	if err := s.st.ReplaceRecoveryCodes(ctx, name, hashes); err != nil {
+	now := s.p.Now()
+	a := op.audit(now, "user.recovery_codes", name, fmt.Sprintf("%d new recovery codes replace the old ones", len(codes)))
+	if err := s.st.ReplaceRecoveryCodes(ctx, name, hashes, recoveryNotice(now, op), a); err != nil {
 		return store.User{}, nil, s.userErr("replace recovery codes of", name, err)
 	}
 	u, err := s.user(ctx, name)
@@ -281,24 +293,30 @@ func (s *Service) Users(ctx context.Context) ([]store.User, error) {
 	return us, nil
 }
 
-// Unlock clears a user's lock and failure count.
-func (s *Service) Unlock(ctx context.Context, name string) (store.User, error) {
+// Unlock clears a user's lock and failure count, audited with op.
+func (s *Service) Unlock(ctx context.Context, name string, op Operator) (store.User, error) {
 	if err := ValidateName(name); err != nil {
 		return store.User{}, err
 	}
-	u, err := s.st.UnlockUser(ctx, name)
+	u, err := s.st.UnlockUser(ctx, name, func(before store.User) store.AuditEntry {
+		detail := fmt.Sprintf("was not locked; %d failures cleared", before.Failures)
+		if !before.LockedAt.IsZero() {
+			detail = fmt.Sprintf("locked since %s after %d failures", before.LockedAt.UTC().Format(time.RFC3339), before.Failures)
+		}
+		return op.audit(s.p.Now(), "user.unlock", name, detail)
+	})
 	if err != nil {
 		return store.User{}, s.userErr("unlock", name, err)
 	}
 	return u, nil
 }
 
-// Delete removes a user and its recovery codes.
-func (s *Service) Delete(ctx context.Context, name string) error {
+// Delete removes a user and its recovery codes, audited with op.
+func (s *Service) Delete(ctx context.Context, name string, op Operator) error {
 	if err := ValidateName(name); err != nil {
 		return err
 	}
-	if err := s.st.DeleteUser(ctx, name); err != nil {
+	if err := s.st.DeleteUser(ctx, name, op.audit(s.p.Now(), "user.delete", name, "")); err != nil {
 		return s.userErr("delete", name, err)
 	}
 	return nil
@@ -308,8 +326,8 @@ func (s *Service) Delete(ctx context.Context, name string) error {
 // authenticator, checked as a login is (the code's time step is used up,
 // a wrong code counts as a failed attempt). It fails with [ErrNotPending],
 // [ErrLocked], [ErrWrongCode], [ErrReplay] or, for a malformed code,
-// [ErrInvalid].
-func (s *Service) Confirm(ctx context.Context, name, code string) (store.User, error) {
+// [ErrInvalid]. The confirmation is audited with op in its transaction.
+func (s *Service) Confirm(ctx context.Context, name, code string, op Operator) (store.User, error) {
 	if err := ValidateName(name); err != nil {
 		return store.User{}, err
 	}
@@ -331,7 +349,9 @@ func (s *Service) Confirm(ctx context.Context, name, code string) (store.User, e
 	if err := s.delay(ctx, u); err != nil {
 		return store.User{}, err
 	}
-	a, err := s.tryTOTP(ctx, u, code, s.p.Now(), false)
+	now := s.p.Now()
+	audit := op.audit(now, "user.confirm", name, "enrollment confirmed with a valid code")
+	a, err := s.tryTOTP(ctx, u, code, now, false, &audit)
 	if err != nil {
 		return store.User{}, err
 	}
@@ -340,8 +360,10 @@ func (s *Service) Confirm(ctx context.Context, name, code string) (store.User, e
 		return a.user, nil
 	case a.malformed != nil:
 		return store.User{}, fmt.Errorf("%w: code: %v", ErrInvalid, a.malformed)
-	case a.reason == reasonReplay:
+	case a.reason == reasonReplay, a.reason == reasonReplayCounter:
 		return store.User{}, fmt.Errorf("user %s: %w", name, ErrReplay)
+	case a.expired:
+		return store.User{}, fmt.Errorf("%w: user %s: the token's key expired on %s: import or assign a new token", ErrInvalid, name, u.NotAfter.UTC().Format(time.DateOnly))
 	case !a.user.LockedAt.IsZero():
 		return store.User{}, fmt.Errorf("user %s: %w; the user is now locked after %d failures", name, ErrWrongCode, a.user.Failures)
 	}
@@ -350,8 +372,9 @@ func (s *Service) Confirm(ctx context.Context, name, code string) (store.User, e
 
 // Resync learns a drifting token's clock offset from two consecutive codes
 // found within ±[ResyncSteps] time steps of the server's clock. It changes
-// nothing else: a locked user stays locked, a pending one pending.
-func (s *Service) Resync(ctx context.Context, name, code1, code2 string) (store.User, error) {
+// nothing else: a locked user stays locked, a pending one pending. It is
+// audited with op in its transaction.
+func (s *Service) Resync(ctx context.Context, name, code1, code2 string, op Operator) (store.User, error) {
 	if err := ValidateName(name); err != nil {
 		return store.User{}, err
 	}
@@ -363,6 +386,11 @@ func (s *Service) Resync(ctx context.Context, name, code1, code2 string) (store.
 	u, err := s.user(ctx, name)
 	if err != nil {
 		return store.User{}, err
+	}
+	if u.Kind == store.TokenHOTP {
+		now := s.p.Now()
+		audit := op.audit(now, "user.resync", name, "HOTP counter resynchronised with two consecutive codes")
+		return s.resyncHOTP(ctx, u, code1, code2, now, &audit)
 	}
 	p, err := params(u)
 	if err != nil {
@@ -386,8 +414,9 @@ func (s *Service) Resync(ctx context.Context, name, code1, code2 string) (store.
 	case step <= u.LastStep:
 		return store.User{}, fmt.Errorf("user %s: %w (resync needs two new consecutive codes)", name, ErrReplay)
 	}
+	audit := op.audit(now, "user.resync", name, fmt.Sprintf("clock offset %d -> %d steps", u.Offset, offset))
 	nu, err := s.st.AcceptStep(ctx, store.StepUpdate{
-		Name: name, ExpectLastStep: u.LastStep, LastStep: step, Offset: offset, At: now,
+		Name: name, ExpectLastStep: u.LastStep, LastStep: step, Offset: offset, At: now, Audit: &audit,
 	})
 	if err != nil {
 		return store.User{}, s.userErr("resync", name, err)
@@ -438,3 +467,7 @@ func params(u store.User) (totp.Params, error) {
 	}
 	return p, nil
 }
+
+// KeySealer returns the sealer of the terminals' offline keys, under the
+// same key as the TOTP secrets, for [store.SQLite.SetKeySealer].
+func (s *Service) KeySealer() store.KeySealer { return s.seal }

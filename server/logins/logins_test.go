@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -49,24 +50,31 @@ func newEnv(t testing.TB, mod func(*Policy)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	tokHash := sha256.Sum256([]byte("enroll-token"))
-	if err := st.CreateEnrollmentToken(ctx, store.EnrollmentToken{
-		ID: "tok", Hash: tokHash[:], CreatedAt: t0, ExpiresAt: t0.Add(time.Hour), Uses: 1, UsesLeft: 1, CreatedBy: "test",
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Enroll(ctx, tokHash[:], t0, store.Terminal{
-		ID: terminalID, Host: nil, Hostname: "term-01", State: store.StateActive, EnrolledAt: t0,
-		OfflineKey: []byte("0123456789abcdef0123456789abcdef"),
-	}, store.Certificate{Serial: "01", TerminalID: terminalID, NotBefore: t0, NotAfter: t0.Add(time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
 	keyPath := filepath.Join(dir, "totp.key")
 	if err := CreateKey(keyPath); err != nil {
 		t.Fatal(err)
 	}
 	key, err := LoadKey(keyPath)
 	if err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := NewSealer(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SetKeySealer(ctx, sealer); err != nil {
+		t.Fatal(err)
+	}
+	tokHash := sha256.Sum256([]byte("enroll-token"))
+	if err := st.CreateEnrollmentToken(ctx, store.EnrollmentToken{
+		ID: "tok", Hash: tokHash[:], CreatedAt: t0, ExpiresAt: t0.Add(time.Hour), Uses: 1, UsesLeft: 1, CreatedBy: "test",
+	}, store.AuditEntry{Actor: "test", Action: "token.create"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Enroll(ctx, tokHash[:], t0, store.Terminal{
+		ID: terminalID, Host: nil, Hostname: "term-01", State: store.StateActive, EnrolledAt: t0,
+		OfflineKey: []byte("0123456789abcdef0123456789abcdef"),
+	}, store.Certificate{Serial: "01", TerminalID: terminalID, NotBefore: t0, NotAfter: t0.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	e := &env{t: t, st: st, path: path, key: key, clock: fakeclock.New(t0)}
@@ -87,7 +95,7 @@ func newEnv(t testing.TB, mod func(*Policy)) *env {
 // enroll enrolls name and returns its secret.
 func (e *env) enroll(name string) (Enrollment, []byte) {
 	e.t.Helper()
-	en, err := e.svc.Enroll(context.Background(), name, "admin")
+	en, err := e.svc.Enroll(context.Background(), name, tOp)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -102,7 +110,7 @@ func (e *env) enroll(name string) (Enrollment, []byte) {
 func (e *env) active(name string) []byte {
 	e.t.Helper()
 	_, secret := e.enroll(name)
-	if _, err := e.svc.Confirm(context.Background(), name, e.code(secret, 0)); err != nil {
+	if _, err := e.svc.Confirm(context.Background(), name, e.code(secret, 0), tOp); err != nil {
 		e.t.Fatal(err)
 	}
 	e.clock.Add(30 * time.Second)
@@ -191,36 +199,36 @@ func TestEnrollConfirm(t *testing.T) {
 		seen[c] = true
 	}
 
-	if _, err := e.svc.Enroll(ctx, "alice", "admin"); !errors.Is(err, ErrUserExists) {
+	if _, err := e.svc.Enroll(ctx, "alice", opNamed("admin")); !errors.Is(err, ErrUserExists) {
 		t.Errorf("second Enroll = %v, want ErrUserExists", err)
 	}
-	_, err := e.svc.Confirm(ctx, "alice", e.wrongCode(secret))
+	_, err := e.svc.Confirm(ctx, "alice", e.wrongCode(secret), tOp)
 	if !errors.Is(err, ErrWrongCode) {
 		t.Fatalf("Confirm(wrong) = %v, want ErrWrongCode", err)
 	}
 	if u := e.user("alice"); u.Failures != 1 || u.State != store.UserPending {
 		t.Errorf("after a wrong confirm: %+v", u)
 	}
-	if _, err := e.svc.Confirm(ctx, "alice", "12345"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "5 digits, want 6") {
+	if _, err := e.svc.Confirm(ctx, "alice", "12345", tOp); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "5 digits, want 6") {
 		t.Errorf("Confirm(5 digits) = %v, want ErrInvalid naming the length", err)
 	}
 	code := e.code(secret, 0)
-	u, err := e.svc.Confirm(ctx, "alice", code)
+	u, err := e.svc.Confirm(ctx, "alice", code, tOp)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if u.State != store.UserActive || u.ConfirmedAt.IsZero() || !u.LastLoginAt.IsZero() {
 		t.Errorf("confirmed user %+v", u)
 	}
-	if _, err := e.svc.Confirm(ctx, "alice", code); !errors.Is(err, ErrNotPending) {
+	if _, err := e.svc.Confirm(ctx, "alice", code, tOp); !errors.Is(err, ErrNotPending) {
 		t.Errorf("second Confirm = %v, want ErrNotPending", err)
 	}
 	// The confirming code's step is used up for logins too.
 	wantResult(t, e.verify("alice", code), Rejected, MsgWrong, reasonReplay)
-	if _, err := e.svc.Confirm(ctx, "nobody", code); !errors.Is(err, ErrUnknownUser) {
+	if _, err := e.svc.Confirm(ctx, "nobody", code, tOp); !errors.Is(err, ErrUnknownUser) {
 		t.Errorf("Confirm(unknown) = %v", err)
 	}
-	if _, err := e.svc.Enroll(ctx, "bad name", "admin"); !errors.Is(err, ErrInvalid) {
+	if _, err := e.svc.Enroll(ctx, "bad name", opNamed("admin")); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Enroll(bad name) = %v", err)
 	}
 }
@@ -235,10 +243,10 @@ func TestConfirmReplayed(t *testing.T) {
 		t.Fatalf("after login: %+v", u)
 	}
 	// ...and a reset user cannot confirm with an old step.
-	if _, err := e.svc.Reset(context.Background(), "alice", "admin"); err != nil {
+	if _, err := e.svc.Reset(context.Background(), "alice", tOp); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.Confirm(context.Background(), "alice", code); !errors.Is(err, ErrWrongCode) {
+	if _, err := e.svc.Confirm(context.Background(), "alice", code, tOp); !errors.Is(err, ErrWrongCode) {
 		t.Errorf("Confirm with the old secret's code = %v, want ErrWrongCode", err)
 	}
 }
@@ -435,13 +443,13 @@ func TestLockout(t *testing.T) {
 	if u := e.user("alice"); u.Failures != 10 {
 		t.Errorf("failures while locked = %d, want 10", u.Failures)
 	}
-	if _, err := e.svc.Confirm(ctx, "alice", good); !errors.Is(err, ErrLocked) {
+	if _, err := e.svc.Confirm(ctx, "alice", good, tOp); !errors.Is(err, ErrLocked) {
 		t.Errorf("Confirm while locked = %v, want ErrLocked", err)
 	}
-	if _, _, err := e.svc.OfflineLoginCode(ctx, terminalID, "alice", "12345678"); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "unlock first") {
+	if _, _, err := e.svc.OfflineLoginCode(ctx, terminalID, "alice", "12345678", tOp); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "unlock first") {
 		t.Errorf("OfflineLoginCode while locked = %v", err)
 	}
-	u, err := e.svc.Unlock(ctx, "alice")
+	u, err := e.svc.Unlock(ctx, "alice", tOp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,7 +457,7 @@ func TestLockout(t *testing.T) {
 		t.Errorf("after unlock: %+v", u)
 	}
 	wantResult(t, e.verify("alice", good), Accepted, MsgAccepted, "")
-	if _, err := e.svc.Unlock(ctx, "nobody"); !errors.Is(err, ErrUnknownUser) {
+	if _, err := e.svc.Unlock(ctx, "nobody", tOp); !errors.Is(err, ErrUnknownUser) {
 		t.Errorf("Unlock(unknown) = %v", err)
 	}
 }
@@ -460,7 +468,7 @@ func TestRecoveryCodes(t *testing.T) {
 	en, secret := e.enroll("alice")
 	rc := en.RecoveryCodes[3]
 	wantResult(t, e.verify("alice", rc), Rejected, MsgRecoveryPending, reasonRecPend)
-	if _, err := e.svc.Confirm(ctx, "alice", e.code(secret, 0)); err != nil {
+	if _, err := e.svc.Confirm(ctx, "alice", e.code(secret, 0), tOp); err != nil {
 		t.Fatal(err)
 	}
 	e.verify("alice", e.wrongCode(secret))
@@ -480,7 +488,7 @@ func TestRecoveryCodes(t *testing.T) {
 		t.Errorf("failures = %d, want 2", u.Failures)
 	}
 	// New codes replace the old ones.
-	u, codes, err := e.svc.NewRecoveryCodes(ctx, "alice")
+	u, codes, err := e.svc.NewRecoveryCodes(ctx, "alice", tOp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -489,7 +497,7 @@ func TestRecoveryCodes(t *testing.T) {
 	}
 	wantResult(t, e.verify("alice", en.RecoveryCodes[4]), Rejected, MsgWrong, reasonRecWrong)
 	wantResult(t, e.verify("alice", codes[0]), Accepted, "9 left", reasonRecovery)
-	if _, _, err := e.svc.NewRecoveryCodes(ctx, "nobody"); !errors.Is(err, ErrUnknownUser) {
+	if _, _, err := e.svc.NewRecoveryCodes(ctx, "nobody", tOp); !errors.Is(err, ErrUnknownUser) {
 		t.Errorf("NewRecoveryCodes(unknown) = %v", err)
 	}
 }
@@ -505,20 +513,20 @@ func TestResync(t *testing.T) {
 	c1 := e.code(secret, drift)
 	e.clock.Add(30 * time.Second)
 	c2 := e.code(secret, drift)
-	if _, err := e.svc.Resync(ctx, "alice", c2, c1); !errors.Is(err, ErrWrongCode) {
+	if _, err := e.svc.Resync(ctx, "alice", c2, c1, tOp); !errors.Is(err, ErrWrongCode) {
 		t.Errorf("Resync(swapped codes) = %v, want ErrWrongCode", err)
 	}
-	if _, err := e.svc.Resync(ctx, "alice", c1, "12"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "second code") {
+	if _, err := e.svc.Resync(ctx, "alice", c1, "12", tOp); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "second code") {
 		t.Errorf("Resync(malformed) = %v, want ErrInvalid naming the second code", err)
 	}
-	u, err := e.svc.Resync(ctx, "alice", c1, c2)
+	u, err := e.svc.Resync(ctx, "alice", c1, c2, tOp)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if u.Offset != 10 || u.State != store.UserPending || u.Failures != 1 {
 		t.Errorf("after resync: offset %d (want 10), state %s, failures %d (resync changes nothing else)", u.Offset, u.State, u.Failures)
 	}
-	if _, err := e.svc.Resync(ctx, "alice", c1, c2); !errors.Is(err, ErrReplay) {
+	if _, err := e.svc.Resync(ctx, "alice", c1, c2, tOp); !errors.Is(err, ErrReplay) {
 		t.Errorf("Resync with used codes = %v, want ErrReplay", err)
 	}
 	wantResult(t, e.verify("alice", c2), Rejected, MsgWrong, reasonReplay)
@@ -526,7 +534,7 @@ func TestResync(t *testing.T) {
 	wantResult(t, e.verify("alice", e.code(secret, drift)), Accepted, MsgConfirmed, reasonConfirmed)
 	// Further than ResyncSteps away: not found.
 	far := time.Duration(ResyncSteps+5) * 30 * time.Second
-	if _, err := e.svc.Resync(ctx, "alice", e.code(secret, far), e.code(secret, far+30*time.Second)); !errors.Is(err, ErrWrongCode) {
+	if _, err := e.svc.Resync(ctx, "alice", e.code(secret, far), e.code(secret, far+30*time.Second), tOp); !errors.Is(err, ErrWrongCode) {
 		t.Errorf("Resync(far) = %v, want ErrWrongCode", err)
 	}
 }
@@ -538,7 +546,7 @@ func TestReset(t *testing.T) {
 	for range 10 {
 		e.verify("alice", e.wrongCode(old))
 	}
-	en, err := e.svc.Reset(ctx, "alice", "admin2")
+	en, err := e.svc.Reset(ctx, "alice", opNamed("admin2"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -549,13 +557,13 @@ func TestReset(t *testing.T) {
 	}
 	wantResult(t, e.verify("alice", e.code(old, 0)), Rejected, MsgWrong, "")
 	wantResult(t, e.verify("alice", e.code(secret, 0)), Accepted, MsgConfirmed, "")
-	if _, err := e.svc.Reset(ctx, "nobody", "admin"); !errors.Is(err, ErrUnknownUser) {
+	if _, err := e.svc.Reset(ctx, "nobody", opNamed("admin")); !errors.Is(err, ErrUnknownUser) {
 		t.Errorf("Reset(unknown) = %v", err)
 	}
-	if err := e.svc.Delete(ctx, "alice"); err != nil {
+	if err := e.svc.Delete(ctx, "alice", tOp); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.svc.Delete(ctx, "alice"); !errors.Is(err, ErrUnknownUser) {
+	if err := e.svc.Delete(ctx, "alice", tOp); !errors.Is(err, ErrUnknownUser) {
 		t.Errorf("second Delete = %v", err)
 	}
 	wantResult(t, e.verify("alice", e.code(secret, 30*time.Second)), UnknownUser, MsgUnknownUser, "")
@@ -601,7 +609,7 @@ func TestConcurrentSameStep(t *testing.T) {
 					t.Fatalf("round %d: %d accepted: %+v", round, accepted, results)
 				}
 				e.clock.Add(30 * time.Second)
-				if _, err := e.svc.Unlock(context.Background(), "alice"); err != nil {
+				if _, err := e.svc.Unlock(context.Background(), "alice", tOp); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -616,15 +624,16 @@ func TestImportCSV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	users, err := e.svc.Import(ctx, ImportRequest{Data: data, Actor: "admin"})
+	res, err := e.svc.Import(ctx, ImportRequest{Data: data, Op: opNamed("admin")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]string{"alice": "SN0001/SHA1/6/30", "bob": "SN0002/SHA256/8/60", "carol": "SN0003/SHA1/6/30"}
-	if len(users) != 3 {
-		t.Fatalf("%d users imported", len(users))
+	if res.Tokens != 3 || res.Assigned != 3 || len(res.Users) != 3 {
+		t.Fatalf("imported %+v", res)
 	}
-	for _, u := range users {
+	for _, name := range res.Users {
+		u := e.user(name)
 		got := fmt.Sprintf("%s/%s/%d/%d", u.TokenSerial, u.Algorithm, u.Digits, u.Period)
 		if got != want[u.Name] || u.State != store.UserPending || u.Source != store.SourceImported || u.CreatedBy != "admin" {
 			t.Errorf("user %s: %s %s %s, want %s pending imported", u.Name, got, u.State, u.Source, want[u.Name])
@@ -636,7 +645,7 @@ func TestImportCSV(t *testing.T) {
 	wantResult(t, e.verify("bob", codeAt(t, seed, e.clock.Now(), p)), Accepted, MsgConfirmed, "")
 
 	// Again: everyone exists, nothing changes.
-	_, err = e.svc.Import(ctx, ImportRequest{Data: data, Format: FormatCSV})
+	_, err = e.svc.Import(ctx, ImportRequest{Data: data, Format: FormatCSV, Op: tOp})
 	if !errors.Is(err, ErrUserExists) || !strings.Contains(err.Error(), "alice, bob, carol") {
 		t.Fatalf("second import = %v, want ErrUserExists naming the users", err)
 	}
@@ -644,7 +653,7 @@ func TestImportCSV(t *testing.T) {
 		t.Errorf("failed import changed bob: %+v", u)
 	}
 	// With replace: bob is pending again on the (same) token.
-	if _, err := e.svc.Import(ctx, ImportRequest{Data: data, Replace: true}); err != nil {
+	if _, err := e.svc.Import(ctx, ImportRequest{Data: data, Replace: true, Op: tOp}); err != nil {
 		t.Fatal(err)
 	}
 	if u := e.user("bob"); u.State != store.UserPending || u.LastStep != 0 {
@@ -667,7 +676,8 @@ func TestImportErrors(t *testing.T) {
 		{"bad format", ImportRequest{Data: []byte("x"), Format: "xlsx"}, `format "xlsx"`},
 		{"key and password", ImportRequest{Data: pskcOpenSSL, Key: opensslKey, Password: "pw"}, "not both"},
 		{"key for csv", ImportRequest{Data: []byte("serial,user,seed\n"), Key: opensslKey}, "only for PSKC"},
-		{"no user", ImportRequest{Data: pskcOpenSSL, Key: opensslKey}, `token "ACME-0002" names no user`},
+		{"assignment not in file", ImportRequest{Data: pskcOpenSSL, Key: opensslKey, Assign: map[string]string{"ACME-0009": "erin"}}, `token "ACME-0009", which is not in the pskc seed file`},
+		{"assignment against file", ImportRequest{Data: pskcOpenSSL, Key: opensslKey, Assign: map[string]string{"ACME-0001": "erin"}}, `the file gives it to user alice, the assignment to erin`},
 		{"wrong key", ImportRequest{Data: pskcOpenSSL, Key: make([]byte, 32)}, "decryption failed"},
 		{"no key", ImportRequest{Data: pskcOpenSSL}, "key is required"},
 		{"bad name", ImportRequest{Data: []byte("serial,user,seed\nSN1,alice,GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\nSN2,bad name,GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n")}, `token "SN2": invalid: user name "bad name"`},
@@ -701,12 +711,15 @@ func TestImportPSKC(t *testing.T) {
 		t.Fatal("testdata changed")
 	}
 	data = []byte(strings.Replace(string(data), tail, tail+"\n      <UserId>dave@example.lg.jp</UserId>", 1))
-	users, err := e.svc.Import(context.Background(), ImportRequest{Data: data, Format: FormatAuto})
+	res, err := e.svc.Import(context.Background(), ImportRequest{Data: data, Format: FormatAuto, Op: tOp})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(users) != 2 || users[0].Name != "bob" || users[1].Name != "dave@example.lg.jp" || users[1].Algorithm != "SHA512" || users[1].TokenSerial != "SN-1002" {
-		t.Fatalf("imported %+v", users)
+	if len(res.Users) != 2 || res.Users[0] != "bob" || res.Users[1] != "dave@example.lg.jp" {
+		t.Fatalf("imported %+v", res)
+	}
+	if u := e.user("dave@example.lg.jp"); u.Algorithm != "SHA512" || u.TokenSerial != "SN-1002" {
+		t.Fatalf("imported %+v", u)
 	}
 	seed := []byte("123456789012345678901234567890123456789012345678901234")
 	p := totp.Params{Algorithm: otp.AlgorithmSHA512, Digits: otp.DigitsEight, Period: 60}
@@ -772,7 +785,7 @@ func TestSecretsSealed(t *testing.T) {
 		}
 	}
 	csv := "serial,user,seed\nSN9,carol,ORSXG5BAONSWKZBAMZXXEIDDMFZG63BB\n"
-	if _, err := e.svc.Import(ctx, ImportRequest{Data: []byte(csv)}); err != nil {
+	if _, err := e.svc.Import(ctx, ImportRequest{Data: []byte(csv), Op: tOp}); err != nil {
 		t.Fatal(err)
 	}
 	needles = append(needles, "ORSXG5BAONSWKZBAMZXXEIDDMFZG63BB", "test seed for carol!")
@@ -855,8 +868,16 @@ func TestSealBinding(t *testing.T) {
 func TestOfflineLoginCode(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx := context.Background()
-	e.enroll("alice")
-	code, until, err := e.svc.OfflineLoginCode(ctx, terminalID, "alice", "1234 5678")
+	_, secret := e.enroll("alice")
+	// Not before the user confirmed the enrollment: the code would be a
+	// second factor the helpdesk chose.
+	if _, _, err := e.svc.OfflineLoginCode(ctx, terminalID, "alice", "1234 5678", tOp); !errors.Is(err, ErrNotConfirmed) {
+		t.Fatalf("pending user: OfflineLoginCode = %v, want ErrNotConfirmed", err)
+	}
+	if _, err := e.svc.Confirm(ctx, "alice", e.code(secret, 0), tOp); err != nil {
+		t.Fatal(err)
+	}
+	code, until, err := e.svc.OfflineLoginCode(ctx, terminalID, "alice", "1234 5678", tOp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -877,14 +898,14 @@ func TestOfflineLoginCode(t *testing.T) {
 		{"9b5f7a4e-3c55-4a8e-9d7e-1f2a3b4c5d6e", "alice", "12345678", ErrUnknownTerminal},
 	}
 	for _, tt := range tests {
-		if _, _, err := e.svc.OfflineLoginCode(ctx, tt.terminal, tt.user, tt.challenge); !errors.Is(err, tt.want) {
+		if _, _, err := e.svc.OfflineLoginCode(ctx, tt.terminal, tt.user, tt.challenge, tOp); !errors.Is(err, tt.want) {
 			t.Errorf("OfflineLoginCode(%s, %s, %s) = %v, want %v", tt.terminal, tt.user, tt.challenge, err, tt.want)
 		}
 	}
-	if err := e.st.RevokeTerminal(ctx, terminalID, "test", t0); err != nil {
+	if err := e.st.RevokeTerminal(ctx, terminalID, "test", t0, store.AuditEntry{Actor: "test", Action: "terminal.revoke"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := e.svc.OfflineLoginCode(ctx, terminalID, "alice", "12345678"); !errors.Is(err, ErrTerminalRevoked) {
+	if _, _, err := e.svc.OfflineLoginCode(ctx, terminalID, "alice", "12345678", tOp); !errors.Is(err, ErrTerminalRevoked) {
 		t.Errorf("revoked terminal: %v", err)
 	}
 }
@@ -983,5 +1004,82 @@ func BenchmarkVerify(b *testing.B) {
 		if err != nil || r.Outcome != Accepted {
 			b.Fatalf("%+v, %v", r, err)
 		}
+	}
+}
+
+// tOp is the operator of the tests' changes.
+var tOp = Operator{Name: "admin", Role: store.RoleAdmin, Actor: "admin (admin, token)"}
+
+func opNamed(name string) Operator {
+	return Operator{Name: name, Role: store.RoleAdmin, Actor: name + " (admin, token)"}
+}
+
+// TestIssuedCodesNotice: codes an operator issues for a user (recovery
+// codes, an offline login code, a reset) are audited with the operator in
+// their transaction and announced, with who and when, in the message of
+// the user's next accepted login only.
+func TestIssuedCodesNotice(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	secret := e.active("alice")
+	desk := Operator{Name: "ito", Role: store.RoleHelpdesk, Actor: "ito (helpdesk, console)"}
+
+	if r := e.verify("alice", e.code(secret, 0)); r.Outcome != Accepted || r.Message != MsgAccepted {
+		t.Fatalf("login before any codes were issued: %+v", r)
+	}
+	when := e.clock.Now().Local().Format("2006-01-02 15:04 MST")
+	if _, _, err := e.svc.OfflineLoginCode(ctx, terminalID, "alice", "12345678", desk); err != nil {
+		t.Fatal(err)
+	}
+	_, codes, err := e.svc.NewRecoveryCodes(ctx, "alice", tOp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	audit, err := e.st.AuditLog(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, a := range audit {
+		actions = append(actions, a.Action+" by "+a.Actor+" on "+a.Target)
+	}
+	for _, want := range []string{"user.offline_code by ito (helpdesk, console) on alice", "user.recovery_codes by admin (admin, token) on alice"} {
+		if !slices.Contains(actions, want) {
+			t.Errorf("audit log %q lacks %q", actions, want)
+		}
+	}
+
+	e.clock.Add(30 * time.Second)
+	r := e.verify("alice", e.code(secret, 0))
+	for _, want := range []string{
+		MsgAccepted + ". An offline login code for terminal term-01 was issued for you on " + when + " by helpdesk operator ito. If you did not ask for it, call your administrator.",
+		"New recovery codes were issued for you on " + when + " by administrator admin. If you did not ask for them, call your administrator.",
+	} {
+		if r.Outcome != Accepted || !strings.Contains(r.Message, want) {
+			t.Errorf("first login after codes were issued: %+v; want the message to contain %q", r, want)
+		}
+	}
+	if u := e.user("alice"); u.Notice != "" {
+		t.Errorf("notice %q left after it was shown", u.Notice)
+	}
+	// Shown once: the recovery code's login, then a TOTP login, say
+	// nothing more.
+	if r := e.verify("alice", codes[0]); r.Outcome != Accepted || strings.Contains(r.Message, "issued") {
+		t.Errorf("second login: %+v", r)
+	}
+	e.clock.Add(30 * time.Second)
+	if r := e.verify("alice", e.code(secret, 0)); r.Outcome != Accepted || r.Message != MsgAccepted {
+		t.Errorf("third login: %+v", r)
+	}
+
+	// A failed login shows nothing and keeps the notice.
+	if _, err := e.svc.Reset(ctx, "alice", tOp); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.verify("alice", e.code(secret, 30*time.Second)); r.Outcome == Accepted || strings.Contains(r.Message, "issued") {
+		t.Errorf("refused login after a reset: %+v", r)
+	}
+	if u := e.user("alice"); !strings.Contains(u.Notice, "Your TOTP token was reset and new recovery codes were issued for you on") {
+		t.Errorf("notice after a reset: %q", u.Notice)
 	}
 }

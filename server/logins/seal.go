@@ -129,3 +129,37 @@ func (s *Sealer) open(user string, sealed []byte) ([]byte, error) {
 	}
 	return secret, nil
 }
+
+// offlineAADPrefix binds a sealed offline key to its purpose and, with the
+// terminal ID appended, to its terminal.
+const offlineAADPrefix = "mnguard offline key\x00"
+
+// SealOfflineKey encrypts a terminal's offline key (store.KeySealer).
+func (s *Sealer) SealOfflineKey(terminalID string, key []byte) ([]byte, error) {
+	return s.sealAAD(append([]byte{sealVersion}, offlineAADPrefix+terminalID...), key)
+}
+
+// OpenOfflineKey decrypts an offline key sealed for the terminal
+// (store.KeySealer).
+func (s *Sealer) OpenOfflineKey(terminalID string, sealed []byte) ([]byte, error) {
+	ns := s.aead.NonceSize()
+	if len(sealed) < 1+ns+s.aead.Overhead() || sealed[0] != sealVersion {
+		return nil, fmt.Errorf("sealed offline key of terminal %s: not a sealed key", terminalID)
+	}
+	key, err := s.aead.Open(nil, sealed[1:1+ns], sealed[1+ns:], append([]byte{sealVersion}, offlineAADPrefix+terminalID...))
+	if err != nil {
+		return nil, fmt.Errorf("sealed offline key of terminal %s does not open: sealed under another key or for another terminal", terminalID)
+	}
+	return key, nil
+}
+
+// sealAAD encrypts b with additional data ad.
+func (s *Sealer) sealAAD(ad, b []byte) ([]byte, error) {
+	ns := s.aead.NonceSize()
+	out := make([]byte, 1+ns, 1+ns+len(b)+s.aead.Overhead())
+	out[0] = sealVersion
+	if _, err := rand.Read(out[1:]); err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	return s.aead.Seal(out, out[1:1+ns], b, ad), nil
+}

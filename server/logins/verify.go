@@ -53,14 +53,16 @@ const EventType = "login.verify"
 // outcome: a replayed code and a wrong one read the same, and a locked user
 // is not told whether the code was right.
 const (
-	MsgAccepted         = "code accepted"
-	MsgConfirmed        = "code accepted; TOTP enrollment confirmed"
-	MsgWrong            = "wrong code"
-	MsgMalformed        = "not a code: enter the digits your authenticator shows, or a recovery code"
-	MsgNowLocked        = "wrong code; too many failed attempts: the account is now locked, ask the helpdesk to unlock it"
-	MsgLocked           = "account locked after too many failed attempts: ask the helpdesk to unlock it"
-	MsgUnknownUser      = "no TOTP enrollment for this user: ask the helpdesk"
-	MsgRecoveryPending  = "recovery codes work only once the enrollment is confirmed with an authenticator code"
+	MsgAccepted        = "code accepted"
+	MsgConfirmed       = "code accepted; TOTP enrollment confirmed"
+	MsgWrong           = "wrong code"
+	MsgMalformed       = "not a code: enter the digits your authenticator shows, or a recovery code"
+	MsgNowLocked       = "wrong code; too many failed attempts: the account is now locked, ask the helpdesk to unlock it"
+	MsgLocked          = "account locked after too many failed attempts: ask the helpdesk to unlock it"
+	MsgUnknownUser     = "no TOTP enrollment for this user: ask the helpdesk"
+	MsgRecoveryPending = "recovery codes work only once the enrollment is confirmed with an authenticator code"
+	// msgExpired names the expiry date of the token's key.
+	msgExpired          = "this token expired on %s: ask the helpdesk for a new one"
 	msgRecoveryAccepted = "recovery code accepted; %d left"
 )
 
@@ -70,13 +72,16 @@ const (
 	reasonConfirmed = "confirmed enrollment"
 	reasonWrong     = "wrong code"
 	reasonReplay    = "replayed step"
-	reasonMalformed = "malformed code"
-	reasonRace      = "changed concurrently"
-	reasonLocked    = "locked"
-	reasonUnknown   = "unknown user"
-	reasonRecovery  = "recovery code"
-	reasonRecWrong  = "wrong recovery code"
-	reasonRecPend   = "recovery code before confirmation"
+	// reasonReplayCounter: an HOTP code of a counter already passed.
+	reasonReplayCounter = "replayed counter"
+	reasonExpired       = "token expired"
+	reasonMalformed     = "malformed code"
+	reasonRace          = "changed concurrently"
+	reasonLocked        = "locked"
+	reasonUnknown       = "unknown user"
+	reasonRecovery      = "recovery code"
+	reasonRecWrong      = "wrong recovery code"
+	reasonRecPend       = "recovery code before confirmation"
 )
 
 // Result is the outcome of a verification.
@@ -124,6 +129,9 @@ func (s *Service) Verify(ctx context.Context, terminalID, user, service, code st
 	if err := s.event(ctx, terminalID, user, service, res, severity); err != nil {
 		return Result{}, err
 	}
+	if res.Outcome == Accepted {
+		res.Message = s.deliverNotices(ctx, user, res.Message)
+	}
 	return res, nil
 }
 
@@ -156,7 +164,7 @@ func (s *Service) verify(ctx context.Context, name, code string) (Result, mnguar
 	if isRecovery {
 		a, err = s.tryRecovery(ctx, u, recovery, now)
 	} else {
-		a, err = s.tryTOTP(ctx, u, code, now, true)
+		a, err = s.tryTOTP(ctx, u, code, now, true, nil)
 	}
 	if errors.Is(err, store.ErrNotFound) {
 		// Deleted while we looked.
@@ -174,6 +182,8 @@ func (s *Service) verify(ctx context.Context, name, code string) (Result, mnguar
 		return Result{Outcome: Accepted, Message: MsgAccepted, Method: method, Reason: a.reason}, info, nil
 	case a.reason == reasonLocked:
 		return Result{Outcome: Locked, Message: MsgLocked, Method: method, Reason: a.reason}, alert, nil
+	case a.expired:
+		return Result{Outcome: Rejected, Message: fmt.Sprintf(msgExpired, u.NotAfter.UTC().Format(time.DateOnly)), Method: method, Reason: a.reason}, warn, nil
 	case a.malformed != nil:
 		return Result{Outcome: Rejected, Message: MsgMalformed, Method: method, Reason: a.reason}, warn, nil
 	case a.reason == reasonRecPend:
@@ -182,6 +192,25 @@ func (s *Service) verify(ctx context.Context, name, code string) (Result, mnguar
 		return Result{Outcome: Rejected, Message: MsgNowLocked, Method: method, Reason: a.reason + ", lock reached"}, alert, nil
 	}
 	return Result{Outcome: Rejected, Message: MsgWrong, Method: method, Reason: a.reason}, warn, nil
+}
+
+// deliverNotices appends the user's pending notices (codes an operator
+// issued for them) to an accepted login's message and clears them. The
+// login stands if that fails: the notices wait for the next one.
+func (s *Service) deliverNotices(ctx context.Context, name, msg string) string {
+	u, err := s.st.User(ctx, name)
+	if err == nil && u.Notice == "" {
+		return msg
+	}
+	var notices string
+	if err == nil {
+		notices, err = s.st.TakeUserNotice(ctx, name)
+	}
+	if err != nil {
+		s.log.Error("pending notice not delivered", "user", name, "err", err)
+		return msg
+	}
+	return withNotices(msg, notices)
 }
 
 // delay waits Policy.Delay when u has failed often enough.
@@ -207,13 +236,27 @@ type attempt struct {
 	counted bool       // a failure was recorded
 	// malformed is set when the code is not a code at all.
 	malformed error
+	// expired is set when the token's key expired: the code was not
+	// checked, and no failure is counted.
+	expired bool
 }
 
 // tryTOTP checks a TOTP code against u and applies the result: the step
 // (compare-and-set, retried once against a re-read user when another
 // attempt won the race) or a failure. login also records a login and
 // clears the failures.
-func (s *Service) tryTOTP(ctx context.Context, u store.User, code string, now time.Time, login bool) (attempt, error) {
+//
+// audit, if not nil, is appended with an accepted step, in its transaction.
+//
+// An expired token's code is not checked (attempt.expired); an HOTP
+// user's code is checked by tryHOTP.
+func (s *Service) tryTOTP(ctx context.Context, u store.User, code string, now time.Time, login bool, audit *store.AuditEntry) (attempt, error) {
+	if !u.NotAfter.IsZero() && !now.Before(u.NotAfter) {
+		return attempt{reason: reasonExpired, user: u, expired: true}, nil
+	}
+	if u.Kind == store.TokenHOTP {
+		return s.tryHOTP(ctx, u, code, now, login, audit)
+	}
 	p, err := params(u)
 	if err != nil {
 		return attempt{}, err
@@ -240,7 +283,7 @@ func (s *Service) tryTOTP(ctx context.Context, u store.User, code string, now ti
 		}
 		nu, err := s.st.AcceptStep(ctx, store.StepUpdate{
 			Name: u.Name, ExpectLastStep: u.LastStep, LastStep: step, Offset: step - T, At: now,
-			Confirm: u.State == store.UserPending, Login: login,
+			Confirm: u.State == store.UserPending, Login: login, Audit: audit,
 		})
 		switch {
 		case err == nil:

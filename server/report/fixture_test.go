@@ -74,11 +74,11 @@ func (f *fixture) enroll(id, host string, when time.Time) {
 	sum := sha256.Sum256([]byte("token-" + id))
 	if err := f.st.CreateEnrollmentToken(f.ctx, store.EnrollmentToken{
 		ID: "tok-" + id, Hash: sum[:], CreatedAt: when.Add(-time.Hour), ExpiresAt: when.Add(time.Hour), Uses: 1, CreatedBy: "admin1",
-	}); err != nil {
+	}, store.NoAudit); err != nil {
 		f.t.Fatal(err)
 	}
 	serial := sha256.Sum256([]byte(id))
-	term := store.Terminal{ID: id, Hostname: host, State: store.StateActive, EnrolledAt: when, OfflineKey: []byte("key-" + id + "-0123456789abcdef")}
+	term := store.Terminal{ID: id, Hostname: host, State: store.StateActive, EnrolledAt: when}
 	cert := store.Certificate{Serial: hex.EncodeToString(serial[:8]), TerminalID: id, NotBefore: when, NotAfter: when.AddDate(1, 0, 0)}
 	if err := f.st.Enroll(f.ctx, sum[:], when, term, cert); err != nil {
 		f.t.Fatal(err)
@@ -182,7 +182,7 @@ func (f *fixture) exemption(e store.Exemption) {
 	if e.Issuer == "" {
 		e.Issuer = "helpdesk-b (helpdesk)"
 	}
-	if err := f.st.CreateExemption(f.ctx, e); err != nil {
+	if err := f.st.CreateExemption(f.ctx, e, store.NoAudit); err != nil {
 		f.t.Fatal(err)
 	}
 }
@@ -239,7 +239,7 @@ func (f *fixture) populate() {
 	f.verdict("t-b", at(time.May, 1, 0, 0), nil)
 	// t-c fails media from 18 April until it is revoked on 20 April.
 	f.verdict("t-c", at(time.April, 18, 0, 0), map[string][]string{store.CheckMedia: {"check.media.not_reported"}})
-	if err := f.st.RevokeTerminal(f.ctx, "t-c", "disposed "+hostile, at(time.April, 20, 12, 0)); err != nil {
+	if err := f.st.RevokeTerminal(f.ctx, "t-c", "disposed "+hostile, at(time.April, 20, 12, 0), store.NoAudit); err != nil {
 		f.t.Fatal(err)
 	}
 	f.save("t-c", at(time.April, 20, 12, 0), store.ComplianceRevoked, nil)
@@ -249,7 +249,7 @@ func (f *fixture) populate() {
 	f.exemption(store.Exemption{ID: "ex-1", TerminalID: "t-a", Serial: "S1", IssuedAt: at(time.April, 5, 10, 0), Reason: "copy minutes " + hostile, Ticket: "INC-1"})
 	f.exemption(store.Exemption{ID: "ex-2", TerminalID: "t-b", Serial: "S2", IssuedAt: at(time.April, 12, 14, 0), Duration: 2 * time.Hour,
 		Reason: "wrong stick", Ticket: `=HYPERLINK("http://x")`})
-	if _, err := f.st.RevokeExemption(f.ctx, "ex-2", "helpdesk-b (helpdesk)", "wrong device", at(time.April, 12, 14, 30)); err != nil {
+	if _, err := f.st.RevokeExemption(f.ctx, "ex-2", "helpdesk-b (helpdesk)", "wrong device", at(time.April, 12, 14, 30), store.NoAudit); err != nil {
 		f.t.Fatal(err)
 	}
 	f.exemption(store.Exemption{ID: "ex-3", TerminalID: "t-a", AllowNoSerial: true, IssuedAt: at(time.April, 25, 16, 0),

@@ -235,7 +235,7 @@ func TestComplianceInputs(t *testing.T) {
 	if err := s.AddCertificate(ctx, renewed); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RevokeTerminal(ctx, "t3", "lost", t0.Add(time.Hour)); err != nil {
+	if err := s.RevokeTerminal(ctx, "t3", "lost", t0.Add(time.Hour), tAudit); err != nil {
 		t.Fatal(err)
 	}
 	prev := verdict("t2", NonCompliant, t0, CheckMFA)
@@ -313,7 +313,7 @@ func TestCountCompliance(t *testing.T) {
 		enroll(t, s, id, "pc-"+id)
 	}
 	for _, id := range []string{"t4", "t6"} {
-		if err := s.RevokeTerminal(ctx, id, "lost", t0); err != nil {
+		if err := s.RevokeTerminal(ctx, id, "lost", t0, tAudit); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -47,7 +47,7 @@ func consoleTerminals(tb testing.TB, s *SQLite) {
 			}
 		}
 	}
-	if err := s.RevokeTerminal(ctx, "t-e", "lost", t0.Add(time.Hour)); err != nil {
+	if err := s.RevokeTerminal(ctx, "t-e", "lost", t0.Add(time.Hour), tAudit); err != nil {
 		tb.Fatal(err)
 	}
 	a := verdict("t-a", Compliant, t0)
@@ -442,7 +442,7 @@ func TestExemptionsIssued(t *testing.T) {
 		newExemption("e3", "t1", t0.Add(2*time.Hour), time.Hour),
 	}
 	for _, e := range es {
-		if err := s.CreateExemption(ctx, e); err != nil {
+		if err := s.CreateExemption(ctx, e, tAudit); err != nil {
 			t.Fatal(err)
 		}
 	}

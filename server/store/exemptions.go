@@ -54,9 +54,13 @@ func checkExemption(e Exemption) error {
 	return nil
 }
 
-// CreateExemption implements Store. RevokedAt must be zero.
-func (s *SQLite) CreateExemption(ctx context.Context, e Exemption) error {
+// CreateExemption implements Store: the exemption and its audit entry a
+// are stored in one transaction. RevokedAt must be zero.
+func (s *SQLite) CreateExemption(ctx context.Context, e Exemption, a AuditEntry) error {
 	err := checkExemption(e)
+	if err == nil {
+		err = checkAudit(&a)
+	}
 	if err == nil {
 		err = s.write(ctx, func(tx wtx) error {
 			if err := activeTerminal(ctx, tx, e.TerminalID); err != nil {
@@ -84,7 +88,8 @@ func (s *SQLite) CreateExemption(ctx context.Context, e Exemption) error {
 			} else if n == 0 {
 				return fmt.Errorf("challenge %s of this terminal was answered already: %w", e.Challenge, ErrExists)
 			}
-			return nil
+			_, err = appendAuditTx(ctx, tx, a)
+			return err
 		})
 	}
 	if err != nil {
@@ -180,17 +185,20 @@ func (s *SQLite) exemptions(ctx context.Context, terminalID string, activeAt tim
 }
 
 // RevokeExemption implements Store. A zero at means now.
-func (s *SQLite) RevokeExemption(ctx context.Context, id, by, reason string, at time.Time) (Exemption, error) {
-	e, err := s.revokeExemption(ctx, id, by, reason, at)
+func (s *SQLite) RevokeExemption(ctx context.Context, id, by, reason string, at time.Time, a AuditEntry) (Exemption, error) {
+	e, err := s.revokeExemption(ctx, id, by, reason, at, a)
 	if err != nil {
 		return Exemption{}, fmt.Errorf("store: revoke exemption %s: %w", id, err)
 	}
 	return e, nil
 }
 
-func (s *SQLite) revokeExemption(ctx context.Context, id, by, reason string, at time.Time) (Exemption, error) {
+func (s *SQLite) revokeExemption(ctx context.Context, id, by, reason string, at time.Time, a AuditEntry) (Exemption, error) {
 	if by == "" {
 		return Exemption{}, errors.New("revoked_by is empty")
+	}
+	if err := checkAudit(&a); err != nil {
+		return Exemption{}, err
 	}
 	if at.IsZero() {
 		at = time.Now()
@@ -222,7 +230,8 @@ func (s *SQLite) revokeExemption(ctx context.Context, id, by, reason string, at 
 		}
 		e.RevokedAt, e.RevokedBy, e.RevokeReason = time.Unix(0, at.UnixNano()).UTC(), by, reason
 		out = e
-		return nil
+		_, err = appendAuditTx(ctx, tx, a)
+		return err
 	})
 	return out, err
 }

@@ -63,7 +63,7 @@ func TestCreateExemption(t *testing.T) {
 	enroll(t, s, "term-2", "pc-2")
 
 	on := newExemption("ex-1", "term-1", t0, time.Hour)
-	if err := s.CreateExemption(ctx, on); err != nil {
+	if err := s.CreateExemption(ctx, on, tAudit); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Exemption(ctx, "ex-1")
@@ -76,7 +76,7 @@ func TestCreateExemption(t *testing.T) {
 
 	off := offlineExemption("ex-2", "term-1", "ABCDE12345", t0)
 	off.Serial, off.AllowNoSerial = "", true
-	if err := s.CreateExemption(ctx, off); err != nil {
+	if err := s.CreateExemption(ctx, off, tAudit); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := s.Exemption(ctx, "ex-2"); err != nil || sameExemption(got, off) != nil {
@@ -85,19 +85,19 @@ func TestCreateExemption(t *testing.T) {
 
 	// Each challenge is answered once per terminal; another terminal may
 	// show the same one.
-	err = s.CreateExemption(ctx, offlineExemption("ex-3", "term-1", "ABCDE12345", t0.Add(time.Minute)))
+	err = s.CreateExemption(ctx, offlineExemption("ex-3", "term-1", "ABCDE12345", t0.Add(time.Minute)), tAudit)
 	if !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), "ABCDE12345") {
 		t.Errorf("same challenge again: %v, want ErrExists", err)
 	}
-	if err := s.CreateExemption(ctx, offlineExemption("ex-4", "term-2", "ABCDE12345", t0)); err != nil {
+	if err := s.CreateExemption(ctx, offlineExemption("ex-4", "term-2", "ABCDE12345", t0), tAudit); err != nil {
 		t.Errorf("same challenge on another terminal: %v", err)
 	}
 	// A repeated ID is an error, not ErrExists of a challenge.
-	if err := s.CreateExemption(ctx, newExemption("ex-1", "term-2", t0, time.Hour)); err == nil || errors.Is(err, ErrExists) {
+	if err := s.CreateExemption(ctx, newExemption("ex-1", "term-2", t0, time.Hour), tAudit); err == nil || errors.Is(err, ErrExists) {
 		t.Errorf("repeated ID: %v", err)
 	}
 
-	if err := s.RevokeTerminal(ctx, "term-2", "stolen", t0); err != nil {
+	if err := s.RevokeTerminal(ctx, "term-2", "stolen", t0, tAudit); err != nil {
 		t.Fatal(err)
 	}
 	bad := []struct {
@@ -129,7 +129,7 @@ func TestCreateExemption(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newExemption("ex-bad", "term-1", t0, time.Hour)
 			tt.edit(&e)
-			err := s.CreateExemption(ctx, e)
+			err := s.CreateExemption(ctx, e, tAudit)
 			if err == nil || tt.want != nil && !errors.Is(err, tt.want) {
 				t.Errorf("err = %v, want %v", err, tt.want)
 			}
@@ -156,11 +156,11 @@ func TestExemptionsList(t *testing.T) {
 		offlineExemption("e-offline", "term-1", "ABCDE12345", t0),
 		newExemption("f-other", "term-2", t0.Add(-10*time.Second), time.Hour),
 	} {
-		if err := s.CreateExemption(ctx, e); err != nil {
+		if err := s.CreateExemption(ctx, e, tAudit); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.RevokeExemption(ctx, "d-revoked", "admin", "done early", t0); err != nil {
+	if _, err := s.RevokeExemption(ctx, "d-revoked", "admin", "done early", t0, tAudit); err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct {
@@ -202,11 +202,11 @@ func TestRevokeExemption(t *testing.T) {
 	s, _ := openTest(t)
 	enroll(t, s, "term-1", "pc-1")
 	e := newExemption("ex-1", "term-1", t0, time.Hour)
-	if err := s.CreateExemption(ctx, e); err != nil {
+	if err := s.CreateExemption(ctx, e, tAudit); err != nil {
 		t.Fatal(err)
 	}
 	at := t0.Add(10 * time.Minute)
-	got, err := s.RevokeExemption(ctx, "ex-1", "helpdesk-op (helpdesk)", "the copy is done", at)
+	got, err := s.RevokeExemption(ctx, "ex-1", "helpdesk-op (helpdesk)", "the copy is done", at, tAudit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func TestRevokeExemption(t *testing.T) {
 	}
 
 	// Again: refused, the first revocation stays.
-	_, err = s.RevokeExemption(ctx, "ex-1", "admin-op (admin)", "again", at.Add(time.Minute))
+	_, err = s.RevokeExemption(ctx, "ex-1", "admin-op (admin)", "again", at.Add(time.Minute), tAudit)
 	if !errors.Is(err, ErrRevoked) || !strings.Contains(err.Error(), "helpdesk-op") {
 		t.Errorf("revoked twice: %v, want ErrRevoked naming the first", err)
 	}
@@ -228,20 +228,20 @@ func TestRevokeExemption(t *testing.T) {
 	}
 
 	// Expired: nothing to revoke.
-	if err := s.CreateExemption(ctx, newExemption("ex-2", "term-1", t0, time.Hour)); err != nil {
+	if err := s.CreateExemption(ctx, newExemption("ex-2", "term-1", t0, time.Hour), tAudit); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.RevokeExemption(ctx, "ex-2", "admin", "", t0.Add(time.Hour))
+	_, err = s.RevokeExemption(ctx, "ex-2", "admin", "", t0.Add(time.Hour), tAudit)
 	if !errors.Is(err, ErrExpired) {
 		t.Errorf("expired: %v, want ErrExpired", err)
 	}
 	if stored, _ := s.Exemption(ctx, "ex-2"); !stored.RevokedAt.IsZero() {
 		t.Errorf("expired exemption was marked revoked: %+v", stored)
 	}
-	if _, err := s.RevokeExemption(ctx, "ex-9", "admin", "", at); !errors.Is(err, ErrNotFound) {
+	if _, err := s.RevokeExemption(ctx, "ex-9", "admin", "", at, tAudit); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unknown: %v, want ErrNotFound", err)
 	}
-	if _, err := s.RevokeExemption(ctx, "ex-2", "", "", at); err == nil {
+	if _, err := s.RevokeExemption(ctx, "ex-2", "", "", at, tAudit); err == nil {
 		t.Error("revoked by nobody")
 	}
 }
@@ -252,7 +252,7 @@ func TestRevokeExemptionConcurrent(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openTest(t)
 	enroll(t, s, "term-1", "pc-1")
-	if err := s.CreateExemption(ctx, newExemption("ex-1", "term-1", t0, time.Hour)); err != nil {
+	if err := s.CreateExemption(ctx, newExemption("ex-1", "term-1", t0, time.Hour), tAudit); err != nil {
 		t.Fatal(err)
 	}
 	var (
@@ -263,7 +263,7 @@ func TestRevokeExemptionConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := s.RevokeExemption(ctx, "ex-1", fmt.Sprintf("op-%d", i), "", t0.Add(time.Minute))
+			_, err := s.RevokeExemption(ctx, "ex-1", fmt.Sprintf("op-%d", i), "", t0.Add(time.Minute), tAudit)
 			switch {
 			case err == nil:
 				won.Add(1)
@@ -284,7 +284,7 @@ func TestMarkExemptionDelivered(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openTest(t)
 	enroll(t, s, "term-1", "pc-1")
-	if err := s.CreateExemption(ctx, newExemption("ex-1", "term-1", t0, time.Hour)); err != nil {
+	if err := s.CreateExemption(ctx, newExemption("ex-1", "term-1", t0, time.Hour), tAudit); err != nil {
 		t.Fatal(err)
 	}
 	first, err := s.MarkExemptionDelivered(ctx, "ex-1", t0.Add(time.Second))
@@ -336,12 +336,12 @@ func TestRevokeTerminalEndsExemptions(t *testing.T) {
 		newExemption("ex-over", "term-1", t0.Add(-2*time.Hour), time.Hour),
 		newExemption("ex-other", "term-2", t0, time.Hour),
 	} {
-		if err := s.CreateExemption(ctx, e); err != nil {
+		if err := s.CreateExemption(ctx, e, tAudit); err != nil {
 			t.Fatal(err)
 		}
 	}
 	at := t0.Add(time.Minute)
-	if err := s.RevokeTerminal(ctx, "term-1", "stolen", at); err != nil {
+	if err := s.RevokeTerminal(ctx, "term-1", "stolen", at, tAudit); err != nil {
 		t.Fatal(err)
 	}
 	for id, want := range map[string]bool{"ex-live": true, "ex-over": false, "ex-other": false} {

@@ -34,6 +34,9 @@ func openTest(tb testing.TB) (*SQLite, string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	if _, err := s.SetKeySealer(context.Background(), newTestSealer(tb, 1)); err != nil {
+		tb.Fatal(err)
+	}
 	tb.Cleanup(func() {
 		if err := s.Close(); err != nil {
 			tb.Error(err)
@@ -62,7 +65,7 @@ func createToken(tb testing.TB, s *SQLite, id string, uses int, expires time.Tim
 	h := hashOf("secret-" + id)
 	if err := s.CreateEnrollmentToken(context.Background(), EnrollmentToken{
 		ID: id, Hash: h, CreatedAt: t0, ExpiresAt: expires, Uses: uses, UsesLeft: uses, CreatedBy: "admin", Note: "test",
-	}); err != nil {
+	}, tAudit); err != nil {
 		tb.Fatal(err)
 	}
 	return h
@@ -165,6 +168,9 @@ func TestReopenKeepsDataAndSchema(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mnguard.db")
 	s, err := OpenSQLite(ctx, path)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetKeySealer(ctx, newTestSealer(t, 1)); err != nil {
 		t.Fatal(err)
 	}
 	enroll(t, s, "t1", "pc-01")
@@ -305,13 +311,16 @@ func TestEnroll(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.State != StateActive || got.Hostname != "pc-01" || !bytes.Equal(got.Host, term.Host) ||
-		!bytes.Equal(got.OfflineKey, term.OfflineKey) || !got.EnrolledAt.Equal(t0) ||
+		got.OfflineKey != nil || !got.EnrolledAt.Equal(t0) ||
 		got.CertSerial != cert.Serial || !got.CertNotAfter.Equal(cert.NotAfter) ||
 		!got.LastSeenAt.IsZero() || !got.RevokedAt.IsZero() || got.Posture != nil || got.PostureHistoryCount != 0 {
 		t.Errorf("Terminal = %+v", got)
 	}
 	if got.EnrolledAt.Location() != time.UTC {
 		t.Errorf("EnrolledAt in %v, want UTC", got.EnrolledAt.Location())
+	}
+	if key, err := s.OfflineKey(ctx, "t1"); err != nil || !bytes.Equal(key, term.OfflineKey) {
+		t.Errorf("OfflineKey = %q, %v; want %q", key, err, term.OfflineKey)
 	}
 	c, err := s.Certificate(ctx, cert.Serial)
 	if err != nil {
@@ -420,7 +429,7 @@ func TestCertificates(t *testing.T) {
 	s, _ := openTest(t)
 	first := enroll(t, s, "t1", "pc-01")
 	enroll(t, s, "gone", "pc-02")
-	if err := s.RevokeTerminal(ctx, "gone", "stolen", t0); err != nil {
+	if err := s.RevokeTerminal(ctx, "gone", "stolen", t0, tAudit); err != nil {
 		t.Fatal(err)
 	}
 	renewed := Certificate{Serial: "0abc", TerminalID: "t1", NotBefore: t0, NotAfter: first.NotAfter.Add(24 * time.Hour)}
@@ -487,13 +496,13 @@ func TestRevokeTerminal(t *testing.T) {
 	other := enroll(t, s, "t2", "pc-02")
 	revokedAt := t0.Add(time.Hour)
 
-	if err := s.RevokeTerminal(ctx, "t1", "stolen", revokedAt); err != nil {
+	if err := s.RevokeTerminal(ctx, "t1", "stolen", revokedAt, tAudit); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RevokeTerminal(ctx, "t1", "again", revokedAt.Add(time.Hour)); err != nil {
+	if err := s.RevokeTerminal(ctx, "t1", "again", revokedAt.Add(time.Hour), tAudit); err != nil {
 		t.Fatalf("second revoke: %v", err)
 	}
-	if err := s.RevokeTerminal(ctx, "nobody", "x", revokedAt); !errors.Is(err, ErrNotFound) {
+	if err := s.RevokeTerminal(ctx, "nobody", "x", revokedAt, tAudit); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unknown terminal: %v, want ErrNotFound", err)
 	}
 
@@ -609,7 +618,7 @@ func TestSaveReportRefusedStoresNothing(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openTest(t)
 	enroll(t, s, "gone", "pc-01")
-	if err := s.RevokeTerminal(ctx, "gone", "stolen", t0); err != nil {
+	if err := s.RevokeTerminal(ctx, "gone", "stolen", t0, tAudit); err != nil {
 		t.Fatal(err)
 	}
 	enroll(t, s, "t1", "pc-02")
@@ -800,7 +809,7 @@ func TestEnrollmentTokens(t *testing.T) {
 	a := EnrollmentToken{ID: "a", Hash: hashOf("a"), CreatedAt: t0, ExpiresAt: t0.Add(time.Hour), Uses: 5, CreatedBy: "admin", Note: "lab"}
 	b := EnrollmentToken{ID: "b", Hash: hashOf("b"), CreatedAt: t0.Add(-time.Hour), ExpiresAt: t0.Add(time.Hour), Uses: 3, UsesLeft: 2}
 	for _, tok := range []EnrollmentToken{a, b} {
-		if err := s.CreateEnrollmentToken(ctx, tok); err != nil {
+		if err := s.CreateEnrollmentToken(ctx, tok, tAudit); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -818,7 +827,7 @@ func TestEnrollmentTokens(t *testing.T) {
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := s.CreateEnrollmentToken(ctx, tt.tok); err == nil {
+			if err := s.CreateEnrollmentToken(ctx, tt.tok, tAudit); err == nil {
 				t.Error("CreateEnrollmentToken succeeded")
 			}
 		})

@@ -109,6 +109,19 @@ type User struct {
 	LastLoginAt   time.Time
 	// RecoveryCodesLeft is the number of unused recovery codes (read only).
 	RecoveryCodesLeft int
+	// Kind is TokenTOTP or TokenHOTP; "" means TOTP. An HOTP user's Period
+	// is 0 and LastStep and Offset stay 0.
+	Kind string
+	// Counter is an HOTP token's next expected counter (0 for TOTP).
+	// Changed only by compare-and-set (AcceptCounter).
+	Counter int64
+	// NotAfter is when the token's key expires; zero means never.
+	NotAfter time.Time
+	// Notice is what the user is told at the next successful login about
+	// codes an operator issued for them, one notice a line; "" if none
+	// (read only: set by the methods that issue codes, cleared by
+	// TakeUserNotice).
+	Notice string
 }
 
 // StepUpdate is a compare-and-set of a user's TOTP state after an accepted
@@ -124,6 +137,9 @@ type StepUpdate struct {
 	Confirm bool
 	// Login records At as LastLoginAt and clears Failures.
 	Login bool
+	// Audit, if set, is appended to the audit log in the same
+	// transaction (an operator's confirm or resync).
+	Audit *AuditEntry
 }
 
 // ServerEvent is an event the collector records about a terminal itself,
@@ -157,7 +173,9 @@ type Terminal struct {
 	LastSeenAt   time.Time // zero until the first report
 	RevokedAt    time.Time // zero unless revoked
 	RevokeReason string
-	OfflineKey   []byte
+	// OfflineKey is written by Enroll, sealed at rest (see KeySealer); a
+	// read leaves it nil: Store.OfflineKey opens it.
+	OfflineKey []byte
 	// Newest certificate.
 	CertSerial   string
 	CertNotAfter time.Time
@@ -274,13 +292,19 @@ type Store interface {
 	// Certificate returns the certificate with the serial, ErrNotFound if
 	// unknown.
 	Certificate(ctx context.Context, serial string) (Certificate, error)
-	// Terminal returns the terminal with its latest posture.
+	// Terminal returns the terminal with its latest posture, without its
+	// offline key.
 	Terminal(ctx context.Context, id string) (Terminal, error)
+	// OfflineKey opens the terminal's offline key; ErrNotFound if the
+	// terminal is unknown or has none, an error wrapping ErrNoKeySealer or
+	// ErrKeySealer when it cannot be opened.
+	OfflineKey(ctx context.Context, id string) ([]byte, error)
 	// Terminals lists all terminals (without posture bytes or offline keys),
 	// ordered by hostname.
 	Terminals(ctx context.Context) ([]Terminal, error)
-	// RevokeTerminal marks the terminal and all its certificates revoked.
-	RevokeTerminal(ctx context.Context, id, reason string, now time.Time) error
+	// RevokeTerminal marks the terminal and all its certificates revoked
+	// and appends a to the audit log, in one transaction.
+	RevokeTerminal(ctx context.Context, id, reason string, now time.Time, a AuditEntry) error
 	// SaveReport stores a report: latest posture, history (when the
 	// fingerprint changed), last-seen time and events, each (terminal, seq)
 	// once.
@@ -292,9 +316,13 @@ type Store interface {
 	// terminal; ErrNotFound if the terminal is unknown.
 	AddServerEvent(ctx context.Context, e ServerEvent) error
 
+	// Every method below that an operator's action calls takes the audit
+	// entry and appends it in the transaction of the change: both are
+	// stored or neither.
+
 	// CreateUser adds a user with its recovery code hashes; ErrExists if
 	// the name is taken.
-	CreateUser(ctx context.Context, u User, recoveryHashes [][]byte) error
+	CreateUser(ctx context.Context, u User, recoveryHashes [][]byte, a AuditEntry) error
 	// ImportUsers adds (or, with replace, replaces the tokens of) users in
 	// one transaction: all or nothing. Without replace an existing name
 	// fails the whole import with an error wrapping ErrExists that names
@@ -307,14 +335,25 @@ type Store interface {
 	Users(ctx context.Context) ([]User, error)
 	// DeleteUser removes the user and its recovery codes; ErrNotFound if
 	// unknown.
-	DeleteUser(ctx context.Context, name string) error
+	DeleteUser(ctx context.Context, name string, a AuditEntry) error
 	// ResetUser replaces the user's secret, parameters, source and serial
 	// and recovery codes; clears TOTP state, failures and lock; sets the
-	// user pending, in one transaction. ErrNotFound if unknown.
-	ResetUser(ctx context.Context, u User, recoveryHashes [][]byte) error
+	// user pending and adds notice (if not "") to the user's pending
+	// notices, in one transaction. ErrNotFound if unknown.
+	ResetUser(ctx context.Context, u User, recoveryHashes [][]byte, notice string, a AuditEntry) error
 	// ReplaceRecoveryCodes replaces all of the user's recovery codes, used
-	// ones included; ErrNotFound if the user is unknown.
-	ReplaceRecoveryCodes(ctx context.Context, name string, hashes [][]byte) error
+	// ones included, and adds notice (if not "") to the user's pending
+	// notices; ErrNotFound if the user is unknown.
+	ReplaceRecoveryCodes(ctx context.Context, name string, hashes [][]byte, notice string, a AuditEntry) error
+	// AddUserNotice adds notice to the user's pending notices and appends
+	// a, in one transaction, if check (nil: none) accepts the user as it
+	// is in that transaction; otherwise it returns check's error and
+	// changes nothing. ErrNotFound if unknown.
+	AddUserNotice(ctx context.Context, name, notice string, check func(User) error, a AuditEntry) (User, error)
+	// TakeUserNotice returns the user's pending notices and clears them
+	// (a successful login delivered them); "" if none. ErrNotFound if the
+	// user is unknown.
+	TakeUserNotice(ctx context.Context, name string) (string, error)
 	// AcceptStep applies a StepUpdate with compare-and-set and returns the
 	// updated user; ErrNotFound if the user is gone, ErrConflict if
 	// LastStep changed meanwhile, if u.LastStep <= u.ExpectLastStep (a
@@ -331,14 +370,24 @@ type Store interface {
 	// the updated user; ErrNotFound if unknown. Failures keep counting
 	// while locked; LockedAt keeps the first lock's time.
 	RecordFailure(ctx context.Context, name string, at time.Time, lockAfter int) (User, error)
-	// UnlockUser clears LockedAt and Failures; ErrNotFound if unknown.
-	UnlockUser(ctx context.Context, name string) (User, error)
+	// UnlockUser clears LockedAt and Failures and appends the audit entry
+	// audit makes of the user as it was; ErrNotFound if unknown.
+	UnlockUser(ctx context.Context, name string, audit func(before User) AuditEntry) (User, error)
+
+	// Hardware tokens (tokens.go): imports of up to 100,000 tokens, tokens
+	// that belong to no user yet, and HOTP counters.
+	ImportTokens(ctx context.Context, in TokenImport, a AuditEntry) (ImportResult, error)
+	HardwareTokens(ctx context.Context) ([]HardwareToken, error)
+	// HardwareToken returns the unassigned token, ErrNotFound if none.
+	HardwareToken(ctx context.Context, serial string) (HardwareToken, error)
+	AssignToken(ctx context.Context, serial string, u User, replace bool, a AuditEntry) (User, error)
+	AcceptCounter(ctx context.Context, u CounterUpdate) (User, error)
 
 	// CreateExemption records an exemption of an active terminal (an error
 	// wrapping ErrNotFound or ErrRevoked otherwise). An offline exemption
 	// whose terminal and challenge are recorded already returns an error
 	// wrapping ErrExists: each challenge is answered once.
-	CreateExemption(ctx context.Context, e Exemption) error
+	CreateExemption(ctx context.Context, e Exemption, a AuditEntry) error
 	// Exemption returns the exemption, ErrNotFound if unknown.
 	Exemption(ctx context.Context, id string) (Exemption, error)
 	// Exemptions lists exemptions, newest issued first; terminalID ""
@@ -348,13 +397,13 @@ type Store interface {
 	// RevokeExemption ends the exemption at at and returns it; ErrNotFound
 	// if unknown, ErrRevoked if revoked already (the first revocation
 	// stays), ErrExpired if it ended at or before at.
-	RevokeExemption(ctx context.Context, id, by, reason string, at time.Time) (Exemption, error)
+	RevokeExemption(ctx context.Context, id, by, reason string, at time.Time, a AuditEntry) (Exemption, error)
 	// MarkExemptionDelivered records the first time a stream carried the
 	// exemption and reports whether this call was that first time;
 	// ErrNotFound if unknown.
 	MarkExemptionDelivered(ctx context.Context, id string, at time.Time) (bool, error)
 
-	CreateEnrollmentToken(ctx context.Context, t EnrollmentToken) error
+	CreateEnrollmentToken(ctx context.Context, t EnrollmentToken, a AuditEntry) error
 	EnrollmentTokens(ctx context.Context) ([]EnrollmentToken, error)
 
 	// Operators, their API tokens and console sessions. Every change
@@ -394,6 +443,8 @@ type Store interface {
 	ExemptionsIssued(ctx context.Context, from, to time.Time) ([]Exemption, error)
 
 	// AppendAudit appends to the audit log, filling ID, PrevHash and Hash.
+	// It is for what changes nothing else (a sign-in refused, an export):
+	// a change appends its entry in its own transaction.
 	AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error)
 	AuditLog(ctx context.Context, limit int) ([]AuditEntry, error)
 	FilterAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)

@@ -47,7 +47,10 @@ func normalizeUser(u *User, def string) error {
 	if u.Digits == 0 {
 		u.Digits = 6
 	}
-	if u.Period == 0 {
+	if u.Kind == "" {
+		u.Kind = TokenTOTP
+	}
+	if u.Period == 0 && u.Kind == TokenTOTP {
 		u.Period = 30
 	}
 	if u.Source == "" {
@@ -78,8 +81,18 @@ func checkToken(u User) error {
 		return fmt.Errorf("user %s: unknown algorithm %q", u.Name, u.Algorithm)
 	case u.Digits != 6 && u.Digits != 8:
 		return fmt.Errorf("user %s: want 6 or 8 digits, not %d", u.Name, u.Digits)
-	case u.Period < 15 || u.Period > 120:
+	case u.Kind != TokenTOTP && u.Kind != TokenHOTP:
+		return fmt.Errorf("user %s: unknown token kind %q", u.Name, u.Kind)
+	case u.Kind == TokenTOTP && (u.Period < 15 || u.Period > 120):
 		return fmt.Errorf("user %s: period %d s out of range 15 to 120", u.Name, u.Period)
+	case u.Kind == TokenHOTP && u.Period != 0:
+		return fmt.Errorf("user %s: an HOTP token has no period, not %d s", u.Name, u.Period)
+	case u.Counter < 0 || u.Counter > MaxCounter:
+		return fmt.Errorf("user %s: HOTP counter %d out of range 0 to %d", u.Name, u.Counter, int64(MaxCounter))
+	case u.Kind == TokenTOTP && u.Counter != 0:
+		return fmt.Errorf("user %s: a TOTP token has no counter, not %d", u.Name, u.Counter)
+	case storableTime("not_after", u.NotAfter) != nil:
+		return fmt.Errorf("user %s: %w", u.Name, storableTime("not_after", u.NotAfter))
 	case u.Source != SourceEnrolled && u.Source != SourceImported:
 		return fmt.Errorf("user %s: unknown source %q", u.Name, u.Source)
 	}
@@ -104,8 +117,9 @@ func checkRecoveryHashes(hashes [][]byte) error {
 // userQuery selects users with the number of their unused recovery codes.
 const userQuery = `SELECT u.name, u.state, u.secret_sealed, u.algorithm, u.digits, u.period, u.source,
 	u.token_serial, u.last_step, u.clock_offset, u.failures, u.locked_at, u.last_failure_at,
-	u.created_at, u.created_by, u.confirmed_at, u.last_login_at,
-	(SELECT COUNT(*) FROM recovery_codes r WHERE r.user_name = u.name AND r.used_at IS NULL)
+	u.created_at, u.created_by, u.confirmed_at, u.last_login_at, u.kind, u.counter, u.not_after,
+	(SELECT COUNT(*) FROM recovery_codes r WHERE r.user_name = u.name AND r.used_at IS NULL),
+	u.pending_notice
 FROM users u `
 
 func scanUser(sc interface{ Scan(...any) error }) (User, error) {
@@ -113,7 +127,10 @@ func scanUser(sc interface{ Scan(...any) error }) (User, error) {
 	err := sc.Scan(&u.Name, &u.State, &u.SecretSealed, &u.Algorithm, &u.Digits, &u.Period, &u.Source,
 		&u.TokenSerial, &u.LastStep, &u.Offset, &u.Failures, scanTime(&u.LockedAt), scanTime(&u.LastFailureAt),
 		scanTime(&u.CreatedAt), &u.CreatedBy, scanTime(&u.ConfirmedAt), scanTime(&u.LastLoginAt),
-		&u.RecoveryCodesLeft)
+		&u.Kind, &u.Counter, scanTime(&u.NotAfter), &u.RecoveryCodesLeft, &u.Notice)
+	if u.Kind == TokenHOTP {
+		u.Period = 0 // the column holds 0002's placeholder
+	}
 	return u, err
 }
 
@@ -126,18 +143,21 @@ func userInTx(ctx context.Context, tx wtx, name string) (User, error) {
 	return u, err
 }
 
+// qInsertUser inserts a user. ON CONFLICT DO NOTHING tells a taken name
+// from other failures without parsing driver errors, on every backend.
+const qInsertUser = `INSERT INTO users
+	(name, state, secret_sealed, algorithm, digits, period, source, token_serial,
+	 last_step, clock_offset, failures, locked_at, last_failure_at, created_at, created_by, confirmed_at, last_login_at,
+	 kind, counter, not_after)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, 0, NULL, NULL, $9, $10, $11, NULL, $12, $13, $14)
+	ON CONFLICT (name) DO NOTHING`
+
 // insertUser inserts a normalized user with cleared TOTP state, failures
 // and lock; ok is false (and nothing inserted) if the name is taken.
 func insertUser(ctx context.Context, tx wtx, u User) (ok bool, err error) {
-	// ON CONFLICT DO NOTHING tells a taken name from other failures
-	// without parsing driver errors, on every backend.
-	res, err := tx.exec(ctx, `INSERT INTO users
-	(name, state, secret_sealed, algorithm, digits, period, source, token_serial,
-	 last_step, clock_offset, failures, locked_at, last_failure_at, created_at, created_by, confirmed_at, last_login_at)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, 0, NULL, NULL, $9, $10, $11, NULL)
-	ON CONFLICT (name) DO NOTHING`,
-		u.Name, u.State, u.SecretSealed, u.Algorithm, u.Digits, u.Period, u.Source, u.TokenSerial,
-		dbTime(u.CreatedAt), u.CreatedBy, dbTime(u.ConfirmedAt))
+	res, err := tx.exec(ctx, qInsertUser,
+		u.Name, u.State, u.SecretSealed, u.Algorithm, u.Digits, periodColumn(u), u.Source, u.TokenSerial,
+		dbTime(u.CreatedAt), u.CreatedBy, dbTime(u.ConfirmedAt), u.Kind, u.Counter, dbTime(u.NotAfter))
 	if err != nil {
 		return false, fmt.Errorf("insert user %s: %w", u.Name, err)
 	}
@@ -171,9 +191,10 @@ func replaceRecoveryCodes(ctx context.Context, tx wtx, name string, hashes [][]b
 func resetToken(ctx context.Context, tx wtx, u User) error {
 	res, err := tx.exec(ctx, `UPDATE users SET state = $2, secret_sealed = $3, algorithm = $4, digits = $5,
 	period = $6, source = $7, token_serial = $8, last_step = 0, clock_offset = 0, failures = 0,
-	locked_at = NULL, last_failure_at = NULL, confirmed_at = NULL
+	locked_at = NULL, last_failure_at = NULL, confirmed_at = NULL, kind = $9, counter = $10, not_after = $11
 	WHERE name = $1`,
-		u.Name, UserPending, u.SecretSealed, u.Algorithm, u.Digits, u.Period, u.Source, u.TokenSerial)
+		u.Name, UserPending, u.SecretSealed, u.Algorithm, u.Digits, periodColumn(u), u.Source, u.TokenSerial,
+		u.Kind, u.Counter, dbTime(u.NotAfter))
 	if err != nil {
 		return fmt.Errorf("update user: %w", err)
 	}
@@ -196,10 +217,13 @@ func oneRow(res sql.Result) error {
 // Algorithm, Digits, Period or Source SHA1, 6, 30 s and enrolled, a zero
 // CreatedAt now. The TOTP state, failures, lock and last login of u are
 // ignored: a new user starts without them.
-func (s *SQLite) CreateUser(ctx context.Context, u User, recoveryHashes [][]byte) error {
+func (s *SQLite) CreateUser(ctx context.Context, u User, recoveryHashes [][]byte, a AuditEntry) error {
 	err := normalizeUser(&u, SourceEnrolled)
 	if err == nil {
 		err = checkRecoveryHashes(recoveryHashes)
+	}
+	if err == nil {
+		err = checkAudit(&a)
 	}
 	if err == nil {
 		err = s.write(ctx, func(tx wtx) error {
@@ -210,7 +234,11 @@ func (s *SQLite) CreateUser(ctx context.Context, u User, recoveryHashes [][]byte
 			if !ok {
 				return ErrExists
 			}
-			return insertRecoveryCodes(ctx, tx, u.Name, recoveryHashes)
+			if err := insertRecoveryCodes(ctx, tx, u.Name, recoveryHashes); err != nil {
+				return err
+			}
+			_, err = appendAuditTx(ctx, tx, a)
+			return err
 		})
 	}
 	if err != nil {
@@ -300,17 +328,24 @@ func (s *SQLite) users(ctx context.Context) ([]User, error) {
 }
 
 // DeleteUser implements Store; ErrNotFound if the user is unknown.
-func (s *SQLite) DeleteUser(ctx context.Context, name string) error {
-	err := s.write(ctx, func(tx wtx) error {
-		if _, err := tx.exec(ctx, `DELETE FROM recovery_codes WHERE user_name = $1`, name); err != nil {
-			return fmt.Errorf("delete recovery codes: %w", err)
-		}
-		res, err := tx.exec(ctx, `DELETE FROM users WHERE name = $1`, name)
-		if err != nil {
+func (s *SQLite) DeleteUser(ctx context.Context, name string, a AuditEntry) error {
+	err := checkAudit(&a)
+	if err == nil {
+		err = s.write(ctx, func(tx wtx) error {
+			if _, err := tx.exec(ctx, `DELETE FROM recovery_codes WHERE user_name = $1`, name); err != nil {
+				return fmt.Errorf("delete recovery codes: %w", err)
+			}
+			res, err := tx.exec(ctx, `DELETE FROM users WHERE name = $1`, name)
+			if err != nil {
+				return err
+			}
+			if err := oneRow(res); err != nil {
+				return err
+			}
+			_, err = appendAuditTx(ctx, tx, a)
 			return err
-		}
-		return oneRow(res)
-	})
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("store: delete user %s: %w", name, err)
 	}
@@ -321,17 +356,30 @@ func (s *SQLite) DeleteUser(ctx context.Context, name string) error {
 // unknown. Of u only the name and the token fields (SecretSealed,
 // Algorithm, Digits, Period, Source, TokenSerial) count, with the defaults
 // of CreateUser; the creation and last login are kept.
-func (s *SQLite) ResetUser(ctx context.Context, u User, recoveryHashes [][]byte) error {
+func (s *SQLite) ResetUser(ctx context.Context, u User, recoveryHashes [][]byte, notice string, a AuditEntry) error {
 	err := normalizeUser(&u, SourceEnrolled)
 	if err == nil {
 		err = checkRecoveryHashes(recoveryHashes)
+	}
+	if err == nil {
+		err = checkNotice(notice)
+	}
+	if err == nil {
+		err = checkAudit(&a)
 	}
 	if err == nil {
 		err = s.write(ctx, func(tx wtx) error {
 			if err := resetToken(ctx, tx, u); err != nil {
 				return err
 			}
-			return replaceRecoveryCodes(ctx, tx, u.Name, recoveryHashes)
+			if err := replaceRecoveryCodes(ctx, tx, u.Name, recoveryHashes); err != nil {
+				return err
+			}
+			if err := addNotice(ctx, tx, u.Name, notice); err != nil {
+				return err
+			}
+			_, err := appendAuditTx(ctx, tx, a)
+			return err
 		})
 	}
 	if err != nil {
@@ -342,10 +390,16 @@ func (s *SQLite) ResetUser(ctx context.Context, u User, recoveryHashes [][]byte)
 
 // ReplaceRecoveryCodes implements Store: the old codes, used or not, are
 // deleted; ErrNotFound if the user is unknown.
-func (s *SQLite) ReplaceRecoveryCodes(ctx context.Context, name string, hashes [][]byte) error {
+func (s *SQLite) ReplaceRecoveryCodes(ctx context.Context, name string, hashes [][]byte, notice string, a AuditEntry) error {
 	err := checkUserName(name)
 	if err == nil {
 		err = checkRecoveryHashes(hashes)
+	}
+	if err == nil {
+		err = checkNotice(notice)
+	}
+	if err == nil {
+		err = checkAudit(&a)
 	}
 	if err == nil {
 		err = s.write(ctx, func(tx wtx) error {
@@ -356,7 +410,14 @@ func (s *SQLite) ReplaceRecoveryCodes(ctx context.Context, name string, hashes [
 			if n == 0 {
 				return ErrNotFound
 			}
-			return replaceRecoveryCodes(ctx, tx, name, hashes)
+			if err := replaceRecoveryCodes(ctx, tx, name, hashes); err != nil {
+				return err
+			}
+			if err := addNotice(ctx, tx, name, notice); err != nil {
+				return err
+			}
+			_, err := appendAuditTx(ctx, tx, a)
+			return err
 		})
 	}
 	if err != nil {
@@ -394,9 +455,17 @@ func (s *SQLite) acceptStep(ctx context.Context, u StepUpdate) (User, error) {
 	if err := storableTime("at", u.At); err != nil {
 		return User{}, err
 	}
+	var audit AuditEntry
+	if u.Audit != nil {
+		audit = *u.Audit
+		if err := checkAudit(&audit); err != nil {
+			return User{}, err
+		}
+	}
 	q := `UPDATE users SET last_step = $3, clock_offset = $4`
 	if u.Confirm {
-		q += `, state = 'active', confirmed_at = COALESCE(confirmed_at, $5)`
+		// A successful confirm also clears the failures of wrong codes.
+		q += `, state = 'active', confirmed_at = COALESCE(confirmed_at, $5), failures = 0`
 	}
 	if u.Login {
 		q += `, last_login_at = $5, failures = 0`
@@ -429,7 +498,12 @@ func (s *SQLite) acceptStep(ctx context.Context, u StepUpdate) (User, error) {
 				return ErrConflict
 			}
 		}
-		out, err = userInTx(ctx, tx, u.Name)
+		if out, err = userInTx(ctx, tx, u.Name); err != nil {
+			return err
+		}
+		if u.Audit != nil {
+			_, err = appendAuditTx(ctx, tx, audit)
+		}
 		return err
 	})
 	return out, err
@@ -534,9 +608,20 @@ func (s *SQLite) recordFailure(ctx context.Context, name string, at time.Time, l
 }
 
 // UnlockUser implements Store; ErrNotFound if the user is unknown.
-func (s *SQLite) UnlockUser(ctx context.Context, name string) (User, error) {
+func (s *SQLite) UnlockUser(ctx context.Context, name string, audit func(before User) AuditEntry) (User, error) {
 	var out User
 	err := s.write(ctx, func(tx wtx) error {
+		if audit == nil {
+			return errors.New("audit entry missing")
+		}
+		before, err := userInTx(ctx, tx, name)
+		if err != nil {
+			return err
+		}
+		a := audit(before)
+		if err := checkAudit(&a); err != nil {
+			return err
+		}
 		res, err := tx.exec(ctx, `UPDATE users SET locked_at = NULL, failures = 0 WHERE name = $1`, name)
 		if err != nil {
 			return err
@@ -544,7 +629,10 @@ func (s *SQLite) UnlockUser(ctx context.Context, name string) (User, error) {
 		if err := oneRow(res); err != nil {
 			return err
 		}
-		out, err = userInTx(ctx, tx, name)
+		if out, err = userInTx(ctx, tx, name); err != nil {
+			return err
+		}
+		_, err = appendAuditTx(ctx, tx, a)
 		return err
 	})
 	if err != nil {

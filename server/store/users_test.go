@@ -31,7 +31,7 @@ func codes(prefix string, n int) [][]byte {
 func createUser(tb testing.TB, s *SQLite, name string, recovery [][]byte) User {
 	tb.Helper()
 	u := newUser(name)
-	if err := s.CreateUser(context.Background(), u, recovery); err != nil {
+	if err := s.CreateUser(context.Background(), u, recovery, tAudit); err != nil {
 		tb.Fatal(err)
 	}
 	got, err := s.User(context.Background(), name)
@@ -53,6 +53,9 @@ func mustUser(tb testing.TB, s *SQLite, name string) User {
 // sameUser reports the first difference between two users, times compared
 // with Equal.
 func sameUser(got, want User) error {
+	if want.Kind == "" {
+		want.Kind = TokenTOTP // what a user without a kind gets
+	}
 	times := [][3]any{
 		{"LockedAt", got.LockedAt, want.LockedAt}, {"LastFailureAt", got.LastFailureAt, want.LastFailureAt},
 		{"CreatedAt", got.CreatedAt, want.CreatedAt}, {"ConfirmedAt", got.ConfirmedAt, want.ConfirmedAt},
@@ -77,7 +80,7 @@ func TestCreateUser(t *testing.T) {
 	u := newUser("yamada")
 	// TOTP state, failures and lock of a new user are ignored.
 	u.LastStep, u.Offset, u.Failures, u.LockedAt, u.LastLoginAt = 9, 2, 3, t0, t0
-	if err := s.CreateUser(ctx, u, codes("r", 10)); err != nil {
+	if err := s.CreateUser(ctx, u, codes("r", 10), tAudit); err != nil {
 		t.Fatal(err)
 	}
 	want := newUser("yamada")
@@ -87,7 +90,7 @@ func TestCreateUser(t *testing.T) {
 	}
 
 	// Defaults.
-	if err := s.CreateUser(ctx, User{Name: "sato", SecretSealed: []byte{1}}, nil); err != nil {
+	if err := s.CreateUser(ctx, User{Name: "sato", SecretSealed: []byte{1}}, nil, tAudit); err != nil {
 		t.Fatal(err)
 	}
 	sato := mustUser(t, s, "sato")
@@ -96,7 +99,7 @@ func TestCreateUser(t *testing.T) {
 		t.Errorf("defaults: %+v", sato)
 	}
 
-	err := s.CreateUser(ctx, newUser("yamada"), codes("other", 2))
+	err := s.CreateUser(ctx, newUser("yamada"), codes("other", 2), tAudit)
 	if !errors.Is(err, ErrExists) {
 		t.Errorf("taken name: err = %v, want ErrExists", err)
 	}
@@ -131,7 +134,7 @@ func TestCreateUser(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			u := newUser("new")
 			tt.edit(&u)
-			if err := s.CreateUser(ctx, u, tt.recovery); err == nil {
+			if err := s.CreateUser(ctx, u, tt.recovery, tAudit); err == nil {
 				t.Error("no error")
 			}
 			if n := count(t, s, `SELECT COUNT(*) FROM users`); n != 2 {
@@ -171,7 +174,7 @@ func TestDeleteUser(t *testing.T) {
 	s, _ := openTest(t)
 	createUser(t, s, "a", codes("a", 3))
 	createUser(t, s, "b", codes("b", 3))
-	if err := s.DeleteUser(ctx, "a"); err != nil {
+	if err := s.DeleteUser(ctx, "a", tAudit); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.User(ctx, "a"); !errors.Is(err, ErrNotFound) {
@@ -183,7 +186,7 @@ func TestDeleteUser(t *testing.T) {
 	if mustUser(t, s, "b").RecoveryCodesLeft != 3 {
 		t.Error("another user's codes deleted")
 	}
-	if err := s.DeleteUser(ctx, "a"); !errors.Is(err, ErrNotFound) {
+	if err := s.DeleteUser(ctx, "a", tAudit); !errors.Is(err, ErrNotFound) {
 		t.Errorf("delete again: err = %v, want ErrNotFound", err)
 	}
 	// The name is free again, without the old codes.
@@ -205,7 +208,7 @@ func TestResetUser(t *testing.T) {
 
 	reset := User{Name: "u", SecretSealed: []byte("new"), Algorithm: "SHA1", Digits: 6, Period: 30,
 		Source: SourceEnrolled, State: UserActive, CreatedAt: t0.Add(time.Hour), CreatedBy: "someone"}
-	if err := s.ResetUser(ctx, reset, codes("new", 5)); err != nil {
+	if err := s.ResetUser(ctx, reset, codes("new", 5), "", tAudit); err != nil {
 		t.Fatal(err)
 	}
 	want := User{Name: "u", State: UserPending, SecretSealed: []byte("new"), Algorithm: "SHA1", Digits: 6,
@@ -217,14 +220,14 @@ func TestResetUser(t *testing.T) {
 		t.Errorf("old recovery code: err = %v, want ErrNotFound", err)
 	}
 
-	if err := s.ResetUser(ctx, newUser("nobody"), nil); !errors.Is(err, ErrNotFound) {
+	if err := s.ResetUser(ctx, newUser("nobody"), nil, "", tAudit); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unknown user: err = %v, want ErrNotFound", err)
 	}
 	// A failure leaves everything as it was.
-	if err := s.ResetUser(ctx, newUser("u"), [][]byte{{1}, {1}}); err == nil {
+	if err := s.ResetUser(ctx, newUser("u"), [][]byte{{1}, {1}}, "", tAudit); err == nil {
 		t.Error("repeated recovery hash: no error")
 	}
-	if err := s.ResetUser(ctx, User{Name: "u"}, nil); err == nil {
+	if err := s.ResetUser(ctx, User{Name: "u"}, nil, "", tAudit); err == nil {
 		t.Error("no secret: no error")
 	}
 	if err := sameUser(mustUser(t, s, "u"), want); err != nil {
@@ -239,7 +242,7 @@ func TestReplaceRecoveryCodes(t *testing.T) {
 	if _, err := s.UseRecoveryCode(ctx, "u", hashOf("old-0"), t0); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ReplaceRecoveryCodes(ctx, "u", codes("new", 4)); err != nil {
+	if err := s.ReplaceRecoveryCodes(ctx, "u", codes("new", 4), "", tAudit); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(t, s, `SELECT COUNT(*) FROM recovery_codes WHERE user_name = 'u'`); n != 4 {
@@ -251,19 +254,19 @@ func TestReplaceRecoveryCodes(t *testing.T) {
 	if _, err := s.UseRecoveryCode(ctx, "u", hashOf("new-3"), t0); err != nil {
 		t.Errorf("new code: %v", err)
 	}
-	if err := s.ReplaceRecoveryCodes(ctx, "nobody", codes("x", 1)); !errors.Is(err, ErrNotFound) {
+	if err := s.ReplaceRecoveryCodes(ctx, "nobody", codes("x", 1), "", tAudit); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unknown user: err = %v, want ErrNotFound", err)
 	}
-	if err := s.ReplaceRecoveryCodes(ctx, "u", [][]byte{{1}, {1}}); err == nil {
+	if err := s.ReplaceRecoveryCodes(ctx, "u", [][]byte{{1}, {1}}, "", tAudit); err == nil {
 		t.Error("repeated hash: no error")
 	}
-	if err := s.ReplaceRecoveryCodes(ctx, "", nil); err == nil {
+	if err := s.ReplaceRecoveryCodes(ctx, "", nil, "", tAudit); err == nil {
 		t.Error("empty name: no error")
 	}
 	if u := mustUser(t, s, "u"); u.RecoveryCodesLeft != 3 {
 		t.Errorf("after failed replaces: %d codes left, want 3", u.RecoveryCodesLeft)
 	}
-	if err := s.ReplaceRecoveryCodes(ctx, "u", nil); err != nil {
+	if err := s.ReplaceRecoveryCodes(ctx, "u", nil, "", tAudit); err != nil {
 		t.Fatal(err)
 	}
 	if u := mustUser(t, s, "u"); u.RecoveryCodesLeft != 0 {
@@ -435,7 +438,7 @@ func TestRecordFailure(t *testing.T) {
 			t.Errorf("failure %d: failures %d, last %v, locked %v", i, u.Failures, u.LastFailureAt, u.LockedAt)
 		}
 	}
-	u, err := s.UnlockUser(ctx, "u")
+	u, err := s.UnlockUser(ctx, "u", tUnlock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -462,7 +465,7 @@ func TestRecordFailure(t *testing.T) {
 	if _, err := s.RecordFailure(ctx, "nobody", t0, 3); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unknown user: err = %v, want ErrNotFound", err)
 	}
-	if _, err := s.UnlockUser(ctx, "nobody"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.UnlockUser(ctx, "nobody", tUnlock); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unlock unknown user: err = %v, want ErrNotFound", err)
 	}
 	if _, err := s.RecordFailure(ctx, "u", t0, -1); err == nil {
@@ -670,7 +673,7 @@ func TestImportUsers(t *testing.T) {
 
 	// Replace: a's token is replaced, its state cleared, its recovery
 	// codes, creation and last login kept; c is new.
-	if err := s.ReplaceRecoveryCodes(ctx, "a", codes("a", 4)); err != nil {
+	if err := s.ReplaceRecoveryCodes(ctx, "a", codes("a", 4), "", tAudit); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.AcceptStep(ctx, StepUpdate{Name: "a", LastStep: 50, Offset: 2, At: t0, Confirm: true, Login: true}); err != nil {
@@ -797,7 +800,7 @@ func TestServerEvents(t *testing.T) {
 		t.Errorf("tie: %v, %v", list(evs), err)
 	}
 	// Server events of revoked terminals are still recorded.
-	if err := s.RevokeTerminal(ctx, "t2", "lost", t0); err != nil {
+	if err := s.RevokeTerminal(ctx, "t2", "lost", t0, tAudit); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.AddServerEvent(ctx, ServerEvent{TerminalID: "t2", Time: t0, Type: "login.refused"}); err != nil {

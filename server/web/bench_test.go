@@ -109,7 +109,7 @@ func seed(b *testing.B, dir string) {
 	ctx := context.Background()
 	sum := sha256.Sum256([]byte("bench token"))
 	if err := e.st.CreateEnrollmentToken(ctx, store.EnrollmentToken{ID: "bench", Hash: sum[:], CreatedAt: benchNow.Add(-60 * 24 * time.Hour),
-		ExpiresAt: benchNow.Add(time.Hour), Uses: benchTerminals, UsesLeft: benchTerminals}); err != nil {
+		ExpiresAt: benchNow.Add(time.Hour), Uses: benchTerminals, UsesLeft: benchTerminals}, store.NoAudit); err != nil {
 		b.Fatal(err)
 	}
 	types := []string{"agent.start", "media.attached", "media.read_only_set", "media.detached", "media.drift_repaired", "exemption.received", "agent.stop"}

@@ -83,6 +83,9 @@ func newEnvIn(t testing.TB, dir string, now time.Time) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := e.st.SetKeySealer(ctx, authn.KeySealer()); err != nil {
+		t.Fatal(err)
+	}
 	op := operators.DefaultPolicy()
 	op.Delay, op.Now, op.Logger = 50*time.Millisecond, e.clock.Now, log
 	if e.ops, err = operators.New(e.st, key, op); err != nil {
@@ -240,7 +243,7 @@ func (e *env) terminal(hostname, serial string, monitor bool) string {
 	id := uuid.NewString()
 	now := e.clock.Now()
 	sum := sha256.Sum256([]byte(id))
-	if err := e.st.CreateEnrollmentToken(ctx, store.EnrollmentToken{ID: id, Hash: sum[:], CreatedAt: now, ExpiresAt: now.Add(time.Hour), Uses: 1, UsesLeft: 1}); err != nil {
+	if err := e.st.CreateEnrollmentToken(ctx, store.EnrollmentToken{ID: id, Hash: sum[:], CreatedAt: now, ExpiresAt: now.Add(time.Hour), Uses: 1, UsesLeft: 1}, store.NoAudit); err != nil {
 		e.t.Fatal(err)
 	}
 	host := &mnguardv1.HostFacts{Hostname: hostname, Os: "linux", Platform: "debian", PlatformVersion: "12", AgentVersion: "v1.0.0"}

@@ -677,21 +677,32 @@ func TestShownOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// An offline login code needs a user who confirmed the enrollment
+	// (issue 11): sato confirms, as at a first login.
+	confirm := func() {
+		if _, err := e.st.AcceptStep(t.Context(), store.StepUpdate{Name: "sato", LastStep: 1, Confirm: true, At: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, tt := range []struct {
-		path string
-		form url.Values
-		once string
+		path   string
+		form   url.Values
+		once   string
+		before func()
 	}{
-		{"/users", url.Values{"name": {"sato"}}, `data-once="secret"`},
-		{"/users/sato/reset", nil, `data-once="secret"`},
-		{"/users/sato/recovery-codes", nil, `data-once="recovery"`},
-		{"/users/offline-code", url.Values{"terminal": {id}, "user": {"sato"}, "challenge": {"1234-5678"}}, `data-once="offline-code"`},
-		{"/exemptions/offline", url.Values{"terminal": {id}, "challenge": {exemption.Format(ch.Text)}, "reason": {"r"}, "ticket": {"t"}}, `data-once="offline-code"`},
-		{"/tokens", url.Values{"ttl": {"1h"}, "uses": {"2"}}, `data-once="token"`},
-		{"/operators", url.Values{"name": {"kansa"}, "role": {"auditor"}, "password": {"a long password"}, "password2": {"a long password"}}, `data-once="secret"`},
-		{"/operators/kansa/reset-totp", nil, `data-once="secret"`},
-		{"/operators/kansa/tokens", url.Values{"ttl": {"24h"}}, `data-once="token"`},
+		{"/users", url.Values{"name": {"sato"}}, `data-once="secret"`, nil},
+		{"/users/sato/reset", nil, `data-once="secret"`, nil},
+		{"/users/sato/recovery-codes", nil, `data-once="recovery"`, nil},
+		{"/users/offline-code", url.Values{"terminal": {id}, "user": {"sato"}, "challenge": {"1234-5678"}}, `data-once="offline-code"`, confirm},
+		{"/exemptions/offline", url.Values{"terminal": {id}, "challenge": {exemption.Format(ch.Text)}, "reason": {"r"}, "ticket": {"t"}}, `data-once="offline-code"`, nil},
+		{"/tokens", url.Values{"ttl": {"1h"}, "uses": {"2"}}, `data-once="token"`, nil},
+		{"/operators", url.Values{"name": {"kansa"}, "role": {"auditor"}, "password": {"a long password"}, "password2": {"a long password"}}, `data-once="secret"`, nil},
+		{"/operators/kansa/reset-totp", nil, `data-once="secret"`, nil},
+		{"/operators/kansa/tokens", url.Values{"ttl": {"24h"}}, `data-once="token"`, nil},
 	} {
+		if tt.before != nil {
+			tt.before()
+		}
 		resp, body := c.post(tt.path, tt.form, true)
 		if resp.StatusCode != http.StatusOK || !strings.Contains(body, tt.once) {
 			t.Errorf("POST %s: %s, shows %s: %v\n%.2000s", tt.path, resp.Status, tt.once, strings.Contains(body, tt.once), body)
