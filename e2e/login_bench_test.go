@@ -65,10 +65,10 @@ func BenchmarkLogin(b *testing.B) {
 	if err := os.WriteFile(seeds, seedFile.Bytes(), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	var imp mnguardv1.ImportUsersResponse
+	var imp mnguardv1.ImportTokensResponse
 	c.ctlJSON(b, &imp, "users", "import", seeds)
-	if len(imp.GetUsers()) != n {
-		b.Fatalf("imported %d users, want %d", len(imp.GetUsers()), n)
+	if int(imp.GetAssigned()) != n {
+		b.Fatalf("imported %d users, want %d", imp.GetAssigned(), n)
 	}
 
 	var in bytes.Buffer

@@ -23,11 +23,14 @@ const (
 
 // Import limits. A seed file holds at most [seeds.MaxSeeds] (100,000)
 // tokens. MaxImportBytes is sized for that many in the largest format: an
-// encrypted PSKC file with a MAC, a device serial, a user and an expiry
-// date per key weighs about 1.2 KiB a key (TestImportPSKC100000 in e2e
-// measures it), 120 MiB for 100,000; a CSV of 100,000 rows about 7 MiB.
+// encrypted PSKC file as vendors ship them (device serial, manufacturer,
+// crypto module, issuer, AES-CBC secret with an HMAC, time step, user)
+// weighs 1,493 bytes a key, 149 MB for 100,000 (TestImport100000 in e2e
+// measures it); 256 MiB leaves room for larger packages (an encrypted
+// time step, an expiry date, a signature). A CSV of 100,000 rows is 5.6
+// MB.
 const (
-	MaxImportBytes = 192 << 20
+	MaxImportBytes = 256 << 20
 	// MaxAssignments bounds the serial-to-user assignments of one import.
 	MaxAssignments = seeds.MaxSeeds
 )
@@ -294,6 +297,10 @@ func readSeeds(ctx context.Context, req ImportRequest) ([]seeds.Seed, string, er
 		return nil, "", ctx.Err()
 	}
 	if err != nil {
+		if strings.Contains(err.Error(), fmt.Sprintf("more than %d ", seeds.MaxSeeds)) {
+			return nil, "", fmt.Errorf("%w: the %s seed file holds more than %d tokens; the collector imports at most %d tokens at once: split it into several files (%v)",
+				ErrInvalid, format, seeds.MaxSeeds, seeds.MaxSeeds, err)
+		}
 		return nil, "", fmt.Errorf("%w: %s seed file: %v", ErrInvalid, format, err)
 	}
 	if len(list) == 0 {
