@@ -680,6 +680,10 @@ func TestShownOnce(t *testing.T) {
 	// An offline login code needs a user who confirmed the enrollment
 	// (issue 11): sato confirms, as at a first login.
 	confirm := func() {
+		resp, body := c.post("/users/offline-code", url.Values{"terminal": {id}, "user": {"sato"}, "challenge": {"1234-5678"}}, true)
+		if resp.StatusCode != http.StatusConflict || !strings.Contains(body, "not confirmed") || strings.Contains(body, `data-once="offline-code"`) {
+			t.Errorf("offline code for pending sato: %s\n%.2000s", resp.Status, body)
+		}
 		if _, err := e.st.AcceptStep(t.Context(), store.StepUpdate{Name: "sato", LastStep: 1, Confirm: true, At: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
