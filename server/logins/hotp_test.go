@@ -86,7 +86,11 @@ func TestHOTPLogin(t *testing.T) {
 			codes := oathtoolHOTP(t, hotpSecret, digits, start, 40) // codes[i] is counter start+i
 
 			// Pending: the first code confirms, as a TOTP code does.
-			wantResult(t, e.verify("hana", codes[3]), Accepted, MsgConfirmed, reasonConfirmed)
+			r := e.verify("hana", codes[3])
+			wantResult(t, r, Accepted, MsgConfirmed, reasonConfirmed)
+			if r.Method != MethodHOTP {
+				t.Errorf("method %q, want %q", r.Method, MethodHOTP)
+			}
 			if u := e.user("hana"); u.Counter != start+4 || u.State != store.UserActive || u.Kind != store.TokenHOTP {
 				t.Fatalf("after counter %d: %+v", start+3, u)
 			}

@@ -43,6 +43,7 @@ func (o Outcome) String() string {
 // Methods, as recorded in events.
 const (
 	MethodTOTP     = "totp"
+	MethodHOTP     = "hotp"
 	MethodRecovery = "recovery"
 )
 
@@ -152,6 +153,9 @@ func (s *Service) verify(ctx context.Context, name, code string) (Result, mnguar
 	}
 	if err != nil {
 		return Result{}, 0, fmt.Errorf("read user %s: %w", name, err)
+	}
+	if !isRecovery && u.Kind == store.TokenHOTP {
+		method = MethodHOTP
 	}
 	if !u.LockedAt.IsZero() {
 		return Result{Outcome: Locked, Message: MsgLocked, Method: method, Reason: reasonLocked}, alert, nil
