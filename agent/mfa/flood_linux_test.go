@@ -4,6 +4,7 @@ package mfa
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -27,7 +29,8 @@ import (
 // socket in floodSocketEnv. In mode "hold" it opens floodConnsEnv connections and
 // writes nothing, reports how many the server left open, then, holding them, keeps
 // opening new ones (closing the oldest of those beyond as many again; it says
-// "churning" once it opened as many) until its stdin closes. In mode "idle" it
+// "churning" once it opened as many) until its stdin closes, while one goroutine
+// per CPU connects and closes in a tight loop. In mode "idle" it
 // opens one connection, writes nothing and reports after how long the server
 // dropped it.
 const (
@@ -56,6 +59,10 @@ func flood(path string) int {
 	var conns []net.Conn
 	for len(conns) < n {
 		c, err := net.DialTimeout("unix", path, 5*time.Second)
+		if errors.Is(err, syscall.EAGAIN) { // the server's listen queue is full
+			time.Sleep(time.Millisecond)
+			continue
+		}
 		if err != nil {
 			return fail(fmt.Errorf("connection %d: %w", len(conns)+1, err))
 		}
@@ -67,13 +74,33 @@ func flood(path string) int {
 
 	stdinClosed := make(chan struct{})
 	go func() { io.Copy(io.Discard, os.Stdin); close(stdinClosed) }()
+	// Hammers connect and close as fast as they can, a CPU each, as a
+	// program in C would.
+	var hammered, hammerFailed atomic.Int64
+	for range runtime.NumCPU() {
+		go func() {
+			sa := &unix.SockaddrUnix{Name: path}
+			for {
+				fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					hammerFailed.Add(1)
+					continue
+				}
+				if unix.Connect(fd, sa) != nil {
+					hammerFailed.Add(1)
+				}
+				unix.Close(fd)
+				hammered.Add(1)
+			}
+		}()
+	}
 	// The first n stay open; n more are a rolling window of new ones.
 	var extra []net.Conn
 	var dials, refused int
 	for {
 		select {
 		case <-stdinClosed:
-			fmt.Printf("dials=%d failed=%d\n", dials, refused)
+			fmt.Printf("dials=%d failed=%d hammered=%d failed=%d\n", dials, refused, hammered.Load(), hammerFailed.Load())
 			runtime.KeepAlive(conns) // unreachable connections would be closed by the GC
 			return 0
 		default:
@@ -207,6 +234,45 @@ func reportField(t *testing.T, line, name string) int {
 	return 0
 }
 
+// askLikePAM asks as pam_mnguard.so does: a blocking connect (which waits while
+// the server's listen queue is full, where Go's net.Dial fails at once with
+// EAGAIN) bounded by SO_SNDTIMEO, then one request and one response.
+func askLikePAM(path string, req Request) (Response, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return Response{}, err
+	}
+	tv := unix.Timeval{Sec: 10}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return Response{}, err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return Response{}, fmt.Errorf("connect: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return Response{}, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	p, err := EncodeRequest(req)
+	if err != nil {
+		return Response{}, err
+	}
+	if err := WriteFrame(c, p); err != nil {
+		return Response{}, err
+	}
+	q, err := ReadFrame(c)
+	if err != nil {
+		return Response{}, err
+	}
+	return DecodeResponse(q)
+}
+
 // rootLogins asks n times as root and returns how long each answer took; a
 // request not answered Accepted ends the test.
 func rootLogins(t *testing.T, ts *testServer, n int, what string) []time.Duration {
@@ -215,7 +281,7 @@ func rootLogins(t *testing.T, ts *testServer, n int, what string) []time.Duratio
 	for i := range n {
 		time.Sleep(50 * time.Millisecond) // spread over a second of flood
 		start := time.Now()
-		r, err := ask(ts.path, Request{Type: TypeVerify, User: "root", Service: "login", Code: "000000"})
+		r, err := askLikePAM(ts.path, Request{Type: TypeVerify, User: "root", Service: "login", Code: "000000"})
 		d := time.Since(start)
 		if err != nil || r.Result != Accepted {
 			t.Fatalf("%s: root request %d after %v: %+v, %v", what, i+1, d.Round(time.Millisecond), r, err)

@@ -73,5 +73,20 @@ func listen(path string) (*net.UnixListener, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("socket directory: %w", err)
 	}
-	return unixsock.Listen(path, 0o666)
+	ln, err := unixsock.Listen(path, 0o666)
+	if err != nil {
+		return nil, err
+	}
+	if err := unixsock.SetBacklog(ln, listenBacklog); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
 }
+
+// listenBacklog is the socket's listen queue. Anyone may connect, as fast
+// as they can: with the system's 4,096 a root login queued behind a local
+// user's flood of connections for a quarter of a second (each accepted and
+// closed in turn); with 64 it waits a few milliseconds. pam_mnguard.so's
+// blocking connect waits while the queue is full.
+const listenBacklog = 64

@@ -41,6 +41,27 @@ func Listen(path string, mode fs.FileMode) (*net.UnixListener, error) {
 	return ln, nil
 }
 
+// SetBacklog shortens the listen queue of ln (connections the kernel has
+// completed and Accept has not yet taken) to n; Go listens with the
+// system's maximum (net.core.somaxconn, 4096). On a socket others may
+// flood, a privileged client's connection queues behind at most n of
+// theirs; while the queue is full, a blocking connect waits (woken as
+// connections are accepted) and a non-blocking one fails with EAGAIN.
+func SetBacklog(ln *net.UnixListener, n int) error {
+	raw, err := ln.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("listen backlog: %w", err)
+	}
+	var lerr error
+	if err := raw.Control(func(fd uintptr) { lerr = unix.Listen(int(fd), n) }); err != nil {
+		return fmt.Errorf("listen backlog: %w", err)
+	}
+	if lerr != nil {
+		return fmt.Errorf("listen backlog %d: %w", n, lerr)
+	}
+	return nil
+}
+
 // PeerUID returns the uid of the process at the other end of conn
 // (SO_PEERCRED: the credentials it had when it connected).
 func PeerUID(conn *net.UnixConn) (uint32, error) {

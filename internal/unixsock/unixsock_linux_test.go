@@ -1,10 +1,12 @@
 package unixsock
 
 import (
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -65,5 +67,32 @@ func TestListen(t *testing.T) {
 	}
 	if _, err := os.Stat(file); err != nil {
 		t.Errorf("regular file removed: %v", err)
+	}
+}
+
+// TestSetBacklog: with a queue of n, connections nobody accepts queue up to
+// about n; one more non-blocking connect fails with EAGAIN.
+func TestSetBacklog(t *testing.T) {
+	ln, err := Listen(filepath.Join(t.TempDir(), "s.sock"), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := SetBacklog(ln, 4); err != nil {
+		t.Fatal(err)
+	}
+	queued := 0
+	for ; queued < 100; queued++ {
+		c, err := net.Dial("unix", ln.Addr().String())
+		if err != nil {
+			if !errors.Is(err, syscall.EAGAIN) {
+				t.Fatalf("connection %d: %v, want EAGAIN", queued+1, err)
+			}
+			break
+		}
+		defer c.Close()
+	}
+	if queued < 4 || queued > 5 {
+		t.Errorf("%d connections queued with a backlog of 4", queued)
 	}
 }
