@@ -1083,3 +1083,25 @@ func TestIssuedCodesNotice(t *testing.T) {
 		t.Errorf("notice after a reset: %q", u.Notice)
 	}
 }
+
+// TestNoticesFitTheAgent: however many notices wait, the message fits the
+// agent's 512 bytes and says how many it left out.
+func TestNoticesFitTheAgent(t *testing.T) {
+	now := time.Date(2026, 12, 7, 11, 31, 0, 0, time.UTC)
+	op := Operator{Name: strings.Repeat("o", 64), Role: store.RoleHelpdesk}
+	one := offlineNotice(now, op, strings.Repeat("h", 64))
+	for n := 1; n <= 5; n++ {
+		got := withNotices(MsgAccepted, strings.TrimSuffix(strings.Repeat(one+"\n", n), "\n"))
+		shown := strings.Count(got, "An offline login code")
+		switch {
+		case len(got) > maxLoginMessage:
+			t.Errorf("%d notices: %d bytes, more than %d", n, len(got), maxLoginMessage)
+		case shown == 0:
+			t.Errorf("%d notices: none shown: %q", n, got)
+		case shown < n && !strings.Contains(got, fmt.Sprintf("%d more notices", n-shown)):
+			t.Errorf("%d notices, %d shown, without saying so: %q", n, shown, got)
+		case !strings.HasPrefix(got, MsgAccepted+". "):
+			t.Errorf("%d notices: %q", n, got)
+		}
+	}
+}

@@ -59,11 +59,30 @@ func offlineNotice(now time.Time, op Operator, terminal string) string {
 		terminal, noticeTime(now), op.title())
 }
 
-// withNotices appends the pending notices (one a line) to a login's
-// message: one line, as the PAM module shows it.
+// maxLoginMessage is the longest message the agent passes on to PAM (its
+// mfa.MaxMessage): it cuts anything longer.
+const maxLoginMessage = 512
+
+// withNotices appends the pending notices (one a line, oldest first) to a
+// login's message, on one line as the PAM module shows it. What does not
+// fit in maxLoginMessage bytes is left out from the oldest on, and the
+// message says how many notices it left out.
 func withNotices(msg, notices string) string {
 	if notices == "" {
 		return msg
 	}
-	return msg + ". " + strings.Join(strings.Split(notices, "\n"), " ")
+	ns := strings.Split(notices, "\n")
+	for skipped := 0; skipped <= len(ns); skipped++ {
+		out := msg + ". " + strings.Join(ns[skipped:], " ")
+		if skipped == len(ns) {
+			out = msg + "."
+		}
+		if skipped > 0 {
+			out += fmt.Sprintf(" %d more notices of codes issued for you: ask your administrator.", skipped)
+		}
+		if len(out) <= maxLoginMessage {
+			return out
+		}
+	}
+	return msg
 }
