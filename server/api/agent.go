@@ -44,6 +44,9 @@ type Config struct {
 	ExemptionDefaultDuration time.Duration
 	// CertValidity is the lifetime of agent certificates.
 	CertValidity time.Duration
+	// RenewInterval is the least time between two renewals of one
+	// terminal (default DefaultRenewInterval; at most CertValidity/6).
+	RenewInterval time.Duration
 	// ReportInterval is pushed to agents as policy.
 	ReportInterval time.Duration
 	// Heartbeat is how often an idle Subscribe stream carries a heartbeat.
@@ -95,6 +98,9 @@ func New(cfg Config) *Services {
 	}
 	if cfg.CertValidity <= 0 {
 		cfg.CertValidity = 90 * 24 * time.Hour
+	}
+	if cfg.RenewInterval <= 0 {
+		cfg.RenewInterval = DefaultRenewInterval
 	}
 	if cfg.ReportInterval <= 0 {
 		cfg.ReportInterval = 60 * time.Second
@@ -160,7 +166,7 @@ const maxEventSeq = math.MaxInt64
 const (
 	enrollTokenPrefix   = "mne_"
 	operatorTokenPrefix = "mno_"
-	maxCSRBytes         = 8 << 10
+	maxCSRBytes         = ca.MaxCSRBytes
 	clockSkewAllowance  = 5 * time.Minute
 )
 
@@ -175,13 +181,23 @@ func (a *AgentService) Enroll(ctx context.Context, req *mnguardv1.EnrollRequest)
 		cfg.Metrics.enrollments.WithLabelValues("bad_token").Inc()
 		return nil, status.Error(codes.Unauthenticated, "enrollment token not recognised (it should start with "+enrollTokenPrefix+")")
 	}
+	now := cfg.Now()
+	// The token before anything that costs: whoever has none gets no
+	// certificate request parsed, let alone signed.
+	switch err := cfg.Store.CheckEnrollmentToken(ctx, HashToken(tok), now); {
+	case errors.Is(err, store.ErrTokenUnknown), errors.Is(err, store.ErrTokenExpired), errors.Is(err, store.ErrTokenExhausted):
+		cfg.Metrics.enrollments.WithLabelValues("refused").Inc()
+		cfg.Logger.Warn("enrollment refused", "hostname", req.GetHost().GetHostname(), "reason", err)
+		return nil, status.Error(codes.Unauthenticated, tokenReason(err))
+	case err != nil:
+		return nil, status.Errorf(codes.Unavailable, "check enrollment token: %v", err)
+	}
 	if len(req.GetCsrDer()) == 0 || len(req.GetCsrDer()) > maxCSRBytes {
 		return nil, status.Errorf(codes.InvalidArgument, "csr_der: want a DER certificate request of at most %d bytes", maxCSRBytes)
 	}
 	if err := ValidateHostFacts(req.GetHost()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
-	now := cfg.Now()
 	id := uuid.NewString()
 	cert, err := cfg.CA.SignClient(req.GetCsrDer(), id, a.notBefore(now), now.Add(cfg.CertValidity))
 	if err != nil {
@@ -253,12 +269,26 @@ func (a *AgentService) Renew(ctx context.Context, req *mnguardv1.RenewRequest) (
 		return nil, status.Errorf(codes.InvalidArgument, "csr_der: want a DER certificate request of at most %d bytes", maxCSRBytes)
 	}
 	now := cfg.Now()
+	every := a.renewInterval()
+	// The rate first, before the signature it would cost.
+	last, err := cfg.Store.LastCertificateIssued(ctx, t.ID)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "look up certificates: %v", err)
+	}
+	if next := last.Add(every); now.Before(next) {
+		return nil, renewTooSoon(t.ID, last, next, every)
+	}
 	cert, err := cfg.CA.SignClient(req.GetCsrDer(), t.ID, a.notBefore(now), now.Add(cfg.CertValidity))
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
-	err = cfg.Store.AddCertificate(ctx, store.Certificate{Serial: ca.SerialHex(cert), TerminalID: t.ID, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter})
+	err = cfg.Store.RenewCertificate(ctx, store.Certificate{
+		Serial: ca.SerialHex(cert), TerminalID: t.ID, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: now,
+	}, t.Serial, every, store.AuditEntry{Time: now, Actor: "terminal " + t.ID, Action: "certificate.renew"})
+	var soon *store.TooSoonError
 	switch {
+	case errors.As(err, &soon):
+		return nil, renewTooSoon(t.ID, soon.Last, soon.Next, every)
 	case errors.Is(err, store.ErrRevoked):
 		return nil, status.Error(codes.PermissionDenied, "terminal revoked: enroll again")
 	case err != nil:
@@ -266,6 +296,23 @@ func (a *AgentService) Renew(ctx context.Context, req *mnguardv1.RenewRequest) (
 	}
 	cfg.Logger.Info("certificate renewed", "terminal", t.ID, "serial", ca.SerialHex(cert), "not_after", cert.NotAfter)
 	return &mnguardv1.RenewResponse{CertificateDer: cert.Raw}, nil
+}
+
+// DefaultRenewInterval is the least time between two renewals of one
+// terminal's certificate, unless a sixth of the validity is less.
+const DefaultRenewInterval = 10 * time.Minute
+
+// renewInterval is the least time between two renewals of a terminal:
+// Config.RenewInterval, at most a sixth of the certificate validity, so that
+// an agent renewing when a third of its certificate is left (and retrying
+// after a lost answer) is never refused.
+func (a *AgentService) renewInterval() time.Duration {
+	return min(a.s.cfg.RenewInterval, a.s.cfg.CertValidity/6)
+}
+
+func renewTooSoon(terminalID string, last, next time.Time, every time.Duration) error {
+	return status.Errorf(codes.ResourceExhausted, "terminal %s got a certificate at %s: the next renewal is allowed from %s (one per %s)",
+		terminalID, last.UTC().Format(time.RFC3339), next.UTC().Format(time.RFC3339), every)
 }
 
 // Report implements mnguardv1.AgentServiceServer.
@@ -349,7 +396,8 @@ func (a *AgentService) Subscribe(req *mnguardv1.SubscribeRequest, stream mnguard
 	defer a.s.hub.remove(t.ID, sub)
 	if dropped > 0 {
 		cfg.Metrics.streamsReplaced.Add(float64(dropped))
-		cfg.Logger.Warn("older Subscribe stream of the terminal ended", "terminal", t.ID, "ended", dropped, "max_streams", cfg.MaxStreamsPerTerminal)
+		// Debug: a flood would flood the log too. The metric counts them.
+		cfg.Logger.Debug("older Subscribe stream of the terminal ended", "terminal", t.ID, "ended", dropped, "max_streams", cfg.MaxStreamsPerTerminal)
 	}
 	cfg.Logger.Debug("agent subscribed", "terminal", t.ID)
 	if err := a.sendExemptions(ctx, stream, t.ID); err != nil {

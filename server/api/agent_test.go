@@ -1,14 +1,22 @@
 package api
 
 import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"math"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mnguard/mnguard/internal/fakeclock"
+	"github.com/mnguard/mnguard/internal/pki"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
+	"github.com/mnguard/mnguard/server/ca"
+	"github.com/mnguard/mnguard/server/store"
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -112,5 +120,220 @@ func TestSubscribeStreamCap(t *testing.T) {
 	}
 	if got := m.GetCounter().GetValue(); got != n-DefaultMaxStreamsPerTerminal {
 		t.Errorf("mnguard_agent_streams_replaced_total = %v, want %d", got, n-DefaultMaxStreamsPerTerminal)
+	}
+}
+
+// renewWith renews the certificate of the agent client with a new key and
+// returns the new certificate ready to dial with, or the error.
+func renewWith(t *testing.T, agent mnguardv1.AgentServiceClient) (*tls.Certificate, error) {
+	t.Helper()
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := pki.NewCSR(key, "terminal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := agent.Renew(t.Context(), &mnguardv1.RenewRequest{CsrDer: csr})
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{res.GetCertificateDer()}, PrivateKey: key}, nil
+}
+
+// serialOf returns the store key of a certificate.
+func serialOf(t *testing.T, cert *tls.Certificate) string {
+	t.Helper()
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca.SerialHex(leaf)
+}
+
+// TestRenewRateLimitedAndRetires: a terminal's certificate renews at most
+// once per interval (ResourceExhausted saying when again); once a renewed
+// certificate is used, the one before it is refused; a renewal retires the
+// certificates issued since the one it renews that were never used. After
+// 200 renewals, one certificate of the terminal works, not 201.
+func TestRenewRateLimitedAndRetires(t *testing.T) {
+	var clock *fakeclock.Clock
+	c := startCollectorWith(t, false, func(cfg *Config) { cfg.Now = func() time.Time { return clock.Now() } })
+	clock = c.clock
+	// The CA was made at the real time: certificates must verify.
+	clock.Set(time.Now())
+	agent, enrolled := c.terminal()
+	id := enrolled.GetTerminalId()
+	ctx := t.Context()
+	works := func(cert *tls.Certificate) error {
+		_, err := mnguardv1.NewAgentServiceClient(c.dial(cert)).Report(ctx, &mnguardv1.ReportRequest{Events: []*mnguardv1.Event{agentEvent(uint64(clock.Now().UnixNano()), "test.alive")}})
+		return err
+	}
+	requests := c.svc.cfg.CA.ClientRequests()
+
+	// 200 renewals in a row: one is allowed per interval (10 min), and the
+	// enrollment, minutes ago, was the last.
+	var issued []*tls.Certificate
+	refused := 0
+	for range 200 {
+		cert, err := renewWith(t, agent)
+		if err != nil {
+			wantCode(t, err, codes.ResourceExhausted, "the next renewal is allowed from")
+			refused++
+			continue
+		}
+		issued = append(issued, cert)
+	}
+	if len(issued) != 0 || refused != 200 {
+		t.Fatalf("200 renewals right after enrollment: %d accepted, %d refused; want none accepted", len(issued), refused)
+	}
+	if got := c.svc.cfg.CA.ClientRequests(); got != requests {
+		t.Errorf("refused renewals cost %d certificate requests at the CA, want none", got-requests)
+	}
+
+	// Past the interval: one renewal, and the next is refused again.
+	clock.Add(DefaultRenewInterval)
+	first, err := renewWith(t, agent)
+	if err != nil {
+		t.Fatalf("renewal after %s: %v", DefaultRenewInterval, err)
+	}
+	_, err = renewWith(t, agent)
+	wantCode(t, err, codes.ResourceExhausted, "one per 10m0s")
+
+	// The old certificate works until the renewed one is used; then it is
+	// refused, saying why.
+	if err := works(nil); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("no certificate: %v", err)
+	}
+	if _, err := agent.Report(ctx, &mnguardv1.ReportRequest{Events: []*mnguardv1.Event{agentEvent(1, "test.old")}}); err != nil {
+		t.Fatalf("the enrollment certificate before its successor is used: %v", err)
+	}
+	if err := works(first); err != nil {
+		t.Fatalf("renewed certificate: %v", err)
+	}
+	_, err = agent.Report(ctx, &mnguardv1.ReportRequest{Events: []*mnguardv1.Event{agentEvent(2, "test.old")}})
+	wantCode(t, err, codes.Unauthenticated, "replaced by the renewed certificate "+serialOf(t, first))
+
+	// Renewals nobody uses: each retires the unused one before it, so the
+	// certificate renewed and the newest are all that work.
+	cur := mnguardv1.NewAgentServiceClient(c.dial(first))
+	var unused []*tls.Certificate
+	for range 3 {
+		clock.Add(DefaultRenewInterval)
+		cert, err := renewWith(t, cur)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unused = append(unused, cert)
+	}
+	for i, cert := range unused[:len(unused)-1] {
+		if err := works(cert); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("unused renewed certificate %d superseded by a later renewal: %v, want Unauthenticated", i, err)
+		}
+	}
+	newest := unused[len(unused)-1]
+	if err := works(first); err != nil {
+		t.Errorf("the certificate renewed from, while its successor is unused: %v", err)
+	}
+	if err := works(newest); err != nil {
+		t.Fatalf("newest certificate: %v", err)
+	}
+
+	// 200 renewals, each used: one certificate works at the end.
+	all := append([]*tls.Certificate{first}, unused...)
+	cur = mnguardv1.NewAgentServiceClient(c.dial(newest))
+	for i := range 200 {
+		clock.Add(DefaultRenewInterval)
+		cert, err := renewWith(t, cur)
+		if err != nil {
+			t.Fatalf("renewal %d: %v", i+1, err)
+		}
+		all = append(all, cert)
+		if err := works(cert); err != nil {
+			t.Fatalf("renewal %d: %v", i+1, err)
+		}
+		cur = mnguardv1.NewAgentServiceClient(c.dial(cert))
+	}
+	valid := 0
+	for _, cert := range all {
+		if works(cert) == nil {
+			valid++
+		}
+	}
+	if valid != 1 {
+		t.Errorf("%d of %d certificates of the terminal still work, want 1", valid, len(all))
+	}
+	if err := works(all[len(all)-1]); err != nil {
+		t.Errorf("the newest certificate: %v", err)
+	}
+
+	// Every renewal and retirement is in the audit log, by the terminal.
+	renewals, retirements := c.audited("certificate.renew"), c.audited("certificate.retire")
+	for _, e := range append(renewals, retirements...) {
+		if e.Actor != "terminal "+id || e.Target != id {
+			t.Errorf("audit %s by %q on %q, want by terminal %s", e.Action, e.Actor, e.Target, id)
+		}
+	}
+	if len(renewals) != 204 || len(retirements) != 202 {
+		t.Errorf("audited %d renewals and %d retirements, want 204 and 202", len(renewals), len(retirements))
+	}
+}
+
+// TestEnrollChecksTokenFirst: without a valid enrollment token, Enroll is
+// refused before the certificate request is even parsed: the CA sees none
+// of it, whatever the request.
+func TestEnrollChecksTokenFirst(t *testing.T) {
+	c := startCollector(t, false)
+	ctx := t.Context()
+	enroll := mnguardv1.NewAgentServiceClient(c.dial(nil))
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := pki.NewCSR(key, "terminal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mkToken := func(ttl time.Duration, uses int) string {
+		secret, err := NewToken(enrollTokenPrefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		if err := c.st.CreateEnrollmentToken(ctx, store.EnrollmentToken{ID: secret[len(secret)-8:], Hash: HashToken(secret),
+			CreatedAt: now.Add(-2 * time.Hour), ExpiresAt: now.Add(ttl), Uses: 1, UsesLeft: uses, CreatedBy: "test"}, testAudit); err != nil {
+			t.Fatal(err)
+		}
+		return secret
+	}
+	host := &mnguardv1.HostFacts{Hostname: "token-first", Os: "linux"}
+	unknown, _ := NewToken(enrollTokenPrefix)
+	expired, exhausted := mkToken(-time.Hour, 1), mkToken(time.Hour, 1)
+	if _, err := enroll.Enroll(ctx, &mnguardv1.EnrollRequest{Token: exhausted, CsrDer: good, Host: host}); err != nil {
+		t.Fatalf("the one use of a token: %v", err)
+	}
+	garbage := bytes.Repeat([]byte{0x30, 0x82}, 4096) // 8 KiB of nested-sequence headers
+	requests := c.svc.cfg.CA.ClientRequests()
+	for _, tt := range []struct{ name, token, want string }{
+		{"unknown token", unknown, "not recognised"},
+		{"expired token", expired, "expired"},
+		{"exhausted token", exhausted, "no uses left"},
+	} {
+		for csrName, csr := range map[string][]byte{"valid CSR": good, "garbage CSR": garbage} {
+			t.Run(tt.name+", "+csrName, func(t *testing.T) {
+				_, err := enroll.Enroll(ctx, &mnguardv1.EnrollRequest{Token: tt.token, CsrDer: csr, Host: host})
+				wantCode(t, err, codes.Unauthenticated, tt.want)
+			})
+		}
+	}
+	if got := c.svc.cfg.CA.ClientRequests(); got != requests {
+		t.Errorf("refused enrollments gave the CA %d certificate requests, want none", got-requests)
+	}
+	// With a valid token, the request is the CA's to judge.
+	_, err = enroll.Enroll(ctx, &mnguardv1.EnrollRequest{Token: mkToken(time.Hour, 1), CsrDer: garbage, Host: host})
+	wantCode(t, err, codes.InvalidArgument, "parse CSR")
+	if got := c.svc.cfg.CA.ClientRequests(); got != requests+1 {
+		t.Errorf("a valid token's enrollment gave the CA %d requests, want 1", got-requests)
 	}
 }

@@ -160,6 +160,16 @@ func (a *Authenticator) terminal(ctx context.Context) (*Terminal, error) {
 	if rec.TerminalID != leaf.Subject.CommonName {
 		return nil, status.Errorf(codes.Unauthenticated, "client certificate %s does not belong to terminal %q", serial, leaf.Subject.CommonName)
 	}
+	if !rec.RetiredAt.IsZero() {
+		return nil, status.Errorf(codes.Unauthenticated, "client certificate %s was replaced by the renewed certificate %s at %s: use that one, or enroll this terminal again",
+			serial, rec.ReplacedBy, rec.RetiredAt.UTC().Format(time.RFC3339))
+	}
+	if rec.FirstUsedAt.IsZero() {
+		// A renewed certificate in use retires the ones before it.
+		if _, err := a.Store.UseCertificate(ctx, serial, now, store.AuditEntry{Time: now, Actor: "terminal " + rec.TerminalID, Action: "certificate.retire"}); err != nil {
+			return nil, status.Errorf(codes.Unavailable, "record client certificate use: %v", err)
+		}
+	}
 	return &Terminal{ID: rec.TerminalID, Serial: serial, Cert: leaf}, nil
 }
 

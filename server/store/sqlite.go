@@ -62,7 +62,8 @@ const (
 	(terminal_id, seq, occurred_at, received_at, type, severity, message, data)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 	ON CONFLICT (terminal_id, seq) DO NOTHING`
-	qCertificate   = `SELECT terminal_id, not_before, not_after, revoked_at FROM certificates WHERE serial = $1`
+	qCertificate = `SELECT terminal_id, not_before, not_after, revoked_at, issued_at, first_used_at, retired_at, COALESCE(replaced_by, '')
+	FROM certificates WHERE serial = $1`
 	qOperatorToken = `SELECT k.id, k.name, o.role, k.hash, k.created_at, k.revoked_at, k.expires_at, k.note,
 	o.disabled_at FROM operator_tokens k JOIN operators o ON o.name = k.name WHERE k.hash = $1`
 )
@@ -415,7 +416,8 @@ func (s *SQLite) AddCertificate(ctx context.Context, c Certificate) error {
 func (s *SQLite) Certificate(ctx context.Context, serial string) (Certificate, error) {
 	c := Certificate{Serial: serial}
 	err := s.readRow(ctx, qCertificate, serial).
-		Scan(&c.TerminalID, scanTime(&c.NotBefore), scanTime(&c.NotAfter), scanTime(&c.RevokedAt))
+		Scan(&c.TerminalID, scanTime(&c.NotBefore), scanTime(&c.NotAfter), scanTime(&c.RevokedAt),
+			scanTime(&c.IssuedAt), scanTime(&c.FirstUsedAt), scanTime(&c.RetiredAt), &c.ReplacedBy)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
 	}

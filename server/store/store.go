@@ -6,6 +6,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -24,7 +25,23 @@ var (
 	// ErrExpired is returned when revoking an exemption that has ended by
 	// itself. Revoking a revoked one returns ErrRevoked.
 	ErrExpired = errors.New("expired")
+	// ErrTooSoon is returned by a rate-limited change asked for again
+	// before its interval passed (see TooSoonError).
+	ErrTooSoon = errors.New("too soon")
 )
+
+// TooSoonError says when a rate-limited change was last made and when it
+// may be made again.
+type TooSoonError struct {
+	Last, Next time.Time
+}
+
+func (e *TooSoonError) Error() string {
+	return fmt.Sprintf("too soon: last at %s, next allowed from %s", e.Last.UTC().Format(time.RFC3339), e.Next.UTC().Format(time.RFC3339))
+}
+
+// Is makes errors.Is(err, ErrTooSoon) true.
+func (e *TooSoonError) Is(target error) bool { return target == ErrTooSoon }
 
 // Exemption sources.
 const (
@@ -193,6 +210,16 @@ type Certificate struct {
 	NotBefore  time.Time
 	NotAfter   time.Time
 	RevokedAt  time.Time
+	// IssuedAt is when a renewal issued it; zero for enrollment
+	// certificates (NotBefore stands in).
+	IssuedAt time.Time
+	// FirstUsedAt is the first authenticated call with it; zero until then.
+	FirstUsedAt time.Time
+	// RetiredAt is when a newer certificate of the terminal replaced it,
+	// ReplacedBy that certificate's serial; a retired certificate is
+	// refused.
+	RetiredAt  time.Time
+	ReplacedBy string
 }
 
 // EnrollmentToken is a token that lets agents enroll; the secret itself is
@@ -292,6 +319,30 @@ type Store interface {
 	// Certificate returns the certificate with the serial, ErrNotFound if
 	// unknown.
 	Certificate(ctx context.Context, serial string) (Certificate, error)
+	// CheckEnrollmentToken reports, changing nothing, whether the token
+	// with the hash would let a terminal enroll at now: nil, or
+	// ErrTokenUnknown, ErrTokenExpired or ErrTokenExhausted. Enroll checks
+	// again when it consumes the use.
+	CheckEnrollmentToken(ctx context.Context, tokenHash []byte, now time.Time) error
+	// LastCertificateIssued returns when the terminal's newest certificate
+	// was issued; ErrNotFound if it has none.
+	LastCertificateIssued(ctx context.Context, terminalID string) (time.Time, error)
+	// RenewCertificate records c (c.IssuedAt set), issued by a call
+	// authenticated with the certificate of serial replaces, unless the
+	// terminal's newest certificate was issued less than minInterval
+	// before c.IssuedAt: then an error wrapping ErrTooSoon (a
+	// *TooSoonError) and nothing stored. Certificates of the terminal
+	// issued after replaces and never used retire (the caller evidently
+	// never got them). The audit entry a is appended in the same
+	// transaction. ErrRevoked or ErrNotFound for a revoked or unknown
+	// terminal.
+	RenewCertificate(ctx context.Context, c Certificate, replaces string, minInterval time.Duration, a AuditEntry) error
+	// UseCertificate records the first authenticated use of the
+	// certificate at at, and retires every older certificate of its
+	// terminal, appending an audit entry (a, with Target and Detail
+	// filled) in the same transaction when it retired any. It returns the
+	// serials retired; none when the certificate was used before.
+	UseCertificate(ctx context.Context, serial string, at time.Time, a AuditEntry) ([]string, error)
 	// Terminal returns the terminal with its latest posture, without its
 	// offline key.
 	Terminal(ctx context.Context, id string) (Terminal, error)
