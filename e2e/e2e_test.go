@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -136,10 +137,14 @@ func TestEnrollAndReport(t *testing.T) {
 		}
 	}
 
-	// The collector counts what it ingested.
-	resp, err := c.httpsClient(t).Get("https://" + c.httpAddr + "/metrics")
+	// The collector counts what it ingested, for a scraper with a metrics
+	// certificate from its CA.
+	resp, err := c.metricsClient(t).Get("https://" + c.httpAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/metrics with a metrics certificate: %s", resp.Status)
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()

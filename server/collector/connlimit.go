@@ -70,13 +70,6 @@ func (l *limitListener) release(ip string) {
 	}
 }
 
-// open returns the number of live connections from ip.
-func (l *limitListener) open(ip string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.conns[ip]
-}
-
 // sourceIP is the address a connection counts against: its IP without the
 // port (an IPv4-mapped IPv6 address counts as the IPv4 one).
 func sourceIP(a net.Addr) string {

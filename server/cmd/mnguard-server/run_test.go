@@ -97,3 +97,60 @@ func TestServeHelpListsExemptionFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestServeLimitFlags: bad connection and stream limits, or a metrics token
+// file that cannot be used, stop serve before it starts, naming the flag or
+// the file.
+func TestServeLimitFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"no connections", []string{"--max-conns-per-ip", "0"}, nil, "--max-conns-per-ip 0: must be 1 to 100000"},
+		{"no streams", []string{"--max-streams-per-terminal", "0"}, nil, "--max-streams-per-terminal 0: must be 1 to 16"},
+		{"many streams", []string{"--max-streams-per-terminal", "17"}, nil, "--max-streams-per-terminal 17"},
+		{"env connections", nil, map[string]string{"MNGUARD_MAX_CONNS_PER_IP": "-1"}, "--max-conns-per-ip -1"},
+		{"env not a number", nil, map[string]string{"MNGUARD_MAX_STREAMS_PER_TERMINAL": "two"}, "MNGUARD_MAX_STREAMS_PER_TERMINAL: parse error"},
+		{"missing token file", []string{"--metrics-token-file", "/nonexistent/metrics.token"}, nil, "/nonexistent/metrics.token"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			args := append([]string{"serve", "--data-dir", t.TempDir(), "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, tt.args...)
+			code := run(context.Background(), args, &stdout, &stderr, func(k string) string { return tt.env[k] })
+			if code != 1 || !strings.Contains(stderr.String(), tt.want) {
+				t.Fatalf("exit %d, stderr %q; want 1 and %q", code, stderr.String(), tt.want)
+			}
+		})
+	}
+}
+
+// TestMetricsCertCommand: metrics-cert needs an initialised data directory
+// and an output directory, and writes a certificate the CA verifies.
+func TestMetricsCertCommand(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	env := func(string) string { return "" }
+	if code := run(context.Background(), []string{"metrics-cert", "--data-dir", t.TempDir(), "--out", t.TempDir()}, &stdout, &stderr, env); code != 1 || !strings.Contains(stderr.String(), "run 'mnguard-server init' first") {
+		t.Errorf("without a CA: exit %d, %q", code, stderr.String())
+	}
+	data := t.TempDir()
+	if code := run(context.Background(), []string{"init", "--data-dir", data}, &stdout, &stderr, env); code != 0 {
+		t.Fatalf("init: %s", stderr.String())
+	}
+	stderr.Reset()
+	if code := run(context.Background(), []string{"metrics-cert", "--data-dir", data}, &stdout, &stderr, env); code != 1 || !strings.Contains(stderr.String(), "--out") {
+		t.Errorf("without --out: exit %d, %q", code, stderr.String())
+	}
+	out := t.TempDir()
+	stdout.Reset()
+	if code := run(context.Background(), []string{"metrics-cert", "--data-dir", data, "--out", out, "--validity", "720h"}, &stdout, &stderr, env); code != 0 {
+		t.Fatalf("metrics-cert: %s", stderr.String())
+	}
+	for _, f := range []string{"metrics.crt", "metrics.key", "ca.crt"} {
+		if !strings.Contains(stdout.String(), f) {
+			t.Errorf("metrics-cert printed %q, not naming %s", stdout.String(), f)
+		}
+	}
+}
