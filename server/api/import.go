@@ -37,7 +37,7 @@ func (a *AdminService) importSlot() chan struct{} {
 	return ch.(chan struct{})
 }
 
-// SizeText is n bytes for people: "1.5 MiB".
+// sizeText is n bytes for people: "1.5 MiB".
 func sizeText(n uint64) string {
 	switch {
 	case n >= 1<<20:

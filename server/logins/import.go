@@ -35,7 +35,7 @@ const (
 	MaxAssignments = seeds.MaxSeeds
 )
 
-// ErrUnknownToken: no unassigned token has that serial.
+// ErrUnknownToken is returned when no unassigned token has the serial.
 var ErrUnknownToken = errors.New("no unassigned token with that serial (see the list of unassigned tokens)")
 
 // tokenSealName is the name an unassigned token's secret is sealed for:
