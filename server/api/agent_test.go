@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
+	"io"
 	"math"
 	"strings"
 	"testing"
@@ -335,5 +337,58 @@ func TestEnrollChecksTokenFirst(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument, "parse CSR")
 	if got := c.svc.cfg.CA.ClientRequests(); got != requests+1 {
 		t.Errorf("a valid token's enrollment gave the CA %d requests, want 1", got-requests)
+	}
+}
+
+// TestGRPCConnectionLimits: the collector announces its per-connection
+// limits in its HTTP/2 SETTINGS, where every client obeys them: at most
+// MaxConcurrentStreams streams, fixed flow-control windows, bounded headers.
+func TestGRPCConnectionLimits(t *testing.T) {
+	c := startCollector(t, false)
+	pool := x509.NewCertPool()
+	caCert, err := x509.ParseCertificate(c.caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AddCert(caCert)
+	conn, err := tls.Dial("tcp", c.addr, &tls.Config{RootCAs: pool, ServerName: "localhost", NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	// The client preface and an empty SETTINGS frame.
+	if _, err := conn.Write(append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0, 0, 0, 4, 0, 0, 0, 0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	settings := map[uint16]uint32{}
+	for {
+		var hdr [9]byte
+		if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+			t.Fatal(err)
+		}
+		n := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(conn, payload); err != nil {
+			t.Fatal(err)
+		}
+		const frameSettings, flagAck = 0x4, 0x1
+		if hdr[3] != frameSettings || hdr[4]&flagAck != 0 {
+			continue
+		}
+		for i := 0; i+6 <= len(payload); i += 6 {
+			settings[binary.BigEndian.Uint16(payload[i:])] = binary.BigEndian.Uint32(payload[i+2:])
+		}
+		break
+	}
+	const (
+		maxConcurrentStreams = 0x3
+		initialWindowSize    = 0x4
+		maxHeaderListSize    = 0x6
+	)
+	for id, want := range map[uint16]uint32{maxConcurrentStreams: MaxConcurrentStreams, initialWindowSize: StreamWindowBytes, maxHeaderListSize: MaxHeaderListBytes} {
+		if got, ok := settings[id]; !ok || got != want {
+			t.Errorf("SETTINGS 0x%x = %d (sent: %v), want %d", id, got, ok, want)
+		}
 	}
 }
