@@ -392,7 +392,7 @@ func (a *AgentService) Subscribe(req *mnguardv1.SubscribeRequest, stream mnguard
 	}
 	// Registered before the first set is read: a change stored meanwhile
 	// signals this stream and is sent next.
-	sub, dropped := a.s.hub.add(t.ID)
+	sub, dropped := a.s.hub.add(t.ID, t.Serial)
 	defer a.s.hub.remove(t.ID, sub)
 	if dropped > 0 {
 		cfg.Metrics.streamsReplaced.Add(float64(dropped))
@@ -421,6 +421,8 @@ func (a *AgentService) Subscribe(req *mnguardv1.SubscribeRequest, stream mnguard
 			return nil
 		case <-sub.kicked:
 			return status.Error(codes.PermissionDenied, "terminal revoked: enroll again")
+		case <-sub.retired:
+			return status.Errorf(codes.Unauthenticated, "client certificate %s was replaced by a renewed certificate: use that one", t.Serial)
 		case <-sub.replaced:
 			return status.Errorf(codes.ResourceExhausted, "stream replaced by a newer Subscribe stream of terminal %s (at most %d per terminal)", t.ID, cfg.MaxStreamsPerTerminal)
 		case <-expiry.C:

@@ -392,3 +392,39 @@ func TestGRPCConnectionLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestRetiredCertificateStreamEnds: when a renewed certificate is first
+// used, the streams opened with the certificate it retired end
+// (Unauthenticated), and the renewed certificate's stream stays.
+func TestRetiredCertificateStreamEnds(t *testing.T) {
+	var clock *fakeclock.Clock
+	c := startCollectorWith(t, false, func(cfg *Config) { cfg.Now = func() time.Time { return clock.Now() } })
+	clock = c.clock
+	clock.Set(time.Now())
+	agent, _ := c.terminal()
+	old := c.subscribe(agent)
+	old.next(t, 5*time.Second)
+	clock.Add(DefaultRenewInterval)
+	renewed, err := renewWith(t, agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-old.err:
+		t.Fatalf("the old certificate's stream ended before the renewed one was used: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	next := c.subscribe(mnguardv1.NewAgentServiceClient(c.dial(renewed)))
+	next.next(t, 5*time.Second)
+	select {
+	case err := <-old.err:
+		wantCode(t, err, codes.Unauthenticated, "replaced by a renewed certificate")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the retired certificate's stream still open after 5s")
+	}
+	select {
+	case err := <-next.err:
+		t.Fatalf("the renewed certificate's stream ended: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+}

@@ -55,6 +55,10 @@ type Authenticator struct {
 	CA    *x509.CertPool
 	Store store.Store
 	Now   func() time.Time
+	// Retired, when set, is told of the certificates of a terminal that
+	// the first use of a renewed one retired (the collector ends their
+	// streams).
+	Retired func(terminalID string, serials []string)
 }
 
 func (a *Authenticator) now() time.Time {
@@ -166,8 +170,12 @@ func (a *Authenticator) terminal(ctx context.Context) (*Terminal, error) {
 	}
 	if rec.FirstUsedAt.IsZero() {
 		// A renewed certificate in use retires the ones before it.
-		if _, err := a.Store.UseCertificate(ctx, serial, now, store.AuditEntry{Time: now, Actor: "terminal " + rec.TerminalID, Action: "certificate.retire"}); err != nil {
+		retired, err := a.Store.UseCertificate(ctx, serial, now, store.AuditEntry{Time: now, Actor: "terminal " + rec.TerminalID, Action: "certificate.retire"})
+		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "record client certificate use: %v", err)
+		}
+		if len(retired) > 0 && a.Retired != nil {
+			a.Retired(rec.TerminalID, retired)
 		}
 	}
 	return &Terminal{ID: rec.TerminalID, Serial: serial, Cert: leaf}, nil

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"slices"
 	"sync"
 
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
@@ -28,10 +29,15 @@ type subscriber struct {
 	// kicked is closed when the terminal is revoked.
 	kicked chan struct{}
 	once   sync.Once
+	// serial is the certificate the stream was opened with.
+	serial string
 	// replaced is closed when a newer stream of the terminal took this
-	// one's place.
+	// one's place, retired when the first use of a renewed certificate
+	// retired the stream's.
 	replaced     chan struct{}
 	replacedOnce sync.Once
+	retired      chan struct{}
+	retiredOnce  sync.Once
 	// exemptions is signalled (it holds at most one token) when the
 	// terminal's exemptions changed: the stream then reads the set in
 	// force from the store and sends it. Sending sets read after the
@@ -54,11 +60,13 @@ func newHub(max int) *hub {
 // add registers a new stream of the terminal. When the terminal holds the
 // most streams already, the oldest are dropped from the hub and their
 // replaced channels closed, so they end; their number is returned.
-func (h *hub) add(terminalID string) (*subscriber, int) {
+func (h *hub) add(terminalID, serial string) (*subscriber, int) {
 	s := &subscriber{
+		serial:     serial,
 		push:       make(chan *mnguardv1.SubscribeResponse, 16),
 		kicked:     make(chan struct{}),
 		replaced:   make(chan struct{}),
+		retired:    make(chan struct{}),
 		exemptions: make(chan struct{}, 1),
 	}
 	h.mu.Lock()
@@ -101,6 +109,18 @@ func (h *hub) kick(terminalID string) {
 	defer h.mu.Unlock()
 	for s := range h.subs[terminalID] {
 		s.once.Do(func() { close(s.kicked) })
+	}
+}
+
+// retire ends the terminal's streams opened with one of the certificates
+// of serials.
+func (h *hub) retire(terminalID string, serials []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs[terminalID] {
+		if slices.Contains(serials, s.serial) {
+			s.retiredOnce.Do(func() { close(s.retired) })
+		}
 	}
 }
 

@@ -34,7 +34,7 @@ const (
 // a client certificate. Verifying in the interceptor rather than in the
 // handshake lets a refused agent read why.
 func (s *Services) NewGRPCServer(cert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *grpc.Server {
-	auth := &Authenticator{CA: s.cfg.CA.Pool(), Store: s.cfg.Store, Now: s.cfg.Now}
+	auth := &Authenticator{CA: s.cfg.CA.Pool(), Store: s.cfg.Store, Now: s.cfg.Now, Retired: s.hub.retire}
 	tlsCfg := &tls.Config{
 		MinVersion:     tls.VersionTLS13,
 		ClientAuth:     tls.RequestClientCert,
