@@ -36,10 +36,10 @@ type USBLister interface {
 	ListUSB(ctx context.Context) ([]*mnguardv1.UsbDevice, error)
 }
 
-// DefaultUSBLister returns the platform's USB lister: libusb (gousb) on Linux
-// built with cgo, SetupAPI on Windows, and elsewhere a lister whose error
-// wraps errors.ErrUnsupported. The returned lister is shared and safe for
-// concurrent use; it caches the string descriptors of devices it has seen.
+// DefaultUSBLister returns the platform's USB lister: sysfs on Linux (the
+// kernel's copies of the descriptors and strings), SetupAPI on Windows, and
+// elsewhere a lister whose error wraps errors.ErrUnsupported. The returned
+// lister is shared and safe for concurrent use.
 func DefaultUSBLister() USBLister { return platformUSB() }
 
 var platformUSB = sync.OnceValue(newPlatformUSBLister)
@@ -73,6 +73,11 @@ type Collector struct {
 	cpuModel string            // cached: the CPU model does not change while we run
 	bootTime time.Time         // last boot time reported, to absorb jitter
 	failing  map[string]string // source → error text of the previous collection
+	// platform caches host.PlatformInformation under platformKey: on
+	// Debian gopsutil runs lsb_release (a shell script and five more
+	// processes) to find it.
+	platform    [2]string
+	platformKey string
 }
 
 // Collect returns a snapshot of the terminal's posture.
@@ -114,7 +119,7 @@ func (c *Collector) Collect(ctx context.Context) (*mnguardv1.Posture, error) {
 	}
 	useful := false
 
-	hf, herr := hostFacts(ctx, c.AgentVersion)
+	hf, herr := hostFacts(ctx, c.AgentVersion, c.platformInfo)
 	if herr != nil {
 		fail("host facts", herr)
 	}
@@ -248,11 +253,63 @@ func (c *Collector) cpuModelName(ctx context.Context) (string, error) {
 	return model, nil
 }
 
+func readPlatform(ctx context.Context) (platform, version string, err error) {
+	platform, _, version, err = host.PlatformInformationWithContext(ctx)
+	return platform, version, err
+}
+
+// platformInfo is readPlatform, read again only when a file it comes from
+// changed (on Linux; elsewhere every time).
+func (c *Collector) platformInfo(ctx context.Context) (string, string, error) {
+	key, ok := platformKey()
+	if ok {
+		c.mu.Lock()
+		hit, p := c.platformKey == key, c.platform
+		c.mu.Unlock()
+		if hit {
+			return p[0], p[1], nil
+		}
+	}
+	platform, version, err := readPlatform(ctx)
+	if ok && err == nil {
+		c.mu.Lock()
+		c.platformKey, c.platform = key, [2]string{platform, version}
+		c.mu.Unlock()
+	}
+	return platform, version, err
+}
+
+// releaseFiles are the files gopsutil reads (or whose presence it tests)
+// to name the Linux distribution and its version, and lsb_release's.
+var releaseFiles = []string{
+	"/etc/lsb-release", "/etc/os-release", "/usr/lib/os-release", "/etc/debian_version",
+	"/etc/redhat-release", "/etc/system-release", "/etc/centos-release", "/etc/fedora-release",
+	"/etc/oracle-release", "/etc/enterprise-release", "/etc/SuSE-release", "/etc/alpine-release",
+	"/etc/arch-release", "/etc/gentoo-release", "/etc/slackware-version", "/etc/rocky-release",
+	"/etc/almalinux-release", "/usr/bin/lsb_release",
+}
+
+// platformKey sums up the release files' sizes and modification times: a
+// new key means the platform must be read again. ok is false off Linux.
+func platformKey() (key string, ok bool) {
+	if runtime.GOOS != "linux" {
+		return "", false
+	}
+	var b strings.Builder
+	for _, f := range releaseFiles {
+		// Stat follows /etc/os-release's symlink to the file.
+		if fi, err := os.Stat(f); err == nil {
+			fmt.Fprintf(&b, "%s:%d:%d;", f, fi.Size(), fi.ModTime().UnixNano())
+		}
+	}
+	return b.String(), true
+}
+
 // HostFacts returns the host facts an agent sends at enrollment. Facts that
 // cannot be read are left empty; HostFacts returns an error only when the
 // hostname cannot be determined.
 func HostFacts(ctx context.Context, agentVersion string) (*mnguardv1.HostFacts, error) {
-	hf, err := hostFacts(ctx, agentVersion)
+	hf, err := hostFacts(ctx, agentVersion, readPlatform)
 	if hf.facts.GetHostname() == "" {
 		if err == nil {
 			err = errors.New("empty hostname")
@@ -272,7 +329,7 @@ type hostInfo struct {
 // hostFacts reads the host facts one by one rather than through
 // host.InfoWithContext, which gives up on the first failing part and also
 // counts processes and probes virtualization, neither of which we report.
-func hostFacts(ctx context.Context, agentVersion string) (hostInfo, error) {
+func hostFacts(ctx context.Context, agentVersion string, platform func(context.Context) (string, string, error)) (hostInfo, error) {
 	hi := hostInfo{facts: &mnguardv1.HostFacts{
 		Os:           runtime.GOOS,
 		AgentVersion: agentVersion,
@@ -283,7 +340,7 @@ func hostFacts(ctx context.Context, agentVersion string) (hostInfo, error) {
 	if f.Hostname, err = os.Hostname(); err != nil {
 		errs = append(errs, fmt.Errorf("hostname: %w", err))
 	}
-	if f.Platform, _, f.PlatformVersion, err = host.PlatformInformationWithContext(ctx); err != nil {
+	if f.Platform, f.PlatformVersion, err = platform(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("platform: %w", err))
 	}
 	if f.KernelVersion, err = host.KernelVersionWithContext(ctx); err != nil {

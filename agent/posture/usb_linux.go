@@ -1,159 +1,124 @@
-//go:build linux && cgo
+//go:build linux
 
 package posture
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"sync"
-
-	"github.com/google/gousb"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 )
 
-func newPlatformUSBLister() USBLister {
-	return &libusbLister{strings: map[libusbKey]usbStrings{}}
-}
+func newPlatformUSBLister() USBLister { return sysfsUSB{root: "/sys/bus/usb/devices"} }
 
-// libusbLister lists USB devices through libusb. Descriptors come from
-// libusb's cached copies without opening anything. Manufacturer, product and
-// serial strings need the device opened (which wakes a suspended device and
-// needs root), so they are read once per attached device and cached until
-// it goes away; a device that cannot be opened simply has no strings.
-type libusbLister struct {
-	mu      sync.Mutex
-	strings map[libusbKey]usbStrings
-}
+// sysfsUSB lists USB devices from sysfs, as lsusb does without libusb: the
+// kernel read every descriptor and string when the device was enumerated,
+// so listing opens no device (and wakes no suspended one), needs no cgo,
+// no libusb threads and no root. Interfaces are those of the active
+// configuration, in their current alternate settings.
+type sysfsUSB struct{ root string }
 
-// libusbKey identifies one attachment of a device: the kernel gives a newly
-// attached device a new address.
-type libusbKey struct {
-	bus, address    int
-	vendor, product gousb.ID
-}
-
-type usbStrings struct {
-	manufacturer, product, serial string
-}
-
-func keyOf(d *gousb.DeviceDesc) libusbKey {
-	return libusbKey{bus: d.Bus, address: d.Address, vendor: d.Vendor, product: d.Product}
-}
-
-// newUSBContext initialises libusb. gousb panics when libusb_init fails
-// (no usbfs, no permission to read it), which must not take the agent down.
-func newUSBContext() (c *gousb.Context, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			c, err = nil, fmt.Errorf("libusb unavailable: %v", r)
-		}
-	}()
-	return gousb.NewContext(), nil
-}
-
-func (l *libusbLister) ListUSB(ctx context.Context) ([]*mnguardv1.UsbDevice, error) {
+func (l sysfsUSB) ListUSB(ctx context.Context) ([]*mnguardv1.UsbDevice, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("usb: %w", err)
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-
-	uc, err := newUSBContext()
+	entries, err := os.ReadDir(l.root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // no USB bus
+	}
 	if err != nil {
 		return nil, fmt.Errorf("usb: %w", err)
 	}
-	defer uc.Close()
-
-	var descs []*gousb.DeviceDesc
-	_, enumErr := uc.OpenDevices(func(d *gousb.DeviceDesc) bool {
-		descs = append(descs, d)
-		return false
-	})
-	if enumErr != nil {
-		// The list is incomplete; report what was seen with the error.
-		enumErr = fmt.Errorf("usb: enumerate: %w", enumErr)
-	}
-
-	present := make(map[libusbKey]bool, len(descs))
-	need := map[libusbKey]bool{}
-	for _, d := range descs {
-		k := keyOf(d)
-		present[k] = true
-		if _, ok := l.strings[k]; !ok {
-			need[k] = true
+	var out []*mnguardv1.UsbDevice
+	var errs []error
+	for _, e := range entries {
+		// Devices are "usbN" (root hubs) and "B-P[.P...]"; interfaces
+		// have a ':'.
+		name := e.Name()
+		if strings.Contains(name, ":") {
+			continue
 		}
-	}
-	for k := range l.strings {
-		if !present[k] {
-			delete(l.strings, k)
-		}
-	}
-	if len(need) > 0 {
-		l.readStrings(ctx, uc, need)
-	}
-
-	out := make([]*mnguardv1.UsbDevice, 0, len(descs))
-	for _, d := range descs {
-		out = append(out, usbDeviceFromDesc(d, l.strings[keyOf(d)]))
-	}
-	return out, enumErr
-}
-
-// readStrings opens the devices in need and caches their strings. Open and
-// read errors (permission, device gone, stalled descriptor request) leave
-// strings empty: they are descriptive, not what identifies a device.
-func (l *libusbLister) readStrings(ctx context.Context, uc *gousb.Context, need map[libusbKey]bool) {
-	devs, _ := uc.OpenDevices(func(d *gousb.DeviceDesc) bool {
-		return need[keyOf(d)]
-	})
-	for _, dev := range devs {
-		k := keyOf(dev.Desc)
-		var s usbStrings
-		if ctx.Err() == nil {
-			s.manufacturer, _ = dev.Manufacturer()
-			s.product, _ = dev.Product()
-			s.serial, _ = dev.SerialNumber()
-			l.strings[k] = s
-		}
-		dev.Close()
-	}
-	if ctx.Err() != nil {
-		return
-	}
-	// Remember devices that could not be opened, so we do not retry
-	// every snapshot; they get another chance when they are re-attached.
-	for k := range need {
-		if _, ok := l.strings[k]; !ok {
-			l.strings[k] = usbStrings{}
-		}
-	}
-}
-
-func usbDeviceFromDesc(d *gousb.DeviceDesc, s usbStrings) *mnguardv1.UsbDevice {
-	out := &mnguardv1.UsbDevice{
-		Bus:          uint32(max(d.Bus, 0)),
-		Address:      uint32(max(d.Address, 0)),
-		VendorId:     fmt.Sprintf("%04x", uint16(d.Vendor)),
-		ProductId:    fmt.Sprintf("%04x", uint16(d.Product)),
-		Serial:       s.serial,
-		Manufacturer: s.manufacturer,
-		Product:      s.product,
-		DeviceClass:  uint32(d.Class),
-	}
-	for _, cfg := range d.Configs {
-		for _, in := range cfg.Interfaces {
-			for _, alt := range in.AltSettings {
-				out.Interfaces = append(out.Interfaces, &mnguardv1.UsbInterface{
-					Number:    uint32(max(alt.Number, 0)),
-					Class:     uint32(alt.Class),
-					Subclass:  uint32(alt.SubClass),
-					Protocol:  uint32(alt.Protocol),
-					ClassName: USBClassName(uint32(alt.Class)),
-				})
+		d, err := readUSBDevice(filepath.Join(l.root, name))
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // unplugged while we looked
 			}
+			errs = append(errs, err)
+			continue
 		}
+		out = append(out, d)
 	}
-	// Collect sorts and deduplicates the interfaces.
-	return out
+	if len(errs) > 0 {
+		return out, fmt.Errorf("usb: %w", errors.Join(errs...))
+	}
+	return out, nil
+}
+
+func readUSBDevice(dir string) (*mnguardv1.UsbDevice, error) {
+	name := filepath.Base(dir)
+	attr := func(a string) string {
+		b, err := os.ReadFile(filepath.Join(dir, a))
+		if err != nil {
+			return ""
+		}
+		return strings.TrimRight(string(b), "\n")
+	}
+	bus, err1 := sysfsUint(attr("busnum"), 10, 32)
+	addr, err2 := sysfsUint(attr("devnum"), 10, 32)
+	vendor, err3 := sysfsUint(attr("idVendor"), 16, 16)
+	product, err4 := sysfsUint(attr("idProduct"), 16, 16)
+	class, err5 := sysfsUint(attr("bDeviceClass"), 16, 8)
+	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
+		if _, serr := os.Stat(dir); errors.Is(serr, fs.ErrNotExist) {
+			return nil, serr
+		}
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	d := &mnguardv1.UsbDevice{
+		Bus: uint32(bus), Address: uint32(addr),
+		VendorId: fmt.Sprintf("%04x", vendor), ProductId: fmt.Sprintf("%04x", product),
+		Serial: attr("serial"), Manufacturer: attr("manufacturer"), Product: attr("product"),
+		DeviceClass: uint32(class),
+	}
+	ifs, _ := os.ReadDir(dir)
+	for _, e := range ifs {
+		// "B-P:C.I" ("B-0:C.I" under root hub usbB): an interface of
+		// the active configuration.
+		if !e.IsDir() || !strings.Contains(e.Name(), ":") {
+			continue
+		}
+		idir := filepath.Join(dir, e.Name())
+		iattr := func(a string) uint64 {
+			b, err := os.ReadFile(filepath.Join(idir, a))
+			if err != nil {
+				return 0
+			}
+			v, _ := sysfsUint(strings.TrimRight(string(b), "\n"), 16, 8)
+			return v
+		}
+		d.Interfaces = append(d.Interfaces, &mnguardv1.UsbInterface{
+			Number:   uint32(iattr("bInterfaceNumber")),
+			Class:    uint32(iattr("bInterfaceClass")),
+			Subclass: uint32(iattr("bInterfaceSubClass")),
+			Protocol: uint32(iattr("bInterfaceProtocol")),
+		})
+	}
+	// Collect names the classes, sorts and deduplicates the interfaces.
+	return d, nil
+}
+
+// sysfsUint parses a numeric sysfs attribute ("0781", "12", " 3") of at
+// most bits bits.
+func sysfsUint(s string, base, bits int) (uint64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, errors.New("attribute missing or empty")
+	}
+	return strconv.ParseUint(s, base, bits)
 }

@@ -1,4 +1,4 @@
-//go:build (!linux && !windows) || (linux && !cgo)
+//go:build !linux && !windows
 
 package posture
 
@@ -13,14 +13,10 @@ import (
 
 func newPlatformUSBLister() USBLister { return unsupportedUSB{} }
 
-// unsupportedUSB is the lister where there is no USB inventory: other
-// systems, and Linux builds without cgo (gousb needs libusb).
+// unsupportedUSB is the lister where there is no USB inventory: systems
+// other than Linux and Windows.
 type unsupportedUSB struct{}
 
 func (unsupportedUSB) ListUSB(context.Context) ([]*mnguardv1.UsbDevice, error) {
-	what := runtime.GOOS
-	if runtime.GOOS == "linux" {
-		what = "linux without cgo"
-	}
-	return nil, fmt.Errorf("usb inventory on %s: %w", what, errors.ErrUnsupported)
+	return nil, fmt.Errorf("usb inventory on %s: %w", runtime.GOOS, errors.ErrUnsupported)
 }

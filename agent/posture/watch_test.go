@@ -1,0 +1,40 @@
+package posture
+
+import (
+	"testing"
+)
+
+func TestUeventSubsystem(t *testing.T) {
+	for msg, want := range map[string]string{
+		"add@/devices/pci0000:00/0000:00:14.0/usb1/1-2\x00ACTION=add\x00DEVPATH=/devices/pci0000:00/0000:00:14.0/usb1/1-2\x00SUBSYSTEM=usb\x00DEVTYPE=usb_device\x00SEQNUM=4321\x00": "usb",
+		"change@/devices/virtual/block/loop3\x00ACTION=change\x00SUBSYSTEM=block\x00":                                                                                                "block",
+		"add@/devices/x\x00ACTION=add\x00":             "",
+		"libudev\x00\xfe\xed\xca\xfeSUBSYSTEM=usb\x00": "", // udev's, not the kernel's
+		"":                                   "",
+		"add@/x":                             "",
+		"remove@/devices/x\x00SUBSYSTEM=usb": "usb", // last field without its NUL
+		"bind@/devices/x\x00SUBSYSTEMX=usb\x00SUBSYSTEM=\x00": "",
+	} {
+		if got := ueventSubsystem([]byte(msg)); got != want {
+			t.Errorf("ueventSubsystem(%q) = %q, want %q", msg, got, want)
+		}
+	}
+}
+
+func FuzzUeventSubsystem(f *testing.F) {
+	f.Add([]byte("add@/devices/usb1/1-2\x00ACTION=add\x00SUBSYSTEM=usb\x00"))
+	f.Add([]byte("libudev\x00SUBSYSTEM=usb\x00"))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		s := ueventSubsystem(msg)
+		if len(s) > len(msg) {
+			t.Fatalf("subsystem %q longer than the message", s)
+		}
+	})
+}
+
+func TestWatchSet(t *testing.T) {
+	got := watchSet([]string{"/etc/pam.d/login", "/etc/pam.d/common-auth", "/etc/pam.d/login", "/usr/lib/pam.d/login", "relative", "/"})
+	if len(got) != 2 || len(got["/etc/pam.d"]) != 2 || got["/etc/pam.d"][0] != "common-auth" || len(got["/usr/lib/pam.d"]) != 1 {
+		t.Errorf("watchSet = %v", got)
+	}
+}
