@@ -16,6 +16,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mnguard/mnguard/agent/config"
@@ -44,8 +45,11 @@ type Options struct {
 	Logger  *slog.Logger
 	// USB overrides the USB inventory (tests); nil is the platform's.
 	USB posture.USBLister
-	// CheckEvery is how often posture is collected to notice changes;
-	// zero means 5 s.
+	// CheckEvery is how often posture is collected to notice changes where
+	// the OS cannot announce them (not Linux, or its notification sockets
+	// failed); zero means 5 s. On Linux the posture is collected when the
+	// OS announces a change (posture.Watcher), when the media, exemptions
+	// or login gate say theirs changed, and at every report interval.
 	CheckEvery time.Duration
 	// Media overrides the removable-media platform (tests); nil is the
 	// OS's.
@@ -69,6 +73,8 @@ type Daemon struct {
 	exempt    *exemptions.Manager
 	spool     *spool.Spool
 	wake      chan struct{}
+	// statusKick asks statusLoop to write status.json now.
+	statusKick chan struct{}
 	// resubscribe cuts the subscription's retry wait short: a report got
 	// through, so the collector is back.
 	resubscribe chan struct{}
@@ -131,7 +137,7 @@ func newDaemon(opts Options) (*Daemon, error) {
 	}
 	d := &Daemon{
 		opts: opts, dir: dir, log: log.With("terminal", id.TerminalID), server: server, spool: sp,
-		wake: make(chan struct{}, 1), resubscribe: make(chan struct{}, 1), id: id, interval: time.Duration(opts.Config.ReportInterval),
+		wake: make(chan struct{}, 1), statusKick: make(chan struct{}, 1), resubscribe: make(chan struct{}, 1), id: id, interval: time.Duration(opts.Config.ReportInterval),
 	}
 	d.collector = &posture.Collector{AgentVersion: opts.Version, PolicyVersion: d.policyVersion, USB: opts.USB, Logger: log}
 	mc := opts.Config.Media
@@ -219,6 +225,7 @@ func (d *Daemon) Emit(typ string, sev mnguardv1.Severity, msg string, attrs map[
 		return
 	}
 	d.poke()
+	d.statusChanged()
 }
 
 // poke wakes the reporter.
@@ -276,13 +283,16 @@ func (d *Daemon) run(ctx context.Context) error {
 	return nil
 }
 
-// reportLoop collects posture every CheckEvery and reports it at start,
-// when it changed, and at least every report interval; spooled events go
-// out with the next report or as soon as they are emitted.
+// reportLoop collects posture when something changed (see
+// Options.CheckEvery) and reports it at start, when it changed, and at
+// least every report interval; spooled events go out with the next report
+// or as soon as they are emitted.
 func (d *Daemon) reportLoop(ctx context.Context) {
 	var lastSent time.Time
 	var lastFP []byte
 	backoff := minBackoff
+	watch := d.watchChanges(ctx)
+	defer watch.stop()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -300,7 +310,9 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 		if p != nil {
 			p.Media = d.media.Posture()
 			p.Media.Exemptions = d.exempt.Posture(p.Media.GetDevices())
-			p.Mfa = d.mfaPosture()
+			var files []string
+			p.Mfa, files = d.mfaPostureFiles()
+			watch.files(files)
 		}
 		fp := fingerprint(p)
 		due := p != nil && (lastSent.IsZero() || !bytes.Equal(fp, lastFP) || time.Since(lastSent) >= d.reportInterval())
@@ -308,6 +320,10 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 			p = nil
 		}
 		next := d.opts.CheckEvery
+		if watch.ok() {
+			// The OS announces changes: look again when the report is due.
+			next = max(d.reportInterval()-time.Since(lastSent), time.Second)
+		}
 		if err := d.send(ctx, p); err != nil {
 			if ctx.Err() != nil {
 				return
@@ -332,9 +348,71 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 			backoff = minBackoff
 			if p != nil {
 				lastSent, lastFP = time.Now(), fp
+				if watch.ok() {
+					next = d.reportInterval()
+				}
 			}
 		}
 		timer.Reset(next)
+	}
+}
+
+// changeWatch is the reporter's posture.Watcher; its zero value (no
+// watcher) says the reporter polls.
+type changeWatch struct {
+	w      *posture.Watcher
+	failed atomic.Bool
+	cancel context.CancelFunc
+	done   chan struct{}
+	log    *slog.Logger
+	err    string // the last WatchFiles error, logged once
+}
+
+// watchChanges starts a posture.Watcher that wakes the reporter.
+func (d *Daemon) watchChanges(ctx context.Context) *changeWatch {
+	cw := &changeWatch{log: d.log}
+	w, err := posture.NewWatcher(func(string) { d.poke() })
+	if err != nil {
+		d.log.Info("no change notifications from the OS: posture is polled", "every", d.opts.CheckEvery, "err", err)
+		return cw
+	}
+	cw.w, cw.done = w, make(chan struct{})
+	ctx, cw.cancel = context.WithCancel(ctx)
+	go func() {
+		defer close(cw.done)
+		if err := w.Run(ctx); err != nil {
+			cw.failed.Store(true)
+			d.log.Error("change notifications stopped: posture is polled", "every", d.opts.CheckEvery, "err", err)
+			d.poke()
+		}
+	}()
+	return cw
+}
+
+// ok says the OS announces changes.
+func (cw *changeWatch) ok() bool { return cw.w != nil && !cw.failed.Load() }
+
+// files watches the files the posture was judged from; again after every
+// collection, so that a directory created since (watched for in its
+// parent until then) is now watched itself.
+func (cw *changeWatch) files(paths []string) {
+	if !cw.ok() {
+		return
+	}
+	err := cw.w.WatchFiles(paths)
+	if err != nil && err.Error() != cw.err {
+		cw.log.Warn("some PAM files are not watched: their changes show at the next report", "err", err)
+	}
+	cw.err = ""
+	if err != nil {
+		cw.err = err.Error()
+	}
+}
+
+func (cw *changeWatch) stop() {
+	if cw.w != nil {
+		cw.cancel()
+		<-cw.done
 	}
 }
 
@@ -355,10 +433,16 @@ func fingerprint(p *mnguardv1.Posture) []byte {
 // mfaPosture is the posture's MFA section: the PAM stacks as they are now
 // and whether the login gate serves its socket.
 func (d *Daemon) mfaPosture() *mnguardv1.MfaPosture {
+	p, _ := d.mfaPostureFiles()
+	return p
+}
+
+// mfaPostureFiles is mfaPosture and the files it was judged from.
+func (d *Daemon) mfaPostureFiles() (*mnguardv1.MfaPosture, []string) {
 	d.mu.Lock()
 	serving := d.gateServing
 	d.mu.Unlock()
-	return MFAPosture(d.opts.Config.MFA, serving)
+	return mfaPostureFiles(d.opts.Config.MFA, serving)
 }
 
 // reportLoss raises an event when the spool lost events since the last
@@ -404,6 +488,7 @@ func (d *Daemon) send(ctx context.Context, p *mnguardv1.Posture) error {
 		d.st.LastReportAt = time.Now()
 		d.st.LastError = ""
 		d.mu.Unlock()
+		d.statusChanged()
 		if p != nil {
 			d.log.Debug("posture reported", "events", len(evs))
 		}
@@ -426,6 +511,7 @@ func (d *Daemon) noteError(err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.st.LastError, d.st.LastErrorAt = err.Error(), time.Now()
+	d.statusChanged()
 }
 
 // subscribeLoop keeps the Subscribe stream open and applies pushed policy.
@@ -440,6 +526,7 @@ func (d *Daemon) subscribeLoop(ctx context.Context) {
 		}
 		d.st.Connected = false
 		d.mu.Unlock()
+		d.statusChanged()
 		if ctx.Err() != nil {
 			return
 		}
@@ -480,6 +567,7 @@ func (d *Daemon) subscribe(ctx context.Context) error {
 		}
 		d.mu.Unlock()
 		if connected {
+			d.statusChanged()
 			d.log.Info("connected to collector", "server", d.server)
 			// The collector is back: deliver what was spooled meanwhile
 			// (refused logins among it) now, not at the next retry.
@@ -505,6 +593,7 @@ func (d *Daemon) applyPolicy(p *mnguardv1.Policy) {
 	}
 	d.st.PolicyVersion = p.GetVersion()
 	d.mu.Unlock()
+	d.statusChanged()
 	if changed {
 		d.log.Info("policy applied", "version", p.GetVersion(), "report_interval", iv)
 		d.poke()
@@ -584,22 +673,49 @@ func (d *Daemon) renew(ctx context.Context) error {
 	d.id = &next
 	d.st.CertNotAfter = cert.NotAfter
 	d.mu.Unlock()
+	d.statusChanged()
 	d.log.Info("certificate renewed", "not_after", cert.NotAfter)
 	d.Emit("agent.certificate_renewed", mnguardv1.Severity_SEVERITY_INFO, "client certificate renewed", map[string]string{"not_after": cert.NotAfter.UTC().Format(time.RFC3339)})
 	return d.connect()
 }
 
-// statusLoop keeps status.json current.
+// Status file timing: 'mnguard-agent status' takes a status.json older
+// than 30 s for an agent that is not running.
+const (
+	// statusEvery is the longest time between two writes, the sign of
+	// life.
+	statusEvery = 10 * time.Second
+	// statusGap is the shortest: a burst of events writes it once a second.
+	statusGap = time.Second
+)
+
+// statusLoop keeps status.json current: written when something in it
+// changed (statusChanged) and every statusEvery.
 func (d *Daemon) statusLoop(ctx context.Context) {
-	t := time.NewTicker(2 * time.Second)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		d.writeStatus()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-d.statusKick:
 		}
+		d.writeStatus()
+		t.Reset(statusEvery)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(statusGap):
+		}
+	}
+}
+
+// statusChanged has status.json written soon.
+func (d *Daemon) statusChanged() {
+	select {
+	case d.statusKick <- struct{}{}:
+	default:
 	}
 }
 
