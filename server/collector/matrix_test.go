@@ -93,7 +93,7 @@ var wantRPCs = map[string]string{
 // counts for nothing there, so T is listed only where anyone may.
 var wantRoutes = map[string]string{
 	"GET /healthz":          "AHUNT",
-	"GET /metrics":          "AHUNT",
+	"GET /metrics":          "AHUNT", // reachable by all; the handler then wants the metrics token or certificate (TestMetricsNeedCredentials)
 	"GET /static/{file...}": "AHUNT",
 	"GET /signin":           "AHUNT",
 	"POST /signin":          "AHUNT",
