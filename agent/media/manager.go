@@ -67,6 +67,45 @@ type Looker interface {
 	Lookup(ctx context.Context, name string) (d Device, ok bool, err error)
 }
 
+// Guarder is implemented by platforms that can make a device the kernel
+// just announced read-only at once, on the goroutine that received the
+// notification, before the manager's full classification, enforcement and
+// verification of it (which follow as before): a removable stick is then
+// read-only within a fraction of a millisecond of its uevent, sooner than
+// udevd gets to run a rule for it.
+type Guarder interface {
+	// Guard sets the disk n is about (and the partition, for a
+	// partition) read-only when a quick look at sysfs says the disk is
+	// removable by a criterion the full classification shares, it has a
+	// medium, and it holds no system mount. skip is asked about the disk
+	// first: true (an exempted device) leaves it alone. Guard reports
+	// what it set read-only (empty when nothing); it must not block.
+	Guard(n Notification, skip func(disk string) bool) (string, error)
+}
+
+// ActionDrift is the Action of a Notification a DriftWatcher sends when
+// the protection of a tracked device may have been undone: its read-only
+// flag touched (DevName is the disk), or the mount table changed (DevName
+// is empty: every tracked device is looked at).
+const ActionDrift = "drift"
+
+// DriftWatcher is implemented by platforms that can announce drift on the
+// devices the manager protects, so that it is repaired at once rather
+// than at the next reconcile. The announcements arrive through Watch, as
+// Notifications with Action ActionDrift.
+type DriftWatcher interface {
+	// Track watches the device (its nodes and filesystems) from now on;
+	// calling it again for the same device adds what is new (partitions).
+	Track(d Device)
+	// Untrack stops watching the disk name.
+	Untrack(name string)
+	// Drifted reports, without opening the device (which itself would be
+	// announced), whether the protection of d may have been undone: a
+	// node not read-only, or a filesystem of it mounted writable. When it
+	// cannot tell, it reports true.
+	Drifted(d Device) bool
+}
+
 // PolicyEnsurer is implemented by platforms that keep OS-wide write
 // policies besides per-disk flags (Windows' Removable Storage Access
 // policy for CD/DVD, WPD, floppy and tape): the manager applies it at every
@@ -103,9 +142,16 @@ type WriteCounter interface {
 // EmitFunc records an event for the collector.
 type EmitFunc func(typ string, sev mnguardv1.Severity, msg string, attrs map[string]string)
 
+// DefaultReconcileInterval is the backstop rescan's period when
+// Manager.ReconcileInterval is zero. Devices are protected as the kernel
+// announces them and drift is repaired as the platform announces it
+// (DriftWatcher); the rescan catches what no announcement covers.
+const DefaultReconcileInterval = 60 * time.Second
+
 // Manager keeps every removable device read-only: it protects devices as
-// the kernel announces them, rescans every ReconcileInterval to repair
-// drift, and reports the state as posture and events. Run drives it.
+// the kernel announces them, repairs drift as the platform announces it,
+// rescans every ReconcileInterval as a backstop, and reports the state as
+// posture and events. Run drives it.
 type Manager struct {
 	Platform          Platform
 	Mode              string
@@ -154,6 +200,9 @@ type Manager struct {
 	op sync.Mutex
 	// bg counts the warnings being sent.
 	bg sync.WaitGroup
+	// kick wakes Run to look at the exemption poll after Refresh.
+	kickOnce sync.Once
+	kick     chan struct{}
 
 	mu            sync.Mutex
 	devices       map[string]*tracked
@@ -239,10 +288,37 @@ func (m *Manager) exemptPoll() time.Duration {
 	return DefaultExemptPoll
 }
 
+func (m *Manager) kicker() chan struct{} {
+	m.kickOnce.Do(func() { m.kick = make(chan struct{}, 1) })
+	return m.kick
+}
+
+// exempting reports whether a tracked device is exempted or its exemption
+// is ending: only then does Run poll.
+func (m *Manager) exempting() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, t := range m.devices {
+		if t.exemption != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// exempted reports whether the tracked disk name is exempted (or its
+// exemption ending): the guard leaves it alone.
+func (m *Manager) exempted(name string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.devices[name]
+	return ok && t.exemption != ""
+}
+
 // Run protects devices until ctx ends; ending ctx is a clean exit.
 func (m *Manager) Run(ctx context.Context) error {
 	if m.ReconcileInterval <= 0 {
-		m.ReconcileInterval = 10 * time.Second
+		m.ReconcileInterval = DefaultReconcileInterval
 	}
 	m.mu.Lock()
 	if m.devices == nil {
@@ -261,7 +337,16 @@ func (m *Manager) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		guard, _ := m.Platform.(Guarder)
 		err := m.Platform.Watch(ctx, func(n Notification) {
+			if guard != nil && m.Mode == ModeEnforce && n.Subsystem == "block" && (n.Action == "add" || n.Action == "change") {
+				if did, err := guard.Guard(n, m.exempted); err != nil {
+					// The full enforcement follows and reports.
+					m.log().Debug("guard", "device", n.DevName, "err", err)
+				} else if did != "" {
+					m.log().Debug("guard: set read-only at the uevent", "nodes", did)
+				}
+			}
 			select {
 			case notes <- n:
 			default: // queue full: a rescan catches up
@@ -286,9 +371,21 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.Reconcile(ctx)
 	t := time.NewTicker(m.ReconcileInterval)
 	defer t.Stop()
+	// The exemption poll runs only while a device is exempted or its
+	// exemption ends: an idle agent does not wake for it.
 	poll := time.NewTicker(m.exemptPoll())
 	defer poll.Stop()
+	polling := true
+	kick := m.kicker()
 	for {
+		switch want := m.exempting(); {
+		case want && !polling:
+			poll.Reset(m.exemptPoll())
+			polling = true
+		case !want && polling:
+			poll.Stop()
+			polling = false
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -298,6 +395,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.Reconcile(ctx)
 		case <-poll.C:
 			m.pollExemptions(ctx)
+		case <-kick:
 		case n := <-notes:
 			m.handle(ctx, n)
 		}
@@ -321,6 +419,10 @@ func (m *Manager) Refresh(ctx context.Context) {
 	m.mu.Unlock()
 	for _, d := range devs {
 		m.protect(ctx, d)
+	}
+	select {
+	case m.kicker() <- struct{}{}:
+	default:
 	}
 }
 
@@ -359,6 +461,8 @@ func (m *Manager) handle(ctx context.Context, n Notification) {
 	case n.Action == ActionOverflow:
 		// Notifications were lost: only a rescan can tell what changed.
 		m.reconcile(ctx)
+	case n.Action == ActionDrift:
+		m.repairDrift(ctx, name)
 	case n.Subsystem == "block" && n.Action == "remove" && n.DevType != "partition":
 		m.detach(name)
 	case n.Subsystem == "block" && (n.Action == "add" || n.Action == "change"):
@@ -387,6 +491,30 @@ func (m *Manager) handle(ctx context.Context, n Notification) {
 	case n.Subsystem == "usb" && (n.Action == "add" || n.Action == "bind" || n.Action == "remove"):
 		// Phones and cameras are USB devices, not disks.
 		m.reconcile(ctx)
+	}
+}
+
+// repairDrift protects again the tracked device name (every tracked
+// device when name is empty) whose protection the platform says may have
+// been undone. Exempted devices are left to the exemption poll; in
+// monitor mode nothing is protected.
+func (m *Manager) repairDrift(ctx context.Context, name string) {
+	dw, ok := m.Platform.(DriftWatcher)
+	if !ok || m.Mode != ModeEnforce {
+		return
+	}
+	m.mu.Lock()
+	var devs []Device
+	for n, t := range m.devices {
+		if (name == "" || n == name) && t.exemption == "" {
+			devs = append(devs, t.dev)
+		}
+	}
+	m.mu.Unlock()
+	for _, d := range devs {
+		if dw.Drifted(d) {
+			m.protect(ctx, d)
+		}
 	}
 }
 
@@ -480,6 +608,9 @@ func (m *Manager) protect(ctx context.Context, d Device) bool {
 	}
 	t.dev = d
 	m.mu.Unlock()
+	if dw, ok := m.Platform.(DriftWatcher); ok {
+		dw.Track(d)
+	}
 	a := attrs(d)
 	if !known {
 		m.log().Info("removable device attached", "device", d.Name, "id", d.ID(), "bus", d.Bus, "reason", d.Reason)
@@ -578,6 +709,9 @@ func (m *Manager) detach(name string) {
 	m.mu.Unlock()
 	if !ok {
 		return
+	}
+	if dw, ok := m.Platform.(DriftWatcher); ok {
+		dw.Untrack(name)
 	}
 	a := attrs(t.dev)
 	if t.exemption != "" {

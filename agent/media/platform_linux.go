@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -35,18 +36,25 @@ func (o *Options) defaults() {
 // kernel uevents, and protects them with BLKROSET and read-only remounts;
 // phones and cameras (MTP/PTP) are deauthorized on the USB bus.
 type linuxPlatform struct {
-	o   Options
-	sys Sysfs
-	enf *Enforcer
+	o     Options
+	sys   Sysfs
+	enf   *Enforcer
+	drift *driftWatch
+
+	// The disks of the system mounts, for Guard; found once.
+	sysOnce  sync.Once
+	sysDisks map[string]bool
+	sysErr   error
 }
 
 // NewPlatform returns the Linux platform.
 func NewPlatform(o Options) Platform {
 	o.defaults()
 	return &linuxPlatform{
-		o:   o,
-		sys: Sysfs{Root: o.SysRoot, TreatAsRemovable: o.TreatAsRemovable},
-		enf: &Enforcer{DevDir: o.DevDir, ProcDir: o.ProcDir, OnBusy: o.OnBusy, Logger: o.Logger},
+		o:     o,
+		sys:   Sysfs{Root: o.SysRoot, TreatAsRemovable: o.TreatAsRemovable},
+		enf:   &Enforcer{DevDir: o.DevDir, ProcDir: o.ProcDir, OnBusy: o.OnBusy, Logger: o.Logger},
+		drift: newDriftWatch(),
 	}
 }
 
@@ -253,7 +261,23 @@ func (p *linuxPlatform) deauthorize(d Device) (Result, error) {
 	return res, nil
 }
 
+// Watch announces the kernel's uevents and, for the devices the manager
+// tracks, drift (ActionDrift). Without the drift watch (no inotify, no
+// epoll) uevents still arrive and the manager's rescan repairs drift; the
+// failure is logged.
 func (p *linuxPlatform) Watch(ctx context.Context, f func(Notification)) error {
+	p.systemDisk("") // found now, not at the first uevent
+	dctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := p.watchDrift(dctx, f); err != nil && dctx.Err() == nil {
+			p.o.Logger.Error("drift watch failed: drift is repaired at the next rescan only", "err", err)
+		}
+	}()
+	defer wg.Wait()
+	defer cancel()
 	return WatchUevents(ctx, f, p.o.Logger)
 }
 
