@@ -75,7 +75,9 @@ type Media struct {
 	// read-only because files on it are open for writing: "kill" ends the
 	// writers, "detach" detaches the mount (and ends the writers).
 	OnBusy string `yaml:"on_busy"`
-	// ReconcileInterval is how often the agent rescans and repairs drift.
+	// ReconcileInterval is how often the agent rescans devices as a
+	// backstop: on Linux new devices and drift are announced (uevents,
+	// inotify on the device nodes, the mount table) and handled at once.
 	ReconcileInterval Duration `yaml:"reconcile_interval"`
 	// ExemptionGrace is how long files may stay open for writing on a
 	// device whose exemption ended (the users are warned, the remount
@@ -127,6 +129,17 @@ func DefaultPath() string {
 	return "/etc/mnguard/agent.yaml"
 }
 
+// DefaultReconcileInterval is media.reconcile_interval when none is
+// configured: 60 s on Linux, where the agent hears of drift as it happens;
+// 10 s on Windows, where the removable-storage policy in the registry is
+// checked only by the rescan.
+func DefaultReconcileInterval() time.Duration {
+	if runtime.GOOS == "windows" {
+		return 10 * time.Second
+	}
+	return 60 * time.Second
+}
+
 // DefaultStateDir is the state directory when none is configured.
 func DefaultStateDir() string {
 	if runtime.GOOS == "windows" {
@@ -154,7 +167,7 @@ func Default() Config {
 		Media: Media{
 			Mode:              "enforce",
 			OnBusy:            "kill",
-			ReconcileInterval: Duration(10 * time.Second),
+			ReconcileInterval: Duration(DefaultReconcileInterval()),
 			ExemptionGrace:    Duration(60 * time.Second),
 		},
 	}
