@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mnguard/mnguard/agent/media"
 	"github.com/mnguard/mnguard/internal/testenv"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 )
@@ -162,18 +163,13 @@ func TestMediaEnforcement(t *testing.T) {
 
 	// Drift: someone sets the disk writable, or remounts read-write.
 	sh(t, "blockdev", "--setrw", "/dev/"+late.name)
-	// Remounting read-write needs the disk and the partition writable;
-	// the agent may repair them in between, so try a few times.
-	drifted := false
-	for range 5 {
-		script := fmt.Sprintf("blockdev --setrw /dev/%s /dev/%s && mount -o remount,rw %s", early.name, early.parts[0], mntExt4)
-		if exec.Command("sh", "-c", script).Run() == nil {
-			drifted = true
-			break
-		}
-	}
-	if !drifted {
-		t.Fatal("could not remount the ext4 partition read-write to simulate drift")
+	// Remounting read-write needs the disk and the partition writable.
+	// The agent hears of blockdev on their nodes (and of mount(8), which
+	// opens them) and repairs within a millisecond, so the flags are
+	// cleared through nodes of the test's own and the remount is mount(2)
+	// itself; the agent hears of the remount through the mount table.
+	if err := driftRemount(t, mntExt4, early.name, early.parts[0]); err != nil {
+		t.Fatalf("could not remount the ext4 partition read-write to simulate drift: %v", err)
 	}
 	eventually(t, 5*time.Second, func() error {
 		if getro(t, late.name) != "1" || getro(t, early.parts[0]) != "1" {
@@ -205,4 +201,28 @@ func TestMediaEnforcement(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// driftRemount makes the disk and the partition writable through device
+// nodes of its own (no watch on /dev sees them opened) and remounts mnt
+// read-write with mount(2).
+func driftRemount(t *testing.T, mnt string, names ...string) error {
+	dir := t.TempDir()
+	for _, n := range names {
+		var st syscall.Stat_t
+		if err := syscall.Stat("/dev/"+n, &st); err != nil {
+			return err
+		}
+		node := filepath.Join(dir, n)
+		if err := syscall.Mknod(node, syscall.S_IFBLK|0o600, int(st.Rdev)); err != nil {
+			return err
+		}
+		if err := media.SetReadOnly(node, false); err != nil {
+			return err
+		}
+	}
+	if err := syscall.Mount("", mnt, "", syscall.MS_REMOUNT, ""); err != nil {
+		return fmt.Errorf("remount %s read-write: %w", mnt, err)
+	}
+	return nil
 }
