@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -170,4 +171,53 @@ func removableTempDir(t *testing.T) string {
 		}
 	})
 	return dir
+}
+
+// TestControlPipeSilentClientsWindows (under Wine by 'make wine-test'):
+// clients that open the pipe and never write, twice as many as are served at
+// once, are dropped after controlRequestTimeout, so the CLI's call waits at
+// most about that long (it waited 10 s per silent client before).
+func TestControlPipeSilentClientsWindows(t *testing.T) {
+	e := newEnvAt(t, removableTempDir(t))
+	m := e.manager()
+	pipe := fmt.Sprintf(`\\.\pipe\mnguard-test-silent-%d`, time.Now().UnixNano())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	listening := make(chan struct{})
+	served := make(chan error, 1)
+	go func() {
+		served <- (&ControlServer{Path: pipe, Handle: m.Handle, OnListen: func() { close(listening) }}).Serve(ctx)
+	}()
+	select {
+	case <-listening:
+	case err := <-served:
+		t.Fatalf("Serve: %v", err)
+	}
+	start := time.Now()
+	var silent []net.Conn
+	for range 2 * maxControlConns {
+		dctx, dcancel := context.WithTimeout(ctx, 4*controlRequestTimeout)
+		c, err := winio.DialPipeContext(dctx, pipe)
+		dcancel()
+		if err != nil {
+			t.Fatalf("silent client %d: %v", len(silent)+1, err)
+		}
+		defer c.Close()
+		silent = append(silent, c)
+	}
+	if _, err := Call(ctx, pipe, Request{Op: OpList}); err != nil {
+		t.Fatalf("list behind silent clients: %v", err)
+	}
+	if d := time.Since(start); d > 3*controlRequestTimeout+time.Second {
+		t.Errorf("list answered %v after %d silent clients connected, want within about %v", d, len(silent), 2*controlRequestTimeout)
+	}
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve after cancel: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Serve did not return after cancel")
+	}
 }
