@@ -34,6 +34,12 @@ const (
 	probeTimeout = time.Second
 )
 
+// EventLogin is the type of the login attempts the agent records itself:
+// those it refused or accepted offline, or refused without asking. The
+// collector's own verifications are login.verify, a type the collector
+// refuses from agents.
+const EventLogin = "login.local"
+
 // Paths of a login attempt, in events.
 const (
 	pathServer  = "server"  // the collector decided
@@ -306,7 +312,7 @@ func (d *Daemon) emitLogin(res mfa.Result, path, user, service string, sev mngua
 	for k, v := range extra {
 		attrs[k] = v
 	}
-	d.Emit("login.verify", sev, msg, attrs)
+	d.Emit(EventLogin, sev, msg, attrs)
 }
 
 // scrub drops a collector's message that repeats the code.

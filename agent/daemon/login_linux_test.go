@@ -285,7 +285,7 @@ func TestLoginOffline(t *testing.T) {
 	}
 
 	var offline, unavailable int
-	for _, e := range g.events(t, "login.verify") {
+	for _, e := range g.events(t, EventLogin) {
 		a := e.GetAttributes()
 		if a["user"] == "" || a["service"] != "login" || a["result"] == "" || a["path"] == "" {
 			t.Errorf("login event lacks user, service, result or path: %v", a)
@@ -347,7 +347,7 @@ func TestLoginOfflineWrongCodes(t *testing.T) {
 		t.Errorf("the void challenge is still offered: %q", r.Message)
 	}
 	var void bool
-	for _, e := range g.events(t, "login.verify") {
+	for _, e := range g.events(t, EventLogin) {
 		if e.GetAttributes()["path"] == "offline" && e.GetAttributes()["tries_left"] == "0" && e.GetSeverity() == mnguardv1.Severity_SEVERITY_ALERT {
 			void = true
 		}
@@ -509,7 +509,7 @@ func TestLoginOnline(t *testing.T) {
 	}
 
 	results := map[string]int{}
-	for _, e := range g.events(t, "login.verify") {
+	for _, e := range g.events(t, EventLogin) {
 		a := e.GetAttributes()
 		results[a["path"]+" "+a["result"]]++
 	}
@@ -529,7 +529,7 @@ func TestLoginNotPermitted(t *testing.T) {
 	g := startGate(t, closedAddr(t), false)
 	v := newLoginVerifier(g.d, nil)
 	v.notPermitted(mfa.Request{Type: mfa.TypeBegin, User: "root", Service: "sshd"}, 1000)
-	evs := g.events(t, "login.verify")
+	evs := g.events(t, EventLogin)
 	if len(evs) != 1 {
 		t.Fatalf("%d events", len(evs))
 	}
