@@ -321,8 +321,9 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 		}
 		next := d.opts.CheckEvery
 		if watch.ok() {
-			// The OS announces changes: look again when the report is due.
-			next = max(d.reportInterval()-time.Since(lastSent), time.Second)
+			// The OS announces changes: look again when the report is due
+			// (but not sooner than a poll would while none got through).
+			next = max(d.reportInterval()-time.Since(lastSent), d.opts.CheckEvery)
 		}
 		if err := d.send(ctx, p); err != nil {
 			if ctx.Err() != nil {

@@ -69,18 +69,20 @@ func watchSet(paths []string) map[string][]string {
 }
 
 // ueventSubsystem returns the SUBSYSTEM of a kernel uevent
-// ("ACTION@DEVPATH\0KEY=VALUE\0..."), or "" when msg is not one or has none.
-func ueventSubsystem(msg []byte) string {
+// ("ACTION@DEVPATH\0KEY=VALUE\0..."), or nil when msg is not one or has
+// none. It points into msg: no allocation for each of the many uevents
+// that are not about USB.
+func ueventSubsystem(msg []byte) []byte {
 	head, rest, ok := bytes.Cut(msg, []byte{0})
 	if !ok || !bytes.Contains(head, []byte("@")) {
-		return ""
+		return nil
 	}
 	for len(rest) > 0 {
 		var kv []byte
 		kv, rest, _ = bytes.Cut(rest, []byte{0})
 		if v, ok := bytes.CutPrefix(kv, []byte("SUBSYSTEM=")); ok {
-			return string(v)
+			return v
 		}
 	}
-	return ""
+	return nil
 }

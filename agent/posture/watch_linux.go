@@ -85,7 +85,7 @@ func (w *platformWatcher) run(ctx context.Context) error {
 	wg.Go(func() {
 		errs <- recvLoop(w.uevent, func(msg []byte, from unix.Sockaddr) {
 			// Only the kernel (port 0) sends real uevents.
-			if nl, ok := from.(*unix.SockaddrNetlink); ok && nl.Pid == 0 && ueventSubsystem(msg) == "usb" {
+			if nl, ok := from.(*unix.SockaddrNetlink); ok && nl.Pid == 0 && string(ueventSubsystem(msg)) == "usb" {
 				w.notify("usb")
 			}
 		}, func() { w.notify("usb") })

@@ -15,7 +15,7 @@ func TestUeventSubsystem(t *testing.T) {
 		"remove@/devices/x\x00SUBSYSTEM=usb": "usb", // last field without its NUL
 		"bind@/devices/x\x00SUBSYSTEMX=usb\x00SUBSYSTEM=\x00": "",
 	} {
-		if got := ueventSubsystem([]byte(msg)); got != want {
+		if got := string(ueventSubsystem([]byte(msg))); got != want {
 			t.Errorf("ueventSubsystem(%q) = %q, want %q", msg, got, want)
 		}
 	}
@@ -36,5 +36,12 @@ func TestWatchSet(t *testing.T) {
 	got := watchSet([]string{"/etc/pam.d/login", "/etc/pam.d/common-auth", "/etc/pam.d/login", "/usr/lib/pam.d/login", "relative", "/"})
 	if len(got) != 2 || len(got["/etc/pam.d"]) != 2 || got["/etc/pam.d"][0] != "common-auth" || len(got["/usr/lib/pam.d"]) != 1 {
 		t.Errorf("watchSet = %v", got)
+	}
+}
+
+func TestUeventSubsystemAllocs(t *testing.T) {
+	msg := []byte("change@/devices/virtual/block/loop3\x00ACTION=change\x00DEVPATH=/devices/virtual/block/loop3\x00SUBSYSTEM=block\x00")
+	if n := testing.AllocsPerRun(100, func() { _ = string(ueventSubsystem(msg)) == "usb" }); n != 0 {
+		t.Errorf("%v allocations per uevent", n)
 	}
 }
