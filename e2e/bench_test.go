@@ -189,12 +189,12 @@ func loadPhase(ctx context.Context, sims []sim, seconds, rate int) phaseResult {
 				due := time.Now()
 				if every > 0 {
 					due = next
-					time.Sleep(time.Until(due))
 					next = next.Add(every)
 				}
 				if due.After(deadline) {
 					return
 				}
+				time.Sleep(time.Until(due))
 				req := &mnguardv1.ReportRequest{Posture: benchPosture(s.host, seq), Events: []*mnguardv1.Event{ev(s.seq.Add(1), "bench.report")}}
 				t0 := time.Now()
 				if every == 0 {
