@@ -6,12 +6,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mnguard/mnguard/internal/testenv"
-	"golang.org/x/sys/unix"
 )
 
 // BenchmarkAgentIdle measures what an enrolled agent costs the terminal
@@ -84,41 +82,6 @@ func BenchmarkAgentIdle(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 	fmt.Printf("agent idle over %s (after %s warm-up): RSS max %.1f MiB, mean %.1f MiB, end %.1f MiB; CPU %s = %.3f %% of one core; %d kernel uevents in the window\n",
 		elapsed.Round(time.Second), warmup, rssMax, rssSum/float64(samples), rssEnd, (cpu1 - cpu0).Round(time.Millisecond), cpuPct, uevents.Load())
-}
-
-// countUevents counts the kernel's uevents until stop is called.
-func countUevents(b *testing.B) (n *atomic.Int64, stop func()) {
-	n = new(atomic.Int64)
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1}); err != nil {
-		unix.Close(fd)
-		b.Fatal(err)
-	}
-	// Wake the blocked read once a second to see stop.
-	tv := unix.Timeval{Sec: 1}
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		unix.Close(fd)
-		b.Fatal(err)
-	}
-	var stopped atomic.Bool
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 16<<10)
-		for !stopped.Load() {
-			if _, _, err := unix.Recvfrom(fd, buf, 0); err == nil {
-				n.Add(1)
-			}
-		}
-	}()
-	return n, func() {
-		stopped.Store(true)
-		<-done
-		unix.Close(fd)
-	}
 }
 
 func envDuration(b *testing.B, name string, def time.Duration) time.Duration {
