@@ -248,3 +248,12 @@ func FuzzParseInotify(f *testing.F) {
 		}
 	})
 }
+
+// TestWatchSet: files grouped by directory (Unix paths: the watcher is
+// Linux only).
+func TestWatchSet(t *testing.T) {
+	got := watchSet([]string{"/etc/pam.d/login", "/etc/pam.d/common-auth", "/etc/pam.d/login", "/usr/lib/pam.d/login", "relative", "/"})
+	if len(got) != 2 || len(got["/etc/pam.d"]) != 2 || got["/etc/pam.d"][0] != "common-auth" || len(got["/usr/lib/pam.d"]) != 1 {
+		t.Errorf("watchSet = %v", got)
+	}
+}

@@ -32,13 +32,6 @@ func FuzzUeventSubsystem(f *testing.F) {
 	})
 }
 
-func TestWatchSet(t *testing.T) {
-	got := watchSet([]string{"/etc/pam.d/login", "/etc/pam.d/common-auth", "/etc/pam.d/login", "/usr/lib/pam.d/login", "relative", "/"})
-	if len(got) != 2 || len(got["/etc/pam.d"]) != 2 || got["/etc/pam.d"][0] != "common-auth" || len(got["/usr/lib/pam.d"]) != 1 {
-		t.Errorf("watchSet = %v", got)
-	}
-}
-
 func TestUeventSubsystemAllocs(t *testing.T) {
 	msg := []byte("change@/devices/virtual/block/loop3\x00ACTION=change\x00DEVPATH=/devices/virtual/block/loop3\x00SUBSYSTEM=block\x00")
 	if n := testing.AllocsPerRun(100, func() { _ = string(ueventSubsystem(msg)) == "usb" }); n != 0 {
