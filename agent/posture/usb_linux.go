@@ -15,9 +15,11 @@ import (
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 )
 
-func newPlatformUSBLister() USBLister { return sysfsUSB{root: "/sys/bus/usb/devices"} }
+// sysfsUSBRoot is where the kernel lists USB devices.
+const sysfsUSBRoot = "/sys/bus/usb/devices"
 
-// sysfsUSB lists USB devices from sysfs, as lsusb does without libusb: the
+// sysfsUSB lists USB devices from sysfs, as lsusb does without libusb (the
+// agent's lister in builds without cgo, and its change check with): the
 // kernel read every descriptor and string when the device was enumerated,
 // so listing opens no device (and wakes no suspended one), needs no cgo,
 // no libusb threads and no root. Interfaces are those of the active

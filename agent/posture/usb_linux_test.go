@@ -16,7 +16,7 @@ import (
 // machines have no USB bus (/sys/bus/usb/devices is missing): that is no
 // devices, not an error.
 func TestSysfsUSBLister(t *testing.T) {
-	devs, err := newPlatformUSBLister().ListUSB(t.Context())
+	devs, err := sysfsUSB{root: sysfsUSBRoot}.ListUSB(t.Context())
 	if err != nil {
 		t.Fatalf("ListUSB: %v", err)
 	}
