@@ -75,20 +75,8 @@ func ServePeers(ctx context.Context, ln *net.UnixListener, lim PeerLimits, onBus
 	for {
 		conn, err := ln.AcceptUnix()
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if !temporary(err) {
-				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
-			}
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			if onBusy != nil {
-				onBusy(err, delay)
-			}
-			select {
-			case <-time.After(delay):
-			case <-ctx.Done():
-				return nil
+			if err := acceptFailed(ctx, ln, err, &delay, onBusy); err != nil || ctx.Err() != nil {
+				return err
 			}
 			continue
 		}

@@ -40,20 +40,8 @@ func Serve(ctx context.Context, ln net.Listener, maxConns int, onBusy func(err e
 		conn, err := ln.Accept()
 		if err != nil {
 			<-sem
-			if ctx.Err() != nil {
-				return nil
-			}
-			if !temporary(err) {
-				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
-			}
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			if onBusy != nil {
-				onBusy(err, delay)
-			}
-			select {
-			case <-time.After(delay):
-			case <-ctx.Done():
-				return nil
+			if err := acceptFailed(ctx, ln, err, &delay, onBusy); err != nil || ctx.Err() != nil {
+				return err
 			}
 			continue
 		}
@@ -66,6 +54,28 @@ func Serve(ctx context.Context, ln net.Listener, maxConns int, onBusy func(err e
 }
 
 // temporary reports whether an accept error may clear by itself.
+// acceptFailed handles an accept error of a loop serving ln: nil once ctx
+// ended, or after a back-off (5 ms doubling to 1 s, reported to onBusy)
+// when err is running out of descriptors or buffers; any other error,
+// wrapped, ends the loop.
+func acceptFailed(ctx context.Context, ln net.Listener, err error, delay *time.Duration, onBusy func(error, time.Duration)) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	if !temporary(err) {
+		return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+	}
+	*delay = min(max(2**delay, 5*time.Millisecond), time.Second)
+	if onBusy != nil {
+		onBusy(err, *delay)
+	}
+	select {
+	case <-time.After(*delay):
+	case <-ctx.Done():
+	}
+	return nil
+}
+
 func temporary(err error) bool {
 	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
 		if errors.Is(err, e) {
