@@ -4,6 +4,11 @@ GO ?= go
 TOOL := $(GO) tool -modfile=tools/go.mod
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/mnguard/mnguard/internal/version.Version=$(VERSION)
+# grpcnotrace: grpc-go without golang.org/x/net/trace (and the net/http
+# debug pages, html/template and text/template it pulls in), which mnguard
+# never enables: 2.8 MB less code in the agent, which this kernel keeps
+# resident whole.
+TAGS := grpcnotrace
 BIN := bin
 CMDS := ./agent/cmd/mnguard-agent ./server/cmd/mnguard-server ./server/cmd/mnguardctl
 # Fuzz targets run briefly in make test: package:Target pairs.
@@ -18,7 +23,7 @@ deps:
 	@scripts/deps.sh
 
 build: deps pam
-	CGO_ENABLED=1 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ $(CMDS)
+	CGO_ENABLED=1 $(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/ $(CMDS)
 
 # pam_mnguard.so: a thin C client of the agent's socket (no Go runtime in
 # login processes).
@@ -29,7 +34,7 @@ pam: deps
 
 # Windows builds have no cgo: gousb is Linux-only behind a build constraint.
 cross:
-	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o dist/windows-amd64/ ./agent/cmd/mnguard-agent ./server/cmd/mnguard-server ./server/cmd/mnguardctl
+	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 $(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o dist/windows-amd64/ ./agent/cmd/mnguard-agent ./server/cmd/mnguard-server ./server/cmd/mnguardctl
 
 proto:
 	$(TOOL) buf lint

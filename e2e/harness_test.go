@@ -26,6 +26,10 @@ import (
 // binDir holds the binaries TestMain builds from this tree.
 var binDir string
 
+// buildTags are the Makefile's TAGS: the binaries tested are the ones
+// shipped.
+const buildTags = "grpcnotrace"
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "mnguard-e2e-bin-")
 	if err != nil {
@@ -33,7 +37,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	cmd := exec.Command("go", "build", "-o", dir+"/", "../agent/cmd/mnguard-agent", "../server/cmd/mnguard-server", "../server/cmd/mnguardctl")
+	cmd := exec.Command("go", "build", "-tags", buildTags, "-o", dir+"/", "../agent/cmd/mnguard-agent", "../server/cmd/mnguard-server", "../server/cmd/mnguardctl")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
@@ -42,7 +46,7 @@ func TestMain(m *testing.M) {
 	}
 	// An agent whose wall clock a test can shift (MNGUARD_TEST_CLOCK_SHIFT_FILE):
 	// the same code with the mnguard_testclock tag, in its own directory.
-	tc := exec.Command("go", "build", "-tags", "mnguard_testclock", "-o", filepath.Join(dir, "testclock")+"/", "../agent/cmd/mnguard-agent")
+	tc := exec.Command("go", "build", "-tags", buildTags+",mnguard_testclock", "-o", filepath.Join(dir, "testclock")+"/", "../agent/cmd/mnguard-agent")
 	tc.Env = cmd.Env
 	if out, err := tc.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build the test-clock agent: %v\n%s", err, out)
