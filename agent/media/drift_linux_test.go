@@ -2,6 +2,7 @@ package media
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -63,25 +64,40 @@ func TestDriftRepairedAtOnce(t *testing.T) {
 		// change is what the agent hears of.
 		{"setrw through private nodes and remount read-write", func() error {
 			dir := t.TempDir()
+			nodes := map[string]string{}
 			for _, n := range []string{l.name, l.parts[0]} {
 				var st unix.Stat_t
 				if err := unix.Stat("/dev/"+n, &st); err != nil {
 					return err
 				}
-				node := dir + "/" + n
-				if err := unix.Mknod(node, unix.S_IFBLK|0o600, int(st.Rdev)); err != nil {
-					return err
-				}
-				if err := SetReadOnly(node, false); err != nil {
+				nodes[n] = dir + "/" + n
+				if err := unix.Mknod(nodes[n], unix.S_IFBLK|0o600, int(st.Rdev)); err != nil {
 					return err
 				}
 			}
-			// mount(2) itself: mount(8) would open the node to ask
-			// whether it is read-only, and the agent would hear of that.
-			if err := unix.Mount("", mp, "", unix.MS_REMOUNT, ""); err != nil {
-				return fmt.Errorf("remount read-write: %w", err)
+			// The agent may still be answering the last step (or hear
+			// of this one some other way) and set the flags again before
+			// the remount: then the remount is refused (EACCES, EROFS) and
+			// the step is tried again, so that the remount's change of the
+			// mount table is what the agent finally hears of.
+			for try := 1; ; try++ {
+				for _, node := range nodes {
+					if err := SetReadOnly(node, false); err != nil {
+						return err
+					}
+				}
+				// mount(2) itself: mount(8) would open the node to ask
+				// whether it is read-only, and the agent would hear of
+				// that.
+				err := unix.Mount("", mp, "", unix.MS_REMOUNT, "")
+				if err == nil {
+					return nil
+				}
+				if !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EROFS) || try == 20 {
+					return fmt.Errorf("remount read-write (try %d): %w", try, err)
+				}
+				time.Sleep(50 * time.Millisecond)
 			}
-			return nil
 		}},
 	}
 	for _, s := range steps {
