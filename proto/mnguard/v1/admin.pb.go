@@ -5734,12 +5734,228 @@ func (x *GetSelfInspectionReportResponse) GetFilename() string {
 	return ""
 }
 
+type GetNetworkPolicyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetNetworkPolicyRequest) Reset() {
+	*x = GetNetworkPolicyRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[94]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetNetworkPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetNetworkPolicyRequest) ProtoMessage() {}
+
+func (x *GetNetworkPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[94]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetNetworkPolicyRequest.ProtoReflect.Descriptor instead.
+func (*GetNetworkPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{94}
+}
+
+type GetNetworkPolicyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Absent when no network policy was ever set.
+	Policy    *NetworkPolicy         `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// Operator who last changed it.
+	UpdatedBy string `protobuf:"bytes,3,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	// Version of the whole policy pushed to agents (Policy.version).
+	PolicyVersion string `protobuf:"bytes,4,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetNetworkPolicyResponse) Reset() {
+	*x = GetNetworkPolicyResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[95]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetNetworkPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetNetworkPolicyResponse) ProtoMessage() {}
+
+func (x *GetNetworkPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[95]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetNetworkPolicyResponse.ProtoReflect.Descriptor instead.
+func (*GetNetworkPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{95}
+}
+
+func (x *GetNetworkPolicyResponse) GetPolicy() *NetworkPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *GetNetworkPolicyResponse) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *GetNetworkPolicyResponse) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
+}
+
+func (x *GetNetworkPolicyResponse) GetPolicyVersion() string {
+	if x != nil {
+		return x.PolicyVersion
+	}
+	return ""
+}
+
+type SetNetworkPolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new policy whole: networks, dns_servers, enforce. version and
+	// collector_addrs are ignored (the collector fills them).
+	Policy *NetworkPolicy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// When set, the change is refused (FailedPrecondition) unless the
+	// network policy in force has this version: two operators editing at
+	// once do not overwrite each other silently.
+	ExpectedVersion string `protobuf:"bytes,2,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SetNetworkPolicyRequest) Reset() {
+	*x = SetNetworkPolicyRequest{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[96]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNetworkPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNetworkPolicyRequest) ProtoMessage() {}
+
+func (x *SetNetworkPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[96]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNetworkPolicyRequest.ProtoReflect.Descriptor instead.
+func (*SetNetworkPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{96}
+}
+
+func (x *SetNetworkPolicyRequest) GetPolicy() *NetworkPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *SetNetworkPolicyRequest) GetExpectedVersion() string {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return ""
+}
+
+type SetNetworkPolicyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policy        *NetworkPolicy         `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	PolicyVersion string                 `protobuf:"bytes,2,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNetworkPolicyResponse) Reset() {
+	*x = SetNetworkPolicyResponse{}
+	mi := &file_mnguard_v1_admin_proto_msgTypes[97]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNetworkPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNetworkPolicyResponse) ProtoMessage() {}
+
+func (x *SetNetworkPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_admin_proto_msgTypes[97]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNetworkPolicyResponse.ProtoReflect.Descriptor instead.
+func (*SetNetworkPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{97}
+}
+
+func (x *SetNetworkPolicyResponse) GetPolicy() *NetworkPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *SetNetworkPolicyResponse) GetPolicyVersion() string {
+	if x != nil {
+		return x.PolicyVersion
+	}
+	return ""
+}
+
 var File_mnguard_v1_admin_proto protoreflect.FileDescriptor
 
 const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x16mnguard/v1/admin.proto\x12\n" +
-	"mnguard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amnguard/v1/exemption.proto\x1a\x18mnguard/v1/posture.proto\"\x92\x05\n" +
+	"mnguard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16mnguard/v1/agent.proto\x1a\x1amnguard/v1/exemption.proto\x1a\x18mnguard/v1/posture.proto\"\x92\x05\n" +
 	"\bTerminal\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12)\n" +
 	"\x04host\x18\x02 \x01(\v2\x15.mnguard.v1.HostFactsR\x04host\x12/\n" +
@@ -6140,7 +6356,21 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\x1fGetSelfInspectionReportResponse\x12\x1a\n" +
 	"\bdocument\x18\x01 \x01(\fR\bdocument\x12!\n" +
 	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12\x1a\n" +
-	"\bfilename\x18\x03 \x01(\tR\bfilename*f\n" +
+	"\bfilename\x18\x03 \x01(\tR\bfilename\"\x19\n" +
+	"\x17GetNetworkPolicyRequest\"\xce\x01\n" +
+	"\x18GetNetworkPolicyResponse\x121\n" +
+	"\x06policy\x18\x01 \x01(\v2\x19.mnguard.v1.NetworkPolicyR\x06policy\x129\n" +
+	"\n" +
+	"updated_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\x03 \x01(\tR\tupdatedBy\x12%\n" +
+	"\x0epolicy_version\x18\x04 \x01(\tR\rpolicyVersion\"w\n" +
+	"\x17SetNetworkPolicyRequest\x121\n" +
+	"\x06policy\x18\x01 \x01(\v2\x19.mnguard.v1.NetworkPolicyR\x06policy\x12)\n" +
+	"\x10expected_version\x18\x02 \x01(\tR\x0fexpectedVersion\"t\n" +
+	"\x18SetNetworkPolicyResponse\x121\n" +
+	"\x06policy\x18\x01 \x01(\v2\x19.mnguard.v1.NetworkPolicyR\x06policy\x12%\n" +
+	"\x0epolicy_version\x18\x02 \x01(\tR\rpolicyVersion*f\n" +
 	"\rTerminalState\x12\x1e\n" +
 	"\x1aTERMINAL_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15TERMINAL_STATE_ACTIVE\x10\x01\x12\x1a\n" +
@@ -6148,7 +6378,7 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\tUserState\x12\x1a\n" +
 	"\x16USER_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12USER_STATE_PENDING\x10\x01\x12\x15\n" +
-	"\x11USER_STATE_ACTIVE\x10\x022\xdd\x1b\n" +
+	"\x11USER_STATE_ACTIVE\x10\x022\x9b\x1d\n" +
 	"\fAdminService\x12T\n" +
 	"\rListTerminals\x12 .mnguard.v1.ListTerminalsRequest\x1a!.mnguard.v1.ListTerminalsResponse\x12N\n" +
 	"\vGetTerminal\x12\x1e.mnguard.v1.GetTerminalRequest\x1a\x1f.mnguard.v1.GetTerminalResponse\x12W\n" +
@@ -6195,7 +6425,9 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\x13RevokeOperatorToken\x12&.mnguard.v1.RevokeOperatorTokenRequest\x1a'.mnguard.v1.RevokeOperatorTokenResponse\x12H\n" +
 	"\tListAudit\x12\x1c.mnguard.v1.ListAuditRequest\x1a\x1d.mnguard.v1.ListAuditResponse\x12N\n" +
 	"\vVerifyAudit\x12\x1e.mnguard.v1.VerifyAuditRequest\x1a\x1f.mnguard.v1.VerifyAuditResponse\x12r\n" +
-	"\x17GetSelfInspectionReport\x12*.mnguard.v1.GetSelfInspectionReportRequest\x1a+.mnguard.v1.GetSelfInspectionReportResponseB7Z5github.com/mnguard/mnguard/proto/mnguard/v1;mnguardv1b\x06proto3"
+	"\x17GetSelfInspectionReport\x12*.mnguard.v1.GetSelfInspectionReportRequest\x1a+.mnguard.v1.GetSelfInspectionReportResponse\x12]\n" +
+	"\x10GetNetworkPolicy\x12#.mnguard.v1.GetNetworkPolicyRequest\x1a$.mnguard.v1.GetNetworkPolicyResponse\x12]\n" +
+	"\x10SetNetworkPolicy\x12#.mnguard.v1.SetNetworkPolicyRequest\x1a$.mnguard.v1.SetNetworkPolicyResponseB7Z5github.com/mnguard/mnguard/proto/mnguard/v1;mnguardv1b\x06proto3"
 
 var (
 	file_mnguard_v1_admin_proto_rawDescOnce sync.Once
@@ -6210,7 +6442,7 @@ func file_mnguard_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_mnguard_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_mnguard_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 94)
+var file_mnguard_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 98)
 var file_mnguard_v1_admin_proto_goTypes = []any{
 	(TerminalState)(0),                        // 0: mnguard.v1.TerminalState
 	(UserState)(0),                            // 1: mnguard.v1.UserState
@@ -6308,44 +6540,49 @@ var file_mnguard_v1_admin_proto_goTypes = []any{
 	(*VerifyAuditResponse)(nil),               // 93: mnguard.v1.VerifyAuditResponse
 	(*GetSelfInspectionReportRequest)(nil),    // 94: mnguard.v1.GetSelfInspectionReportRequest
 	(*GetSelfInspectionReportResponse)(nil),   // 95: mnguard.v1.GetSelfInspectionReportResponse
-	(*HostFacts)(nil),                         // 96: mnguard.v1.HostFacts
-	(*timestamppb.Timestamp)(nil),             // 97: google.protobuf.Timestamp
-	(*Posture)(nil),                           // 98: mnguard.v1.Posture
-	(*Event)(nil),                             // 99: mnguard.v1.Event
-	(*DeviceIdentity)(nil),                    // 100: mnguard.v1.DeviceIdentity
-	(*Exemption)(nil),                         // 101: mnguard.v1.Exemption
+	(*GetNetworkPolicyRequest)(nil),           // 96: mnguard.v1.GetNetworkPolicyRequest
+	(*GetNetworkPolicyResponse)(nil),          // 97: mnguard.v1.GetNetworkPolicyResponse
+	(*SetNetworkPolicyRequest)(nil),           // 98: mnguard.v1.SetNetworkPolicyRequest
+	(*SetNetworkPolicyResponse)(nil),          // 99: mnguard.v1.SetNetworkPolicyResponse
+	(*HostFacts)(nil),                         // 100: mnguard.v1.HostFacts
+	(*timestamppb.Timestamp)(nil),             // 101: google.protobuf.Timestamp
+	(*Posture)(nil),                           // 102: mnguard.v1.Posture
+	(*Event)(nil),                             // 103: mnguard.v1.Event
+	(*DeviceIdentity)(nil),                    // 104: mnguard.v1.DeviceIdentity
+	(*Exemption)(nil),                         // 105: mnguard.v1.Exemption
+	(*NetworkPolicy)(nil),                     // 106: mnguard.v1.NetworkPolicy
 }
 var file_mnguard_v1_admin_proto_depIdxs = []int32{
-	96,  // 0: mnguard.v1.Terminal.host:type_name -> mnguard.v1.HostFacts
+	100, // 0: mnguard.v1.Terminal.host:type_name -> mnguard.v1.HostFacts
 	0,   // 1: mnguard.v1.Terminal.state:type_name -> mnguard.v1.TerminalState
-	97,  // 2: mnguard.v1.Terminal.enrolled_at:type_name -> google.protobuf.Timestamp
-	97,  // 3: mnguard.v1.Terminal.last_seen_at:type_name -> google.protobuf.Timestamp
-	97,  // 4: mnguard.v1.Terminal.revoked_at:type_name -> google.protobuf.Timestamp
-	97,  // 5: mnguard.v1.Terminal.certificate_not_after:type_name -> google.protobuf.Timestamp
-	98,  // 6: mnguard.v1.Terminal.posture:type_name -> mnguard.v1.Posture
-	97,  // 7: mnguard.v1.Terminal.posture_received_at:type_name -> google.protobuf.Timestamp
+	101, // 2: mnguard.v1.Terminal.enrolled_at:type_name -> google.protobuf.Timestamp
+	101, // 3: mnguard.v1.Terminal.last_seen_at:type_name -> google.protobuf.Timestamp
+	101, // 4: mnguard.v1.Terminal.revoked_at:type_name -> google.protobuf.Timestamp
+	101, // 5: mnguard.v1.Terminal.certificate_not_after:type_name -> google.protobuf.Timestamp
+	102, // 6: mnguard.v1.Terminal.posture:type_name -> mnguard.v1.Posture
+	101, // 7: mnguard.v1.Terminal.posture_received_at:type_name -> google.protobuf.Timestamp
 	3,   // 8: mnguard.v1.Terminal.compliance:type_name -> mnguard.v1.Compliance
-	97,  // 9: mnguard.v1.Compliance.state_since:type_name -> google.protobuf.Timestamp
+	101, // 9: mnguard.v1.Compliance.state_since:type_name -> google.protobuf.Timestamp
 	4,   // 10: mnguard.v1.Compliance.checks:type_name -> mnguard.v1.CheckResult
-	97,  // 11: mnguard.v1.Compliance.evaluated_at:type_name -> google.protobuf.Timestamp
-	97,  // 12: mnguard.v1.CheckResult.since:type_name -> google.protobuf.Timestamp
+	101, // 11: mnguard.v1.Compliance.evaluated_at:type_name -> google.protobuf.Timestamp
+	101, // 12: mnguard.v1.CheckResult.since:type_name -> google.protobuf.Timestamp
 	2,   // 13: mnguard.v1.ListTerminalsResponse.terminals:type_name -> mnguard.v1.Terminal
 	2,   // 14: mnguard.v1.GetTerminalResponse.terminal:type_name -> mnguard.v1.Terminal
 	2,   // 15: mnguard.v1.RevokeTerminalResponse.terminal:type_name -> mnguard.v1.Terminal
-	97,  // 16: mnguard.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	97,  // 17: mnguard.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
-	97,  // 18: mnguard.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
+	101, // 16: mnguard.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	101, // 17: mnguard.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
+	101, // 18: mnguard.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
 	13,  // 19: mnguard.v1.ListEnrollmentTokensResponse.tokens:type_name -> mnguard.v1.EnrollmentToken
-	97,  // 20: mnguard.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	97,  // 21: mnguard.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
-	99,  // 22: mnguard.v1.StoredEvent.event:type_name -> mnguard.v1.Event
-	97,  // 23: mnguard.v1.StoredEvent.received_at:type_name -> google.protobuf.Timestamp
+	101, // 20: mnguard.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	101, // 21: mnguard.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	103, // 22: mnguard.v1.StoredEvent.event:type_name -> mnguard.v1.Event
+	101, // 23: mnguard.v1.StoredEvent.received_at:type_name -> google.protobuf.Timestamp
 	1,   // 24: mnguard.v1.User.state:type_name -> mnguard.v1.UserState
-	97,  // 25: mnguard.v1.User.locked_at:type_name -> google.protobuf.Timestamp
-	97,  // 26: mnguard.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	97,  // 27: mnguard.v1.User.confirmed_at:type_name -> google.protobuf.Timestamp
-	97,  // 28: mnguard.v1.User.last_login_at:type_name -> google.protobuf.Timestamp
-	97,  // 29: mnguard.v1.User.not_after:type_name -> google.protobuf.Timestamp
+	101, // 25: mnguard.v1.User.locked_at:type_name -> google.protobuf.Timestamp
+	101, // 26: mnguard.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	101, // 27: mnguard.v1.User.confirmed_at:type_name -> google.protobuf.Timestamp
+	101, // 28: mnguard.v1.User.last_login_at:type_name -> google.protobuf.Timestamp
+	101, // 29: mnguard.v1.User.not_after:type_name -> google.protobuf.Timestamp
 	18,  // 30: mnguard.v1.EnrollUserResponse.user:type_name -> mnguard.v1.User
 	18,  // 31: mnguard.v1.ConfirmUserResponse.user:type_name -> mnguard.v1.User
 	18,  // 32: mnguard.v1.ListUsersResponse.users:type_name -> mnguard.v1.User
@@ -6356,31 +6593,31 @@ var file_mnguard_v1_admin_proto_depIdxs = []int32{
 	36,  // 37: mnguard.v1.ImportTokensRequest.header:type_name -> mnguard.v1.ImportTokensHeader
 	38,  // 38: mnguard.v1.ImportTokensRequest.assignments:type_name -> mnguard.v1.TokenAssignments
 	37,  // 39: mnguard.v1.TokenAssignments.assignments:type_name -> mnguard.v1.TokenAssignment
-	97,  // 40: mnguard.v1.HardwareToken.not_after:type_name -> google.protobuf.Timestamp
-	97,  // 41: mnguard.v1.HardwareToken.created_at:type_name -> google.protobuf.Timestamp
+	101, // 40: mnguard.v1.HardwareToken.not_after:type_name -> google.protobuf.Timestamp
+	101, // 41: mnguard.v1.HardwareToken.created_at:type_name -> google.protobuf.Timestamp
 	40,  // 42: mnguard.v1.ListTokensResponse.tokens:type_name -> mnguard.v1.HardwareToken
 	18,  // 43: mnguard.v1.AssignTokenResponse.user:type_name -> mnguard.v1.User
 	18,  // 44: mnguard.v1.ResyncUserResponse.user:type_name -> mnguard.v1.User
 	18,  // 45: mnguard.v1.NewRecoveryCodesResponse.user:type_name -> mnguard.v1.User
-	97,  // 46: mnguard.v1.IssueOfflineLoginCodeResponse.valid_until:type_name -> google.protobuf.Timestamp
+	101, // 46: mnguard.v1.IssueOfflineLoginCodeResponse.valid_until:type_name -> google.protobuf.Timestamp
 	17,  // 47: mnguard.v1.ListEventsResponse.events:type_name -> mnguard.v1.StoredEvent
-	100, // 48: mnguard.v1.IssueExemptionRequest.device:type_name -> mnguard.v1.DeviceIdentity
-	101, // 49: mnguard.v1.ExemptionRecord.exemption:type_name -> mnguard.v1.Exemption
-	97,  // 50: mnguard.v1.ExemptionRecord.revoked_at:type_name -> google.protobuf.Timestamp
-	97,  // 51: mnguard.v1.ExemptionRecord.delivered_at:type_name -> google.protobuf.Timestamp
+	104, // 48: mnguard.v1.IssueExemptionRequest.device:type_name -> mnguard.v1.DeviceIdentity
+	105, // 49: mnguard.v1.ExemptionRecord.exemption:type_name -> mnguard.v1.Exemption
+	101, // 50: mnguard.v1.ExemptionRecord.revoked_at:type_name -> google.protobuf.Timestamp
+	101, // 51: mnguard.v1.ExemptionRecord.delivered_at:type_name -> google.protobuf.Timestamp
 	55,  // 52: mnguard.v1.IssueExemptionResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
 	55,  // 53: mnguard.v1.RevokeExemptionResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
 	55,  // 54: mnguard.v1.ListExemptionsResponse.exemptions:type_name -> mnguard.v1.ExemptionRecord
-	100, // 55: mnguard.v1.IssueOfflineExemptionCodeRequest.device:type_name -> mnguard.v1.DeviceIdentity
+	104, // 55: mnguard.v1.IssueOfflineExemptionCodeRequest.device:type_name -> mnguard.v1.DeviceIdentity
 	55,  // 56: mnguard.v1.IssueOfflineExemptionCodeResponse.exemption:type_name -> mnguard.v1.ExemptionRecord
-	97,  // 57: mnguard.v1.Operator.disabled_at:type_name -> google.protobuf.Timestamp
-	97,  // 58: mnguard.v1.Operator.locked_at:type_name -> google.protobuf.Timestamp
-	97,  // 59: mnguard.v1.Operator.created_at:type_name -> google.protobuf.Timestamp
-	97,  // 60: mnguard.v1.Operator.last_sign_in_at:type_name -> google.protobuf.Timestamp
+	101, // 57: mnguard.v1.Operator.disabled_at:type_name -> google.protobuf.Timestamp
+	101, // 58: mnguard.v1.Operator.locked_at:type_name -> google.protobuf.Timestamp
+	101, // 59: mnguard.v1.Operator.created_at:type_name -> google.protobuf.Timestamp
+	101, // 60: mnguard.v1.Operator.last_sign_in_at:type_name -> google.protobuf.Timestamp
 	64,  // 61: mnguard.v1.Operator.tokens:type_name -> mnguard.v1.OperatorToken
-	97,  // 62: mnguard.v1.OperatorToken.created_at:type_name -> google.protobuf.Timestamp
-	97,  // 63: mnguard.v1.OperatorToken.expires_at:type_name -> google.protobuf.Timestamp
-	97,  // 64: mnguard.v1.OperatorToken.revoked_at:type_name -> google.protobuf.Timestamp
+	101, // 62: mnguard.v1.OperatorToken.created_at:type_name -> google.protobuf.Timestamp
+	101, // 63: mnguard.v1.OperatorToken.expires_at:type_name -> google.protobuf.Timestamp
+	101, // 64: mnguard.v1.OperatorToken.revoked_at:type_name -> google.protobuf.Timestamp
 	63,  // 65: mnguard.v1.AddOperatorResponse.operator:type_name -> mnguard.v1.Operator
 	63,  // 66: mnguard.v1.ListOperatorsResponse.operators:type_name -> mnguard.v1.Operator
 	63,  // 67: mnguard.v1.GetOperatorResponse.operator:type_name -> mnguard.v1.Operator
@@ -6390,96 +6627,104 @@ var file_mnguard_v1_admin_proto_depIdxs = []int32{
 	63,  // 71: mnguard.v1.SetOperatorRoleResponse.operator:type_name -> mnguard.v1.Operator
 	63,  // 72: mnguard.v1.SetOperatorPasswordResponse.operator:type_name -> mnguard.v1.Operator
 	63,  // 73: mnguard.v1.UnlockOperatorResponse.operator:type_name -> mnguard.v1.Operator
-	97,  // 74: mnguard.v1.CreateOperatorTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	97,  // 75: mnguard.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	97,  // 76: mnguard.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	97,  // 77: mnguard.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
+	101, // 74: mnguard.v1.CreateOperatorTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	101, // 75: mnguard.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	101, // 76: mnguard.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	101, // 77: mnguard.v1.ListAuditRequest.until:type_name -> google.protobuf.Timestamp
 	89,  // 78: mnguard.v1.ListAuditResponse.entries:type_name -> mnguard.v1.AuditEntry
-	5,   // 79: mnguard.v1.AdminService.ListTerminals:input_type -> mnguard.v1.ListTerminalsRequest
-	7,   // 80: mnguard.v1.AdminService.GetTerminal:input_type -> mnguard.v1.GetTerminalRequest
-	9,   // 81: mnguard.v1.AdminService.RevokeTerminal:input_type -> mnguard.v1.RevokeTerminalRequest
-	11,  // 82: mnguard.v1.AdminService.CreateEnrollmentToken:input_type -> mnguard.v1.CreateEnrollmentTokenRequest
-	14,  // 83: mnguard.v1.AdminService.ListEnrollmentTokens:input_type -> mnguard.v1.ListEnrollmentTokensRequest
-	16,  // 84: mnguard.v1.AdminService.ListEvents:input_type -> mnguard.v1.ListEventsRequest
-	52,  // 85: mnguard.v1.AdminService.GetServerInfo:input_type -> mnguard.v1.GetServerInfoRequest
-	19,  // 86: mnguard.v1.AdminService.EnrollUser:input_type -> mnguard.v1.EnrollUserRequest
-	21,  // 87: mnguard.v1.AdminService.ConfirmUser:input_type -> mnguard.v1.ConfirmUserRequest
-	23,  // 88: mnguard.v1.AdminService.ListUsers:input_type -> mnguard.v1.ListUsersRequest
-	25,  // 89: mnguard.v1.AdminService.GetUser:input_type -> mnguard.v1.GetUserRequest
-	27,  // 90: mnguard.v1.AdminService.UnlockUser:input_type -> mnguard.v1.UnlockUserRequest
-	29,  // 91: mnguard.v1.AdminService.ResetUser:input_type -> mnguard.v1.ResetUserRequest
-	31,  // 92: mnguard.v1.AdminService.DeleteUser:input_type -> mnguard.v1.DeleteUserRequest
-	33,  // 93: mnguard.v1.AdminService.ImportUsers:input_type -> mnguard.v1.ImportUsersRequest
-	35,  // 94: mnguard.v1.AdminService.ImportTokens:input_type -> mnguard.v1.ImportTokensRequest
-	41,  // 95: mnguard.v1.AdminService.ListTokens:input_type -> mnguard.v1.ListTokensRequest
-	43,  // 96: mnguard.v1.AdminService.AssignToken:input_type -> mnguard.v1.AssignTokenRequest
-	45,  // 97: mnguard.v1.AdminService.ResyncUser:input_type -> mnguard.v1.ResyncUserRequest
-	47,  // 98: mnguard.v1.AdminService.NewRecoveryCodes:input_type -> mnguard.v1.NewRecoveryCodesRequest
-	49,  // 99: mnguard.v1.AdminService.IssueOfflineLoginCode:input_type -> mnguard.v1.IssueOfflineLoginCodeRequest
-	54,  // 100: mnguard.v1.AdminService.IssueExemption:input_type -> mnguard.v1.IssueExemptionRequest
-	57,  // 101: mnguard.v1.AdminService.RevokeExemption:input_type -> mnguard.v1.RevokeExemptionRequest
-	59,  // 102: mnguard.v1.AdminService.ListExemptions:input_type -> mnguard.v1.ListExemptionsRequest
-	61,  // 103: mnguard.v1.AdminService.IssueOfflineExemptionCode:input_type -> mnguard.v1.IssueOfflineExemptionCodeRequest
-	65,  // 104: mnguard.v1.AdminService.AddOperator:input_type -> mnguard.v1.AddOperatorRequest
-	67,  // 105: mnguard.v1.AdminService.ListOperators:input_type -> mnguard.v1.ListOperatorsRequest
-	69,  // 106: mnguard.v1.AdminService.GetOperator:input_type -> mnguard.v1.GetOperatorRequest
-	71,  // 107: mnguard.v1.AdminService.DisableOperator:input_type -> mnguard.v1.DisableOperatorRequest
-	73,  // 108: mnguard.v1.AdminService.EnableOperator:input_type -> mnguard.v1.EnableOperatorRequest
-	75,  // 109: mnguard.v1.AdminService.DeleteOperator:input_type -> mnguard.v1.DeleteOperatorRequest
-	77,  // 110: mnguard.v1.AdminService.ResetOperatorTotp:input_type -> mnguard.v1.ResetOperatorTotpRequest
-	79,  // 111: mnguard.v1.AdminService.SetOperatorRole:input_type -> mnguard.v1.SetOperatorRoleRequest
-	81,  // 112: mnguard.v1.AdminService.SetOperatorPassword:input_type -> mnguard.v1.SetOperatorPasswordRequest
-	83,  // 113: mnguard.v1.AdminService.UnlockOperator:input_type -> mnguard.v1.UnlockOperatorRequest
-	85,  // 114: mnguard.v1.AdminService.CreateOperatorToken:input_type -> mnguard.v1.CreateOperatorTokenRequest
-	87,  // 115: mnguard.v1.AdminService.RevokeOperatorToken:input_type -> mnguard.v1.RevokeOperatorTokenRequest
-	90,  // 116: mnguard.v1.AdminService.ListAudit:input_type -> mnguard.v1.ListAuditRequest
-	92,  // 117: mnguard.v1.AdminService.VerifyAudit:input_type -> mnguard.v1.VerifyAuditRequest
-	94,  // 118: mnguard.v1.AdminService.GetSelfInspectionReport:input_type -> mnguard.v1.GetSelfInspectionReportRequest
-	6,   // 119: mnguard.v1.AdminService.ListTerminals:output_type -> mnguard.v1.ListTerminalsResponse
-	8,   // 120: mnguard.v1.AdminService.GetTerminal:output_type -> mnguard.v1.GetTerminalResponse
-	10,  // 121: mnguard.v1.AdminService.RevokeTerminal:output_type -> mnguard.v1.RevokeTerminalResponse
-	12,  // 122: mnguard.v1.AdminService.CreateEnrollmentToken:output_type -> mnguard.v1.CreateEnrollmentTokenResponse
-	15,  // 123: mnguard.v1.AdminService.ListEnrollmentTokens:output_type -> mnguard.v1.ListEnrollmentTokensResponse
-	51,  // 124: mnguard.v1.AdminService.ListEvents:output_type -> mnguard.v1.ListEventsResponse
-	53,  // 125: mnguard.v1.AdminService.GetServerInfo:output_type -> mnguard.v1.GetServerInfoResponse
-	20,  // 126: mnguard.v1.AdminService.EnrollUser:output_type -> mnguard.v1.EnrollUserResponse
-	22,  // 127: mnguard.v1.AdminService.ConfirmUser:output_type -> mnguard.v1.ConfirmUserResponse
-	24,  // 128: mnguard.v1.AdminService.ListUsers:output_type -> mnguard.v1.ListUsersResponse
-	26,  // 129: mnguard.v1.AdminService.GetUser:output_type -> mnguard.v1.GetUserResponse
-	28,  // 130: mnguard.v1.AdminService.UnlockUser:output_type -> mnguard.v1.UnlockUserResponse
-	30,  // 131: mnguard.v1.AdminService.ResetUser:output_type -> mnguard.v1.ResetUserResponse
-	32,  // 132: mnguard.v1.AdminService.DeleteUser:output_type -> mnguard.v1.DeleteUserResponse
-	34,  // 133: mnguard.v1.AdminService.ImportUsers:output_type -> mnguard.v1.ImportUsersResponse
-	39,  // 134: mnguard.v1.AdminService.ImportTokens:output_type -> mnguard.v1.ImportTokensResponse
-	42,  // 135: mnguard.v1.AdminService.ListTokens:output_type -> mnguard.v1.ListTokensResponse
-	44,  // 136: mnguard.v1.AdminService.AssignToken:output_type -> mnguard.v1.AssignTokenResponse
-	46,  // 137: mnguard.v1.AdminService.ResyncUser:output_type -> mnguard.v1.ResyncUserResponse
-	48,  // 138: mnguard.v1.AdminService.NewRecoveryCodes:output_type -> mnguard.v1.NewRecoveryCodesResponse
-	50,  // 139: mnguard.v1.AdminService.IssueOfflineLoginCode:output_type -> mnguard.v1.IssueOfflineLoginCodeResponse
-	56,  // 140: mnguard.v1.AdminService.IssueExemption:output_type -> mnguard.v1.IssueExemptionResponse
-	58,  // 141: mnguard.v1.AdminService.RevokeExemption:output_type -> mnguard.v1.RevokeExemptionResponse
-	60,  // 142: mnguard.v1.AdminService.ListExemptions:output_type -> mnguard.v1.ListExemptionsResponse
-	62,  // 143: mnguard.v1.AdminService.IssueOfflineExemptionCode:output_type -> mnguard.v1.IssueOfflineExemptionCodeResponse
-	66,  // 144: mnguard.v1.AdminService.AddOperator:output_type -> mnguard.v1.AddOperatorResponse
-	68,  // 145: mnguard.v1.AdminService.ListOperators:output_type -> mnguard.v1.ListOperatorsResponse
-	70,  // 146: mnguard.v1.AdminService.GetOperator:output_type -> mnguard.v1.GetOperatorResponse
-	72,  // 147: mnguard.v1.AdminService.DisableOperator:output_type -> mnguard.v1.DisableOperatorResponse
-	74,  // 148: mnguard.v1.AdminService.EnableOperator:output_type -> mnguard.v1.EnableOperatorResponse
-	76,  // 149: mnguard.v1.AdminService.DeleteOperator:output_type -> mnguard.v1.DeleteOperatorResponse
-	78,  // 150: mnguard.v1.AdminService.ResetOperatorTotp:output_type -> mnguard.v1.ResetOperatorTotpResponse
-	80,  // 151: mnguard.v1.AdminService.SetOperatorRole:output_type -> mnguard.v1.SetOperatorRoleResponse
-	82,  // 152: mnguard.v1.AdminService.SetOperatorPassword:output_type -> mnguard.v1.SetOperatorPasswordResponse
-	84,  // 153: mnguard.v1.AdminService.UnlockOperator:output_type -> mnguard.v1.UnlockOperatorResponse
-	86,  // 154: mnguard.v1.AdminService.CreateOperatorToken:output_type -> mnguard.v1.CreateOperatorTokenResponse
-	88,  // 155: mnguard.v1.AdminService.RevokeOperatorToken:output_type -> mnguard.v1.RevokeOperatorTokenResponse
-	91,  // 156: mnguard.v1.AdminService.ListAudit:output_type -> mnguard.v1.ListAuditResponse
-	93,  // 157: mnguard.v1.AdminService.VerifyAudit:output_type -> mnguard.v1.VerifyAuditResponse
-	95,  // 158: mnguard.v1.AdminService.GetSelfInspectionReport:output_type -> mnguard.v1.GetSelfInspectionReportResponse
-	119, // [119:159] is the sub-list for method output_type
-	79,  // [79:119] is the sub-list for method input_type
-	79,  // [79:79] is the sub-list for extension type_name
-	79,  // [79:79] is the sub-list for extension extendee
-	0,   // [0:79] is the sub-list for field type_name
+	106, // 79: mnguard.v1.GetNetworkPolicyResponse.policy:type_name -> mnguard.v1.NetworkPolicy
+	101, // 80: mnguard.v1.GetNetworkPolicyResponse.updated_at:type_name -> google.protobuf.Timestamp
+	106, // 81: mnguard.v1.SetNetworkPolicyRequest.policy:type_name -> mnguard.v1.NetworkPolicy
+	106, // 82: mnguard.v1.SetNetworkPolicyResponse.policy:type_name -> mnguard.v1.NetworkPolicy
+	5,   // 83: mnguard.v1.AdminService.ListTerminals:input_type -> mnguard.v1.ListTerminalsRequest
+	7,   // 84: mnguard.v1.AdminService.GetTerminal:input_type -> mnguard.v1.GetTerminalRequest
+	9,   // 85: mnguard.v1.AdminService.RevokeTerminal:input_type -> mnguard.v1.RevokeTerminalRequest
+	11,  // 86: mnguard.v1.AdminService.CreateEnrollmentToken:input_type -> mnguard.v1.CreateEnrollmentTokenRequest
+	14,  // 87: mnguard.v1.AdminService.ListEnrollmentTokens:input_type -> mnguard.v1.ListEnrollmentTokensRequest
+	16,  // 88: mnguard.v1.AdminService.ListEvents:input_type -> mnguard.v1.ListEventsRequest
+	52,  // 89: mnguard.v1.AdminService.GetServerInfo:input_type -> mnguard.v1.GetServerInfoRequest
+	19,  // 90: mnguard.v1.AdminService.EnrollUser:input_type -> mnguard.v1.EnrollUserRequest
+	21,  // 91: mnguard.v1.AdminService.ConfirmUser:input_type -> mnguard.v1.ConfirmUserRequest
+	23,  // 92: mnguard.v1.AdminService.ListUsers:input_type -> mnguard.v1.ListUsersRequest
+	25,  // 93: mnguard.v1.AdminService.GetUser:input_type -> mnguard.v1.GetUserRequest
+	27,  // 94: mnguard.v1.AdminService.UnlockUser:input_type -> mnguard.v1.UnlockUserRequest
+	29,  // 95: mnguard.v1.AdminService.ResetUser:input_type -> mnguard.v1.ResetUserRequest
+	31,  // 96: mnguard.v1.AdminService.DeleteUser:input_type -> mnguard.v1.DeleteUserRequest
+	33,  // 97: mnguard.v1.AdminService.ImportUsers:input_type -> mnguard.v1.ImportUsersRequest
+	35,  // 98: mnguard.v1.AdminService.ImportTokens:input_type -> mnguard.v1.ImportTokensRequest
+	41,  // 99: mnguard.v1.AdminService.ListTokens:input_type -> mnguard.v1.ListTokensRequest
+	43,  // 100: mnguard.v1.AdminService.AssignToken:input_type -> mnguard.v1.AssignTokenRequest
+	45,  // 101: mnguard.v1.AdminService.ResyncUser:input_type -> mnguard.v1.ResyncUserRequest
+	47,  // 102: mnguard.v1.AdminService.NewRecoveryCodes:input_type -> mnguard.v1.NewRecoveryCodesRequest
+	49,  // 103: mnguard.v1.AdminService.IssueOfflineLoginCode:input_type -> mnguard.v1.IssueOfflineLoginCodeRequest
+	54,  // 104: mnguard.v1.AdminService.IssueExemption:input_type -> mnguard.v1.IssueExemptionRequest
+	57,  // 105: mnguard.v1.AdminService.RevokeExemption:input_type -> mnguard.v1.RevokeExemptionRequest
+	59,  // 106: mnguard.v1.AdminService.ListExemptions:input_type -> mnguard.v1.ListExemptionsRequest
+	61,  // 107: mnguard.v1.AdminService.IssueOfflineExemptionCode:input_type -> mnguard.v1.IssueOfflineExemptionCodeRequest
+	65,  // 108: mnguard.v1.AdminService.AddOperator:input_type -> mnguard.v1.AddOperatorRequest
+	67,  // 109: mnguard.v1.AdminService.ListOperators:input_type -> mnguard.v1.ListOperatorsRequest
+	69,  // 110: mnguard.v1.AdminService.GetOperator:input_type -> mnguard.v1.GetOperatorRequest
+	71,  // 111: mnguard.v1.AdminService.DisableOperator:input_type -> mnguard.v1.DisableOperatorRequest
+	73,  // 112: mnguard.v1.AdminService.EnableOperator:input_type -> mnguard.v1.EnableOperatorRequest
+	75,  // 113: mnguard.v1.AdminService.DeleteOperator:input_type -> mnguard.v1.DeleteOperatorRequest
+	77,  // 114: mnguard.v1.AdminService.ResetOperatorTotp:input_type -> mnguard.v1.ResetOperatorTotpRequest
+	79,  // 115: mnguard.v1.AdminService.SetOperatorRole:input_type -> mnguard.v1.SetOperatorRoleRequest
+	81,  // 116: mnguard.v1.AdminService.SetOperatorPassword:input_type -> mnguard.v1.SetOperatorPasswordRequest
+	83,  // 117: mnguard.v1.AdminService.UnlockOperator:input_type -> mnguard.v1.UnlockOperatorRequest
+	85,  // 118: mnguard.v1.AdminService.CreateOperatorToken:input_type -> mnguard.v1.CreateOperatorTokenRequest
+	87,  // 119: mnguard.v1.AdminService.RevokeOperatorToken:input_type -> mnguard.v1.RevokeOperatorTokenRequest
+	90,  // 120: mnguard.v1.AdminService.ListAudit:input_type -> mnguard.v1.ListAuditRequest
+	92,  // 121: mnguard.v1.AdminService.VerifyAudit:input_type -> mnguard.v1.VerifyAuditRequest
+	94,  // 122: mnguard.v1.AdminService.GetSelfInspectionReport:input_type -> mnguard.v1.GetSelfInspectionReportRequest
+	96,  // 123: mnguard.v1.AdminService.GetNetworkPolicy:input_type -> mnguard.v1.GetNetworkPolicyRequest
+	98,  // 124: mnguard.v1.AdminService.SetNetworkPolicy:input_type -> mnguard.v1.SetNetworkPolicyRequest
+	6,   // 125: mnguard.v1.AdminService.ListTerminals:output_type -> mnguard.v1.ListTerminalsResponse
+	8,   // 126: mnguard.v1.AdminService.GetTerminal:output_type -> mnguard.v1.GetTerminalResponse
+	10,  // 127: mnguard.v1.AdminService.RevokeTerminal:output_type -> mnguard.v1.RevokeTerminalResponse
+	12,  // 128: mnguard.v1.AdminService.CreateEnrollmentToken:output_type -> mnguard.v1.CreateEnrollmentTokenResponse
+	15,  // 129: mnguard.v1.AdminService.ListEnrollmentTokens:output_type -> mnguard.v1.ListEnrollmentTokensResponse
+	51,  // 130: mnguard.v1.AdminService.ListEvents:output_type -> mnguard.v1.ListEventsResponse
+	53,  // 131: mnguard.v1.AdminService.GetServerInfo:output_type -> mnguard.v1.GetServerInfoResponse
+	20,  // 132: mnguard.v1.AdminService.EnrollUser:output_type -> mnguard.v1.EnrollUserResponse
+	22,  // 133: mnguard.v1.AdminService.ConfirmUser:output_type -> mnguard.v1.ConfirmUserResponse
+	24,  // 134: mnguard.v1.AdminService.ListUsers:output_type -> mnguard.v1.ListUsersResponse
+	26,  // 135: mnguard.v1.AdminService.GetUser:output_type -> mnguard.v1.GetUserResponse
+	28,  // 136: mnguard.v1.AdminService.UnlockUser:output_type -> mnguard.v1.UnlockUserResponse
+	30,  // 137: mnguard.v1.AdminService.ResetUser:output_type -> mnguard.v1.ResetUserResponse
+	32,  // 138: mnguard.v1.AdminService.DeleteUser:output_type -> mnguard.v1.DeleteUserResponse
+	34,  // 139: mnguard.v1.AdminService.ImportUsers:output_type -> mnguard.v1.ImportUsersResponse
+	39,  // 140: mnguard.v1.AdminService.ImportTokens:output_type -> mnguard.v1.ImportTokensResponse
+	42,  // 141: mnguard.v1.AdminService.ListTokens:output_type -> mnguard.v1.ListTokensResponse
+	44,  // 142: mnguard.v1.AdminService.AssignToken:output_type -> mnguard.v1.AssignTokenResponse
+	46,  // 143: mnguard.v1.AdminService.ResyncUser:output_type -> mnguard.v1.ResyncUserResponse
+	48,  // 144: mnguard.v1.AdminService.NewRecoveryCodes:output_type -> mnguard.v1.NewRecoveryCodesResponse
+	50,  // 145: mnguard.v1.AdminService.IssueOfflineLoginCode:output_type -> mnguard.v1.IssueOfflineLoginCodeResponse
+	56,  // 146: mnguard.v1.AdminService.IssueExemption:output_type -> mnguard.v1.IssueExemptionResponse
+	58,  // 147: mnguard.v1.AdminService.RevokeExemption:output_type -> mnguard.v1.RevokeExemptionResponse
+	60,  // 148: mnguard.v1.AdminService.ListExemptions:output_type -> mnguard.v1.ListExemptionsResponse
+	62,  // 149: mnguard.v1.AdminService.IssueOfflineExemptionCode:output_type -> mnguard.v1.IssueOfflineExemptionCodeResponse
+	66,  // 150: mnguard.v1.AdminService.AddOperator:output_type -> mnguard.v1.AddOperatorResponse
+	68,  // 151: mnguard.v1.AdminService.ListOperators:output_type -> mnguard.v1.ListOperatorsResponse
+	70,  // 152: mnguard.v1.AdminService.GetOperator:output_type -> mnguard.v1.GetOperatorResponse
+	72,  // 153: mnguard.v1.AdminService.DisableOperator:output_type -> mnguard.v1.DisableOperatorResponse
+	74,  // 154: mnguard.v1.AdminService.EnableOperator:output_type -> mnguard.v1.EnableOperatorResponse
+	76,  // 155: mnguard.v1.AdminService.DeleteOperator:output_type -> mnguard.v1.DeleteOperatorResponse
+	78,  // 156: mnguard.v1.AdminService.ResetOperatorTotp:output_type -> mnguard.v1.ResetOperatorTotpResponse
+	80,  // 157: mnguard.v1.AdminService.SetOperatorRole:output_type -> mnguard.v1.SetOperatorRoleResponse
+	82,  // 158: mnguard.v1.AdminService.SetOperatorPassword:output_type -> mnguard.v1.SetOperatorPasswordResponse
+	84,  // 159: mnguard.v1.AdminService.UnlockOperator:output_type -> mnguard.v1.UnlockOperatorResponse
+	86,  // 160: mnguard.v1.AdminService.CreateOperatorToken:output_type -> mnguard.v1.CreateOperatorTokenResponse
+	88,  // 161: mnguard.v1.AdminService.RevokeOperatorToken:output_type -> mnguard.v1.RevokeOperatorTokenResponse
+	91,  // 162: mnguard.v1.AdminService.ListAudit:output_type -> mnguard.v1.ListAuditResponse
+	93,  // 163: mnguard.v1.AdminService.VerifyAudit:output_type -> mnguard.v1.VerifyAuditResponse
+	95,  // 164: mnguard.v1.AdminService.GetSelfInspectionReport:output_type -> mnguard.v1.GetSelfInspectionReportResponse
+	97,  // 165: mnguard.v1.AdminService.GetNetworkPolicy:output_type -> mnguard.v1.GetNetworkPolicyResponse
+	99,  // 166: mnguard.v1.AdminService.SetNetworkPolicy:output_type -> mnguard.v1.SetNetworkPolicyResponse
+	125, // [125:167] is the sub-list for method output_type
+	83,  // [83:125] is the sub-list for method input_type
+	83,  // [83:83] is the sub-list for extension type_name
+	83,  // [83:83] is the sub-list for extension extendee
+	0,   // [0:83] is the sub-list for field type_name
 }
 
 func init() { file_mnguard_v1_admin_proto_init() }
@@ -6487,6 +6732,7 @@ func file_mnguard_v1_admin_proto_init() {
 	if File_mnguard_v1_admin_proto != nil {
 		return
 	}
+	file_mnguard_v1_agent_proto_init()
 	file_mnguard_v1_exemption_proto_init()
 	file_mnguard_v1_posture_proto_init()
 	file_mnguard_v1_admin_proto_msgTypes[33].OneofWrappers = []any{
@@ -6500,7 +6746,7 @@ func file_mnguard_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mnguard_v1_admin_proto_rawDesc), len(file_mnguard_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   94,
+			NumMessages:   98,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

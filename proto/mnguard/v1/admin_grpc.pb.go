@@ -59,6 +59,8 @@ const (
 	AdminService_ListAudit_FullMethodName                 = "/mnguard.v1.AdminService/ListAudit"
 	AdminService_VerifyAudit_FullMethodName               = "/mnguard.v1.AdminService/VerifyAudit"
 	AdminService_GetSelfInspectionReport_FullMethodName   = "/mnguard.v1.AdminService/GetSelfInspectionReport"
+	AdminService_GetNetworkPolicy_FullMethodName          = "/mnguard.v1.AdminService/GetNetworkPolicy"
+	AdminService_SetNetworkPolicy_FullMethodName          = "/mnguard.v1.AdminService/SetNetworkPolicy"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -126,6 +128,10 @@ type AdminServiceClient interface {
 	VerifyAudit(ctx context.Context, in *VerifyAuditRequest, opts ...grpc.CallOption) (*VerifyAuditResponse, error)
 	// The Art. 7 self-inspection report for a period.
 	GetSelfInspectionReport(ctx context.Context, in *GetSelfInspectionReportRequest, opts ...grpc.CallOption) (*GetSelfInspectionReportResponse, error)
+	// Segment isolation: the network policy pushed to every agent. Anyone
+	// may read it; only admins change it, audited.
+	GetNetworkPolicy(ctx context.Context, in *GetNetworkPolicyRequest, opts ...grpc.CallOption) (*GetNetworkPolicyResponse, error)
+	SetNetworkPolicy(ctx context.Context, in *SetNetworkPolicyRequest, opts ...grpc.CallOption) (*SetNetworkPolicyResponse, error)
 }
 
 type adminServiceClient struct {
@@ -539,6 +545,26 @@ func (c *adminServiceClient) GetSelfInspectionReport(ctx context.Context, in *Ge
 	return out, nil
 }
 
+func (c *adminServiceClient) GetNetworkPolicy(ctx context.Context, in *GetNetworkPolicyRequest, opts ...grpc.CallOption) (*GetNetworkPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetNetworkPolicyResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetNetworkPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) SetNetworkPolicy(ctx context.Context, in *SetNetworkPolicyRequest, opts ...grpc.CallOption) (*SetNetworkPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetNetworkPolicyResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetNetworkPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -604,6 +630,10 @@ type AdminServiceServer interface {
 	VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error)
 	// The Art. 7 self-inspection report for a period.
 	GetSelfInspectionReport(context.Context, *GetSelfInspectionReportRequest) (*GetSelfInspectionReportResponse, error)
+	// Segment isolation: the network policy pushed to every agent. Anyone
+	// may read it; only admins change it, audited.
+	GetNetworkPolicy(context.Context, *GetNetworkPolicyRequest) (*GetNetworkPolicyResponse, error)
+	SetNetworkPolicy(context.Context, *SetNetworkPolicyRequest) (*SetNetworkPolicyResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -733,6 +763,12 @@ func (UnimplementedAdminServiceServer) VerifyAudit(context.Context, *VerifyAudit
 }
 func (UnimplementedAdminServiceServer) GetSelfInspectionReport(context.Context, *GetSelfInspectionReportRequest) (*GetSelfInspectionReportResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetSelfInspectionReport not implemented")
+}
+func (UnimplementedAdminServiceServer) GetNetworkPolicy(context.Context, *GetNetworkPolicyRequest) (*GetNetworkPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetNetworkPolicy not implemented")
+}
+func (UnimplementedAdminServiceServer) SetNetworkPolicy(context.Context, *SetNetworkPolicyRequest) (*SetNetworkPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetNetworkPolicy not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1464,6 +1500,42 @@ func _AdminService_GetSelfInspectionReport_Handler(srv interface{}, ctx context.
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetNetworkPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetNetworkPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetNetworkPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetNetworkPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetNetworkPolicy(ctx, req.(*GetNetworkPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_SetNetworkPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetNetworkPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetNetworkPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetNetworkPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetNetworkPolicy(ctx, req.(*SetNetworkPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1626,6 +1698,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetSelfInspectionReport",
 			Handler:    _AdminService_GetSelfInspectionReport_Handler,
+		},
+		{
+			MethodName: "GetNetworkPolicy",
+			Handler:    _AdminService_GetNetworkPolicy_Handler,
+		},
+		{
+			MethodName: "SetNetworkPolicy",
+			Handler:    _AdminService_SetNetworkPolicy_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -436,8 +436,11 @@ type Policy struct {
 	Version string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
 	// How often the agent reports posture at least.
 	ReportIntervalSeconds uint32 `protobuf:"varint,2,opt,name=report_interval_seconds,json=reportIntervalSeconds,proto3" json:"report_interval_seconds,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Segment isolation; absent while the collector holds no network policy
+	// (the agent then only takes inventory).
+	Network       *NetworkPolicy `protobuf:"bytes,3,opt,name=network,proto3" json:"network,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Policy) Reset() {
@@ -484,6 +487,218 @@ func (x *Policy) GetReportIntervalSeconds() uint32 {
 	return 0
 }
 
+func (x *Policy) GetNetwork() *NetworkPolicy {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+// NetworkPolicy says which networks a terminal may talk to (Art. 6(3)(a)).
+// The collector's own addresses are always allowed, whether listed or not.
+type NetworkPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Version of this network policy alone, e.g. "n-1a2b3c4d"; it changes
+	// whenever anything in it changes.
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// Networks the terminal may exchange traffic with, IPv4 and IPv6.
+	Networks []*AllowedNetwork `protobuf:"bytes,2,rep,name=networks,proto3" json:"networks,omitempty"`
+	// DNS servers the terminal may use (addresses, no prefix length).
+	DnsServers []string `protobuf:"bytes,3,rep,name=dns_servers,json=dnsServers,proto3" json:"dns_servers,omitempty"`
+	// Whether the agent enforces the policy (nftables, Windows Firewall)
+	// rather than only reporting what breaks it. Default off.
+	Enforce bool `protobuf:"varint,4,opt,name=enforce,proto3" json:"enforce,omitempty"`
+	// Addresses of the collector, always allowed (filled by the collector
+	// from its listener and advertised addresses; the agent adds the
+	// addresses it reaches the collector at).
+	CollectorAddrs []string `protobuf:"bytes,5,rep,name=collector_addrs,json=collectorAddrs,proto3" json:"collector_addrs,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *NetworkPolicy) Reset() {
+	*x = NetworkPolicy{}
+	mi := &file_mnguard_v1_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkPolicy) ProtoMessage() {}
+
+func (x *NetworkPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkPolicy.ProtoReflect.Descriptor instead.
+func (*NetworkPolicy) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *NetworkPolicy) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *NetworkPolicy) GetNetworks() []*AllowedNetwork {
+	if x != nil {
+		return x.Networks
+	}
+	return nil
+}
+
+func (x *NetworkPolicy) GetDnsServers() []string {
+	if x != nil {
+		return x.DnsServers
+	}
+	return nil
+}
+
+func (x *NetworkPolicy) GetEnforce() bool {
+	if x != nil {
+		return x.Enforce
+	}
+	return false
+}
+
+func (x *NetworkPolicy) GetCollectorAddrs() []string {
+	if x != nil {
+		return x.CollectorAddrs
+	}
+	return nil
+}
+
+// AllowedNetwork is one allowed network in CIDR notation, host bits zero,
+// e.g. "198.51.100.0/24" or "2001:db8::/32".
+type AllowedNetwork struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cidr  string                 `protobuf:"bytes,1,opt,name=cidr,proto3" json:"cidr,omitempty"`
+	// Remote ports allowed in this network; empty means every port.
+	Ports         []*PortRange `protobuf:"bytes,2,rep,name=ports,proto3" json:"ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AllowedNetwork) Reset() {
+	*x = AllowedNetwork{}
+	mi := &file_mnguard_v1_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllowedNetwork) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllowedNetwork) ProtoMessage() {}
+
+func (x *AllowedNetwork) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllowedNetwork.ProtoReflect.Descriptor instead.
+func (*AllowedNetwork) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AllowedNetwork) GetCidr() string {
+	if x != nil {
+		return x.Cidr
+	}
+	return ""
+}
+
+func (x *AllowedNetwork) GetPorts() []*PortRange {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+// PortRange is an inclusive range of remote ports of one protocol.
+type PortRange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "tcp" or "udp".
+	Protocol string `protobuf:"bytes,1,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	First    uint32 `protobuf:"varint,2,opt,name=first,proto3" json:"first,omitempty"`
+	// Equal to first for a single port.
+	Last          uint32 `protobuf:"varint,3,opt,name=last,proto3" json:"last,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortRange) Reset() {
+	*x = PortRange{}
+	mi := &file_mnguard_v1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortRange) ProtoMessage() {}
+
+func (x *PortRange) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortRange.ProtoReflect.Descriptor instead.
+func (*PortRange) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PortRange) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *PortRange) GetFirst() uint32 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *PortRange) GetLast() uint32 {
+	if x != nil {
+		return x.Last
+	}
+	return 0
+}
+
 type SubscribeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	PolicyVersion string                 `protobuf:"bytes,1,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
@@ -493,7 +708,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_mnguard_v1_agent_proto_msgTypes[7]
+	mi := &file_mnguard_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +720,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_agent_proto_msgTypes[7]
+	mi := &file_mnguard_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +733,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_mnguard_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SubscribeRequest) GetPolicyVersion() string {
@@ -543,7 +758,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_mnguard_v1_agent_proto_msgTypes[8]
+	mi := &file_mnguard_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -555,7 +770,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_agent_proto_msgTypes[8]
+	mi := &file_mnguard_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -568,7 +783,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_mnguard_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SubscribeResponse) GetSentAt() *timestamppb.Timestamp {
@@ -643,7 +858,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_mnguard_v1_agent_proto_msgTypes[9]
+	mi := &file_mnguard_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +870,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_agent_proto_msgTypes[9]
+	mi := &file_mnguard_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +883,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_mnguard_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 type VerifyLoginRequest struct {
@@ -683,7 +898,7 @@ type VerifyLoginRequest struct {
 
 func (x *VerifyLoginRequest) Reset() {
 	*x = VerifyLoginRequest{}
-	mi := &file_mnguard_v1_agent_proto_msgTypes[10]
+	mi := &file_mnguard_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +910,7 @@ func (x *VerifyLoginRequest) String() string {
 func (*VerifyLoginRequest) ProtoMessage() {}
 
 func (x *VerifyLoginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_agent_proto_msgTypes[10]
+	mi := &file_mnguard_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +923,7 @@ func (x *VerifyLoginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyLoginRequest.ProtoReflect.Descriptor instead.
 func (*VerifyLoginRequest) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_mnguard_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *VerifyLoginRequest) GetUser() string {
@@ -742,7 +957,7 @@ type VerifyLoginResponse struct {
 
 func (x *VerifyLoginResponse) Reset() {
 	*x = VerifyLoginResponse{}
-	mi := &file_mnguard_v1_agent_proto_msgTypes[11]
+	mi := &file_mnguard_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +969,7 @@ func (x *VerifyLoginResponse) String() string {
 func (*VerifyLoginResponse) ProtoMessage() {}
 
 func (x *VerifyLoginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_agent_proto_msgTypes[11]
+	mi := &file_mnguard_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +982,7 @@ func (x *VerifyLoginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyLoginResponse.ProtoReflect.Descriptor instead.
 func (*VerifyLoginResponse) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_mnguard_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *VerifyLoginResponse) GetResult() LoginResult {
@@ -815,10 +1030,25 @@ const file_mnguard_v1_agent_proto_rawDesc = "" +
 	"acked_seqs\x18\x01 \x03(\x04R\tackedSeqs\x12;\n" +
 	"\vserver_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"serverTime\x12%\n" +
-	"\x0epolicy_version\x18\x03 \x01(\tR\rpolicyVersion\"Z\n" +
+	"\x0epolicy_version\x18\x03 \x01(\tR\rpolicyVersion\"\x8f\x01\n" +
 	"\x06Policy\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x126\n" +
-	"\x17report_interval_seconds\x18\x02 \x01(\rR\x15reportIntervalSeconds\"9\n" +
+	"\x17report_interval_seconds\x18\x02 \x01(\rR\x15reportIntervalSeconds\x123\n" +
+	"\anetwork\x18\x03 \x01(\v2\x19.mnguard.v1.NetworkPolicyR\anetwork\"\xc5\x01\n" +
+	"\rNetworkPolicy\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x126\n" +
+	"\bnetworks\x18\x02 \x03(\v2\x1a.mnguard.v1.AllowedNetworkR\bnetworks\x12\x1f\n" +
+	"\vdns_servers\x18\x03 \x03(\tR\n" +
+	"dnsServers\x12\x18\n" +
+	"\aenforce\x18\x04 \x01(\bR\aenforce\x12'\n" +
+	"\x0fcollector_addrs\x18\x05 \x03(\tR\x0ecollectorAddrs\"Q\n" +
+	"\x0eAllowedNetwork\x12\x12\n" +
+	"\x04cidr\x18\x01 \x01(\tR\x04cidr\x12+\n" +
+	"\x05ports\x18\x02 \x03(\v2\x15.mnguard.v1.PortRangeR\x05ports\"Q\n" +
+	"\tPortRange\x12\x1a\n" +
+	"\bprotocol\x18\x01 \x01(\tR\bprotocol\x12\x14\n" +
+	"\x05first\x18\x02 \x01(\rR\x05first\x12\x12\n" +
+	"\x04last\x18\x03 \x01(\rR\x04last\"9\n" +
 	"\x10SubscribeRequest\x12%\n" +
 	"\x0epolicy_version\x18\x01 \x01(\tR\rpolicyVersion\"\xf1\x01\n" +
 	"\x11SubscribeResponse\x123\n" +
@@ -863,7 +1093,7 @@ func file_mnguard_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_mnguard_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_mnguard_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_mnguard_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_mnguard_v1_agent_proto_goTypes = []any{
 	(LoginResult)(0),              // 0: mnguard.v1.LoginResult
 	(*EnrollRequest)(nil),         // 1: mnguard.v1.EnrollRequest
@@ -873,43 +1103,49 @@ var file_mnguard_v1_agent_proto_goTypes = []any{
 	(*ReportRequest)(nil),         // 5: mnguard.v1.ReportRequest
 	(*ReportResponse)(nil),        // 6: mnguard.v1.ReportResponse
 	(*Policy)(nil),                // 7: mnguard.v1.Policy
-	(*SubscribeRequest)(nil),      // 8: mnguard.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),     // 9: mnguard.v1.SubscribeResponse
-	(*Heartbeat)(nil),             // 10: mnguard.v1.Heartbeat
-	(*VerifyLoginRequest)(nil),    // 11: mnguard.v1.VerifyLoginRequest
-	(*VerifyLoginResponse)(nil),   // 12: mnguard.v1.VerifyLoginResponse
-	(*HostFacts)(nil),             // 13: mnguard.v1.HostFacts
-	(*Posture)(nil),               // 14: mnguard.v1.Posture
-	(*Event)(nil),                 // 15: mnguard.v1.Event
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
-	(*ExemptionSet)(nil),          // 17: mnguard.v1.ExemptionSet
+	(*NetworkPolicy)(nil),         // 8: mnguard.v1.NetworkPolicy
+	(*AllowedNetwork)(nil),        // 9: mnguard.v1.AllowedNetwork
+	(*PortRange)(nil),             // 10: mnguard.v1.PortRange
+	(*SubscribeRequest)(nil),      // 11: mnguard.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),     // 12: mnguard.v1.SubscribeResponse
+	(*Heartbeat)(nil),             // 13: mnguard.v1.Heartbeat
+	(*VerifyLoginRequest)(nil),    // 14: mnguard.v1.VerifyLoginRequest
+	(*VerifyLoginResponse)(nil),   // 15: mnguard.v1.VerifyLoginResponse
+	(*HostFacts)(nil),             // 16: mnguard.v1.HostFacts
+	(*Posture)(nil),               // 17: mnguard.v1.Posture
+	(*Event)(nil),                 // 18: mnguard.v1.Event
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*ExemptionSet)(nil),          // 20: mnguard.v1.ExemptionSet
 }
 var file_mnguard_v1_agent_proto_depIdxs = []int32{
-	13, // 0: mnguard.v1.EnrollRequest.host:type_name -> mnguard.v1.HostFacts
+	16, // 0: mnguard.v1.EnrollRequest.host:type_name -> mnguard.v1.HostFacts
 	7,  // 1: mnguard.v1.EnrollResponse.policy:type_name -> mnguard.v1.Policy
-	14, // 2: mnguard.v1.ReportRequest.posture:type_name -> mnguard.v1.Posture
-	15, // 3: mnguard.v1.ReportRequest.events:type_name -> mnguard.v1.Event
-	16, // 4: mnguard.v1.ReportResponse.server_time:type_name -> google.protobuf.Timestamp
-	16, // 5: mnguard.v1.SubscribeResponse.sent_at:type_name -> google.protobuf.Timestamp
-	7,  // 6: mnguard.v1.SubscribeResponse.policy:type_name -> mnguard.v1.Policy
-	10, // 7: mnguard.v1.SubscribeResponse.heartbeat:type_name -> mnguard.v1.Heartbeat
-	17, // 8: mnguard.v1.SubscribeResponse.exemptions:type_name -> mnguard.v1.ExemptionSet
-	0,  // 9: mnguard.v1.VerifyLoginResponse.result:type_name -> mnguard.v1.LoginResult
-	1,  // 10: mnguard.v1.AgentService.Enroll:input_type -> mnguard.v1.EnrollRequest
-	3,  // 11: mnguard.v1.AgentService.Renew:input_type -> mnguard.v1.RenewRequest
-	5,  // 12: mnguard.v1.AgentService.Report:input_type -> mnguard.v1.ReportRequest
-	8,  // 13: mnguard.v1.AgentService.Subscribe:input_type -> mnguard.v1.SubscribeRequest
-	11, // 14: mnguard.v1.AgentService.VerifyLogin:input_type -> mnguard.v1.VerifyLoginRequest
-	2,  // 15: mnguard.v1.AgentService.Enroll:output_type -> mnguard.v1.EnrollResponse
-	4,  // 16: mnguard.v1.AgentService.Renew:output_type -> mnguard.v1.RenewResponse
-	6,  // 17: mnguard.v1.AgentService.Report:output_type -> mnguard.v1.ReportResponse
-	9,  // 18: mnguard.v1.AgentService.Subscribe:output_type -> mnguard.v1.SubscribeResponse
-	12, // 19: mnguard.v1.AgentService.VerifyLogin:output_type -> mnguard.v1.VerifyLoginResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	17, // 2: mnguard.v1.ReportRequest.posture:type_name -> mnguard.v1.Posture
+	18, // 3: mnguard.v1.ReportRequest.events:type_name -> mnguard.v1.Event
+	19, // 4: mnguard.v1.ReportResponse.server_time:type_name -> google.protobuf.Timestamp
+	8,  // 5: mnguard.v1.Policy.network:type_name -> mnguard.v1.NetworkPolicy
+	9,  // 6: mnguard.v1.NetworkPolicy.networks:type_name -> mnguard.v1.AllowedNetwork
+	10, // 7: mnguard.v1.AllowedNetwork.ports:type_name -> mnguard.v1.PortRange
+	19, // 8: mnguard.v1.SubscribeResponse.sent_at:type_name -> google.protobuf.Timestamp
+	7,  // 9: mnguard.v1.SubscribeResponse.policy:type_name -> mnguard.v1.Policy
+	13, // 10: mnguard.v1.SubscribeResponse.heartbeat:type_name -> mnguard.v1.Heartbeat
+	20, // 11: mnguard.v1.SubscribeResponse.exemptions:type_name -> mnguard.v1.ExemptionSet
+	0,  // 12: mnguard.v1.VerifyLoginResponse.result:type_name -> mnguard.v1.LoginResult
+	1,  // 13: mnguard.v1.AgentService.Enroll:input_type -> mnguard.v1.EnrollRequest
+	3,  // 14: mnguard.v1.AgentService.Renew:input_type -> mnguard.v1.RenewRequest
+	5,  // 15: mnguard.v1.AgentService.Report:input_type -> mnguard.v1.ReportRequest
+	11, // 16: mnguard.v1.AgentService.Subscribe:input_type -> mnguard.v1.SubscribeRequest
+	14, // 17: mnguard.v1.AgentService.VerifyLogin:input_type -> mnguard.v1.VerifyLoginRequest
+	2,  // 18: mnguard.v1.AgentService.Enroll:output_type -> mnguard.v1.EnrollResponse
+	4,  // 19: mnguard.v1.AgentService.Renew:output_type -> mnguard.v1.RenewResponse
+	6,  // 20: mnguard.v1.AgentService.Report:output_type -> mnguard.v1.ReportResponse
+	12, // 21: mnguard.v1.AgentService.Subscribe:output_type -> mnguard.v1.SubscribeResponse
+	15, // 22: mnguard.v1.AgentService.VerifyLogin:output_type -> mnguard.v1.VerifyLoginResponse
+	18, // [18:23] is the sub-list for method output_type
+	13, // [13:18] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_mnguard_v1_agent_proto_init() }
@@ -919,7 +1155,7 @@ func file_mnguard_v1_agent_proto_init() {
 	}
 	file_mnguard_v1_exemption_proto_init()
 	file_mnguard_v1_posture_proto_init()
-	file_mnguard_v1_agent_proto_msgTypes[8].OneofWrappers = []any{
+	file_mnguard_v1_agent_proto_msgTypes[11].OneofWrappers = []any{
 		(*SubscribeResponse_Policy)(nil),
 		(*SubscribeResponse_Heartbeat)(nil),
 		(*SubscribeResponse_Exemptions)(nil),
@@ -930,7 +1166,7 @@ func file_mnguard_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mnguard_v1_agent_proto_rawDesc), len(file_mnguard_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -468,7 +468,9 @@ type Posture struct {
 	// Removable-media enforcement; absent from agents without it.
 	Media *MediaPosture `protobuf:"bytes,13,opt,name=media,proto3" json:"media,omitempty"`
 	// The TOTP login gate; absent from agents without it.
-	Mfa           *MfaPosture `protobuf:"bytes,14,opt,name=mfa,proto3" json:"mfa,omitempty"`
+	Mfa *MfaPosture `protobuf:"bytes,14,opt,name=mfa,proto3" json:"mfa,omitempty"`
+	// Segment isolation; absent from agents without it.
+	Network       *NetworkPosture `protobuf:"bytes,15,opt,name=network,proto3" json:"network,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -601,6 +603,598 @@ func (x *Posture) GetMfa() *MfaPosture {
 	return nil
 }
 
+func (x *Posture) GetNetwork() *NetworkPosture {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+// NetworkPosture is what the agent found of the terminal's networks, checked
+// against the network policy in force.
+type NetworkPosture struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// NetworkPolicy.version in force; empty while the agent holds none (it
+	// then reports inventory and the findings that need no policy: wireless
+	// and USB network adapters, undecided interfaces).
+	PolicyVersion string            `protobuf:"bytes,1,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
+	Adapters      []*NetworkAdapter `protobuf:"bytes,2,rep,name=adapters,proto3" json:"adapters,omitempty"`
+	Routes        []*NetworkRoute   `protobuf:"bytes,3,rep,name=routes,proto3" json:"routes,omitempty"`
+	// DNS servers in use, with where each was read ("/etc/resolv.conf",
+	// "systemd-resolved", "adapter Ethernet0").
+	DnsServers []*DnsServer `protobuf:"bytes,4,rep,name=dns_servers,json=dnsServers,proto3" json:"dns_servers,omitempty"`
+	// What breaks isolation now; empty when isolated.
+	Findings    []*NetworkFinding      `protobuf:"bytes,5,rep,name=findings,proto3" json:"findings,omitempty"`
+	Enforcement *NetworkEnforcement    `protobuf:"bytes,6,opt,name=enforcement,proto3" json:"enforcement,omitempty"`
+	LastScan    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_scan,json=lastScan,proto3" json:"last_scan,omitempty"`
+	// Parts of the scan that failed (e.g. "sockets: permission denied");
+	// empty when the scan was complete. A failed part is also a finding of
+	// kind "scan_error": isolation is then not proven.
+	ScanErrors []string `protobuf:"bytes,8,rep,name=scan_errors,json=scanErrors,proto3" json:"scan_errors,omitempty"`
+	// Sockets seen in the last scan, and how many of them were outside the
+	// policy (each of those is a finding).
+	SocketsTotal  uint32 `protobuf:"varint,9,opt,name=sockets_total,json=socketsTotal,proto3" json:"sockets_total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkPosture) Reset() {
+	*x = NetworkPosture{}
+	mi := &file_mnguard_v1_posture_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkPosture) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkPosture) ProtoMessage() {}
+
+func (x *NetworkPosture) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_posture_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkPosture.ProtoReflect.Descriptor instead.
+func (*NetworkPosture) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NetworkPosture) GetPolicyVersion() string {
+	if x != nil {
+		return x.PolicyVersion
+	}
+	return ""
+}
+
+func (x *NetworkPosture) GetAdapters() []*NetworkAdapter {
+	if x != nil {
+		return x.Adapters
+	}
+	return nil
+}
+
+func (x *NetworkPosture) GetRoutes() []*NetworkRoute {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+func (x *NetworkPosture) GetDnsServers() []*DnsServer {
+	if x != nil {
+		return x.DnsServers
+	}
+	return nil
+}
+
+func (x *NetworkPosture) GetFindings() []*NetworkFinding {
+	if x != nil {
+		return x.Findings
+	}
+	return nil
+}
+
+func (x *NetworkPosture) GetEnforcement() *NetworkEnforcement {
+	if x != nil {
+		return x.Enforcement
+	}
+	return nil
+}
+
+func (x *NetworkPosture) GetLastScan() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastScan
+	}
+	return nil
+}
+
+func (x *NetworkPosture) GetScanErrors() []string {
+	if x != nil {
+		return x.ScanErrors
+	}
+	return nil
+}
+
+func (x *NetworkPosture) GetSocketsTotal() uint32 {
+	if x != nil {
+		return x.SocketsTotal
+	}
+	return 0
+}
+
+// NetworkAdapter is one network interface and what kind of device is
+// behind it.
+type NetworkAdapter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "loopback", "ethernet", "wireless", "usb" (USB network adapter: RNDIS,
+	// CDC-ECM/NCM/EEM, vendor), "bluetooth" (PAN), "virtual" (bridge, veth,
+	// dummy, tunnel without a device behind it), "unknown" (not decided: a
+	// finding).
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Why it has this kind, e.g. "usb ancestor 1-2, interface class e0/01/03
+	// (RNDIS)", "sysfs wireless/".
+	Reason       string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	HardwareAddr string `protobuf:"bytes,4,opt,name=hardware_addr,json=hardwareAddr,proto3" json:"hardware_addr,omitempty"`
+	// Addresses in CIDR notation.
+	Addrs []string `protobuf:"bytes,5,rep,name=addrs,proto3" json:"addrs,omitempty"`
+	Up    bool     `protobuf:"varint,6,opt,name=up,proto3" json:"up,omitempty"`
+	// Kernel driver, e.g. "rndis_host", "e1000e".
+	Driver string `protobuf:"bytes,7,opt,name=driver,proto3" json:"driver,omitempty"`
+	// USB vendor and product ID of the device behind a "usb" adapter.
+	VendorId  string `protobuf:"bytes,8,opt,name=vendor_id,json=vendorId,proto3" json:"vendor_id,omitempty"`
+	ProductId string `protobuf:"bytes,9,opt,name=product_id,json=productId,proto3" json:"product_id,omitempty"`
+	// "deauthorized" when enforcement cut a USB adapter off the bus.
+	State         string `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkAdapter) Reset() {
+	*x = NetworkAdapter{}
+	mi := &file_mnguard_v1_posture_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkAdapter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkAdapter) ProtoMessage() {}
+
+func (x *NetworkAdapter) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_posture_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkAdapter.ProtoReflect.Descriptor instead.
+func (*NetworkAdapter) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *NetworkAdapter) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NetworkAdapter) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *NetworkAdapter) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *NetworkAdapter) GetHardwareAddr() string {
+	if x != nil {
+		return x.HardwareAddr
+	}
+	return ""
+}
+
+func (x *NetworkAdapter) GetAddrs() []string {
+	if x != nil {
+		return x.Addrs
+	}
+	return nil
+}
+
+func (x *NetworkAdapter) GetUp() bool {
+	if x != nil {
+		return x.Up
+	}
+	return false
+}
+
+func (x *NetworkAdapter) GetDriver() string {
+	if x != nil {
+		return x.Driver
+	}
+	return ""
+}
+
+func (x *NetworkAdapter) GetVendorId() string {
+	if x != nil {
+		return x.VendorId
+	}
+	return ""
+}
+
+func (x *NetworkAdapter) GetProductId() string {
+	if x != nil {
+		return x.ProductId
+	}
+	return ""
+}
+
+func (x *NetworkAdapter) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+// NetworkRoute is one route of the terminal's routing tables.
+type NetworkRoute struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Destination in CIDR notation; "0.0.0.0/0" or "::/0" for a default route.
+	Destination string `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
+	Gateway     string `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	Interface   string `protobuf:"bytes,3,opt,name=interface,proto3" json:"interface,omitempty"`
+	// Routing table, e.g. "main" or "254"; "" on Windows.
+	Table         string `protobuf:"bytes,4,opt,name=table,proto3" json:"table,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkRoute) Reset() {
+	*x = NetworkRoute{}
+	mi := &file_mnguard_v1_posture_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkRoute) ProtoMessage() {}
+
+func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_posture_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkRoute.ProtoReflect.Descriptor instead.
+func (*NetworkRoute) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *NetworkRoute) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *NetworkRoute) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *NetworkRoute) GetInterface() string {
+	if x != nil {
+		return x.Interface
+	}
+	return ""
+}
+
+func (x *NetworkRoute) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+// DnsServer is one resolver the terminal uses.
+type DnsServer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Source        string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsServer) Reset() {
+	*x = DnsServer{}
+	mi := &file_mnguard_v1_posture_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsServer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsServer) ProtoMessage() {}
+
+func (x *DnsServer) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_posture_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsServer.ProtoReflect.Descriptor instead.
+func (*DnsServer) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DnsServer) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *DnsServer) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+// NetworkFinding is one thing that breaks isolation.
+type NetworkFinding struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stable for the same cause across scans (kind and the identifying
+	// detail), so that the agent raises network.finding once and
+	// network.finding_cleared when the cause goes away.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "default_route", "route" (to a network outside the policy), "socket"
+	// (established or connecting to a remote outside the policy), "listener"
+	// (listening on an address reachable from outside the policy), "dns",
+	// "wireless", "usb_adapter", "bluetooth_adapter", "unknown_interface",
+	// "enforcement" (enforcement asked for but not in place), "scan_error".
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Human-readable, e.g. "tcp 10.0.0.5:50312 → 203.0.113.7:443 established".
+	Detail string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The process behind a socket, when known.
+	Process string `protobuf:"bytes,4,opt,name=process,proto3" json:"process,omitempty"`
+	Pid     uint32 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
+	User    string `protobuf:"bytes,6,opt,name=user,proto3" json:"user,omitempty"`
+	// Interface the finding concerns, when any.
+	Interface string `protobuf:"bytes,7,opt,name=interface,proto3" json:"interface,omitempty"`
+	// Remote (or, for a listener, local) address and port, when any.
+	Address       string                 `protobuf:"bytes,8,opt,name=address,proto3" json:"address,omitempty"`
+	FirstSeen     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkFinding) Reset() {
+	*x = NetworkFinding{}
+	mi := &file_mnguard_v1_posture_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkFinding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkFinding) ProtoMessage() {}
+
+func (x *NetworkFinding) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_posture_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkFinding.ProtoReflect.Descriptor instead.
+func (*NetworkFinding) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *NetworkFinding) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *NetworkFinding) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *NetworkFinding) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *NetworkFinding) GetProcess() string {
+	if x != nil {
+		return x.Process
+	}
+	return ""
+}
+
+func (x *NetworkFinding) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *NetworkFinding) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *NetworkFinding) GetInterface() string {
+	if x != nil {
+		return x.Interface
+	}
+	return ""
+}
+
+func (x *NetworkFinding) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *NetworkFinding) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+// NetworkEnforcement says whether the agent's own rules are in place.
+type NetworkEnforcement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The policy asks for enforcement.
+	Requested bool `protobuf:"varint,1,opt,name=requested,proto3" json:"requested,omitempty"`
+	// The agent's rules are installed and match the policy.
+	InPlace bool `protobuf:"varint,2,opt,name=in_place,json=inPlace,proto3" json:"in_place,omitempty"`
+	// "nftables table inet mnguard" or "Windows Firewall"; empty when none.
+	Mechanism string `protobuf:"bytes,3,opt,name=mechanism,proto3" json:"mechanism,omitempty"`
+	// What enforcement last did, or why it is not in place.
+	Detail string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	// How often drift (rules removed or changed by someone) was repaired
+	// since the agent started, and when last.
+	Repairs       uint32                 `protobuf:"varint,5,opt,name=repairs,proto3" json:"repairs,omitempty"`
+	LastRepair    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_repair,json=lastRepair,proto3" json:"last_repair,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkEnforcement) Reset() {
+	*x = NetworkEnforcement{}
+	mi := &file_mnguard_v1_posture_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkEnforcement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkEnforcement) ProtoMessage() {}
+
+func (x *NetworkEnforcement) ProtoReflect() protoreflect.Message {
+	mi := &file_mnguard_v1_posture_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkEnforcement.ProtoReflect.Descriptor instead.
+func (*NetworkEnforcement) Descriptor() ([]byte, []int) {
+	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *NetworkEnforcement) GetRequested() bool {
+	if x != nil {
+		return x.Requested
+	}
+	return false
+}
+
+func (x *NetworkEnforcement) GetInPlace() bool {
+	if x != nil {
+		return x.InPlace
+	}
+	return false
+}
+
+func (x *NetworkEnforcement) GetMechanism() string {
+	if x != nil {
+		return x.Mechanism
+	}
+	return ""
+}
+
+func (x *NetworkEnforcement) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *NetworkEnforcement) GetRepairs() uint32 {
+	if x != nil {
+		return x.Repairs
+	}
+	return 0
+}
+
+func (x *NetworkEnforcement) GetLastRepair() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastRepair
+	}
+	return nil
+}
+
 // RemovableDevice is one removable disk, card, optical drive or MTP/PTP
 // device on the terminal, and what enforcement made of it.
 type RemovableDevice struct {
@@ -630,7 +1224,7 @@ type RemovableDevice struct {
 
 func (x *RemovableDevice) Reset() {
 	*x = RemovableDevice{}
-	mi := &file_mnguard_v1_posture_proto_msgTypes[5]
+	mi := &file_mnguard_v1_posture_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +1236,7 @@ func (x *RemovableDevice) String() string {
 func (*RemovableDevice) ProtoMessage() {}
 
 func (x *RemovableDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_posture_proto_msgTypes[5]
+	mi := &file_mnguard_v1_posture_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +1249,7 @@ func (x *RemovableDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovableDevice.ProtoReflect.Descriptor instead.
 func (*RemovableDevice) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{5}
+	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemovableDevice) GetName() string {
@@ -773,7 +1367,7 @@ type MediaPosture struct {
 
 func (x *MediaPosture) Reset() {
 	*x = MediaPosture{}
-	mi := &file_mnguard_v1_posture_proto_msgTypes[6]
+	mi := &file_mnguard_v1_posture_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +1379,7 @@ func (x *MediaPosture) String() string {
 func (*MediaPosture) ProtoMessage() {}
 
 func (x *MediaPosture) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_posture_proto_msgTypes[6]
+	mi := &file_mnguard_v1_posture_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +1392,7 @@ func (x *MediaPosture) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MediaPosture.ProtoReflect.Descriptor instead.
 func (*MediaPosture) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{6}
+	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MediaPosture) GetMode() string {
@@ -884,7 +1478,7 @@ type MfaPosture struct {
 
 func (x *MfaPosture) Reset() {
 	*x = MfaPosture{}
-	mi := &file_mnguard_v1_posture_proto_msgTypes[7]
+	mi := &file_mnguard_v1_posture_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +1490,7 @@ func (x *MfaPosture) String() string {
 func (*MfaPosture) ProtoMessage() {}
 
 func (x *MfaPosture) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_posture_proto_msgTypes[7]
+	mi := &file_mnguard_v1_posture_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1503,7 @@ func (x *MfaPosture) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MfaPosture.ProtoReflect.Descriptor instead.
 func (*MfaPosture) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{7}
+	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MfaPosture) GetEnforced() bool {
@@ -971,7 +1565,7 @@ type PamService struct {
 
 func (x *PamService) Reset() {
 	*x = PamService{}
-	mi := &file_mnguard_v1_posture_proto_msgTypes[8]
+	mi := &file_mnguard_v1_posture_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1577,7 @@ func (x *PamService) String() string {
 func (*PamService) ProtoMessage() {}
 
 func (x *PamService) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_posture_proto_msgTypes[8]
+	mi := &file_mnguard_v1_posture_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1590,7 @@ func (x *PamService) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PamService.ProtoReflect.Descriptor instead.
 func (*PamService) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{8}
+	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PamService) GetName() string {
@@ -1052,7 +1646,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_mnguard_v1_posture_proto_msgTypes[9]
+	mi := &file_mnguard_v1_posture_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1658,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_mnguard_v1_posture_proto_msgTypes[9]
+	mi := &file_mnguard_v1_posture_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1671,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{9}
+	return file_mnguard_v1_posture_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -1163,7 +1757,7 @@ const file_mnguard_v1_posture_proto_rawDesc = "" +
 	"\fdevice_class\x18\b \x01(\rR\vdeviceClass\x128\n" +
 	"\n" +
 	"interfaces\x18\t \x03(\v2\x18.mnguard.v1.UsbInterfaceR\n" +
-	"interfaces\"\x87\x05\n" +
+	"interfaces\"\xbd\x05\n" +
 	"\aPosture\x12=\n" +
 	"\fcollected_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\vcollectedAt\x12)\n" +
 	"\x04host\x18\x02 \x01(\v2\x15.mnguard.v1.HostFactsR\x04host\x127\n" +
@@ -1182,7 +1776,60 @@ const file_mnguard_v1_posture_proto_rawDesc = "" +
 	"usbDevices\x12.\n" +
 	"\x13usb_inventory_error\x18\f \x01(\tR\x11usbInventoryError\x12.\n" +
 	"\x05media\x18\r \x01(\v2\x18.mnguard.v1.MediaPostureR\x05media\x12(\n" +
-	"\x03mfa\x18\x0e \x01(\v2\x16.mnguard.v1.MfaPostureR\x03mfa\"\x9d\x03\n" +
+	"\x03mfa\x18\x0e \x01(\v2\x16.mnguard.v1.MfaPostureR\x03mfa\x124\n" +
+	"\anetwork\x18\x0f \x01(\v2\x1a.mnguard.v1.NetworkPostureR\anetwork\"\xd2\x03\n" +
+	"\x0eNetworkPosture\x12%\n" +
+	"\x0epolicy_version\x18\x01 \x01(\tR\rpolicyVersion\x126\n" +
+	"\badapters\x18\x02 \x03(\v2\x1a.mnguard.v1.NetworkAdapterR\badapters\x120\n" +
+	"\x06routes\x18\x03 \x03(\v2\x18.mnguard.v1.NetworkRouteR\x06routes\x126\n" +
+	"\vdns_servers\x18\x04 \x03(\v2\x15.mnguard.v1.DnsServerR\n" +
+	"dnsServers\x126\n" +
+	"\bfindings\x18\x05 \x03(\v2\x1a.mnguard.v1.NetworkFindingR\bfindings\x12@\n" +
+	"\venforcement\x18\x06 \x01(\v2\x1e.mnguard.v1.NetworkEnforcementR\venforcement\x127\n" +
+	"\tlast_scan\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastScan\x12\x1f\n" +
+	"\vscan_errors\x18\b \x03(\tR\n" +
+	"scanErrors\x12#\n" +
+	"\rsockets_total\x18\t \x01(\rR\fsocketsTotal\"\x85\x02\n" +
+	"\x0eNetworkAdapter\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12#\n" +
+	"\rhardware_addr\x18\x04 \x01(\tR\fhardwareAddr\x12\x14\n" +
+	"\x05addrs\x18\x05 \x03(\tR\x05addrs\x12\x0e\n" +
+	"\x02up\x18\x06 \x01(\bR\x02up\x12\x16\n" +
+	"\x06driver\x18\a \x01(\tR\x06driver\x12\x1b\n" +
+	"\tvendor_id\x18\b \x01(\tR\bvendorId\x12\x1d\n" +
+	"\n" +
+	"product_id\x18\t \x01(\tR\tproductId\x12\x14\n" +
+	"\x05state\x18\n" +
+	" \x01(\tR\x05state\"~\n" +
+	"\fNetworkRoute\x12 \n" +
+	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x18\n" +
+	"\agateway\x18\x02 \x01(\tR\agateway\x12\x1c\n" +
+	"\tinterface\x18\x03 \x01(\tR\tinterface\x12\x14\n" +
+	"\x05table\x18\x04 \x01(\tR\x05table\"=\n" +
+	"\tDnsServer\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\"\xff\x01\n" +
+	"\x0eNetworkFinding\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\x18\n" +
+	"\aprocess\x18\x04 \x01(\tR\aprocess\x12\x10\n" +
+	"\x03pid\x18\x05 \x01(\rR\x03pid\x12\x12\n" +
+	"\x04user\x18\x06 \x01(\tR\x04user\x12\x1c\n" +
+	"\tinterface\x18\a \x01(\tR\tinterface\x12\x18\n" +
+	"\aaddress\x18\b \x01(\tR\aaddress\x129\n" +
+	"\n" +
+	"first_seen\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\"\xda\x01\n" +
+	"\x12NetworkEnforcement\x12\x1c\n" +
+	"\trequested\x18\x01 \x01(\bR\trequested\x12\x19\n" +
+	"\bin_place\x18\x02 \x01(\bR\ainPlace\x12\x1c\n" +
+	"\tmechanism\x18\x03 \x01(\tR\tmechanism\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\x12\x18\n" +
+	"\arepairs\x18\x05 \x01(\rR\arepairs\x12;\n" +
+	"\vlast_repair\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastRepair\"\x9d\x03\n" +
 	"\x0fRemovableDevice\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03bus\x18\x02 \x01(\tR\x03bus\x12\x1b\n" +
@@ -1263,7 +1910,7 @@ func file_mnguard_v1_posture_proto_rawDescGZIP() []byte {
 }
 
 var file_mnguard_v1_posture_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_mnguard_v1_posture_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_mnguard_v1_posture_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_mnguard_v1_posture_proto_goTypes = []any{
 	(Severity)(0),                 // 0: mnguard.v1.Severity
 	(*HostFacts)(nil),             // 1: mnguard.v1.HostFacts
@@ -1271,38 +1918,53 @@ var file_mnguard_v1_posture_proto_goTypes = []any{
 	(*UsbInterface)(nil),          // 3: mnguard.v1.UsbInterface
 	(*UsbDevice)(nil),             // 4: mnguard.v1.UsbDevice
 	(*Posture)(nil),               // 5: mnguard.v1.Posture
-	(*RemovableDevice)(nil),       // 6: mnguard.v1.RemovableDevice
-	(*MediaPosture)(nil),          // 7: mnguard.v1.MediaPosture
-	(*MfaPosture)(nil),            // 8: mnguard.v1.MfaPosture
-	(*PamService)(nil),            // 9: mnguard.v1.PamService
-	(*Event)(nil),                 // 10: mnguard.v1.Event
-	nil,                           // 11: mnguard.v1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*ExemptionState)(nil),        // 13: mnguard.v1.ExemptionState
+	(*NetworkPosture)(nil),        // 6: mnguard.v1.NetworkPosture
+	(*NetworkAdapter)(nil),        // 7: mnguard.v1.NetworkAdapter
+	(*NetworkRoute)(nil),          // 8: mnguard.v1.NetworkRoute
+	(*DnsServer)(nil),             // 9: mnguard.v1.DnsServer
+	(*NetworkFinding)(nil),        // 10: mnguard.v1.NetworkFinding
+	(*NetworkEnforcement)(nil),    // 11: mnguard.v1.NetworkEnforcement
+	(*RemovableDevice)(nil),       // 12: mnguard.v1.RemovableDevice
+	(*MediaPosture)(nil),          // 13: mnguard.v1.MediaPosture
+	(*MfaPosture)(nil),            // 14: mnguard.v1.MfaPosture
+	(*PamService)(nil),            // 15: mnguard.v1.PamService
+	(*Event)(nil),                 // 16: mnguard.v1.Event
+	nil,                           // 17: mnguard.v1.Event.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*ExemptionState)(nil),        // 19: mnguard.v1.ExemptionState
 }
 var file_mnguard_v1_posture_proto_depIdxs = []int32{
 	3,  // 0: mnguard.v1.UsbDevice.interfaces:type_name -> mnguard.v1.UsbInterface
-	12, // 1: mnguard.v1.Posture.collected_at:type_name -> google.protobuf.Timestamp
+	18, // 1: mnguard.v1.Posture.collected_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: mnguard.v1.Posture.host:type_name -> mnguard.v1.HostFacts
-	12, // 3: mnguard.v1.Posture.boot_time:type_name -> google.protobuf.Timestamp
+	18, // 3: mnguard.v1.Posture.boot_time:type_name -> google.protobuf.Timestamp
 	2,  // 4: mnguard.v1.Posture.interfaces:type_name -> mnguard.v1.NetworkInterface
 	4,  // 5: mnguard.v1.Posture.usb_devices:type_name -> mnguard.v1.UsbDevice
-	7,  // 6: mnguard.v1.Posture.media:type_name -> mnguard.v1.MediaPosture
-	8,  // 7: mnguard.v1.Posture.mfa:type_name -> mnguard.v1.MfaPosture
-	3,  // 8: mnguard.v1.RemovableDevice.interfaces:type_name -> mnguard.v1.UsbInterface
-	12, // 9: mnguard.v1.RemovableDevice.attached_at:type_name -> google.protobuf.Timestamp
-	6,  // 10: mnguard.v1.MediaPosture.devices:type_name -> mnguard.v1.RemovableDevice
-	12, // 11: mnguard.v1.MediaPosture.last_reconcile:type_name -> google.protobuf.Timestamp
-	13, // 12: mnguard.v1.MediaPosture.exemptions:type_name -> mnguard.v1.ExemptionState
-	9,  // 13: mnguard.v1.MfaPosture.services:type_name -> mnguard.v1.PamService
-	12, // 14: mnguard.v1.Event.time:type_name -> google.protobuf.Timestamp
-	0,  // 15: mnguard.v1.Event.severity:type_name -> mnguard.v1.Severity
-	11, // 16: mnguard.v1.Event.attributes:type_name -> mnguard.v1.Event.AttributesEntry
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	13, // 6: mnguard.v1.Posture.media:type_name -> mnguard.v1.MediaPosture
+	14, // 7: mnguard.v1.Posture.mfa:type_name -> mnguard.v1.MfaPosture
+	6,  // 8: mnguard.v1.Posture.network:type_name -> mnguard.v1.NetworkPosture
+	7,  // 9: mnguard.v1.NetworkPosture.adapters:type_name -> mnguard.v1.NetworkAdapter
+	8,  // 10: mnguard.v1.NetworkPosture.routes:type_name -> mnguard.v1.NetworkRoute
+	9,  // 11: mnguard.v1.NetworkPosture.dns_servers:type_name -> mnguard.v1.DnsServer
+	10, // 12: mnguard.v1.NetworkPosture.findings:type_name -> mnguard.v1.NetworkFinding
+	11, // 13: mnguard.v1.NetworkPosture.enforcement:type_name -> mnguard.v1.NetworkEnforcement
+	18, // 14: mnguard.v1.NetworkPosture.last_scan:type_name -> google.protobuf.Timestamp
+	18, // 15: mnguard.v1.NetworkFinding.first_seen:type_name -> google.protobuf.Timestamp
+	18, // 16: mnguard.v1.NetworkEnforcement.last_repair:type_name -> google.protobuf.Timestamp
+	3,  // 17: mnguard.v1.RemovableDevice.interfaces:type_name -> mnguard.v1.UsbInterface
+	18, // 18: mnguard.v1.RemovableDevice.attached_at:type_name -> google.protobuf.Timestamp
+	12, // 19: mnguard.v1.MediaPosture.devices:type_name -> mnguard.v1.RemovableDevice
+	18, // 20: mnguard.v1.MediaPosture.last_reconcile:type_name -> google.protobuf.Timestamp
+	19, // 21: mnguard.v1.MediaPosture.exemptions:type_name -> mnguard.v1.ExemptionState
+	15, // 22: mnguard.v1.MfaPosture.services:type_name -> mnguard.v1.PamService
+	18, // 23: mnguard.v1.Event.time:type_name -> google.protobuf.Timestamp
+	0,  // 24: mnguard.v1.Event.severity:type_name -> mnguard.v1.Severity
+	17, // 25: mnguard.v1.Event.attributes:type_name -> mnguard.v1.Event.AttributesEntry
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_mnguard_v1_posture_proto_init() }
@@ -1317,7 +1979,7 @@ func file_mnguard_v1_posture_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mnguard_v1_posture_proto_rawDesc), len(file_mnguard_v1_posture_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
