@@ -41,6 +41,36 @@ type Config struct {
 	Media Media `yaml:"media"`
 	// MFA configures the local login gate.
 	MFA MFA `yaml:"mfa"`
+	// Network configures the segment-isolation check.
+	Network Network `yaml:"network"`
+}
+
+// Network configures the segment-isolation check. The policy itself
+// (allowed networks, DNS servers, enforcement) comes from the collector;
+// these keys only move where the agent reads the system's state from.
+type Network struct {
+	// SysfsRoot replaces /sys where network adapters are classified (USB
+	// tethering, Wi-Fi, Bluetooth) and USB adapters are cut off the bus.
+	// FOR TESTS ONLY: it lets tests present sysfs trees of real phones and
+	// adapters. Logged as a warning at every start. Empty: /sys.
+	SysfsRoot string `yaml:"sysfs_root"`
+	// ResolvConf replaces /etc/resolv.conf where the DNS servers in use
+	// are read. FOR TESTS ONLY; logged as a warning at every start.
+	// Empty: /etc/resolv.conf.
+	ResolvConf string `yaml:"resolv_conf"`
+}
+
+// TestOverrides lists the network keys set that only tests should set, as
+// "key=value", for the warning at start.
+func (n Network) TestOverrides() []string {
+	var o []string
+	if n.SysfsRoot != "" {
+		o = append(o, "network.sysfs_root="+n.SysfsRoot)
+	}
+	if n.ResolvConf != "" {
+		o = append(o, "network.resolv_conf="+n.ResolvConf)
+	}
+	return o
 }
 
 // MFA configures the login gate that pam_mnguard.so asks.
@@ -240,7 +270,33 @@ func (c *Config) Validate() error {
 	if err := c.MFA.validate(); err != nil {
 		return err
 	}
+	if err := c.Network.validate(); err != nil {
+		return err
+	}
 	return c.Media.validate()
+}
+
+// maxPathBytes bounds the network section's paths.
+const maxPathBytes = 4096
+
+func (n *Network) validate() error {
+	for _, k := range []struct{ key, path string }{{"network.sysfs_root", n.SysfsRoot}, {"network.resolv_conf", n.ResolvConf}} {
+		if k.path == "" {
+			continue
+		}
+		// Linux paths: slash-separated and absolute on every OS (Windows
+		// reads neither).
+		if !path.IsAbs(k.path) || len(k.path) > maxPathBytes || strings.ContainsRune(k.path, 0) {
+			return fmt.Errorf("%s: %q is not an absolute path of at most %d bytes", k.key, k.path, maxPathBytes)
+		}
+		if path.Clean(k.path) != k.path {
+			return fmt.Errorf("%s: %q is not a clean path (write %q)", k.key, k.path, path.Clean(k.path))
+		}
+	}
+	if n.SysfsRoot == "/" {
+		return errors.New(`network.sysfs_root: "/" is not a sysfs tree; leave the key out for /sys`)
+	}
+	return nil
 }
 
 func (m *MFA) validate() error {

@@ -91,6 +91,21 @@ func TestParse(t *testing.T) {
 		{name: "mfa services not a list", yaml: "mfa:\n  services: sshd\n", wantErr: "cannot unmarshal"},
 		{name: "relative pam_dir", yaml: "mfa:\n  pam_dir: etc/pam.d\n", wantErr: "mfa.pam_dir"},
 		{name: "empty pam_dir", yaml: "mfa:\n  pam_dir: \"\"\n", wantErr: "mfa.pam_dir"},
+		{name: "network defaults", yaml: "", check: func(c Config) bool {
+			return c.Network.SysfsRoot == "" && c.Network.ResolvConf == "" && len(c.Network.TestOverrides()) == 0
+		}},
+		{name: "network overrides", yaml: "network:\n  sysfs_root: /tmp/t/sys\n  resolv_conf: /tmp/t/resolv.conf\n",
+			check: func(c Config) bool {
+				return c.Network.SysfsRoot == "/tmp/t/sys" && c.Network.ResolvConf == "/tmp/t/resolv.conf" &&
+					slices.Equal(c.Network.TestOverrides(), []string{"network.sysfs_root=/tmp/t/sys", "network.resolv_conf=/tmp/t/resolv.conf"})
+			}},
+		{name: "relative sysfs_root", yaml: "network:\n  sysfs_root: sys\n", wantErr: "network.sysfs_root"},
+		{name: "sysfs_root is /", yaml: "network:\n  sysfs_root: /\n", wantErr: "network.sysfs_root"},
+		{name: "unclean sysfs_root", yaml: "network:\n  sysfs_root: /tmp/../sys/\n", wantErr: "not a clean path"},
+		{name: "relative resolv_conf", yaml: "network:\n  resolv_conf: resolv.conf\n", wantErr: "network.resolv_conf"},
+		{name: "resolv_conf with NUL", yaml: "network:\n  resolv_conf: \"/tmp/a\\0b\"\n", wantErr: "network.resolv_conf"},
+		{name: "resolv_conf too long", yaml: "network:\n  resolv_conf: /" + strings.Repeat("r", 4096) + "\n", wantErr: "network.resolv_conf"},
+		{name: "unknown network key", yaml: "network:\n  enforce: true\n", wantErr: "field enforce not found"},
 		{name: "empty state dir", yaml: "state_dir: \"\"\n", wantErr: "state_dir"},
 		{name: "not a map", yaml: "- a\n- b\n", wantErr: "cannot unmarshal"},
 	}
@@ -117,6 +132,7 @@ func TestParse(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte("server: c.example:8443\nreport_interval: 60s\n"))
 	f.Add([]byte("log_level: [1, 2]\n"))
+	f.Add([]byte("network:\n  sysfs_root: /tmp/sys\n  resolv_conf: /tmp/resolv.conf\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg := Default()
 		if err := Parse(data, &cfg); err == nil {
