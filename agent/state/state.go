@@ -189,6 +189,49 @@ type Status struct {
 	ReportInterval string    `json:"report_interval,omitempty"`
 	CertNotAfter   time.Time `json:"cert_not_after,omitzero"`
 	Stopped        bool      `json:"stopped,omitempty"`
+	// Network is the segment-isolation check; absent until its first
+	// scan.
+	Network *NetworkStatus `json:"network,omitempty"`
+}
+
+// NetworkStatus is what the segment-isolation check last found.
+type NetworkStatus struct {
+	// PolicyVersion is the network policy in force; empty while the
+	// collector sent none.
+	PolicyVersion string `json:"policy_version,omitempty"`
+	// PolicyError says why the agent refused the last network policy the
+	// collector pushed (it keeps the one before); empty when none was
+	// refused since.
+	PolicyError string `json:"policy_error,omitempty"`
+	// EnforceRequested: the policy asks the agent to enforce it.
+	EnforceRequested bool `json:"enforce_requested,omitempty"`
+	// EnforceInPlace: the agent's own rules are installed and match.
+	EnforceInPlace bool   `json:"enforce_in_place,omitempty"`
+	Mechanism      string `json:"mechanism,omitempty"`
+	// EnforceDetail is what enforcement last did, or why it is not in
+	// place.
+	EnforceDetail string    `json:"enforce_detail,omitempty"`
+	Repairs       uint32    `json:"repairs,omitempty"`
+	LastScan      time.Time `json:"last_scan,omitzero"`
+	ScanErrors    []string  `json:"scan_errors,omitempty"`
+	// Findings is how many things break isolation now; FirstFindings are
+	// the first MaxStatusFindings of them.
+	Findings      int              `json:"findings"`
+	FirstFindings []NetworkFinding `json:"first_findings,omitempty"`
+}
+
+// MaxStatusFindings bounds NetworkStatus.FirstFindings: status.json stays
+// small; the collector holds them all.
+const MaxStatusFindings = 5
+
+// NetworkFinding is one thing that breaks isolation.
+type NetworkFinding struct {
+	Kind      string    `json:"kind"`
+	Detail    string    `json:"detail"`
+	Process   string    `json:"process,omitempty"`
+	PID       uint32    `json:"pid,omitempty"`
+	User      string    `json:"user,omitempty"`
+	FirstSeen time.Time `json:"first_seen,omitzero"`
 }
 
 // WriteStatus replaces status.json.

@@ -168,6 +168,23 @@ func TestStatus(t *testing.T) {
 	if got.PID != want.PID || !got.StartedAt.Equal(want.StartedAt) || !got.Connected || got.PendingEvents != 3 || got.LastError != "x" {
 		t.Errorf("status = %+v, want %+v", got, want)
 	}
+	if got.Network != nil {
+		t.Errorf("network = %+v before any scan, want none", got.Network)
+	}
+	want.Network = &NetworkStatus{
+		PolicyVersion: "n-1a2b3c4d", EnforceRequested: true, EnforceDetail: "nftables unavailable", Findings: 2,
+		FirstFindings: []NetworkFinding{{Kind: "socket", Detail: "tcp 198.51.100.2:4000 → 203.0.113.1:80 established", Process: "curl", PID: 7, User: "alice"}},
+	}
+	if err := d.WriteStatus(want); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = d.ReadStatus(); err != nil {
+		t.Fatal(err)
+	}
+	if n := got.Network; n == nil || n.PolicyVersion != "n-1a2b3c4d" || !n.EnforceRequested || n.EnforceInPlace || n.Findings != 2 ||
+		len(n.FirstFindings) != 1 || n.FirstFindings[0] != want.Network.FirstFindings[0] {
+		t.Errorf("network = %+v, want %+v", got.Network, want.Network)
+	}
 	write(t, d, StatusFile, []byte("nope"))
 	if _, err := d.ReadStatus(); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Errorf("damaged status: %v", err)
