@@ -1,6 +1,6 @@
 // Package store keeps the collector's state: terminals, certificates,
 // enrollment and operator tokens, posture, events, TOTP login users,
-// helpdesk exemptions and the audit log.
+// helpdesk exemptions, the network policy and the audit log.
 package store
 
 import (
@@ -453,6 +453,16 @@ type Store interface {
 	// exemption and reports whether this call was that first time;
 	// ErrNotFound if unknown.
 	MarkExemptionDelivered(ctx context.Context, id string, at time.Time) (bool, error)
+
+	// NetworkPolicy returns the network policy, ErrNotFound if none was
+	// ever set.
+	NetworkPolicy(ctx context.Context) (NetworkPolicy, error)
+	// SetNetworkPolicy replaces the network policy and appends the audit
+	// entry audit makes of the one before (found false: there was none),
+	// in one transaction; with expectVersion not "" it returns an error
+	// wrapping ErrConflict, changing nothing, unless the policy in force
+	// has that version. It returns the policy before.
+	SetNetworkPolicy(ctx context.Context, p NetworkPolicy, expectVersion string, audit func(before NetworkPolicy, found bool) AuditEntry) (before NetworkPolicy, found bool, err error)
 
 	CreateEnrollmentToken(ctx context.Context, t EnrollmentToken, a AuditEntry) error
 	EnrollmentTokens(ctx context.Context) ([]EnrollmentToken, error)
