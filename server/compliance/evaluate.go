@@ -37,6 +37,19 @@ type Policy struct {
 	// replaces it as the oldest current agent version.
 	Version         string
 	MinAgentVersion string
+	// NetworkPolicyVersion returns the version of the network policy the
+	// collector pushes (NetworkPolicy.version); nil, or a func returning
+	// "", when the collector holds no network policy.
+	NetworkPolicyVersion func() string
+}
+
+// networkPolicyVersion is the collector's network policy version, "" for
+// none.
+func (p Policy) networkPolicyVersion() string {
+	if p.NetworkPolicyVersion == nil {
+		return ""
+	}
+	return p.NetworkPolicyVersion()
 }
 
 // Facts is what the checks read from a terminal's latest posture.
@@ -46,6 +59,9 @@ type Facts struct {
 	CollectedAt time.Time
 	Media       *mnguardv1.MediaPosture
 	MFA         *mnguardv1.MfaPosture
+	// Network is the segment-isolation section; nil from agents without
+	// it.
+	Network *mnguardv1.NetworkPosture
 	// Exemptions the agent holds and applies (or is ending).
 	Exemptions   []*mnguardv1.ExemptionState
 	AgentVersion string
@@ -60,7 +76,7 @@ func FactsOf(id, hostname string, p *mnguardv1.Posture) Facts {
 	terms := []string{strings.ToLower(hostname), id}
 	if p != nil {
 		f.CollectedAt = p.GetCollectedAt().AsTime()
-		f.Media, f.MFA = p.GetMedia(), p.GetMfa()
+		f.Media, f.MFA, f.Network = p.GetMedia(), p.GetMfa(), p.GetNetwork()
 		f.AgentVersion = p.GetAgentVersion()
 		if f.AgentVersion == "" {
 			f.AgentVersion = p.GetHost().GetAgentVersion()
@@ -142,7 +158,7 @@ func Evaluate(in Input, now time.Time, p Policy) store.Compliance {
 		c.Checks = []store.CheckResult{
 			checkMedia(in.Facts),
 			checkMFA(in.Facts),
-			result(store.CheckNetwork, store.CheckUnknown, "check.network.not_reported"),
+			checkNetwork(in.Facts, p),
 			freshResult,
 			checkVersion(in.Facts, p),
 			checkCertificate(in.CertNotAfter, now),
@@ -212,6 +228,66 @@ func checkMFA(f Facts) store.CheckResult {
 		return result(n, store.CheckFail, "check.mfa.not_enforced", f.MFA.GetReason())
 	}
 	return result(n, store.CheckPass, "")
+}
+
+// policyFree are the kinds of network findings that need no policy: a
+// wireless or USB/Bluetooth network adapter, or an interface the agent
+// could not classify, breaks isolation whatever the allowed networks.
+var policyFree = []string{"wireless", "usb_adapter", "bluetooth_adapter", "unknown_interface"}
+
+// checkNetwork judges segment isolation from the posture's network section
+// against the collector's network policy. Without a policy on the
+// collector, or while the agent does not yet hold the collector's, the
+// verdict is unknown — unless the agent reports findings, which fail it
+// either way (without a policy, only those that need none).
+func checkNetwork(f Facts, p Policy) store.CheckResult {
+	const n = store.CheckNetwork
+	switch {
+	case !f.Has:
+		return result(n, store.CheckFail, "check.no_posture")
+	case f.Network == nil:
+		return result(n, store.CheckFail, "check.network.not_reported")
+	}
+	np := f.Network
+	findings := np.GetFindings()
+	want := p.networkPolicyVersion()
+	if want == "" {
+		var free []*mnguardv1.NetworkFinding
+		for _, x := range findings {
+			if slices.Contains(policyFree, x.GetKind()) {
+				free = append(free, x)
+			}
+		}
+		if len(free) > 0 {
+			return findingsResult(free)
+		}
+		return result(n, store.CheckUnknown, "check.network.no_policy")
+	}
+	if len(findings) > 0 {
+		return findingsResult(findings)
+	}
+	if have := np.GetPolicyVersion(); have != want {
+		if have == "" {
+			have = "—"
+		}
+		return result(n, store.CheckUnknown, "check.network.policy_pending", want, have)
+	}
+	if e := np.GetEnforcement(); e.GetRequested() && !e.GetInPlace() {
+		return result(n, store.CheckFail, "check.network.enforcement", e.GetDetail())
+	}
+	if errs := np.GetScanErrors(); len(errs) > 0 {
+		// The agent reports a failed part of the scan as a finding too;
+		// without one, isolation is still not proven.
+		return result(n, store.CheckFail, "check.network.scan_error", errs[0])
+	}
+	return result(n, store.CheckPass, "")
+}
+
+// findingsResult fails the network check with the number of findings and
+// the first one's kind and detail.
+func findingsResult(fs []*mnguardv1.NetworkFinding) store.CheckResult {
+	return result(store.CheckNetwork, store.CheckFail, "check.network.findings",
+		strconv.Itoa(len(fs)), fs[0].GetKind(), fs[0].GetDetail())
 }
 
 // checkFresh says whether the terminal reported within StaleAfter report

@@ -1,12 +1,15 @@
 package compliance
 
 import (
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
+	"github.com/mnguard/mnguard/server/i18n"
 	"github.com/mnguard/mnguard/server/store"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -14,7 +17,11 @@ import (
 // now is the evaluation time of the table tests.
 var now = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 
-var policy = Policy{ReportInterval: time.Minute, Version: "1.4.0"}
+// netVersion is the version of the collector's network policy in the
+// table tests.
+const netVersion = "n-1a2b3c4d"
+
+var policy = Policy{ReportInterval: time.Minute, Version: "1.4.0", NetworkPolicyVersion: func() string { return netVersion }}
 
 // goodPosture is the posture of a terminal that passes every check it can.
 func goodPosture(collected time.Time) *mnguardv1.Posture {
@@ -32,7 +39,23 @@ func goodPosture(collected time.Time) *mnguardv1.Posture {
 			{Name: "sdb", VendorId: "0781", ProductId: "5581", Serial: "SN-Stick-1", State: "read-only"},
 		}},
 		Mfa: &mnguardv1.MfaPosture{Enforced: true, SocketServing: true},
+		Network: &mnguardv1.NetworkPosture{
+			PolicyVersion: netVersion,
+			Adapters: []*mnguardv1.NetworkAdapter{
+				{Name: "lo", Kind: "loopback", Addrs: []string{"127.0.0.1/8"}, Up: true},
+				{Name: "eth0", Kind: "ethernet", Addrs: []string{"192.0.2.10/24"}, Up: true, Driver: "e1000e"},
+			},
+			Routes:      []*mnguardv1.NetworkRoute{{Destination: "192.0.2.0/24", Interface: "eth0", Table: "main"}},
+			DnsServers:  []*mnguardv1.DnsServer{{Address: "192.0.2.53", Source: "/etc/resolv.conf"}},
+			Enforcement: &mnguardv1.NetworkEnforcement{Requested: true, InPlace: true, Mechanism: "nftables table inet mnguard"},
+			LastScan:    timestamppb.New(collected),
+		},
 	}
+}
+
+// finding is a network finding of kind with detail.
+func finding(kind, detail string) *mnguardv1.NetworkFinding {
+	return &mnguardv1.NetworkFinding{Id: kind + ":" + detail, Kind: kind, Detail: detail}
 }
 
 func exemption(id, state string, notAfter time.Time) *mnguardv1.ExemptionState {
@@ -71,7 +94,7 @@ func TestEvaluate(t *testing.T) {
 		posture     func(p *mnguardv1.Posture) *mnguardv1.Posture // nil: the good one
 		input       func(in *Input)
 		policy      func(p *Policy)
-		checks      map[string]want // checks not named must pass (network: unknown)
+		checks      map[string]want // checks not named must pass
 		state       string
 		wantOffline bool
 	}{
@@ -80,7 +103,7 @@ func TestEvaluate(t *testing.T) {
 		// Media.
 		{name: "no posture", posture: func(*mnguardv1.Posture) *mnguardv1.Posture { return nil },
 			checks: map[string]want{
-				store.CheckMedia: fail("check.no_posture"), store.CheckMFA: fail("check.no_posture"),
+				store.CheckMedia: fail("check.no_posture"), store.CheckMFA: fail("check.no_posture"), store.CheckNetwork: fail("check.no_posture"),
 				store.CheckVersion: fail("check.no_posture"), store.CheckExemptions: unknown("check.no_posture"),
 			}, state: store.NonCompliant},
 		{name: "media not reported", posture: func(p *mnguardv1.Posture) *mnguardv1.Posture { p.Media = nil; return p },
@@ -110,6 +133,90 @@ func TestEvaluate(t *testing.T) {
 			return p
 		}, checks: map[string]want{store.CheckMFA: fail("check.mfa.not_enforced", "sshd: pam_mnguard absent")}, state: store.NonCompliant},
 
+		// Network.
+		{name: "network not reported", posture: func(p *mnguardv1.Posture) *mnguardv1.Posture { p.Network = nil; return p },
+			checks: map[string]want{store.CheckNetwork: fail("check.network.not_reported")}, state: store.NonCompliant},
+		{name: "no network policy on the collector", policy: func(p *Policy) { p.NetworkPolicyVersion = nil },
+			checks: map[string]want{store.CheckNetwork: unknown("check.network.no_policy")}, state: store.Compliant},
+		{name: "empty network policy version", policy: func(p *Policy) { p.NetworkPolicyVersion = func() string { return "" } },
+			checks: map[string]want{store.CheckNetwork: unknown("check.network.no_policy")}, state: store.Compliant},
+		{name: "no policy, agent holds none", posture: func(p *mnguardv1.Posture) *mnguardv1.Posture {
+			p.Network.PolicyVersion, p.Network.Enforcement = "", nil
+			return p
+		}, policy: func(p *Policy) { p.NetworkPolicyVersion = nil },
+			checks: map[string]want{store.CheckNetwork: unknown("check.network.no_policy")}, state: store.Compliant},
+		{name: "no policy: findings that need one do not count", posture: func(p *mnguardv1.Posture) *mnguardv1.Posture {
+			p.Network.Findings = []*mnguardv1.NetworkFinding{finding("socket", "tcp 192.0.2.10:50312 → 203.0.113.7:443 established"),
+				finding("default_route", "0.0.0.0/0 via 192.0.2.1 dev eth0")}
+			return p
+		}, policy: func(p *Policy) { p.NetworkPolicyVersion = nil },
+			checks: map[string]want{store.CheckNetwork: unknown("check.network.no_policy")}, state: store.Compliant},
+		{name: "no policy: a wireless adapter fails", posture: func(p *mnguardv1.Posture) *mnguardv1.Posture {
+			p.Network.Findings = []*mnguardv1.NetworkFinding{finding("wireless", "wlan0: sysfs wireless/")}
+			return p
+		}, policy: func(p *Policy) { p.NetworkPolicyVersion = nil },
+			checks: map[string]want{store.CheckNetwork: fail("check.network.findings", "1", "wireless", "wlan0: sysfs wireless/")},
+			state:  store.NonCompliant},
+		{name: "no policy: only the findings that need none are counted", posture: func(p *mnguardv1.Posture) *mnguardv1.Posture {
+			p.Network.Findings = []*mnguardv1.NetworkFinding{finding("socket", "tcp → 203.0.113.7:443"),
+				finding("usb_adapter", "usb0: RNDIS"), finding("dns", "203.0.113.53"), finding("bluetooth_adapter", "bnep0"),
+				finding("unknown_interface", "weird0")}
+			return p
+		}, policy: func(p *Policy) { p.NetworkPolicyVersion = nil },
+			checks: map[string]want{store.CheckNetwork: fail("check.network.findings", "3", "usb_adapter", "usb0: RNDIS")},
+			state:  store.NonCompliant},
+		{name: "policy pending", posture: func(p *mnguardv1.Posture) *mnguardv1.Posture { p.Network.PolicyVersion = "n-00000001"; return p },
+			checks: map[string]want{store.CheckNetwork: unknown("check.network.policy_pending", netVersion, "n-00000001")},
+			state:  store.Compliant},
+		{name: "policy pending, agent holds none", posture: func(p *mnguardv1.Posture) *mnguardv1.Posture {
+			p.Network.PolicyVersion, p.Network.Enforcement = "", nil
+			return p
+		}, checks: map[string]want{store.CheckNetwork: unknown("check.network.policy_pending", netVersion, "—")},
+			state: store.Compliant},
+		{name: "policy pending with findings fails", posture: func(p *mnguardv1.Posture) *mnguardv1.Posture {
+			p.Network.PolicyVersion = "n-00000001"
+			p.Network.Findings = []*mnguardv1.NetworkFinding{finding("route", "203.0.113.0/24 via 192.0.2.1")}
+			return p
+		}, checks: map[string]want{store.CheckNetwork: fail("check.network.findings", "1", "route", "203.0.113.0/24 via 192.0.2.1")},
+			state: store.NonCompliant},
+		{name: "findings", posture: func(p *mnguardv1.Posture) *mnguardv1.Posture {
+			p.Network.Findings = []*mnguardv1.NetworkFinding{
+				{Id: "s1", Kind: "socket", Detail: "tcp 192.0.2.10:50312 → 203.0.113.7:443 established", Process: "curl", Pid: 4242, User: "taro"},
+				finding("listener", "tcp 0.0.0.0:8080 listening")}
+			return p
+		}, checks: map[string]want{store.CheckNetwork: fail("check.network.findings", "2", "socket", "tcp 192.0.2.10:50312 → 203.0.113.7:443 established")},
+			state: store.NonCompliant},
+		{name: "enforcement not in place", posture: func(p *mnguardv1.Posture) *mnguardv1.Posture {
+			p.Network.Enforcement.InPlace, p.Network.Enforcement.Detail = false, "nftables: operation not permitted"
+			return p
+		}, checks: map[string]want{store.CheckNetwork: fail("check.network.enforcement", "nftables: operation not permitted")},
+			state: store.NonCompliant},
+		{name: "enforcement not requested", posture: func(p *mnguardv1.Posture) *mnguardv1.Posture {
+			p.Network.Enforcement = &mnguardv1.NetworkEnforcement{}
+			return p
+		}, state: store.Compliant},
+		{name: "no enforcement section", posture: func(p *mnguardv1.Posture) *mnguardv1.Posture { p.Network.Enforcement = nil; return p },
+			state: store.Compliant},
+		{name: "enforcement finding reported", posture: func(p *mnguardv1.Posture) *mnguardv1.Posture {
+			p.Network.Enforcement.InPlace = false
+			p.Network.Findings = []*mnguardv1.NetworkFinding{finding("enforcement", "table inet mnguard missing")}
+			return p
+		}, checks: map[string]want{store.CheckNetwork: fail("check.network.findings", "1", "enforcement", "table inet mnguard missing")},
+			state: store.NonCompliant},
+		{name: "scan error without a finding", posture: func(p *mnguardv1.Posture) *mnguardv1.Posture {
+			p.Network.ScanErrors = []string{"sockets: permission denied", "dns: resolv.conf unreadable"}
+			return p
+		}, checks: map[string]want{store.CheckNetwork: fail("check.network.scan_error", "sockets: permission denied")},
+			state: store.NonCompliant},
+		{name: "a stale terminal's network is judged from its last posture", posture: func(p *mnguardv1.Posture) *mnguardv1.Posture {
+			p.Network.Findings = []*mnguardv1.NetworkFinding{finding("dns", "203.0.113.53 from /etc/resolv.conf")}
+			return p
+		}, input: func(in *Input) { in.LastSeenAt = now.Add(-time.Hour) },
+			checks: map[string]want{
+				store.CheckFresh:   fail("check.fresh.stale", stamp3339(now.Add(-time.Hour)), "3m0s"),
+				store.CheckNetwork: fail("check.network.findings", "1", "dns", "203.0.113.53 from /etc/resolv.conf"),
+			}, state: store.Stale},
+
 		// Freshness.
 		{name: "waiting for the first report", posture: func(*mnguardv1.Posture) *mnguardv1.Posture { return nil },
 			input: func(in *Input) {
@@ -117,7 +224,7 @@ func TestEvaluate(t *testing.T) {
 			},
 			checks: map[string]want{
 				store.CheckFresh: unknown("check.fresh.waiting", stamp3339(now.Add(-3*time.Minute))),
-				store.CheckMedia: fail("check.no_posture"), store.CheckMFA: fail("check.no_posture"),
+				store.CheckMedia: fail("check.no_posture"), store.CheckMFA: fail("check.no_posture"), store.CheckNetwork: fail("check.no_posture"),
 				store.CheckVersion: fail("check.no_posture"), store.CheckExemptions: unknown("check.no_posture"),
 			}, state: store.NonCompliant},
 		{name: "never reported", posture: func(*mnguardv1.Posture) *mnguardv1.Posture { return nil },
@@ -126,7 +233,7 @@ func TestEvaluate(t *testing.T) {
 			},
 			checks: map[string]want{
 				store.CheckFresh: fail("check.fresh.never", stamp3339(now.Add(-3*time.Minute-time.Second))),
-				store.CheckMedia: fail("check.no_posture"), store.CheckMFA: fail("check.no_posture"),
+				store.CheckMedia: fail("check.no_posture"), store.CheckMFA: fail("check.no_posture"), store.CheckNetwork: fail("check.no_posture"),
 				store.CheckVersion: fail("check.no_posture"), store.CheckExemptions: unknown("check.no_posture"),
 			}, state: store.Stale},
 		{name: "never reported for 7 days", posture: func(*mnguardv1.Posture) *mnguardv1.Posture { return nil },
@@ -135,7 +242,7 @@ func TestEvaluate(t *testing.T) {
 			},
 			checks: map[string]want{
 				store.CheckFresh: fail("check.fresh.never", stamp3339(now.Add(-OfflineAfter))),
-				store.CheckMedia: fail("check.no_posture"), store.CheckMFA: fail("check.no_posture"),
+				store.CheckMedia: fail("check.no_posture"), store.CheckMFA: fail("check.no_posture"), store.CheckNetwork: fail("check.no_posture"),
 				store.CheckVersion: fail("check.no_posture"), store.CheckExemptions: unknown("check.no_posture"),
 			}, state: store.Stale, wantOffline: true},
 		{name: "silent for exactly 3 intervals", input: func(in *Input) { in.LastSeenAt = now.Add(-3 * time.Minute) },
@@ -295,9 +402,6 @@ func TestEvaluate(t *testing.T) {
 				w, ok := tt.checks[r.Name]
 				if !ok {
 					w = pass()
-					if r.Name == store.CheckNetwork {
-						w = unknown("check.network.not_reported")
-					}
 				}
 				if r.Status != w.status || r.Detail != w.detail || (w.args != nil && !slices.Equal(r.Args, w.args)) {
 					t.Errorf("check %s = %s %q %q, want %s %q %q", r.Name, r.Status, r.Detail, r.Args, w.status, w.detail, w.args)
@@ -461,6 +565,28 @@ func TestOlderThan(t *testing.T) {
 	} {
 		if older, ok := olderThan(tt.v, tt.min); older != tt.older || ok != tt.ok {
 			t.Errorf("olderThan(%q, %q) = %v, %v; want %v, %v", tt.v, tt.min, older, ok, tt.older, tt.ok)
+		}
+	}
+}
+
+// TestDetailsInCatalogue: every detail key the checks produce has a text
+// in the console's catalogue, in every language.
+func TestDetailsInCatalogue(t *testing.T) {
+	src, err := os.ReadFile("evaluate.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := regexp.MustCompile(`"(check\.[a-z_.]+)"`).FindAllStringSubmatch(string(src), -1)
+	if len(keys) < 20 {
+		t.Fatalf("found only %d detail keys in evaluate.go", len(keys))
+	}
+	// Check: every language has the same keys.
+	if err := i18n.Check(); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if !i18n.Has(k[1]) {
+			t.Errorf("detail %q has no text in the catalogue", k[1])
 		}
 	}
 }

@@ -184,6 +184,12 @@ func (e *Evaluator) evaluate(ctx context.Context, ids []string) error {
 		return err
 	}
 	now := e.cfg.Now()
+	pol := e.cfg.Policy
+	if pol.NetworkPolicyVersion != nil {
+		// One version for the whole round.
+		v := pol.NetworkPolicyVersion()
+		pol.NetworkPolicyVersion = func() string { return v }
+	}
 	var (
 		updates []store.ComplianceUpdate
 		seen    = make(map[string]bool, len(ins))
@@ -197,7 +203,7 @@ func (e *Evaluator) evaluate(ctx context.Context, ids []string) error {
 		if input.Revoked, err = e.revoked(ctx, input.Facts.Exemptions); err != nil {
 			return err
 		}
-		c := Evaluate(input, now, e.cfg.Policy)
+		c := Evaluate(input, now, pol)
 		e.mu.Lock()
 		e.verdicts[in.TerminalID] = verdict{state: c.State, failing: c.Failing()}
 		e.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -273,17 +274,18 @@ func TestEvaluateAll(t *testing.T) {
 		"fresh/t3 open",
 		"media/t3 open", "media/t5 open",
 		"mfa/t2 open", "mfa/t3 open", "mfa/t5 open",
+		"network/t3 open", "network/t5 open",
 		"version/t3 open", "version/t5 open",
 	}
 	if got := e.intervals(); !slices.Equal(got, wantIntervals) {
 		t.Errorf("intervals %v\nwant %v", got, wantIntervals)
 	}
 	e.checkGauges(map[string]float64{store.Compliant: 1, store.NonCompliant: 2, store.Stale: 1, store.ComplianceRevoked: 1},
-		map[string]float64{store.CheckMFA: 3, store.CheckMedia: 2, store.CheckVersion: 2, store.CheckFresh: 1})
+		map[string]float64{store.CheckMFA: 3, store.CheckMedia: 2, store.CheckNetwork: 2, store.CheckVersion: 2, store.CheckFresh: 1})
 	// The day in Tokyo, not in UTC.
 	d := e.day("2026-11-26")
 	if d.Compliant != 1 || d.NonCompliant != 2 || d.Stale != 1 || !maps.Equal(d.Failing, map[string]int{
-		store.CheckMFA: 3, store.CheckMedia: 2, store.CheckVersion: 2, store.CheckFresh: 1,
+		store.CheckMFA: 3, store.CheckMedia: 2, store.CheckNetwork: 2, store.CheckVersion: 2, store.CheckFresh: 1,
 	}) || !d.UpdatedAt.Equal(e.clock.Now()) {
 		t.Errorf("day %+v", d)
 	}
@@ -318,7 +320,7 @@ func TestEvaluateAll(t *testing.T) {
 	wantEvents := []string{
 		"t1: compliant -> stale (SEVERITY_WARNING) fresh",
 		"t2: non-compliant -> stale (SEVERITY_WARNING) mfa,fresh",
-		"t5: non-compliant -> stale (SEVERITY_WARNING) media,mfa,fresh,version",
+		"t5: non-compliant -> stale (SEVERITY_WARNING) media,mfa,network,fresh,version",
 	}
 	if got := e.changes(); !slices.Equal(sorted(got), wantEvents) {
 		t.Errorf("events %v\nwant %v", got, wantEvents)
@@ -327,7 +329,7 @@ func TestEvaluateAll(t *testing.T) {
 		t.Errorf("day after going stale: %+v", d)
 	}
 	e.checkGauges(map[string]float64{store.Stale: 4, store.ComplianceRevoked: 1},
-		map[string]float64{store.CheckMFA: 3, store.CheckMedia: 2, store.CheckVersion: 2, store.CheckFresh: 4})
+		map[string]float64{store.CheckMFA: 3, store.CheckMedia: 2, store.CheckNetwork: 2, store.CheckVersion: 2, store.CheckFresh: 4})
 
 	// t1 reports again: evaluating just it makes it compliant and closes
 	// its fresh interval.
@@ -353,7 +355,7 @@ func TestEvaluateAll(t *testing.T) {
 		}
 	}
 	e.checkGauges(map[string]float64{store.Compliant: 1, store.Stale: 3, store.ComplianceRevoked: 1},
-		map[string]float64{store.CheckMFA: 3, store.CheckMedia: 2, store.CheckVersion: 2, store.CheckFresh: 3})
+		map[string]float64{store.CheckMFA: 3, store.CheckMedia: 2, store.CheckNetwork: 2, store.CheckVersion: 2, store.CheckFresh: 3})
 
 	// Revoking ends every open interval of the terminal.
 	if err := e.st.RevokeTerminal(ctx, "t2", "decommissioned", e.clock.Now(), store.NoAudit); err != nil {
@@ -561,4 +563,94 @@ func sorted(s []string) []string {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return s
+}
+
+// TestEvaluateNetworkPolicy: the network check follows the collector's
+// network policy as it is set and changed — unknown without one, pending
+// until the agent reports holding it, then judged from the findings —
+// and the policy's version is read once per round.
+func TestEvaluateNetworkPolicy(t *testing.T) {
+	var (
+		version string
+		calls   int
+	)
+	e := newEnv(t, func(c *Config) {
+		c.Policy.NetworkPolicyVersion = func() string { calls++; return version }
+	})
+	for _, id := range []string{"t1", "t2", "t3"} {
+		e.enroll(id, "PC-"+id)
+	}
+	report := func(id, holds string, findings ...*mnguardv1.NetworkFinding) {
+		t.Helper()
+		p := goodPosture(e.clock.Now())
+		p.Network.PolicyVersion, p.Network.Findings = holds, findings
+		e.report(id, p)
+	}
+	check := func(id string) string {
+		t.Helper()
+		r := e.verdict(id).Check(store.CheckNetwork)
+		return r.Status + " " + r.Detail + " " + strings.Join(r.Args, "|")
+	}
+	wifi := finding("wireless", "wlan0")
+	sock := finding("socket", "tcp 192.0.2.10:50312 → 203.0.113.7:443 established")
+
+	// No network policy: unknown, except a finding that needs none.
+	report("t1", "")
+	report("t2", "", wifi)
+	report("t3", "", sock)
+	e.evaluateAll()
+	for id, want := range map[string]string{
+		"t1": "unknown check.network.no_policy ",
+		"t2": "fail check.network.findings 1|wireless|wlan0",
+		"t3": "unknown check.network.no_policy ",
+	} {
+		if got := check(id); got != want {
+			t.Errorf("%s without a policy: %q, want %q", id, got, want)
+		}
+	}
+	if got := e.states("t1", "t2", "t3"); !maps.Equal(got, map[string]string{"t1": store.Compliant, "t2": store.NonCompliant, "t3": store.Compliant}) {
+		t.Errorf("states without a policy: %v", got)
+	}
+	if calls != 1 {
+		t.Errorf("the policy version was read %d times in one round of 3 terminals, want once", calls)
+	}
+
+	// The collector gets a policy: pending until the agents hold it; the
+	// terminal with a socket finding fails at once.
+	version = "n-00c0ffee"
+	e.clock.Add(10 * time.Second)
+	report("t1", "")
+	report("t2", "", wifi)
+	report("t3", "", sock)
+	e.evaluateAll()
+	for id, want := range map[string]string{
+		"t1": "unknown check.network.policy_pending n-00c0ffee|—",
+		"t2": "fail check.network.findings 1|wireless|wlan0",
+		"t3": "fail check.network.findings 1|socket|tcp 192.0.2.10:50312 → 203.0.113.7:443 established",
+	} {
+		if got := check(id); got != want {
+			t.Errorf("%s with the policy pending: %q, want %q", id, got, want)
+		}
+	}
+
+	// The agents report holding it: t1 passes, t3's socket closed.
+	e.clock.Add(10 * time.Second)
+	report("t1", version)
+	report("t2", version, wifi)
+	report("t3", version)
+	e.evaluateAll()
+	for id, want := range map[string]string{
+		"t1": "pass  ",
+		"t2": "fail check.network.findings 1|wireless|wlan0",
+		"t3": "pass  ",
+	} {
+		if got := check(id); got != want {
+			t.Errorf("%s holding the policy: %q, want %q", id, got, want)
+		}
+	}
+	got := e.changes()
+	if want := []string{"t3: compliant -> non-compliant (SEVERITY_WARNING) network", "t3: non-compliant -> compliant (SEVERITY_INFO) "}; !slices.Equal(got, want) {
+		t.Errorf("events %v, want %v", got, want)
+	}
+	e.checkGauges(map[string]float64{store.Compliant: 2, store.NonCompliant: 1}, map[string]float64{store.CheckNetwork: 1})
 }
