@@ -104,6 +104,9 @@ func printStatus(w io.Writer, cfg config.Config, configPath string) bool {
 	if !loginGate(w, cfg.MFA) {
 		ok = false
 	}
+	if !networkLines(w, st.Network, now) {
+		ok = false
+	}
 	exemptionsLine(line, filepath.Join(cfg.StateDir, exemptions.FileName), now)
 	return ok
 }
