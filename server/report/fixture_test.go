@@ -86,15 +86,26 @@ func (f *fixture) enroll(id, host string, when time.Time) {
 }
 
 // verdict stores the terminal's verdict at when: it fails the checks of
-// fails (name to detail key, with args) and passes the others, except the
-// network check, which is unknown as long as agents do not report it. The
-// failure intervals open and close accordingly.
+// fails (name to detail key, with args) and passes the others. The failure
+// intervals open and close accordingly.
 func (f *fixture) verdict(id string, when time.Time, fails map[string][]string) {
 	f.t.Helper()
 	f.save(id, when, store.NonCompliant, fails)
 }
 
+// undetermined stores the terminal's verdict at when like verdict, with
+// the checks of unknown (name to detail key, with args) undetermined.
+func (f *fixture) undetermined(id string, when time.Time, fails, unknown map[string][]string) {
+	f.t.Helper()
+	f.saveAll(id, when, store.NonCompliant, fails, unknown)
+}
+
 func (f *fixture) save(id string, when time.Time, state string, fails map[string][]string) {
+	f.t.Helper()
+	f.saveAll(id, when, state, fails, nil)
+}
+
+func (f *fixture) saveAll(id string, when time.Time, state string, fails, unknown map[string][]string) {
 	f.t.Helper()
 	prev := f.failing[id]
 	now := map[string]store.CheckResult{}
@@ -111,8 +122,8 @@ func (f *fixture) save(id string, when time.Time, state string, fails map[string
 				r.Since = old.Since
 			}
 			now[name] = r
-		case name == store.CheckNetwork:
-			r.Status, r.Detail = store.CheckUnknown, "check.network.not_reported"
+		case unknown[name] != nil:
+			r.Status, r.Detail, r.Args = store.CheckUnknown, unknown[name][0], unknown[name][1:]
 		}
 		if _, had := prev[name]; had && r.Status != store.CheckFail {
 			u.Closed = append(u.Closed, name)
@@ -235,8 +246,15 @@ func (f *fixture) populate() {
 	f.verdict("t-b", at(time.April, 10, 10, 0), nil)
 	f.verdict("t-b", at(time.April, 15, 10, 0), map[string][]string{store.CheckMedia: {"check.media.monitor", "monitor"}})
 	f.verdict("t-b", at(time.April, 15, 10, 30), nil)
+	// It breaks network isolation for four hours (a phone tethered over
+	// USB) and then is judged again only once the agent holds the new
+	// network policy.
+	f.verdict("t-b", at(time.April, 20, 10, 0), map[string][]string{
+		store.CheckNetwork: {"check.network.findings", "1", "usb_adapter", "usb0: usb ancestor 1-2, interface class e0/01/03 (RNDIS)"}})
+	f.verdict("t-b", at(time.April, 20, 14, 0), nil)
 	f.verdict("t-b", at(time.April, 30, 23, 0), map[string][]string{store.CheckMFA: {"check.mfa.not_enforced", "gdm"}})
-	f.verdict("t-b", at(time.May, 1, 0, 0), nil)
+	f.undetermined("t-b", at(time.May, 1, 0, 0), nil, map[string][]string{
+		store.CheckNetwork: {"check.network.policy_pending", "n-00c0ffee", "n-1a2b3c4d"}})
 	// t-c fails media from 18 April until it is revoked on 20 April.
 	f.verdict("t-c", at(time.April, 18, 0, 0), map[string][]string{store.CheckMedia: {"check.media.not_reported"}})
 	if err := f.st.RevokeTerminal(f.ctx, "t-c", "disposed "+hostile, at(time.April, 20, 12, 0), store.NoAudit); err != nil {

@@ -1,6 +1,10 @@
 package report
 
-import "time"
+import (
+	"time"
+
+	"github.com/mnguard/mnguard/server/store"
+)
 
 // Report is the self-inspection report of one period. Times are in the
 // collector's time zone.
@@ -40,11 +44,21 @@ type CheckSummary struct {
 	FailedInPeriod int `json:"failed_in_period"`
 	// UnknownNow counts the active terminals whose result for the check
 	// could not be determined when the report was made (not evaluated
-	// yet, or the agent does not report it).
+	// yet, or the agent does not report it; network isolation also while
+	// the collector holds no network policy or the terminal has not
+	// received it yet).
 	UnknownNow int `json:"unknown_now"`
 	// Terminals are those that failed the check in the period: the ones
 	// failing at the end first, then by host name.
 	Terminals []CheckFailure `json:"terminals"`
+}
+
+// UnknownNoteKey is the catalogue key of the note that explains UnknownNow.
+func (c CheckSummary) UnknownNoteKey() string {
+	if c.Check == store.CheckNetwork {
+		return "report.compliance.unknown_note_network"
+	}
+	return "report.compliance.unknown_note"
 }
 
 // CheckFailure is one terminal that failed a check in the period.

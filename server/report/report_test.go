@@ -102,15 +102,26 @@ func TestReport(t *testing.T) {
 		if mfa.FailingAtEnd != 1 || mfa.FailedInPeriod != 1 || mfa.Terminals[0].TerminalID != "t-b" || mfa.Terminals[0].FailedSeconds != 3600 {
 			t.Errorf("mfa = %+v", mfa)
 		}
-		for _, name := range []string{store.CheckNetwork, store.CheckFresh, store.CheckVersion, store.CheckCertificate, store.CheckExemptions} {
+		// Network isolation is counted like the others: t-b broke it for
+		// four hours in the period.
+		network := check(t, rep, store.CheckNetwork)
+		if network.FailingAtEnd != 0 || network.FailedInPeriod != 1 || len(network.Terminals) != 1 {
+			t.Fatalf("network = %+v, want one failure in the period, none at its end", network)
+		}
+		if n := network.Terminals[0]; n.TerminalID != "t-b" || n.FailingAtEnd || n.FailedSeconds != 4*3600 || n.Stretches != 1 ||
+			n.DetailKey != "check.network.findings" || !strings.Contains(n.Detail, "usb_adapter") || !strings.Contains(n.Detail, "RNDIS") {
+			t.Errorf("network terminal = %+v", n)
+		}
+		for _, name := range []string{store.CheckFresh, store.CheckVersion, store.CheckCertificate, store.CheckExemptions} {
 			if c := check(t, rep, name); c.FailedInPeriod != 0 || c.FailingAtEnd != 0 || len(c.Terminals) != 0 {
 				t.Errorf("%s = %+v, want no failures", name, c)
 			}
 		}
 		// Undetermined now: t-d (never evaluated) everywhere, and the
-		// network check of t-a and t-b; revoked t-c does not count.
-		if n := check(t, rep, store.CheckNetwork).UnknownNow; n != 3 {
-			t.Errorf("network undetermined on %d terminals, want 3", n)
+		// network check of t-b (the new network policy pending); t-a's
+		// passes, and revoked t-c does not count.
+		if n := network.UnknownNow; n != 2 {
+			t.Errorf("network undetermined on %d terminals, want 2", n)
 		}
 		if n := media.UnknownNow; n != 1 {
 			t.Errorf("media undetermined on %d terminals, want 1", n)
@@ -508,8 +519,9 @@ func TestCSV(t *testing.T) {
 		counts[r["check"]+"/"+r["name"]] = r["count"]
 	}
 	for k, want := range map[string]string{
-		"media/failing_at_end": "1", "media/failed_in_period": "3", "network/unknown_now": "3",
-		"/exemptions_issued": "3", "/exemptions_used": "2", "/lockouts": "2", "/unlocks": "1",
+		"media/failing_at_end": "1", "media/failed_in_period": "3", "network/unknown_now": "2", "network/failed_in_period": "1",
+		"network/failing_at_end": "0",
+		"/exemptions_issued":     "3", "/exemptions_used": "2", "/lockouts": "2", "/unlocks": "1",
 		"/offline_login_codes": "1", "/offline_exemption_codes": "1", "/terminals_enrolled": "1",
 		"/terminals_revoked": "1", "/operator_changes": "4", "/sign_ins": "2", "/sign_ins_failed": "1",
 		"/sign_ins_refused": "1", "/audit_entries_in_period": "12",
@@ -527,6 +539,7 @@ func TestCSV(t *testing.T) {
 		"media t-b recovered  1800 1",
 		"media t-c recovered  216000 1",
 		"mfa t-b failing 2026-04-30T23:00:00+09:00 3600 1",
+		"network t-b recovered  14400 1",
 	}, "\n"); got != want {
 		t.Errorf("failure rows:\n%s\nwant\n%s", got, want)
 	}
@@ -670,6 +683,11 @@ func TestDetail(t *testing.T) {
 		}
 		if i18n.Has("check.media.writable") && (!strings.Contains(a.Detail, "sdb") || !strings.Contains(a.Detail, "mounted rw")) {
 			t.Errorf("%s: t-a reason %q lacks the device", lang, a.Detail)
+		}
+		n := check(t, buildReport(t, f.renderer(), lang), store.CheckNetwork).Terminals[0]
+		if want := detailText(lang, "check.network.findings", []string{"1", "usb_adapter", "usb0: usb ancestor 1-2, interface class e0/01/03 (RNDIS)"}); n.Detail != want ||
+			strings.HasPrefix(n.Detail, "check.") {
+			t.Errorf("%s: t-b network reason %q, want %q", lang, n.Detail, want)
 		}
 	}
 }
