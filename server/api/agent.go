@@ -8,7 +8,10 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -49,6 +52,9 @@ type Config struct {
 	RenewInterval time.Duration
 	// ReportInterval is pushed to agents as policy.
 	ReportInterval time.Duration
+	// CollectorAddrs are the collector's own addresses, pushed with the
+	// network policy: agents always allow them (see CheckCollectorAddrs).
+	CollectorAddrs []netip.Addr
 	// Heartbeat is how often an idle Subscribe stream carries a heartbeat.
 	Heartbeat time.Duration
 	// MaxStreamsPerTerminal is how many Subscribe streams one terminal
@@ -75,11 +81,14 @@ type Config struct {
 
 // Services are the collector's gRPC services over one store.
 type Services struct {
-	cfg    Config
-	hub    *hub
-	policy *mnguardv1.Policy
-	Agent  *AgentService
-	Admin  *AdminService
+	cfg Config
+	hub *hub
+	// state is the policy in force (policyState); setMu serializes its
+	// changes, so the state in force is the one stored last.
+	state atomic.Pointer[policyState]
+	setMu sync.Mutex
+	Agent *AgentService
+	Admin *AdminService
 }
 
 // New builds the services.
@@ -116,12 +125,13 @@ func New(cfg Config) *Services {
 		cfg.ExemptionDefaultDuration = DefaultExemptionDuration
 	}
 	cfg.ExemptionDefaultDuration = min(cfg.ExemptionDefaultDuration, cfg.ExemptionMaxDuration)
-	p := &mnguardv1.Policy{ReportIntervalSeconds: uint32((cfg.ReportInterval + time.Second - 1) / time.Second)}
-	p.Version = policyVersion(p)
 	if cfg.MaxStreamsPerTerminal <= 0 {
 		cfg.MaxStreamsPerTerminal = DefaultMaxStreamsPerTerminal
 	}
-	s := &Services{cfg: cfg, hub: newHub(cfg.MaxStreamsPerTerminal), policy: p}
+	s := &Services{cfg: cfg, hub: newHub(cfg.MaxStreamsPerTerminal)}
+	// No network policy until LoadNetworkPolicy reads the stored one.
+	st, _ := s.newPolicyState(nil, time.Time{}, "")
+	s.state.Store(st)
 	s.Agent = &AgentService{s: s}
 	s.Admin = &AdminService{s: s}
 	cfg.Metrics.subscribers(s.hub.count)
@@ -236,7 +246,7 @@ func (a *AgentService) Enroll(ctx context.Context, req *mnguardv1.EnrollRequest)
 		CaCertificateDer:   cfg.CA.CertDER(),
 		ExemptionPublicKey: cfg.ExemptionKey,
 		OfflineKey:         offline,
-		Policy:             a.s.policy,
+		Policy:             a.s.currentPolicy(),
 	}, nil
 }
 
@@ -374,14 +384,15 @@ func (a *AgentService) Report(ctx context.Context, req *mnguardv1.ReportRequest)
 	return &mnguardv1.ReportResponse{
 		AckedSeqs:     acked,
 		ServerTime:    timestamppb.New(now),
-		PolicyVersion: a.s.policy.GetVersion(),
+		PolicyVersion: a.s.currentPolicy().GetVersion(),
 	}, nil
 }
 
 // Subscribe implements mnguardv1.AgentServiceServer. The first message is
 // the set of exemptions in force for the terminal (possibly empty), the
 // second the current policy; then pushes as they come: a new set whenever
-// an exemption is issued or revoked, heartbeats when idle. A revoked
+// an exemption is issued or revoked, the policy whenever it changes (the
+// network policy was set), heartbeats when idle. A revoked
 // terminal's stream ends with PermissionDenied.
 func (a *AgentService) Subscribe(req *mnguardv1.SubscribeRequest, stream mnguardv1.AgentService_SubscribeServer) error {
 	cfg := a.s.cfg
@@ -405,7 +416,7 @@ func (a *AgentService) Subscribe(req *mnguardv1.SubscribeRequest, stream mnguard
 	}
 	if err := stream.Send(&mnguardv1.SubscribeResponse{
 		SentAt: timestamppb.New(cfg.Now()),
-		Push:   &mnguardv1.SubscribeResponse_Policy{Policy: a.s.policy},
+		Push:   &mnguardv1.SubscribeResponse_Policy{Policy: a.s.currentPolicy()},
 	}); err != nil {
 		return err
 	}
@@ -436,6 +447,10 @@ func (a *AgentService) Subscribe(req *mnguardv1.SubscribeRequest, stream mnguard
 				close(c)
 			}
 			continue
+		case <-sub.policy:
+			// The policy in force now: of two changes in a row the
+			// stream sends the last, never the older one after it.
+			msg = &mnguardv1.SubscribeResponse{Push: &mnguardv1.SubscribeResponse_Policy{Policy: a.s.currentPolicy()}}
 		case m := <-sub.push:
 			// Shared with the terminal's other streams: copy before stamping.
 			msg = proto.Clone(m).(*mnguardv1.SubscribeResponse)

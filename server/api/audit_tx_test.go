@@ -265,6 +265,10 @@ func TestChangesAuditedOrNotAtAll(t *testing.T) {
 			_, err := admin.RevokeOperatorToken(actx, &mnguardv1.RevokeOperatorTokenRequest{Id: "revoke-me"})
 			return err
 		}},
+		{"SetNetworkPolicy", func() error {
+			_, err := admin.SetNetworkPolicy(actx, &mnguardv1.SetNetworkPolicyRequest{Policy: segmentPolicy()})
+			return err
+		}},
 	}
 	db := c.dbFile()
 	for _, tc := range cases {

@@ -44,7 +44,10 @@ type subscriber struct {
 	// change, rather than sets computed by whoever changed them, keeps
 	// two changes at once from reaching the agent in the wrong order.
 	exemptions chan struct{}
-	mu         sync.Mutex
+	// policy is signalled (it holds at most one token) when the policy
+	// changed: the stream then sends the policy in force.
+	policy chan struct{}
+	mu     sync.Mutex
 	// waiting are closed once the stream has sent a set read after they
 	// were added.
 	waiting []chan struct{}
@@ -68,6 +71,7 @@ func (h *hub) add(terminalID, serial string) (*subscriber, int) {
 		replaced:   make(chan struct{}),
 		retired:    make(chan struct{}),
 		exemptions: make(chan struct{}, 1),
+		policy:     make(chan struct{}, 1),
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -144,6 +148,21 @@ func (h *hub) exemptionsChanged(terminalID string) []chan struct{} {
 		}
 	}
 	return sent
+}
+
+// policyChanged tells every stream to send the policy in force. Call it
+// after the new policy is in force.
+func (h *hub) policyChanged() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, m := range h.subs {
+		for s := range m {
+			select {
+			case s.policy <- struct{}{}:
+			default: // signalled already; the stream has not sent it yet
+			}
+		}
+	}
 }
 
 // takeWaiting returns the channels to close after the next set is sent.

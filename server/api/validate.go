@@ -182,6 +182,132 @@ func ValidatePosture(p *mnguardv1.Posture, now time.Time) error {
 	if err := validateMedia(p.GetMedia()); err != nil {
 		return err
 	}
+	if err := validateNetwork(p.GetNetwork()); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Limits of the network section of a posture.
+const (
+	maxNetAdapters   = 256
+	maxNetRoutes     = 4096
+	maxNetFindings   = 1024
+	maxNetDNSServers = 256
+	maxNetScanErrors = 64
+	maxNetString     = 512
+)
+
+// stringField is one string of a message to check with checkString.
+type stringField struct {
+	name, val string
+}
+
+func checkStrings(prefix string, max int, fs ...stringField) error {
+	for _, f := range fs {
+		if err := checkString(prefix+f.name, f.val, max); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateNetwork checks the network section of a posture: counts and
+// string lengths bounded, no control characters, valid times.
+func validateNetwork(n *mnguardv1.NetworkPosture) error {
+	if n == nil {
+		return nil
+	}
+	const f = "posture.network"
+	if err := checkString(f+".policy_version", n.GetPolicyVersion(), maxPolicyVersionLen); err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		name     string
+		n, limit int
+	}{
+		{"adapters", len(n.GetAdapters()), maxNetAdapters},
+		{"routes", len(n.GetRoutes()), maxNetRoutes},
+		{"dns_servers", len(n.GetDnsServers()), maxNetDNSServers},
+		{"findings", len(n.GetFindings()), maxNetFindings},
+		{"scan_errors", len(n.GetScanErrors()), maxNetScanErrors},
+	} {
+		if c.n > c.limit {
+			return errField(f+"."+c.name, "%d entries, at most %d", c.n, c.limit)
+		}
+	}
+	for i, a := range n.GetAdapters() {
+		field := fmt.Sprintf("%s.adapters[%d]", f, i)
+		if a.GetName() == "" {
+			return errField(field+".name", "empty")
+		}
+		if err := checkStrings(field, maxNetString,
+			stringField{".name", a.GetName()}, stringField{".kind", a.GetKind()}, stringField{".reason", a.GetReason()},
+			stringField{".hardware_addr", a.GetHardwareAddr()}, stringField{".driver", a.GetDriver()}, stringField{".state", a.GetState()},
+		); err != nil {
+			return err
+		}
+		if !optHex4RE.MatchString(a.GetVendorId()) || !optHex4RE.MatchString(a.GetProductId()) {
+			return errField(field, "vendor_id and product_id must be four lowercase hex digits or empty")
+		}
+		if k := len(a.GetAddrs()); k > maxAddrsPerIface {
+			return errField(field+".addrs", "%d addresses, at most %d", k, maxAddrsPerIface)
+		}
+		for j, ad := range a.GetAddrs() {
+			if err := checkString(fmt.Sprintf("%s.addrs[%d]", field, j), ad, maxNetString); err != nil {
+				return err
+			}
+		}
+	}
+	for i, r := range n.GetRoutes() {
+		if err := checkStrings(fmt.Sprintf("%s.routes[%d]", f, i), maxNetString,
+			stringField{".destination", r.GetDestination()}, stringField{".gateway", r.GetGateway()},
+			stringField{".interface", r.GetInterface()}, stringField{".table", r.GetTable()},
+		); err != nil {
+			return err
+		}
+	}
+	for i, d := range n.GetDnsServers() {
+		if err := checkStrings(fmt.Sprintf("%s.dns_servers[%d]", f, i), maxNetString,
+			stringField{".address", d.GetAddress()}, stringField{".source", d.GetSource()},
+		); err != nil {
+			return err
+		}
+	}
+	for i, fd := range n.GetFindings() {
+		field := fmt.Sprintf("%s.findings[%d]", f, i)
+		if fd.GetKind() == "" {
+			return errField(field+".kind", "empty")
+		}
+		if err := checkStrings(field, maxNetString,
+			stringField{".id", fd.GetId()}, stringField{".kind", fd.GetKind()}, stringField{".detail", fd.GetDetail()},
+			stringField{".process", fd.GetProcess()}, stringField{".user", fd.GetUser()},
+			stringField{".interface", fd.GetInterface()}, stringField{".address", fd.GetAddress()},
+		); err != nil {
+			return err
+		}
+		if t := fd.GetFirstSeen(); t != nil && t.CheckValid() != nil {
+			return errField(field+".first_seen", "invalid time")
+		}
+	}
+	for i, e := range n.GetScanErrors() {
+		if err := checkString(fmt.Sprintf("%s.scan_errors[%d]", f, i), e, maxNetString); err != nil {
+			return err
+		}
+	}
+	if e := n.GetEnforcement(); e != nil {
+		if err := checkStrings(f+".enforcement", maxNetString,
+			stringField{".mechanism", e.GetMechanism()}, stringField{".detail", e.GetDetail()},
+		); err != nil {
+			return err
+		}
+		if t := e.GetLastRepair(); t != nil && t.CheckValid() != nil {
+			return errField(f+".enforcement.last_repair", "invalid time")
+		}
+	}
+	if t := n.GetLastScan(); t != nil && t.CheckValid() != nil {
+		return errField(f+".last_scan", "invalid time")
+	}
 	return nil
 }
 

@@ -20,6 +20,26 @@ func goodPosture(now time.Time) *mnguardv1.Posture {
 	}
 }
 
+// goodNetwork is the network section of a terminal with a USB tethering
+// phone and a connection outside the policy.
+func goodNetwork(now time.Time) *mnguardv1.NetworkPosture {
+	return &mnguardv1.NetworkPosture{
+		PolicyVersion: "n-1a2b3c4d",
+		Adapters: []*mnguardv1.NetworkAdapter{
+			{Name: "eth0", Kind: "ethernet", Reason: "pci ancestor", HardwareAddr: "52:54:00:12:34:56", Addrs: []string{"198.51.100.10/24"}, Up: true, Driver: "e1000e"},
+			{Name: "usb0", Kind: "usb", Reason: "usb ancestor 1-2, interface class e0/01/03 (RNDIS)", Addrs: []string{"192.0.2.129/25"}, Up: true,
+				Driver: "rndis_host", VendorId: "04e8", ProductId: "6863", State: "deauthorized"},
+		},
+		Routes:     []*mnguardv1.NetworkRoute{{Destination: "0.0.0.0/0", Gateway: "192.0.2.130", Interface: "usb0", Table: "main"}},
+		DnsServers: []*mnguardv1.DnsServer{{Address: "192.0.2.130", Source: "/etc/resolv.conf"}},
+		Findings: []*mnguardv1.NetworkFinding{{Id: "socket:tcp:203.0.113.7:443", Kind: "socket", Detail: "tcp 198.51.100.10:50312 → 203.0.113.7:443 established",
+			Process: "curl", Pid: 4242, User: "tanaka", Address: "203.0.113.7:443", FirstSeen: timestamppb.New(now)}},
+		Enforcement:  &mnguardv1.NetworkEnforcement{Requested: true, InPlace: true, Mechanism: "nftables table inet mnguard", Repairs: 1, LastRepair: timestamppb.New(now)},
+		LastScan:     timestamppb.New(now),
+		SocketsTotal: 12,
+	}
+}
+
 func TestValidatePosture(t *testing.T) {
 	now := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
 	tests := []struct {
@@ -61,6 +81,79 @@ func TestValidatePosture(t *testing.T) {
 			p.Media = &mnguardv1.MediaPosture{Mode: "enforce", Devices: []*mnguardv1.RemovableDevice{{Name: "sdb", Bus: "usb", VendorId: "XYZW"}}}
 		}, "vendor_id"},
 		{"long usb error", func(p *mnguardv1.Posture) { p.UsbInventoryError = strings.Repeat("e", 5000) }, "usb_inventory_error"},
+		{"network ok", func(p *mnguardv1.Posture) { p.Network = goodNetwork(now) }, ""},
+		{"network too many adapters", func(p *mnguardv1.Posture) {
+			p.Network = goodNetwork(now)
+			for range maxNetAdapters {
+				p.Network.Adapters = append(p.Network.Adapters, &mnguardv1.NetworkAdapter{Name: "x", Kind: "virtual"})
+			}
+		}, "posture.network.adapters: 258 entries, at most 256"},
+		{"network too many routes", func(p *mnguardv1.Posture) {
+			p.Network = goodNetwork(now)
+			for range maxNetRoutes {
+				p.Network.Routes = append(p.Network.Routes, &mnguardv1.NetworkRoute{Destination: "198.51.100.0/24"})
+			}
+		}, "posture.network.routes: 4097 entries, at most 4096"},
+		{"network too many findings", func(p *mnguardv1.Posture) {
+			p.Network = goodNetwork(now)
+			for range maxNetFindings {
+				p.Network.Findings = append(p.Network.Findings, &mnguardv1.NetworkFinding{Kind: "socket"})
+			}
+		}, "posture.network.findings: 1025 entries, at most 1024"},
+		{"network too many dns servers", func(p *mnguardv1.Posture) {
+			p.Network = goodNetwork(now)
+			for range maxNetDNSServers {
+				p.Network.DnsServers = append(p.Network.DnsServers, &mnguardv1.DnsServer{Address: "192.0.2.53"})
+			}
+		}, "posture.network.dns_servers: 257 entries"},
+		{"network long finding detail", func(p *mnguardv1.Posture) {
+			p.Network = goodNetwork(now)
+			p.Network.Findings[0].Detail = strings.Repeat("d", maxNetString+1)
+		}, "posture.network.findings[0].detail: longer than 512 bytes"},
+		{"network escape in process", func(p *mnguardv1.Posture) {
+			p.Network = goodNetwork(now)
+			p.Network.Findings[0].Process = "curl\x1b[2J"
+		}, "posture.network.findings[0].process: contains control character"},
+		{"network finding without kind", func(p *mnguardv1.Posture) {
+			p.Network = goodNetwork(now)
+			p.Network.Findings[0].Kind = ""
+		}, "posture.network.findings[0].kind: empty"},
+		{"network adapter without name", func(p *mnguardv1.Posture) {
+			p.Network = goodNetwork(now)
+			p.Network.Adapters[1].Name = ""
+		}, "posture.network.adapters[1].name: empty"},
+		{"network adapter bad vendor", func(p *mnguardv1.Posture) {
+			p.Network = goodNetwork(now)
+			p.Network.Adapters[1].VendorId = "04E8"
+		}, "posture.network.adapters[1]: vendor_id"},
+		{"network adapter too many addrs", func(p *mnguardv1.Posture) {
+			p.Network = goodNetwork(now)
+			for range maxAddrsPerIface + 1 {
+				p.Network.Adapters[0].Addrs = append(p.Network.Adapters[0].Addrs, "192.0.2.1/24")
+			}
+		}, "posture.network.adapters[0].addrs"},
+		{"network long route", func(p *mnguardv1.Posture) {
+			p.Network = goodNetwork(now)
+			p.Network.Routes[0].Interface = strings.Repeat("i", 600)
+		}, "posture.network.routes[0].interface"},
+		{"network bad first_seen", func(p *mnguardv1.Posture) {
+			p.Network = goodNetwork(now)
+			p.Network.Findings[0].FirstSeen = &timestamppb.Timestamp{Nanos: -1}
+		}, "posture.network.findings[0].first_seen"},
+		{"network long policy version", func(p *mnguardv1.Posture) {
+			p.Network = goodNetwork(now)
+			p.Network.PolicyVersion = strings.Repeat("n", 65)
+		}, "posture.network.policy_version"},
+		{"network too many scan errors", func(p *mnguardv1.Posture) {
+			p.Network = goodNetwork(now)
+			for range maxNetScanErrors + 1 {
+				p.Network.ScanErrors = append(p.Network.ScanErrors, "sockets: permission denied")
+			}
+		}, "posture.network.scan_errors"},
+		{"network long enforcement detail", func(p *mnguardv1.Posture) {
+			p.Network = goodNetwork(now)
+			p.Network.Enforcement.Detail = strings.Repeat("e", 513)
+		}, "posture.network.enforcement.detail"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -128,6 +221,10 @@ func FuzzReport(f *testing.F) {
 	now := time.Now()
 	good, _ := proto.Marshal(&mnguardv1.ReportRequest{Posture: goodPosture(now), Events: []*mnguardv1.Event{{Seq: 1, Time: timestamppb.New(now), Type: "agent.start"}}})
 	f.Add(good)
+	withNet := goodPosture(now)
+	withNet.Network = goodNetwork(now)
+	goodNet, _ := proto.Marshal(&mnguardv1.ReportRequest{Posture: withNet})
+	f.Add(goodNet)
 	f.Add([]byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {

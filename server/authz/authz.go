@@ -87,6 +87,11 @@ var rpcs = map[string][]string{
 	adminSvc + "VerifyAudit": adminAudit,
 
 	adminSvc + "GetSelfInspectionReport": adminAudit,
+
+	// Every operator may read the network policy (the helpdesk answers
+	// calls about blocked traffic); only admins change it.
+	adminSvc + "GetNetworkPolicy": all,
+	adminSvc + "SetNetworkPolicy": admin,
 }
 
 // routes maps a web route, as net/http.ServeMux patterns name it, to who
