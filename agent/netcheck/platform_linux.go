@@ -1,0 +1,373 @@
+//go:build linux
+
+package netcheck
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// linuxPlatform reads interfaces, routes and changes through rtnetlink in
+// the network namespace that was current on the thread that called
+// NewPlatform, and classifies interfaces through sysfs.
+type linuxPlatform struct {
+	sysfs  string
+	resolv []string
+	log    *slog.Logger
+	ns     netns.NsHandle
+	nsErr  error
+}
+
+// NewPlatform returns the Linux platform. It is bound to the network
+// namespace of the calling thread (for the agent, the host's; tests call
+// it on a locked thread inside a namespace of their own). Sockets are read
+// from /proc/net, the namespace of the process.
+func NewPlatform(o PlatformOptions) Platform {
+	p := &linuxPlatform{sysfs: o.SysfsRoot, resolv: o.ResolvConf, log: o.Logger}
+	if p.sysfs == "" {
+		p.sysfs = "/sys"
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	p.ns, p.nsErr = netns.Get()
+	if p.nsErr != nil {
+		p.nsErr = fmt.Errorf("network namespace: %w", p.nsErr)
+	}
+	return p
+}
+
+// close releases the namespace handle (tests; the agent keeps its
+// platform for its lifetime).
+func (p *linuxPlatform) close() {
+	if p.nsErr == nil {
+		p.ns.Close()
+	}
+}
+
+// handle opens a netlink handle in the platform's namespace. One per call:
+// a Handle's sockets must not be shared by concurrent callers.
+func (p *linuxPlatform) handle() (*netlink.Handle, error) {
+	if p.nsErr != nil {
+		return nil, p.nsErr
+	}
+	h, err := netlink.NewHandleAt(p.ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
+	return h, nil
+}
+
+// dumpTries bounds the retries of a netlink dump the kernel interrupted
+// (the set changed while it was read: an interface came or went).
+const dumpTries = 5
+
+func retryDump[T any](what string, f func() ([]T, error)) ([]T, error) {
+	var err error
+	for range dumpTries {
+		var v []T
+		v, err = f()
+		if err == nil {
+			return v, nil
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	return nil, fmt.Errorf("%s: interrupted %d times in a row: %w", what, dumpTries, err)
+}
+
+func (p *linuxPlatform) Adapters(ctx context.Context) ([]Adapter, error) {
+	h, err := p.handle()
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	links, err := retryDump("list links", h.LinkList)
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := retryDump("list addresses", func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_ALL) })
+	if err != nil {
+		return nil, err
+	}
+	byIndex := map[int][]netip.Prefix{}
+	for _, a := range addrs {
+		if a.IPNet == nil {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		byIndex[a.LinkIndex] = append(byIndex[a.LinkIndex], netip.PrefixFrom(ip.Unmap(), ones))
+	}
+	out := make([]Adapter, 0, len(links))
+	for _, l := range links {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		at := l.Attrs()
+		ad := Adapter{
+			Name:     at.Name,
+			Index:    at.Index,
+			Addrs:    byIndex[at.Index],
+			Up:       at.Flags&net.FlagUp != 0,
+			Loopback: at.Flags&net.FlagLoopback != 0,
+		}
+		if len(at.HardwareAddr) > 0 {
+			ad.HardwareAddr = at.HardwareAddr.String()
+		}
+		c := classifyNet(p.sysfs, netLink{Name: at.Name, Index: at.Index, Loopback: ad.Loopback, LinkType: l.Type()})
+		if c.Kind == KindUnknown || strings.Contains(c.Reason, "not in sysfs") {
+			// Gone while it was read: absent, not unknown.
+			if _, err := h.LinkByIndex(at.Index); err != nil && errors.As(err, new(netlink.LinkNotFoundError)) {
+				continue
+			}
+		}
+		ad.Kind, ad.Reason = c.Kind, c.Reason
+		ad.Driver, ad.VendorID, ad.ProductID, ad.USBDevice = c.Driver, c.VendorID, c.ProductID, c.USBDevice
+		out = append(out, ad)
+	}
+	slices.SortFunc(out, func(a, b Adapter) int { return a.Index - b.Index })
+	return out, nil
+}
+
+func (p *linuxPlatform) Routes(ctx context.Context) ([]Route, error) {
+	h, err := p.handle()
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	links, err := retryDump("list links", h.LinkList)
+	if err != nil {
+		return nil, err
+	}
+	names := make(map[int]string, len(links))
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	routes, err := retryDump("list routes", func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []Route
+	for _, r := range routes {
+		out = append(out, routesFrom(r, names)...)
+	}
+	return out, nil
+}
+
+// routesFrom converts one kernel route, one Route per next hop. It skips
+// the local table (the host's own addresses, broadcast) and the kernel's
+// own unreachable routes (IPv6's null entry), never a route someone made.
+func routesFrom(r netlink.Route, names map[int]string) []Route {
+	if r.Table == unix.RT_TABLE_LOCAL {
+		return nil
+	}
+	switch r.Type {
+	case unix.RTN_LOCAL, unix.RTN_BROADCAST:
+		return nil
+	case unix.RTN_UNREACHABLE:
+		if r.Protocol == unix.RTPROT_KERNEL {
+			return nil
+		}
+	}
+	var dst netip.Prefix
+	if r.Dst != nil && r.Dst.IP != nil {
+		ip, ok := netip.AddrFromSlice(r.Dst.IP)
+		if !ok {
+			return nil
+		}
+		ones, _ := r.Dst.Mask.Size()
+		dst = netip.PrefixFrom(ip.Unmap(), ones)
+	} else if r.Family == unix.AF_INET6 {
+		dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+	} else if r.Family == unix.AF_INET {
+		dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	} else {
+		return nil // MPLS and other families: no IP destination
+	}
+	table := tableName(r.Table)
+	one := func(gw net.IP, via netlink.Destination, ifindex int) Route {
+		rt := Route{Dst: dst, Table: table, Interface: ifName(names, ifindex)}
+		if a, ok := netip.AddrFromSlice(gw); ok {
+			rt.Gateway = a.Unmap()
+		} else if v, ok := via.(*netlink.Via); ok {
+			if a, ok := netip.AddrFromSlice(v.Addr); ok {
+				rt.Gateway = a.Unmap()
+			}
+		}
+		return rt
+	}
+	if len(r.MultiPath) == 0 {
+		return []Route{one(r.Gw, r.Via, r.LinkIndex)}
+	}
+	out := make([]Route, 0, len(r.MultiPath))
+	for _, nh := range r.MultiPath {
+		out = append(out, one(nh.Gw, nh.Via, nh.LinkIndex))
+	}
+	return out
+}
+
+func ifName(names map[int]string, index int) string {
+	if index == 0 {
+		return ""
+	}
+	if n, ok := names[index]; ok {
+		return n
+	}
+	return "if" + strconv.Itoa(index)
+}
+
+func tableName(t int) string {
+	switch t {
+	case unix.RT_TABLE_MAIN:
+		return "main"
+	case unix.RT_TABLE_DEFAULT:
+		return "default"
+	case unix.RT_TABLE_LOCAL:
+		return "local"
+	}
+	return strconv.Itoa(t)
+}
+
+func (p *linuxPlatform) Sockets(ctx context.Context) ([]Socket, error) {
+	return listSockets(ctx)
+}
+
+func (p *linuxPlatform) DNS(ctx context.Context) ([]DNSServer, error) {
+	return dnsServers(p.resolv)
+}
+
+// watchBuffer is the receive buffer of each subscription: a burst of
+// changes (an interface with many addresses going down) must not overflow
+// it; when one does, the watch re-subscribes and reports a change.
+const watchBuffer = 1 << 20
+
+// resubscribeTries bounds consecutive failed re-subscriptions before
+// Watch gives up and returns the error.
+const resubscribeTries = 5
+
+func (p *linuxPlatform) Watch(ctx context.Context, changed func(what string)) error {
+	if p.nsErr != nil {
+		return p.nsErr
+	}
+	failures := 0
+	for {
+		err := p.watchOnce(ctx, changed)
+		if ctx.Err() != nil {
+			return nil
+		}
+		failures++
+		if failures > resubscribeTries {
+			return fmt.Errorf("netlink watch: %w", err)
+		}
+		p.log.Warn("netlink watch failed, subscribing again", "err", err, "attempt", failures)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Duration(failures) * 100 * time.Millisecond):
+		}
+		// What happened while nobody listened is unknown: rescan.
+		changed("resubscribed")
+	}
+}
+
+// watchOnce subscribes to route, address and link changes and calls
+// changed for each until ctx ends (nil) or a subscription fails.
+func (p *linuxPlatform) watchOnce(ctx context.Context, changed func(what string)) error {
+	done := make(chan struct{})
+	defer close(done)
+	errc := make(chan error, 3)
+	onErr := func(err error) {
+		select {
+		case errc <- err:
+		default:
+		}
+	}
+	ns := p.ns
+	routes := make(chan netlink.RouteUpdate, 64)
+	addrs := make(chan netlink.AddrUpdate, 64)
+	links := make(chan netlink.LinkUpdate, 64)
+	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{
+		Namespace: &ns, ErrorCallback: onErr, ReceiveBufferSize: watchBuffer}); err != nil {
+		return fmt.Errorf("subscribe to routes: %w", err)
+	}
+	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{
+		Namespace: &ns, ErrorCallback: onErr, ReceiveBufferSize: watchBuffer}); err != nil {
+		return fmt.Errorf("subscribe to addresses: %w", err)
+	}
+	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{
+		Namespace: &ns, ErrorCallback: onErr, ReceiveBufferSize: watchBuffer}); err != nil {
+		return fmt.Errorf("subscribe to links: %w", err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			return err
+		case _, ok := <-routes:
+			if !ok {
+				return subscriptionEnded("route", errc)
+			}
+			changed("route")
+		case _, ok := <-addrs:
+			if !ok {
+				return subscriptionEnded("address", errc)
+			}
+			changed("addr")
+		case _, ok := <-links:
+			if !ok {
+				return subscriptionEnded("link", errc)
+			}
+			changed("link")
+		}
+	}
+}
+
+func subscriptionEnded(what string, errc chan error) error {
+	select {
+	case err := <-errc:
+		return fmt.Errorf("%s subscription: %w", what, err)
+	default:
+		return fmt.Errorf("%s subscription ended", what)
+	}
+}
+
+func (p *linuxPlatform) CutUSB(a Adapter) error {
+	if a.USBDevice == "" {
+		return fmt.Errorf("cut %s off the bus: no usb device behind it", a.Name)
+	}
+	if err := setAuthorized(p.sysfs, a.USBDevice, "0"); err != nil {
+		return fmt.Errorf("cut %s off the bus: %w", a.Name, err)
+	}
+	return nil
+}
+
+func (p *linuxPlatform) RestoreUSB(dir string) error {
+	if err := setAuthorized(p.sysfs, filepath.Clean(dir), "1"); err != nil {
+		return fmt.Errorf("authorize usb device again: %w", err)
+	}
+	return nil
+}
