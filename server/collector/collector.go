@@ -12,8 +12,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -155,7 +157,11 @@ type Config struct {
 	HTTPListen string
 	// ServerNames are extra DNS names or IPs for the server certificate,
 	// besides the host name, localhost and the listen addresses.
-	ServerNames    []string
+	ServerNames []string
+	// AdvertiseAddrs are addresses agents reach the collector at, pushed
+	// with the network policy as always allowed, besides the gRPC
+	// listener's own address when it names one (not 0.0.0.0 or ::).
+	AdvertiseAddrs []netip.Addr
 	CertValidity   time.Duration
 	ReportInterval time.Duration
 	// ExemptionMaxDuration bounds the exemptions operators issue (0: 8 h);
@@ -275,25 +281,40 @@ func Serve(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	collectorAddrs, err := CollectorAddrs(cfg.GRPCListen, cfg.AdvertiseAddrs)
+	if err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var svc *api.Services
 	evaluator := compliance.New(compliance.Config{
 		// A zero interval means a minute here as in the agents' policy.
-		Store: st, Policy: compliance.Policy{ReportInterval: cfg.ReportInterval, Version: version.Version, MinAgentVersion: cfg.MinAgentVersion},
+		Store: st, Policy: compliance.Policy{ReportInterval: cfg.ReportInterval, Version: version.Version, MinAgentVersion: cfg.MinAgentVersion,
+			NetworkPolicyVersion: func() string {
+				if svc == nil {
+					return ""
+				}
+				return svc.NetworkPolicyVersion()
+			}},
 		Location: loc, Registerer: reg, Logger: log,
 	})
 	reports := report.New(st, loc, version.Version)
 	var console *web.Server
-	svc := api.New(api.Config{
+	svc = api.New(api.Config{
 		Store: st, CA: authority, ExemptionKey: signing.Public().(ed25519.PublicKey), ExemptionSigner: signing,
 		ExemptionMaxDuration: cfg.ExemptionMaxDuration, ExemptionDefaultDuration: cfg.ExemptionDefaultDuration,
 		CertValidity: cfg.CertValidity, ReportInterval: cfg.ReportInterval, MaxStreamsPerTerminal: cfg.MaxStreamsPerTerminal,
 		Version: version.Version, Logins: authn, Operators: ops, Reports: reports, Logger: log, Metrics: api.NewMetrics(reg),
+		CollectorAddrs: collectorAddrs,
 		Changed: func(terminalID string) {
 			evaluator.Poke(terminalID)
 			console.Changed(terminalID)
 		},
 	})
+	if err := svc.LoadNetworkPolicy(ctx); err != nil {
+		return err
+	}
 	console, err = web.New(web.Config{
 		Store: st, Admin: svc.Admin, Operators: ops, Reports: reports, Compliance: evaluator.Policy(),
 		ExemptionMaxDuration: cfg.ExemptionMaxDuration, Location: loc,
@@ -365,6 +386,27 @@ func Serve(ctx context.Context, cfg Config) error {
 	}
 	log.Info("collector stopped")
 	return nil
+}
+
+// CollectorAddrs are the collector's own addresses as the network policy
+// carries them: the gRPC listen address's IP when it names one (not a
+// host name, 0.0.0.0 or ::), then advertised, without duplicates.
+func CollectorAddrs(grpcListen string, advertised []netip.Addr) ([]netip.Addr, error) {
+	var out []netip.Addr
+	if host, _, err := net.SplitHostPort(grpcListen); err == nil {
+		if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() && a.Zone() == "" {
+			out = append(out, a.Unmap())
+		}
+	}
+	for _, a := range advertised {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	if err := api.CheckCollectorAddrs(out); err != nil {
+		return nil, fmt.Errorf("advertised addresses: %w", err)
+	}
+	return out, nil
 }
 
 func serverNames(cfg Config) []string {

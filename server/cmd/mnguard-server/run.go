@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -88,8 +90,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		maxConns := fs.Int("max-conns-per-ip", collector.DefaultMaxConnsPerIP, "connections one source address may hold open on each listener; more are closed at once (raise it for terminals behind NAT; env MNGUARD_MAX_CONNS_PER_IP)")
 		maxStreams := fs.Int("max-streams-per-terminal", api.DefaultMaxStreamsPerTerminal, "Subscribe streams one terminal may hold open; a new one ends its oldest (env MNGUARD_MAX_STREAMS_PER_TERMINAL)")
 		metricsToken := fs.String("metrics-token-file", env("MNGUARD_METRICS_TOKEN_FILE", ""), "file (mode 0600) holding the bearer token that reads /metrics; without it only a 'metrics-cert' client certificate does (env MNGUARD_METRICS_TOKEN_FILE)")
-		var names stringList
+		var names, advertise stringList
 		fs.Var(&names, "server-name", "extra DNS name or IP address in the server certificate (repeatable)")
+		fs.Var(&advertise, "advertise-addr", "IP address agents reach the collector at, always allowed by the network policy besides the --grpc-listen address when it names one (repeatable; env MNGUARD_ADVERTISE_ADDR, comma-separated, which the flags replace)")
 		certValidity := fs.Duration("cert-validity", 90*24*time.Hour, "lifetime of agent certificates; agents renew when a third is left")
 		reportInterval := fs.Duration("report-interval", 60*time.Second, "how often agents report posture at least")
 		logLevel := fs.String("log-level", env("MNGUARD_LOG_LEVEL", "info"), "debug, info, warn or error (env MNGUARD_LOG_LEVEL)")
@@ -117,6 +120,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		}
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
+		}
+		// The flags, if given, replace the environment's list.
+		if v := getenv("MNGUARD_ADVERTISE_ADDR"); v != "" && len(advertise) == 0 {
+			advertise = strings.Split(v, ",")
+		}
+		advertised, err := parseAdvertiseAddrs(advertise)
+		if err != nil {
+			return fail(err)
 		}
 		var level slog.Level
 		if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -159,7 +170,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 		err = collector.Serve(ctx, collector.Config{
 			DataDir: *dataDir, GRPCListen: *grpcListen, HTTPListen: *httpListen,
-			ServerNames: names, CertValidity: *certValidity, ReportInterval: *reportInterval,
+			ServerNames: names, AdvertiseAddrs: advertised, CertValidity: *certValidity, ReportInterval: *reportInterval,
 			ExemptionMaxDuration: *exMax, ExemptionDefaultDuration: *exDefault,
 			Logins: &policy, Logger: log,
 			HTTPCertFile: *httpCert, HTTPKeyFile: *httpKey, Location: loc, MinAgentVersion: *minAgent,
@@ -198,6 +209,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintf(stderr, "mnguard-server: unknown command %q\n%s", args[0], usage)
 		return 2
 	}
+}
+
+// parseAdvertiseAddrs reads the --advertise-addr values: unicast IP
+// addresses without a zone, each once.
+func parseAdvertiseAddrs(vs []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, v := range vs {
+		a, err := netip.ParseAddr(strings.TrimSpace(v))
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("--advertise-addr %q: not an IP address (a host name cannot be allowed by address)", v)
+		case a.Zone() != "" || a.Is4In6():
+			return nil, fmt.Errorf("--advertise-addr %q: write the address without a zone or IPv4-mapped form", v)
+		case a.IsUnspecified() || a.IsMulticast():
+			return nil, fmt.Errorf("--advertise-addr %q: not a unicast address", v)
+		case slices.Contains(out, a):
+			return nil, fmt.Errorf("--advertise-addr %q: given twice", v)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // checkLoginFlags checks the TOTP login flags, naming the flag at fault.

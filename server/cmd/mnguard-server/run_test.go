@@ -154,3 +154,36 @@ func TestMetricsCertCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestServeAdvertiseAddrs: --advertise-addr takes unicast IP addresses;
+// anything else stops serve before it starts, naming the value.
+func TestServeAdvertiseAddrs(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"host name", []string{"--advertise-addr", "collector.example"}, nil, `--advertise-addr "collector.example": not an IP address`},
+		{"cidr", []string{"--advertise-addr", "198.51.100.10/24"}, nil, `--advertise-addr "198.51.100.10/24": not an IP address`},
+		{"unspecified", []string{"--advertise-addr", "0.0.0.0"}, nil, `--advertise-addr "0.0.0.0": not a unicast address`},
+		{"multicast", []string{"--advertise-addr", "ff02::1"}, nil, `--advertise-addr "ff02::1": not a unicast address`},
+		{"zone", []string{"--advertise-addr", "fe80::1%eth0"}, nil, "without a zone"},
+		{"twice", []string{"--advertise-addr", "198.51.100.10", "--advertise-addr", "198.51.100.10"}, nil, "given twice"},
+		{"env", nil, map[string]string{"MNGUARD_ADVERTISE_ADDR": "198.51.100.10,bogus"}, `--advertise-addr "bogus"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			args := append([]string{"serve", "--data-dir", t.TempDir(), "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, tt.args...)
+			code := run(context.Background(), args, &stdout, &stderr, func(k string) string { return tt.env[k] })
+			if code != 1 || !strings.Contains(stderr.String(), tt.want) {
+				t.Fatalf("exit %d, stderr %q; want 1 and %q", code, stderr.String(), tt.want)
+			}
+		})
+	}
+	got, err := parseAdvertiseAddrs([]string{"198.51.100.10", " 2001:db8::10"})
+	if err != nil || len(got) != 2 || got[1].String() != "2001:db8::10" {
+		t.Errorf("parseAdvertiseAddrs = %v, %v", got, err)
+	}
+}
