@@ -1,0 +1,35 @@
+// Package nft keeps the agent's own nftables table, inet mnguard, which
+// drops every packet to or from an address the network policy does not
+// allow, and tells when someone changed it.
+//
+// The table only restricts: its base chains drop what the policy does not
+// allow and accept the rest, and since an accept in one table never
+// overrides a drop in another, the distribution's own tables still apply
+// on top. It is written through netlink (github.com/google/nftables), one
+// batch per change, never by running nft.
+//
+// What the table lets through besides the policy, and why:
+//   - loopback (iif/oif lo): the host talking to itself leaves no segment;
+//   - link-local unicast and multicast (169.254.0.0/16, 224.0.0.0/24,
+//     fe80::/10, ff02::/16, ff01::/16) — the addresses netpolicy.Implicit
+//     names: they never cross a router, so they reach no other segment;
+//   - ICMPv6 neighbour discovery, router solicitation/advertisement and MLD
+//     (types 130-136 and 143) from and to any address: without them IPv6
+//     stops working on the link (neighbour unreachability detection probes
+//     a neighbour's global address); a rogue router advertisement is the
+//     route scanner's business, and the address rules still hold;
+//   - DHCPv4 (udp 68→67 out, 67→68 in) to and from any address: a terminal
+//     whose lease cannot be renewed loses its address and with it the
+//     collector; only root can send from port 68, and root can delete this
+//     table anyway (DHCPv6 runs on link-local addresses, allowed above);
+//   - the collector's addresses, every port, both directions;
+//   - the DNS servers on tcp and udp port 53;
+//   - the allowed networks: every port, or, for a network with ports, only
+//     those destination ports out and those source ports in (the replies).
+//
+// Rules are by address, not by connection state: a connection to a peer
+// the policy does not allow stops at once, also one made before the table
+// came. Forwarded packets pass only when both source and destination are
+// allowed (ports as seen from this host). ICMP to a network allowed only
+// on some ports is dropped.
+package nft
