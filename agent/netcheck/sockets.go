@@ -29,6 +29,11 @@ func listSockets(ctx context.Context) ([]Socket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list sockets: %w", err)
 	}
+	return socketsFrom(ctx, conns)
+}
+
+// socketsFrom converts a listing, looking the processes up.
+func socketsFrom(ctx context.Context, conns []gnet.ConnectionStat) ([]Socket, error) {
 	procs := procCache{}
 	out := make([]Socket, 0, len(conns))
 	for _, c := range conns {

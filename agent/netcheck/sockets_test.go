@@ -1,0 +1,199 @@
+//go:build linux
+
+package netcheck
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	gnet "github.com/shirou/gopsutil/v3/net"
+)
+
+// checkSelf checks that s is this test process's: its PID, its name as the
+// kernel keeps it (comm, 15 bytes) or in full, and its user.
+func checkSelf(t *testing.T, s Socket) {
+	t.Helper()
+	if s.PID != int32(os.Getpid()) {
+		t.Errorf("%+v: pid %d, want %d", s, s.PID, os.Getpid())
+	}
+	base := filepath.Base(os.Args[0])
+	if s.Process == "" || !strings.HasPrefix(base, s.Process) {
+		t.Errorf("%+v: process %q, want (a prefix of) %q", s, s.Process, base)
+	}
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.User != u.Username {
+		t.Errorf("%+v: user %q, want %q", s, s.User, u.Username)
+	}
+}
+
+func findSocket(socks []Socket, f func(Socket) bool) (Socket, bool) {
+	for _, s := range socks {
+		if f(s) {
+			return s, true
+		}
+	}
+	return Socket{}, false
+}
+
+func TestSockets(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	lnAddr := netip.MustParseAddrPort(ln.Addr().String())
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	local := netip.MustParseAddrPort(c.LocalAddr().String())
+	u, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.2:9")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	uLocal := netip.MustParseAddrPort(u.LocalAddr().String())
+	var ln6 net.Listener
+	if l, err := net.Listen("tcp6", "[::1]:0"); err == nil {
+		ln6 = l
+		defer l.Close()
+	}
+
+	socks, err := listSockets(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ok := findSocket(socks, func(s Socket) bool { return s.Proto == "tcp" && s.Local == lnAddr && s.State == "LISTEN" })
+	if !ok {
+		t.Fatalf("listener %s not found", lnAddr)
+	}
+	if s.Remote.IsValid() {
+		t.Errorf("listener with a remote: %+v", s)
+	}
+	checkSelf(t, s)
+	s, ok = findSocket(socks, func(s Socket) bool { return s.Proto == "tcp" && s.Local == local })
+	if !ok {
+		t.Fatalf("connection from %s not found", local)
+	}
+	if s.Remote != lnAddr || s.State != "ESTABLISHED" {
+		t.Errorf("connection %+v, want remote %s ESTABLISHED", s, lnAddr)
+	}
+	checkSelf(t, s)
+	s, ok = findSocket(socks, func(s Socket) bool { return s.Proto == "udp" && s.Local == uLocal })
+	if !ok {
+		t.Fatalf("udp socket %s not found", uLocal)
+	}
+	if s.Remote != netip.MustParseAddrPort("127.0.0.2:9") {
+		t.Errorf("udp %+v, want remote 127.0.0.2:9", s)
+	}
+	checkSelf(t, s)
+	if ln6 != nil {
+		a := netip.MustParseAddrPort(ln6.Addr().String())
+		s, ok = findSocket(socks, func(s Socket) bool { return s.Proto == "tcp" && s.Local == a })
+		if !ok || s.State != "LISTEN" {
+			t.Errorf("ipv6 listener %s: %+v %v", a, s, ok)
+		}
+	}
+}
+
+// TestSocketOfExitedProcess: a child process holds a listening socket
+// when the sockets are listed and is gone when its name is looked up. The
+// socket stays, its process and user empty, and nothing fails.
+func TestSocketOfExitedProcess(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.MustParseAddrPort(ln.Addr().String())
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	cmd := exec.Command("sleep", "30")
+	cmd.ExtraFiles = []*os.File{f}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close() // only the child holds the socket now
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	pid := int32(cmd.Process.Pid)
+
+	var conns []gnet.ConnectionStat
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conns, err = gnet.ConnectionsWithoutUidsWithContext(context.Background(), "inet")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held := false
+		for _, c := range conns {
+			if c.Pid == pid && c.Laddr.Port == uint32(addr.Port()) {
+				held = true
+			}
+		}
+		if held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the child's socket %s was never listed with pid %d", addr, pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Before the lookup: the child is named.
+	if p := (procCache{}).lookup(context.Background(), pid); p.name != "sleep" {
+		t.Fatalf("child process name %q, want sleep", p.name)
+	}
+	// The child exits (and is reaped) between the listing and the lookup.
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+
+	socks, err := socketsFrom(context.Background(), conns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ok := findSocket(socks, func(s Socket) bool { return s.Local == addr })
+	if !ok {
+		t.Fatalf("the exited child's socket %s is missing", addr)
+	}
+	if s.PID != pid || s.Process != "" || s.User != "" || s.State != "LISTEN" {
+		t.Fatalf("socket of the exited child: %+v, want pid %d, no process or user", s, pid)
+	}
+}
+
+func TestSocketFrom(t *testing.T) {
+	cases := []struct {
+		in   gnet.ConnectionStat
+		want Socket
+		ok   bool
+	}{
+		{gnet.ConnectionStat{Type: sockStream, Laddr: gnet.Addr{IP: "0.0.0.0", Port: 22}, Raddr: gnet.Addr{IP: "0.0.0.0"}, Status: "LISTEN", Pid: 1},
+			Socket{Proto: "tcp", Local: netip.MustParseAddrPort("0.0.0.0:22"), State: "LISTEN", PID: 1}, true},
+		{gnet.ConnectionStat{Type: sockStream, Laddr: gnet.Addr{IP: "::ffff:198.51.100.1", Port: 40000}, Raddr: gnet.Addr{IP: "::ffff:203.0.113.9", Port: 443}, Status: "SYN_SENT"},
+			Socket{Proto: "tcp", Local: netip.MustParseAddrPort("198.51.100.1:40000"), Remote: netip.MustParseAddrPort("203.0.113.9:443"), State: "SYN_SENT"}, true},
+		{gnet.ConnectionStat{Type: sockDgram, Laddr: gnet.Addr{IP: "::", Port: 53}, Raddr: gnet.Addr{}, Status: "NONE"},
+			Socket{Proto: "udp", Local: netip.MustParseAddrPort("[::]:53"), State: "NONE"}, true},
+		{gnet.ConnectionStat{Type: 5, Laddr: gnet.Addr{IP: "::", Port: 53}}, Socket{}, false},
+		{gnet.ConnectionStat{Type: sockStream, Laddr: gnet.Addr{IP: "bogus", Port: 1}}, Socket{}, false},
+		{gnet.ConnectionStat{Type: sockStream, Laddr: gnet.Addr{IP: "10.0.0.1", Port: 70000}}, Socket{}, false},
+	}
+	for _, c := range cases {
+		got, ok := socketFrom(c.in)
+		if got != c.want || ok != c.ok {
+			t.Errorf("%+v: %+v %v, want %+v %v", c.in, got, ok, c.want, c.ok)
+		}
+	}
+}
