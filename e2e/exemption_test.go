@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -33,9 +34,15 @@ func (c *collector) adminClient(t testing.TB) mnguardv1.AdminServiceClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(c.grpcAddr,
+	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: c.caPool(t), ServerName: "127.0.0.1"})),
-		grpc.WithPerRPCCredentials(tokenCreds(strings.TrimSpace(string(tok)))))
+		grpc.WithPerRPCCredentials(tokenCreds(strings.TrimSpace(string(tok)))),
+	}
+	if c.netns != "" {
+		dial := netnsDialer(c.netns)
+		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return dial(ctx, "tcp", addr) }))
+	}
+	conn, err := grpc.NewClient(c.grpcAddr, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -107,8 +107,25 @@ func (s *syncBuffer) String() string {
 
 func startProc(t testing.TB, name string, env []string, args ...string) *proc {
 	t.Helper()
+	return startProcIn(t, "", name, env, args...)
+}
+
+// inNetns is the command line that runs name inside network namespace ns
+// ("": where the test runs). 'ip netns exec' execs the program, so the
+// process started is the program itself: its PID, its signals.
+func inNetns(ns, name string, args []string) (string, []string) {
+	if ns == "" {
+		return name, args
+	}
+	return "ip", append([]string{"netns", "exec", ns, name}, args...)
+}
+
+// startProcIn is startProc inside network namespace ns.
+func startProcIn(t testing.TB, ns, name string, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{name: name, out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin(name), args...)
+	prog, argv := inNetns(ns, bin(name), args)
+	p.cmd = exec.Command(prog, argv...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -152,6 +169,9 @@ func (p *proc) running() bool {
 
 // collector is a running mnguard-server.
 type collector struct {
+	// netns is the network namespace it and mnguardctl run in; "" for the
+	// test's own.
+	netns      string
 	dir        string
 	grpcAddr   string
 	httpAddr   string
@@ -166,7 +186,14 @@ type collector struct {
 // starts 'mnguard-server serve' on it.
 func newCollector(t testing.TB, flags ...string) *collector {
 	t.Helper()
-	c := &collector{dir: t.TempDir(), grpcAddr: freeAddr(t), httpAddr: freeAddr(t), extraFlags: flags}
+	return newCollectorAt(t, "", freeAddr(t), freeAddr(t), flags...)
+}
+
+// newCollectorAt is newCollector listening on grpcAddr and httpAddr inside
+// network namespace ns ("": the test's own).
+func newCollectorAt(t testing.TB, ns, grpcAddr, httpAddr string, flags ...string) *collector {
+	t.Helper()
+	c := &collector{netns: ns, dir: t.TempDir(), grpcAddr: grpcAddr, httpAddr: httpAddr, extraFlags: flags}
 	out, err := exec.Command(bin("mnguard-server"), "init", "--data-dir", c.dir).Output()
 	if err != nil {
 		t.Fatalf("mnguard-server init: %v", err)
@@ -187,7 +214,7 @@ func (c *collector) start(t testing.TB) {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
 		args := append([]string{"serve", "--data-dir", c.dir, "--grpc-listen", c.grpcAddr, "--http-listen", c.httpAddr}, c.extraFlags...)
-		c.proc = startProc(t, "mnguard-server", nil, args...)
+		c.proc = startProcIn(t, c.netns, "mnguard-server", nil, args...)
 		err := c.waitHealthy(t)
 		if err == nil {
 			c.started = true
@@ -195,7 +222,7 @@ func (c *collector) start(t testing.TB) {
 		}
 		// freeAddr's port can be taken by another test process before the
 		// server binds it; on a first start, take other ports.
-		if !c.started && attempt < 5 && strings.Contains(c.proc.out.String(), "address already in use") {
+		if !c.started && c.netns == "" && attempt < 5 && strings.Contains(c.proc.out.String(), "address already in use") {
 			c.grpcAddr, c.httpAddr = freeAddr(t), freeAddr(t)
 			continue
 		}
@@ -221,7 +248,10 @@ func (c *collector) caPool(t testing.TB) *x509.CertPool {
 }
 
 func (c *collector) httpsClient(t testing.TB) *http.Client {
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.caPool(t), ServerName: "127.0.0.1"}}}
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: c.caPool(t), ServerName: "127.0.0.1"},
+		DialContext:     netnsDialer(c.netns),
+	}}
 }
 
 func (c *collector) waitHealthy(t testing.TB) error {
@@ -252,7 +282,7 @@ func (c *collector) ctlEnv() []string {
 // ctl runs mnguardctl with the admin token file and returns its output.
 func (c *collector) ctl(t testing.TB, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	return run(t, c.ctlEnv(), "mnguardctl", append([]string{"--token-file", c.tokenFile}, args...)...)
+	return runIn(t, c.netns, c.ctlEnv(), "mnguardctl", append([]string{"--token-file", c.tokenFile}, args...)...)
 }
 
 // ctlJSON runs mnguardctl -o json and decodes into msg; it fails the test
@@ -270,9 +300,16 @@ func (c *collector) ctlJSON(t testing.TB, msg proto.Message, args ...string) {
 
 func run(t testing.TB, env []string, name string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return runIn(t, "", env, name, args...)
+}
+
+// runIn is run inside network namespace ns.
+func runIn(t testing.TB, ns string, env []string, name string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin(name), args...)
+	prog, argv := inNetns(ns, bin(name), args)
+	cmd := exec.CommandContext(ctx, prog, argv...)
 	cmd.Env = append(os.Environ(), env...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
@@ -288,6 +325,8 @@ func run(t testing.TB, env []string, name string, args ...string) (stdout, stder
 
 // agent is an agent's state directory and configuration file.
 type agent struct {
+	// netns is the network namespace it runs in; "" for the test's own.
+	netns     string
 	stateDir  string
 	config    string
 	pamSocket string
@@ -335,7 +374,7 @@ func (a *agent) args(cmd string, more ...string) []string {
 
 func (a *agent) enroll(t testing.TB, c *collector, token, pin string, more ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	return run(t, nil, "mnguard-agent", a.args("enroll", append([]string{"--server", c.grpcAddr, "--token", token, "--ca-pin", pin}, more...)...)...)
+	return runIn(t, a.netns, nil, "mnguard-agent", a.args("enroll", append([]string{"--server", c.grpcAddr, "--token", token, "--ca-pin", pin}, more...)...)...)
 }
 
 func (a *agent) start(t testing.TB) {
@@ -344,7 +383,7 @@ func (a *agent) start(t testing.TB) {
 		a.proc = startProc(t, "testclock/mnguard-agent", []string{"MNGUARD_TEST_CLOCK_SHIFT_FILE=" + a.clockShift}, a.args("run")...)
 		return
 	}
-	a.proc = startProc(t, "mnguard-agent", nil, a.args("run")...)
+	a.proc = startProcIn(t, a.netns, "mnguard-agent", nil, a.args("run")...)
 }
 
 func (a *agent) terminalID(t testing.TB) string {

@@ -1,0 +1,149 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// TestNetworkBadInput: malformed policies are refused by mnguardctl and by
+// the collector itself, with the policy unchanged; interfaces that vanish
+// during scans and processes that exit between the socket listing and the
+// name lookup neither crash the agent nor leave a finding behind.
+func TestNetworkBadInput(t *testing.T) {
+	s := newSegment(t, "60s")
+	s.a.start(t)
+	s.c.waitReported(t, s.id, 15*time.Second)
+	admin := s.c.adminClient(t)
+	version := s.setPolicy(t, "--allow-network", allowedNet, "--allow-network", allowedNet6, "--allow-dns", allowedDNS)
+	s.network(t, admin, 10*time.Second, "the policy in force", func(np *mnguardv1.NetworkPosture) bool {
+		return np.GetPolicyVersion() == version
+	})
+
+	t.Run("malformed policy refused", func(t *testing.T) {
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"--allow-network", "198.51.100.1/24"}, "host bits set"},
+			{[]string{"--allow-network", "198.51.100.0/33"}, "not a CIDR"},
+			{[]string{"--allow-network", "198.51.100.0"}, "no prefix length"},
+			{[]string{"--allow-network", "segment-b"}, "not a CIDR"},
+			{[]string{"--allow-network", "0.0.0.0/0"}, "no isolation"},
+			{[]string{"--allow-network", "2001:db8:a::1/64"}, "host bits set"},
+			{[]string{"--allow-network", allowedNet, "--allow-dns", "198.51.100.300"}, "not an IPv4 or IPv6 address"},
+			{[]string{"--allow-network", allowedNet, "--allow-dns", "198.51.100.0/24"}, "not an IPv4 or IPv6 address"},
+			{[]string{"--allow-network", allowedNet, "--allow-network", allowedNet}, "listed twice"},
+			{[]string{"--allow-network", "198.51.0.0/16", "--allow-network", allowedNet}, "inside"},
+			{[]string{"--no-networks", "--enforce-network"}, "no allowed network"},
+		} {
+			_, errOut, code := s.c.ctl(t, append([]string{"policy", "set"}, tc.args...)...)
+			if code == 0 || !strings.Contains(errOut, tc.want) {
+				t.Errorf("mnguardctl policy set %s: exit %d, %q; want a refusal saying %q", strings.Join(tc.args, " "), code, strings.TrimSpace(errOut), tc.want)
+			}
+		}
+		// The collector refuses them itself, not only mnguardctl.
+		for _, tc := range []struct {
+			p    *mnguardv1.NetworkPolicy
+			want string
+		}{
+			{&mnguardv1.NetworkPolicy{Networks: []*mnguardv1.AllowedNetwork{{Cidr: "198.51.100.1/24"}}}, "host bits set"},
+			{&mnguardv1.NetworkPolicy{Networks: []*mnguardv1.AllowedNetwork{{Cidr: "198.51.100.0/24\n"}}}, "not a CIDR"},
+			{&mnguardv1.NetworkPolicy{Networks: []*mnguardv1.AllowedNetwork{{Cidr: allowedNet}}, DnsServers: []string{"dns.example"}}, "not an IPv4 or IPv6 address"},
+			{&mnguardv1.NetworkPolicy{Enforce: true}, "no allowed network"},
+		} {
+			_, err := admin.SetNetworkPolicy(t.Context(), &mnguardv1.SetNetworkPolicyRequest{Policy: tc.p})
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tc.want) {
+				t.Errorf("SetNetworkPolicy(%v) = %v; want InvalidArgument saying %q", tc.p, err, tc.want)
+			}
+		}
+		if v := s.policyVersion(t); v != version {
+			t.Errorf("after the refusals the policy is %s, want %s unchanged", v, version)
+		}
+	})
+
+	t.Run("interfaces vanishing during scans", func(t *testing.T) {
+		// Each link and address change triggers a scan; these come and go
+		// faster than a scan lists and classifies them.
+		stop := time.Now().Add(5 * time.Second)
+		n := 0
+		for time.Now().Before(stop) {
+			name := fmt.Sprintf("flap%d", n%4)
+			if _, err := s.term.try("ip", "link", "add", name, "type", "dummy"); err != nil {
+				t.Fatal(err)
+			}
+			s.term.try("ip", "link", "set", name, "up")
+			s.term.try("ip", "addr", "add", fmt.Sprintf("203.0.113.%d/32", 100+n%4), "dev", name)
+			if _, err := s.term.try("ip", "link", "del", name); err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+		t.Logf("%d interfaces created and deleted in 5s", n)
+		if !s.a.proc.running() {
+			t.Fatalf("the agent exited: %v", s.a.proc.err)
+		}
+		// Nothing of them stays: the next scan (announced by this change)
+		// finds none.
+		s.term.ip(t, "link", "add", "settle", "type", "dummy")
+		s.term.ip(t, "link", "del", "settle")
+		s.network(t, admin, 5*time.Second, "no trace of the vanished interfaces", func(np *mnguardv1.NetworkPosture) bool {
+			for _, a := range np.GetAdapters() {
+				if strings.HasPrefix(a.GetName(), "flap") || a.GetName() == "settle" {
+					return false
+				}
+			}
+			for _, f := range np.GetFindings() {
+				if strings.Contains(f.GetDetail()+f.GetInterface(), "flap") || strings.Contains(f.GetAddress(), "203.0.113.10") {
+					return false
+				}
+			}
+			return len(np.GetScanErrors()) == 0
+		})
+	})
+
+	t.Run("processes exiting between the socket listing and the lookup", func(t *testing.T) {
+		listenIn(t, s.denied, "tcp", deniedIP+":8081")
+		// Short-lived processes, each connecting to the disallowed peer
+		// and exiting at once, two shells at a time.
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.term.try("bash", "-c", "for i in $(seq 150); do (exec 3<>/dev/tcp/"+deniedIP+"/8081) 2>/dev/null; done")
+			}()
+		}
+		// Scans while they run: an address comes and goes every 50 ms.
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+			case <-time.After(50 * time.Millisecond):
+				s.term.try("ip", "addr", "add", "198.51.100.99/32", "dev", "toA")
+				s.term.try("ip", "addr", "del", "198.51.100.99/32", "dev", "toA")
+				continue
+			}
+			break
+		}
+		if !s.a.proc.running() {
+			t.Fatalf("the agent exited: %v", s.a.proc.err)
+		}
+		s.term.ip(t, "link", "add", "settle", "type", "dummy")
+		s.term.ip(t, "link", "del", "settle")
+		s.network(t, admin, 10*time.Second, "no connection to :8081 left as a finding", func(np *mnguardv1.NetworkPosture) bool {
+			return findingWhere(np, "socket", func(f *mnguardv1.NetworkFinding) bool { return strings.HasSuffix(f.GetAddress(), ":8081") }) == nil &&
+				len(np.GetScanErrors()) == 0
+		})
+		if out := s.a.proc.out.String(); strings.Contains(out, "panic") {
+			t.Errorf("the agent panicked:\n%s", out)
+		}
+	})
+}
