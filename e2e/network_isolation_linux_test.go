@@ -126,11 +126,15 @@ func TestNetworkIsolation(t *testing.T) {
 		}
 		var f *mnguardv1.NetworkFinding
 		np, _ := s.network(t, admin, 10*time.Second, "DNS server "+deniedDNS, func(np *mnguardv1.NetworkPosture) bool {
-			f = findingWhere(np, "dns", func(f *mnguardv1.NetworkFinding) bool { return strings.Contains(f.GetAddress()+f.GetDetail(), deniedDNS) })
+			f = findingWhere(np, "dns", func(f *mnguardv1.NetworkFinding) bool {
+				return strings.Contains(f.GetAddress()+f.GetDetail(), deniedDNS)
+			})
 			return f != nil
 		})
 		t.Logf("dns: %s", f.GetDetail())
-		if g := findingWhere(np, "dns", func(f *mnguardv1.NetworkFinding) bool { return strings.Contains(f.GetAddress()+f.GetDetail(), allowedDNS) }); g != nil {
+		if g := findingWhere(np, "dns", func(f *mnguardv1.NetworkFinding) bool {
+			return strings.Contains(f.GetAddress()+f.GetDetail(), allowedDNS)
+		}); g != nil {
 			t.Errorf("the allowed DNS server is a finding: %v", g)
 		}
 		if err := os.WriteFile(s.resolvConf, []byte("nameserver "+allowedDNS+"\n"), 0o644); err != nil {
