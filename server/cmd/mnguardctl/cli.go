@@ -186,6 +186,24 @@ func (f *stringFlag) Set(s string) error {
 	return nil
 }
 
+// listFlag is a repeatable flag value: every use adds one.
+type listFlag struct {
+	v   []string
+	set bool
+}
+
+func (f *listFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	return strings.Join(f.v, " ")
+}
+
+func (f *listFlag) Set(s string) error {
+	f.v, f.set = append(f.v, s), true
+	return nil
+}
+
 // or returns the flag's value, or else the environment variable env, and
 // says which of the two (flagName or env) it came from. Flags beat the
 // environment; an empty value counts as not given.
@@ -214,8 +232,11 @@ type options struct {
 	role, state, check, search, sort, offset           stringFlag
 	eventType, since, until, action, beforeID          stringFlag
 	from, to, lang, out                                stringFlag
-	assign                                             stringFlag
+	assign, expectVersion                              stringFlag
 	replace, allowNoSerial, active, desc               bool
+	// Network policy: repeatable lists and switches.
+	allowNetwork, allowDNS                              listFlag
+	enforceNetwork, noEnforceNetwork, noNetworks, noDNS bool
 
 	// set holds the canonical names of the flags given.
 	set map[string]bool
@@ -253,10 +274,16 @@ func parseArgs(args []string) (*options, []string, error) {
 		"role": &o.role, "state": &o.state, "check": &o.check, "search": &o.search, "sort": &o.sort,
 		"offset": &o.offset, "type": &o.eventType, "since": &o.since, "until": &o.until,
 		"action": &o.action, "before-id": &o.beforeID, "from": &o.from, "to": &o.to, "lang": &o.lang,
-		"out": &o.out, "assign": &o.assign,
+		"out": &o.out, "assign": &o.assign, "expect-version": &o.expectVersion,
 	} {
 		fs.Var(v, name, "")
 	}
+	fs.Var(&o.allowNetwork, "allow-network", "")
+	fs.Var(&o.allowDNS, "allow-dns", "")
+	fs.BoolVar(&o.enforceNetwork, "enforce-network", false, "")
+	fs.BoolVar(&o.noEnforceNetwork, "no-enforce-network", false, "")
+	fs.BoolVar(&o.noNetworks, "no-networks", false, "")
+	fs.BoolVar(&o.noDNS, "no-dns", false, "")
 	fs.BoolVar(&o.replace, "replace", false, "")
 	fs.BoolVar(&o.allowNoSerial, "allow-no-serial", false, "")
 	fs.BoolVar(&o.active, "active", false, "")
@@ -308,7 +335,8 @@ func endedByDashDash(consumed []string) bool {
 }
 
 // boolFlags take no value.
-var boolFlags = map[string]bool{"h": true, "help": true, "replace": true, "allow-no-serial": true, "active": true, "desc": true}
+var boolFlags = map[string]bool{"h": true, "help": true, "replace": true, "allow-no-serial": true, "active": true, "desc": true,
+	"enforce-network": true, "no-enforce-network": true, "no-networks": true, "no-dns": true}
 
 // flagDoc describes a flag for help and validation.
 type flagDoc struct {
@@ -650,6 +678,25 @@ var commands = []*command{
 		run:     operatorsRevokeToken,
 	},
 	{
+		name:    "policy show",
+		summary: "show the network policy agents enforce: allowed networks and ports, DNS servers, enforcement, the collector's addresses",
+		run:     policyShow,
+	},
+	{
+		name: "policy set",
+		flags: []flagDoc{
+			{"allow-network", "CIDR[@tcp/443,udp/53,...]", "an allowed network, host bits zero, with the remote ports allowed in it (default every port); repeatable, replaces the list", ""},
+			{"allow-dns", "IP", "an allowed DNS server; repeatable, replaces the list", ""},
+			{"no-networks", "", "allow no network (only the collector)", ""},
+			{"no-dns", "", "allow no DNS server", ""},
+			{"enforce-network", "", "agents block traffic outside the policy", ""},
+			{"no-enforce-network", "", "agents only report what breaks isolation", ""},
+			{"expect-version", "VERSION", "refuse unless this network policy version is in force (default: the version read before the change)", ""},
+		},
+		summary: "change the network policy; lists not given are kept; pushed to connected agents at once, audited",
+		run:     policySet,
+	},
+	{
 		name: "audit list",
 		flags: []flagDoc{
 			{"limit", "N", "at most N entries, newest first (default 100, at most 10000)", ""},
@@ -747,8 +794,8 @@ func orList(words []string) string {
 }
 
 const intro = `mnguardctl is the operator CLI of mnguard: terminals and their compliance,
-enrollment tokens, events, TOTP users, exemptions, operators, the audit log and the
-self-inspection report. It talks to the collector's admin API over TLS, trusting
+enrollment tokens, events, TOTP users, exemptions, operators, the network policy,
+the audit log and the self-inspection report. It talks to the collector's admin API over TLS, trusting
 only the CA whose pin is given, with an operator API token.
 `
 
@@ -806,6 +853,8 @@ Examples:
   mnguardctl events list --terminal ID --type media. --since 2026-04-01 -o csv > events.csv
   mnguardctl operators add sato --role helpdesk --password-file sato.pw --qr sato.png
   mnguardctl operators token sato --ttl 720h --note "sato's CLI"
+  mnguardctl policy set --allow-network 198.51.100.0/24 --allow-network 2001:db8::/32@tcp/443,udp/53 --allow-dns 198.51.100.53
+  mnguardctl policy set --enforce-network
   mnguardctl audit verify
   mnguardctl reports self-inspection --from 2026-04-01 --to 2026-04-30 --lang en --out report.html
   mnguardctl ca pin --data-dir /var/lib/mnguard    (on the collector)

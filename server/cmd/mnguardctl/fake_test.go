@@ -775,6 +775,14 @@ func (c directClient) GetSelfInspectionReport(ctx context.Context, in *mnguardv1
 	return c.s.GetSelfInspectionReport(ctx, in)
 }
 
+func (c directClient) GetNetworkPolicy(ctx context.Context, in *mnguardv1.GetNetworkPolicyRequest, _ ...grpc.CallOption) (*mnguardv1.GetNetworkPolicyResponse, error) {
+	return c.s.GetNetworkPolicy(ctx, in)
+}
+
+func (c directClient) SetNetworkPolicy(ctx context.Context, in *mnguardv1.SetNetworkPolicyRequest, _ ...grpc.CallOption) (*mnguardv1.SetNetworkPolicyResponse, error) {
+	return c.s.SetNetworkPolicy(ctx, in)
+}
+
 // brokenVerdict reports whether stdout is one JSON object or CSV key/value
 // list saying ok is false: the only output a failure may leave (see
 // verdictError).
