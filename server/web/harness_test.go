@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,6 +46,9 @@ type env struct {
 	console *Server
 	eval    *compliance.Evaluator
 	srv     *httptest.Server
+	// netVersion is the collector's network policy version the checks
+	// and pages compare with ("" for none).
+	netVersion atomic.Value
 }
 
 func newEnv(t testing.TB) *env {
@@ -91,7 +95,9 @@ func newEnvIn(t testing.TB, dir string, now time.Time) *env {
 	if e.ops, err = operators.New(e.st, key, op); err != nil {
 		t.Fatal(err)
 	}
-	pol := compliance.Policy{ReportInterval: time.Minute, Version: "v1.0.0"}
+	e.netVersion.Store("")
+	pol := compliance.Policy{ReportInterval: time.Minute, Version: "v1.0.0",
+		NetworkPolicyVersion: func() string { return e.netVersion.Load().(string) }}
 	e.eval = compliance.New(compliance.Config{Store: e.st, Policy: pol, Logger: log, Now: e.clock.Now})
 	_, signer, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -235,9 +241,16 @@ func (e *env) mustSignIn(o operator) *client {
 }
 
 // terminal enrolls a terminal straight into the store and stores a
-// posture for it: hostname, a removable device with serial, and media and
-// MFA enforced unless monitor.
+// posture for it: hostname, a removable device with serial, media and MFA
+// enforced unless monitor, and a network section holding the collector's
+// network policy (none by default), with no finding.
 func (e *env) terminal(hostname, serial string, monitor bool) string {
+	e.t.Helper()
+	return e.terminalWith(hostname, serial, monitor, nil)
+}
+
+// terminalWith is terminal with the posture as edit changes it.
+func (e *env) terminalWith(hostname, serial string, monitor bool, edit func(*mnguardv1.Posture)) string {
 	e.t.Helper()
 	ctx := context.Background()
 	id := uuid.NewString()
@@ -264,6 +277,17 @@ func (e *env) terminal(hostname, serial string, monitor bool) string {
 			Name: "sdb", Bus: "usb", VendorId: "0781", ProductId: "5581", Serial: serial, Model: "Cruzer", SizeBytes: 16 << 30, State: "read-only",
 		}}},
 		Mfa: &mnguardv1.MfaPosture{Enforced: true, Socket: "/run/mnguard/pam.sock", SocketServing: true},
+		Network: &mnguardv1.NetworkPosture{
+			PolicyVersion: e.netVersion.Load().(string),
+			Adapters:      []*mnguardv1.NetworkAdapter{{Name: "eth0", Kind: "ethernet", Reason: "pci device", Addrs: []string{"192.0.2.10/24"}, Up: true, Driver: "e1000e"}},
+			Routes:        []*mnguardv1.NetworkRoute{{Destination: "192.0.2.0/24", Interface: "eth0", Table: "main"}},
+			DnsServers:    []*mnguardv1.DnsServer{{Address: "192.0.2.53", Source: "/etc/resolv.conf"}},
+			LastScan:      timestamppb.New(now),
+			SocketsTotal:  12,
+		},
+	}
+	if edit != nil {
+		edit(p)
 	}
 	pb, _ := proto.Marshal(p)
 	if _, err := e.st.SaveReport(ctx, store.Report{TerminalID: id, ReceivedAt: now, Posture: pb, CollectedAt: now}); err != nil {

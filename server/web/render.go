@@ -55,6 +55,14 @@ func funcs(lang string, loc *time.Location) template.FuncMap {
 		},
 		// tv is t with the arguments given as a slice (check details).
 		"tv": func(key string, args []string) string { return i18n.TS(lang, key, args) },
+		// tk is the text of prefix+value, or value itself when the
+		// catalogue has none (a kind a newer agent reports).
+		"tk": func(prefix, value string) string {
+			if i18n.Has(prefix + value) {
+				return i18n.T(lang, prefix+value)
+			}
+			return value
+		},
 	}
 }
 

@@ -79,6 +79,7 @@ func (s *Server) routes() {
 	s.handle("GET /events.csv", s.eventsCSV)
 	s.handle("GET /audit", s.audit)
 	s.handle("GET /reports/self-inspection", s.selfInspection)
+	s.handle("GET /network-policy", s.networkPolicy)
 
 	s.handle("GET /operators", s.operators)
 	s.handle("POST /operators", s.addOperator)

@@ -301,6 +301,9 @@ type terminalView struct {
 	Posture    *mnguardv1.Posture
 	Compliance *store.Compliance
 	Devices    []deviceRow
+	// Network is the posture's network section; nil from agents without
+	// it.
+	Network    *networkView
 	Exemptions []exemptionRow
 	Events     []eventRow
 }
@@ -350,6 +353,9 @@ func (s *Server) terminal(w http.ResponseWriter, r *http.Request, c *reqCtx) err
 		v.Compliance = &cmp
 	case !errors.Is(err, store.ErrNotFound):
 		return err
+	}
+	if np := p.GetNetwork(); np != nil {
+		v.Network = &networkView{NetworkPosture: np, Collector: s.networkPolicyVersion()}
 	}
 	for _, d := range p.GetMedia().GetDevices() {
 		dev := &mnguardv1.DeviceIdentity{VendorId: d.GetVendorId(), ProductId: d.GetProductId(), Serial: d.GetSerial()}

@@ -149,6 +149,10 @@ func TestCatalogueCoversTemplates(t *testing.T) {
 		"user_state.%s":      {"USER_STATE_PENDING", "USER_STATE_ACTIVE", "USER_STATE_UNSPECIFIED"},
 		"user_source.%s":     {"enrolled", "imported"},
 		"lang.%s":            i18n.Languages,
+		"netfinding.%s": {"default_route", "route", "socket", "listener", "dns", "wireless", "usb_adapter", "bluetooth_adapter",
+			"unknown_interface", "enforcement", "scan_error"},
+		"netkind.%s":  {"loopback", "ethernet", "wireless", "usb", "bluetooth", "virtual", "unknown"},
+		"netstate.%s": {"deauthorized"},
 	}
 	for format, vals := range dynamic {
 		for _, v := range vals {
@@ -168,7 +172,8 @@ func TestPagesRender(t *testing.T) {
 	paths := []string{"/", "/terminals", "/terminals?state=compliant&sort=last_seen&dir=desc&size=25", "/terminals/" + id,
 		"/exemptions", "/exemptions?active=1", "/exemptions/new?terminal=" + id, "/exemptions/offline", "/users", "/users/offline-code",
 		"/tokens", "/events", "/events?type=media.&since=2026-11-01", "/audit", "/audit?action=operator.", "/reports/self-inspection",
-		"/operators", "/operators/admin", "/account", "/terminals.csv", "/events.csv", "/static/style.css", "/static/app.js"}
+		"/operators", "/operators/admin", "/account", "/terminals.csv", "/events.csv", "/static/style.css", "/static/app.js",
+		"/network-policy"}
 	for _, lang := range i18n.Languages {
 		c.post("/account/language", url.Values{"lang": {lang}}, true)
 		for _, p := range paths {
