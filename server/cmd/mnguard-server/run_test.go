@@ -5,6 +5,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/mnguard/mnguard/server/api"
 )
 
 // TestServeLoginFlags: bad TOTP login flags (or their environment
@@ -186,4 +188,21 @@ func TestServeAdvertiseAddrs(t *testing.T) {
 	if err != nil || len(got) != 2 || got[1].String() != "2001:db8::10" {
 		t.Errorf("parseAdvertiseAddrs = %v, %v", got, err)
 	}
+}
+
+// FuzzAdvertiseAddrs: whatever --advertise-addr is given, parsing never
+// panics, and what it accepts is what the network policy may carry.
+func FuzzAdvertiseAddrs(f *testing.F) {
+	for _, s := range []string{"198.51.100.10", "2001:db8::10", "fe80::1%eth0", "0.0.0.0", "::ffff:198.51.100.10", "collector", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := parseAdvertiseAddrs(strings.Split(s, ","))
+		if err != nil {
+			return
+		}
+		if err := api.CheckCollectorAddrs(got); err != nil {
+			t.Fatalf("accepted %q, which the network policy refuses: %v", s, err)
+		}
+	})
 }

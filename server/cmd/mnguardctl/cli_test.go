@@ -359,6 +359,9 @@ func FuzzCommandLine(f *testing.F) {
 		"audit\x00list\x00--before-id\x003\x00--action\x00operator.",
 		"audit\x00verify\x00-o\x00csv",
 		"reports\x00self-inspection\x00--from\x002026-04-01\x00--to\x002026-04-30\x00-o\x00json",
+		"policy\x00show\x00-o\x00json",
+		"policy\x00set\x00--allow-network\x00198.51.100.0/24\x00--allow-network\x002001:db8::/32@tcp/443,udp/53,tcp/8000-8100\x00--allow-dns\x00198.51.100.53",
+		"policy\x00set\x00--enforce-network\x00--expect-version\x00n-1a2b3c4d\x00--no-dns",
 	} {
 		f.Add(s)
 	}
