@@ -40,10 +40,15 @@ func newNS(t testing.TB) netns.NsHandle {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		// Never unlocked: the thread, left in the new namespace, ends
-		// with the goroutine.
 		runtime.LockOSThread()
+		orig, err0 := netns.Get()
+		if err0 != nil {
+			err = err0
+			return // still locked: the thread ends with the goroutine
+		}
+		defer orig.Close()
 		ns, err = netns.New()
+		back(orig)
 	}()
 	<-done
 	if err != nil {
@@ -51,6 +56,16 @@ func newNS(t testing.TB) netns.NsHandle {
 	}
 	t.Cleanup(func() { ns.Close() })
 	return ns
+}
+
+// back returns the locked thread to orig and unlocks it. When it cannot,
+// the thread stays locked and ends with its goroutine - except Go's main
+// thread, which is kept: it must never be left in a test's namespace
+// (/proc/self/net is the main thread's), hence the way back.
+func back(orig netns.NsHandle) {
+	if netns.Set(orig) == nil {
+		runtime.UnlockOSThread()
+	}
 }
 
 // inNS runs f on a thread inside ns.
@@ -61,9 +76,17 @@ func inNS(t testing.TB, ns netns.NsHandle, f func()) {
 	go func() {
 		defer close(done)
 		runtime.LockOSThread()
-		if err = netns.Set(ns); err != nil {
+		orig, err0 := netns.Get()
+		if err0 != nil {
+			err = err0
 			return
 		}
+		defer orig.Close()
+		if err = netns.Set(ns); err != nil {
+			back(orig)
+			return
+		}
+		defer back(orig)
 		f()
 	}()
 	<-done
@@ -434,5 +457,62 @@ func TestWatch(t *testing.T) {
 	case w := <-ch:
 		t.Fatalf("reported %q after the watch ended", w)
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// TestSocketsInNamespace: the platform lists the sockets of its own
+// namespace, with this process behind them, and not the host's.
+func TestSocketsInNamespace(t *testing.T) {
+	ns := newNS(t)
+	h := handleIn(t, ns)
+	terminal(t, h)
+	var ln net.Listener
+	var c net.Conn
+	var err error
+	inNS(t, ns, func() {
+		if ln, err = net.Listen("tcp", "198.51.100.1:0"); err != nil {
+			return
+		}
+		c, err = net.Dial("tcp", ln.Addr().String())
+	})
+	must(t, "listen and dial in the namespace", err)
+	defer ln.Close()
+	defer c.Close()
+	host, err := net.Listen("tcp4", "127.0.0.1:0")
+	must(t, "listen on the host", err)
+	defer host.Close()
+
+	p := platformIn(t, ns, PlatformOptions{})
+	socks, err := p.Sockets(context.Background())
+	must(t, "sockets", err)
+	lnAddr := netip.MustParseAddrPort(ln.Addr().String())
+	local := netip.MustParseAddrPort(c.LocalAddr().String())
+	s, ok := findSocket(socks, func(s Socket) bool { return s.Local == lnAddr && s.State == "LISTEN" })
+	if !ok || s.PID != int32(os.Getpid()) || s.Process == "" || s.User == "" {
+		t.Errorf("listener %s: %+v %v", lnAddr, s, ok)
+	}
+	s, ok = findSocket(socks, func(s Socket) bool { return s.Local == local })
+	if !ok || s.Remote != lnAddr || s.State != "ESTABLISHED" || s.PID != int32(os.Getpid()) {
+		t.Errorf("connection from %s: %+v %v", local, s, ok)
+	}
+	hostAddr := netip.MustParseAddrPort(host.Addr().String())
+	if s, ok := findSocket(socks, func(s Socket) bool { return s.Local == hostAddr }); ok {
+		t.Errorf("the host's listener is listed in the namespace: %+v", s)
+	}
+}
+
+func TestPlatformDNS(t *testing.T) {
+	dir := t.TempDir()
+	stub := filepath.Join(dir, "resolv.conf")
+	up := filepath.Join(dir, "upstream.conf")
+	must(t, "write", os.WriteFile(stub, []byte("nameserver 127.0.0.53\n"), 0o644))
+	must(t, "write", os.WriteFile(up, []byte("nameserver 203.0.113.53\n"), 0o644))
+	p := NewPlatform(PlatformOptions{ResolvConf: []string{stub, up}}).(*linuxPlatform)
+	defer p.close()
+	got, err := p.DNS(context.Background())
+	must(t, "dns", err)
+	want := []DNSServer{{Addr: ip("127.0.0.53"), Source: stub}, {Addr: ip("203.0.113.53"), Source: up + " (systemd-resolved)"}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("DNS %v, want %v", got, want)
 	}
 }

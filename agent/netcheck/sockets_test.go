@@ -16,6 +16,8 @@ import (
 	"time"
 
 	gnet "github.com/shirou/gopsutil/v3/net"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // checkSelf checks that s is this test process's: its PID, its name as the
@@ -72,10 +74,26 @@ func TestSockets(t *testing.T) {
 		defer l.Close()
 	}
 
-	socks, err := listSockets(context.Background())
+	h, err := netlink.NewHandle(unix.NETLINK_INET_DIAG)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer h.Close()
+	for name, list := range map[string]func(context.Context) ([]Socket, error){
+		"gopsutil":  listSockets,
+		"sock_diag": func(ctx context.Context) ([]Socket, error) { return diagSockets(ctx, h) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			socks, err := list(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkSockets(t, socks, lnAddr, local, uLocal, ln6)
+		})
+	}
+}
+
+func checkSockets(t *testing.T, socks []Socket, lnAddr, local, uLocal netip.AddrPort, ln6 net.Listener) {
 	s, ok := findSocket(socks, func(s Socket) bool { return s.Proto == "tcp" && s.Local == lnAddr && s.State == "LISTEN" })
 	if !ok {
 		t.Fatalf("listener %s not found", lnAddr)
