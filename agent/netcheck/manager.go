@@ -137,6 +137,7 @@ type Manager struct {
 	enf     enfState
 	cut     map[string]Adapter // USB device directory → the adapter cut off the bus
 	cutErr  map[string]string  // USB device directory → why it could not be cut
+	pending []pendingEvent     // events to send once the posture is stored
 
 	mu        sync.Mutex
 	base      *netpolicy.Policy // as SetPolicy was given it (a copy)
@@ -207,10 +208,29 @@ func (m *Manager) now() time.Time {
 	return time.Now()
 }
 
+// emit queues an event; evaluate sends the queue once the posture that
+// shows its cause is stored, so that whoever reacts to an event reads a
+// posture that has it.
 func (m *Manager) emit(typ string, sev mnguardv1.Severity, msg string, attrs map[string]string) {
-	if m.o.Emit != nil {
-		m.o.Emit(typ, sev, msg, attrs)
+	m.pending = append(m.pending, pendingEvent{typ, sev, msg, attrs})
+}
+
+// flush sends the queued events, in order (under op).
+func (m *Manager) flush() {
+	for _, e := range m.pending {
+		if m.o.Emit != nil {
+			m.o.Emit(e.typ, e.sev, e.msg, e.attrs)
+		}
 	}
+	clear(m.pending)
+	m.pending = m.pending[:0]
+}
+
+type pendingEvent struct {
+	typ   string
+	sev   mnguardv1.Severity
+	msg   string
+	attrs map[string]string
 }
 
 // SetPolicy puts p in force (nil: the collector holds none): enforcement
@@ -606,9 +626,10 @@ func (m *Manager) evaluate(p *netpolicy.Policy, s Scan) bool {
 
 	np := m.build(p, s, fs, now)
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	changed := m.posture == nil || !samePosture(m.posture, np)
 	m.posture = np
+	m.mu.Unlock()
+	m.flush()
 	return changed
 }
 

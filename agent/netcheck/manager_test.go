@@ -205,6 +205,7 @@ type mgrEvent struct {
 	sev   mnguardv1.Severity
 	msg   string
 	attrs map[string]string
+	at    time.Time // when it was emitted
 }
 
 // events records what the Manager emits.
@@ -218,7 +219,7 @@ func newEvents() *mgrEvents { return &mgrEvents{signal: make(chan struct{}, 1)} 
 
 func (r *mgrEvents) emit(typ string, sev mnguardv1.Severity, msg string, attrs map[string]string) {
 	r.mu.Lock()
-	r.all = append(r.all, mgrEvent{typ, sev, msg, attrs})
+	r.all = append(r.all, mgrEvent{typ, sev, msg, attrs, time.Now()})
 	r.mu.Unlock()
 	select {
 	case r.signal <- struct{}{}:
