@@ -36,13 +36,13 @@ func TestParseEvent(t *testing.T) {
 		concerns bool
 		err      bool
 	}{
-		{"new table", sub | 0, capturedNewTable, event{family: 1, table: "mnguard"}, true, false},
+		{"new table", sub, capturedNewTable, event{family: 1, table: "mnguard"}, true, false},
 		{"new gen", sub | nftMsgNewGen, capturedNewGen, event{gen: true}, false, false},
 		{"rule", sub | 6, rule, event{family: 1, table: "mnguard"}, true, false},
 		{"another table", sub | 6, other, event{family: 1, table: "filter"}, false, false},
 		{"another family", sub | 6, ipFamily, event{family: 2, table: "mnguard"}, false, false},
 		{"no table", sub | 12, []byte{1, 0, 0, 5}, event{family: 1}, true, false},
-		{"other subsystem", 1<<8 | 0, capturedNewTable, event{}, false, true},
+		{"other subsystem", 1 << 8, capturedNewTable, event{}, false, true},
 		{"short", sub, []byte{1, 0}, event{}, false, true},
 		{"attribute too long", sub | 6, []byte{1, 0, 0, 5, 200, 0, 1, 0, 'x', 0, 0, 0}, event{family: 1}, false, true},
 		{"attribute too short", sub | 6, []byte{1, 0, 0, 5, 2, 0, 1, 0}, event{family: 1}, false, true},

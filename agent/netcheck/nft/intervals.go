@@ -2,7 +2,6 @@ package nft
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -148,18 +147,32 @@ func rangesFromElems(elems []elem, keyLen int) ([]addrRange, error) {
 
 // diffRanges says how got differs from want, both merged, in a few words.
 func diffRanges(got, want []addrRange) string {
+	return diffSets(got, want, addrRange.String)
+}
+
+// diffSets names the items missing from got and those got has beyond
+// want, the first few of each, in want's and got's order.
+func diffSets[T comparable](got, want []T, str func(T) string) string {
 	if slices.Equal(got, want) {
 		return ""
 	}
+	in := func(xs []T) map[T]bool {
+		m := make(map[T]bool, len(xs))
+		for _, x := range xs {
+			m[x] = true
+		}
+		return m
+	}
+	inGot, inWant := in(got), in(want)
 	var missing, extra []string
 	for _, w := range want {
-		if !slices.Contains(got, w) {
-			missing = append(missing, w.String())
+		if !inGot[w] {
+			missing = append(missing, str(w))
 		}
 	}
 	for _, g := range got {
-		if !slices.Contains(want, g) {
-			extra = append(extra, g.String())
+		if !inWant[g] {
+			extra = append(extra, str(g))
 		}
 	}
 	var parts []string
@@ -168,6 +181,9 @@ func diffRanges(got, want []addrRange) string {
 	}
 	if len(extra) > 0 {
 		parts = append(parts, "unexpected "+abbrev(extra))
+	}
+	if len(parts) == 0 {
+		return "elements repeated"
 	}
 	return strings.Join(parts, ", ")
 }
@@ -180,5 +196,3 @@ func abbrev(items []string) string {
 	}
 	return fmt.Sprintf("%s and %d more", strings.Join(items[:show], " "), len(items)-show)
 }
-
-var errNoTable = errors.New("table missing")

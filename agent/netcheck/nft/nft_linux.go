@@ -52,6 +52,11 @@ func (e *Enforcer) Mechanism() string { return "nftables table inet " + e.table 
 // thousands of rules.
 const sockBuf = 8 << 20
 
+// elemChunk is how many set elements go in one message: a box element is
+// about 80 bytes on the wire, and one message's element list must stay
+// under 64 KiB.
+const elemChunk = 256
+
 // conn opens a netlink connection of its own for one operation.
 func (e *Enforcer) conn() (*nftables.Conn, error) {
 	c, err := nftables.New(nftables.WithNetNSFd(e.netns), nftables.WithSockOptions(func(nc *netlink.Conn) error {
@@ -108,8 +113,14 @@ func (e *Enforcer) Apply(ctx context.Context, p *netpolicy.Policy) error {
 	c.DelTable(rs.table)
 	c.AddTable(rs.table)
 	for _, s := range rs.sets {
-		if err := c.AddSet(s.set, s.elements()); err != nil {
+		if err := c.AddSet(s.set, nil); err != nil {
 			return fmt.Errorf("nftables apply: set %s: %w", s.set.Name, err)
+		}
+		// A netlink attribute holds at most 64 KiB: elements go in chunks.
+		for chunk := range slices.Chunk(s.elements(), elemChunk) {
+			if err := c.SetAddElements(s.set, chunk); err != nil {
+				return fmt.Errorf("nftables apply: set %s: %w", s.set.Name, err)
+			}
 		}
 	}
 	nrules := 0
@@ -239,7 +250,8 @@ func (e *Enforcer) diff(c *nftables.Conn, want *ruleset) ([]string, error) {
 		}
 		delete(byName, w.set.Name)
 		if got.KeyType.Name != w.set.KeyType.Name || got.Interval != w.set.Interval ||
-			got.Constant || got.IsMap || got.HasTimeout || got.Dynamic || got.Concatenation {
+			got.Concatenation != w.set.Concatenation ||
+			got.Constant || got.IsMap || got.HasTimeout || got.Dynamic {
 			diffs = append(diffs, "set "+w.set.Name+" changed: type or flags")
 			continue
 		}
@@ -322,9 +334,25 @@ func normalize(es []expr.Any) []expr.Any {
 // elemsDiff compares a set's elements with what Apply writes.
 func elemsDiff(w *setSpec, got []nftables.SetElement) string {
 	for _, g := range got {
-		if len(g.Val) > 0 || len(g.KeyEnd) > 0 || g.VerdictData != nil || g.Timeout != 0 {
+		if len(g.Val) > 0 || g.VerdictData != nil || g.Timeout != 0 || (len(g.KeyEnd) > 0) != w.set.Concatenation {
 			return "an element carries data"
 		}
+	}
+	if w.set.Concatenation {
+		addrLen := 4
+		if w.set.KeyType.Bytes > 12 {
+			addrLen = 16
+		}
+		boxes := make([]box, 0, len(got))
+		for _, g := range got {
+			b, err := boxFromKeys(g.Key, g.KeyEnd, addrLen)
+			if err != nil {
+				return err.Error()
+			}
+			boxes = append(boxes, b)
+		}
+		slices.SortFunc(boxes, compareBoxes)
+		return diffBoxes(boxes, w.boxes)
 	}
 	if w.set.Interval {
 		es := make([]elem, len(got))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -31,18 +32,30 @@ const (
 	setCollector6 = "collector_v6"
 	setDNS4       = "dns_v4"
 	setDNS6       = "dns_v6"
+	setPorts4     = "ports_v4"
+	setPorts6     = "ports_v6"
 )
 
 // setSpec is one set and what it holds: ranges for an interval set of
-// networks, addrs for a set of single addresses.
+// networks, addrs for a set of single addresses, boxes for a set of
+// address . protocol . port ranges.
 type setSpec struct {
 	set    *nftables.Set
 	ranges []addrRange
 	addrs  []netip.Addr
+	boxes  []box
 }
 
 // elements are the set's elements as written to the kernel.
 func (s *setSpec) elements() []nftables.SetElement {
+	if s.set.Concatenation {
+		out := make([]nftables.SetElement, len(s.boxes))
+		for i, b := range s.boxes {
+			k, ke := boxKeys(b)
+			out[i] = nftables.SetElement{Key: k, KeyEnd: ke}
+		}
+		return out
+	}
 	if s.set.Interval {
 		es := intervalElems(s.ranges)
 		out := make([]nftables.SetElement, len(es))
@@ -82,24 +95,28 @@ func build(table string, p *netpolicy.Policy) (*ruleset, error) {
 	rs := &ruleset{table: t}
 
 	var any4, any6 []addrRange
-	type ported struct {
-		prefix netip.Prefix
-		ports  []netpolicy.PortRange
-	}
-	var withPorts []ported
+	var ported4, ported6 []portedNet
 	for _, n := range p.Networks {
 		pfx := n.Prefix
 		if !pfx.IsValid() || pfx.Addr().Zone() != "" || pfx.Addr().Is4In6() || pfx.Masked() != pfx || pfx.Bits() == 0 {
 			return nil, fmt.Errorf("network %s: not a network with host bits zero", pfx)
 		}
+		pn := portedNet{prefix: pfx}
 		for _, r := range n.Ports {
 			if (r.Proto != "tcp" && r.Proto != "udp") || r.First == 0 || r.First > r.Last {
 				return nil, fmt.Errorf("network %s: bad port range %s", pfx, r)
 			}
+			proto := uint8(protoTCP)
+			if r.Proto == "udp" {
+				proto = protoUDP
+			}
+			pn.ports = append(pn.ports, portRange{proto, r.First, r.Last})
 		}
 		switch {
+		case len(n.Ports) > 0 && pfx.Addr().Is4():
+			ported4 = append(ported4, pn)
 		case len(n.Ports) > 0:
-			withPorts = append(withPorts, ported{pfx, n.Ports})
+			ported6 = append(ported6, pn)
 		case pfx.Addr().Is4():
 			any4 = append(any4, prefixRange(pfx))
 		default:
@@ -124,6 +141,10 @@ func build(table string, p *netpolicy.Policy) (*ruleset, error) {
 			Table: t, Name: name, KeyType: key, Interval: interval,
 			ID: uint32(len(rs.sets) + 1), // IDs name sets inside one batch only
 		}}
+		if strings.HasPrefix(name, "ports_") {
+			s.set.KeyType = nftables.MustConcatSetType(key, nftables.TypeInetProto, nftables.TypeInetService)
+			s.set.Concatenation = true
+		}
 		rs.sets = append(rs.sets, s)
 		return s
 	}
@@ -133,6 +154,8 @@ func build(table string, p *netpolicy.Policy) (*ruleset, error) {
 	addSet(setCollector6, true, false).addrs = col6
 	addSet(setDNS4, false, false).addrs = dns4
 	addSet(setDNS6, true, false).addrs = dns6
+	addSet(setPorts4, false, true).boxes = portBoxes(ported4)
+	addSet(setPorts6, true, true).boxes = portBoxes(ported6)
 	set := func(name string) *nftables.Set {
 		for _, s := range rs.sets {
 			if s.set.Name == name {
@@ -214,22 +237,10 @@ func build(table string, p *netpolicy.Policy) (*ruleset, error) {
 			cat(d.lookup(false, set(setAllowed4)), ret),
 			cat(d.lookup(true, set(setAllowed6)), ret),
 		)
-		for _, n := range withPorts {
-			for _, r := range n.ports {
-				proto := byte(unix.IPPROTO_TCP)
-				if r.Proto == "udp" {
-					proto = unix.IPPROTO_UDP
-				}
-				var port []expr.Any
-				if r.First == r.Last {
-					port = eq(be16(r.First))
-				} else {
-					port = []expr.Any{&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: be16(r.First), ToData: be16(r.Last)}}
-				}
-				c.rules = append(c.rules, cat(d.prefix(n.prefix), l4proto(proto),
-					load(expr.PayloadBaseTransportHeader, d.portOff, 2), port, ret))
-			}
-		}
+		c.rules = append(c.rules,
+			cat(d.ports(false, set(setPorts4)), ret),
+			cat(d.ports(true, set(setPorts6)), ret),
+		)
 		c.rules = append(c.rules, []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}})
 	}
 	return rs, nil
@@ -288,6 +299,26 @@ func (d direction) lookup(six bool, s *nftables.Set) []expr.Any {
 	}
 	return cat(nfproto(fam), load(expr.PayloadBaseNetworkHeader, off, n),
 		[]expr.Any{&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID}})
+}
+
+// ports matches peer address . IP protocol . peer port against a set of
+// boxes. The fields of a concatenation sit in consecutive 4-byte
+// registers: the address from register 1 on, then the protocol, then the
+// port. Registers are written as the kernel lists them back: a 4-byte
+// register that starts a 16-byte one by the latter's number.
+func (d direction) ports(six bool, s *nftables.Set) []expr.Any {
+	fam, off, n := byte(unix.NFPROTO_IPV4), d.off4, uint32(4)
+	protoReg, portReg := uint32(unix.NFT_REG32_01), uint32(unix.NFT_REG32_02)
+	if six {
+		fam, off, n = unix.NFPROTO_IPV6, d.off6, 16
+		protoReg, portReg = unix.NFT_REG_2, unix.NFT_REG32_05 // NFT_REG_2 is NFT_REG32_04
+	}
+	return cat(nfproto(fam), load(expr.PayloadBaseNetworkHeader, off, n),
+		[]expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: protoReg},
+			&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: d.portOff, Len: 2},
+			&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID},
+		})
 }
 
 func cat(parts ...[]expr.Any) []expr.Any {
