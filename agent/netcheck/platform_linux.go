@@ -29,6 +29,8 @@ type linuxPlatform struct {
 	log    *slog.Logger
 	ns     netns.NsHandle
 	nsErr  error
+	// watchBuf replaces watchBuffer (tests overflow it).
+	watchBuf int
 }
 
 // NewPlatform returns the Linux platform. It is bound to the network
@@ -271,23 +273,36 @@ func (p *linuxPlatform) DNS(ctx context.Context) ([]DNSServer, error) {
 }
 
 // watchBuffer is the receive buffer of each subscription: a burst of
-// changes (an interface with many addresses going down) must not overflow
-// it; when one does, the watch re-subscribes and reports a change.
+// changes (an interface with many addresses going down) should not
+// overflow it; when one does (ENOBUFS), the watch subscribes again and
+// reports a change, since what was lost is unknown.
 const watchBuffer = 1 << 20
 
-// resubscribeTries bounds consecutive failed re-subscriptions before
-// Watch gives up and returns the error.
-const resubscribeTries = 5
+// resubscribeTries bounds consecutive failed subscriptions before Watch
+// gives up and returns the error; a subscription that lived for
+// healthyWatch counts as a success.
+const (
+	resubscribeTries = 5
+	healthyWatch     = 10 * time.Second
+)
 
 func (p *linuxPlatform) Watch(ctx context.Context, changed func(what string)) error {
 	if p.nsErr != nil {
 		return p.nsErr
 	}
+	buf := p.watchBuf
+	if buf == 0 {
+		buf = watchBuffer
+	}
 	failures := 0
 	for {
-		err := p.watchOnce(ctx, changed)
+		start := time.Now()
+		err := p.watchOnce(ctx, buf, changed)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if time.Since(start) >= healthyWatch {
+			failures = 0
 		}
 		failures++
 		if failures > resubscribeTries {
@@ -297,7 +312,7 @@ func (p *linuxPlatform) Watch(ctx context.Context, changed func(what string)) er
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(time.Duration(failures) * 100 * time.Millisecond):
+		case <-time.After(time.Duration(failures-1) * 100 * time.Millisecond):
 		}
 		// What happened while nobody listened is unknown: rescan.
 		changed("resubscribed")
@@ -305,64 +320,98 @@ func (p *linuxPlatform) Watch(ctx context.Context, changed func(what string)) er
 }
 
 // watchOnce subscribes to route, address and link changes and calls
-// changed for each until ctx ends (nil) or a subscription fails.
-func (p *linuxPlatform) watchOnce(ctx context.Context, changed func(what string)) error {
+// changed for each until ctx ends (nil) or a subscription ends (its
+// error). A message the library could not decode is a change all the
+// same.
+func (p *linuxPlatform) watchOnce(ctx context.Context, buf int, changed func(what string)) error {
 	done := make(chan struct{})
-	defer close(done)
-	errc := make(chan error, 3)
-	onErr := func(err error) {
-		select {
-		case errc <- err:
-		default:
-		}
-	}
-	ns := p.ns
 	routes := make(chan netlink.RouteUpdate, 64)
 	addrs := make(chan netlink.AddrUpdate, 64)
 	links := make(chan netlink.LinkUpdate, 64)
+	defer func() {
+		close(done)
+		// The receivers may be blocked sending: let them see the closed
+		// socket and end.
+		go func() {
+			for range routes {
+			}
+		}()
+		go func() {
+			for range addrs {
+			}
+		}()
+		go func() {
+			for range links {
+			}
+		}()
+	}()
+	type subErr struct {
+		what string
+		err  error
+	}
+	errc := make(chan subErr, 64)
+	onErr := func(what string) func(error) {
+		return func(err error) {
+			select {
+			case errc <- subErr{what, err}:
+			default:
+			}
+		}
+	}
+	ns := p.ns
 	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{
-		Namespace: &ns, ErrorCallback: onErr, ReceiveBufferSize: watchBuffer}); err != nil {
+		Namespace: &ns, ErrorCallback: onErr("route"), ReceiveBufferSize: buf}); err != nil {
 		return fmt.Errorf("subscribe to routes: %w", err)
 	}
 	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{
-		Namespace: &ns, ErrorCallback: onErr, ReceiveBufferSize: watchBuffer}); err != nil {
+		Namespace: &ns, ErrorCallback: onErr("addr"), ReceiveBufferSize: buf}); err != nil {
 		return fmt.Errorf("subscribe to addresses: %w", err)
 	}
 	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{
-		Namespace: &ns, ErrorCallback: onErr, ReceiveBufferSize: watchBuffer}); err != nil {
+		Namespace: &ns, ErrorCallback: onErr("link"), ReceiveBufferSize: buf}); err != nil {
 		return fmt.Errorf("subscribe to links: %w", err)
+	}
+	last := map[string]error{}
+	ended := func(what string) error {
+		// The receiver reports its error before it closes the channel.
+	drain:
+		for {
+			select {
+			case e := <-errc:
+				last[e.what] = e.err
+			default:
+				break drain
+			}
+		}
+		if err := last[what]; err != nil {
+			return fmt.Errorf("%s subscription: %w", what, err)
+		}
+		return fmt.Errorf("%s subscription ended", what)
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case err := <-errc:
-			return err
+		case e := <-errc:
+			last[e.what] = e.err
+			p.log.Warn("netlink watch", "subscription", e.what, "err", e.err)
+			changed(e.what)
 		case _, ok := <-routes:
 			if !ok {
-				return subscriptionEnded("route", errc)
+				return ended("route")
 			}
 			changed("route")
 		case _, ok := <-addrs:
 			if !ok {
-				return subscriptionEnded("address", errc)
+				return ended("addr")
 			}
 			changed("addr")
 		case _, ok := <-links:
 			if !ok {
-				return subscriptionEnded("link", errc)
+				return ended("link")
 			}
 			changed("link")
 		}
-	}
-}
-
-func subscriptionEnded(what string, errc chan error) error {
-	select {
-	case err := <-errc:
-		return fmt.Errorf("%s subscription: %w", what, err)
-	default:
-		return fmt.Errorf("%s subscription ended", what)
 	}
 }
 

@@ -3,8 +3,10 @@
 package netcheck
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -356,12 +358,20 @@ func TestScanWhileInterfacesComeAndGo(t *testing.T) {
 // it reported; it waits until the watch is live (an address toggled on
 // lo is seen).
 func watcher(t testing.TB, p *linuxPlatform, h *netlink.Handle) (<-chan string, func()) {
+	return watcherHold(t, p, h, nil)
+}
+
+// watcherHold is watcher whose callback first calls hold (when not nil).
+func watcherHold(t testing.TB, p *linuxPlatform, h *netlink.Handle, hold func()) (<-chan string, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan string, 4096)
 	errc := make(chan error, 1)
 	go func() {
 		errc <- p.Watch(ctx, func(what string) {
+			if hold != nil {
+				hold()
+			}
 			select {
 			case ch <- what:
 			default:
@@ -515,4 +525,74 @@ func TestPlatformDNS(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("DNS %v, want %v", got, want)
 	}
+}
+
+// TestWatchResubscribes: a burst of changes overflows a small receive
+// buffer while the callback is slow (ENOBUFS ends the subscription); the
+// watch subscribes again, says so, and sees the next change.
+func TestWatchResubscribes(t *testing.T) {
+	ns := newNS(t)
+	h := handleIn(t, ns)
+	dummy, _, _ := terminal(t, h)
+	var logs syncBuffer
+	p := platformIn(t, ns, PlatformOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	p.watchBuf = 1 // the kernel's minimum, a few KiB
+	var stall atomic.Bool
+	gate := make(chan struct{})
+	ch, _ := watcherHold(t, p, h, func() {
+		if stall.Load() {
+			<-gate
+		}
+	})
+	drain(ch)
+	// The callback stalls: the watch stops reading while a burst of
+	// changes overflows the socket.
+	stall.Store(true)
+	probe := &netlink.Route{LinkIndex: dummy.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4(10, 255, 0, 0), Mask: net.CIDRMask(16, 32)}}
+	must(t, "first change", h.RouteAdd(probe))
+	for i := range 2000 {
+		dst := &net.IPNet{IP: net.IPv4(10, byte(i>>8), byte(i), 0), Mask: net.CIDRMask(24, 32)}
+		must(t, "burst", h.RouteAdd(&netlink.Route{LinkIndex: dummy.Attrs().Index, Dst: dst}))
+	}
+	stall.Store(false)
+	close(gate)
+	deadline := time.After(5 * time.Second)
+	for resubscribed := false; !resubscribed; {
+		select {
+		case w := <-ch:
+			resubscribed = w == "resubscribed"
+		case <-deadline:
+			t.Fatal("no resubscription after the overflow")
+		}
+	}
+	if !strings.Contains(logs.String(), "no buffer space available") {
+		t.Errorf("the overflow is not what ended the subscription: %s", logs.String())
+	}
+	drain(ch)
+	must(t, "default route", h.RouteAdd(&netlink.Route{LinkIndex: dummy.Attrs().Index, Gw: net.ParseIP("198.51.100.2")}))
+	select {
+	case w := <-ch:
+		if w != "route" {
+			t.Fatalf("after resubscribing: %q", w)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the default route was not reported after resubscribing")
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
