@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mnguard/mnguard/internal/netpolicy"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"github.com/mnguard/mnguard/server/api"
 	"github.com/mnguard/mnguard/server/i18n"
@@ -198,4 +199,173 @@ func (e *env) verdict(id string) store.Compliance {
 		e.t.Fatal(err)
 	}
 	return c
+}
+
+// TestNetworkPolicyEdit: an admin changes the network policy through the
+// form; malformed or nonsensical input is refused with the line and the
+// reason, keeping what was typed; an edit that started from an older
+// version is refused; other roles see no form and may not post.
+func TestNetworkPolicyEdit(t *testing.T) {
+	e := newEnv(t)
+	admin := e.addOperator("admin", store.RoleAdmin)
+	helpdesk := e.addOperator("helpdesk", store.RoleHelpdesk)
+	auditor := e.addOperator("auditor", store.RoleAuditor)
+	c := e.mustSignIn(admin)
+	c.post("/account/language", url.Values{"lang": {"en"}}, true)
+
+	_, body := c.get("/network-policy")
+	if !strings.Contains(body, `id="network-policy-form"`) || !strings.Contains(body, `name="expected" value=""`) {
+		t.Fatalf("the admin gets no edit form\n%s", body)
+	}
+	form := url.Values{"networks": {"# the segment\n198.51.100.0/24\n\n 2001:db8::/32@udp/53,tcp/443 \n"}, "dns": {"198.51.100.53"},
+		"enforce": {"on"}, "expected": {""}}
+	resp, _ := c.post("/network-policy", form, true)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/network-policy?done=network_policy_set" {
+		t.Fatalf("set: %s %s", resp.Status, resp.Header.Get("Location"))
+	}
+	got, err := e.console.cfg.Admin.GetNetworkPolicy(api.WithOperator(context.Background(), &api.Operator{Name: "admin", Role: store.RoleAdmin}),
+		&mnguardv1.GetNetworkPolicyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := got.GetPolicy()
+	if len(p.GetNetworks()) != 2 || p.GetNetworks()[1].GetCidr() != "2001:db8::/32" || len(p.GetNetworks()[1].GetPorts()) != 2 ||
+		strings.Join(p.GetDnsServers(), ",") != "198.51.100.53" || !p.GetEnforce() || got.GetUpdatedBy() != "admin" {
+		t.Fatalf("policy after the form: %v", got)
+	}
+	version := p.GetVersion()
+	_, body = c.get("/network-policy?done=network_policy_set")
+	for _, want := range []string{`data-done="network_policy_set"`, `data-netpolicy="` + version + `"`, `name="expected" value="` + version + `"`,
+		"198.51.100.0/24\n2001:db8::/32@tcp/443,udp/53</textarea>", `name="enforce" checked`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("after the change, the page lacks %q", want)
+		}
+	}
+
+	// Refused input: the page again, with the line, the reason and what
+	// was typed; nothing changes.
+	for _, tt := range []struct {
+		name, networks, dns string
+		enforce             bool
+		want                []string
+	}{
+		{"bad CIDR", "198.51.100.0/24\n198.51.100.0/33", "", false, []string{i18n.T("en", "netpolicy.form.bad_network", 2), "198.51.100.0/33"}},
+		{"host bits set", "\n198.51.100.7/24", "", false, []string{i18n.T("en", "netpolicy.form.bad_network", 2), "198.51.100.7/24"}},
+		{"bad port", "198.51.100.0/24@tcp/70000", "", false, []string{i18n.T("en", "netpolicy.form.bad_network", 1)}},
+		{"bad DNS", "198.51.100.0/24", "198.51.100.53\nresolver.example", false, []string{i18n.T("en", "netpolicy.form.bad_dns", 2), "resolver.example"}},
+		{"everything allowed", "0.0.0.0/0", "", false, []string{i18n.T("en", "netpolicy.form.bad_network", 1), "0.0.0.0/0"}},
+		{"enforcement with no network", "# none yet", "", true, []string{i18n.T("en", "netpolicy.form.invalid")}},
+		{"duplicate", "198.51.100.0/24\n198.51.100.0/24", "", false, []string{i18n.T("en", "netpolicy.form.invalid")}},
+		{"hostile", "<script>alert(1)</script>", "", false, []string{"&lt;script&gt;alert(1)&lt;/script&gt;</textarea>"}},
+	} {
+		f := url.Values{"networks": {tt.networks}, "dns": {tt.dns}, "expected": {version}}
+		if tt.enforce {
+			f.Set("enforce", "on")
+		}
+		resp, body := c.post("/network-policy", f, true)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "data-form-error") {
+			t.Errorf("%s: %s, want 400 with the form's error", tt.name, resp.Status)
+			continue
+		}
+		for _, want := range tt.want {
+			if !strings.Contains(body, html.EscapeString(want)) && !strings.Contains(body, want) {
+				t.Errorf("%s: the refusal lacks %q", tt.name, want)
+			}
+		}
+		if strings.Contains(body, "<script>alert(1)") {
+			t.Errorf("%s: typed input is not escaped", tt.name)
+		}
+	}
+
+	// An edit from an older version: refused, nothing saved.
+	resp, body = c.post("/network-policy", url.Values{"networks": {"192.0.2.0/24"}, "expected": {"n-00000000"}}, true)
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(body, html.EscapeString(i18n.T("en", "netpolicy.form.conflict"))) {
+		t.Errorf("stale edit: %s", resp.Status)
+	}
+	if got, _ := e.console.cfg.Admin.GetNetworkPolicy(api.WithOperator(context.Background(), &api.Operator{Name: "admin", Role: store.RoleAdmin}),
+		&mnguardv1.GetNetworkPolicyRequest{}); got.GetPolicy().GetVersion() != version {
+		t.Errorf("a refused edit changed the policy: %s, want %s", got.GetPolicy().GetVersion(), version)
+	}
+	// No CSRF token: refused.
+	if resp, _ := c.post("/network-policy", url.Values{"networks": {"192.0.2.0/24"}}, false); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("without CSRF: %s", resp.Status)
+	}
+
+	// Other roles: no form, and a post is forbidden.
+	for _, o := range []operator{helpdesk, auditor} {
+		oc := e.mustSignIn(o)
+		if _, body := oc.get("/network-policy"); strings.Contains(body, `id="network-policy-form"`) || !strings.Contains(body, `data-netpolicy="`+version+`"`) {
+			t.Errorf("%s: sees the edit form, or not the policy", o.name)
+		}
+		if resp, _ := oc.post("/network-policy", url.Values{"networks": {"192.0.2.0/24"}, "expected": {version}}, true); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s may post the network policy: %s", o.name, resp.Status)
+		}
+	}
+}
+
+func TestParsePolicyForm(t *testing.T) {
+	for _, tt := range []struct {
+		networks, dns string
+		enforce       bool
+		want          string // the networks in the CLI's form, or "error"
+	}{
+		{"", "", false, ""},
+		{"198.51.100.0/24", "", true, "198.51.100.0/24"},
+		{"  # comment\r\n2001:db8::/32@tcp/443\r\n198.51.100.0/24\n", "198.51.100.53\r\n2001:db8::53", false, "198.51.100.0/24 2001:db8::/32@tcp/443"},
+		{"198.51.100.0/24@udp/53,tcp/8000-8100", "", false, "198.51.100.0/24@tcp/8000-8100,udp/53"},
+		{"198.51.100.1/24", "", false, "error"},
+		{"198.51.100.0/24 192.0.2.0/24", "", false, "error"}, // two on one line
+		{"", "", true, "error"},
+		{"198.51.100.0/24", "198.51.100.53/32", false, "error"},
+		{"::/0", "", false, "error"},
+		{strings.Repeat("198.51.100.0/24\n", netpolicy.MaxNetworks+1), "", false, "error"},
+	} {
+		p, err := parsePolicyForm(tt.networks, tt.dns, tt.enforce)
+		if tt.want == "error" {
+			if err == nil {
+				t.Errorf("parsePolicyForm(%q, %q, %v) accepted", tt.networks, tt.dns, tt.enforce)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("parsePolicyForm(%q, %q, %v): %v", tt.networks, tt.dns, tt.enforce, err)
+			continue
+		}
+		var nets []string
+		for _, n := range p.Networks {
+			nets = append(nets, n.String())
+		}
+		if got := strings.Join(nets, " "); got != tt.want || p.Enforce != tt.enforce {
+			t.Errorf("parsePolicyForm(%q) = %q (enforce %v), want %q", tt.networks, got, p.Enforce, tt.want)
+		}
+	}
+}
+
+// FuzzPolicyForm: whatever the form holds, parsing never panics, and
+// what it accepts the collector accepts too, and shows in the form again
+// as the same policy.
+func FuzzPolicyForm(f *testing.F) {
+	f.Add("198.51.100.0/24\n2001:db8::/32@tcp/443,udp/53", "198.51.100.53", true)
+	f.Add("# c\n\n10.0.0.0/8@tcp/1-65535", "::1\n2001:db8::53", false)
+	f.Add("198.51.100.0/24@", "", false)
+	f.Add("1.2.3.4/32@tcp/0", "fe80::1%eth0", false)
+	f.Fuzz(func(t *testing.T, networks, dns string, enforce bool) {
+		p, err := parsePolicyForm(networks, dns, enforce)
+		if err != nil {
+			return
+		}
+		wire := p.Proto()
+		back, err := netpolicy.FromProto(wire)
+		if err != nil {
+			t.Fatalf("accepted %q / %q, but the collector refuses it: %v", networks, dns, err)
+		}
+		form := formOf(wire)
+		again, err := parsePolicyForm(form.Networks, form.DNS, form.Enforce)
+		if err != nil {
+			t.Fatalf("the form of an accepted policy is refused: %v\n%s", err, form.Networks)
+		}
+		if again.ComputeVersion() != back.Version || form.Expected != back.Version {
+			t.Fatalf("round trip changed the policy: %s, %s, %s", again.ComputeVersion(), back.Version, form.Expected)
+		}
+	})
 }

@@ -80,6 +80,7 @@ func (s *Server) routes() {
 	s.handle("GET /audit", s.audit)
 	s.handle("GET /reports/self-inspection", s.selfInspection)
 	s.handle("GET /network-policy", s.networkPolicy)
+	s.handle("POST /network-policy", s.setNetworkPolicy)
 
 	s.handle("GET /operators", s.operators)
 	s.handle("POST /operators", s.addOperator)
