@@ -101,16 +101,42 @@ func formatRange(r addrRange) string {
 	if r.first == r.last {
 		return r.first.String()
 	}
-	for bits := 0; bits <= r.first.BitLen(); bits++ {
-		p := netip.PrefixFrom(r.first, bits)
-		if p.Masked().Addr() != r.first {
-			continue
-		}
-		if prefixRange(p) == r {
-			return p.String()
-		}
+	if bits, ok := rangePrefixLen(r); ok {
+		return netip.PrefixFrom(r.first, bits).String()
 	}
 	return r.first.String() + "-" + r.last.String()
+}
+
+// rangePrefixLen says whether r is exactly one prefix, and its length:
+// first and last differ in trailing bits only, all zero in first and all
+// one in last.
+func rangePrefixLen(r addrRange) (int, bool) {
+	a, b := r.first.As16(), r.last.As16()
+	host := 0 // trailing bits in which first is 0 and last is 1
+	for i := 15; i >= 0; i-- {
+		x := a[i] ^ b[i]
+		if a[i]&x != 0 { // first has a one where they differ
+			return 0, false
+		}
+		if x == 0xff {
+			host += 8
+			continue
+		}
+		for x&1 == 1 {
+			host++
+			x >>= 1
+		}
+		if x != 0 {
+			return 0, false
+		}
+		for j := i - 1; j >= 0; j-- {
+			if a[j] != b[j] {
+				return 0, false
+			}
+		}
+		break
+	}
+	return r.first.BitLen() - host, host <= r.first.BitLen()
 }
 
 // errAnyAddress is returned by parseAddresses for "*": every address.

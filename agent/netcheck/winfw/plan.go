@@ -176,33 +176,55 @@ func MakePlan(p *netpolicy.Policy) (Plan, error) {
 		add(name, In, action, proto, addrs, ports)
 	}
 
-	var reachable []addrRange
+	// Networks share rules: one for those open on every port, one per
+	// protocol and set of ports for the others (a rule holds many
+	// addresses; each rule is a COM call or more).
+	var reachable, open []addrRange
+	type portSet struct {
+		proto int32
+		ports string
+	}
+	restricted := map[portSet][]addrRange{}
 	for _, n := range p.Networks {
 		r := prefixRange(n.Prefix)
 		reachable = append(reachable, r)
 		if len(n.Ports) == 0 {
-			both("allow "+n.Prefix.String(), Allow, ProtoAny, []addrRange{r}, nil)
+			open = append(open, r)
 			continue
 		}
 		byProto := map[string][]portRange{}
 		for _, pr := range n.Ports {
 			byProto[pr.Proto] = append(byProto[pr.Proto], portRange{pr.First, pr.Last})
 		}
-		for _, proto := range []string{"tcp", "udp"} {
-			ports := byProto[proto]
-			if len(ports) == 0 {
-				continue
-			}
-			num := int32(ProtoTCP)
-			if proto == "udp" {
+		for proto, ports := range byProto {
+			var num int32
+			switch proto {
+			case "tcp":
+				num = ProtoTCP
+			case "udp":
 				num = ProtoUDP
+			default:
+				return Plan{}, fmt.Errorf("winfw: network %s: protocol %q is neither tcp nor udp", n.Prefix, proto)
 			}
-			both("allow "+n.Prefix.String()+" "+proto, Allow, num, []addrRange{r}, mergePorts(ports))
-			delete(byProto, proto)
+			k := portSet{num, formatPorts(mergePorts(ports))}
+			restricted[k] = append(restricted[k], r)
 		}
-		if len(byProto) != 0 {
-			return Plan{}, fmt.Errorf("winfw: network %s: protocol %v is neither tcp nor udp", n.Prefix, slices.Sorted(maps.Keys(byProto)))
+	}
+	if len(open) > 0 {
+		both("allow networks", Allow, ProtoAny, mergeRanges(open), nil)
+	}
+	sets := slices.SortedFunc(maps.Keys(restricted), func(a, b portSet) int {
+		if a.proto != b.proto {
+			return int(a.proto - b.proto)
 		}
+		return strings.Compare(a.ports, b.ports)
+	})
+	count := map[int32]int{}
+	for _, k := range sets {
+		ports, _ := parsePorts(k.ports)
+		count[k.proto]++
+		name := fmt.Sprintf("allow networks %s ports %d", map[int32]string{ProtoTCP: "tcp", ProtoUDP: "udp"}[k.proto], count[k.proto])
+		both(name, Allow, k.proto, mergeRanges(restricted[k]), ports)
 	}
 	if len(p.Collector) > 0 {
 		var rs []addrRange

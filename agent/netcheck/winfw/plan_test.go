@@ -1,6 +1,8 @@
 package winfw
 
 import (
+	"context"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
@@ -65,9 +67,9 @@ func TestMakePlanRules(t *testing.T) {
 		names = append(names, strings.TrimPrefix(r.Name, "mnguard "+p.Version+" "))
 	}
 	want := []string{
-		"out allow 198.51.100.0/24", "in allow 198.51.100.0/24",
-		"out allow 2001:db8::/32 tcp", "in allow 2001:db8::/32 tcp",
-		"out allow 2001:db8::/32 udp", "in allow 2001:db8::/32 udp",
+		"out allow networks", "in allow networks",
+		"out allow networks tcp ports 1", "in allow networks tcp ports 1",
+		"out allow networks udp ports 1", "in allow networks udp ports 1",
 		"out allow collector", "in allow collector",
 		"out allow dns tcp", "in allow dns tcp", "out allow dns udp", "in allow dns udp",
 		"out allow implicit", "in allow implicit",
@@ -79,7 +81,7 @@ func TestMakePlanRules(t *testing.T) {
 	}
 	for _, r := range plan.Rules {
 		switch {
-		case strings.HasSuffix(r.Name, "2001:db8::/32 tcp"):
+		case strings.HasSuffix(r.Name, "allow networks tcp ports 1"):
 			if r.Protocol != ProtoTCP || r.RemotePorts != "443,8000-8100" || r.RemoteAddresses != "2001:db8::/32" {
 				t.Errorf("%+v", r)
 			}
@@ -123,7 +125,17 @@ func TestMakePlanRefuses(t *testing.T) {
 // every network and random ones, and compares with netpolicy.Allows — also
 // with a foreign rule that allows everything, as applications install.
 func TestMakePlanMatchesPolicy(t *testing.T) {
-	p := testPolicy(t)
+	for name, p := range map[string]*netpolicy.Policy{
+		"two networks": testPolicy(t),
+		// Networks that share a set of ports share a rule; others do not.
+		"five networks": testPolicy(t, "198.51.100.0/24", "2001:db8::/32@tcp/443,udp/53,tcp/8000-8100",
+			"203.0.113.0/25@tcp/22,udp/123", "198.18.0.0/15@tcp/8000-8100,udp/53,tcp/443", "10.0.0.0/8", "2001:db8:ffff::/48@tcp/22"),
+	} {
+		t.Run(name, func(t *testing.T) { planMatchesPolicy(t, p) })
+	}
+}
+
+func planMatchesPolicy(t *testing.T, p *netpolicy.Policy) {
 	plan, err := MakePlan(p)
 	if err != nil {
 		t.Fatal(err)
@@ -268,4 +280,80 @@ func FuzzParseDefaults(f *testing.F) {
 			t.Fatalf("ParseDefaults(%q).String() = %q", s, d.String())
 		}
 	})
+}
+
+// bigPolicy is a policy at netpolicy's limits: MaxNetworks networks (every
+// other one with ports), MaxDNS DNS servers outside them.
+func bigPolicy(t testing.TB) *netpolicy.Policy {
+	t.Helper()
+	p := &netpolicy.Policy{Enforce: true, Collector: []netip.Addr{netip.MustParseAddr("192.0.2.10")}}
+	for i := range netpolicy.MaxNetworks {
+		s := fmt.Sprintf("10.%d.%d.0/24", i/256, i%256)
+		if i%2 == 1 {
+			s = fmt.Sprintf("2001:db8:%x::/48@tcp/443,tcp/8000-8100,udp/53", i)
+		}
+		n, err := netpolicy.ParseNetwork(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Networks = append(p.Networks, n)
+	}
+	for i := range netpolicy.MaxDNS {
+		p.DNS = append(p.DNS, netip.AddrFrom4([4]byte{172, 16, byte(i), 53}))
+	}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	p.Version = p.ComputeVersion()
+	return p
+}
+
+// TestMakePlanAtLimits: a policy at every limit makes rules with unique
+// names, and the block rule's address list stays within what one rule
+// holds (Windows Firewall takes at most 10,000 entries per rule).
+func TestMakePlanAtLimits(t *testing.T) {
+	plan, err := MakePlan(bigPolicy(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, r := range plan.Rules {
+		if names[r.Name] {
+			t.Fatalf("rule name %q twice", r.Name)
+		}
+		names[r.Name] = true
+		if n := strings.Count(r.RemoteAddresses, ",") + 1; n > 10000 {
+			t.Errorf("rule %q: %d addresses", r.Name, n)
+		}
+		if strings.HasSuffix(r.Name, "out block other segments") {
+			t.Logf("%d rules; the block rule holds %d ranges, %d bytes", len(plan.Rules), strings.Count(r.RemoteAddresses, ",")+1, len(r.RemoteAddresses))
+		}
+	}
+}
+
+func BenchmarkMakePlanAtLimits(b *testing.B) {
+	p := bigPolicy(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := MakePlan(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCheckAtLimits: Check of a policy at every limit against rules in
+// place (in memory: the plan and the comparison, not COM).
+func BenchmarkCheckAtLimits(b *testing.B) {
+	p := bigPolicy(b)
+	e := &Enforcer{fw: newMemFirewall()}
+	ctx := context.Background()
+	if err := e.Apply(ctx, p); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if ok, detail, err := e.Check(ctx, p); err != nil || !ok {
+			b.Fatal(ok, detail, err)
+		}
+	}
 }

@@ -118,7 +118,7 @@ func TestEnforcerDrift(t *testing.T) {
 		}, "in block other segments\" changed: disabled"},
 		{"ports widened", func(fw *memFirewall) {
 			for i, r := range fw.rules {
-				if strings.HasSuffix(r.Name, "out allow 2001:db8::/32 tcp") {
+				if strings.HasSuffix(r.Name, "out allow networks tcp ports 1") {
 					fw.rules[i].RemotePorts = "*"
 				}
 			}
