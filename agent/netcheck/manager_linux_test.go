@@ -11,9 +11,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
+	"github.com/mnguard/mnguard/agent/netcheck/nft"
 	"github.com/mnguard/mnguard/internal/netpolicy"
 	"github.com/mnguard/mnguard/internal/testenv"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
@@ -150,23 +153,37 @@ func mgrPolicy(t testing.TB) *netpolicy.Policy {
 // its first scan.
 func runMgr(t testing.TB, tm *mgrTerminal) (*Manager, *mgrEvents) {
 	t.Helper()
+	m, ev, stop := runMgrWith(t, tm, nil, mgrPolicy(t))
+	t.Cleanup(stop)
+	return m, ev
+}
+
+// runMgrWith starts a Manager with enforcer e (nil: none) and policy p,
+// waits for its first scan, and returns stop, which ends Run and waits
+// for it (once).
+func runMgrWith(t testing.TB, tm *mgrTerminal, e Enforcer, p *netpolicy.Policy) (*Manager, *mgrEvents, func()) {
+	t.Helper()
 	ev := newEvents()
-	m := New(Options{Platform: tm.platform(t), Emit: ev.emit, Logger: slog.New(slog.DiscardHandler)})
-	m.SetPolicy(mgrPolicy(t))
+	m := New(Options{Platform: tm.platform(t), Enforcer: e, Emit: ev.emit, Logger: slog.New(slog.DiscardHandler)})
+	m.SetPolicy(p)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("Run did not end with its context")
 			}
-		case <-time.After(5 * time.Second):
-			t.Error("Run did not end with its context")
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
 	deadline := time.Now().Add(5 * time.Second)
 	for m.Posture().GetLastScan() == nil {
 		if time.Now().After(deadline) {
@@ -174,7 +191,7 @@ func runMgr(t testing.TB, tm *mgrTerminal) (*Manager, *mgrEvents) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return m, ev
+	return m, ev, stop
 }
 
 // routeFindings returns the kinds and details of the posture's route
@@ -302,6 +319,92 @@ func TestManagerLinuxAddressAndDNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev.wait(t, time.Second, func(e mgrEvent) bool { return e.typ == EventFindingCleared && e.attrs["id"] == d.attrs["id"] })
+}
+
+// TestManagerLinuxEnforcement runs the Manager with the real nftables
+// enforcer in the terminal's namespace: the table is put in place;
+// flushed or deleted by hand (through netlink, as nft(8) does) it is
+// repaired within 1 s; Run's end leaves it in place; a Manager that starts
+// with a policy without enforcement removes it.
+func TestManagerLinuxEnforcement(t *testing.T) {
+	tm := newMgrTerminal(t)
+	enf := nft.New(nft.Options{NetNS: int(tm.ns), Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { _ = enf.Remove(context.Background()) })
+	pol := mgrPolicy(t)
+	pol.Enforce = true
+	m, ev, stop := runMgrWith(t, tm, enf, pol)
+	ev.wait(t, 5*time.Second, func(e mgrEvent) bool { return e.attrs["state"] == EnforcementInPlace })
+	if e := m.Posture().GetEnforcement(); !e.GetRequested() || !e.GetInPlace() || e.GetMechanism() != enf.Mechanism() {
+		t.Fatalf("enforcement %v", e)
+	}
+	if !tableThere(t, tm) {
+		t.Fatal("table inet mnguard not in the namespace")
+	}
+
+	conn, err := nftables.New(nftables.WithNetNSFd(int(tm.ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := &nftables.Table{Name: nft.DefaultTable, Family: nftables.TableFamilyINet}
+	for i, drift := range []struct {
+		name string
+		do   func()
+	}{
+		{"flush table", func() { conn.FlushTable(table) }},
+		{"delete table", func() { conn.DelTable(table) }},
+	} {
+		start := time.Now()
+		drift.do()
+		if err := conn.Flush(); err != nil {
+			t.Fatalf("%s: %v", drift.name, err)
+		}
+		e := ev.wait(t, time.Second, func(e mgrEvent) bool { return e.attrs["state"] == EnforcementRepaired })
+		t.Logf("%s → repaired: %v (%s)", drift.name, e.at.Sub(start), e.attrs["detail"])
+		if e.sev != mnguardv1.Severity_SEVERITY_ALERT {
+			t.Errorf("repair event %v", e)
+		}
+		ok, detail, err := enf.Check(context.Background(), pol.WithCollector())
+		if err != nil || !ok {
+			t.Errorf("after the repair of %s: in place %v, %q, %v", drift.name, ok, detail, err)
+		}
+		if got := m.Posture().GetEnforcement(); got.GetRepairs() != uint32(i+1) || !got.GetInPlace() || got.GetLastRepair() == nil {
+			t.Errorf("enforcement %v", got)
+		}
+	}
+
+	// The agent stops: the rules stay.
+	stop()
+	if !tableThere(t, tm) {
+		t.Fatal("Run's end removed the table")
+	}
+	// It starts again, with a policy without enforcement: removed.
+	off := mgrPolicy(t)
+	m2, _, stop2 := runMgrWith(t, tm, enf, off)
+	defer stop2()
+	deadline := time.Now().Add(2 * time.Second)
+	for tableThere(t, tm) {
+		if time.Now().After(deadline) {
+			t.Fatal("table inet mnguard still there with enforcement off")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if e := m2.Posture().GetEnforcement(); e.GetRequested() || e.GetInPlace() {
+		t.Errorf("enforcement %v", e)
+	}
+}
+
+// tableThere says whether the namespace holds table inet mnguard.
+func tableThere(t testing.TB, tm *mgrTerminal) bool {
+	t.Helper()
+	c, err := nftables.New(nftables.WithNetNSFd(int(tm.ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		t.Fatalf("list tables: %v", err)
+	}
+	return slices.ContainsFunc(ts, func(x *nftables.Table) bool { return x.Name == nft.DefaultTable })
 }
 
 // BenchmarkRouteChangeToFinding times, through the whole Manager on the
