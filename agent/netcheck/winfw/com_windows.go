@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 
 	ole "github.com/go-ole/go-ole"
 	"github.com/go-ole/go-ole/oleutil"
@@ -223,87 +224,88 @@ func readRule(d *ole.IDispatch) (Rule, error) {
 	return r, nil
 }
 
-func (c *comFirewall) Add(r Rule) error {
-	err := withRules(func(_, rules *ole.IDispatch) error {
-		unk, err := oleutil.CreateObject("HNetCfg.FWRule")
-		if err != nil {
-			return comErr("create HNetCfg.FWRule", err)
-		}
-		defer unk.Release()
-		d, err := unk.QueryInterface(ole.IID_IDispatch)
-		if err != nil {
-			return fmt.Errorf("INetFwRule: IDispatch: %w", err)
-		}
-		defer d.Release()
-		// The protocol goes before the ports: RemotePorts is refused on a
-		// rule for any protocol.
-		type prop struct {
-			name string
-			v    any
-		}
-		props := []prop{
-			{"Name", r.Name},
-			{"Description", r.Description},
-			{"Grouping", r.Grouping},
-			{"Direction", int32(r.Direction)},
-			{"Action", int32(r.Action)},
-			{"Protocol", r.Protocol},
-			{"RemoteAddresses", r.RemoteAddresses},
-			{"Profiles", r.Profiles},
-		}
-		if r.RemotePorts != "" {
-			props = append(props, prop{"RemotePorts", r.RemotePorts})
-		}
-		for _, p := range props {
-			if err := put(d, p.name, p.v); err != nil {
-				return err
+func (c *comFirewall) Add(rs []Rule) error {
+	return withRules(func(_, rules *ole.IDispatch) error {
+		for _, r := range rs {
+			if err := addRule(rules, r); err != nil {
+				return fmt.Errorf("add firewall rule %q: %w", r.Name, err)
 			}
-		}
-		if err := put(d, "Enabled", r.Enabled); err != nil {
-			return err
-		}
-		if _, err := oleutil.CallMethod(rules, "Add", d); err != nil {
-			return comErr("INetFwRules.Add", err)
 		}
 		return nil
 	})
+}
+
+func addRule(rules *ole.IDispatch, r Rule) error {
+	unk, err := oleutil.CreateObject("HNetCfg.FWRule")
 	if err != nil {
-		return fmt.Errorf("add firewall rule %q: %w", r.Name, err)
+		return comErr("create HNetCfg.FWRule", err)
+	}
+	defer unk.Release()
+	d, err := unk.QueryInterface(ole.IID_IDispatch)
+	if err != nil {
+		return fmt.Errorf("INetFwRule: IDispatch: %w", err)
+	}
+	defer d.Release()
+	// The protocol goes before the ports: RemotePorts is refused on a
+	// rule for any protocol.
+	type prop struct {
+		name string
+		v    any
+	}
+	props := []prop{
+		{"Name", r.Name},
+		{"Description", r.Description},
+		{"Grouping", r.Grouping},
+		{"Direction", int32(r.Direction)},
+		{"Action", int32(r.Action)},
+		{"Protocol", r.Protocol},
+		{"RemoteAddresses", r.RemoteAddresses},
+		{"Profiles", r.Profiles},
+	}
+	if r.RemotePorts != "" {
+		props = append(props, prop{"RemotePorts", r.RemotePorts})
+	}
+	props = append(props, prop{"Enabled", r.Enabled})
+	for _, p := range props {
+		if err := put(d, p.name, p.v); err != nil {
+			return err
+		}
+	}
+	if _, err := oleutil.CallMethod(rules, "Add", d); err != nil {
+		return comErr("INetFwRules.Add", err)
 	}
 	return nil
 }
 
-func (c *comFirewall) Remove(group, name string) error {
+// Remove enumerates the rules once, removes each rule of group with one of
+// the names (INetFwRules.Remove takes a name and removes one rule of that
+// name; ours all begin with "mnguard "), and enumerates again to make sure.
+func (c *comFirewall) Remove(group string, names []string) error {
 	err := withRules(func(_, rules *ole.IDispatch) error {
 		have, err := listRules(rules, group)
 		if err != nil {
 			return err
 		}
-		n := 0
 		for _, r := range have {
-			if r.Name == name {
-				n++
+			if !slices.Contains(names, r.Name) {
+				continue
 			}
-		}
-		// INetFwRules.Remove takes a name and removes one rule of that
-		// name; ours all begin with "mnguard ".
-		for range n {
-			if _, err := oleutil.CallMethod(rules, "Remove", name); err != nil {
-				return comErr("INetFwRules.Remove", err)
+			if _, err := oleutil.CallMethod(rules, "Remove", r.Name); err != nil {
+				return fmt.Errorf("rule %q: %w", r.Name, comErr("INetFwRules.Remove", err))
 			}
 		}
 		if have, err = listRules(rules, group); err != nil {
 			return err
 		}
 		for _, r := range have {
-			if r.Name == name {
-				return errors.New("still there after INetFwRules.Remove")
+			if slices.Contains(names, r.Name) {
+				return fmt.Errorf("rule %q still there after INetFwRules.Remove", r.Name)
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("remove firewall rule %q: %w", name, err)
+		return fmt.Errorf("remove firewall rules: %w", err)
 	}
 	return nil
 }

@@ -201,7 +201,7 @@ func TestWindowsFirewallCOM(t *testing.T) {
 	}
 	plan, _ := MakePlan(p)
 	victim := plan.Rules[len(plan.Rules)-1].Name
-	if err := c.Remove(Group, victim); err != nil {
+	if err := c.Remove(Group, []string{victim}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, detail, err := e.Check(ctx, p); err != nil || ok || !strings.Contains(detail, victim) {

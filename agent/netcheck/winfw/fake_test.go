@@ -52,32 +52,36 @@ func (m *memFirewall) Rules(group string) ([]Rule, error) {
 	return out, nil
 }
 
-func (m *memFirewall) Add(r Rule) error {
-	if r.Name == m.failAdd {
-		return errors.New("add: access denied")
+func (m *memFirewall) Add(rs []Rule) error {
+	for _, r := range rs {
+		if r.Name == m.failAdd {
+			return errors.New("add: access denied")
+		}
+		if r.Protocol == ProtoAny && r.RemotePorts != "" {
+			return fmt.Errorf("rule %q: ports on a rule for any protocol", r.Name)
+		}
+		r.RemoteAddresses = windowsForm(r.RemoteAddresses)
+		if r.RemotePorts == "" {
+			r.RemotePorts = "*"
+		}
+		m.rules = append(m.rules, r)
+		m.log = append(m.log, "add "+r.Name)
 	}
-	if r.Protocol == ProtoAny && r.RemotePorts != "" {
-		return fmt.Errorf("rule %q: ports on a rule for any protocol", r.Name)
-	}
-	r.RemoteAddresses = windowsForm(r.RemoteAddresses)
-	if r.RemotePorts == "" {
-		r.RemotePorts = "*"
-	}
-	m.rules = append(m.rules, r)
-	m.log = append(m.log, "add "+r.Name)
 	return nil
 }
 
-func (m *memFirewall) Remove(group, name string) error {
-	kept := m.rules[:0]
-	for _, r := range m.rules {
-		if r.Grouping == group && r.Name == name {
-			continue
+func (m *memFirewall) Remove(group string, names []string) error {
+	for _, name := range names {
+		kept := m.rules[:0]
+		for _, r := range m.rules {
+			if r.Grouping == group && r.Name == name {
+				continue
+			}
+			kept = append(kept, r)
 		}
-		kept = append(kept, r)
+		m.rules = kept
+		m.log = append(m.log, "remove "+name)
 	}
-	m.rules = kept
-	m.log = append(m.log, "remove "+name)
 	return nil
 }
 

@@ -27,9 +27,10 @@ type firewall interface {
 	SetDefaults(Defaults) error
 	// Rules lists the rules whose Grouping is group.
 	Rules(group string) ([]Rule, error)
-	Add(Rule) error
-	// Remove deletes every rule of group with that name.
-	Remove(group, name string) error
+	// Add adds the rules in order; it stops at the first that fails.
+	Add([]Rule) error
+	// Remove deletes every rule of group with one of the names.
+	Remove(group string, names []string) error
 
 	// Saved returns the defaults kept by Save (ok false: none kept).
 	Saved() (d Defaults, ok bool, err error)
@@ -78,31 +79,44 @@ func (e *Enforcer) Apply(ctx context.Context, p *netpolicy.Policy) error {
 	for _, r := range have {
 		byName[r.Name] = append(byName[r.Name], r)
 	}
+	// Rules changed by hand (or doubled) go first, as they share their
+	// names with what replaces them; then the missing ones are added;
+	// then what is not in the plan goes.
 	want := map[string]bool{}
+	var changed []string
+	var add []Rule
 	for _, r := range plan.Rules {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("winfw: apply: %w", err)
-		}
 		want[r.Name] = true
 		got := byName[r.Name]
 		if len(got) == 1 && sameRule(r, got[0]) == "" {
 			continue
 		}
 		if len(got) > 0 {
-			// Changed by hand (or doubled): replace it.
-			if err := e.fw.Remove(Group, r.Name); err != nil {
-				return fmt.Errorf("winfw: apply: %w", err)
-			}
+			changed = append(changed, r.Name)
 		}
-		if err := e.fw.Add(r); err != nil {
+		add = append(add, r)
+	}
+	var extra []string
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		if !want[name] {
+			extra = append(extra, name)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("winfw: apply: %w", err)
+	}
+	if len(changed) > 0 {
+		if err := e.fw.Remove(Group, changed); err != nil {
 			return fmt.Errorf("winfw: apply: %w", err)
 		}
 	}
-	for name := range byName {
-		if want[name] {
-			continue
+	if len(add) > 0 {
+		if err := e.fw.Add(add); err != nil {
+			return fmt.Errorf("winfw: apply: %w", err)
 		}
-		if err := e.fw.Remove(Group, name); err != nil {
+	}
+	if len(extra) > 0 {
+		if err := e.fw.Remove(Group, extra); err != nil {
 			return fmt.Errorf("winfw: apply: %w", err)
 		}
 	}
@@ -172,13 +186,14 @@ func (e *Enforcer) Remove(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("winfw: remove: %w", err)
 	}
-	done := map[string]bool{}
+	var names []string
 	for _, r := range have {
-		if done[r.Name] {
-			continue
+		if !slices.Contains(names, r.Name) {
+			names = append(names, r.Name)
 		}
-		done[r.Name] = true
-		if err := e.fw.Remove(Group, r.Name); err != nil {
+	}
+	if len(names) > 0 {
+		if err := e.fw.Remove(Group, names); err != nil {
 			return fmt.Errorf("winfw: remove: %w", err)
 		}
 	}
