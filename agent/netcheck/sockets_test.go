@@ -167,7 +167,15 @@ func TestSocketOfExitedProcess(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the child's socket %s was never listed with pid %d", addr, pid)
+			var seen []gnet.ConnectionStat
+			for _, c := range conns {
+				if c.Laddr.Port == uint32(addr.Port()) {
+					seen = append(seen, c)
+				}
+			}
+			self, _ := os.Readlink("/proc/self/ns/net")
+			init, _ := os.Readlink("/proc/1/ns/net")
+			t.Fatalf("the child's socket %s was never listed with pid %d: %d sockets, on its port %+v; main thread in %s, init in %s", addr, pid, len(conns), seen, self, init)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
