@@ -83,3 +83,39 @@ func FuzzParseEvent(f *testing.F) {
 		}
 	})
 }
+
+func TestRuleExprCount(t *testing.T) {
+	handle := attr(attrRuleHandle, []byte{0, 0, 0, 0, 0, 0, 0, 42})
+	elem := func(name string) []byte {
+		return attr(attrListElem|0x8000, attr(1, []byte(name+"\x00")))
+	}
+	exprs := attr(attrRuleExprs|0x8000, append(append(elem("meta"), elem("byteorder")...), elem("cmp")...))
+	msg := append([]byte{1, 0, 0, 5}, attr(1, []byte("mnguard\x00"))...)
+	msg = append(append(msg, handle...), exprs...)
+	h, n, err := ruleExprCount(msg)
+	if err != nil || h != 42 || n != 3 {
+		t.Errorf("ruleExprCount = %d, %d, %v; want handle 42, 3 expressions", h, n, err)
+	}
+	for name, bad := range map[string][]byte{
+		"short":          {1, 0},
+		"no handle":      append([]byte{1, 0, 0, 5}, exprs...),
+		"handle size":    append([]byte{1, 0, 0, 5}, attr(attrRuleHandle, []byte{1, 2})...),
+		"broken list":    append(append([]byte{1, 0, 0, 5}, handle...), attr(attrRuleExprs, []byte{9, 0, 1, 0})...),
+		"broken message": append(append([]byte{1, 0, 0, 5}, handle...), 3, 0),
+	} {
+		if _, _, err := ruleExprCount(bad); err == nil {
+			t.Errorf("%s: took it", name)
+		}
+	}
+}
+
+// FuzzRuleExprCount: the reader of the kernel's rule listing never panics.
+func FuzzRuleExprCount(f *testing.F) {
+	f.Add(append([]byte{1, 0, 0, 5}, attr(attrRuleHandle, []byte{0, 0, 0, 0, 0, 0, 0, 7})...))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, n, err := ruleExprCount(data)
+		if err == nil && n*4 > len(data) {
+			t.Fatalf("%d expressions in %d bytes", n, len(data))
+		}
+	})
+}

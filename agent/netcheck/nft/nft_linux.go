@@ -212,6 +212,10 @@ func (e *Enforcer) diff(c *nftables.Conn, want *ruleset) ([]string, error) {
 			chains[ch.Name] = ch
 		}
 	}
+	counts, err := e.exprCounts()
+	if err != nil {
+		return nil, err
+	}
 	for _, w := range want.chains {
 		got, ok := chains[w.chain.Name]
 		if !ok {
@@ -228,6 +232,12 @@ func (e *Enforcer) diff(c *nftables.Conn, want *ruleset) ([]string, error) {
 		}
 		if d := rulesDiff(rules, w.rules); d != "" {
 			diffs = append(diffs, "chain "+w.chain.Name+" "+d)
+		}
+		for i, r := range rules {
+			if n, ok := counts[r.Handle]; ok && n != len(r.Exprs) {
+				diffs = append(diffs, fmt.Sprintf("chain %s rule %d holds %d expressions, %d of a kind this agent cannot read",
+					w.chain.Name, i+1, n, n-len(r.Exprs)))
+			}
 		}
 	}
 	for _, n := range sortedKeys(chains) {
@@ -267,6 +277,41 @@ func (e *Enforcer) diff(c *nftables.Conn, want *ruleset) ([]string, error) {
 		diffs = append(diffs, "unexpected set "+n)
 	}
 	return diffs, nil
+}
+
+// exprCounts lists the table's rules itself and counts each one's
+// expressions by handle: google/nftables skips expressions it does not
+// know (byteorder, rt, socket, ...), and one of them between a load and
+// its comparison would change a rule that then still looks as written.
+func (e *Enforcer) exprCounts() (map[uint64]int, error) {
+	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: e.netns})
+	if err != nil {
+		return nil, fmt.Errorf("list rules: %w", err)
+	}
+	defer nl.Close()
+	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_RULE_TABLE, Data: []byte(e.table + "\x00")}})
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := nl.Execute(netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE),
+			Flags: netlink.Request | netlink.Dump,
+		},
+		Data: append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list rules: %w", err)
+	}
+	counts := make(map[uint64]int, len(msgs))
+	for _, m := range msgs {
+		h, n, err := ruleExprCount(m.Data)
+		if err != nil {
+			return nil, err
+		}
+		counts[h] = n
+	}
+	return counts, nil
 }
 
 func chainDiff(got, want *nftables.Chain) string {
