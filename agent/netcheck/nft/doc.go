@@ -31,5 +31,23 @@
 // the policy does not allow stops at once, also one made before the table
 // came. Forwarded packets pass only when both source and destination are
 // allowed (ports as seen from this host). ICMP to a network allowed only
-// on some ports is dropped.
+// on some ports is dropped, and so are ICMP errors from routers outside
+// the policy (path MTU discovery through them).
+//
+// Layout (testdata/lab.nft is the table of the namespace tests): base
+// chains input, output and forward (hook priority filter, policy drop)
+// accept loopback and jump to the regular chains to_allowed (matching the
+// destination) and from_allowed (the source), which return for what the
+// policy allows and end in counter drop. The base chains drop by policy,
+// so a table flushed by hand cuts the terminal off until the agent repairs
+// it, rather than opening the segment. Addresses live in sets:
+// allowed_v4/_v6 (interval sets of the networks allowed on every port),
+// collector_v4/_v6, dns_v4/_v6, and ports_v4/_v6 (address . protocol .
+// port ranges of the networks allowed on some ports, nested networks cut
+// into disjoint pieces), so the rule count does not grow with the policy.
+//
+// Check compares what the kernel lists with what Apply writes: table
+// flags (dormant), chains, every expression of every rule (and how many
+// there are by the kernel's own count, since google/nftables silently
+// skips expressions it cannot decode), sets and their elements.
 package nft
