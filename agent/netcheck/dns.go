@@ -69,28 +69,29 @@ func resolvedStub(a netip.Addr) bool {
 }
 
 // readResolvConf reads and parses one resolv.conf. A missing file is no
-// servers and ok false.
-func readResolvConf(name string) (addrs []netip.Addr, ok bool, err error) {
+// servers and ok false. bad names the nameserver lines that did not parse
+// (the resolver ignores them too); err says the file could not be read.
+func readResolvConf(name string) (addrs []netip.Addr, ok bool, bad, err error) {
 	f, err := os.Open(name)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, false, nil
+		return nil, false, nil, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("read %s: %w", name, err)
+		return nil, false, nil, fmt.Errorf("read %s: %w", name, err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(bufio.NewReader(f), maxResolvConf+1))
 	if err != nil {
-		return nil, false, fmt.Errorf("read %s: %w", name, err)
+		return nil, false, nil, fmt.Errorf("read %s: %w", name, err)
 	}
 	if len(data) > maxResolvConf {
-		return nil, false, fmt.Errorf("read %s: longer than %d bytes", name, maxResolvConf)
+		return nil, false, nil, fmt.Errorf("read %s: longer than %d bytes", name, maxResolvConf)
 	}
-	addrs, err = parseResolvConf(data)
-	if err != nil {
-		err = fmt.Errorf("%s: %w", name, err)
+	addrs, bad = parseResolvConf(data)
+	if bad != nil {
+		bad = fmt.Errorf("%s: %w", name, bad)
 	}
-	return addrs, true, err
+	return addrs, true, bad, nil
 }
 
 // defaultResolvConf are the resolver files read on Linux: the system's
@@ -100,23 +101,25 @@ var defaultResolvConf = []string{"/etc/resolv.conf", "/run/systemd/resolve/resol
 // dnsServers reads the resolvers in use from files: files[0] is the
 // system's resolv.conf; when it points at systemd-resolved's stub, the
 // upstream servers are read from files[1] (resolved's own resolv.conf),
-// and further files are read as well. The stub itself is reported too. A
-// stub whose upstream file cannot be read is an error: the servers really
-// in use are then unknown. Servers that parsed are returned together with
-// any error.
-func dnsServers(files []string) ([]DNSServer, error) {
+// and further files as well. The stub itself is reported too.
+//
+// err means the servers in use are not known: a file could not be read,
+// or the stub is in use and its upstream file is missing. bad names
+// nameserver lines that did not parse: the resolver skips them, so the
+// servers returned are still those in use (the caller logs bad).
+func dnsServers(files []string) (servers []DNSServer, bad, err error) {
 	if len(files) == 0 {
 		files = defaultResolvConf
 	}
-	var out []DNSServer
-	var errs []error
-	addrs, _, err := readResolvConf(files[0])
+	var errs, bads []error
+	addrs, _, b, err := readResolvConf(files[0])
 	if err != nil {
 		errs = append(errs, err)
 	}
+	bads = append(bads, b)
 	stub := false
 	for _, a := range addrs {
-		out = append(out, DNSServer{Addr: a, Source: files[0]})
+		servers = append(servers, DNSServer{Addr: a, Source: files[0]})
 		stub = stub || resolvedStub(a)
 	}
 	if stub {
@@ -124,17 +127,18 @@ func dnsServers(files []string) ([]DNSServer, error) {
 			errs = append(errs, fmt.Errorf("%s points at systemd-resolved's stub, and no file of its upstream servers is configured", files[0]))
 		}
 		for _, name := range files[1:] {
-			up, ok, err := readResolvConf(name)
+			up, ok, b, err := readResolvConf(name)
 			if err != nil {
 				errs = append(errs, err)
 			}
+			bads = append(bads, b)
 			if !ok && err == nil {
 				errs = append(errs, fmt.Errorf("%s points at systemd-resolved's stub, but %s does not exist: its upstream servers are unknown", files[0], name))
 			}
 			for _, a := range up {
-				out = append(out, DNSServer{Addr: a, Source: name + " (systemd-resolved)"})
+				servers = append(servers, DNSServer{Addr: a, Source: name + " (systemd-resolved)"})
 			}
 		}
 	}
-	return out, errors.Join(errs...)
+	return servers, errors.Join(bads...), errors.Join(errs...)
 }

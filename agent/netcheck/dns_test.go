@@ -62,6 +62,8 @@ func TestDNSServers(t *testing.T) {
 	upstream := file("upstream", "# managed by systemd-resolved\nnameserver 203.0.113.53\nnameserver 2001:db8::53\n")
 	missing := filepath.Join(dir, "missing")
 	huge := file("huge", strings.Repeat("# x\n", maxResolvConf/4+1))
+	badLines := file("bad", "nameserver dns.example\nnameserver 198.51.100.54\n")
+	badUp := file("badup", "nameserver 203.0.113.54\nnameserver\n")
 
 	s := func(a, src string) DNSServer { return DNSServer{Addr: netip.MustParseAddr(a), Source: src} }
 	cases := []struct {
@@ -69,6 +71,7 @@ func TestDNSServers(t *testing.T) {
 		files []string
 		want  []DNSServer
 		err   string
+		bad   string
 	}{
 		{name: "plain, resolved file not read", files: []string{plain, upstream}, want: []DNSServer{s("198.51.100.53", plain)}},
 		{name: "stub with upstreams", files: []string{stub, upstream}, want: []DNSServer{
@@ -80,12 +83,19 @@ func TestDNSServers(t *testing.T) {
 		{name: "no resolv.conf", files: []string{missing, upstream}},
 		{name: "too long", files: []string{huge}, err: "longer than 65536 bytes"},
 		{name: "a directory", files: []string{dir}, err: "read " + dir},
+		{name: "bad lines skipped", files: []string{badLines}, want: []DNSServer{s("198.51.100.54", badLines)},
+			bad: badLines + ": line 1: nameserver \"dns.example\": not an IP address"},
+		{name: "bad upstream lines skipped", files: []string{stub, badUp}, want: []DNSServer{s("127.0.0.53", stub), s("203.0.113.54", badUp+" (systemd-resolved)")},
+			bad: badUp + ": line 2: nameserver without an address"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := dnsServers(c.files)
+			got, bad, err := dnsServers(c.files)
 			if !slices.Equal(got, c.want) {
 				t.Errorf("servers %v, want %v", got, c.want)
+			}
+			if (c.bad == "") != (bad == nil) || bad != nil && bad.Error() != c.bad {
+				t.Errorf("bad lines %v, want %q", bad, c.bad)
 			}
 			switch {
 			case c.err == "" && err != nil:

@@ -268,8 +268,17 @@ func (p *linuxPlatform) Sockets(ctx context.Context) ([]Socket, error) {
 	return diagSockets(ctx, h)
 }
 
+// DNS reads the resolv.conf files; a nameserver line that does not parse
+// is logged (the resolver skips it too) and does not fail the part.
 func (p *linuxPlatform) DNS(ctx context.Context) ([]DNSServer, error) {
-	return dnsServers(p.resolv)
+	servers, bad, err := dnsServers(p.resolv)
+	if bad != nil {
+		p.log.Warn("resolv.conf: nameserver lines skipped", "err", bad)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return servers, nil
 }
 
 // watchBuffer is the receive buffer of each subscription: a burst of

@@ -515,15 +515,24 @@ func TestPlatformDNS(t *testing.T) {
 	dir := t.TempDir()
 	stub := filepath.Join(dir, "resolv.conf")
 	up := filepath.Join(dir, "upstream.conf")
-	must(t, "write", os.WriteFile(stub, []byte("nameserver 127.0.0.53\n"), 0o644))
+	must(t, "write", os.WriteFile(stub, []byte("nameserver 127.0.0.53\nnameserver 127.0.0.x\n"), 0o644))
 	must(t, "write", os.WriteFile(up, []byte("nameserver 203.0.113.53\n"), 0o644))
-	p := NewPlatform(PlatformOptions{ResolvConf: []string{stub, up}}).(*linuxPlatform)
+	var logs syncBuffer
+	p := NewPlatform(PlatformOptions{ResolvConf: []string{stub, up}, Logger: slog.New(slog.NewTextHandler(&logs, nil))}).(*linuxPlatform)
 	defer p.close()
 	got, err := p.DNS(context.Background())
 	must(t, "dns", err)
 	want := []DNSServer{{Addr: ip("127.0.0.53"), Source: stub}, {Addr: ip("203.0.113.53"), Source: up + " (systemd-resolved)"}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("DNS %v, want %v", got, want)
+	}
+	if !strings.Contains(logs.String(), `line 2: nameserver \"127.0.0.x\": not an IP address`) {
+		t.Errorf("the bad line is not logged: %s", logs.String())
+	}
+	// The stub's upstream servers unknown: the part fails, nothing is guessed.
+	must(t, "remove", os.Remove(up))
+	if got, err := p.DNS(context.Background()); err == nil || got != nil {
+		t.Fatalf("DNS without resolved's file: %v, %v", got, err)
 	}
 }
 

@@ -34,23 +34,33 @@ func listSockets(ctx context.Context) ([]Socket, error) {
 
 // socketsFrom converts a listing, looking the processes up.
 func socketsFrom(ctx context.Context, conns []gnet.ConnectionStat) ([]Socket, error) {
-	procs := procCache{}
 	out := make([]Socket, 0, len(conns))
 	for _, c := range conns {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+		if s, ok := socketFrom(c); ok {
+			out = append(out, s)
 		}
-		s, ok := socketFrom(c)
-		if !ok {
-			continue
-		}
-		if s.PID > 0 {
-			p := procs.lookup(ctx, s.PID)
-			s.Process, s.User = p.name, p.user
-		}
-		out = append(out, s)
+	}
+	if err := nameProcesses(ctx, out); err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// nameProcesses fills in the process name and user of each socket with a
+// PID, looking each process up once (gopsutil). A process that is gone by
+// then leaves both empty.
+func nameProcesses(ctx context.Context, socks []Socket) error {
+	procs := procCache{}
+	for i := range socks {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if socks[i].PID > 0 {
+			p := procs.lookup(ctx, socks[i].PID)
+			socks[i].Process, socks[i].User = p.name, p.user
+		}
+	}
+	return nil
 }
 
 // socketFrom converts a gopsutil connection; ok is false for what is not

@@ -23,6 +23,18 @@ import (
 // 10,000 sockets costs several times the CPU (BenchmarkScanSockets5000).
 // A socket no process holds (TIME_WAIT, or closed meanwhile) has PID 0.
 func diagSockets(ctx context.Context, h *netlink.Handle) ([]Socket, error) {
+	out, err := diagList(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	if err := nameProcesses(ctx, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// diagList lists the sockets and their PIDs, not yet named.
+func diagList(ctx context.Context, h *netlink.Handle) ([]Socket, error) {
 	owners, err := socketOwners(ctx)
 	if err != nil {
 		return nil, err
@@ -64,13 +76,6 @@ func diagSockets(ctx context.Context, h *netlink.Handle) ([]Socket, error) {
 				so.PID = 0
 			}
 			out = append(out, so)
-		}
-	}
-	procs := procCache{}
-	for i := range out {
-		if out[i].PID > 0 {
-			p := procs.lookup(ctx, out[i].PID)
-			out[i].Process, out[i].User = p.name, p.user
 		}
 	}
 	return out, nil

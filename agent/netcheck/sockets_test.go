@@ -129,8 +129,37 @@ func checkSockets(t *testing.T, socks []Socket, lnAddr, local, uLocal netip.Addr
 
 // TestSocketOfExitedProcess: a child process holds a listening socket
 // when the sockets are listed and is gone when its name is looked up. The
-// socket stays, its process and user empty, and nothing fails.
+// socket stays, its process and user empty, and nothing fails; through
+// gopsutil's listing and through sock_diag.
 func TestSocketOfExitedProcess(t *testing.T) {
+	h, err := netlink.NewHandle(unix.NETLINK_INET_DIAG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	t.Run("gopsutil", func(t *testing.T) {
+		exitBeforeLookup(t, func() ([]Socket, error) {
+			conns, err := gnet.ConnectionsWithoutUidsWithContext(context.Background(), "inet")
+			if err != nil {
+				return nil, err
+			}
+			var out []Socket
+			for _, c := range conns {
+				if s, ok := socketFrom(c); ok {
+					out = append(out, s)
+				}
+			}
+			return out, nil
+		})
+	})
+	t.Run("sock_diag", func(t *testing.T) {
+		exitBeforeLookup(t, func() ([]Socket, error) { return diagList(context.Background(), h) })
+	})
+}
+
+// exitBeforeLookup lists sockets (unnamed) with list until a child's
+// listener shows up with its PID, ends the child, then names them.
+func exitBeforeLookup(t *testing.T, list func() ([]Socket, error)) {
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -150,32 +179,26 @@ func TestSocketOfExitedProcess(t *testing.T) {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	pid := int32(cmd.Process.Pid)
 
-	var conns []gnet.ConnectionStat
+	var socks []Socket
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		conns, err = gnet.ConnectionsWithoutUidsWithContext(context.Background(), "inet")
+		socks, err = list()
 		if err != nil {
 			t.Fatal(err)
 		}
-		held := false
-		for _, c := range conns {
-			if c.Pid == pid && c.Laddr.Port == uint32(addr.Port()) {
-				held = true
-			}
-		}
-		if held {
+		if _, held := findSocket(socks, func(s Socket) bool { return s.Local == addr && s.PID == pid }); held {
 			break
 		}
 		if time.Now().After(deadline) {
-			var seen []gnet.ConnectionStat
-			for _, c := range conns {
-				if c.Laddr.Port == uint32(addr.Port()) {
-					seen = append(seen, c)
+			var seen []Socket
+			for _, s := range socks {
+				if s.Local.Port() == addr.Port() {
+					seen = append(seen, s)
 				}
 			}
 			self, _ := os.Readlink("/proc/self/ns/net")
 			init, _ := os.Readlink("/proc/1/ns/net")
-			t.Fatalf("the child's socket %s was never listed with pid %d: %d sockets, on its port %+v; main thread in %s, init in %s", addr, pid, len(conns), seen, self, init)
+			t.Fatalf("the child's socket %s was never listed with pid %d: %d sockets, on its port %+v; main thread in %s, init in %s", addr, pid, len(socks), seen, self, init)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -187,8 +210,7 @@ func TestSocketOfExitedProcess(t *testing.T) {
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	_ = cmd.Wait()
 
-	socks, err := socketsFrom(context.Background(), conns)
-	if err != nil {
+	if err := nameProcesses(context.Background(), socks); err != nil {
 		t.Fatal(err)
 	}
 	s, ok := findSocket(socks, func(s Socket) bool { return s.Local == addr })
@@ -197,6 +219,10 @@ func TestSocketOfExitedProcess(t *testing.T) {
 	}
 	if s.PID != pid || s.Process != "" || s.User != "" || s.State != "LISTEN" {
 		t.Fatalf("socket of the exited child: %+v, want pid %d, no process or user", s, pid)
+	}
+	// Another socket of the same listing is still named.
+	if s, ok := findSocket(socks, func(s Socket) bool { return s.PID == int32(os.Getpid()) }); ok && s.Process == "" {
+		t.Errorf("this process's socket lost its name: %+v", s)
 	}
 }
 
