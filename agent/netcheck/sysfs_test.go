@@ -202,6 +202,12 @@ func TestClassifyBroken(t *testing.T) {
 		{name: "wireless by DEVTYPE alone", tree: "usb-wifi",
 			breaks: func(t *testing.T, root string) { rm(t, root, xhci+"1-1/1-1:1.0/net/wlx00c0ca000003/phy80211") },
 			link:   netLink{Name: "wlx00c0ca000003", LinkType: "device"}, kind: KindWireless, reason: "uevent DEVTYPE=wlan, usb ancestor 1-1"},
+		{name: "bnep0 without a parent device (a kernel that drops SET_NETDEV_DEV)", tree: "bluetooth-pan",
+			breaks: func(t *testing.T, root string) { virtualBnep(t, root, "DEVTYPE=bluetooth\nINTERFACE=bnep0\n") },
+			link:   netLink{Name: "bnep0", LinkType: "device"}, kind: KindBluetooth, reason: "uevent DEVTYPE=bluetooth"},
+		{name: "bnep0 virtual, no DEVTYPE", tree: "bluetooth-pan",
+			breaks: func(t *testing.T, root string) { virtualBnep(t, root, "INTERFACE=bnep0\n") },
+			link:   netLink{Name: "bnep0", LinkType: "device"}, kind: KindBluetooth, reason: "bnep interface"},
 		{name: "attribute too long", tree: "laptop",
 			breaks: func(t *testing.T, root string) {
 				write(t, root, "devices/virtual/net/docker0/uevent", strings.Repeat("x", maxAttr+1))
@@ -219,6 +225,19 @@ func TestClassifyBroken(t *testing.T) {
 				t.Errorf("got %s %q, want %s with %q", got.Kind, got.Reason, c.kind, c.reason)
 			}
 		})
+	}
+}
+
+// virtualBnep moves bnep0 to devices/virtual/net with the given uevent.
+func virtualBnep(t *testing.T, root, uevent string) {
+	t.Helper()
+	rm(t, root, "class/net/bnep0")
+	if err := os.MkdirAll(filepath.Join(root, "devices/virtual/net/bnep0"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, root, "devices/virtual/net/bnep0/uevent", uevent)
+	if err := os.Symlink("../../devices/virtual/net/bnep0", filepath.Join(root, "class/net/bnep0")); err != nil {
+		t.Fatal(err)
 	}
 }
 
