@@ -456,3 +456,29 @@ func TestWindowsCutUSB(t *testing.T) {
 		t.Errorf("RestoreUSB = %v", err)
 	}
 }
+
+// BenchmarkWindowsScan times each call the scanner makes of the platform:
+// adapters (with their PnP lookups), routes, DNS servers, and sockets with
+// their processes.
+func BenchmarkWindowsScan(b *testing.B) {
+	p := NewPlatform(PlatformOptions{})
+	ctx := context.Background()
+	for _, part := range []struct {
+		name string
+		call func() error
+	}{
+		{"Adapters", func() error { _, err := p.Adapters(ctx); return err }},
+		{"Routes", func() error { _, err := p.Routes(ctx); return err }},
+		{"DNS", func() error { _, err := p.DNS(ctx); return err }},
+		{"Sockets", func() error { _, err := p.Sockets(ctx); return err }},
+	} {
+		b.Run(part.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := part.call(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
