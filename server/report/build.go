@@ -5,6 +5,8 @@ import (
 	"cmp"
 	"context"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"strconv"
@@ -33,6 +35,9 @@ const (
 	// offlineIDPrefix: the agent names an offline exemption
 	// "offline-" + its normalized challenge, not by the collector's ID.
 	offlineIDPrefix = "offline-"
+	// eventNetworkFinding is reported by the agent (agent/netcheck) when
+	// something starts breaking isolation; its attributes say what.
+	eventNetworkFinding = "network.finding"
 )
 
 // Audit actions the report reads.
@@ -43,6 +48,9 @@ const (
 	actionSignIn           = "operator.sign_in"
 	actionSignInFailed     = "operator.sign_in_failed"
 	actionSignInRefused    = "operator.sign_in_refused"
+	// actionNetworkPolicySet is the collector's (server/api) audit action
+	// of a change of the network policy.
+	actionNetworkPolicySet = "network_policy.set"
 )
 
 // operatorPrefixes select the audit entries about operators and their API
@@ -75,7 +83,7 @@ func (b *builder) build(ctx context.Context) error {
 		b.hosts[t.ID] = t.Hostname
 	}
 	b.terminals(ts)
-	for _, step := range []func(context.Context) error{b.compliance, b.exemptions, b.lockouts, b.operators, b.audit} {
+	for _, step := range []func(context.Context) error{b.compliance, b.exemptions, b.lockouts, b.network, b.operators, b.audit} {
 		if err := step(ctx); err != nil {
 			return err
 		}
@@ -368,6 +376,120 @@ func (b *builder) lockouts(ctx context.Context) error {
 	return nil
 }
 
+// network reads the network policy in force and the isolation findings
+// agents reported in the period (the policy's changes come with the audit
+// log).
+func (b *builder) network(ctx context.Context) error {
+	nw := &b.rep.Network
+	nw.Findings = []NetworkFindings{}
+	stored, err := b.st.NetworkPolicy(ctx)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		nw.Policy = policyOf(stored)
+		nw.Policy.UpdatedAt = b.at(nw.Policy.UpdatedAt)
+	}
+	type key struct{ terminal, kind string }
+	byKey := map[key]*NetworkFindings{}
+	err = eachEvent(ctx, b.st, store.EventFilter{Type: eventNetworkFinding, Since: b.start, Until: b.end}, func(e store.Event) {
+		if e.Source != "agent" {
+			return
+		}
+		a := attributes(e.Data)
+		kind := a["kind"]
+		if kind == "" {
+			kind = "unknown"
+		}
+		nw.FindingEvents++
+		k := key{e.TerminalID, kind}
+		f := byKey[k]
+		when := b.at(e.Time)
+		if f == nil {
+			f = &NetworkFindings{TerminalID: e.TerminalID, Hostname: b.hosts[e.TerminalID], Kind: kind, Label: findingLabel(b.lang, kind),
+				First: when, Last: when}
+			byKey[k] = f
+		}
+		f.Count++
+		if when.Before(f.First) || when.Equal(f.First) {
+			f.First, f.Example = when, findingExample(a)
+		}
+		if when.After(f.Last) {
+			f.Last = when
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for _, f := range byKey {
+		nw.Findings = append(nw.Findings, *f)
+	}
+	slices.SortFunc(nw.Findings, func(x, y NetworkFindings) int {
+		return cmp.Or(cmp.Compare(x.Hostname, y.Hostname), cmp.Compare(x.TerminalID, y.TerminalID), cmp.Compare(y.Count, x.Count), cmp.Compare(x.Kind, y.Kind))
+	})
+	return nil
+}
+
+// policyOf is the stored network policy as the report shows it; a policy
+// that does not decode shows its version alone.
+func policyOf(stored store.NetworkPolicy) *NetworkPolicy {
+	p := &NetworkPolicy{Version: stored.Version, UpdatedAt: stored.UpdatedAt, UpdatedBy: stored.UpdatedBy, Networks: []string{}, DNSServers: []string{}}
+	var m mnguardv1.NetworkPolicy
+	if err := proto.Unmarshal(stored.Policy, &m); err != nil {
+		return p
+	}
+	p.Enforce = m.GetEnforce()
+	for _, n := range m.GetNetworks() {
+		s := n.GetCidr()
+		for i, r := range n.GetPorts() {
+			sep := ","
+			if i == 0 {
+				sep = "@"
+			}
+			s += fmt.Sprintf("%s%s/%d", sep, r.GetProtocol(), r.GetFirst())
+			if r.GetLast() > r.GetFirst() {
+				s += fmt.Sprintf("-%d", r.GetLast())
+			}
+		}
+		p.Networks = append(p.Networks, s)
+	}
+	p.DNSServers = append(p.DNSServers, m.GetDnsServers()...)
+	return p
+}
+
+// findingLabel is a finding's kind in lang: the console's name for it, or
+// the kind itself when the catalogue has none.
+func findingLabel(lang, kind string) string {
+	if k := "netfinding." + kind; i18n.Has(k) {
+		return i18n.T(lang, k)
+	}
+	return kind
+}
+
+// findingExample is a finding event's detail with the process behind it:
+// "… — curl (PID 4242, taro)".
+func findingExample(a map[string]string) string {
+	s := a["detail"]
+	var who []string
+	if pid := a["pid"]; pid != "" && pid != "0" {
+		who = append(who, "PID "+pid)
+	}
+	if u := a["user"]; u != "" {
+		who = append(who, u)
+	}
+	if p := a["process"]; p != "" || len(who) > 0 {
+		s += " — " + p
+		if len(who) > 0 {
+			s += " (" + strings.Join(who, ", ") + ")"
+		}
+	}
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return strings.ToValidUTF8(s, "")
+}
+
 func (b *builder) operators(ctx context.Context) error {
 	ops, err := b.st.Operators(ctx)
 	if err != nil {
@@ -386,8 +508,9 @@ func (b *builder) operators(ctx context.Context) error {
 // audit reads the audit entries of the period once, sorting out those the
 // report lists, and verifies the chain through the period's end.
 func (b *builder) audit(ctx context.Context) error {
-	m, o := &b.rep.MFA, &b.rep.Operators
+	m, o, nw := &b.rep.MFA, &b.rep.Operators, &b.rep.Network
 	m.Unlocks, m.OfflineLoginCodes, m.OfflineExemptionCodes, o.Changes = []AuditItem{}, []AuditItem{}, []AuditItem{}, []AuditItem{}
+	nw.Changes = []AuditItem{}
 	n := 0
 	f := store.AuditFilter{Since: b.start, Until: b.end, Limit: pageSize}
 	for {
@@ -411,6 +534,8 @@ func (b *builder) audit(ctx context.Context) error {
 				o.SignInsFailed++
 			case e.Action == actionSignInRefused:
 				o.SignInsRefused++
+			case e.Action == actionNetworkPolicySet:
+				nw.Changes = append(nw.Changes, it)
 			case slices.ContainsFunc(operatorPrefixes, func(p string) bool { return strings.HasPrefix(e.Action, p) }):
 				o.Changes = append(o.Changes, it)
 			}
@@ -421,7 +546,7 @@ func (b *builder) audit(ctx context.Context) error {
 		// Newest first: the next page is older than this one's last.
 		f.BeforeID = es[len(es)-1].ID
 	}
-	for _, l := range [][]AuditItem{m.Unlocks, m.OfflineLoginCodes, m.OfflineExemptionCodes, o.Changes} {
+	for _, l := range [][]AuditItem{m.Unlocks, m.OfflineLoginCodes, m.OfflineExemptionCodes, o.Changes, nw.Changes} {
 		slices.SortFunc(l, func(x, y AuditItem) int { return cmp.Compare(x.ID, y.ID) })
 	}
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mnguard/mnguard/internal/csvsafe"
@@ -146,6 +147,8 @@ func (r *Report) csvRows() []csvRow {
 	count("unlocks", "", t("report.mfa.unlocks"), len(r.MFA.Unlocks))
 	count("offline_login_codes", "", t("report.mfa.offline_login_codes"), len(r.MFA.OfflineLoginCodes))
 	count("offline_exemption_codes", "", t("report.mfa.offline_exemption_codes"), len(r.MFA.OfflineExemptionCodes))
+	count("network_finding_events", "", t("report.csv.network_finding_events"), r.Network.FindingEvents)
+	count("network_policy_changes", "", t("report.csv.network_policy_changes"), len(r.Network.Changes))
 	count("terminals_enrolled", "", t("report.terminals.enrolled"), len(r.Terminals.Enrolled))
 	count("terminals_revoked", "", t("report.terminals.revoked"), len(r.Terminals.Revoked))
 	count("operators", "", t("report.operators.current"), len(r.Operators.Current))
@@ -190,6 +193,22 @@ func (r *Report) csvRows() []csvRow {
 	audit("unlock", t("report.mfa.unlocks"), r.MFA.Unlocks)
 	audit("offline_login_code", t("report.mfa.offline_login_codes"), r.MFA.OfflineLoginCodes)
 	audit("offline_exemption_code", t("report.mfa.offline_exemption_codes"), r.MFA.OfflineExemptionCodes)
+	if p := r.Network.Policy; p != nil {
+		add("network_policy", t("report.csv.network_policy"), func(x *csvRow) {
+			x[colID], x[colStatus], x[colTime], x[colActor] = p.Version, "enforce_off", csvTime(p.UpdatedAt), p.UpdatedBy
+			if p.Enforce {
+				x[colStatus] = "enforce_on"
+			}
+			x[colTarget], x[colValue] = strings.Join(p.Networks, " "), strings.Join(p.DNSServers, " ")
+		})
+	}
+	audit("network_policy_change", t("report.network.changes"), r.Network.Changes)
+	for _, f := range r.Network.Findings {
+		add("network_finding", f.Label, func(x *csvRow) {
+			x[colTerminalID], x[colHostname], x[colName], x[colCount] = f.TerminalID, f.Hostname, f.Kind, strconv.Itoa(f.Count)
+			x[colSince], x[colTime], x[colDetail] = csvTime(f.First), csvTime(f.Last), f.Example
+		})
+	}
 	for _, tm := range r.Terminals.Enrolled {
 		add("enrolled", t("report.terminals.enrolled"), func(x *csvRow) {
 			x[colTerminalID], x[colHostname], x[colTime], x[colStatus] = tm.ID, tm.Hostname, csvTime(tm.EnrolledAt), tm.State

@@ -5,7 +5,8 @@
 //
 // A [Renderer] gathers a [Report] from the store — the compliance checks
 // (failures at the end of the period and their duration within it), the
-// exemptions granted, MFA lockouts, unlocks and offline codes, terminals
+// exemptions granted, MFA lockouts, unlocks and offline codes, the network
+// policy, its changes and the isolation findings agents reported, terminals
 // enrolled and revoked, operators and their changes, and the verification
 // of the audit chain — and renders it. The period is the days first to last
 // in the collector's time zone: [first 00:00, last+1 00:00). A period that
@@ -39,6 +40,7 @@
 //	                        others: exemptions_issued, exemptions_used,
 //	                        exemptions_revoked, lockouts, unlocks,
 //	                        offline_login_codes, offline_exemption_codes,
+//	                        network_finding_events, network_policy_changes,
 //	                        terminals_enrolled, terminals_revoked, operators,
 //	                        operator_changes, sign_ins, sign_ins_failed,
 //	                        sign_ins_refused, audit_entries_in_period
@@ -55,8 +57,17 @@
 //	                        (true when a device without serial was allowed)
 //	lockout                 time, terminal_id, hostname, user, target (the PAM
 //	                        service), reason
-//	unlock, offline_login_code, offline_exemption_code, operator_change
-//	                        audit entries: id, time, actor, action, target, detail
+//	network_policy          the network policy in force when the report was
+//	                        generated (absent when none): id (its version), status
+//	                        (enforce_on, enforce_off), time and actor (last
+//	                        change), target (the allowed networks, space-separated,
+//	                        in the CLI's form), value (the DNS servers)
+//	network_finding         what one terminal's agent reported breaking isolation,
+//	                        per kind: terminal_id, hostname, name (the kind, e.g.
+//	                        socket, usb_adapter), count, since (first), time
+//	                        (last), detail (the first one's, with its process)
+//	unlock, offline_login_code, offline_exemption_code, operator_change,
+//	network_policy_change   audit entries: id, time, actor, action, target, detail
 //	enrolled                terminal_id, hostname, time (enrolled), status (the
 //	                        terminal's state now)
 //	revoked                 terminal_id, hostname, time (revoked), reason

@@ -215,6 +215,23 @@ func (f *fixture) operator(name, role string, when time.Time, by string) {
 	}
 }
 
+// networkPolicy stores the network policy p, set at when by actor, with
+// its audit entry.
+func (f *fixture) networkPolicy(when time.Time, actor string, p *mnguardv1.NetworkPolicy) {
+	f.t.Helper()
+	b, err := proto.Marshal(p)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if _, _, err := f.st.SetNetworkPolicy(f.ctx, store.NetworkPolicy{Policy: b, Version: p.GetVersion(), UpdatedAt: when, UpdatedBy: actor}, "",
+		func(store.NetworkPolicy, bool) store.AuditEntry {
+			return store.AuditEntry{Time: when, Actor: actor, Action: actionNetworkPolicySet, Target: p.GetVersion(),
+				Detail: "networks 198.51.100.0/24 2001:db8::/32@tcp/443,tcp/8000-8100,udp/53; dns 198.51.100.53; enforce on (was none)"}
+		}); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
 // The script a hostile reason carries: it must come out escaped.
 const hostile = "<script>alert(1)</script>"
 
@@ -289,6 +306,22 @@ func (f *fixture) populate() {
 	// Other agent events that are not writes.
 	f.agentEvents("t-b", at(time.April, 12, 14, 5), "media.exemption_applied", []time.Time{at(time.April, 12, 14, 4)}, map[string]string{"exemption_id": "ex-2"})
 
+	// Isolation findings: t-b's phone tethered over USB, and connections
+	// through it; one before the period and one after do not count, nor
+	// does a collector's event of the type.
+	finding := "network.finding"
+	f.agentEvents("t-b", at(time.April, 20, 10, 1), finding, []time.Time{at(time.April, 20, 10, 0)},
+		map[string]string{"kind": "usb_adapter", "id": "usb_adapter:usb0", "detail": "usb0: RNDIS phone", "interface": "usb0"})
+	f.agentEvents("t-b", at(time.April, 20, 10, 31), finding, []time.Time{at(time.April, 20, 10, 30), at(time.April, 20, 10, 5)},
+		map[string]string{"kind": "socket", "id": "socket:1", "detail": "tcp 192.168.42.129:50312 → 203.0.113.7:443 established",
+			"process": "curl", "pid": "4242", "user": "sato " + hostile})
+	f.agentEvents("t-a", at(time.March, 31, 23, 0), finding, []time.Time{at(time.March, 31, 23, 0)}, map[string]string{"kind": "wireless"})
+	f.agentEvents("t-a", at(time.May, 1, 0, 1), finding, []time.Time{at(time.May, 1, 0, 0)}, map[string]string{"kind": "wireless"})
+	if err := f.st.AddServerEvent(f.ctx, store.ServerEvent{TerminalID: "t-a", Time: at(time.April, 20, 0, 0), Type: finding,
+		Data: event(finding, at(time.April, 20, 0, 0), map[string]string{"kind": "dns"})}); err != nil {
+		f.t.Fatal(err)
+	}
+
 	// Logins: two lockouts in the period, one a moment after; a wrong code
 	// that did not lock; an agent claiming a lockout does not count.
 	f.loginEvent("t-a", at(time.April, 8, 8, 0), "sato", "wrong code, lock reached")
@@ -307,6 +340,14 @@ func (f *fixture) populate() {
 	f.audit(at(time.April, 8, 9, 0), "helpdesk-b (helpdesk)", actionUnlock, "sato", "locked since 2026-04-07T23:00:00Z after 10 failures")
 	f.audit(at(time.April, 9, 9, 0), "helpdesk-b (helpdesk)", actionOfflineLogin, "suzuki", "terminal t-b, valid until 2026-04-09T01:00:00Z")
 	f.audit(at(time.April, 12, 14, 0), "helpdesk-b (helpdesk)", "exemption.issue", "ex-2", "terminal t-b")
+	// The network policy, set after the tethering of 20 April with
+	// enforcement on (audited by the store with the change).
+	f.networkPolicy(at(time.April, 21, 10, 0), "admin1 (admin)", &mnguardv1.NetworkPolicy{
+		Version: "n-1a2b3c4d", Enforce: true,
+		Networks: []*mnguardv1.AllowedNetwork{{Cidr: "198.51.100.0/24"}, {Cidr: "2001:db8::/32", Ports: []*mnguardv1.PortRange{
+			{Protocol: "tcp", First: 443, Last: 443}, {Protocol: "tcp", First: 8000, Last: 8100}, {Protocol: "udp", First: 53, Last: 53}}}},
+		DnsServers: []string{"198.51.100.53"},
+	})
 	f.audit(at(time.April, 25, 16, 0), "helpdesk-b (helpdesk)", actionOfflineExemption, "ex-3", "terminal t-a, device 0781:5581:")
 	f.audit(at(time.April, 26, 9, 0), "admin1 (admin)", "operator.set_role", "helpdesk-b", "helpdesk -> auditor "+hostile)
 	f.audit(at(time.April, 26, 9, 5), "admin1 (admin)", "operator_token.create", "tok-9", "for operator admin1 (admin)")
@@ -323,9 +364,9 @@ func (f *fixture) populate() {
 	}
 }
 
-// Audit entries of populate: 1 (admin1) before the period, 2 to 13 in it
-// (the last at 23:59 on 30 April), 14 to 16 after.
+// Audit entries of populate: 1 (admin1) before the period, 2 to 14 in it
+// (the last at 23:59 on 30 April), 15 to 17 after.
 const (
-	auditInPeriod = 12
-	auditLastInIt = 13
+	auditInPeriod = 13
+	auditLastInIt = 14
 )

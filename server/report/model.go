@@ -29,6 +29,7 @@ type Report struct {
 	// Exemptions are the exemptions issued in the period, oldest first.
 	Exemptions []ExemptionGrant `json:"exemptions"`
 	MFA        MFA              `json:"mfa"`
+	Network    Network          `json:"network"`
 	Terminals  TerminalChanges  `json:"terminals"`
 	Operators  Operators        `json:"operators"`
 	AuditChain AuditChain       `json:"audit_chain"`
@@ -51,6 +52,54 @@ type CheckSummary struct {
 	// Terminals are those that failed the check in the period: the ones
 	// failing at the end first, then by host name.
 	Terminals []CheckFailure `json:"terminals"`
+}
+
+// Network is segment isolation (Art. 6(3)(a)) over the period: the network
+// policy, its changes, and what agents reported breaking it.
+type Network struct {
+	// Policy is the network policy in force when the report was made; nil
+	// when none was set.
+	Policy *NetworkPolicy `json:"policy,omitempty"`
+	// Changes are the changes of the network policy in the period, from
+	// the audit log, oldest first.
+	Changes []AuditItem `json:"changes"`
+	// Findings are what agents reported breaking isolation in the period
+	// (their network.finding events), per terminal and kind: the terminals
+	// in host name order, each's kinds by count, most first.
+	Findings []NetworkFindings `json:"findings"`
+	// FindingEvents counts those events.
+	FindingEvents int `json:"finding_events"`
+}
+
+// NetworkPolicy is the network policy in force.
+type NetworkPolicy struct {
+	Version string `json:"version"`
+	Enforce bool   `json:"enforce"`
+	// Networks in the CLI's form: "198.51.100.0/24",
+	// "2001:db8::/32@tcp/443,udp/53".
+	Networks   []string  `json:"networks"`
+	DNSServers []string  `json:"dns_servers"`
+	UpdatedAt  time.Time `json:"updated_at,omitzero"`
+	UpdatedBy  string    `json:"updated_by"`
+}
+
+// NetworkFindings is one kind of finding one terminal's agent reported in
+// the period.
+type NetworkFindings struct {
+	TerminalID string `json:"terminal_id"`
+	Hostname   string `json:"hostname"`
+	// Kind is the finding's kind as the agent names it ("socket",
+	// "usb_adapter", …); Label says it in the report's language.
+	Kind  string `json:"kind"`
+	Label string `json:"label"`
+	// Count is how many were reported; First and Last when (the agent's
+	// time of the event).
+	Count int       `json:"count"`
+	First time.Time `json:"first"`
+	Last  time.Time `json:"last"`
+	// Example is the detail of the first one, e.g. "tcp 192.0.2.10:50312
+	// → 203.0.113.7:443 established (curl, pid 4242)".
+	Example string `json:"example"`
 }
 
 // UnknownNoteKey is the catalogue key of the note that explains UnknownNow.

@@ -11,6 +11,7 @@ import (
 	"html/template"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -125,6 +126,32 @@ func TestReport(t *testing.T) {
 		}
 		if n := media.UnknownNow; n != 1 {
 			t.Errorf("media undetermined on %d terminals, want 1", n)
+		}
+	})
+
+	t.Run("network", func(t *testing.T) {
+		nw := rep.Network
+		p := nw.Policy
+		if p == nil || p.Version != "n-1a2b3c4d" || !p.Enforce || p.UpdatedBy != "admin1 (admin)" || !p.UpdatedAt.Equal(at(time.April, 21, 10, 0)) ||
+			strings.Join(p.Networks, " ") != "198.51.100.0/24 2001:db8::/32@tcp/443,tcp/8000-8100,udp/53" || strings.Join(p.DNSServers, " ") != "198.51.100.53" {
+			t.Errorf("network policy %+v", p)
+		}
+		if len(nw.Changes) != 1 || nw.Changes[0].Action != actionNetworkPolicySet || nw.Changes[0].Target != "n-1a2b3c4d" {
+			t.Errorf("network policy changes %+v", nw.Changes)
+		}
+		// Three agent events in the period, on t-b: a socket twice (the
+		// first at 10:05), the USB adapter once.
+		if nw.FindingEvents != 3 || len(nw.Findings) != 2 {
+			t.Fatalf("%d finding events, %d rows: %+v", nw.FindingEvents, len(nw.Findings), nw.Findings)
+		}
+		s, u := nw.Findings[0], nw.Findings[1]
+		if s.TerminalID != "t-b" || s.Hostname != "pc-b" || s.Kind != "socket" || s.Count != 2 || s.Label != "ポリシー外への通信" ||
+			!s.First.Equal(at(time.April, 20, 10, 5)) || !s.Last.Equal(at(time.April, 20, 10, 30)) ||
+			s.Example != "tcp 192.168.42.129:50312 → 203.0.113.7:443 established — curl (PID 4242, sato "+hostile+")" {
+			t.Errorf("socket findings %+v", s)
+		}
+		if u.Kind != "usb_adapter" || u.Count != 1 || u.Example != "usb0: RNDIS phone" || !u.First.Equal(u.Last) || u.First.Location() != tokyo {
+			t.Errorf("USB adapter findings %+v", u)
 		}
 	})
 
@@ -524,7 +551,7 @@ func TestCSV(t *testing.T) {
 		"/exemptions_issued":     "3", "/exemptions_used": "2", "/lockouts": "2", "/unlocks": "1",
 		"/offline_login_codes": "1", "/offline_exemption_codes": "1", "/terminals_enrolled": "1",
 		"/terminals_revoked": "1", "/operator_changes": "4", "/sign_ins": "2", "/sign_ins_failed": "1",
-		"/sign_ins_refused": "1", "/audit_entries_in_period": "12",
+		"/sign_ins_refused": "1", "/audit_entries_in_period": "13", "/network_finding_events": "3", "/network_policy_changes": "1",
 	} {
 		if counts[k] != want {
 			t.Errorf("count %s = %q, want %s", k, counts[k], want)
@@ -562,8 +589,20 @@ func TestCSV(t *testing.T) {
 		t.Errorf("revoked row %v", r)
 	}
 	a := onlyRow(t, rows, "audit_chain")
-	if a["status"] != "ok" || a["hash"] != rep.AuditChain.HeadHash || a["id"] != "13" || a["count"] != "13" {
+	if a["status"] != "ok" || a["hash"] != rep.AuditChain.HeadHash || a["id"] != strconv.Itoa(auditLastInIt) || a["count"] != strconv.Itoa(auditLastInIt) {
 		t.Errorf("audit_chain row %v", a)
+	}
+	if r := onlyRow(t, rows, "network_policy"); r["id"] != "n-1a2b3c4d" || r["status"] != "enforce_on" || r["actor"] != "admin1 (admin)" ||
+		r["target"] != "198.51.100.0/24 2001:db8::/32@tcp/443,tcp/8000-8100,udp/53" || r["value"] != "198.51.100.53" || r["time"] != "2026-04-21T10:00:00+09:00" {
+		t.Errorf("network_policy row %v", r)
+	}
+	if r := onlyRow(t, rows, "network_policy_change"); r["action"] != actionNetworkPolicySet || r["target"] != "n-1a2b3c4d" {
+		t.Errorf("network_policy_change row %v", r)
+	}
+	if fs := rowsOf(rows, "network_finding"); len(fs) != 2 || fs[0]["name"] != "socket" || fs[0]["count"] != "2" || fs[0]["terminal_id"] != "t-b" ||
+		fs[0]["since"] != "2026-04-20T10:05:00+09:00" || fs[0]["time"] != "2026-04-20T10:30:00+09:00" || !strings.Contains(fs[0]["detail"], "curl (PID 4242") ||
+		fs[1]["name"] != "usb_adapter" {
+		t.Errorf("network_finding rows %v", fs)
 	}
 	meta := map[string]string{}
 	for _, r := range rowsOf(rows, "meta") {
