@@ -22,9 +22,11 @@ import (
 	"github.com/mnguard/mnguard/agent/config"
 	"github.com/mnguard/mnguard/agent/exemptions"
 	"github.com/mnguard/mnguard/agent/media"
+	"github.com/mnguard/mnguard/agent/netcheck"
 	"github.com/mnguard/mnguard/agent/posture"
 	"github.com/mnguard/mnguard/agent/spool"
 	"github.com/mnguard/mnguard/agent/state"
+	"github.com/mnguard/mnguard/internal/netpolicy"
 	"github.com/mnguard/mnguard/internal/pki"
 	"github.com/mnguard/mnguard/internal/snapshot"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
@@ -33,6 +35,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -60,6 +63,12 @@ type Options struct {
 	// Mono is the monotonic clock of exemptions (tests); nil is the
 	// process's.
 	Mono func() time.Duration
+	// Network overrides the segment-isolation check's platform (tests);
+	// nil is the OS's.
+	Network netcheck.Platform
+	// Enforcer overrides the network enforcement (tests); nil is the
+	// OS's (nftables, Windows Firewall).
+	Enforcer netcheck.Enforcer
 }
 
 // Daemon is one running agent.
@@ -71,8 +80,11 @@ type Daemon struct {
 	collector *posture.Collector
 	media     *media.Manager
 	exempt    *exemptions.Manager
+	network   *netcheck.Manager
 	spool     *spool.Spool
-	wake      chan struct{}
+	// collectorAddrs are always allowed by the network check.
+	collectorAddrs collectorAddrs
+	wake           chan struct{}
 	// statusKick asks statusLoop to write status.json now.
 	statusKick chan struct{}
 	// resubscribe cuts the subscription's retry wait short: a report got
@@ -91,6 +103,14 @@ type Daemon struct {
 	lost uint64
 	// gateServing says the login gate's socket accepts connections.
 	gateServing bool
+	// netPolicy is the network policy in force (nil: none), once
+	// netPolicySet; netPolicyKey the version last pushed (in force or
+	// refused, once netPolicySeen), netPolicyErr why it was refused.
+	netPolicy     *netpolicy.Policy
+	netPolicySet  bool
+	netPolicySeen bool
+	netPolicyKey  string
+	netPolicyErr  string
 }
 
 const (
@@ -154,6 +174,7 @@ func newDaemon(opts Options) (*Daemon, error) {
 		sp.Close()
 		return nil, err
 	}
+	d.newNetwork()
 	if err := d.connect(); err != nil {
 		sp.Close()
 		return nil, err
@@ -257,7 +278,7 @@ func (d *Daemon) run(ctx context.Context) error {
 			d.log.Error("exemptions stopped", "err", err)
 		}
 	}
-	for _, f := range []func(context.Context){runMedia, runExemptions, d.controlSocket, d.loginGate, d.reportLoop, d.subscribeLoop, d.renewLoop, d.statusLoop} {
+	for _, f := range []func(context.Context){runMedia, runExemptions, d.runNetwork, d.controlSocket, d.loginGate, d.reportLoop, d.subscribeLoop, d.renewLoop, d.statusLoop} {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(ctx) }()
 	}
@@ -313,6 +334,7 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 			var files []string
 			p.Mfa, files = d.mfaPostureFiles()
 			watch.files(files)
+			p.Network = d.networkPosture()
 		}
 		fp := fingerprint(p)
 		due := p != nil && (lastSent.IsZero() || !bytes.Equal(fp, lastFP) || time.Since(lastSent) >= d.reportInterval())
@@ -418,16 +440,18 @@ func (cw *changeWatch) stop() {
 }
 
 // fingerprint is snapshot.Fingerprint without the exemptions' remaining
-// time, which changes every second an exemption is in force: the posture
-// is reported when something else changed or at the interval.
+// time, which changes every second an exemption is in force, and without
+// the network scan's time and socket count, which change at every scan:
+// the posture is reported when something else changed or at the interval.
 func fingerprint(p *mnguardv1.Posture) []byte {
-	if len(p.GetMedia().GetExemptions()) == 0 {
+	if len(p.GetMedia().GetExemptions()) == 0 && p.GetNetwork() == nil {
 		return snapshot.Fingerprint(p)
 	}
 	c := proto.Clone(p).(*mnguardv1.Posture)
 	for _, e := range c.GetMedia().GetExemptions() {
 		e.RemainingSeconds = 0
 	}
+	zeroScanClock(c)
 	return snapshot.Fingerprint(c)
 }
 
@@ -476,8 +500,10 @@ func (d *Daemon) send(ctx context.Context, p *mnguardv1.Posture) error {
 			return nil
 		}
 		rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-		resp, err := d.agentClient().Report(rctx, &mnguardv1.ReportRequest{Posture: p, Events: evs})
+		var pr peer.Peer
+		resp, err := d.agentClient().Report(rctx, &mnguardv1.ReportRequest{Posture: p, Events: evs}, grpc.Peer(&pr))
 		cancel()
+		d.notePeer(pr.Addr)
 		if err != nil {
 			d.noteError(fmt.Errorf("report: %s", status.Convert(err).Message()))
 			return err
@@ -594,6 +620,7 @@ func (d *Daemon) applyPolicy(p *mnguardv1.Policy) {
 	}
 	d.st.PolicyVersion = p.GetVersion()
 	d.mu.Unlock()
+	d.applyNetworkPolicy(p.GetNetwork())
 	d.statusChanged()
 	if changed {
 		d.log.Info("policy applied", "version", p.GetVersion(), "report_interval", iv)
