@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -92,29 +92,49 @@ func startHelper(t testing.TB, ns *netns, mode, addr string) *helperProc {
 	if h.stdin, err = h.cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
 	}
-	out, err := h.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Not StdoutPipe: Wait would close it under a reader of a helper that
+	// printed and exited at once.
+	out := &firstLine{line: make(chan string, 1)}
+	h.cmd.Stdout = out
 	h.cmd.Stderr = os.Stderr
 	if err := h.cmd.Start(); err != nil {
 		t.Fatalf("start the network helper: %v", err)
 	}
 	go func() { h.cmd.Wait(); close(h.done) }()
 	t.Cleanup(h.stop)
-	line := make(chan string, 1)
-	go func() {
-		s, _ := bufio.NewReader(out).ReadString('\n')
-		line <- strings.TrimSpace(s)
-		io.Copy(io.Discard, out)
-	}()
+	line := out.line
 	select {
 	case h.Line = <-line:
 		h.At = time.Now()
 	case <-time.After(10 * time.Second):
 		t.Fatalf("network helper %s %s in %s said nothing within 10s", mode, addr, ns.name)
 	}
+	if h.Line == "" {
+		select {
+		case <-h.done:
+		case <-time.After(5 * time.Second):
+		}
+		t.Fatalf("network helper %s %s in %s ended without a word: %v", mode, addr, ns.name, h.cmd.ProcessState)
+	}
 	return h
+}
+
+// firstLine sends the first line written to it.
+type firstLine struct {
+	buf  []byte
+	sent bool
+	line chan string
+}
+
+func (f *firstLine) Write(p []byte) (int, error) {
+	if !f.sent {
+		f.buf = append(f.buf, p...)
+		if i := bytes.IndexByte(f.buf, '\n'); i >= 0 {
+			f.sent = true
+			f.line <- strings.TrimSpace(string(f.buf[:i]))
+		}
+	}
+	return len(p), nil
 }
 
 // PID is the helper's process ID ('ip netns exec' execs it: the same).

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -116,18 +117,48 @@ func netnsDialer(ns string) func(ctx context.Context, network, addr string) (net
 	}
 }
 
-// listenIn listens inside namespace ns; the listener is closed when the
-// test ends.
-func listenIn(t testing.TB, ns *netns, network, addr string) net.Listener {
+// peerListener is a TCP listener in a peer namespace that accepts and
+// holds connections until closeConns.
+type peerListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+// closeConns closes the connections accepted so far: the peer ends them
+// first, so that the terminal's side does not linger in TIME_WAIT.
+func (p *peerListener) closeConns() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// listenIn listens inside namespace ns and accepts; the listener and its
+// connections are closed when the test ends.
+func listenIn(t testing.TB, ns *netns, network, addr string) *peerListener {
 	t.Helper()
-	var l net.Listener
+	p := &peerListener{}
 	if err := inNetnsDo(ns.name, func() error {
 		var err error
-		l, err = net.Listen(network, addr)
+		p.Listener, err = net.Listen(network, addr)
 		return err
 	}); err != nil {
 		t.Fatalf("listen %s %s in %s: %v", network, addr, ns.name, err)
 	}
-	t.Cleanup(func() { l.Close() })
-	return l
+	go func() {
+		for {
+			c, err := p.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c)
+			p.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { p.Close(); p.closeConns() })
+	return p
 }

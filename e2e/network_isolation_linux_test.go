@@ -32,9 +32,11 @@ func TestNetworkIsolation(t *testing.T) {
 		return np.GetPolicyVersion() == version
 	})
 	// Listeners in the peers, for connections from T.
-	listenIn(t, s.denied, "tcp", deniedIP+":8080")
-	listenIn(t, s.denied, "tcp", "["+deniedIP6+"]:8080")
-	listenIn(t, s.allowed, "tcp", allowedIP+":8080")
+	peers := map[string]*peerListener{
+		deniedIP + ":8080":         listenIn(t, s.denied, "tcp", deniedIP+":8080"),
+		"[" + deniedIP6 + "]:8080": listenIn(t, s.denied, "tcp", "["+deniedIP6+"]:8080"),
+		allowedIP + ":8080":        listenIn(t, s.allowed, "tcp", allowedIP+":8080"),
+	}
 
 	t.Run("connection to the disallowed peer", func(t *testing.T) {
 		allowed := startHelper(t, s.term, "connect", allowedIP+":8080")
@@ -65,8 +67,13 @@ func TestNetworkIsolation(t *testing.T) {
 				ev.GetEvent().GetSeverity() != mnguardv1.Severity_SEVERITY_ALERT {
 				t.Errorf("network.finding event %v %v, want kind socket, pid %d, process %s, an alert", ev.GetEvent().GetSeverity(), a, h.PID(), comm)
 			}
+			// The peer hangs up first, then the process closes and exits:
+			// no TIME_WAIT socket is left on the terminal (one would be a
+			// finding of its own, with no process, for a minute).
+			peers[remote].closeConns()
+			time.Sleep(100 * time.Millisecond)
 			h.stop()
-			s.network(t, admin, 10*time.Second, "connection to "+remote+" closed", func(np *mnguardv1.NetworkPosture) bool {
+			s.network(t, admin, 5*time.Second, "connection to "+remote+" closed", func(np *mnguardv1.NetworkPosture) bool {
 				return findingWhere(np, "socket", addressIs(remote)) == nil
 			})
 			s.waitEvent(t, admin, 5*time.Second, "network.finding_cleared", attrIs("id", f.GetId()))

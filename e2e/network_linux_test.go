@@ -129,11 +129,12 @@ func (s *segment) usbTree(t *testing.T) (authorized string) {
 	return authorized
 }
 
-// plugPhone creates the phone's interface: a real dummy interface usb0 in
-// the terminal namespace, whose ifindex the sysfs tree then carries.
+// plugPhone creates the phone's interface: a real interface usb0 in the
+// terminal namespace (a tap: this kernel has no dummy driver), whose
+// ifindex the sysfs tree then carries.
 func (s *segment) plugPhone(t *testing.T) {
 	t.Helper()
-	s.term.ip(t, "link", "add", "usb0", "type", "dummy")
+	s.term.ip(t, "tuntap", "add", "usb0", "mode", "tap")
 	s.term.ip(t, "link", "set", "usb0", "up")
 	idx := strings.TrimSpace(s.term.exec(t, "cat", "/sys/class/net/usb0/ifindex"))
 	dev, err := filepath.EvalSymlinks(filepath.Join(s.sysfs, "class", "net", "usb0"))
