@@ -5,6 +5,7 @@ package nft
 import (
 	"context"
 	"net/netip"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -387,5 +388,40 @@ func drain(ch <-chan time.Time) {
 		case <-time.After(50 * time.Millisecond):
 			return
 		}
+	}
+}
+
+// TestUnusableNamespace: with a descriptor that is no network namespace,
+// every method fails with an error (the manager then reports enforcement
+// as failing, or polls), none pretends.
+func TestUnusableNamespace(t *testing.T) {
+	requireTools(t)
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	e := New(Options{NetNS: int(f.Fd())})
+	p := labPolicy(t)
+	if err := e.Apply(t.Context(), p); err == nil {
+		t.Error("Apply: no error")
+	}
+	if ok, _, err := e.Check(t.Context(), p); err == nil || ok {
+		t.Errorf("Check: %v, %v", ok, err)
+	}
+	if err := e.Remove(t.Context()); err == nil {
+		t.Error("Remove: no error")
+	}
+	if err := e.Watch(t.Context(), func() {}); err == nil {
+		t.Error("Watch: no error")
+	}
+	ns := newNetns(t, "ctx")
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := New(Options{NetNS: ns.fd}).Apply(ctx, p); err == nil {
+		t.Error("Apply with a cancelled context: no error")
+	}
+	if out := ns.nft(t, "list", "ruleset"); strings.TrimSpace(out) != "" {
+		t.Errorf("Apply with a cancelled context wrote:\n%s", out)
 	}
 }
