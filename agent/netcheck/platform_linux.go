@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -31,6 +32,7 @@ type linuxPlatform struct {
 	nsErr  error
 	// watchBuf replaces watchBuffer (tests overflow it).
 	watchBuf int
+	diagOnce sync.Once
 }
 
 // NewPlatform returns the Linux platform. It is bound to the network
@@ -256,16 +258,28 @@ func tableName(t int) string {
 // Sockets lists the namespace's sockets through sock_diag: with 10,000
 // sockets it costs about half the CPU of gopsutil's /proc/net parsing
 // (BenchmarkScanSockets5000); processes are still named by gopsutil.
+//
+// A kernel without sock_diag (CONFIG_INET_DIAG off) answers
+// EPROTONOSUPPORT or ENOENT: the sockets are then read through gopsutil
+// (/proc/net, the namespace of the process).
 func (p *linuxPlatform) Sockets(ctx context.Context) ([]Socket, error) {
 	if p.nsErr != nil {
 		return nil, p.nsErr
 	}
 	h, err := netlink.NewHandleAt(p.ns, unix.NETLINK_INET_DIAG)
+	var socks []Socket
+	if err == nil {
+		socks, err = diagSockets(ctx, h)
+		h.Close()
+	}
+	if errors.Is(err, unix.EPROTONOSUPPORT) || errors.Is(err, unix.ENOENT) {
+		p.diagOnce.Do(func() { p.log.Warn("no sock_diag in this kernel: sockets read through /proc/net", "err", err) })
+		return listSockets(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sock_diag: %w", err)
 	}
-	defer h.Close()
-	return diagSockets(ctx, h)
+	return socks, nil
 }
 
 // DNS reads the resolv.conf files; a nameserver line that does not parse
