@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -12,9 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mnguard/mnguard/internal/pki"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
+	"github.com/mnguard/mnguard/server/ca"
 	"github.com/mnguard/mnguard/server/collector"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // realCollector is mnguard-server's collector.Serve on loopback: its own
@@ -274,4 +280,96 @@ func TestPolicyOldServer(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "get network policy: server collector.test:8443 does not support this request") {
 		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
 	}
+}
+
+// TestPolicyComplianceWiring: the collector's compliance check "network"
+// compares a terminal's reported network policy version with the one the
+// collector pushes: pending (unknown) while the terminal applies another,
+// pass once it reports the one in force without findings. An enrolled
+// terminal reports to a real collector; mnguardctl reads the verdict.
+func TestPolicyComplianceWiring(t *testing.T) {
+	dir := t.TempDir()
+	c := startRealCollector(t, dir)
+	env := c.env
+	ctx := t.Context()
+	authority, _, err := ca.LoadOrCreate(dir, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func(cert *tls.Certificate) mnguardv1.AgentServiceClient {
+		cfg, err := pki.CATLSConfig(authority.CertDER(), func() (*tls.Certificate, error) { return cert, nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.ServerName = "localhost"
+		cc, err := grpc.NewClient("passthrough:///"+env["MNGUARD_SERVER"], grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return mnguardv1.NewAgentServiceClient(cc)
+	}
+	r := runReal(t, env, "tokens", "create")
+	tok, _, _ := strings.Cut(r.stdout, "\n")
+	if r.code != 0 {
+		t.Fatalf("tokens create: exit %d: %s", r.code, r.stderr)
+	}
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := pki.NewCSR(key, "terminal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	en, err := dial(nil).Enroll(ctx, &mnguardv1.EnrollRequest{Token: tok, CsrDer: csr, Host: &mnguardv1.HostFacts{Hostname: "mn-pc-01", Os: "linux"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := dial(&tls.Certificate{Certificate: [][]byte{en.GetCertificateDer()}, PrivateKey: key})
+
+	if r = runReal(t, env, "policy", "set", "--allow-network", "198.51.100.0/24"); r.code != 0 {
+		t.Fatalf("policy set: exit %d: %s", r.code, r.stderr)
+	}
+	want := policyJSON(t, env).GetPolicy().GetVersion()
+	report := func(version string) {
+		t.Helper()
+		now := time.Now()
+		_, err := agent.Report(ctx, &mnguardv1.ReportRequest{Posture: &mnguardv1.Posture{
+			CollectedAt: timestamppb.New(now), Host: &mnguardv1.HostFacts{Hostname: "mn-pc-01", Os: "linux"},
+			Network: &mnguardv1.NetworkPosture{PolicyVersion: version, LastScan: timestamppb.New(now), SocketsTotal: 3},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// networkCheck waits until the terminal's network check has status.
+	networkCheck := func(status string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			r := runReal(t, env, "terminals", "show", en.GetTerminalId(), "-o", "json")
+			var resp mnguardv1.GetTerminalResponse
+			if err := protojson.Unmarshal([]byte(r.stdout), &resp); r.code != 0 || err != nil {
+				t.Fatalf("terminals show: exit %d, %v: %s", r.code, err, r.stderr)
+			}
+			var got *mnguardv1.CheckResult
+			for _, ch := range resp.GetTerminal().GetCompliance().GetChecks() {
+				if ch.GetName() == "network" {
+					got = ch
+				}
+			}
+			if got.GetStatus() == status {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("network check %v, want status %s", got, status)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	report("n-00000000")
+	networkCheck("unknown")
+	report(want)
+	networkCheck("pass")
 }
