@@ -4,13 +4,13 @@ package netcheck
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
 
 	gnet "github.com/shirou/gopsutil/v3/net"
+	"golang.org/x/sys/windows"
 )
 
 // windowsPlatform reads the network through IP Helper (win_iphlp_windows.go)
@@ -48,7 +48,7 @@ func (p *windowsPlatform) Adapters(ctx context.Context) ([]Adapter, error) {
 
 func (p *windowsPlatform) adapter(w winAdapter) Adapter {
 	pnp, pnpErr := "", error(nil)
-	if w.ifType != 24 { // the loopback has no PnP device
+	if w.ifType != windows.IF_TYPE_SOFTWARE_LOOPBACK { // no PnP device
 		pnp, pnpErr = pnpInstance(p.classKey, w.guid)
 	}
 	c := classifyWin(w.ifType, w.description, pnp, pnpErr)
@@ -64,6 +64,7 @@ func (p *windowsPlatform) adapter(w winAdapter) Adapter {
 		Driver:       w.description,
 		VendorID:     c.vendorID,
 		ProductID:    c.productID,
+		USBDevice:    c.usbDevice,
 	}
 }
 
@@ -169,15 +170,23 @@ func (p *windowsPlatform) Watch(ctx context.Context, changed func(what string)) 
 	}
 }
 
-// errNoUSBCut: cutting a USB network adapter off is Linux's sysfs
-// authorized=0; on Windows the firewall enforcement keeps it from
-// reaching anything outside the policy.
-var errNoUSBCut = fmt.Errorf("cutting a USB network adapter off on Windows: %w (Windows Firewall enforcement still blocks what it reaches outside the policy)", errors.ErrUnsupported)
-
-// CutUSB is not supported on Windows.
+// CutUSB disables the USB device behind a (Adapter.USBDevice, its PnP
+// instance id) through SetupAPI, as Device Manager does: the adapter goes
+// away until RestoreUSB enables the device again.
 func (p *windowsPlatform) CutUSB(a Adapter) error {
-	return fmt.Errorf("cut %s off: %w", a.Name, errNoUSBCut)
+	if a.USBDevice == "" {
+		return fmt.Errorf("cut %s off: no usb device behind it", a.Name)
+	}
+	if err := setDeviceState(a.USBDevice, windows.DICS_DISABLE); err != nil {
+		return fmt.Errorf("cut %s off: disable %w", a.Name, err)
+	}
+	return nil
 }
 
-// RestoreUSB is not supported on Windows.
-func (p *windowsPlatform) RestoreUSB(string) error { return errNoUSBCut }
+// RestoreUSB enables the USB network device whose PnP instance id is id.
+func (p *windowsPlatform) RestoreUSB(id string) error {
+	if err := setDeviceState(id, windows.DICS_ENABLE); err != nil {
+		return fmt.Errorf("enable usb network device again: %w", err)
+	}
+	return nil
+}

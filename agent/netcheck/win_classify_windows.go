@@ -51,6 +51,9 @@ var wiredBuses = []string{`PCI\`, `ACPI\`, `VMBUS\`, `XENVIF\`, `PCMCIA\`}
 type winClass struct {
 	kind, reason        string
 	vendorID, productID string
+	// usbDevice is the PnP instance id of a KindUSB adapter's device
+	// (Adapter.USBDevice: what CutUSB disables).
+	usbDevice string
 }
 
 // classifyWin decides an adapter's kind from its IfType, description and
@@ -85,6 +88,7 @@ func classifyWin(ifType uint32, description, pnp string, pnpErr error) winClass 
 		}
 	case onUSB:
 		c.kind, c.reason = KindUSB, where
+		c.usbDevice = pnp
 	case pnpErr != nil && containsAny(desc, usbDescriptions):
 		c.kind, c.reason = KindUSB, fmt.Sprintf("description %q, %s", description, where)
 	case ifType == windows.IF_TYPE_TUNNEL || ifType == windows.IF_TYPE_PPP:

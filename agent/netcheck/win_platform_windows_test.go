@@ -184,7 +184,7 @@ func TestWindowsPnPClassification(t *testing.T) {
 
 	setPnP(real.guid, `USB\VID_04E8&PID_6863&MI_00\6&1A2B3C4D&0&0000`)
 	a = p.adapter(*real)
-	if a.Kind != KindUSB || a.VendorID != "04e8" || a.ProductID != "6863" || !strings.Contains(a.Reason, `USB\VID_04E8`) {
+	if a.Kind != KindUSB || a.VendorID != "04e8" || a.ProductID != "6863" || !strings.Contains(a.Reason, `USB\VID_04E8`) || a.USBDevice != `USB\VID_04E8&PID_6863&MI_00\6&1A2B3C4D&0&0000` {
 		t.Errorf("phone in RNDIS mode behind %s: %+v, want usb 04e8:6863", real.name, a)
 	}
 	setPnP(real.guid, `PCI\VEN_8086&DEV_15BB&SUBSYS_07B11028&REV_10\3&11583659&0&FE`)
@@ -246,6 +246,9 @@ func TestWindowsClassify(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := classifyWin(tc.ifType, tc.desc, tc.pnp, tc.pnpErr)
+			if (c.usbDevice != "") != (tc.kind == KindUSB && tc.pnp != "") || (c.usbDevice != "" && c.usbDevice != tc.pnp) {
+				t.Errorf("usbDevice %q for %s behind %q", c.usbDevice, c.kind, tc.pnp)
+			}
 			if c.kind != tc.kind || c.vendorID != tc.vid || c.productID != tc.pid || !strings.Contains(c.reason, tc.reasonPart) {
 				t.Errorf("classifyWin = %+v, want %s %s:%s, reason with %q", c, tc.kind, tc.vid, tc.pid, tc.reasonPart)
 			}
@@ -447,13 +450,25 @@ func TestWindowsSockets(t *testing.T) {
 	}
 }
 
+// TestWindowsCutUSB: the device is looked up among the present network
+// devices by its instance id. No USB network device exists here (nor under
+// Wine, whose SetupAPI lists no USB device): the lookup must say so, and
+// refuse what is not a USB instance id.
 func TestWindowsCutUSB(t *testing.T) {
 	p := NewPlatform(PlatformOptions{})
-	if err := p.CutUSB(Adapter{Name: "Ethernet 3", Kind: KindUSB}); !errors.Is(err, errors.ErrUnsupported) || !strings.Contains(err.Error(), "Ethernet 3") {
-		t.Errorf("CutUSB = %v, want ErrUnsupported naming the adapter", err)
+	if err := p.CutUSB(Adapter{Name: "Ethernet 3", Kind: KindUSB}); err == nil || !strings.Contains(err.Error(), "no usb device") {
+		t.Errorf("CutUSB without a device = %v", err)
 	}
-	if err := p.RestoreUSB(`USB\VID_1`); !errors.Is(err, errors.ErrUnsupported) {
-		t.Errorf("RestoreUSB = %v", err)
+	ghost := `USB\VID_18D1&PID_4EE4&MI_00\6&DEADBEEF&0&0000`
+	err := p.CutUSB(Adapter{Name: "Ethernet 3", Kind: KindUSB, USBDevice: ghost})
+	if !errors.Is(err, errNoDevice) || !strings.Contains(err.Error(), "Ethernet 3") {
+		t.Errorf("CutUSB of a device that is not there = %v, want errNoDevice naming the adapter", err)
+	}
+	if err := p.RestoreUSB(ghost); !errors.Is(err, errNoDevice) {
+		t.Errorf("RestoreUSB of a device that is not there = %v", err)
+	}
+	if err := p.RestoreUSB(`PCI\VEN_8086&DEV_15BB\3&1`); err == nil || !strings.Contains(err.Error(), "not a USB device") {
+		t.Errorf("RestoreUSB of a PCI device = %v, want a refusal", err)
 	}
 }
 
