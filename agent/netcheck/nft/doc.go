@@ -46,6 +46,17 @@
 // port ranges of the networks allowed on some ports, nested networks cut
 // into disjoint pieces), so the rule count does not grow with the policy.
 //
+// Drops are counted (counter drop), not logged: the kernel does not log
+// from namespaces other than the first by default, and a log statement
+// whose nf_log backend is missing would fail the whole batch, leaving the
+// segment open.
+//
+// The table cannot stop what another table does after it: a chain of
+// another table at a later priority may rewrite a packet's destination
+// after this table let it through, and packet sockets (CAP_NET_RAW) bypass
+// netfilter altogether. Both need root, as deleting this table does; this
+// package makes changes to its own table evident and repairs them.
+//
 // Check compares what the kernel lists with what Apply writes: table
 // flags (dormant), chains, every expression of every rule (and how many
 // there are by the kernel's own count, since google/nftables silently
