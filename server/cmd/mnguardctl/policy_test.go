@@ -328,8 +328,43 @@ func TestPolicyComplianceWiring(t *testing.T) {
 	}
 	agent := dial(&tls.Certificate{Certificate: [][]byte{en.GetCertificateDer()}, PrivateKey: key})
 
+	// The agent's live stream: the exemption set, then the policy.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := agent.Subscribe(sctx, &mnguardv1.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	policies := make(chan *mnguardv1.Policy, 8)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				close(policies)
+				return
+			}
+			if p := m.GetPolicy(); p != nil {
+				policies <- p
+			}
+		}
+	}()
+	if p := <-policies; p.GetNetwork() != nil {
+		t.Fatalf("first policy has a network policy: %v", p)
+	}
+
+	start := time.Now()
 	if r = runReal(t, env, "policy", "set", "--allow-network", "198.51.100.0/24"); r.code != 0 {
 		t.Fatalf("policy set: exit %d: %s", r.code, r.stderr)
+	}
+	select {
+	case p := <-policies:
+		t.Logf("mnguardctl policy set (its run: dial, TLS, get, set) to the policy on the agent's stream: %s", time.Since(start))
+		if time.Since(start) > time.Second || !slices.Equal(cidrs(p.GetNetwork()), []string{"198.51.100.0/24"}) ||
+			!slices.Equal(p.GetNetwork().GetCollectorAddrs(), []string{"127.0.0.1", "198.51.100.10"}) {
+			t.Errorf("pushed after %s: %v", time.Since(start), p)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("no policy on the agent's stream within 1s of mnguardctl policy set")
 	}
 	want := policyJSON(t, env).GetPolicy().GetVersion()
 	report := func(version string) {
