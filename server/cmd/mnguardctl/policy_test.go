@@ -282,11 +282,12 @@ func TestPolicyOldServer(t *testing.T) {
 	}
 }
 
-// TestPolicyComplianceWiring: the collector's compliance check "network"
-// compares a terminal's reported network policy version with the one the
-// collector pushes: pending (unknown) while the terminal applies another,
-// pass once it reports the one in force without findings. An enrolled
-// terminal reports to a real collector; mnguardctl reads the verdict.
+// TestPolicyComplianceWiring: mnguardctl policy set reaches an enrolled
+// terminal's live Subscribe stream on a real collector within a second; the
+// collector's compliance check "network" compares the terminal's reported
+// network policy version with the one pushed: pending (unknown) while the
+// terminal applies another, pass once it reports the one in force without
+// findings. mnguardctl reads the verdict.
 func TestPolicyComplianceWiring(t *testing.T) {
 	dir := t.TempDir()
 	c := startRealCollector(t, dir)
