@@ -182,6 +182,7 @@ func build(table string, p *netpolicy.Policy) (*ruleset, error) {
 
 	// The base chains drop by policy: flushed, they cut everything off
 	// until the agent repairs them, rather than open the segment.
+	// Loopback is interface 1 in every namespace (LOOPBACK_IFINDEX).
 	in := base(chainInput, nftables.ChainHookInput)
 	in.rules = [][]expr.Any{
 		cat(ifIndex(expr.MetaKeyIIF, 1), verdict(expr.VerdictAccept)),
