@@ -77,6 +77,10 @@ fuzz:
 # policy, and the platform over a fake where Wine 8 lacks an IOCTL, which
 # TestWinAPIDiskIoctls names); its sysfs tests read testdata trees of
 # symbolic links, which the Windows build cannot follow, and run on Linux.
+# ./agent/netcheck/ and ./agent/netcheck/winfw/ run their Windows tests (IP
+# Helper adapters, routes and DNS compared with Linux's own view, the change
+# notifications, sockets, SetupAPI; Windows Firewall's COM objects are stubs
+# in Wine 8, which TestWindowsFirewallCOM names).
 # Left out: ./agent/config/ ./agent/spool/ ./internal/pki/ ./server/ca/. Their
 # tests pass under Wine, but every test that uses t.TempDir then fails in its
 # cleanup ("TempDir RemoveAll cleanup: unlinkat ...: Invalid function"):
@@ -88,6 +92,7 @@ wine-test:
 	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 $(GO) test -count=1 -exec "$(CURDIR)/scripts/wine/exec.sh" ./agent/cmd/mnguard-agent/ ./agent/posture/
 	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 $(GO) test -count=1 -exec "$(CURDIR)/scripts/wine/exec.sh" -run 'Windows$$' ./agent/exemptions/
 	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 $(GO) test -count=1 -exec "$(CURDIR)/scripts/wine/exec.sh" -run '^Test(Win|Windows|ClassifyWin)' ./agent/media/
+	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 $(GO) test -count=1 -exec "$(CURDIR)/scripts/wine/exec.sh" -run '^TestWindows' ./agent/netcheck/ ./agent/netcheck/winfw/
 
 test: deps proto-check check unit wine-test fuzz
 

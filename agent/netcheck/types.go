@@ -34,8 +34,9 @@ type Adapter struct {
 	Reason                      string
 	Driver, VendorID, ProductID string
 	// USBDevice is, on Linux, the sysfs directory of the USB device behind
-	// a KindUSB adapter (its authorized attribute cuts it off the bus);
-	// empty otherwise.
+	// a KindUSB adapter (its authorized attribute cuts it off the bus); on
+	// Windows, the PnP instance id of the device (CutUSB disables it
+	// through SetupAPI); empty otherwise.
 	USBDevice string
 }
 

@@ -78,6 +78,8 @@ var wantRPCs = map[string]string{
 	"AdminService/EnableOperator":            "A",
 	"AdminService/DeleteOperator":            "A",
 	"AdminService/ResetOperatorTotp":         "A",
+	"AdminService/GetNetworkPolicy":          "AHU",
+	"AdminService/SetNetworkPolicy":          "A",
 	"AdminService/SetOperatorRole":           "A",
 	"AdminService/SetOperatorPassword":       "A",
 	"AdminService/UnlockOperator":            "A",
