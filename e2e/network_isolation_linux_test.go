@@ -186,6 +186,14 @@ func TestNetworkIsolation(t *testing.T) {
 		})
 		rules := s.term.exec(t, "nft", "list", "table", "inet", "mnguard")
 		t.Logf("the agent's table:\n%s", rules)
+		// What the terminal's own status says.
+		eventually(t, 15*time.Second, func() error {
+			out, _, _ := run(t, nil, "mnguard-agent", s.a.args("status")...)
+			if want := "Network:     policy " + enforced + ", enforced: rules in place (nftables table inet mnguard)"; !strings.Contains(out, want) {
+				return fmt.Errorf("mnguard-agent status lacks %q:\n%s", want, out)
+			}
+			return nil
+		})
 
 		if h := startHelper(t, s.term, "connect", deniedIP+":8080"); !strings.HasPrefix(h.Line, "failed ") {
 			t.Errorf("connect to the disallowed peer with enforcement on: %s", h.Line)
