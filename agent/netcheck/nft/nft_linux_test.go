@@ -425,3 +425,40 @@ func TestUnusableNamespace(t *testing.T) {
 		t.Errorf("Apply with a cancelled context wrote:\n%s", out)
 	}
 }
+
+// TestForward: with the terminal routing between its links, forwarded
+// traffic passes between allowed addresses only.
+func TestForward(t *testing.T) {
+	l := newLab(t)
+	run(t, "ip", "netns", "exec", l.term.name, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	l.allowed.ip(t, "route", "add", "203.0.113.0/24", "via", "198.51.100.1")
+	l.allowed.ip(t, "route", "add", "192.0.2.0/24", "via", "198.51.100.1")
+	l.disallowed.ip(t, "route", "add", "198.51.100.0/24", "via", "203.0.113.1")
+	l.collector.ip(t, "route", "add", "198.51.100.0/24", "via", "192.0.2.1")
+	cases := []reachCase{
+		{l.allowed, "tcp", "192.0.2.2:8080", true},
+		{l.collector, "tcp", "198.51.100.2:8080", true},
+		{l.allowed, "tcp", "203.0.113.2:8080", false},
+		{l.disallowed, "tcp", "198.51.100.2:8080", false},
+	}
+	check := func(enforced bool) {
+		t.Helper()
+		for _, c := range cases {
+			want := c.allowed || !enforced
+			timeout := 3 * time.Second
+			if !want {
+				timeout = time.Second
+			}
+			err := c.from.reach(c.network, c.addr, timeout)
+			if want != (err == nil) {
+				t.Errorf("enforced %v: %s from %s: want through %v, got %v", enforced, c.addr, c.from.name, want, err)
+			}
+		}
+	}
+	check(false)
+	e := New(Options{NetNS: l.term.fd})
+	if err := e.Apply(t.Context(), labPolicy(t)); err != nil {
+		t.Fatal(err)
+	}
+	check(true)
+}
