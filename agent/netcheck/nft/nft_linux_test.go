@@ -169,6 +169,15 @@ func TestEnforce(t *testing.T) {
 		t.Fatalf("Check after a second Apply = %v, %q, %v; want in place", ok, detail, err)
 	}
 
+	// Neighbour discovery works through the table: with every neighbour
+	// forgotten, the terminal solicits the allowed peer first (nothing
+	// else runs meanwhile, so the peer cannot teach it by soliciting).
+	for _, n := range []*netns{l.term, l.allowed} {
+		n.ip(t, "neigh", "flush", "all")
+	}
+	if err := l.term.reach("tcp", "[2001:db8:a::2]:8080", 3*time.Second); err != nil {
+		t.Errorf("IPv6 to the allowed peer after forgetting neighbours: %v", err)
+	}
 	l.expectReach(t, true)
 	if err := roundTrip(bad, time.Second); err == nil {
 		t.Error("a connection to the disallowed peer made before Apply still passes data")
