@@ -33,6 +33,9 @@ type linuxPlatform struct {
 	// watchBuf replaces watchBuffer (tests overflow it).
 	watchBuf int
 	diagOnce sync.Once
+	// listed, when set, runs between the netlink dumps and the sysfs
+	// reads of Adapters (tests: an interface goes away there).
+	listed func()
 }
 
 // NewPlatform returns the Linux platform. It is bound to the network
@@ -119,6 +122,9 @@ func (p *linuxPlatform) Adapters(ctx context.Context) ([]Adapter, error) {
 		}
 		ones, _ := a.Mask.Size()
 		byIndex[a.LinkIndex] = append(byIndex[a.LinkIndex], netip.PrefixFrom(ip.Unmap(), ones))
+	}
+	if p.listed != nil {
+		p.listed()
 	}
 	out := make([]Adapter, 0, len(links))
 	for _, l := range links {

@@ -28,6 +28,13 @@ import (
 // root, through netlink: no ip(8) needed); the namespaces are anonymous
 // and go with their last handle.
 
+// init keeps the main goroutine on Go's main thread for the whole test
+// binary. A goroutine that ends locked to a thread in a namespace takes
+// the thread with it, except the main thread, which Go keeps, still in the
+// namespace: /proc/self/net (gopsutil's sockets) would then show that
+// namespace. With the main thread held here, no test goroutine runs on it.
+func init() { runtime.LockOSThread() }
+
 // newNS creates an empty network namespace.
 func newNS(t testing.TB) netns.NsHandle {
 	t.Helper()
@@ -351,6 +358,34 @@ func TestScanWhileInterfacesComeAndGo(t *testing.T) {
 	t.Logf("%d scans while %d interfaces came and went", scans, churn.Load())
 	if churn.Load() < 10 {
 		t.Fatalf("only %d interfaces came and went", churn.Load())
+	}
+}
+
+// TestInterfaceGoneDuringScan: interfaces deleted after the netlink dump,
+// before their classification, are left out; the scan does not fail.
+func TestInterfaceGoneDuringScan(t *testing.T) {
+	ns := newNS(t)
+	h := handleIn(t, ns)
+	terminal(t, h)
+	p := platformIn(t, ns, PlatformOptions{})
+	p.listed = func() {
+		l, err := h.LinkByName("mngv0") // its peer mngv1 goes with it
+		if err == nil {
+			err = h.LinkDel(l)
+		}
+		if err != nil {
+			t.Errorf("delete mngv0: %v", err)
+		}
+	}
+	ads, err := p.Adapters(context.Background())
+	must(t, "adapters", err)
+	var names []string
+	for _, a := range ads {
+		names = append(names, a.Name)
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"lo", "mngd0", "mngd1"}) {
+		t.Fatalf("adapters %v, want lo mngd0 mngd1 (mngv0 and mngv1 gone)", names)
 	}
 }
 
