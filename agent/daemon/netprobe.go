@@ -120,7 +120,12 @@ func (d *Daemon) probeNetwork(ctx context.Context) {
 		if files := stampFiles(resolv); !slices.Equal(files, lastFiles) {
 			lastFiles, why = files, "resolver file"
 		}
-		if lister != nil {
+		pol := d.probePolicy()
+		if pol == nil {
+			// No socket is a finding without a policy: nothing to list.
+			// SetPolicy scans at once when one comes.
+			clear(last)
+		} else if lister != nil {
 			socks, err := lister.list()
 			switch {
 			case err != nil:
@@ -130,7 +135,7 @@ func (d *Daemon) probeNetwork(ctx context.Context) {
 				failed = true
 			default:
 				failed = false
-				cur := suspects(socks, d.probePolicy())
+				cur := suspects(socks, pol)
 				if !sameKeys(cur, last) && why == "" {
 					why = "socket"
 				}

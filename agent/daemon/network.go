@@ -250,12 +250,17 @@ func (d *Daemon) applyNetworkPolicy(m *mnguardv1.NetworkPolicy) {
 		version = p.Version
 	}
 	d.log.Info("network policy applied", "version", version, "enforce", p != nil && p.Enforce)
-	d.network.SetPolicy(p)
+	if d.network != nil {
+		d.network.SetPolicy(p)
+	}
 	d.statusChanged()
 }
 
 // networkPosture is the manager's latest scan, and notes it in status.
 func (d *Daemon) networkPosture() *mnguardv1.NetworkPosture {
+	if d.network == nil {
+		return nil
+	}
 	np := d.network.Posture()
 	d.mu.Lock()
 	d.st.Network = networkStatus(np, d.netPolicyErr)
