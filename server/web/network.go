@@ -29,6 +29,20 @@ type networkView struct {
 // (or neither has one).
 func (n networkView) Current() bool { return n.GetPolicyVersion() == n.Collector }
 
+// maxShownRoutes bounds the routes a terminal's page lists: an agent may
+// report thousands, and every route that breaks the policy is a finding,
+// listed in full.
+const maxShownRoutes = 200
+
+// ShownRoutes are the routes the page lists.
+func (n networkView) ShownRoutes() []*mnguardv1.NetworkRoute {
+	r := n.GetRoutes()
+	return r[:min(len(r), maxShownRoutes)]
+}
+
+// HiddenRoutes is how many routes the page leaves out.
+func (n networkView) HiddenRoutes() int { return max(len(n.GetRoutes())-maxShownRoutes, 0) }
+
 // networkPolicyVersion is the version of the network policy the collector
 // pushes, "" for none.
 func (s *Server) networkPolicyVersion() string {

@@ -2,8 +2,10 @@ package web
 
 import (
 	"context"
+	"fmt"
 	"html"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -110,8 +112,19 @@ func TestTerminalNetwork(t *testing.T) {
 		}
 	}
 
+	// Thousands of routes: the page lists the first ones and says so.
+	many := e.terminalWith("term-routes", "SN-5", false, func(p *mnguardv1.Posture) {
+		for i := range maxShownRoutes + 50 {
+			p.Network.Routes = append(p.Network.Routes, &mnguardv1.NetworkRoute{Destination: fmt.Sprintf("10.0.%d.0/24", i), Interface: "eth0"})
+		}
+	})
+	_, body := c.get("/terminals/" + many)
+	if n := strings.Count(body, "data-route="); n != maxShownRoutes || !strings.Contains(body, `data-hidden-routes="51"`) {
+		t.Errorf("a terminal with %d routes: %d listed, hidden note %v", maxShownRoutes+51, n, strings.Contains(body, "data-hidden-routes"))
+	}
+
 	// The list filters on the failing network check.
-	_, body := c.get("/terminals?check=network")
+	_, body = c.get("/terminals?check=network")
 	if !strings.Contains(body, "term-broken") || !strings.Contains(body, "term-old") || strings.Contains(body, "term-clean") ||
 		strings.Contains(body, "term-pending") {
 		t.Errorf("terminals failing the network check: wrong list")
@@ -368,4 +381,56 @@ func FuzzPolicyForm(f *testing.F) {
 			t.Fatalf("round trip changed the policy: %s, %s, %s", again.ComputeVersion(), back.Version, form.Expected)
 		}
 	})
+}
+
+// BenchmarkTerminalPageNetwork renders the page of a terminal whose
+// network section is as large as the collector accepts (256 adapters,
+// 4,096 routes, 1,024 findings, 256 DNS servers), through the console's
+// handler (session and rendering included, TLS not), and reports the
+// page's size.
+func BenchmarkTerminalPageNetwork(b *testing.B) {
+	e := newEnv(b)
+	admin := e.addOperator("bench-admin", store.RoleAdmin)
+	e.netVersion.Store("n-00c0ffee")
+	now := e.clock.Now()
+	id := e.terminalWith("term-huge", "SN-1", false, func(p *mnguardv1.Posture) {
+		n := p.Network
+		n.PolicyVersion = "n-00c0ffee"
+		for i := range 256 {
+			n.Adapters = append(n.Adapters, &mnguardv1.NetworkAdapter{Name: fmt.Sprintf("veth%d", i), Kind: "virtual", Reason: "sysfs virtual/net",
+				Addrs: []string{fmt.Sprintf("10.%d.%d.1/24", i/256, i%256), fmt.Sprintf("2001:db8:%x::1/64", i)}, Up: true})
+		}
+		for i := range 4096 {
+			n.Routes = append(n.Routes, &mnguardv1.NetworkRoute{Destination: fmt.Sprintf("10.%d.%d.0/24", i/256, i%256), Gateway: "192.0.2.1",
+				Interface: "eth0", Table: "main"})
+		}
+		for i := range 1024 {
+			n.Findings = append(n.Findings, &mnguardv1.NetworkFinding{Id: fmt.Sprintf("socket:%d", i), Kind: "socket",
+				Detail: fmt.Sprintf("tcp 192.0.2.10:%d → 203.0.113.7:443 established", 30000+i), Process: "curl", Pid: uint32(1000 + i),
+				User: "taro", Address: "203.0.113.7:443", FirstSeen: timestamppb.New(now)})
+		}
+		for i := range 256 {
+			n.DnsServers = append(n.DnsServers, &mnguardv1.DnsServer{Address: fmt.Sprintf("192.0.2.%d", i), Source: "/etc/resolv.conf"})
+		}
+	})
+	c := e.mustSignIn(admin)
+	u, _ := url.Parse(e.srv.URL)
+	cookies := c.hc.Jar.Cookies(u)
+	h := e.console.Handler()
+	var size int
+	b.ResetTimer()
+	for range b.N {
+		req := httptest.NewRequest(http.MethodGet, "https://"+u.Host+"/terminals/"+id, nil)
+		for _, ck := range cookies {
+			req.AddCookie(ck)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("GET: %d", rec.Code)
+		}
+		size = rec.Body.Len()
+		e.clock.Add(10 * time.Millisecond)
+	}
+	b.ReportMetric(float64(size)/1024, "KiB/page")
 }
