@@ -453,16 +453,21 @@ func (m *Manager) enforce(ctx context.Context, p *netpolicy.Policy, set bool, ad
 		return
 	}
 	ok, why, err := m.o.Enforcer.Check(ctx, p)
+	if err != nil {
+		// A check that raced with a change (the table deleted while it
+		// was read) fails once; the second sees the result.
+		ok, why, err = m.o.Enforcer.Check(ctx, p)
+	}
 	switch {
 	case err != nil:
-		// Cannot tell: install again (idempotent), which also says
-		// whether the mechanism works.
+		// Cannot tell: install again (idempotent, fail closed), but
+		// unverified rules are not "in place"; the backoff keeps the
+		// Apply's own announcements from looping back here.
 		if aerr := m.o.Enforcer.Apply(ctx, p); aerr != nil {
 			m.fail(now, fmt.Errorf("check rules: %w; apply rules: %w", err, aerr))
 			return
 		}
-		e.inPlace, e.detail = true, "rules in place ("+mech+"); applied again after a failed check: "+err.Error()
-		m.succeed()
+		m.fail(now, fmt.Errorf("check rules: %w (applied again, unverified)", err))
 	case !ok:
 		if why == "" {
 			why = "rules differ from the policy"

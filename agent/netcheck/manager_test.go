@@ -117,8 +117,10 @@ type recEnforcer struct {
 	rules    string // the policy key installed; "" none
 	applyErr error
 	checkErr error
-	changed  chan struct{}
-	watchErr error
+	// checkErrOnce fails the next Check only.
+	checkErrOnce error
+	changed      chan struct{}
+	watchErr     error
 }
 
 func newRecEnforcer() *recEnforcer { return &recEnforcer{changed: make(chan struct{}, 16)} }
@@ -143,6 +145,10 @@ func (e *recEnforcer) Check(_ context.Context, p *netpolicy.Policy) (bool, strin
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.calls = append(e.calls, "check")
+	if err := e.checkErrOnce; err != nil {
+		e.checkErrOnce = nil
+		return false, "", err
+	}
 	if e.checkErr != nil {
 		return false, "", e.checkErr
 	}
@@ -252,7 +258,13 @@ func (r *mgrEvents) wait(t *testing.T, d time.Duration, match func(mgrEvent) boo
 		r.mu.Unlock()
 		left := time.Until(deadline)
 		if left <= 0 {
-			t.Fatalf("no matching event within %v", d)
+			r.mu.Lock()
+			var seen []string
+			for _, e := range r.all {
+				seen = append(seen, e.typ+" "+e.attrs["kind"]+e.attrs["state"]+": "+e.msg)
+			}
+			r.mu.Unlock()
+			t.Fatalf("no matching event within %v; events since the last match: %q", d, seen)
 		}
 		select {
 		case <-r.signal:
@@ -664,15 +676,39 @@ func TestManagerEnforcementFailsAndRetries(t *testing.T) {
 		t.Error("retry still pending")
 	}
 
-	// A check that errors: applied again, which proves the mechanism.
+	// A check that fails once (the table deleted while it was read):
+	// the second check sees the drift, which is repaired and counted.
 	r.enf.took()
-	r.enf.set(func(e *recEnforcer) { e.checkErr = errors.New("dump failed") })
+	r.enf.set(func(e *recEnforcer) {
+		e.rules, e.checkErrOnce = "", errors.New("list elements: no such file or directory")
+	})
 	np = r.scan(t)
-	if got := r.enf.took(); !slices.Equal(got, []string{"check", "apply " + pol.Version}) {
+	if got := r.enf.took(); !slices.Equal(got, []string{"check", "check", "apply " + pol.Version}) {
 		t.Errorf("calls %v", got)
 	}
-	if !np.GetEnforcement().GetInPlace() || np.GetEnforcement().GetRepairs() != 0 {
-		t.Errorf("enforcement %v", np.GetEnforcement())
+	if e := np.GetEnforcement(); !e.GetInPlace() || e.GetRepairs() != 1 {
+		t.Errorf("enforcement %v", e)
+	}
+	if got := eventKinds(r.ev.took()); !slices.Equal(got, []string{"network.enforcement repaired"}) {
+		t.Errorf("events %v", got)
+	}
+
+	// A check that keeps failing: applied again (fail closed) but not
+	// in place, and not again before the backoff.
+	r.enf.set(func(e *recEnforcer) { e.checkErr = errors.New("dump failed") })
+	np = r.scan(t)
+	if got := r.enf.took(); !slices.Equal(got, []string{"check", "check", "apply " + pol.Version}) {
+		t.Errorf("calls %v", got)
+	}
+	if e := np.GetEnforcement(); e.GetInPlace() || !strings.Contains(e.GetDetail(), "check rules: dump failed (applied again, unverified)") {
+		t.Errorf("enforcement %v", e)
+	}
+	if got := eventKinds(r.ev.took()); !slices.Equal(got, []string{"network.enforcement failing", "network.finding enforcement"}) {
+		t.Errorf("events %v", got)
+	}
+	r.scan(t)
+	if got := r.enf.took(); len(got) != 0 {
+		t.Errorf("calls %v within the backoff", got)
 	}
 }
 
