@@ -47,6 +47,8 @@ type Evaluator struct {
 	mu    sync.Mutex
 	facts map[string]cachedFacts
 	dirty map[string]bool
+	// dirtyAll asks for every terminal to be evaluated (PokeAll).
+	dirtyAll bool
 	// verdicts holds each terminal's state and failing checks, for the
 	// gauges.
 	verdicts map[string]verdict
@@ -121,9 +123,21 @@ func (e *Evaluator) Poke(terminalID string) {
 	}
 }
 
+// PokeAll asks for every terminal to be evaluated soon: something all
+// verdicts depend on changed (the network policy). It never blocks.
+func (e *Evaluator) PokeAll() {
+	e.mu.Lock()
+	e.dirtyAll = true
+	e.mu.Unlock()
+	select {
+	case e.poke <- struct{}{}:
+	default:
+	}
+}
+
 // Run evaluates every terminal at once and then every Interval, and the
-// poked ones within about 100 ms, until ctx ends. Failures are logged and
-// retried at the next round.
+// poked ones (all of them after PokeAll) within about 100 ms, until ctx
+// ends. Failures are logged and retried at the next round.
 func (e *Evaluator) Run(ctx context.Context) error {
 	if err := e.EvaluateAll(ctx); err != nil && ctx.Err() == nil {
 		e.cfg.Logger.Error("compliance evaluation", "err", err)
@@ -148,9 +162,16 @@ func (e *Evaluator) Run(ctx context.Context) error {
 			case <-t.C:
 			}
 			e.mu.Lock()
-			ids := slices.Collect(maps.Keys(e.dirty))
+			ids, all := slices.Collect(maps.Keys(e.dirty)), e.dirtyAll
 			clear(e.dirty)
+			e.dirtyAll = false
 			e.mu.Unlock()
+			if all {
+				if err := e.EvaluateAll(ctx); err != nil && ctx.Err() == nil {
+					e.cfg.Logger.Error("compliance evaluation", "err", err)
+				}
+				continue
+			}
 			if err := e.Evaluate(ctx, ids); err != nil && ctx.Err() == nil {
 				e.cfg.Logger.Error("compliance evaluation", "terminals", len(ids), "err", err)
 			}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -653,4 +654,56 @@ func TestEvaluateNetworkPolicy(t *testing.T) {
 		t.Errorf("events %v, want %v", got, want)
 	}
 	e.checkGauges(map[string]float64{store.Compliant: 2, store.NonCompliant: 1}, map[string]float64{store.CheckNetwork: 1})
+}
+
+// TestRunPokeAll: after PokeAll (the network policy changed), Run
+// evaluates every terminal within about 100 ms, not at the next interval.
+func TestRunPokeAll(t *testing.T) {
+	var version atomic.Value
+	version.Store("")
+	e := newEnv(t, func(c *Config) {
+		c.Interval = time.Hour
+		c.Policy.NetworkPolicyVersion = func() string { return version.Load().(string) }
+	})
+	for _, id := range []string{"t1", "t2"} {
+		e.enroll(id, "PC-"+id)
+		e.report(id, goodPosture(e.clock.Now()))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.ev.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+	network := func(id string) string {
+		c, err := e.st.TerminalCompliance(context.Background(), id)
+		if err != nil {
+			return ""
+		}
+		return c.Check(store.CheckNetwork).Detail
+	}
+	wait := func(what string, cond func() bool) time.Duration {
+		t.Helper()
+		begin := time.Now()
+		for !cond() {
+			if time.Since(begin) > 5*time.Second {
+				t.Fatalf("%s: not within 5 s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return time.Since(begin)
+	}
+	wait("the first evaluation", func() bool {
+		return network("t1") == "check.network.no_policy" && network("t2") == "check.network.no_policy"
+	})
+
+	version.Store("n-00c0ffee")
+	e.ev.PokeAll()
+	took := wait("every terminal after PokeAll", func() bool {
+		return network("t1") == "check.network.policy_pending" && network("t2") == "check.network.policy_pending"
+	})
+	t.Logf("PokeAll to both verdicts: %v", took)
 }
