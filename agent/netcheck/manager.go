@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mnguard/mnguard/internal/netpolicy"
@@ -476,6 +477,16 @@ func (m *Manager) enforce(ctx context.Context, p *netpolicy.Policy, set bool, ad
 			m.fail(now, fmt.Errorf("drift (%s), repair failed: %w", why, aerr))
 			return
 		}
+		// Verified: rules that never check out (a mechanism at odds with
+		// itself) must fail with a backoff, not loop through the repair's
+		// own announcements.
+		if ok2, why2, err2 := m.o.Enforcer.Check(ctx, p); err2 != nil || !ok2 {
+			if err2 == nil {
+				err2 = errors.New(cmp.Or(why2, "rules differ from the policy"))
+			}
+			m.fail(now, fmt.Errorf("drift (%s), rules applied again but still not in place: %w", why, err2))
+			return
+		}
 		e.inPlace = true
 		e.repairs++
 		e.lastRepair = now
@@ -805,8 +816,10 @@ func findingAttrs(f Finding) map[string]string {
 
 // Run scans and enforces until ctx ends (a clean exit, nil): a full scan
 // at start and at every Interval, a scan of adapters, routes and DNS
-// servers as soon as the platform announces a network change (bursts
-// debounced by 50 ms; every 5 s when the platform cannot watch), a full
+// servers as soon as the platform announces a route, address or link
+// change (bursts debounced by 50 ms; every 5 s when the platform cannot
+// watch; any other announcement, e.g. "resubscribed" or "socket", scans
+// sockets too), a full
 // scan after SetPolicy, an enforcement check as soon as the Enforcer
 // announces a firewall change (every 2 s when it cannot watch) and when a
 // failed attempt is due again. Returning leaves enforcement in place.
@@ -820,11 +833,19 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer wg.Wait()
 
 	netCh := make(chan struct{}, 1)
+	var netFull atomic.Bool
 	netFailed := make(chan struct{}, 1)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := m.o.Platform.Watch(ctx, func(string) {
+		err := m.o.Platform.Watch(ctx, func(what string) {
+			switch what {
+			case "route", "addr", "link":
+			default:
+				// Anything else (a resubscription after lost
+				// messages, sockets announced): scan everything.
+				netFull.Store(true)
+			}
 			select {
 			case netCh <- struct{}{}:
 			default:
@@ -905,7 +926,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			continue
 		case <-netT.C:
 			netArmed = false
-			m.scan(ctx, false)
+			m.scan(ctx, netFull.Swap(false))
 		case <-netPoll:
 			m.scan(ctx, false)
 		case <-driftCh:

@@ -119,6 +119,8 @@ type recEnforcer struct {
 	checkErr error
 	// checkErrOnce fails the next Check only.
 	checkErrOnce error
+	// neverInPlace: Check never agrees with what Apply installed.
+	neverInPlace bool
 	changed      chan struct{}
 	watchErr     error
 }
@@ -151,6 +153,9 @@ func (e *recEnforcer) Check(_ context.Context, p *netpolicy.Policy) (bool, strin
 	}
 	if e.checkErr != nil {
 		return false, "", e.checkErr
+	}
+	if e.neverInPlace {
+		return false, "rule 3 differs", nil
 	}
 	if e.rules == "" {
 		return false, "table missing", nil
@@ -568,8 +573,8 @@ func TestManagerEnforcementSequence(t *testing.T) {
 	r.enf.set(func(e *recEnforcer) { e.rules = "" })
 	r.clock.Add(time.Minute)
 	np = r.scan(t)
-	if got := r.enf.took(); !slices.Equal(got, []string{"check", "apply " + pol.Version}) {
-		t.Errorf("calls %v, want check, apply", got)
+	if got := r.enf.took(); !slices.Equal(got, []string{"check", "apply " + pol.Version, "check"}) {
+		t.Errorf("calls %v, want check, apply, check", got)
 	}
 	es := r.ev.took()
 	if got := eventKinds(es); !slices.Equal(got, []string{"network.enforcement repaired"}) || es[0].sev != mnguardv1.Severity_SEVERITY_ALERT || es[0].attrs["detail"] != "table missing" {
@@ -683,7 +688,7 @@ func TestManagerEnforcementFailsAndRetries(t *testing.T) {
 		e.rules, e.checkErrOnce = "", errors.New("list elements: no such file or directory")
 	})
 	np = r.scan(t)
-	if got := r.enf.took(); !slices.Equal(got, []string{"check", "check", "apply " + pol.Version}) {
+	if got := r.enf.took(); !slices.Equal(got, []string{"check", "check", "apply " + pol.Version, "check"}) {
 		t.Errorf("calls %v", got)
 	}
 	if e := np.GetEnforcement(); !e.GetInPlace() || e.GetRepairs() != 1 {
@@ -710,6 +715,46 @@ func TestManagerEnforcementFailsAndRetries(t *testing.T) {
 	if got := r.enf.took(); len(got) != 0 {
 		t.Errorf("calls %v within the backoff", got)
 	}
+}
+
+// TestManagerRepairNeverChecksOut: an enforcer whose check never agrees
+// with its own rules fails with a backoff instead of repairing in a loop
+// (each repair announces itself and would start the next).
+func TestManagerRepairNeverChecksOut(t *testing.T) {
+	r := newRig(t, true)
+	r.m.o.Now = nil
+	r.m.retryMin = time.Hour
+	r.m.SetPolicy(testPolicy(t, true))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.m.Run(ctx) }()
+	r.ev.wait(t, 5*time.Second, func(e mgrEvent) bool { return e.attrs["state"] == EnforcementInPlace })
+	r.enf.set(func(e *recEnforcer) { e.neverInPlace = true })
+	for range 3 {
+		r.enf.changed <- struct{}{} // announced changes, as the repair's own would be
+	}
+	f := r.ev.wait(t, time.Second, func(e mgrEvent) bool { return e.attrs["state"] == EnforcementFailing })
+	if !strings.Contains(f.attrs["detail"], "rules applied again but still not in place: rule 3 differs") {
+		t.Errorf("failing event %v", f)
+	}
+	time.Sleep(300 * time.Millisecond)
+	r.enf.changed <- struct{}{}
+	time.Sleep(300 * time.Millisecond)
+	applies := 0
+	for _, c := range r.enf.took() {
+		if strings.HasPrefix(c, "apply") {
+			applies++
+		}
+	}
+	if applies != 2 { // the first install and one repair
+		t.Errorf("%d applies, want 2 (no repair loop)", applies)
+	}
+	if np := r.m.Posture(); np.GetEnforcement().GetInPlace() || np.GetEnforcement().GetRepairs() != 0 {
+		t.Errorf("enforcement %v", np.GetEnforcement())
+	}
+	cancel()
+	<-done
 }
 
 func TestManagerNoMechanism(t *testing.T) {
@@ -841,6 +886,15 @@ func TestManagerRun(t *testing.T) {
 	}
 	if n := r.pl.count(PartSockets); n != 1 {
 		t.Errorf("%d socket scans: a network change must not list sockets again", n)
+	}
+	// Any other announcement (lost messages, sockets) scans everything.
+	r.pl.notify <- "resubscribed"
+	deadline := time.Now().Add(time.Second)
+	for r.pl.count(PartSockets) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d socket scans after a resubscription, want 2", r.pl.count(PartSockets))
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 
 	start = time.Now()
