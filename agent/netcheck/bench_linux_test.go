@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
+	"github.com/vishvananda/netns"
 )
 
 // openConns opens n real TCP connections on loopback (2n+1 descriptors
@@ -71,7 +71,7 @@ func cpuTime() time.Duration {
 func BenchmarkScanSockets5000(b *testing.B) {
 	const n = 5000
 	openConns(b, n)
-	h, err := netlink.NewHandle(unix.NETLINK_INET_DIAG)
+	h, err := openDiag(netns.None())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -272,18 +272,18 @@ func (p *linuxPlatform) Sockets(ctx context.Context) ([]Socket, error) {
 	if p.nsErr != nil {
 		return nil, p.nsErr
 	}
-	h, err := netlink.NewHandleAt(p.ns, unix.NETLINK_INET_DIAG)
+	s, err := openDiag(p.ns)
 	var socks []Socket
 	if err == nil {
-		socks, err = diagSockets(ctx, h)
-		h.Close()
+		socks, err = diagSockets(ctx, s)
+		s.Close()
 	}
 	if errors.Is(err, unix.EPROTONOSUPPORT) || errors.Is(err, unix.ENOENT) {
 		p.diagOnce.Do(func() { p.log.Warn("no sock_diag in this kernel: sockets read through /proc/net", "err", err) })
 		return listSockets(ctx)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("sock_diag: %w", err)
+		return nil, err
 	}
 	return socks, nil
 }

@@ -4,6 +4,7 @@ package netcheck
 
 import (
 	"context"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"os"
@@ -16,7 +17,7 @@ import (
 	"time"
 
 	gnet "github.com/shirou/gopsutil/v3/net"
-	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -74,7 +75,7 @@ func TestSockets(t *testing.T) {
 		defer l.Close()
 	}
 
-	h, err := netlink.NewHandle(unix.NETLINK_INET_DIAG)
+	h, err := openDiag(netns.None())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +133,7 @@ func checkSockets(t *testing.T, socks []Socket, lnAddr, local, uLocal netip.Addr
 // socket stays, its process and user empty, and nothing fails; through
 // gopsutil's listing and through sock_diag.
 func TestSocketOfExitedProcess(t *testing.T) {
-	h, err := netlink.NewHandle(unix.NETLINK_INET_DIAG)
+	h, err := openDiag(netns.None())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,4 +249,79 @@ func TestSocketFrom(t *testing.T) {
 			t.Errorf("%+v: %+v %v, want %+v %v", c.in, got, ok, c.want, c.ok)
 		}
 	}
+}
+
+func TestSocketInode(t *testing.T) {
+	cases := []struct {
+		in   string
+		want uint32
+		ok   bool
+	}{
+		{"socket:[12345]", 12345, true},
+		{"socket:[4294967297]", 1, true}, // the low 32 bits, as sock_diag has it
+		{"socket:[]", 0, false},
+		{"socket:[12a]", 0, false},
+		{"socket:[12", 0, false},
+		{"pipe:[12345]", 0, false},
+		{"/dev/null", 0, false},
+		{"socket:[99999999999999999999999]", 0, false},
+	}
+	for _, c := range cases {
+		got, ok := socketInode([]byte(c.in))
+		if got != c.want || ok != c.ok {
+			t.Errorf("%q: %d %v, want %d %v", c.in, got, ok, c.want, c.ok)
+		}
+	}
+}
+
+func TestParseDiagMsg(t *testing.T) {
+	msg := func(family byte, src, dst []byte, sport, dport uint16, inode uint32) []byte {
+		b := make([]byte, sizeofDiagMsg+8) // and an attribute after it
+		b[0], b[1] = family, 10
+		binary.BigEndian.PutUint16(b[4:], sport)
+		binary.BigEndian.PutUint16(b[6:], dport)
+		copy(b[8:], src)
+		copy(b[24:], dst)
+		binary.NativeEndian.PutUint32(b[68:], inode)
+		return b
+	}
+	v4 := msg(unix.AF_INET, []byte{198, 51, 100, 1}, []byte{203, 0, 113, 9}, 40000, 443, 777)
+	m, err := parseDiagMsg(v4)
+	if err != nil || m.local != netip.MustParseAddrPort("198.51.100.1:40000") || m.remote != netip.MustParseAddrPort("203.0.113.9:443") || m.inode != 777 || m.state != 10 {
+		t.Errorf("v4: %+v %v", m, err)
+	}
+	mapped := netip.MustParseAddr("::ffff:192.0.2.7").As16()
+	v6 := netip.MustParseAddr("2001:db8::1").As16()
+	m, err = parseDiagMsg(msg(unix.AF_INET6, mapped[:], v6[:], 53, 0, 1))
+	if err != nil || m.local != netip.MustParseAddrPort("192.0.2.7:53") || m.remote != netip.MustParseAddrPort("[2001:db8::1]:0") {
+		t.Errorf("v6: %+v %v", m, err)
+	}
+	if _, err := parseDiagMsg(v4[:sizeofDiagMsg-1]); err == nil {
+		t.Error("short message parsed")
+	}
+	if _, err := parseDiagMsg(msg(unix.AF_UNIX, nil, nil, 0, 0, 0)); err == nil {
+		t.Error("unix family parsed")
+	}
+}
+
+// FuzzParseDiagMsg: any kernel message decodes or is refused, never a
+// panic; a decoded one has valid addresses of its family.
+func FuzzParseDiagMsg(f *testing.F) {
+	f.Add(make([]byte, sizeofDiagMsg))
+	b := make([]byte, sizeofDiagMsg)
+	b[0] = unix.AF_INET6
+	f.Add(b)
+	f.Add([]byte{unix.AF_INET, 1, 2})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parseDiagMsg(b)
+		if err != nil {
+			return
+		}
+		if !m.local.Addr().IsValid() || !m.remote.Addr().IsValid() || m.local.Addr().Is4In6() {
+			t.Fatalf("%+v", m)
+		}
+		if b[0] == unix.AF_INET && !m.local.Addr().Is4() {
+			t.Fatalf("AF_INET decoded as %v", m.local)
+		}
+	})
 }
