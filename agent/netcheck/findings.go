@@ -1,11 +1,12 @@
 package netcheck
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -140,11 +141,8 @@ func Evaluate(scan Scan, p *netpolicy.Policy, enforced bool) []Finding {
 		e.sockets(scan.Sockets, scan.Adapters, enforced)
 		e.dns(scan.DNS)
 	}
-	sort.Slice(e.out, func(i, j int) bool {
-		if e.out[i].Kind != e.out[j].Kind {
-			return e.out[i].Kind < e.out[j].Kind
-		}
-		return e.out[i].ID < e.out[j].ID
+	slices.SortFunc(e.out, func(a, b Finding) int {
+		return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.ID, b.ID))
 	})
 	return e.out
 }

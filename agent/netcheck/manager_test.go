@@ -1033,3 +1033,23 @@ func TestManagerConcurrent(t *testing.T) {
 		t.Errorf("Run: %v", err)
 	}
 }
+
+// BenchmarkManagerScan is one full scan through the Manager of what a
+// platform returned (5,000 sockets, as BenchmarkEvaluate/half_outside:
+// 3,000 findings, the worst case): evaluation,
+// the diff against the findings in force, the posture; the findings
+// persist from one scan to the next, as they do on a terminal. The
+// platform's own cost (listing the sockets) is BenchmarkScanSockets5000.
+func BenchmarkManagerScan(b *testing.B) {
+	pl := newScanPlatform()
+	pl.set(func(s *Scan) { *s = evalBenchScan(5000, true) })
+	m := New(Options{Platform: pl, Logger: slog.New(slog.DiscardHandler)})
+	m.SetPolicy(testPolicy(b, false))
+	ctx := context.Background()
+	m.Scan(ctx)
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Scan(ctx)
+	}
+	b.ReportMetric(float64(len(m.Posture().GetFindings())), "findings")
+}
