@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,6 +39,7 @@ type mgrTerminal struct {
 	h      *netlink.Handle
 	link   netlink.Link
 	resolv string
+	sysfs  string // "": the real /sys
 }
 
 func newMgrTerminal(t testing.TB) *mgrTerminal {
@@ -124,7 +126,7 @@ func (tm *mgrTerminal) platform(t testing.TB) Platform {
 		if err = netns.Set(tm.ns); err != nil {
 			return // the thread is dropped with the goroutine
 		}
-		pl = NewPlatform(PlatformOptions{ResolvConf: []string{tm.resolv}, Logger: slog.New(slog.DiscardHandler)})
+		pl = NewPlatform(PlatformOptions{SysfsRoot: tm.sysfs, ResolvConf: []string{tm.resolv}, Logger: slog.New(slog.DiscardHandler)})
 	}()
 	<-done
 	if err != nil {
@@ -390,6 +392,73 @@ func TestManagerLinuxEnforcement(t *testing.T) {
 	}
 	if e := m2.Posture().GetEnforcement(); e.GetRequested() || e.GetInPlace() {
 		t.Errorf("enforcement %v", e)
+	}
+}
+
+// TestManagerLinuxTethering: a phone in RNDIS mode (the sysfs tree of
+// one, testdata/sysfs/phone-rndis, behind a real interface usb0) is a
+// usb_adapter finding as soon as its link is announced; with enforcement
+// on it is cut off the bus (authorized=0 written in the tree) and shown
+// deauthorized, also once the kernel dropped its interface; enforcement
+// off authorizes it again.
+func TestManagerLinuxTethering(t *testing.T) {
+	tm := newMgrTerminal(t)
+	tm.sysfs = copyTree(t, "phone-rndis")
+	authorized := filepath.Join(tm.sysfs, xhci+"1-2", "authorized")
+	_, ev, stop := runMgrWith(t, tm, nil, mgrPolicy(t))
+
+	start := time.Now()
+	addVeth(t, tm.h, "usb0", "usb0p")
+	e := ev.wait(t, time.Second, func(e mgrEvent) bool { return e.typ == EventFinding && e.attrs["kind"] == FindingUSBAdapter })
+	t.Logf("usb0 added → %s: %v (%s)", EventFinding, e.at.Sub(start), e.attrs["detail"])
+	if e.attrs["interface"] != "usb0" || !strings.Contains(e.attrs["detail"], "18d1:4ee3") {
+		t.Errorf("event %v", e)
+	}
+
+	// The agent again, with a policy that enforces.
+	stop()
+	enf := nft.New(nft.Options{NetNS: int(tm.ns), Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { _ = enf.Remove(context.Background()) })
+	on := mgrPolicy(t)
+	on.Enforce = true
+	m2, ev2, stop2 := runMgrWith(t, tm, enf, on)
+	defer stop2()
+	cut := ev2.wait(t, 2*time.Second, func(e mgrEvent) bool { return e.attrs["state"] == EnforcementUSBCut })
+	if cut.attrs["interface"] != "usb0" {
+		t.Errorf("cut event %v", cut)
+	}
+	if b, _ := os.ReadFile(authorized); string(b) != "0" {
+		t.Fatalf("authorized = %q after the cut", b)
+	}
+	usb0 := func() *mnguardv1.NetworkAdapter {
+		for _, a := range m2.Posture().GetAdapters() {
+			if a.GetName() == "usb0" {
+				return a
+			}
+		}
+		return nil
+	}
+	if a := usb0(); a.GetState() != AdapterDeauthorized || a.GetKind() != KindUSB {
+		t.Errorf("usb0 in the posture: %v", a)
+	}
+	// The kernel drops a deauthorized device's interface.
+	if l, err := tm.h.LinkByName("usb0"); err != nil {
+		t.Fatal(err)
+	} else if err := tm.h.LinkDel(l); err != nil {
+		t.Fatal(err)
+	}
+	ev2.wait(t, time.Second, func(e mgrEvent) bool { return e.typ == EventFindingCleared && e.attrs["kind"] == FindingUSBAdapter })
+	if a := usb0(); a.GetState() != AdapterDeauthorized || a.GetUp() {
+		t.Errorf("usb0 in the posture once gone: %v", a)
+	}
+
+	m2.SetPolicy(mgrPolicy(t))
+	ev2.wait(t, 2*time.Second, func(e mgrEvent) bool { return e.attrs["state"] == EnforcementUSBRestored })
+	if b, _ := os.ReadFile(authorized); string(b) != "1" {
+		t.Fatalf("authorized = %q after enforcement off", b)
+	}
+	if a := usb0(); a != nil {
+		t.Errorf("usb0 still in the posture: %v", a)
 	}
 }
 
