@@ -114,6 +114,8 @@ bench: build
 	$(GO) test -run '^$$' -bench 'AttachToReadOnly|ExemptToWritable|DriftRepair' -benchtime 1x -count 1 -timeout 20m ./agent/media/
 	$(GO) test -run '^$$' -bench 'ProtectLoop' -count 1 -timeout 10m ./agent/media/
 	$(GO) test -run '^$$' -bench . -count 1 -timeout 20m ./server/store/ ./agent/spool/
+	$(GO) test -run '^$$' -bench 'ScanSockets5000|RouteChangeToNotify|RouteChangeToFinding' -benchtime 10x -count 1 -timeout 20m ./agent/netcheck/
+	$(GO) test -run '^$$' -bench . -count 1 -timeout 20m ./agent/netcheck/nft/
 
 run: build
 	@scripts/demo.sh

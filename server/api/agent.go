@@ -74,9 +74,12 @@ type Config struct {
 	// or exemptions changed (the compliance evaluation and the console's
 	// live pages listen).
 	Changed func(terminalID string)
-	Logger  *slog.Logger
-	Metrics *Metrics
-	Now     func() time.Time
+	// NetworkPolicyChanged, when set, is told when a new network policy
+	// is in force (the compliance evaluation re-judges every terminal).
+	NetworkPolicyChanged func()
+	Logger               *slog.Logger
+	Metrics              *Metrics
+	Now                  func() time.Time
 }
 
 // Services are the collector's gRPC services over one store.

@@ -179,6 +179,9 @@ func (a *AdminService) SetNetworkPolicy(ctx context.Context, req *mnguardv1.SetN
 	changed := !found || before.Version != wire.GetVersion()
 	if changed {
 		a.s.hub.policyChanged()
+		if cfg.NetworkPolicyChanged != nil {
+			cfg.NetworkPolicyChanged()
+		}
 	}
 	cfg.Logger.Info("network policy set", "operator", op.Name, "version", wire.GetVersion(), "previous", before.Version,
 		"changed", changed, "networks", len(np.Networks), "dns_servers", len(np.DNS), "enforce", np.Enforce, "policy_version", st.policy.GetVersion())

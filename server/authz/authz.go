@@ -140,6 +140,9 @@ var routes = map[string][]string{
 
 	"GET /reports/self-inspection": adminAudit,
 
+	"GET /network-policy":  all,
+	"POST /network-policy": admin,
+
 	"GET /operators":                     admin,
 	"POST /operators":                    admin,
 	"GET /operators/{name}":              admin,

@@ -311,6 +311,7 @@ func Serve(ctx context.Context, cfg Config) error {
 			evaluator.Poke(terminalID)
 			console.Changed(terminalID)
 		},
+		NetworkPolicyChanged: evaluator.PokeAll,
 	})
 	if err := svc.LoadNetworkPolicy(ctx); err != nil {
 		return err

@@ -136,6 +136,9 @@ var wantRoutes = map[string]string{
 
 	"GET /reports/self-inspection": "AU",
 
+	"GET /network-policy":  "AHU",
+	"POST /network-policy": "A",
+
 	"GET /operators":                     "A",
 	"POST /operators":                    "A",
 	"GET /operators/{name}":              "A",

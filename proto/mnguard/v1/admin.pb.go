@@ -262,7 +262,10 @@ func (x *Terminal) GetCompliance() *Compliance {
 
 // Compliance is the collector's verdict on one terminal, computed from
 // checks: "media" (enforcement healthy), "mfa" (logins need TOTP),
-// "network" (isolated; "unknown" until the posture carries it), "fresh"
+// "network" (isolated: no finding, enforcement in place when asked for;
+// "unknown" while the collector holds no network policy or the terminal has
+// not applied the one in force yet, "fail" when the posture lacks the
+// network section), "fresh"
 // (reported within 3 report intervals), "version" (agent version current),
 // "certificate" (not within 14 days of expiry), "exemptions" (none in force
 // past its end).
