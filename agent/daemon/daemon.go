@@ -104,8 +104,8 @@ type Daemon struct {
 	// gateServing says the login gate's socket accepts connections.
 	gateServing bool
 	// netPolicy is the network policy in force (nil: none), once
-	// netPolicySet; netPolicyKey the version last pushed (in force or
-	// refused, once netPolicySeen), netPolicyErr why it was refused.
+	// netPolicySet; netPolicyKey identifies the one last pushed (in force
+	// or refused, once netPolicySeen), netPolicyErr why it was refused.
 	netPolicy     *netpolicy.Policy
 	netPolicySet  bool
 	netPolicySeen bool

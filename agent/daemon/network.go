@@ -2,8 +2,12 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net"
+	"os"
 	"net/netip"
 	"slices"
 	"sync"
@@ -12,6 +16,7 @@ import (
 	"github.com/mnguard/mnguard/agent/netcheck"
 	"github.com/mnguard/mnguard/agent/state"
 	"github.com/mnguard/mnguard/internal/netpolicy"
+	"github.com/mnguard/mnguard/internal/pki"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -146,6 +151,7 @@ func (d *Daemon) newNetwork() {
 		Platform: plat, Enforcer: enf, Emit: d.Emit, OnChange: d.poke, Logger: log,
 		Collector: d.collectorAddrs.get, Interval: d.interval, Now: d.opts.Now,
 	})
+	d.loadNetworkPolicy()
 }
 
 // runNetwork runs the segment-isolation check until ctx ends, and keeps
@@ -207,18 +213,9 @@ func (d *Daemon) reapplyNetwork() {
 // puts it in force. A policy the agent cannot validate is refused: the one
 // before stays in force (fail closed: enforcement is not dropped by a
 // policy the agent does not understand), an alert event says so, and
-// status shows it. The same version is applied once.
+// status shows it. The same policy is applied once.
 func (d *Daemon) applyNetworkPolicy(m *mnguardv1.NetworkPolicy) {
-	key := "none"
-	if m != nil {
-		// The collector computes the version; the content is the key
-		// when it is missing.
-		key = m.GetVersion()
-		if key == "" {
-			b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(m)
-			key = string(b)
-		}
-	}
+	key := policyKey(m)
 	d.mu.Lock()
 	if d.netPolicySeen && d.netPolicyKey == key {
 		d.mu.Unlock()
@@ -245,6 +242,7 @@ func (d *Daemon) applyNetworkPolicy(m *mnguardv1.NetworkPolicy) {
 	d.mu.Lock()
 	d.netPolicy, d.netPolicySet, d.netPolicyErr = p, true, ""
 	d.mu.Unlock()
+	d.saveNetworkPolicy(m)
 	version := ""
 	if p != nil {
 		version = p.Version
@@ -303,4 +301,95 @@ func zeroScanClock(c *mnguardv1.Posture) {
 		n.LastScan = (*timestamppb.Timestamp)(nil)
 		n.SocketsTotal = 0
 	}
+}
+
+// policyKey identifies a pushed network policy whole: its version does
+// not cover the collector's addresses.
+func policyKey(m *mnguardv1.NetworkPolicy) string {
+	if m == nil {
+		return "none"
+	}
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	return "p:" + string(b)
+}
+
+// saveNetworkPolicy keeps the network policy accepted (nil: none) in the
+// state directory for the next start.
+func (d *Daemon) saveNetworkPolicy(m *mnguardv1.NetworkPolicy) {
+	if d.dir == "" {
+		return // a daemon of tests, without a state directory
+	}
+	path := d.dir.Path(state.NetworkPolicyFile)
+	if m == nil {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			d.log.Error("network policy withdrawn but its saved copy stays", "path", path, "err", err)
+		}
+		return
+	}
+	b, err := proto.Marshal(m)
+	if err == nil {
+		err = pki.WriteFileAtomic(path, b, 0o600)
+	}
+	if err != nil {
+		d.log.Error("network policy not saved: a restart without the collector starts without it", "path", path, "err", err)
+	}
+}
+
+// maxSavedPolicy bounds the saved network policy's file (the collector
+// bounds the policy far below it).
+const maxSavedPolicy = 1 << 20
+
+// loadNetworkPolicy puts the network policy saved by the last run in
+// force before the collector is reached: a terminal restarted while the
+// collector is away (after a reboot its firewall rules are gone) is
+// enforced again at once. The collector's push replaces it. A damaged
+// file is reported and left: the check then runs without a policy until
+// the collector sends one.
+func (d *Daemon) loadNetworkPolicy() {
+	if d.dir == "" {
+		return
+	}
+	path := d.dir.Path(state.NetworkPolicyFile)
+	b, err := readBounded(path, maxSavedPolicy)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	var m mnguardv1.NetworkPolicy
+	if err == nil {
+		err = proto.Unmarshal(b, &m)
+	}
+	var p *netpolicy.Policy
+	if err == nil {
+		p, err = netpolicy.FromProto(&m)
+	}
+	if err != nil {
+		d.log.Error("saved network policy unusable: none is in force until the collector sends one", "path", path, "err", err)
+		d.Emit("network.policy_refused", mnguardv1.Severity_SEVERITY_ALERT,
+			fmt.Sprintf("the network policy saved on the terminal is unusable; none is in force until the collector sends one: %v", err),
+			map[string]string{"version": "", "kept": "none", "error": err.Error(), "source": "saved"})
+		return
+	}
+	d.mu.Lock()
+	d.netPolicy, d.netPolicySet = p, true
+	d.netPolicySeen, d.netPolicyKey = true, policyKey(&m)
+	d.mu.Unlock()
+	d.log.Info("network policy from the last run in force until the collector is reached", "version", p.Version, "enforce", p.Enforce)
+	d.network.SetPolicy(p)
+}
+
+// readBounded reads a file of at most limit bytes.
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return b, nil
 }

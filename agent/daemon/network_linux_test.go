@@ -14,6 +14,7 @@ import (
 
 	"github.com/mnguard/mnguard/agent/netcheck/nft"
 	"github.com/mnguard/mnguard/agent/spool"
+	"github.com/mnguard/mnguard/agent/state"
 	"github.com/mnguard/mnguard/internal/testenv"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"golang.org/x/sys/unix"
@@ -43,9 +44,14 @@ func TestApplyNetworkPolicy(t *testing.T) {
 	}
 	defer sp.Close()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	d := &Daemon{spool: sp, log: log, wake: make(chan struct{}, 1), statusKick: make(chan struct{}, 1), server: "192.0.2.1:8443"}
-	d.opts.Enforcer = nft.New(nft.Options{Logger: log, NetNS: fd})
-	d.newNetwork()
+	dir := state.Dir(t.TempDir())
+	newD := func() *Daemon {
+		d := &Daemon{dir: dir, spool: sp, log: log, wake: make(chan struct{}, 1), statusKick: make(chan struct{}, 1), server: "192.0.2.1:8443"}
+		d.opts.Enforcer = nft.New(nft.Options{Logger: log, NetNS: fd})
+		d.newNetwork()
+		return d
+	}
+	d := newD()
 	if got := d.collectorAddrs.get(); len(got) != 1 || got[0].String() != "192.0.2.1" {
 		t.Errorf("collector addresses %v, want the literal 192.0.2.1", got)
 	}
@@ -109,7 +115,20 @@ func TestApplyNetworkPolicy(t *testing.T) {
 		t.Errorf("status network = %+v", d.st.Network)
 	}
 
-	// Withdrawn: none in force, the refusal forgotten.
+	// A restart (the collector away) starts with the policy accepted last.
+	restarted := newD()
+	restarted.mu.Lock()
+	rp, rset := restarted.netPolicy, restarted.netPolicySet
+	restarted.mu.Unlock()
+	if rp == nil || rp.Version != v1 || !rset {
+		t.Errorf("restarted with policy %v (set %v), want %s from the state directory", rp, rset, v1)
+	}
+	restarted.applyNetworkPolicy(valid) // the collector's push of the same: nothing new
+	if n := len(refusals()); n != 3 {
+		t.Errorf("%d refusals after the restart, want the 3 before", n)
+	}
+
+	// Withdrawn: none in force, the refusal forgotten, the saved copy gone.
 	d.applyNetworkPolicy(nil)
 	d.mu.Lock()
 	p, set, perr := d.netPolicy, d.netPolicySet, d.netPolicyErr
@@ -122,5 +141,21 @@ func TestApplyNetworkPolicy(t *testing.T) {
 	}
 	if v := d.networkPosture().GetPolicyVersion(); v != "" {
 		t.Errorf("withdrawn: the check scans under %q", v)
+	}
+	if _, err := os.Stat(dir.Path(state.NetworkPolicyFile)); !os.IsNotExist(err) {
+		t.Errorf("withdrawn: the saved copy: %v", err)
+	}
+
+	// A damaged copy: none in force, an alert.
+	if err := os.WriteFile(dir.Path(state.NetworkPolicyFile), []byte("\x0a\xff\xff"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	damaged := newD()
+	if damaged.netPolicySet || damaged.netPolicy != nil {
+		t.Errorf("a damaged copy put %v in force", damaged.netPolicy)
+	}
+	evs := refusals()
+	if len(evs) != 4 || evs[3].GetAttributes()["source"] != "saved" {
+		t.Errorf("a damaged copy: refusals %d, last %v", len(evs), evs[len(evs)-1].GetAttributes())
 	}
 }

@@ -27,6 +27,11 @@ const (
 	EnrollmentFile = "enrollment.json"
 	StatusFile     = "status.json"
 	SpoolFile      = "spool.db"
+	// NetworkPolicyFile holds the last network policy the collector
+	// pushed and the agent accepted (protobuf), so that a restart without
+	// the collector (after a reboot: no firewall rules left) enforces it
+	// again at once.
+	NetworkPolicyFile = "network-policy.pb"
 )
 
 // ErrNotEnrolled means the state directory holds no enrollment.
