@@ -23,6 +23,8 @@ func TestNetworkIsolation(t *testing.T) {
 	s.a.start(t)
 	s.c.waitReported(t, s.id, 15*time.Second)
 	admin := s.c.adminClient(t)
+	// Processes restarted inside a subtest live on to the end of the test.
+	top := t
 
 	version := s.setPolicy(t, "--allow-network", allowedNet, "--allow-network", allowedNet6, "--allow-dns", allowedDNS)
 	if !strings.HasPrefix(version, "n-") {
@@ -236,6 +238,30 @@ func TestNetworkIsolation(t *testing.T) {
 		if h := startHelper(t, s.term, "connect", deniedIP+":8080"); !strings.HasPrefix(h.Line, "failed ") {
 			t.Errorf("connect to the disallowed peer after the repair: %s", h.Line)
 		}
+
+		// A reboot while the collector is away: the rules are gone with
+		// the kernel's state; the agent starts without reaching the
+		// collector and enforces the policy it saved.
+		s.c.stop(t)
+		s.a.proc.stop(t)
+		s.term.exec(t, "nft", "delete", "table", "inet", "mnguard")
+		restarted := time.Now()
+		s.a.start(top)
+		eventually(t, 10*time.Second, func() error {
+			got, err := s.term.try("nft", "list", "table", "inet", "mnguard")
+			if err != nil || got != rules {
+				return fmt.Errorf("the table after a restart without the collector (%v):\n%s\nwant:\n%s", err, got, rules)
+			}
+			return nil
+		})
+		t.Logf("restarted without the collector: rules back %s after the start", time.Since(restarted).Round(time.Millisecond))
+		if h := startHelper(t, s.term, "connect", deniedIP+":8080"); !strings.HasPrefix(h.Line, "failed ") {
+			t.Errorf("connect to the disallowed peer after a restart without the collector: %s", h.Line)
+		}
+		s.c.start(top)
+		s.network(t, admin, 20*time.Second, "the restarted agent reporting under enforcement", func(np *mnguardv1.NetworkPosture) bool {
+			return np.GetPolicyVersion() == enforced && np.GetEnforcement().GetInPlace() && np.GetLastScan().AsTime().After(restarted)
+		})
 
 		// Off: not a rule left behind.
 		off := s.setPolicy(t, "--allow-network", allowedNet, "--allow-network", allowedNet6, "--allow-dns", allowedDNS, "--no-enforce-network")
