@@ -92,7 +92,7 @@ wine-test:
 	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 $(GO) test -count=1 -exec "$(CURDIR)/scripts/wine/exec.sh" ./agent/cmd/mnguard-agent/ ./agent/posture/
 	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 $(GO) test -count=1 -exec "$(CURDIR)/scripts/wine/exec.sh" -run 'Windows$$' ./agent/exemptions/
 	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 $(GO) test -count=1 -exec "$(CURDIR)/scripts/wine/exec.sh" -run '^Test(Win|Windows|ClassifyWin)' ./agent/media/
-	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 $(GO) test -count=1 -exec "$(CURDIR)/scripts/wine/exec.sh" -run '^TestWindows' ./agent/netcheck/ ./agent/netcheck/winfw/
+	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 $(GO) test -count=1 -exec "$(CURDIR)/scripts/wine/exec.sh" -run '^Test(Windows|Evaluate|Manager)' ./agent/netcheck/ ./agent/netcheck/winfw/
 
 test: deps proto-check check unit wine-test fuzz
 
@@ -114,7 +114,9 @@ bench: build
 	$(GO) test -run '^$$' -bench 'AttachToReadOnly|ExemptToWritable|DriftRepair' -benchtime 1x -count 1 -timeout 20m ./agent/media/
 	$(GO) test -run '^$$' -bench 'ProtectLoop' -count 1 -timeout 10m ./agent/media/
 	$(GO) test -run '^$$' -bench . -count 1 -timeout 20m ./server/store/ ./agent/spool/
-	$(GO) test -run '^$$' -bench 'ScanSockets5000|RouteChangeToNotify|RouteChangeToFinding' -benchtime 10x -count 1 -timeout 20m ./agent/netcheck/
+	$(GO) test -run '^$$' -bench 'ScanSockets5000|RouteChangeToNotify' -benchtime 10x -count 1 -timeout 20m ./agent/netcheck/
+	$(GO) test -run '^$$' -bench 'RouteChangeToFinding' -benchtime 1x -count 1 -timeout 10m ./agent/netcheck/
+	$(GO) test -run '^$$' -bench 'Evaluate|ManagerScan' -count 1 -timeout 10m ./agent/netcheck/
 	$(GO) test -run '^$$' -bench . -count 1 -timeout 20m ./agent/netcheck/nft/
 
 run: build
