@@ -40,6 +40,36 @@ func TestNetworkIsolation(t *testing.T) {
 		allowedIP + ":8080":        listenIn(t, s.allowed, "tcp", allowedIP+":8080"),
 	}
 
+	t.Run("a scan that finds nothing new is not a report", func(t *testing.T) {
+		// The resolver file rewritten unchanged: the probe has the
+		// terminal scanned again, the scan's time moves, nothing else.
+		settled := func() uint32 {
+			resp, err := admin.GetTerminal(t.Context(), &mnguardv1.GetTerminalRequest{Id: s.id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resp.GetTerminal().GetPostureHistoryCount()
+		}
+		time.Sleep(2 * time.Second)
+		before := settled()
+		lastScan := s.c.terminal(t, s.id).GetPosture().GetNetwork().GetLastScan().AsTime()
+		for range 3 {
+			if err := os.WriteFile(s.resolvConf+".tmp", []byte("nameserver "+allowedDNS+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(s.resolvConf+".tmp", s.resolvConf); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(1500 * time.Millisecond)
+		}
+		if after := settled(); after != before {
+			t.Errorf("posture history %d → %d after scans that found nothing new", before, after)
+		}
+		if log := s.a.proc.out.String(); !strings.Contains(log, `why="resolver file"`) {
+			t.Errorf("the probe asked for no scan; the test proves nothing (last scan %s)", lastScan)
+		}
+	})
+
 	t.Run("connection to the disallowed peer", func(t *testing.T) {
 		allowed := startHelper(t, s.term, "connect", allowedIP+":8080")
 		for _, remote := range []string{deniedIP + ":8080", "[" + deniedIP6 + "]:8080"} {
