@@ -540,3 +540,177 @@ func managerRouteChanges(b *testing.B, changes int) []time.Duration {
 	}
 	return lat
 }
+
+// lateWatch is the real platform whose Watch starts only once release is
+// closed: the Manager's first scan comes before the subscription.
+type lateWatch struct {
+	Platform
+	release chan struct{}
+}
+
+func (l lateWatch) Watch(ctx context.Context, changed func(string)) error {
+	select {
+	case <-l.release:
+	case <-ctx.Done():
+		return nil
+	}
+	return l.Platform.Watch(ctx, changed)
+}
+
+// TestManagerLinuxChangeBeforeSubscription: a default route added after
+// the Manager's first scan but before the netlink subscription is in
+// place is found at once (the platform says "subscribed", the Manager
+// scans everything), not at the next interval (an hour here).
+func TestManagerLinuxChangeBeforeSubscription(t *testing.T) {
+	tm := newMgrTerminal(t)
+	settle(t, tm)
+	pl := lateWatch{tm.platform(t), make(chan struct{})}
+	ev := newEvents()
+	m := New(Options{Platform: pl, Emit: ev.emit, Logger: slog.New(slog.DiscardHandler), Interval: time.Hour})
+	m.SetPolicy(mgrPolicy(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for m.Posture().GetLastScan() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no scan within 5 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := routeFindings(m.Posture()); len(got) != 0 {
+		t.Fatalf("isolated terminal has findings: %q", got)
+	}
+	// In the gap: nobody listens yet.
+	if err := tm.h.RouteAdd(&netlink.Route{LinkIndex: tm.link.Attrs().Index, Gw: net.ParseIP("198.51.100.1")}); err != nil {
+		t.Fatalf("add route: %v", err)
+	}
+	start := time.Now()
+	close(pl.release)
+	e := ev.wait(t, 2*time.Second, func(e mgrEvent) bool { return e.typ == EventFinding && e.attrs["kind"] == FindingDefaultRoute })
+	t.Logf("subscription → %s for the route added before it: %v", EventFinding, e.at.Sub(start))
+}
+
+// TestWatchSaysSubscribed: the platform's Watch first says "subscribed",
+// with no change made, once its subscriptions are in place; a change
+// made right after is reported.
+func TestWatchSaysSubscribed(t *testing.T) {
+	tm := newMgrTerminal(t)
+	settle(t, tm)
+	pl := tm.platform(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan string, 64)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- pl.Watch(ctx, func(what string) {
+			select {
+			case ch <- what:
+			default:
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("Watch: %v", err)
+		}
+	})
+	select {
+	case w := <-ch:
+		if w != "subscribed" {
+			t.Fatalf("first report %q, want subscribed", w)
+		}
+	case err := <-errc:
+		t.Fatalf("Watch: %v", err)
+	case <-time.After(2 * time.Second):
+		t.Fatal("Watch did not say subscribed within 2 s")
+	}
+	// Subscribed means listening: the next change is not missed.
+	if err := tm.h.RouteAdd(&netlink.Route{LinkIndex: tm.link.Attrs().Index, Gw: net.ParseIP("198.51.100.1")}); err != nil {
+		t.Fatalf("add route: %v", err)
+	}
+	select {
+	case w := <-ch:
+		if w != "route" {
+			t.Fatalf("after the route: %q", w)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the route was not reported")
+	}
+}
+
+// settle waits until the new terminal's IPv6 link-local addresses are
+// there and done with duplicate address detection (the kernel adds them
+// and announces the end of it on its own, a second or so after the links
+// are up), then until the namespace announces nothing for 300 ms: a test
+// that must tell its own change from none then sees only its own.
+func settle(t testing.TB, tm *mgrTerminal) {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(10 * time.Second)
+	for {
+		addrs, err := tm.h.AddrList(nil, netlink.FAMILY_V6)
+		if err != nil {
+			t.Fatalf("addresses: %v", err)
+		}
+		ready := map[int]bool{}
+		for _, a := range addrs {
+			if a.IP.IsLinkLocalUnicast() && a.Flags&unix.IFA_F_TENTATIVE == 0 {
+				ready[a.LinkIndex] = true
+			}
+		}
+		links, err := tm.h.LinkList()
+		if err != nil {
+			t.Fatalf("links: %v", err)
+		}
+		done := true
+		for _, l := range links {
+			if l.Attrs().Flags&net.FlagLoopback == 0 && !ready[l.Attrs().Index] {
+				done = false
+			}
+		}
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("link-local addresses not ready within 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := make(chan string, 64)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- tm.platform(t).Watch(ctx, func(what string) {
+			select {
+			case ch <- what:
+			default:
+			}
+		})
+	}()
+quiet:
+	for {
+		select {
+		case <-ch:
+		case err := <-errc:
+			t.Fatalf("watch: %v", err)
+		case <-time.After(300 * time.Millisecond):
+			break quiet
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the namespace did not settle within 10 s")
+		}
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	t.Logf("namespace settled after %v", time.Since(start))
+}

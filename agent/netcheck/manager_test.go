@@ -887,14 +887,17 @@ func TestManagerRun(t *testing.T) {
 	if n := r.pl.count(PartSockets); n != 1 {
 		t.Errorf("%d socket scans: a network change must not list sockets again", n)
 	}
-	// Any other announcement (lost messages, sockets) scans everything.
-	r.pl.notify <- "resubscribed"
-	deadline := time.Now().Add(time.Second)
-	for r.pl.count(PartSockets) != 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d socket scans after a resubscription, want 2", r.pl.count(PartSockets))
+	// Any other announcement (the watch in place, lost messages, sockets)
+	// scans everything.
+	for i, what := range []string{"resubscribed", "subscribed"} {
+		r.pl.notify <- what
+		deadline := time.Now().Add(time.Second)
+		for r.pl.count(PartSockets) != 2+i {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d socket scans after %q, want %d", r.pl.count(PartSockets), what, 2+i)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 
 	start = time.Now()

@@ -324,9 +324,15 @@ func (p *linuxPlatform) Watch(ctx context.Context, changed func(what string)) er
 		buf = watchBuffer
 	}
 	failures := 0
+	// Once subscribed, the caller hears it: a change between its first
+	// scan and the subscription would otherwise go unseen until its next
+	// periodic scan. After a failed subscription, what happened while
+	// nobody listened is unknown as well.
+	ready := "subscribed"
 	for {
 		start := time.Now()
-		err := p.watchOnce(ctx, buf, changed)
+		err := p.watchOnce(ctx, buf, ready, changed)
+		ready = "resubscribed"
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -343,16 +349,15 @@ func (p *linuxPlatform) Watch(ctx context.Context, changed func(what string)) er
 			return nil
 		case <-time.After(time.Duration(failures-1) * 100 * time.Millisecond):
 		}
-		// What happened while nobody listened is unknown: rescan.
-		changed("resubscribed")
 	}
 }
 
-// watchOnce subscribes to route, address and link changes and calls
-// changed for each until ctx ends (nil) or a subscription ends (its
+// watchOnce subscribes to route, address and link changes, calls
+// changed(ready) once the three subscriptions are in place, then changed
+// for each change until ctx ends (nil) or a subscription ends (its
 // error). A message the library could not decode is a change all the
 // same.
-func (p *linuxPlatform) watchOnce(ctx context.Context, buf int, changed func(what string)) error {
+func (p *linuxPlatform) watchOnce(ctx context.Context, buf int, ready string, changed func(what string)) error {
 	done := make(chan struct{})
 	routes := make(chan netlink.RouteUpdate, 64)
 	addrs := make(chan netlink.AddrUpdate, 64)
@@ -400,6 +405,9 @@ func (p *linuxPlatform) watchOnce(ctx context.Context, buf int, changed func(wha
 		Namespace: &ns, ErrorCallback: onErr("link"), ReceiveBufferSize: buf}); err != nil {
 		return fmt.Errorf("subscribe to links: %w", err)
 	}
+	// The sockets are bound to their groups: from here on no change is
+	// missed, and whatever changed before is for the caller to look at.
+	changed(ready)
 	last := map[string]error{}
 	ended := func(what string) error {
 		// The receiver reports its error before it closes the channel.
