@@ -99,6 +99,8 @@ func findingID(kind string, parts ...string) string {
 // What is a finding:
 //
 //   - a default route (0.0.0.0/0, ::/0) in any table: "default_route";
+//     routes that drop what they match (RouteDrops: blackhole,
+//     unreachable, prohibit) send nothing out and are never findings;
 //   - a route whose destination is not inside the policy
 //     (netpolicy.Policy.AllowsRoute): "route". Host routes to the terminal's
 //     own addresses and the broadcast addresses of its attached networks
@@ -264,6 +266,11 @@ func gw(a netip.Addr) string {
 func (e *evaluator) routes(rs []Route, as []Adapter) {
 	reported := make(map[netip.Prefix]bool)
 	for _, r := range rs {
+		if RouteDrops(r) {
+			// Blackhole, unreachable, prohibit: nothing leaves through
+			// it (`ip route add blackhole default` isolates, if anything).
+			continue
+		}
 		id := []string{r.Table, r.Dst.String(), gw(r.Gateway), r.Interface}
 		switch {
 		case r.Dst.IsValid() && r.Dst.Bits() == 0:

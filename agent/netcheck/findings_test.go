@@ -106,6 +106,26 @@ func TestEvaluate(t *testing.T) {
 			Adapters: []Adapter{{Name: "eth0", Kind: KindEthernet, Addrs: tPrefixes("::ffff:198.51.100.5/120")}},
 			Routes:   []Route{{Dst: tPrefix("::ffff:198.51.100.0/120"), Interface: "eth0"}, {Dst: tPrefix("::ffff:203.0.113.0/120"), Interface: "eth0"}},
 		}, want: []wantFinding{{FindingRoute, "::ffff:203.0.113.0/120 dev eth0"}}},
+		{name: "routes that drop traffic are no findings", scan: Scan{Routes: []Route{
+			{Dst: tPrefix("0.0.0.0/0"), Table: "main", Type: RouteBlackhole},
+			{Dst: tPrefix("::/0"), Table: "main", Type: RouteUnreachable},
+			{Dst: tPrefix("0.0.0.0/0"), Table: "100", Type: RouteProhibit},
+			{Dst: tPrefix("203.0.113.0/24"), Table: "main", Type: RouteBlackhole},
+			{Dst: tPrefix("2001:db9::/32"), Table: "main", Type: RouteProhibit},
+		}}},
+		{name: "routes that send traffic out are findings, whatever their type", scan: Scan{Routes: []Route{
+			{Dst: tPrefix("0.0.0.0/0"), Gateway: tAddr("198.51.100.1"), Interface: "eth0", Table: "main", Type: RouteUnicast},
+			{Dst: tPrefix("::/0"), Interface: "eth0", Table: "100", Type: ""}, // Windows: no type, unicast
+			{Dst: tPrefix("203.0.113.0/24"), Table: "200", Type: "throw"},     // the lookup goes on in the next table
+		}}, want: []wantFinding{
+			{FindingDefaultRoute, "default route 0.0.0.0/0 via 198.51.100.1 dev eth0 table main"},
+			{FindingDefaultRoute, "default route ::/0 dev eth0 table 100"},
+			{FindingRoute, "route outside the policy to 203.0.113.0/24 table 200"},
+		}},
+		{name: "a blackhole route does not hide an address outside the policy", scan: Scan{
+			Adapters: []Adapter{{Name: "eth1", Kind: KindEthernet, Addrs: tPrefixes("203.0.113.5/24")}},
+			Routes:   []Route{{Dst: tPrefix("203.0.113.0/24"), Table: "main", Type: RouteBlackhole}},
+		}, want: []wantFinding{{FindingRoute, "address 203.0.113.5/24 on eth1 is in a network outside the policy"}}},
 		{name: "route with an unreadable destination", scan: Scan{Routes: []Route{{Interface: "eth0", Table: "main"}}},
 			want: []wantFinding{{FindingRoute, "unreadable destination"}}},
 		{name: "address outside the policy without its route", scan: Scan{

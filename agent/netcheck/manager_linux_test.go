@@ -714,3 +714,81 @@ quiet:
 	}
 	t.Logf("namespace settled after %v", time.Since(start))
 }
+
+// TestManagerLinuxDroppingRoutes: routes that drop traffic (`ip route add
+// blackhole default`, unreachable, prohibit) are listed with their type
+// and are no findings; a unicast route added after them is one (so the
+// Manager did scan them).
+func TestManagerLinuxDroppingRoutes(t *testing.T) {
+	tm := newMgrTerminal(t)
+	m, ev := runMgr(t, tm)
+	cidr := func(s string) *net.IPNet {
+		_, n, err := net.ParseCIDR(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	dropping := []struct {
+		dst, typ string
+		rtn      int
+	}{
+		{"0.0.0.0/0", RouteBlackhole, unix.RTN_BLACKHOLE},
+		{"::/0", RouteUnreachable, unix.RTN_UNREACHABLE},
+		{"203.0.113.0/24", RouteProhibit, unix.RTN_PROHIBIT},
+		{"2001:db9::/32", RouteBlackhole, unix.RTN_BLACKHOLE},
+	}
+	for _, d := range dropping {
+		if err := tm.h.RouteAdd(&netlink.Route{Dst: cidr(d.dst), Type: d.rtn}); err != nil {
+			t.Fatalf("add %s route %s: %v", d.typ, d.dst, err)
+		}
+	}
+	routes, err := tm.platform(t).Routes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dropping {
+		if !slices.ContainsFunc(routes, func(r Route) bool { return r.Dst.String() == d.dst && r.Type == d.typ && r.Table == "main" }) {
+			t.Errorf("%s route %s not listed: %s", d.typ, d.dst, fmtRoutes(routes))
+		}
+	}
+	if !slices.ContainsFunc(routes, func(r Route) bool { return r.Dst.String() == "198.51.100.0/24" && r.Type == RouteUnicast }) {
+		t.Errorf("the connected route is not unicast: %s", fmtRoutes(routes))
+	}
+
+	// A unicast route outside the policy, added last, is a finding: the
+	// scan that found it saw the dropping ones, and raised nothing for them.
+	if err := tm.h.RouteAdd(&netlink.Route{LinkIndex: tm.link.Attrs().Index, Dst: cidr("192.0.2.0/24"), Gw: net.ParseIP("198.51.100.1")}); err != nil {
+		t.Fatalf("add route: %v", err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	var found bool
+	for !found {
+		for _, e := range ev.took() {
+			if e.typ != EventFinding {
+				continue
+			}
+			if e.attrs["kind"] == FindingRoute && e.attrs["address"] == "192.0.2.0/24" {
+				found = true
+				continue
+			}
+			t.Errorf("event %s %v", e.typ, e.attrs)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no finding for the unicast route within 2 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := routeFindings(m.Posture()); len(got) != 1 {
+		t.Errorf("findings %q, want the unicast route's only", got)
+	}
+	var dsts []string
+	for _, r := range m.Posture().GetRoutes() {
+		dsts = append(dsts, r.GetDestination())
+	}
+	for _, d := range dropping {
+		if !slices.Contains(dsts, d.dst) {
+			t.Errorf("route %s not in the posture: %v", d.dst, dsts)
+		}
+	}
+}

@@ -217,9 +217,9 @@ func routesFrom(r netlink.Route, names map[int]string) []Route {
 	} else {
 		return nil // MPLS and other families: no IP destination
 	}
-	table := tableName(r.Table)
+	table, typ := tableName(r.Table), routeType(r.Type)
 	one := func(gw net.IP, via netlink.Destination, ifindex int) Route {
-		rt := Route{Dst: dst, Table: table, Interface: ifName(names, ifindex)}
+		rt := Route{Dst: dst, Table: table, Interface: ifName(names, ifindex), Type: typ}
 		if a, ok := netip.AddrFromSlice(gw); ok {
 			rt.Gateway = a.Unmap()
 		} else if v, ok := via.(*netlink.Via); ok {
@@ -237,6 +237,33 @@ func routesFrom(r netlink.Route, names map[int]string) []Route {
 		out = append(out, one(nh.Gw, nh.Via, nh.LinkIndex))
 	}
 	return out
+}
+
+// routeType names a kernel route type (rtm_type) as ip-route(8) does.
+func routeType(t int) string {
+	switch t {
+	case unix.RTN_UNICAST:
+		return RouteUnicast
+	case unix.RTN_BLACKHOLE:
+		return RouteBlackhole
+	case unix.RTN_UNREACHABLE:
+		return RouteUnreachable
+	case unix.RTN_PROHIBIT:
+		return RouteProhibit
+	case unix.RTN_THROW:
+		return "throw"
+	case unix.RTN_MULTICAST:
+		return "multicast"
+	case unix.RTN_ANYCAST:
+		return "anycast"
+	case unix.RTN_NAT:
+		return "nat"
+	case unix.RTN_LOCAL:
+		return "local"
+	case unix.RTN_BROADCAST:
+		return "broadcast"
+	}
+	return "type " + strconv.Itoa(t)
 }
 
 func ifName(names map[int]string, index int) string {

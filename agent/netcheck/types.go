@@ -46,6 +46,30 @@ type Route struct {
 	Gateway   netip.Addr
 	Interface string
 	Table     string
+	// Type is the route's type as ip-route(8) names it: RouteUnicast,
+	// RouteBlackhole, RouteUnreachable, RouteProhibit, "throw",
+	// "multicast", … "" (Windows, which has no such types) counts as
+	// unicast.
+	Type string
+}
+
+// Route types (Route.Type). A route of type blackhole, unreachable or
+// prohibit drops what it matches (RouteDrops): no traffic leaves through it.
+const (
+	RouteUnicast     = "unicast"
+	RouteBlackhole   = "blackhole"
+	RouteUnreachable = "unreachable"
+	RouteProhibit    = "prohibit"
+)
+
+// RouteDrops says whether r drops the traffic it matches instead of
+// sending it anywhere.
+func RouteDrops(r Route) bool {
+	switch r.Type {
+	case RouteBlackhole, RouteUnreachable, RouteProhibit:
+		return true
+	}
+	return false
 }
 
 // Socket is one TCP or UDP socket of the terminal.
