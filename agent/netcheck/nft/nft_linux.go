@@ -161,7 +161,10 @@ func (e *Enforcer) Remove(ctx context.Context) error {
 
 // Check lists the table and compares it with what Apply writes for p:
 // table flags, chains (hook, priority, type, policy), every rule's
-// expressions, sets and their elements. detail names what differs.
+// expressions, sets and their elements. detail names what differs. A
+// table deleted or changed while it is read is not in place ("table inet
+// mnguard missing", or what differs), never an error: errors are for
+// failures to ask.
 func (e *Enforcer) Check(ctx context.Context, p *netpolicy.Policy) (inPlace bool, detail string, err error) {
 	want, err := build(e.table, p)
 	if err != nil {
@@ -174,11 +177,48 @@ func (e *Enforcer) Check(ctx context.Context, p *netpolicy.Policy) (inPlace bool
 	if err != nil {
 		return false, "", fmt.Errorf("nftables check: %w", err)
 	}
-	diffs, err := e.diff(c, want)
-	if err != nil {
-		return false, "", fmt.Errorf("nftables check table inet %s: %w", e.table, err)
+	for try := 1; ; try++ {
+		diffs, err := e.diff(c, want)
+		if err == nil && len(diffs) == 0 {
+			return true, "", nil
+		}
+		if err != nil && !notFound(err) {
+			return false, "", fmt.Errorf("nftables check table inet %s: %w", e.table, err)
+		}
+		// Something listed went away while it was read (ENOENT on a
+		// chain's rules, a set, its elements), or parts were missing:
+		// the table may have been deleted under the check. Gone now:
+		// that is the answer (and the truest detail).
+		_, terr := c.ListTableOfFamily(e.table, nftables.TableFamilyINet)
+		if errors.Is(terr, unix.ENOENT) {
+			return false, "table inet " + e.table + " missing", nil
+		}
+		if terr != nil {
+			return false, "", fmt.Errorf("nftables check table inet %s: %w", e.table, terr)
+		}
+		if err == nil {
+			return false, strings.Join(diffs, "; "), nil
+		}
+		if err := ctx.Err(); err != nil {
+			return false, "", fmt.Errorf("nftables check: %w", err)
+		}
+		if try == checkTries {
+			// There, but never the same for a whole read: not the
+			// table Apply wrote, whatever it is.
+			return false, fmt.Sprintf("table inet %s changed while it was read, %d times in a row (%v)", e.table, try, err), nil
+		}
 	}
-	return len(diffs) == 0, strings.Join(diffs, "; "), nil
+}
+
+// checkTries bounds the reads of a table that keeps changing under Check.
+const checkTries = 3
+
+// notFound says whether err is the kernel's ENOENT. google/nftables
+// v0.3.0 flattens the errors of its dumps (rules, sets, set elements)
+// with %v ("receiveAckAware: netlink receive: no such file or
+// directory"): errors.Is cannot see the errno there, its text can.
+func notFound(err error) bool {
+	return errors.Is(err, unix.ENOENT) || strings.HasSuffix(err.Error(), unix.ENOENT.Error())
 }
 
 // diff lists how the kernel's table differs from want.
