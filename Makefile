@@ -109,6 +109,13 @@ test: deps proto-check check unit wine-test fuzz
 # test's default benchtime: media's Protect of a loop device, the store's
 # report ingest, batch event insert and posture upsert on SQLite
 # (server/store), the spool's append and append+ack on bbolt (agent/spool).
+# Segment isolation: one socket scan with 5,000 connections (10,000
+# sockets, sock_diag and gopsutil side by side), netlink route change to
+# the watch's callback and to the Manager's finding (p50/p99 over 100
+# changes), Evaluate and a whole scan, nftables Apply/Check and flush to
+# repair notice, the daemon's 1 s socket probe; the e2e package's
+# RouteChangeToEvent (ip route add in the terminal's namespace to the
+# event stored by the collector).
 bench: build
 	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count 1 -timeout 60m ./e2e/ ./server/web/
 	$(GO) test -run '^$$' -bench 'AttachToReadOnly|ExemptToWritable|DriftRepair' -benchtime 1x -count 1 -timeout 20m ./agent/media/
@@ -118,6 +125,7 @@ bench: build
 	$(GO) test -run '^$$' -bench 'RouteChangeToFinding' -benchtime 1x -count 1 -timeout 10m ./agent/netcheck/
 	$(GO) test -run '^$$' -bench 'Evaluate|ManagerScan' -count 1 -timeout 10m ./agent/netcheck/
 	$(GO) test -run '^$$' -bench . -count 1 -timeout 20m ./agent/netcheck/nft/
+	$(GO) test -run '^$$' -bench 'SocketProbe' -benchtime 200x -count 1 -timeout 10m ./agent/daemon/
 
 run: build
 	@scripts/demo.sh
