@@ -1,19 +1,27 @@
 package netcheck
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mnguard/mnguard/internal/netpolicy"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
@@ -99,6 +107,14 @@ type Options struct {
 	// announces are scanned at once, in between.
 	Interval time.Duration
 	Now      func() time.Time
+	// StateFile keeps the USB network adapters enforcement cut off the
+	// bus (their device directories, JSON, written atomically with mode
+	// 0600) so that a Manager started later, by an agent restarted, still
+	// authorizes them again when a policy turns enforcement off. It is
+	// read by New; one that cannot be read as such is logged, renamed
+	// with the suffix ".corrupt" and ignored. Empty: the list lives in
+	// memory only.
+	StateFile string
 }
 
 // Manager checks the terminal's segment isolation against the network
@@ -138,7 +154,11 @@ type Manager struct {
 	enf     enfState
 	cut     map[string]Adapter // USB device directory → the adapter cut off the bus
 	cutErr  map[string]string  // USB device directory → why it could not be cut
-	pending []pendingEvent     // events to send once the posture is stored
+	// cutDirty: cut changed since Options.StateFile was last written;
+	// saveFailing: the last write failed (logged once until one works).
+	cutDirty    bool
+	saveFailing bool
+	pending     []pendingEvent // events to send once the posture is stored
 
 	mu        sync.Mutex
 	base      *netpolicy.Policy // as SetPolicy was given it (a copy)
@@ -199,6 +219,7 @@ func New(o Options) *Manager {
 	}
 	m.enf.dirty = true
 	m.enf.detail = "waiting for the network policy"
+	m.loadCut()
 	return m
 }
 
@@ -378,6 +399,13 @@ func (m *Manager) gather(ctx context.Context, full bool) Scan {
 // retried with a backoff (Run's timer, or the next scan). set is false
 // until SetPolicy was first called: nothing is touched then.
 func (m *Manager) enforce(ctx context.Context, p *netpolicy.Policy, set bool, adapters []Adapter) {
+	m.enforceRules(ctx, p, set, adapters)
+	if m.cutDirty {
+		m.saveCut()
+	}
+}
+
+func (m *Manager) enforceRules(ctx context.Context, p *netpolicy.Policy, set bool, adapters []Adapter) {
 	e := &m.enf
 	if !set {
 		return
@@ -415,6 +443,7 @@ func (m *Manager) enforce(ctx context.Context, p *netpolicy.Policy, set bool, ad
 				continue
 			}
 			delete(m.cut, dir)
+			m.cutDirty = true
 			m.emit(EventEnforcement, mnguardv1.Severity_SEVERITY_INFO, "USB network adapter "+a.Name+" authorized again",
 				map[string]string{"state": EnforcementUSBRestored, "detail": usbDetail(a), "interface": a.Name})
 		}
@@ -527,6 +556,7 @@ func (m *Manager) cutUSB(adapters []Adapter) {
 			continue
 		}
 		m.cut[a.USBDevice] = a
+		m.cutDirty = true
 		m.log.Warn("USB network adapter cut off the bus", "interface", a.Name, "device", a.USBDevice)
 		m.emit(EventEnforcement, mnguardv1.Severity_SEVERITY_INFO, "USB network adapter "+a.Name+" cut off the bus",
 			map[string]string{"state": EnforcementUSBCut, "detail": usbDetail(a), "interface": a.Name})
@@ -963,4 +993,193 @@ func stoppedTimer() *time.Timer {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	return t
+}
+
+// cutState is Options.StateFile's content: the USB network adapters cut
+// off the bus, by device directory (Linux: the sysfs directory; Windows:
+// the PnP instance id).
+type cutState struct {
+	Version int        `json:"version"`
+	Cut     []cutEntry `json:"cut"`
+}
+
+type cutEntry struct {
+	Device       string `json:"device"`
+	Interface    string `json:"interface,omitempty"`
+	HardwareAddr string `json:"hardware_addr,omitempty"`
+	Reason       string `json:"reason,omitempty"`
+	Driver       string `json:"driver,omitempty"`
+	VendorID     string `json:"vendor_id,omitempty"`
+	ProductID    string `json:"product_id,omitempty"`
+}
+
+// Limits of the state file: far above what one terminal cuts, small
+// enough that a damaged file cannot cost much.
+const (
+	cutStateVersion = 1
+	maxCutState     = 1 << 20
+	maxCutEntries   = 1024
+	maxCutField     = 4096
+)
+
+// parseCutState reads and validates a state file's content.
+func parseCutState(b []byte) ([]cutEntry, error) {
+	if len(b) > maxCutState {
+		return nil, fmt.Errorf("%d bytes, more than %d", len(b), maxCutState)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var st cutState
+	if err := dec.Decode(&st); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("data after the JSON object")
+	}
+	if st.Version != cutStateVersion {
+		return nil, fmt.Errorf("version %d, want %d", st.Version, cutStateVersion)
+	}
+	if len(st.Cut) > maxCutEntries {
+		return nil, fmt.Errorf("%d devices, more than %d", len(st.Cut), maxCutEntries)
+	}
+	seen := make(map[string]bool, len(st.Cut))
+	for i, c := range st.Cut {
+		if c.Device == "" {
+			return nil, fmt.Errorf("device %d: no device directory", i+1)
+		}
+		for _, f := range []string{c.Device, c.Interface, c.HardwareAddr, c.Reason, c.Driver, c.VendorID, c.ProductID} {
+			if len(f) > maxCutField || strings.ContainsRune(f, 0) || !utf8.ValidString(f) {
+				return nil, fmt.Errorf("device %d: a field is too long, holds a NUL or is not UTF-8", i+1)
+			}
+		}
+		if seen[c.Device] {
+			return nil, fmt.Errorf("device %q twice", c.Device)
+		}
+		seen[c.Device] = true
+	}
+	return st.Cut, nil
+}
+
+// loadCut reads Options.StateFile into cut (New). A file that does not
+// parse is renamed aside (".corrupt") and ignored: never fatal.
+func (m *Manager) loadCut() {
+	path := m.o.StateFile
+	if path == "" {
+		return
+	}
+	b, err := readLimited(path, maxCutState)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		m.log.Error("network state: cannot read the USB adapters cut off the bus; those cut before are not authorized again by this run", "file", path, "err", err)
+		return
+	}
+	entries, err := parseCutState(b)
+	if err != nil {
+		aside := path + ".corrupt"
+		if rerr := os.Rename(path, aside); rerr != nil {
+			m.log.Error("network state damaged, ignored (and not renamed)", "file", path, "err", err, "rename_err", rerr)
+		} else {
+			m.log.Error("network state damaged, ignored and kept aside", "file", path, "kept_as", aside, "err", err)
+		}
+		return
+	}
+	for _, c := range entries {
+		m.cut[c.Device] = Adapter{
+			Name: c.Interface, Kind: KindUSB, USBDevice: c.Device, HardwareAddr: c.HardwareAddr,
+			Reason: c.Reason, Driver: c.Driver, VendorID: c.VendorID, ProductID: c.ProductID,
+		}
+	}
+	if len(entries) > 0 {
+		m.log.Info("network state: USB network adapters cut off the bus by an earlier run", "file", path, "devices", len(entries))
+	}
+}
+
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// saveCut writes cut to Options.StateFile (under op): a temporary file in
+// the same directory, synced, renamed over the old one. A failure is
+// logged (once until a write works) and tried again at the next
+// enforcement pass.
+func (m *Manager) saveCut() {
+	path := m.o.StateFile
+	if path == "" {
+		m.cutDirty = false
+		return
+	}
+	st := cutState{Version: cutStateVersion, Cut: []cutEntry{}}
+	for _, dir := range slices.Sorted(maps.Keys(m.cut)) {
+		a := m.cut[dir]
+		st.Cut = append(st.Cut, cutEntry{
+			Device: dir, Interface: a.Name, HardwareAddr: a.HardwareAddr, Reason: a.Reason,
+			Driver: a.Driver, VendorID: a.VendorID, ProductID: a.ProductID,
+		})
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err == nil {
+		err = writeAtomic(path, append(b, '\n'))
+	}
+	if err != nil {
+		if !m.saveFailing {
+			m.saveFailing = true
+			m.log.Error("network state: cannot record the USB adapters cut off the bus (tried again at each scan)", "file", path, "err", err)
+		}
+		return
+	}
+	if m.saveFailing {
+		m.saveFailing = false
+		m.log.Info("network state: recorded again", "file", path)
+	}
+	m.cutDirty = false
+}
+
+// writeAtomic replaces path with b (mode 0600): readers see the old
+// content or the new, never a part.
+func writeAtomic(path string, b []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(0o600); err != nil && runtime.GOOS != "windows" {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	ok = true
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // the rename itself durable; best effort (not on Windows)
+		d.Close()
+	}
+	return nil
 }

@@ -40,6 +40,8 @@ type mgrTerminal struct {
 	link   netlink.Link
 	resolv string
 	sysfs  string // "": the real /sys
+	// stateFile is the Managers' Options.StateFile ("": none).
+	stateFile string
 }
 
 func newMgrTerminal(t testing.TB) *mgrTerminal {
@@ -166,7 +168,7 @@ func runMgr(t testing.TB, tm *mgrTerminal) (*Manager, *mgrEvents) {
 func runMgrWith(t testing.TB, tm *mgrTerminal, e Enforcer, p *netpolicy.Policy) (*Manager, *mgrEvents, func()) {
 	t.Helper()
 	ev := newEvents()
-	m := New(Options{Platform: tm.platform(t), Enforcer: e, Emit: ev.emit, Logger: slog.New(slog.DiscardHandler)})
+	m := New(Options{Platform: tm.platform(t), Enforcer: e, Emit: ev.emit, Logger: slog.New(slog.DiscardHandler), StateFile: tm.stateFile})
 	m.SetPolicy(p)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -789,6 +791,85 @@ func TestManagerLinuxDroppingRoutes(t *testing.T) {
 	for _, d := range dropping {
 		if !slices.Contains(dsts, d.dst) {
 			t.Errorf("route %s not in the posture: %v", d.dst, dsts)
+		}
+	}
+}
+
+// TestManagerLinuxTetheringRestart: a phone (the RNDIS sysfs tree behind
+// a real usb0) cut off the bus by one Manager is authorized again by the
+// next one, started with the same state file and a policy without
+// enforcement, although its interface is gone and that Manager never saw
+// it. A device gone from sysfs needs no restoring: it is dropped from the
+// state without an error.
+func TestManagerLinuxTetheringRestart(t *testing.T) {
+	tm := newMgrTerminal(t)
+	tm.sysfs = copyTree(t, "phone-rndis")
+	tm.stateFile = filepath.Join(t.TempDir(), "network-state.json")
+	authorized := filepath.Join(tm.sysfs, xhci+"1-2", "authorized")
+	addVeth(t, tm.h, "usb0", "usb0p")
+	enf := nft.New(nft.Options{NetNS: int(tm.ns), Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { _ = enf.Remove(context.Background()) })
+	on := mgrPolicy(t)
+	on.Enforce = true
+	_, ev, stop := runMgrWith(t, tm, enf, on)
+	ev.wait(t, 2*time.Second, func(e mgrEvent) bool { return e.attrs["state"] == EnforcementUSBCut })
+	if b, _ := os.ReadFile(authorized); string(b) != "0" {
+		t.Fatalf("authorized = %q after the cut", b)
+	}
+	stop()
+	fi, err := os.Stat(tm.stateFile)
+	if err != nil {
+		t.Fatalf("state file: %v", err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode %v", fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(tm.stateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := filepath.Join(tm.sysfs, xhci+"1-2")
+	if got, err := parseCutState(b); err != nil || len(got) != 1 || got[0].Device != dev {
+		t.Fatalf("state %v, %v:\n%s", got, err, b)
+	}
+	// The kernel drops the deauthorized phone's interface; a second
+	// device, recorded as cut, was unplugged meanwhile.
+	if l, err := tm.h.LinkByName("usb0"); err != nil {
+		t.Fatal(err)
+	} else if err := tm.h.LinkDel(l); err != nil {
+		t.Fatal(err)
+	}
+	gone := filepath.Join(tm.sysfs, xhci+"1-9")
+	st := fmt.Sprintf(`{"version":1,"cut":[{"device":%q,"interface":"usb0"},{"device":%q,"interface":"usb1"}]}`, dev, gone)
+	if err := os.WriteFile(tm.stateFile, []byte(st), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// The agent again, after a restart, with enforcement off.
+	_, ev2, stop2 := runMgrWith(t, tm, enf, mgrPolicy(t))
+	defer stop2()
+	e := ev2.wait(t, 2*time.Second, func(e mgrEvent) bool {
+		return e.attrs["state"] == EnforcementUSBRestored && e.attrs["interface"] == "usb0"
+	})
+	t.Logf("restored: %s", e.msg)
+	if b, _ := os.ReadFile(authorized); string(b) != "1" {
+		t.Fatalf("authorized = %q after enforcement off in the next run", b)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		b, _ := os.ReadFile(tm.stateFile)
+		got, err := parseCutState(b)
+		if err == nil && len(got) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state left: %v, %v", got, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, e := range ev2.took() {
+		if e.attrs["state"] == EnforcementFailing {
+			t.Errorf("enforcement failing: %v", e.attrs)
 		}
 	}
 }

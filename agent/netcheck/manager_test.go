@@ -2,10 +2,16 @@ package netcheck
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -1055,4 +1061,186 @@ func BenchmarkManagerScan(b *testing.B) {
 		m.Scan(ctx)
 	}
 	b.ReportMetric(float64(len(m.Posture().GetFindings())), "findings")
+}
+
+// rigWithState is newRig whose Manager keeps its cut USB adapters in
+// stateFile.
+func rigWithState(t *testing.T, stateFile string, logs io.Writer) *mgrRig {
+	t.Helper()
+	r := newRig(t, true)
+	o := r.m.o
+	o.StateFile = stateFile
+	if logs != nil {
+		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	}
+	r.m = New(o)
+	return r
+}
+
+// TestManagerCutStateFile: a USB adapter cut is recorded in the state
+// file (mode 0600); a new Manager with the same file and a policy without
+// enforcement authorizes it again, although it never saw it, shows it
+// meanwhile as deauthorized, and records that none is left.
+func TestManagerCutStateFile(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "network-state.json")
+	usb := Adapter{Name: "usb0", Kind: KindUSB, Up: true, VendorID: "18d1", ProductID: "4ee3", Driver: "rndis_host", USBDevice: "/sys/devices/usb1/1-2", Addrs: tPrefixes("192.168.42.129/24")}
+	r := rigWithState(t, state, nil)
+	r.pl.set(func(s *Scan) { s.Adapters = []Adapter{usb} })
+	r.m.SetPolicy(testPolicy(t, true))
+	r.scan(t)
+	if !slices.Equal(r.pl.cut, []string{usb.USBDevice}) {
+		t.Fatalf("cut %v", r.pl.cut)
+	}
+	fi, err := os.Stat(state)
+	if err != nil {
+		t.Fatalf("state file: %v", err)
+	}
+	if runtime.GOOS != "windows" && fi.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode %v, want 0600", fi.Mode().Perm())
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(state)); len(ents) != 1 {
+		t.Errorf("files left next to the state: %v", ents)
+	}
+
+	// The agent restarts; the phone's interface is gone (the kernel drops
+	// it with the device deauthorized); the policy no longer enforces.
+	r2 := rigWithState(t, state, nil)
+	r2.m.SetPolicy(testPolicy(t, true))
+	np := r2.scan(t)
+	if i := slices.IndexFunc(np.GetAdapters(), func(a *mnguardv1.NetworkAdapter) bool { return a.GetName() == "usb0" }); i < 0 ||
+		np.GetAdapters()[i].GetState() != AdapterDeauthorized || np.GetAdapters()[i].GetVendorId() != "18d1" {
+		t.Errorf("adapters after the restart: %v", np.GetAdapters())
+	}
+	if len(r2.pl.restore) != 0 {
+		t.Fatalf("restored with enforcement on: %v", r2.pl.restore)
+	}
+	r2.m.SetPolicy(testPolicy(t, false))
+	r2.scan(t)
+	if !slices.Equal(r2.pl.restore, []string{usb.USBDevice}) {
+		t.Fatalf("restored %v, want the phone cut by the earlier run", r2.pl.restore)
+	}
+	r2.ev.wait(t, time.Second, func(e mgrEvent) bool {
+		return e.attrs["state"] == EnforcementUSBRestored && e.attrs["interface"] == "usb0"
+	})
+	// Nothing left for a third run.
+	r3 := rigWithState(t, state, nil)
+	r3.m.SetPolicy(testPolicy(t, false))
+	r3.scan(t)
+	if len(r3.pl.restore) != 0 {
+		t.Errorf("a third run restored %v", r3.pl.restore)
+	}
+}
+
+// TestManagerCutStateCorrupt: a damaged state file is logged, kept aside
+// as .corrupt and ignored; the Manager runs, and writes a good one at its
+// next cut.
+func TestManagerCutStateCorrupt(t *testing.T) {
+	for name, content := range map[string]string{
+		"not json":      "{\"version\":1,\"cut\":[{\"device\":",
+		"wrong version": `{"version":2,"cut":[]}`,
+		"empty device":  `{"version":1,"cut":[{"device":""}]}`,
+		"unknown field": `{"version":1,"cut":[],"extra":true}`,
+		"twice":         `{"version":1,"cut":[{"device":"/sys/devices/a"},{"device":"/sys/devices/a"}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			state := filepath.Join(t.TempDir(), "network-state.json")
+			if err := os.WriteFile(state, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var logs syncBuf
+			r := rigWithState(t, state, &logs)
+			if !strings.Contains(logs.String(), "network state damaged") {
+				t.Errorf("not logged: %s", logs.String())
+			}
+			if b, err := os.ReadFile(state + ".corrupt"); err != nil || string(b) != content {
+				t.Errorf("kept aside: %q, %v", b, err)
+			}
+			if _, err := os.Stat(state); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("the damaged file is still in place: %v", err)
+			}
+			r.pl.set(func(s *Scan) {
+				s.Adapters = []Adapter{{Name: "usb0", Kind: KindUSB, USBDevice: "/sys/devices/usb1/1-2"}}
+			})
+			r.m.SetPolicy(testPolicy(t, false))
+			r.scan(t)
+			if len(r.pl.restore) != 0 {
+				t.Errorf("restored %v from a damaged file", r.pl.restore)
+			}
+			r.m.SetPolicy(testPolicy(t, true))
+			r.scan(t)
+			b, err := os.ReadFile(state)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := parseCutState(b); err != nil || len(got) != 1 || got[0].Device != "/sys/devices/usb1/1-2" {
+				t.Errorf("state after the cut: %v, %v (%s)", got, err, b)
+			}
+		})
+	}
+}
+
+// TestManagerCutStateUnwritable: a state file that cannot be written is
+// logged; enforcement goes on (the adapter is cut all the same).
+func TestManagerCutStateUnwritable(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "missing-dir", "network-state.json")
+	var logs syncBuf
+	r := rigWithState(t, state, &logs)
+	r.pl.set(func(s *Scan) {
+		s.Adapters = []Adapter{{Name: "usb0", Kind: KindUSB, USBDevice: "/sys/devices/usb1/1-2"}}
+	})
+	r.m.SetPolicy(testPolicy(t, true))
+	r.scan(t)
+	r.scan(t)
+	if len(r.pl.cut) == 0 {
+		t.Fatal("not cut")
+	}
+	if n := strings.Count(logs.String(), "cannot record the USB adapters"); n != 1 {
+		t.Errorf("logged %d times, want once: %s", n, logs.String())
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func FuzzParseCutState(f *testing.F) {
+	f.Add([]byte(`{"version":1,"cut":[{"device":"/sys/devices/pci0000:00/usb1/1-2","interface":"usb0","vendor_id":"18d1"}]}`))
+	f.Add([]byte(`{"version":1,"cut":[]}`))
+	f.Add([]byte(`{"version":1,"cut":[{"device":"a"},{"device":"a"}]}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := parseCutState(b)
+		if err != nil {
+			return
+		}
+		seen := map[string]bool{}
+		for _, c := range got {
+			if c.Device == "" || seen[c.Device] || len(c.Device) > maxCutField {
+				t.Fatalf("accepted %q", b)
+			}
+			seen[c.Device] = true
+		}
+		// What is accepted survives a round trip through saveCut's form.
+		out, err := json.Marshal(cutState{Version: cutStateVersion, Cut: got})
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := parseCutState(out)
+		if err != nil || !slices.Equal(again, got) {
+			t.Fatalf("round trip: %v, %v", again, err)
+		}
+	})
 }

@@ -6,9 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -489,8 +491,19 @@ func (p *linuxPlatform) CutUSB(a Adapter) error {
 	return nil
 }
 
+// RestoreUSB authorizes the device again. A device directory gone from
+// sysfs (the device was unplugged) needs nothing: plugged in again, the
+// device comes back authorized as the bus's authorized_default says.
 func (p *linuxPlatform) RestoreUSB(dir string) error {
-	if err := setAuthorized(p.sysfs, filepath.Clean(dir), "1"); err != nil {
+	clean := filepath.Clean(dir)
+	devices := filepath.Join(filepath.Clean(p.sysfs), "devices") + string(filepath.Separator)
+	if filepath.IsAbs(clean) && strings.HasPrefix(clean, devices) {
+		if _, err := os.Lstat(clean); errors.Is(err, fs.ErrNotExist) {
+			p.log.Info("usb device gone: nothing to authorize again", "device", clean)
+			return nil
+		}
+	}
+	if err := setAuthorized(p.sysfs, clean, "1"); err != nil {
 		return fmt.Errorf("authorize usb device again: %w", err)
 	}
 	return nil
