@@ -94,20 +94,20 @@ func BenchmarkFlushToWatch(b *testing.B) {
 	e := New(Options{NetNS: term.fd})
 	p := benchPolicy(b, 100)
 	changes := watch(b, e)
-	for i := 0; ; i++ { // until Watch has subscribed
-		if err := e.Apply(b.Context(), p); err != nil {
-			b.Fatal(err)
-		}
-		select {
-		case <-changes:
-		case <-time.After(100 * time.Millisecond):
-			if i < 20 {
-				continue
-			}
-			b.Fatal("Watch not called after 20 Apply")
-		}
-		break
+	select { // Watch listens
+	case <-changes:
+	case <-time.After(5 * time.Second):
+		b.Fatal("Watch did not say it listens within 5 s")
 	}
+	if err := e.Apply(b.Context(), p); err != nil {
+		b.Fatal(err)
+	}
+	select {
+	case <-changes:
+	case <-time.After(time.Second):
+		b.Fatal("Watch not called within 1 s of Apply")
+	}
+	drain(changes)
 	c, err := e.conn()
 	if err != nil {
 		b.Fatal(err)

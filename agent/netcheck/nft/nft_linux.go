@@ -479,9 +479,10 @@ func sortedKeys[V any](m map[string]V) []string {
 	return ks
 }
 
-// Watch calls changed once after each nftables transaction in the
-// namespace that touched this table (or that it cannot attribute), until
-// ctx ends. It listens on the nftables multicast group itself rather than
+// Watch calls changed once it listens (a change before that was not
+// announced: the caller should check), then once after each nftables
+// transaction in the namespace that touched this table (or that it cannot
+// attribute), until ctx ends. It listens on the nftables multicast group itself rather than
 // through nftables.Monitor, which cannot say which table an element event
 // belongs to and decodes every rule's expressions.
 func (e *Enforcer) Watch(ctx context.Context, changed func()) error {
@@ -496,6 +497,10 @@ func (e *Enforcer) Watch(ctx context.Context, changed func()) error {
 	_ = nl.SetReadBuffer(1 << 20) // best effort: an overrun is handled below
 	stop := context.AfterFunc(ctx, func() { _ = nl.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
+	// Joined: from here on no change is missed. One made before (between
+	// the caller's last check and now) was not announced: the caller
+	// checks once now.
+	changed()
 	pending := false
 	for {
 		msgs, err := nl.Receive()

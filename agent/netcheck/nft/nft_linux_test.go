@@ -231,21 +231,13 @@ func TestDrift(t *testing.T) {
 	e := New(Options{NetNS: l.term.fd, Logger: testLogger(t)})
 	p := labPolicy(t)
 	changes := watch(t, e)
-	// Watch says nothing when it has subscribed: apply until it sees one.
-	for i := 0; ; i++ {
-		if err := e.Apply(ctx, p); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-changes:
-		case <-time.After(100 * time.Millisecond):
-			if i < 20 {
-				continue
-			}
-			t.Fatal("Watch not called after 20 Apply")
-		}
-		break
+	// Watch says when it listens (a change before that was not
+	// announced), then announces the Apply.
+	waitChange(t, changes, "subscription", time.Now())
+	if err := e.Apply(ctx, p); err != nil {
+		t.Fatal(err)
 	}
+	waitChange(t, changes, "apply", time.Now())
 
 	handle := func(chain, contains string) string {
 		out := l.term.nft(t, "-a", "list", "chain", "inet", DefaultTable, chain)
