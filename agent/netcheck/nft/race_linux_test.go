@@ -50,7 +50,7 @@ func TestCheckWhileTableDeleted(t *testing.T) {
 				return
 			}
 			// Let some Check start on the whole table, then pull it away.
-			time.Sleep(time.Duration(cycles%10) * 200 * time.Microsecond)
+			time.Sleep(time.Duration(cycles%10) * 2 * time.Millisecond)
 			conn.DelTable(table)
 			if err := conn.Flush(); err != nil {
 				churnErr = err
