@@ -620,6 +620,9 @@ func (d *Daemon) applyPolicy(p *mnguardv1.Policy) {
 	}
 	d.st.PolicyVersion = p.GetVersion()
 	d.mu.Unlock()
+	if iv >= time.Second && d.network != nil {
+		d.network.SetInterval(iv)
+	}
 	d.applyNetworkPolicy(p.GetNetwork())
 	d.statusChanged()
 	if changed {

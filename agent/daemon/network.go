@@ -150,6 +150,7 @@ func (d *Daemon) newNetwork() {
 	d.network = netcheck.New(netcheck.Options{
 		Platform: plat, Enforcer: enf, Emit: d.Emit, OnChange: d.poke, Logger: log,
 		Collector: d.collectorAddrs.get, Interval: d.interval, Now: d.opts.Now,
+		StateFile: d.dir.Path(state.NetworkUSBCutFile),
 	})
 	d.loadNetworkPolicy()
 }

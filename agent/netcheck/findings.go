@@ -367,6 +367,12 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 
 // hasRemote says whether s is connected to a remote: a valid, specified
 // address and a port.
+// closingStates are the TCP states of a connection already closed by one
+// side, as gopsutil names them.
+var closingStates = map[string]bool{
+	"TIME_WAIT": true, "FIN_WAIT1": true, "FIN_WAIT2": true, "CLOSING": true, "LAST_ACK": true, "CLOSE": true,
+}
+
 func hasRemote(s Socket) bool {
 	return s.Remote.IsValid() && !s.Remote.Addr().IsUnspecified() && s.Remote.Port() != 0
 }
@@ -380,12 +386,30 @@ func (e *evaluator) sockets(ss []Socket, as []Adapter, enforced bool) {
 	}
 	listeners := make(map[lkey]Socket)
 	var order []lkey
+	// Closing sockets no process holds any more (TIME_WAIT after the
+	// terminal hung up): one finding per protocol and remote address, not
+	// one per local port, or every short connection would be its own
+	// event for the minute the kernel keeps it.
+	type ckey struct {
+		proto  string
+		remote netip.Addr
+	}
+	closed := make(map[ckey]int)
+	var closedOrder []ckey
 	for _, s := range ss {
 		proto := strings.ToLower(s.Proto)
 		local, remote := unmap(s.Local), unmap(s.Remote)
 		state := strings.ToUpper(s.State)
 		if hasRemote(s) {
 			if e.p.Allows(remote.Addr(), proto, remote.Port()) {
+				continue
+			}
+			if s.PID == 0 && closingStates[state] {
+				k := ckey{proto, remote.Addr()}
+				if closed[k] == 0 {
+					closedOrder = append(closedOrder, k)
+				}
+				closed[k]++
 				continue
 			}
 			detail := fmt.Sprintf("%s %s → %s", proto, local, remote)
@@ -422,6 +446,14 @@ func (e *evaluator) sockets(ss []Socket, as []Adapter, enforced bool) {
 		}
 		listeners[k] = s
 		order = append(order, k)
+	}
+	for _, k := range closedOrder {
+		e.add(Finding{
+			ID:      findingID(FindingSocket, k.proto, "closed", k.remote.String()),
+			Kind:    FindingSocket,
+			Detail:  fmt.Sprintf("%s connections to %s recently closed (sockets closing: %d, no process holds them)", k.proto, k.remote, closed[k]),
+			Address: k.remote.String(),
+		})
 	}
 	for _, k := range order {
 		s := listeners[k]

@@ -162,7 +162,7 @@ func TestEvaluate(t *testing.T) {
 		}}, want: []wantFinding{
 			{FindingSocket, "198.51.100.5:50000 → 203.0.113.7:443 established"},
 			{FindingSocket, "syn_recv"},
-			{FindingSocket, "time_wait"},
+			{FindingSocket, "to 203.0.113.7 recently closed (sockets closing: 1"},
 			{FindingSocket, "tcp 198.51.100.5:50003 → 203.0.113.8:80 close_wait"},
 			{FindingSocket, "udp 198.51.100.5:40000 → 203.0.113.9:123"},
 			{FindingSocket, "udp 198.51.100.5:40001 → 8.8.8.8:53"},
@@ -314,6 +314,43 @@ func TestEvaluateSocketFields(t *testing.T) {
 	got = Evaluate(Scan{Adapters: as, Sockets: ls}, testPolicy(t, false), false)
 	if len(got) != 1 || got[0].PID != 800 || got[0].Process != "sshd" || got[0].User != "root" || got[0].Interface != "eth0" || got[0].Address != "198.51.100.5:22" {
 		t.Errorf("listener findings %+v: want one, sshd pid 800 on eth0", got)
+	}
+}
+
+// TestEvaluateClosedSockets: closing sockets no process holds are one
+// finding per remote address, not one per local port; a closing socket a
+// process still holds is its own finding, with that process.
+func TestEvaluateClosedSockets(t *testing.T) {
+	as := []Adapter{{Name: "eth0", Kind: KindEthernet, Addrs: tPrefixes("198.51.100.5/24")}}
+	var ss []Socket
+	for port := uint16(40000); port < 40200; port++ {
+		ss = append(ss, Socket{Proto: "tcp", Local: netip.AddrPortFrom(tAddr("198.51.100.5"), port), Remote: tAddrPort("203.0.113.7:443"), State: "TIME_WAIT"})
+	}
+	ss = append(ss,
+		Socket{Proto: "tcp", Local: tAddrPort("198.51.100.5:41000"), Remote: tAddrPort("203.0.113.8:80"), State: "FIN_WAIT2"},
+		Socket{Proto: "tcp", Local: tAddrPort("198.51.100.5:41001"), Remote: tAddrPort("203.0.113.9:22"), State: "FIN_WAIT1", PID: 77, Process: "scp"},
+		Socket{Proto: "tcp", Local: tAddrPort("198.51.100.5:41002"), Remote: tAddrPort("198.51.100.9:22"), State: "TIME_WAIT"},
+	)
+	got := Evaluate(Scan{Adapters: as, Sockets: ss}, testPolicy(t, false), false)
+	if len(got) != 3 {
+		t.Fatalf("findings %v: want 3 (two remotes closed, one held by scp)", got)
+	}
+	byAddr := map[string]Finding{}
+	for _, f := range got {
+		byAddr[f.Address] = f
+	}
+	if f := byAddr["203.0.113.7"]; f.Kind != FindingSocket || !strings.Contains(f.Detail, "sockets closing: 200") {
+		t.Errorf("203.0.113.7: %+v, want one socket finding counting 200 sockets", f)
+	}
+	if f := byAddr["203.0.113.9:22"]; f.PID != 77 || f.Process != "scp" {
+		t.Errorf("a closing socket its process holds: %+v, want its own finding with scp", f)
+	}
+	// More or fewer closing sockets to the same remote keep the ID.
+	again := Evaluate(Scan{Adapters: as, Sockets: ss[150:]}, testPolicy(t, false), false)
+	for _, f := range again {
+		if f.Address == "203.0.113.7" && f.ID != byAddr["203.0.113.7"].ID {
+			t.Errorf("the closed-sockets finding changed its ID with the count: %s → %s", byAddr["203.0.113.7"].ID, f.ID)
+		}
 	}
 }
 

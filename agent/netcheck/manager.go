@@ -144,6 +144,8 @@ type Manager struct {
 
 	// scanReq asks Run for a full scan (SetPolicy).
 	scanReq chan struct{}
+	// newInterval hands Run a new full-scan period (SetInterval).
+	newInterval chan time.Duration
 
 	// op serializes scans and enforcement (Run, Scan, SetPolicy's scan).
 	op sync.Mutex
@@ -206,6 +208,7 @@ func New(o Options) *Manager {
 		retryMin:    defaultRetryMin,
 		retryMax:    defaultRetryMax,
 		scanReq:     make(chan struct{}, 1),
+		newInterval: make(chan time.Duration, 1),
 		gotPart:     make(map[string]bool),
 		tracked:     make(map[string]*record),
 		cut:         make(map[string]Adapter),
@@ -253,6 +256,27 @@ type pendingEvent struct {
 	sev   mnguardv1.Severity
 	msg   string
 	attrs map[string]string
+}
+
+// SetInterval changes the full scan's period (the collector pushed
+// another report interval); d <= 0 means DefaultInterval. Run takes it at
+// once; the latest call wins.
+func (m *Manager) SetInterval(d time.Duration) {
+	if d <= 0 {
+		d = DefaultInterval
+	}
+	for {
+		select {
+		case m.newInterval <- d:
+			return
+		default:
+		}
+		// A value Run has not taken yet: replace it.
+		select {
+		case <-m.newInterval:
+		default:
+		}
+	}
 }
 
 // SetPolicy puts p in force (nil: the collector holds none): enforcement
@@ -948,6 +972,11 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.scan(ctx, true)
 		case <-full.C:
 			m.scan(ctx, true)
+		case d := <-m.newInterval:
+			if d != m.interval {
+				m.interval = d
+				full.Reset(d)
+			}
 		case <-netCh:
 			if !netArmed {
 				netArmed = true

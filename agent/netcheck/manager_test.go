@@ -1244,3 +1244,31 @@ func FuzzParseCutState(f *testing.F) {
 		}
 	})
 }
+
+// TestManagerSetInterval: a report interval pushed later reaches the
+// running Manager's full scans (the daemon passes the collector's).
+func TestManagerSetInterval(t *testing.T) {
+	r := newRig(t, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.m.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor := func(n int, within time.Duration) bool {
+		for end := time.Now().Add(within); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+			if r.pl.count("sockets") >= n {
+				return true
+			}
+		}
+		return false
+	}
+	if !waitFor(1, 5*time.Second) {
+		t.Fatal("no first scan")
+	}
+	first := r.pl.count("sockets")
+	// With the default minute nothing more would come within seconds.
+	r.m.SetInterval(40 * time.Millisecond)
+	r.m.SetInterval(30 * time.Millisecond) // the latest wins, without blocking
+	if !waitFor(first+3, 3*time.Second) {
+		t.Fatalf("full scans after SetInterval(30ms): %d, want at least %d within 3s", r.pl.count("sockets"), first+3)
+	}
+}

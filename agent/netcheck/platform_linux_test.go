@@ -233,15 +233,15 @@ func TestAdaptersAndRoutes(t *testing.T) {
 	routes, err := p.Routes(ctx)
 	must(t, "routes", err)
 	wantRoutes := []Route{
-		{Dst: pfx("0.0.0.0/0"), Gateway: ip("198.51.100.2"), Interface: "mngd0", Table: "main"},
-		{Dst: pfx("198.51.100.0/25"), Interface: "mngd0", Table: "main"},
-		{Dst: pfx("198.51.100.128/25"), Interface: "mngv0", Table: "main"},
-		{Dst: pfx("192.0.2.0/24"), Gateway: ip("198.51.100.130"), Interface: "mngv0", Table: "100"},
-		{Dst: pfx("::/0"), Gateway: ip("2001:db8:1::2"), Interface: "mngd0", Table: "main"},
-		{Dst: pfx("2001:db8:1::/64"), Interface: "mngd0", Table: "main"},
-		{Dst: pfx("2001:db8:2::/64"), Interface: "mngv0", Table: "main"},
-		{Dst: pfx("2001:db8:99::/48"), Gateway: ip("2001:db8:1::3"), Interface: "mngd0", Table: "main"},
-		{Dst: pfx("2001:db8:99::/48"), Gateway: ip("2001:db8:2::3"), Interface: "mngv0", Table: "main"},
+		{Dst: pfx("0.0.0.0/0"), Gateway: ip("198.51.100.2"), Interface: "mngd0", Table: "main", Type: RouteUnicast},
+		{Dst: pfx("198.51.100.0/25"), Interface: "mngd0", Table: "main", Type: RouteUnicast},
+		{Dst: pfx("198.51.100.128/25"), Interface: "mngv0", Table: "main", Type: RouteUnicast},
+		{Dst: pfx("192.0.2.0/24"), Gateway: ip("198.51.100.130"), Interface: "mngv0", Table: "100", Type: RouteUnicast},
+		{Dst: pfx("::/0"), Gateway: ip("2001:db8:1::2"), Interface: "mngd0", Table: "main", Type: RouteUnicast},
+		{Dst: pfx("2001:db8:1::/64"), Interface: "mngd0", Table: "main", Type: RouteUnicast},
+		{Dst: pfx("2001:db8:2::/64"), Interface: "mngv0", Table: "main", Type: RouteUnicast},
+		{Dst: pfx("2001:db8:99::/48"), Gateway: ip("2001:db8:1::3"), Interface: "mngd0", Table: "main", Type: RouteUnicast},
+		{Dst: pfx("2001:db8:99::/48"), Gateway: ip("2001:db8:2::3"), Interface: "mngv0", Table: "main", Type: RouteUnicast},
 	}
 	var got []Route
 	for _, r := range routes {
@@ -253,7 +253,9 @@ func TestAdaptersAndRoutes(t *testing.T) {
 		}
 		got = append(got, r)
 	}
-	key := func(r Route) string { return fmt.Sprintf("%s %s %s %s", r.Dst, r.Gateway, r.Interface, r.Table) }
+	key := func(r Route) string {
+		return fmt.Sprintf("%s %s %s %s %s", r.Dst, r.Gateway, r.Interface, r.Table, r.Type)
+	}
 	sortRoutes := func(rs []Route) {
 		slices.SortFunc(rs, func(a, b Route) int { return strings.Compare(key(a), key(b)) })
 	}
@@ -614,13 +616,24 @@ func TestWatchResubscribes(t *testing.T) {
 	}
 	drain(ch)
 	must(t, "default route", h.RouteAdd(&netlink.Route{LinkIndex: dummy.Attrs().Index, Gw: net.ParseIP("198.51.100.2")}))
-	select {
-	case w := <-ch:
-		if w != "route" {
+	// The kernel's own IPv6 messages of the new namespace (duplicate
+	// address detection ending) can overflow the minimal buffer again
+	// under load: another resubscription, which reports as well.
+	deadline = time.After(time.Second)
+	for {
+		select {
+		case w := <-ch:
+			switch w {
+			case "route":
+				return
+			case "resubscribed", "addr":
+				t.Logf("after resubscribing: %q before the route", w)
+				continue
+			}
 			t.Fatalf("after resubscribing: %q", w)
+		case <-deadline:
+			t.Fatal("the default route was not reported after resubscribing")
 		}
-	case <-time.After(time.Second):
-		t.Fatal("the default route was not reported after resubscribing")
 	}
 }
 

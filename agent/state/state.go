@@ -32,6 +32,10 @@ const (
 	// the collector (after a reboot: no firewall rules left) enforces it
 	// again at once.
 	NetworkPolicyFile = "network-policy.pb"
+	// NetworkUSBCutFile lists the USB network adapters enforcement cut
+	// off the bus, so that a restarted agent authorizes them again when
+	// enforcement is turned off.
+	NetworkUSBCutFile = "network-usb-cut.json"
 )
 
 // ErrNotEnrolled means the state directory holds no enrollment.
