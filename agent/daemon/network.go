@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net"
 	"net/netip"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/mnguard/mnguard/agent/netcheck"
 	"github.com/mnguard/mnguard/agent/state"
+	"github.com/mnguard/mnguard/internal/limitread"
 	"github.com/mnguard/mnguard/internal/netpolicy"
 	"github.com/mnguard/mnguard/internal/pki"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
@@ -351,7 +351,7 @@ func (d *Daemon) loadNetworkPolicy() {
 		return
 	}
 	path := d.dir.Path(state.NetworkPolicyFile)
-	b, err := readBounded(path, maxSavedPolicy)
+	b, err := limitread.File(path, maxSavedPolicy)
 	if errors.Is(err, fs.ErrNotExist) {
 		return
 	}
@@ -376,21 +376,4 @@ func (d *Daemon) loadNetworkPolicy() {
 	d.mu.Unlock()
 	d.log.Info("network policy from the last run in force until the collector is reached", "version", p.Version, "enforce", p.Enforce)
 	d.network.SetPolicy(p)
-}
-
-// readBounded reads a file of at most limit bytes.
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return b, nil
 }

@@ -3,7 +3,6 @@ package media
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -11,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/mnguard/mnguard/internal/limitread"
 )
 
 // Sysfs classifies disks and USB devices by reading a sysfs tree. It only
@@ -31,8 +32,6 @@ type Sysfs struct {
 
 // maxAttr bounds an attribute read: sysfs attributes are at most a page.
 const maxAttr = 4096
-
-var errTooLong = fmt.Errorf("longer than %d bytes", maxAttr)
 
 // Disk classifies the whole disk with kernel name name (an entry of
 // Root/class/block). A disk is removable when it hangs off a USB,
@@ -542,17 +541,9 @@ func resolve(root, link string) (dir, rel string, err error) {
 
 // readAttr reads a sysfs attribute, without its trailing newline.
 func readAttr(name string) (string, error) {
-	f, err := os.Open(name)
+	b, err := limitread.File(name, maxAttr)
 	if err != nil {
 		return "", err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxAttr+1))
-	if err != nil {
-		return "", err
-	}
-	if len(b) > maxAttr {
-		return "", &fs.PathError{Op: "read", Path: name, Err: errTooLong}
 	}
 	return strings.TrimSuffix(string(b), "\n"), nil
 }

@@ -1,15 +1,15 @@
 package netcheck
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/netip"
 	"os"
 	"strings"
+
+	"github.com/mnguard/mnguard/internal/limitread"
 )
 
 // maxResolvConf bounds a resolv.conf read; real ones are a few hundred
@@ -80,12 +80,10 @@ func readResolvConf(name string) (addrs []netip.Addr, ok bool, bad, err error) {
 		return nil, false, nil, fmt.Errorf("read %s: %w", name, err)
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(bufio.NewReader(f), maxResolvConf+1))
+	// Its errors name the file already ("read NAME: …").
+	data, err := limitread.From(f, name, maxResolvConf)
 	if err != nil {
-		return nil, false, nil, fmt.Errorf("read %s: %w", name, err)
-	}
-	if len(data) > maxResolvConf {
-		return nil, false, nil, fmt.Errorf("read %s: longer than %d bytes", name, maxResolvConf)
+		return nil, false, nil, err
 	}
 	addrs, bad = parseResolvConf(data)
 	if bad != nil {

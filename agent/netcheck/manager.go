@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -23,10 +22,12 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/mnguard/mnguard/internal/netpolicy"
-	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/mnguard/mnguard/internal/limitread"
+	"github.com/mnguard/mnguard/internal/netpolicy"
+	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 )
 
 // Event types the Manager emits.
@@ -1096,7 +1097,7 @@ func (m *Manager) loadCut() {
 	if path == "" {
 		return
 	}
-	b, err := readLimited(path, maxCutState)
+	b, err := limitread.File(path, maxCutState)
 	if errors.Is(err, fs.ErrNotExist) {
 		return
 	}
@@ -1123,19 +1124,6 @@ func (m *Manager) loadCut() {
 	if len(entries) > 0 {
 		m.log.Info("network state: USB network adapters cut off the bus by an earlier run", "file", path, "devices", len(entries))
 	}
-}
-
-func readLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	return b, nil
 }
 
 // saveCut writes cut to Options.StateFile (under op): a temporary file in

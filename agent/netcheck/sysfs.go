@@ -3,7 +3,6 @@ package netcheck
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -11,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/mnguard/mnguard/internal/limitread"
 )
 
 // This file classifies network interfaces by reading a sysfs tree. It
@@ -75,8 +76,6 @@ func usbNetClass(class, sub, proto uint8) string {
 
 // maxAttr bounds an attribute read: sysfs attributes are at most a page.
 const maxAttr = 4096
-
-var errTooLong = fmt.Errorf("longer than %d bytes", maxAttr)
 
 // arphrdLoopback is ARPHRD_LOOPBACK, the type attribute of a loopback.
 const arphrdLoopback = "772"
@@ -399,17 +398,9 @@ func ueventValue(uevent, key string) string {
 
 // readAttr reads a sysfs attribute, without its trailing newline.
 func readAttr(name string) (string, error) {
-	f, err := os.Open(name)
+	b, err := limitread.File(name, maxAttr)
 	if err != nil {
 		return "", err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxAttr+1))
-	if err != nil {
-		return "", err
-	}
-	if len(b) > maxAttr {
-		return "", &fs.PathError{Op: "read", Path: name, Err: errTooLong}
 	}
 	return strings.TrimSuffix(string(b), "\n"), nil
 }
