@@ -43,7 +43,9 @@ func TestAuditTamper(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "broken at entry 2") {
 		t.Fatalf("audit verify after the edit: exit %d, stdout %q, stderr %q; want non-zero naming entry 2", code, out, errOut)
 	}
-	today := time.Now().Format(time.DateOnly)
+	// The report's days are the collector's (--time-zone, Asia/Tokyo by
+	// default: no summer time); UTC's date is yesterday there after 15:00.
+	today := time.Now().In(time.FixedZone("JST", 9*60*60)).Format(time.DateOnly)
 	rep, errOut, code := c.ctl(t, "reports", "self-inspection", "--from", today, "--to", today, "-o", "json")
 	if code != 0 {
 		t.Fatalf("report: exit %d: %s", code, errOut)
