@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/sys/windows"
 	"golang.org/x/sys/windows/registry"
+
+	"github.com/mnguard/mnguard/internal/testenv"
 )
 
 // testPolicyAPI returns a winAPI whose policy key is a fresh key under
@@ -250,7 +252,7 @@ func TestWinInterfacePath(t *testing.T) {
 // underWine reports whether the test runs under Wine (its ntdll exports
 // wine_get_version).
 func underWine() bool {
-	return windows.NewLazySystemDLL("ntdll.dll").NewProc("wine_get_version").Find() == nil
+	return testenv.WineVersion() != ""
 }
 
 // TestWinAPIDiskIoctls sends each IOCTL the platform uses to the first

@@ -23,25 +23,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/windows"
 	"golang.org/x/sys/windows/registry"
-)
 
-// wineVersion is the Wine version the test runs under, or "" on Windows:
-// Wine's ntdll exports wine_get_version, Windows' does not.
-func wineVersion() string {
-	p := windows.NewLazySystemDLL("ntdll.dll").NewProc("wine_get_version")
-	if p.Find() != nil {
-		return ""
-	}
-	r, _, _ := p.Call() // const char *
-	if r == 0 {
-		return "unknown"
-	}
-	return windows.BytePtrToString(*(**byte)(unsafe.Pointer(&r)))
-}
+	"github.com/mnguard/mnguard/internal/testenv"
+)
 
 func adapterNamed(as []Adapter, name string) *Adapter {
 	for i := range as {
@@ -73,7 +60,7 @@ func TestWindowsAdapters(t *testing.T) {
 		t.Fatalf("no loopback adapter with 127.0.0.1/8: %+v", lo)
 	}
 
-	if wineVersion() == "" {
+	if testenv.WineVersion() == "" {
 		// Windows: the standard library lists the same interfaces.
 		ifs, err := net.Interfaces()
 		if err != nil {
@@ -267,7 +254,7 @@ func TestWindowsRoutes(t *testing.T) {
 			t.Errorf("route %+v: destination and interface must be set", r)
 		}
 	}
-	if wineVersion() == "" {
+	if testenv.WineVersion() == "" {
 		if len(rs) == 0 {
 			t.Error("no route")
 		}
@@ -326,7 +313,7 @@ func TestWindowsDNS(t *testing.T) {
 			t.Errorf("DNS server %+v: want a valid address of an adapter that is up", d)
 		}
 	}
-	if wineVersion() == "" {
+	if testenv.WineVersion() == "" {
 		return
 	}
 	// Wine: the nameservers of Linux's resolv.conf, on every adapter up.
@@ -428,7 +415,7 @@ func TestWindowsSockets(t *testing.T) {
 	// Wine's GetExtendedTcpTable finds a socket's owner among the file
 	// descriptors of Wine processes; a listening socket is held by
 	// wineserver alone and comes with PID 0. Windows names the owner.
-	wine := wineVersion() != ""
+	wine := testenv.WineVersion() != ""
 	me := int32(os.Getpid())
 	var listener, conn bool
 	for _, s := range ss {

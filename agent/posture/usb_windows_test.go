@@ -15,24 +15,12 @@ import (
 	"os"
 	"slices"
 	"testing"
-	"unsafe"
 
-	"golang.org/x/sys/windows"
+	"github.com/mnguard/mnguard/internal/testenv"
 )
 
-// wineVersion returns the Wine version the test runs under, or "" on
-// Windows: Wine's ntdll exports wine_get_version.
-func wineVersion() string {
-	p := windows.NewLazySystemDLL("ntdll.dll").NewProc("wine_get_version")
-	if p.Find() != nil {
-		return ""
-	}
-	r, _, _ := p.Call() // const char *
-	return windows.BytePtrToString(*(**byte)(unsafe.Pointer(&r)))
-}
-
 func TestSetupAPILister(t *testing.T) {
-	wine := wineVersion()
+	wine := testenv.WineVersion()
 	l := newPlatformUSBLister()
 	if _, ok := l.(setupAPILister); !ok {
 		t.Fatalf("platform lister is %T, want setupAPILister", l)
@@ -85,7 +73,7 @@ func (f *failedSources) sources(t *testing.T) map[string]string {
 }
 
 func TestCollectWindows(t *testing.T) {
-	wine := wineVersion()
+	wine := testenv.WineVersion()
 	var failed failedSources
 	c := &Collector{AgentVersion: "test", Logger: failed.logger()}
 	p, err := c.Collect(t.Context())

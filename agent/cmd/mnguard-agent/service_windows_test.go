@@ -15,25 +15,14 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/windows"
 	"golang.org/x/sys/windows/registry"
 	"golang.org/x/sys/windows/svc/mgr"
 
 	"github.com/mnguard/mnguard/agent/config"
+	"github.com/mnguard/mnguard/internal/testenv"
 )
-
-// wineVersion returns the Wine version the test runs under, or "" on
-// Windows: Wine's ntdll exports wine_get_version.
-func wineVersion() string {
-	p := windows.NewLazySystemDLL("ntdll.dll").NewProc("wine_get_version")
-	if p.Find() != nil {
-		return ""
-	}
-	r, _, _ := p.Call() // const char *
-	return windows.BytePtrToString(*(**byte)(unsafe.Pointer(&r)))
-}
 
 // tempDir returns t.TempDir and registers a cleanup, run before t.TempDir's
 // own, that empties it with os.Remove. Under Wine 8.0 os.RemoveAll fails on
@@ -74,7 +63,7 @@ const (
 )
 
 func TestServiceInstallUninstall(t *testing.T) {
-	wine := wineVersion()
+	wine := testenv.WineVersion()
 	if wine == "" && os.Getenv("MNGUARD_TEST_SERVICE") != "1" {
 		t.Skip("installs and removes the " + testServiceName + " service: set MNGUARD_TEST_SERVICE=1 to run it on Windows")
 	}

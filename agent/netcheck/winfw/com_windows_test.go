@@ -15,7 +15,6 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-	"unsafe"
 
 	ole "github.com/go-ole/go-ole"
 	"github.com/go-ole/go-ole/oleutil"
@@ -23,21 +22,8 @@ import (
 	"golang.org/x/sys/windows/registry"
 
 	"github.com/mnguard/mnguard/internal/netpolicy"
+	"github.com/mnguard/mnguard/internal/testenv"
 )
-
-// wineVersion is the Wine version the test runs under, or "" on Windows:
-// Wine's ntdll exports wine_get_version, Windows' does not.
-func wineVersion() string {
-	p := windows.NewLazySystemDLL("ntdll.dll").NewProc("wine_get_version")
-	if p.Find() != nil {
-		return ""
-	}
-	r, _, _ := p.Call() // const char *
-	if r == 0 {
-		return "unknown"
-	}
-	return windows.BytePtrToString(*(**byte)(unsafe.Pointer(&r)))
-}
 
 // testKey is a registry key of the test's own under HKLM\SOFTWARE, deleted
 // when the test ends.
@@ -172,7 +158,7 @@ func rangePrefixes(r addrRange) []netip.Prefix {
 // rules through the real COM API, and restores the profiles as they were.
 func TestWindowsFirewallCOM(t *testing.T) {
 	ctx := context.Background()
-	wine := wineVersion()
+	wine := testenv.WineVersion()
 	e, err := newCOM(testKey(t))
 	if err != nil {
 		if wine != "" {
@@ -234,7 +220,7 @@ func TestWindowsFirewallCOM(t *testing.T) {
 // with the COM call that failed, so the agent reports enforcement as
 // unavailable instead of pretending.
 func TestWindowsNewUnderWine(t *testing.T) {
-	if wineVersion() == "" {
+	if testenv.WineVersion() == "" {
 		t.Log("Windows: TestWindowsFirewallCOM covers New")
 		return
 	}
