@@ -346,8 +346,10 @@ func (m *Manager) Scan(ctx context.Context) error {
 // routes and resolvers), puts enforcement in order and evaluates.
 func (m *Manager) scan(ctx context.Context, full bool) {
 	m.op.Lock()
-	s := m.gather(ctx, full)
 	p, set := m.policy()
+	// Without a policy no socket is a finding: listing them (the costly
+	// part of a scan) would be work for nothing at every interval.
+	s := m.gather(ctx, full, p != nil)
 	m.enforce(ctx, p, set, s.Adapters)
 	changed := m.evaluate(p, s)
 	m.op.Unlock()
@@ -371,8 +373,9 @@ func (m *Manager) recheck(ctx context.Context) {
 
 // gather asks the platform for each part at once. A part that fails
 // keeps its last good data (its findings stand: what cannot be seen
-// again is not cleared) and is recorded as an error.
-func (m *Manager) gather(ctx context.Context, full bool) Scan {
+// again is not cleared) and is recorded as an error. Sockets are listed
+// only when wanted (a policy is in force); otherwise there are none.
+func (m *Manager) gather(ctx context.Context, full, wantSockets bool) Scan {
 	var (
 		wg                     sync.WaitGroup
 		adapters               []Adapter
@@ -386,7 +389,8 @@ func (m *Manager) gather(ctx context.Context, full bool) Scan {
 	go func() { defer wg.Done(); adapters, aErr = pl.Adapters(ctx) }()
 	go func() { defer wg.Done(); routes, rErr = pl.Routes(ctx) }()
 	go func() { defer wg.Done(); dns, dErr = pl.DNS(ctx) }()
-	if full || !m.gotPart[PartSockets] {
+	listSockets := wantSockets && (full || !m.gotPart[PartSockets])
+	if listSockets {
 		sockets, sErr = pl.Sockets(ctx)
 	}
 	wg.Wait()
@@ -403,9 +407,14 @@ func (m *Manager) gather(ctx context.Context, full bool) Scan {
 	}
 	take(PartAdapters, aErr, func() { m.last.Adapters = adapters })
 	take(PartRoutes, rErr, func() { m.last.Routes = routes })
-	if full || !m.gotPart[PartSockets] {
+	switch {
+	case !wantSockets:
+		// Listed again, whole, once a policy comes (SetPolicy scans).
+		m.last.Sockets = nil
+		delete(m.gotPart, PartSockets)
+	case listSockets:
 		take(PartSockets, sErr, func() { m.last.Sockets = sockets })
-	} else {
+	default:
 		// Not asked this time: the last full scan's outcome stands.
 		for _, e := range prev {
 			if e.Part == PartSockets {

@@ -1255,7 +1255,7 @@ func TestManagerSetInterval(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 	waitFor := func(n int, within time.Duration) bool {
 		for end := time.Now().Add(within); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-			if r.pl.count("sockets") >= n {
+			if r.pl.count("adapters") >= n {
 				return true
 			}
 		}
@@ -1264,11 +1264,38 @@ func TestManagerSetInterval(t *testing.T) {
 	if !waitFor(1, 5*time.Second) {
 		t.Fatal("no first scan")
 	}
-	first := r.pl.count("sockets")
+	first := r.pl.count("adapters")
 	// With the default minute nothing more would come within seconds.
 	r.m.SetInterval(40 * time.Millisecond)
 	r.m.SetInterval(30 * time.Millisecond) // the latest wins, without blocking
 	if !waitFor(first+3, 3*time.Second) {
-		t.Fatalf("full scans after SetInterval(30ms): %d, want at least %d within 3s", r.pl.count("sockets"), first+3)
+		t.Fatalf("full scans after SetInterval(30ms): %d, want at least %d within 3s", r.pl.count("adapters"), first+3)
+	}
+}
+
+// TestManagerSocketsOnlyUnderPolicy: without a policy no socket is a
+// finding, so scans do not list them; a policy has them listed at once.
+func TestManagerSocketsOnlyUnderPolicy(t *testing.T) {
+	r := newRig(t, false)
+	ctx := context.Background()
+	if err := r.m.Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.pl.count(PartSockets); n != 0 {
+		t.Fatalf("sockets listed %d times without a policy, want 0", n)
+	}
+	r.m.SetPolicy(testPolicy(t, false))
+	if err := r.m.Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.pl.count(PartSockets); n != 1 {
+		t.Fatalf("sockets listed %d times under a policy, want 1", n)
+	}
+	r.m.SetPolicy(nil)
+	if err := r.m.Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, np := r.pl.count(PartSockets), r.m.Posture(); n != 1 || np.GetSocketsTotal() != 0 {
+		t.Fatalf("policy gone: sockets listed %d times (want still 1), posture counts %d sockets (want 0)", n, np.GetSocketsTotal())
 	}
 }

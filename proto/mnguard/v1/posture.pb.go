@@ -631,8 +631,9 @@ type NetworkPosture struct {
 	// empty when the scan was complete. A failed part is also a finding of
 	// kind "scan_error": isolation is then not proven.
 	ScanErrors []string `protobuf:"bytes,8,rep,name=scan_errors,json=scanErrors,proto3" json:"scan_errors,omitempty"`
-	// Sockets seen in the last scan, and how many of them were outside the
-	// policy (each of those is a finding).
+	// Sockets seen in the last scan (each one outside the policy is a
+	// finding). Sockets are listed only while a policy is in force: without
+	// one no socket is a finding, and this is 0.
 	SocketsTotal  uint32 `protobuf:"varint,9,opt,name=sockets_total,json=socketsTotal,proto3" json:"sockets_total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
