@@ -39,7 +39,7 @@ var (
 // authority, gRPC over mutual TLS.
 type collector struct {
 	t       *testing.T
-	st      *store.SQLite
+	st      *store.DB
 	svc     *Services
 	clock   *fakeclock.Clock
 	addr    string

@@ -28,7 +28,7 @@ var start = time.Date(2026, 11, 25, 16, 0, 0, 0, time.UTC)
 
 type env struct {
 	t     *testing.T
-	st    *store.SQLite
+	st    *store.DB
 	clock *fakeclock.Clock
 	reg   *prometheus.Registry
 	ev    *Evaluator

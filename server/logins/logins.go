@@ -469,5 +469,5 @@ func params(u store.User) (totp.Params, error) {
 }
 
 // KeySealer returns the sealer of the terminals' offline keys, under the
-// same key as the TOTP secrets, for [store.SQLite.SetKeySealer].
+// same key as the TOTP secrets, for [store.DB.SetKeySealer].
 func (s *Service) KeySealer() store.KeySealer { return s.seal }

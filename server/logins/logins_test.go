@@ -31,7 +31,7 @@ const terminalID = "0b5f7a4e-3c55-4a8e-9d7e-1f2a3b4c5d6e"
 
 type env struct {
 	t     testing.TB
-	st    *store.SQLite
+	st    *store.DB
 	path  string
 	key   []byte
 	clock *fakeclock.Clock

@@ -43,7 +43,7 @@ func (l *logBuffer) String() string {
 
 type env struct {
 	t     *testing.T
-	st    *store.SQLite
+	st    *store.DB
 	key   []byte
 	clock *fakeclock.Clock
 	logs  *logBuffer

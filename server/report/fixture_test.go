@@ -39,7 +39,7 @@ var (
 type fixture struct {
 	t    *testing.T
 	ctx  context.Context
-	st   *store.SQLite
+	st   *store.DB
 	path string
 	// failing is, per terminal, the checks it fails and their details.
 	failing map[string]map[string]store.CheckResult

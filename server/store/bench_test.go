@@ -10,7 +10,7 @@ import (
 
 // benchTerminal enrolls one terminal in a real SQLite store for a
 // benchmark.
-func benchTerminal(b *testing.B) (*SQLite, string) {
+func benchTerminal(b *testing.B) (*DB, string) {
 	b.Helper()
 	s, _ := openTest(b)
 	h := createToken(b, s, "bench", 1, t0.Add(24*time.Hour))

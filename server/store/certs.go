@@ -15,7 +15,7 @@ import (
 const certIssued = `COALESCE(issued_at, not_before)`
 
 // CheckEnrollmentToken implements Store.
-func (s *SQLite) CheckEnrollmentToken(ctx context.Context, tokenHash []byte, now time.Time) error {
+func (s *DB) CheckEnrollmentToken(ctx context.Context, tokenHash []byte, now time.Time) error {
 	if len(tokenHash) == 0 {
 		return ErrTokenUnknown
 	}
@@ -39,7 +39,7 @@ func (s *SQLite) CheckEnrollmentToken(ctx context.Context, tokenHash []byte, now
 }
 
 // LastCertificateIssued implements Store.
-func (s *SQLite) LastCertificateIssued(ctx context.Context, terminalID string) (time.Time, error) {
+func (s *DB) LastCertificateIssued(ctx context.Context, terminalID string) (time.Time, error) {
 	var last time.Time
 	err := s.readRow(ctx, `SELECT MAX(`+certIssued+`) FROM certificates WHERE terminal_id = $1`, terminalID).Scan(scanTime(&last))
 	if err == nil && last.IsZero() {
@@ -52,7 +52,7 @@ func (s *SQLite) LastCertificateIssued(ctx context.Context, terminalID string) (
 }
 
 // RenewCertificate implements Store.
-func (s *SQLite) RenewCertificate(ctx context.Context, c Certificate, replaces string, minInterval time.Duration, a AuditEntry) error {
+func (s *DB) RenewCertificate(ctx context.Context, c Certificate, replaces string, minInterval time.Duration, a AuditEntry) error {
 	err := s.renewCertificate(ctx, c, replaces, minInterval, a)
 	if err != nil {
 		return fmt.Errorf("store: renew certificate %s of %s: %w", replaces, c.TerminalID, err)
@@ -60,7 +60,7 @@ func (s *SQLite) RenewCertificate(ctx context.Context, c Certificate, replaces s
 	return nil
 }
 
-func (s *SQLite) renewCertificate(ctx context.Context, c Certificate, replaces string, minInterval time.Duration, a AuditEntry) error {
+func (s *DB) renewCertificate(ctx context.Context, c Certificate, replaces string, minInterval time.Duration, a AuditEntry) error {
 	if err := checkCertificate(c); err != nil {
 		return err
 	}
@@ -128,7 +128,7 @@ func (s *SQLite) renewCertificate(ctx context.Context, c Certificate, replaces s
 }
 
 // UseCertificate implements Store.
-func (s *SQLite) UseCertificate(ctx context.Context, serial string, at time.Time, a AuditEntry) ([]string, error) {
+func (s *DB) UseCertificate(ctx context.Context, serial string, at time.Time, a AuditEntry) ([]string, error) {
 	var retired []string
 	err := storableTime("at", at)
 	if err == nil {

@@ -220,7 +220,7 @@ type ComplianceInput struct {
 
 // ComplianceInputs returns the inputs of the terminals with the IDs, or of
 // every terminal when ids is nil. It reads no posture.
-func (s *SQLite) ComplianceInputs(ctx context.Context, ids []string) ([]ComplianceInput, error) {
+func (s *DB) ComplianceInputs(ctx context.Context, ids []string) ([]ComplianceInput, error) {
 	q := `SELECT t.id, t.hostname, t.state, t.enrolled_at, t.last_seen_at, t.revoked_at,
 	(SELECT MAX(c2.not_after) FROM certificates c2 WHERE c2.terminal_id = t.id), p.received_at, ` + complianceColumns + `
 FROM terminals t
@@ -267,7 +267,7 @@ LEFT JOIN terminal_compliance c ON c.terminal_id = t.id`
 
 // LatestPosture returns the terminal's latest posture (marshalled
 // protobuf) and when it arrived; ErrNotFound when it has none.
-func (s *SQLite) LatestPosture(ctx context.Context, terminalID string) ([]byte, time.Time, error) {
+func (s *DB) LatestPosture(ctx context.Context, terminalID string) ([]byte, time.Time, error) {
 	var (
 		b  []byte
 		at time.Time
@@ -295,7 +295,7 @@ type ComplianceUpdate struct {
 
 // SaveCompliance stores the verdicts, their failure intervals and events,
 // all in one transaction.
-func (s *SQLite) SaveCompliance(ctx context.Context, us []ComplianceUpdate) error {
+func (s *DB) SaveCompliance(ctx context.Context, us []ComplianceUpdate) error {
 	if len(us) == 0 {
 		return nil
 	}
@@ -384,7 +384,7 @@ func saveCompliance(ctx context.Context, tx wtx, u ComplianceUpdate) error {
 
 // TerminalCompliance returns the stored verdict on the terminal;
 // ErrNotFound when it was never evaluated.
-func (s *SQLite) TerminalCompliance(ctx context.Context, terminalID string) (Compliance, error) {
+func (s *DB) TerminalCompliance(ctx context.Context, terminalID string) (Compliance, error) {
 	var d complianceDest
 	err := s.r.QueryRowContext(ctx, `SELECT `+complianceColumns+` FROM terminal_compliance c WHERE c.terminal_id = $1`, terminalID).Scan(d.dests()...)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -410,7 +410,7 @@ type ComplianceCounts struct {
 }
 
 // CountCompliance counts the stored verdicts.
-func (s *SQLite) CountCompliance(ctx context.Context) (ComplianceCounts, error) {
+func (s *DB) CountCompliance(ctx context.Context) (ComplianceCounts, error) {
 	out := ComplianceCounts{States: map[string]int{}, Failing: map[string]int{}}
 	q := `SELECT state, COUNT(*)`
 	for _, name := range Checks {
@@ -468,7 +468,7 @@ type ComplianceDay struct {
 }
 
 // SaveComplianceDay stores the counts of a day, replacing earlier ones.
-func (s *SQLite) SaveComplianceDay(ctx context.Context, d ComplianceDay) error {
+func (s *DB) SaveComplianceDay(ctx context.Context, d ComplianceDay) error {
 	if _, err := time.Parse(time.DateOnly, d.Day); err != nil {
 		return fmt.Errorf("store: save compliance day %q: not YYYY-MM-DD", d.Day)
 	}
@@ -495,7 +495,7 @@ func (s *SQLite) SaveComplianceDay(ctx context.Context, d ComplianceDay) error {
 
 // ComplianceDays returns the stored days from first to last (inclusive,
 // YYYY-MM-DD), oldest first; days without a record are left out.
-func (s *SQLite) ComplianceDays(ctx context.Context, first, last string) ([]ComplianceDay, error) {
+func (s *DB) ComplianceDays(ctx context.Context, first, last string) ([]ComplianceDay, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT day, compliant, non_compliant, stale, failing, updated_at
 	FROM compliance_daily WHERE day >= $1 AND day <= $2 ORDER BY day`, first, last)
 	if err != nil {
@@ -543,7 +543,7 @@ func nonNil(ss []string) []string {
 
 // ComplianceIntervals returns the failure intervals that overlap [from,
 // to), ordered by check, terminal and start.
-func (s *SQLite) ComplianceIntervals(ctx context.Context, from, to time.Time) ([]ComplianceInterval, error) {
+func (s *DB) ComplianceIntervals(ctx context.Context, from, to time.Time) ([]ComplianceInterval, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT terminal_id, check_name, started_at, ended_at, detail, args
 	FROM compliance_intervals WHERE started_at < $2 AND (ended_at IS NULL OR ended_at > $1)
 	ORDER BY check_name, terminal_id, started_at`, dbTime(from), dbTime(to))

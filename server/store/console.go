@@ -103,7 +103,7 @@ func terminalWhere(f TerminalFilter, args *[]any) (string, error) {
 
 // TerminalPage returns one page of the terminals f selects, and how many
 // it selects in all.
-func (s *SQLite) TerminalPage(ctx context.Context, f TerminalFilter) ([]TerminalSummary, int, error) {
+func (s *DB) TerminalPage(ctx context.Context, f TerminalFilter) ([]TerminalSummary, int, error) {
 	ts, n, err := s.terminalPage(ctx, f)
 	if err != nil {
 		return nil, 0, fmt.Errorf("store: terminal page: %w", err)
@@ -111,7 +111,7 @@ func (s *SQLite) TerminalPage(ctx context.Context, f TerminalFilter) ([]Terminal
 	return ts, n, nil
 }
 
-func (s *SQLite) terminalPage(ctx context.Context, f TerminalFilter) ([]TerminalSummary, int, error) {
+func (s *DB) terminalPage(ctx context.Context, f TerminalFilter) ([]TerminalSummary, int, error) {
 	if !ValidSort(f.Sort) {
 		return nil, 0, fmt.Errorf("unknown sort key %q", f.Sort)
 	}
@@ -198,7 +198,7 @@ func (s *SQLite) terminalPage(ctx context.Context, f TerminalFilter) ([]Terminal
 	return out, total, nil
 }
 
-func (s *SQLite) scanSummaries(ctx context.Context, q string, args ...any) ([]TerminalSummary, error) {
+func (s *DB) scanSummaries(ctx context.Context, q string, args ...any) ([]TerminalSummary, error) {
 	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
@@ -244,7 +244,7 @@ type EventFilter struct {
 }
 
 // FilterEvents lists the events f selects, newest first, as Events does.
-func (s *SQLite) FilterEvents(ctx context.Context, f EventFilter) ([]Event, error) {
+func (s *DB) FilterEvents(ctx context.Context, f EventFilter) ([]Event, error) {
 	evs, err := s.filterEvents(ctx, f)
 	if err != nil {
 		return nil, fmt.Errorf("store: filter events: %w", err)
@@ -252,7 +252,7 @@ func (s *SQLite) FilterEvents(ctx context.Context, f EventFilter) ([]Event, erro
 	return evs, nil
 }
 
-func (s *SQLite) filterEvents(ctx context.Context, f EventFilter) ([]Event, error) {
+func (s *DB) filterEvents(ctx context.Context, f EventFilter) ([]Event, error) {
 	if f.Limit <= 0 {
 		f.Limit = defaultLimit
 	}
@@ -350,7 +350,7 @@ type AuditFilter struct {
 }
 
 // FilterAudit lists the audit entries f selects.
-func (s *SQLite) FilterAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error) {
+func (s *DB) FilterAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error) {
 	es, err := s.filterAudit(ctx, f)
 	if err != nil {
 		return nil, fmt.Errorf("store: filter audit log: %w", err)
@@ -358,7 +358,7 @@ func (s *SQLite) FilterAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, 
 	return es, nil
 }
 
-func (s *SQLite) filterAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error) {
+func (s *DB) filterAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error) {
 	if f.Limit <= 0 {
 		f.Limit = defaultLimit
 	}
@@ -423,7 +423,7 @@ type AuditVerification struct {
 // VerifyAudit walks the audit chain in ID order up to and including the
 // newest entry at or before upTo (zero: the whole log) and reports where
 // it breaks, if it does.
-func (s *SQLite) VerifyAudit(ctx context.Context, upTo time.Time) (AuditVerification, error) {
+func (s *DB) VerifyAudit(ctx context.Context, upTo time.Time) (AuditVerification, error) {
 	v, err := s.verifyAudit(ctx, upTo)
 	if err != nil {
 		return AuditVerification{}, fmt.Errorf("store: verify audit chain: %w", err)
@@ -431,7 +431,7 @@ func (s *SQLite) VerifyAudit(ctx context.Context, upTo time.Time) (AuditVerifica
 	return v, nil
 }
 
-func (s *SQLite) verifyAudit(ctx context.Context, upTo time.Time) (AuditVerification, error) {
+func (s *DB) verifyAudit(ctx context.Context, upTo time.Time) (AuditVerification, error) {
 	q := auditColumns + `ORDER BY id`
 	var args []any
 	if !upTo.IsZero() {
@@ -463,7 +463,7 @@ func (s *SQLite) verifyAudit(ctx context.Context, upTo time.Time) (AuditVerifica
 }
 
 // ExemptionsIssued lists the exemptions issued in [from, to), oldest first.
-func (s *SQLite) ExemptionsIssued(ctx context.Context, from, to time.Time) ([]Exemption, error) {
+func (s *DB) ExemptionsIssued(ctx context.Context, from, to time.Time) ([]Exemption, error) {
 	rows, err := s.r.QueryContext(ctx, exemptionColumns+`WHERE issued_at >= $1 AND issued_at < $2 ORDER BY issued_at, id`, dbTime(from), dbTime(to))
 	if err != nil {
 		return nil, fmt.Errorf("store: exemptions issued: %w", err)
@@ -485,7 +485,7 @@ func (s *SQLite) ExemptionsIssued(ctx context.Context, from, to time.Time) ([]Ex
 
 // TerminalHostnames returns the host names of the terminals with the IDs
 // (unknown IDs are left out).
-func (s *SQLite) TerminalHostnames(ctx context.Context, ids []string) (map[string]string, error) {
+func (s *DB) TerminalHostnames(ctx context.Context, ids []string) (map[string]string, error) {
 	out := make(map[string]string, len(ids))
 	for len(ids) > 0 {
 		n := min(len(ids), 500)

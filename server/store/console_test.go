@@ -9,7 +9,7 @@ import (
 )
 
 // enrollAt enrolls terminal id as enrolled at at.
-func enrollAt(tb testing.TB, s *SQLite, id, hostname string, at time.Time) {
+func enrollAt(tb testing.TB, s *DB, id, hostname string, at time.Time) {
 	tb.Helper()
 	h := createToken(tb, s, "tok-"+id, 1, t0.Add(time.Hour))
 	term, cert := newTerminal(id, hostname)
@@ -26,7 +26,7 @@ func enrollAt(tb testing.TB, s *SQLite, id, hostname string, at time.Time) {
 //	t-c pc-gamma  stale          1.3.0  seen +2m  enrolled +5h  (fresh fails)
 //	t-d pc_delta  not evaluated         never     enrolled +1h
 //	t-e pc-100%   revoked        0.9.0  seen +4m  enrolled +3h
-func consoleTerminals(tb testing.TB, s *SQLite) {
+func consoleTerminals(tb testing.TB, s *DB) {
 	tb.Helper()
 	ctx := context.Background()
 	for _, x := range []struct {

@@ -56,7 +56,7 @@ func checkExemption(e Exemption) error {
 
 // CreateExemption implements Store: the exemption and its audit entry a
 // are stored in one transaction. RevokedAt must be zero.
-func (s *SQLite) CreateExemption(ctx context.Context, e Exemption, a AuditEntry) error {
+func (s *DB) CreateExemption(ctx context.Context, e Exemption, a AuditEntry) error {
 	err := checkExemption(e)
 	if err == nil {
 		err = checkAudit(&a)
@@ -125,7 +125,7 @@ func scanExemption(sc interface{ Scan(...any) error }) (Exemption, error) {
 }
 
 // Exemption implements Store.
-func (s *SQLite) Exemption(ctx context.Context, id string) (Exemption, error) {
+func (s *DB) Exemption(ctx context.Context, id string) (Exemption, error) {
 	e, err := scanExemption(s.r.QueryRowContext(ctx, exemptionColumns+`WHERE id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
@@ -137,7 +137,7 @@ func (s *SQLite) Exemption(ctx context.Context, id string) (Exemption, error) {
 }
 
 // Exemptions implements Store; on equal issue times by ID, descending.
-func (s *SQLite) Exemptions(ctx context.Context, terminalID string, activeAt time.Time, limit int) ([]Exemption, error) {
+func (s *DB) Exemptions(ctx context.Context, terminalID string, activeAt time.Time, limit int) ([]Exemption, error) {
 	es, err := s.exemptions(ctx, terminalID, activeAt, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: exemptions of %q: %w", terminalID, err)
@@ -145,7 +145,7 @@ func (s *SQLite) Exemptions(ctx context.Context, terminalID string, activeAt tim
 	return es, nil
 }
 
-func (s *SQLite) exemptions(ctx context.Context, terminalID string, activeAt time.Time, limit int) ([]Exemption, error) {
+func (s *DB) exemptions(ctx context.Context, terminalID string, activeAt time.Time, limit int) ([]Exemption, error) {
 	if err := storableTime("active_at", activeAt); err != nil {
 		return nil, err
 	}
@@ -185,7 +185,7 @@ func (s *SQLite) exemptions(ctx context.Context, terminalID string, activeAt tim
 }
 
 // RevokeExemption implements Store. A zero at means now.
-func (s *SQLite) RevokeExemption(ctx context.Context, id, by, reason string, at time.Time, a AuditEntry) (Exemption, error) {
+func (s *DB) RevokeExemption(ctx context.Context, id, by, reason string, at time.Time, a AuditEntry) (Exemption, error) {
 	e, err := s.revokeExemption(ctx, id, by, reason, at, a)
 	if err != nil {
 		return Exemption{}, fmt.Errorf("store: revoke exemption %s: %w", id, err)
@@ -193,7 +193,7 @@ func (s *SQLite) RevokeExemption(ctx context.Context, id, by, reason string, at 
 	return e, nil
 }
 
-func (s *SQLite) revokeExemption(ctx context.Context, id, by, reason string, at time.Time, a AuditEntry) (Exemption, error) {
+func (s *DB) revokeExemption(ctx context.Context, id, by, reason string, at time.Time, a AuditEntry) (Exemption, error) {
 	if by == "" {
 		return Exemption{}, errors.New("revoked_by is empty")
 	}
@@ -237,7 +237,7 @@ func (s *SQLite) revokeExemption(ctx context.Context, id, by, reason string, at 
 }
 
 // MarkExemptionDelivered implements Store.
-func (s *SQLite) MarkExemptionDelivered(ctx context.Context, id string, at time.Time) (bool, error) {
+func (s *DB) MarkExemptionDelivered(ctx context.Context, id string, at time.Time) (bool, error) {
 	first, err := s.markExemptionDelivered(ctx, id, at)
 	if err != nil {
 		return false, fmt.Errorf("store: mark exemption %s delivered: %w", id, err)
@@ -245,7 +245,7 @@ func (s *SQLite) MarkExemptionDelivered(ctx context.Context, id string, at time.
 	return first, nil
 }
 
-func (s *SQLite) markExemptionDelivered(ctx context.Context, id string, at time.Time) (bool, error) {
+func (s *DB) markExemptionDelivered(ctx context.Context, id string, at time.Time) (bool, error) {
 	if at.IsZero() {
 		at = time.Now()
 	}

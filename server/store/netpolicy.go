@@ -56,7 +56,7 @@ func scanNetworkPolicy(row *sql.Row) (NetworkPolicy, error) {
 
 // NetworkPolicy implements Store: the stored network policy, ErrNotFound
 // when none was ever set.
-func (s *SQLite) NetworkPolicy(ctx context.Context) (NetworkPolicy, error) {
+func (s *DB) NetworkPolicy(ctx context.Context) (NetworkPolicy, error) {
 	p, err := scanNetworkPolicy(s.readRow(ctx, qNetworkPolicy))
 	if err != nil {
 		return NetworkPolicy{}, fmt.Errorf("store: network policy: %w", err)
@@ -69,7 +69,7 @@ func (s *SQLite) NetworkPolicy(ctx context.Context) (NetworkPolicy, error) {
 // false when there was none), in one transaction. With expectVersion not
 // "", it changes nothing and returns an error wrapping ErrConflict unless
 // the stored policy has that version. It returns the policy before.
-func (s *SQLite) SetNetworkPolicy(ctx context.Context, p NetworkPolicy, expectVersion string, audit func(before NetworkPolicy, found bool) AuditEntry) (NetworkPolicy, bool, error) {
+func (s *DB) SetNetworkPolicy(ctx context.Context, p NetworkPolicy, expectVersion string, audit func(before NetworkPolicy, found bool) AuditEntry) (NetworkPolicy, bool, error) {
 	var (
 		before NetworkPolicy
 		found  bool

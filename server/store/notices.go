@@ -56,7 +56,7 @@ func addNotice(ctx context.Context, tx wtx, name, notice string) error {
 }
 
 // AddUserNotice implements Store.
-func (s *SQLite) AddUserNotice(ctx context.Context, name, notice string, check func(User) error, a AuditEntry) (User, error) {
+func (s *DB) AddUserNotice(ctx context.Context, name, notice string, check func(User) error, a AuditEntry) (User, error) {
 	err := checkUserName(name)
 	if err == nil {
 		err = checkNotice(notice)
@@ -93,7 +93,7 @@ func (s *SQLite) AddUserNotice(ctx context.Context, name, notice string, check f
 }
 
 // TakeUserNotice implements Store.
-func (s *SQLite) TakeUserNotice(ctx context.Context, name string) (string, error) {
+func (s *DB) TakeUserNotice(ctx context.Context, name string) (string, error) {
 	var notice string
 	err := s.write(ctx, func(tx wtx) error {
 		err := tx.queryRow(ctx, `SELECT pending_notice FROM users WHERE name = $1`, name).Scan(&notice)

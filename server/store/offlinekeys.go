@@ -30,7 +30,7 @@ var (
 // taken), then seals every offline key still stored in plain text (rows
 // written before migration 0005), all in one transaction, and returns how
 // many it sealed. Calling it again seals nothing more.
-func (s *SQLite) SetKeySealer(ctx context.Context, k KeySealer) (int, error) {
+func (s *DB) SetKeySealer(ctx context.Context, k KeySealer) (int, error) {
 	n, err := s.setKeySealer(ctx, k)
 	if err != nil {
 		return 0, fmt.Errorf("store: seal offline keys: %w", err)
@@ -38,7 +38,7 @@ func (s *SQLite) SetKeySealer(ctx context.Context, k KeySealer) (int, error) {
 	return n, nil
 }
 
-func (s *SQLite) setKeySealer(ctx context.Context, k KeySealer) (int, error) {
+func (s *DB) setKeySealer(ctx context.Context, k KeySealer) (int, error) {
 	if k == nil {
 		return 0, errors.New("sealer is nil")
 	}
@@ -102,7 +102,7 @@ func (s *SQLite) setKeySealer(ctx context.Context, k KeySealer) (int, error) {
 }
 
 // keySealer returns the sealer, ErrNoKeySealer if none was set.
-func (s *SQLite) keySealer() (KeySealer, error) {
+func (s *DB) keySealer() (KeySealer, error) {
 	k := s.keys.Load()
 	if k == nil {
 		return nil, ErrNoKeySealer
@@ -111,7 +111,7 @@ func (s *SQLite) keySealer() (KeySealer, error) {
 }
 
 // sealOfflineKey seals the key of a terminal to insert; nil stays nil.
-func (s *SQLite) sealOfflineKey(id string, key []byte) ([]byte, error) {
+func (s *DB) sealOfflineKey(id string, key []byte) ([]byte, error) {
 	if key == nil {
 		return nil, nil
 	}
@@ -127,7 +127,7 @@ func (s *SQLite) sealOfflineKey(id string, key []byte) ([]byte, error) {
 }
 
 // OfflineKey implements Store.
-func (s *SQLite) OfflineKey(ctx context.Context, id string) ([]byte, error) {
+func (s *DB) OfflineKey(ctx context.Context, id string) ([]byte, error) {
 	key, err := s.offlineKey(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("store: offline key of terminal %s: %w", id, err)
@@ -135,7 +135,7 @@ func (s *SQLite) OfflineKey(ctx context.Context, id string) ([]byte, error) {
 	return key, nil
 }
 
-func (s *SQLite) offlineKey(ctx context.Context, id string) ([]byte, error) {
+func (s *DB) offlineKey(ctx context.Context, id string) ([]byte, error) {
 	var (
 		stored []byte
 		sealed bool

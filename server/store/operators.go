@@ -109,7 +109,7 @@ func writeOperator(ctx context.Context, tx wtx, o Operator) error {
 // CreateOperator adds an operator and appends a to the audit log in the
 // same transaction; ErrExists if the name is taken. A zero CreatedAt means
 // now.
-func (s *SQLite) CreateOperator(ctx context.Context, o Operator, a AuditEntry) error {
+func (s *DB) CreateOperator(ctx context.Context, o Operator, a AuditEntry) error {
 	if o.CreatedAt.IsZero() {
 		o.CreatedAt = time.Now()
 	}
@@ -141,7 +141,7 @@ func (s *SQLite) CreateOperator(ctx context.Context, o Operator, a AuditEntry) e
 }
 
 // Operator returns the operator, ErrNotFound if unknown.
-func (s *SQLite) Operator(ctx context.Context, name string) (Operator, error) {
+func (s *DB) Operator(ctx context.Context, name string) (Operator, error) {
 	o, err := scanOperator(s.r.QueryRowContext(ctx, operatorColumns+`WHERE name = $1`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
@@ -153,7 +153,7 @@ func (s *SQLite) Operator(ctx context.Context, name string) (Operator, error) {
 }
 
 // Operators lists every operator by name.
-func (s *SQLite) Operators(ctx context.Context) ([]Operator, error) {
+func (s *DB) Operators(ctx context.Context) ([]Operator, error) {
 	rows, err := s.r.QueryContext(ctx, operatorColumns+`ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("store: operators: %w", err)
@@ -179,7 +179,7 @@ func (s *SQLite) Operators(ctx context.Context) ([]Operator, error) {
 // ErrNotFound for an unknown operator, change's error as it is, and
 // ErrLastAdmin (changing nothing) when afterwards no enabled admin would
 // remain.
-func (s *SQLite) UpdateOperator(ctx context.Context, name string, change func(o *Operator, a *AuditEntry) error, a AuditEntry) (Operator, error) {
+func (s *DB) UpdateOperator(ctx context.Context, name string, change func(o *Operator, a *AuditEntry) error, a AuditEntry) (Operator, error) {
 	var out Operator
 	err := s.write(ctx, func(tx wtx) error {
 		o, err := operatorInTx(ctx, tx, name)
@@ -228,7 +228,7 @@ func (s *SQLite) UpdateOperator(ctx context.Context, name string, change func(o 
 // DeleteOperator removes the operator with its API tokens and sessions and
 // appends a, in one transaction; ErrNotFound if unknown, ErrLastAdmin for
 // the last enabled admin.
-func (s *SQLite) DeleteOperator(ctx context.Context, name string, a AuditEntry) error {
+func (s *DB) DeleteOperator(ctx context.Context, name string, a AuditEntry) error {
 	err := checkAudit(&a)
 	if err == nil {
 		err = s.write(ctx, func(tx wtx) error {
@@ -282,7 +282,7 @@ type SignIn struct {
 // was used meanwhile), refuses a locked or disabled operator
 // (ErrConflict), clears the failures, records the time, creates the
 // session and appends a.
-func (s *SQLite) OperatorSignedIn(ctx context.Context, in SignIn, a AuditEntry) (Operator, error) {
+func (s *DB) OperatorSignedIn(ctx context.Context, in SignIn, a AuditEntry) (Operator, error) {
 	var out Operator
 	err := checkAudit(&a)
 	if err == nil {
@@ -327,7 +327,7 @@ func (s *SQLite) OperatorSignedIn(ctx context.Context, in SignIn, a AuditEntry) 
 // operator (LockedAt = at) when the failures reach lockAfter (0: never)
 // and appends a; it returns the operator afterwards, ErrNotFound if
 // unknown.
-func (s *SQLite) RecordOperatorFailure(ctx context.Context, name string, at time.Time, lockAfter int, a AuditEntry) (Operator, error) {
+func (s *DB) RecordOperatorFailure(ctx context.Context, name string, at time.Time, lockAfter int, a AuditEntry) (Operator, error) {
 	var out Operator
 	err := checkAudit(&a)
 	if err == nil {
@@ -378,14 +378,14 @@ type OperatorToken struct {
 // CreateOperatorToken records a token of an existing operator and appends
 // a, in one transaction; ErrNotFound if the operator is unknown. A zero
 // CreatedAt means now.
-func (s *SQLite) CreateOperatorToken(ctx context.Context, t OperatorToken, a AuditEntry) error {
+func (s *DB) CreateOperatorToken(ctx context.Context, t OperatorToken, a AuditEntry) error {
 	if err := s.createOperatorToken(ctx, t, a); err != nil {
 		return fmt.Errorf("store: create operator token %s: %w", t.ID, err)
 	}
 	return nil
 }
 
-func (s *SQLite) createOperatorToken(ctx context.Context, t OperatorToken, a AuditEntry) error {
+func (s *DB) createOperatorToken(ctx context.Context, t OperatorToken, a AuditEntry) error {
 	switch {
 	case t.ID == "":
 		return errors.New("token ID is empty")
@@ -420,7 +420,7 @@ func (s *SQLite) createOperatorToken(ctx context.Context, t OperatorToken, a Aud
 // ErrNotFound for an unknown token (or one whose operator is gone),
 // ErrRevoked for a revoked one. Expiry and OperatorDisabled are for the
 // caller to check.
-func (s *SQLite) OperatorTokenByHash(ctx context.Context, hash []byte) (OperatorToken, error) {
+func (s *DB) OperatorTokenByHash(ctx context.Context, hash []byte) (OperatorToken, error) {
 	var (
 		t        OperatorToken
 		disabled time.Time
@@ -442,7 +442,7 @@ func (s *SQLite) OperatorTokenByHash(ctx context.Context, hash []byte) (Operator
 
 // OperatorTokens lists the tokens of an operator (without hashes), newest
 // first, revoked ones included.
-func (s *SQLite) OperatorTokens(ctx context.Context, name string) ([]OperatorToken, error) {
+func (s *DB) OperatorTokens(ctx context.Context, name string) ([]OperatorToken, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT id, name, role, created_at, expires_at, revoked_at, note
 	FROM operator_tokens WHERE name = $1 ORDER BY created_at DESC, id`, name)
 	if err != nil {
@@ -465,7 +465,7 @@ func (s *SQLite) OperatorTokens(ctx context.Context, name string) ([]OperatorTok
 
 // RevokeOperatorToken revokes the token at at and appends a; ErrNotFound
 // if unknown, ErrRevoked if revoked already.
-func (s *SQLite) RevokeOperatorToken(ctx context.Context, id string, at time.Time, a AuditEntry) error {
+func (s *DB) RevokeOperatorToken(ctx context.Context, id string, at time.Time, a AuditEntry) error {
 	err := checkAudit(&a)
 	if err == nil {
 		err = storableTime("at", at)
@@ -498,7 +498,7 @@ func (s *SQLite) RevokeOperatorToken(ctx context.Context, id string, at time.Tim
 // HasOperators reports whether any operator exists. It is not part of
 // Store: only the collector's init, which creates the first admin, needs
 // it.
-func (s *SQLite) HasOperators(ctx context.Context) (bool, error) {
+func (s *DB) HasOperators(ctx context.Context) (bool, error) {
 	var n int
 	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM operators`).Scan(&n); err != nil {
 		return false, fmt.Errorf("store: count operators: %w", err)

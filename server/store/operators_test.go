@@ -15,13 +15,13 @@ import (
 )
 
 // auditCount is the number of entries in the audit log.
-func auditCount(tb testing.TB, s *SQLite) int {
+func auditCount(tb testing.TB, s *DB) int {
 	tb.Helper()
 	return count(tb, s, `SELECT COUNT(*) FROM audit_log`)
 }
 
 // lastAudit returns the newest audit entry.
-func lastAudit(tb testing.TB, s *SQLite) AuditEntry {
+func lastAudit(tb testing.TB, s *DB) AuditEntry {
 	tb.Helper()
 	es, err := s.AuditLog(context.Background(), 1)
 	if err != nil || len(es) != 1 {
@@ -32,7 +32,7 @@ func lastAudit(tb testing.TB, s *SQLite) AuditEntry {
 
 // audited runs fn and checks that it appended want audit entries (0 or
 // 1) and that the chain still holds.
-func audited(tb testing.TB, s *SQLite, want int, fn func() error) error {
+func audited(tb testing.TB, s *DB, want int, fn func() error) error {
 	tb.Helper()
 	before := auditCount(tb, s)
 	err := fn()
@@ -49,7 +49,7 @@ func auditOf(action, target string) AuditEntry {
 	return AuditEntry{Time: t0, Actor: "root", Action: action, Target: target}
 }
 
-func createOperator(tb testing.TB, s *SQLite, name, role string) Operator {
+func createOperator(tb testing.TB, s *DB, name, role string) Operator {
 	tb.Helper()
 	o := Operator{Name: name, Role: role, PasswordHash: "hash-" + name, TOTPSealed: []byte("sealed-" + name),
 		CreatedAt: t0, CreatedBy: "root"}
@@ -59,7 +59,7 @@ func createOperator(tb testing.TB, s *SQLite, name, role string) Operator {
 	return mustOperator(tb, s, name)
 }
 
-func mustOperator(tb testing.TB, s *SQLite, name string) Operator {
+func mustOperator(tb testing.TB, s *DB, name string) Operator {
 	tb.Helper()
 	o, err := s.Operator(context.Background(), name)
 	if err != nil {
@@ -97,7 +97,7 @@ func newSession(id, operator string, at time.Time) Session {
 }
 
 // signIn opens session id for the operator with the next TOTP step.
-func signIn(tb testing.TB, s *SQLite, name, id string, at time.Time) Session {
+func signIn(tb testing.TB, s *DB, name, id string, at time.Time) Session {
 	tb.Helper()
 	o := mustOperator(tb, s, name)
 	ses := newSession(id, name, at)

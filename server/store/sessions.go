@@ -51,7 +51,7 @@ func insertSession(ctx context.Context, tx wtx, s Session) error {
 
 // SessionByHash returns the session with the ID hash and its operator;
 // ErrNotFound if there is none.
-func (s *SQLite) SessionByHash(ctx context.Context, hash []byte) (Session, Operator, error) {
+func (s *DB) SessionByHash(ctx context.Context, hash []byte) (Session, Operator, error) {
 	var ses Session
 	row := s.r.QueryRowContext(ctx, `SELECT w.id_hash, w.operator, w.csrf, w.created_at, w.last_seen_at, w.remote_addr, w.user_agent,
 	o.name, o.role, o.password_hash, o.totp_sealed, o.totp_last_step, o.totp_offset, o.failures,
@@ -74,7 +74,7 @@ func (s *SQLite) SessionByHash(ctx context.Context, hash []byte) (Session, Opera
 
 // TouchSession records activity on the session at at (it never goes back);
 // ErrNotFound if the session is gone.
-func (s *SQLite) TouchSession(ctx context.Context, hash []byte, at time.Time) error {
+func (s *DB) TouchSession(ctx context.Context, hash []byte, at time.Time) error {
 	err := storableTime("at", at)
 	if err == nil {
 		err = s.write(ctx, func(tx wtx) error {
@@ -103,7 +103,7 @@ func (s *SQLite) TouchSession(ctx context.Context, hash []byte, at time.Time) er
 
 // DeleteSession ends the session and, when a is not nil, appends it to the
 // audit log in the same transaction; ErrNotFound if there was none.
-func (s *SQLite) DeleteSession(ctx context.Context, hash []byte, a *AuditEntry) error {
+func (s *DB) DeleteSession(ctx context.Context, hash []byte, a *AuditEntry) error {
 	var err error
 	if a != nil {
 		err = checkAudit(a)
@@ -133,7 +133,7 @@ func (s *SQLite) DeleteSession(ctx context.Context, hash []byte, a *AuditEntry) 
 
 // DeleteExpiredSessions removes sessions idle since before idleBefore or
 // created before createdBefore, and returns how many.
-func (s *SQLite) DeleteExpiredSessions(ctx context.Context, idleBefore, createdBefore time.Time) (int, error) {
+func (s *DB) DeleteExpiredSessions(ctx context.Context, idleBefore, createdBefore time.Time) (int, error) {
 	var n int64
 	err := s.write(ctx, func(tx wtx) error {
 		res, err := tx.exec(ctx, `DELETE FROM web_sessions WHERE last_seen_at < $1 OR created_at < $2`, dbTime(idleBefore), dbTime(createdBefore))

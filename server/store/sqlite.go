@@ -25,7 +25,7 @@ var sqliteMigrations embed.FS
 // process (a backup, the sqlite3 shell) before it fails with SQLITE_BUSY.
 const busyTimeout = 10 * time.Second
 
-// SQLite is the embedded Store: one database file in WAL mode.
+// DB is the SQL Store. With SQLite (OpenSQLite) it is one database file in WAL mode.
 //
 // It holds two connection pools on the file. Every write goes through a
 // pool of exactly one connection whose transactions begin IMMEDIATE, so
@@ -33,7 +33,7 @@ const busyTimeout = 10 * time.Second
 // SQLITE_BUSY, and read-modify-write transactions (token uses, the audit
 // chain) are serialized. Reads go through a separate pool of query-only
 // connections, which WAL lets run alongside the writer.
-type SQLite struct {
+type DB struct {
 	w *sql.DB // one connection, _txlock=immediate
 	r *sql.DB // readers, _query_only
 	// Statements prepared once, by query text: ws on the writer, rs on
@@ -43,7 +43,7 @@ type SQLite struct {
 	keys atomic.Pointer[KeySealer]
 }
 
-var _ Store = (*SQLite)(nil)
+var _ Store = (*DB)(nil)
 
 // Queries prepared at open: those that run for every agent report or RPC.
 const (
@@ -86,7 +86,7 @@ func prepare(ctx context.Context, db *sql.DB, queries ...string) (map[string]*sq
 
 // OpenSQLite opens the database at path, creating the file (mode 0600) if it
 // is missing, and brings its schema up to date.
-func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
+func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	s, err := openSQLite(ctx, path)
 	if err != nil {
 		return nil, fmt.Errorf("store: open sqlite %s: %w", path, err)
@@ -94,7 +94,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	return s, nil
 }
 
-func openSQLite(ctx context.Context, path string) (_ *SQLite, err error) {
+func openSQLite(ctx context.Context, path string) (_ *DB, err error) {
 	// The driver reads everything after '?' as its parameters, and a name
 	// starting with "file:" or ':' as a URI or a special database.
 	if path == "" || strings.ContainsRune(path, '?') || strings.HasPrefix(path, "file:") || strings.HasPrefix(path, ":") {
@@ -109,7 +109,7 @@ func openSQLite(ctx context.Context, path string) (_ *SQLite, err error) {
 	}
 	busy := strconv.FormatInt(busyTimeout.Milliseconds(), 10)
 
-	s := &SQLite{}
+	s := &DB{}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -162,7 +162,7 @@ func openSQLite(ctx context.Context, path string) (_ *SQLite, err error) {
 }
 
 // Close closes the database.
-func (s *SQLite) Close() error {
+func (s *DB) Close() error {
 	var errs []error
 	for _, st := range s.rs {
 		errs = append(errs, st.Close())
@@ -185,7 +185,7 @@ func (s *SQLite) Close() error {
 // Ping implements Store: it reads the database through a reader connection.
 // It does not wait for the writer, so a long queue of writes does not make
 // the store look down.
-func (s *SQLite) Ping(ctx context.Context) error {
+func (s *DB) Ping(ctx context.Context) error {
 	var n int
 	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&n); err != nil {
 		return fmt.Errorf("store: ping: %w", err)
@@ -223,7 +223,7 @@ func (w wtx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
 }
 
 // write runs fn in a write transaction and commits it if fn returns nil.
-func (s *SQLite) write(ctx context.Context, fn func(tx wtx) error) (err error) {
+func (s *DB) write(ctx context.Context, fn func(tx wtx) error) (err error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -240,7 +240,7 @@ func (s *SQLite) write(ctx context.Context, fn func(tx wtx) error) (err error) {
 }
 
 // readRow runs a one-row query on the readers.
-func (s *SQLite) readRow(ctx context.Context, q string, args ...any) *sql.Row {
+func (s *DB) readRow(ctx context.Context, q string, args ...any) *sql.Row {
 	if st := s.rs[q]; st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
@@ -282,14 +282,14 @@ func checkCertificate(c Certificate) error {
 }
 
 // Enroll implements Store.
-func (s *SQLite) Enroll(ctx context.Context, tokenHash []byte, now time.Time, t Terminal, c Certificate) error {
+func (s *DB) Enroll(ctx context.Context, tokenHash []byte, now time.Time, t Terminal, c Certificate) error {
 	if err := s.enroll(ctx, tokenHash, now, t, c); err != nil {
 		return fmt.Errorf("store: enroll %s: %w", t.ID, err)
 	}
 	return nil
 }
 
-func (s *SQLite) enroll(ctx context.Context, tokenHash []byte, now time.Time, t Terminal, c Certificate) error {
+func (s *DB) enroll(ctx context.Context, tokenHash []byte, now time.Time, t Terminal, c Certificate) error {
 	if t.ID == "" {
 		return errors.New("terminal ID is empty")
 	}
@@ -396,7 +396,7 @@ func activeTerminal(ctx context.Context, tx wtx, id string) error {
 }
 
 // AddCertificate implements Store.
-func (s *SQLite) AddCertificate(ctx context.Context, c Certificate) error {
+func (s *DB) AddCertificate(ctx context.Context, c Certificate) error {
 	err := checkCertificate(c)
 	if err == nil {
 		err = s.write(ctx, func(tx wtx) error {
@@ -413,7 +413,7 @@ func (s *SQLite) AddCertificate(ctx context.Context, c Certificate) error {
 }
 
 // Certificate implements Store.
-func (s *SQLite) Certificate(ctx context.Context, serial string) (Certificate, error) {
+func (s *DB) Certificate(ctx context.Context, serial string) (Certificate, error) {
 	c := Certificate{Serial: serial}
 	err := s.readRow(ctx, qCertificate, serial).
 		Scan(&c.TerminalID, scanTime(&c.NotBefore), scanTime(&c.NotAfter), scanTime(&c.RevokedAt),
@@ -459,7 +459,7 @@ func scanTerminal(sc interface{ Scan(...any) error }) (Terminal, error) {
 }
 
 // Terminal implements Store.
-func (s *SQLite) Terminal(ctx context.Context, id string) (Terminal, error) {
+func (s *DB) Terminal(ctx context.Context, id string) (Terminal, error) {
 	row := s.r.QueryRowContext(ctx, terminalQuery(true, "WHERE t.id = $1"), id)
 	t, err := scanTerminal(row)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -476,7 +476,7 @@ func (s *SQLite) Terminal(ctx context.Context, id string) (Terminal, error) {
 
 // Terminals implements Store. The list leaves out the posture bytes and,
 // since it is for display, the offline keys; PostureReceivedAt is set.
-func (s *SQLite) Terminals(ctx context.Context) ([]Terminal, error) {
+func (s *DB) Terminals(ctx context.Context) ([]Terminal, error) {
 	ts, err := s.terminals(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("store: terminals: %w", err)
@@ -484,7 +484,7 @@ func (s *SQLite) Terminals(ctx context.Context) ([]Terminal, error) {
 	return ts, nil
 }
 
-func (s *SQLite) terminals(ctx context.Context) ([]Terminal, error) {
+func (s *DB) terminals(ctx context.Context) ([]Terminal, error) {
 	rows, err := s.r.QueryContext(ctx, terminalQuery(false, "ORDER BY t.hostname, t.id"))
 	if err != nil {
 		return nil, err
@@ -503,7 +503,7 @@ func (s *SQLite) terminals(ctx context.Context) ([]Terminal, error) {
 
 // RevokeTerminal implements Store. Revoking a revoked terminal keeps the
 // first time and reason (and is audited again).
-func (s *SQLite) RevokeTerminal(ctx context.Context, id, reason string, now time.Time, a AuditEntry) error {
+func (s *DB) RevokeTerminal(ctx context.Context, id, reason string, now time.Time, a AuditEntry) error {
 	if now.IsZero() {
 		now = time.Now()
 	}
@@ -546,7 +546,7 @@ func (s *SQLite) RevokeTerminal(ctx context.Context, id, reason string, now time
 // SaveReport implements Store. Events without a ReceivedAt get the report's;
 // a zero Report.ReceivedAt means now. A posture without a fingerprint is
 // fingerprinted by its SHA-256.
-func (s *SQLite) SaveReport(ctx context.Context, r Report) (ReportResult, error) {
+func (s *DB) SaveReport(ctx context.Context, r Report) (ReportResult, error) {
 	res, err := s.saveReport(ctx, r)
 	if err != nil {
 		return ReportResult{}, fmt.Errorf("store: save report %s: %w", r.TerminalID, err)
@@ -554,7 +554,7 @@ func (s *SQLite) SaveReport(ctx context.Context, r Report) (ReportResult, error)
 	return res, nil
 }
 
-func (s *SQLite) saveReport(ctx context.Context, r Report) (ReportResult, error) {
+func (s *DB) saveReport(ctx context.Context, r Report) (ReportResult, error) {
 	if r.ReceivedAt.IsZero() {
 		r.ReceivedAt = time.Now()
 	}
@@ -663,7 +663,7 @@ const defaultLimit = 100
 // Events implements Store: agent and server events merged, newest first by
 // received_at (a server event's is its time); on equal times server events
 // first, then by seq or ID, descending. A limit <= 0 means 100.
-func (s *SQLite) Events(ctx context.Context, terminalID string, limit int) ([]Event, error) {
+func (s *DB) Events(ctx context.Context, terminalID string, limit int) ([]Event, error) {
 	evs, err := s.events(ctx, terminalID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: events of %q: %w", terminalID, err)
@@ -688,21 +688,21 @@ func eventsQuery(whereAgent, whereServer string) string {
 ) e ORDER BY received_at DESC, source DESC, k DESC LIMIT $1`
 }
 
-func (s *SQLite) events(ctx context.Context, terminalID string, limit int) ([]Event, error) {
+func (s *DB) events(ctx context.Context, terminalID string, limit int) ([]Event, error) {
 	return s.filterEvents(ctx, EventFilter{TerminalID: terminalID, Limit: limit})
 }
 
 // AddServerEvent implements Store. A zero Time means now; the ID is
 // assigned by the store and e.ID ignored. The terminal must be known
 // (ErrNotFound otherwise), revoked ones included.
-func (s *SQLite) AddServerEvent(ctx context.Context, e ServerEvent) error {
+func (s *DB) AddServerEvent(ctx context.Context, e ServerEvent) error {
 	if err := s.addServerEvent(ctx, e); err != nil {
 		return fmt.Errorf("store: add server event %s of %s: %w", e.Type, e.TerminalID, err)
 	}
 	return nil
 }
 
-func (s *SQLite) addServerEvent(ctx context.Context, e ServerEvent) error {
+func (s *DB) addServerEvent(ctx context.Context, e ServerEvent) error {
 	switch {
 	case e.TerminalID == "":
 		return errors.New("terminal ID is empty")
@@ -729,14 +729,14 @@ func (s *SQLite) addServerEvent(ctx context.Context, e ServerEvent) error {
 
 // CreateEnrollmentToken implements Store. A zero UsesLeft means Uses, a
 // zero CreatedAt now.
-func (s *SQLite) CreateEnrollmentToken(ctx context.Context, t EnrollmentToken, a AuditEntry) error {
+func (s *DB) CreateEnrollmentToken(ctx context.Context, t EnrollmentToken, a AuditEntry) error {
 	if err := s.createEnrollmentToken(ctx, t, a); err != nil {
 		return fmt.Errorf("store: create enrollment token %s: %w", t.ID, err)
 	}
 	return nil
 }
 
-func (s *SQLite) createEnrollmentToken(ctx context.Context, t EnrollmentToken, a AuditEntry) error {
+func (s *DB) createEnrollmentToken(ctx context.Context, t EnrollmentToken, a AuditEntry) error {
 	switch {
 	case t.ID == "":
 		return errors.New("token ID is empty")
@@ -769,7 +769,7 @@ func (s *SQLite) createEnrollmentToken(ctx context.Context, t EnrollmentToken, a
 }
 
 // EnrollmentTokens implements Store, oldest first.
-func (s *SQLite) EnrollmentTokens(ctx context.Context) ([]EnrollmentToken, error) {
+func (s *DB) EnrollmentTokens(ctx context.Context) ([]EnrollmentToken, error) {
 	ts, err := s.enrollmentTokens(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("store: enrollment tokens: %w", err)
@@ -777,7 +777,7 @@ func (s *SQLite) EnrollmentTokens(ctx context.Context) ([]EnrollmentToken, error
 	return ts, nil
 }
 
-func (s *SQLite) enrollmentTokens(ctx context.Context) ([]EnrollmentToken, error) {
+func (s *DB) enrollmentTokens(ctx context.Context) ([]EnrollmentToken, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT id, hash, created_at, expires_at, uses, uses_left, created_by, note
 	FROM enrollment_tokens ORDER BY created_at, id`)
 	if err != nil {
@@ -799,7 +799,7 @@ func (s *SQLite) enrollmentTokens(ctx context.Context) ([]EnrollmentToken, error
 // AppendAudit implements Store. A zero Time means now; Actor and Action are
 // required. Appends are serialized by the single writer connection, and the
 // schema refuses two entries with one predecessor, so the chain never forks.
-func (s *SQLite) AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error) {
+func (s *DB) AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error) {
 	e, err := s.appendAudit(ctx, e)
 	if err != nil {
 		return AuditEntry{}, fmt.Errorf("store: append audit %s by %s: %w", e.Action, e.Actor, err)
@@ -807,7 +807,7 @@ func (s *SQLite) AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, err
 	return e, nil
 }
 
-func (s *SQLite) appendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error) {
+func (s *DB) appendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error) {
 	if isNoAudit(e) {
 		return e, errors.New("NoAudit is no entry to append")
 	}
@@ -889,7 +889,7 @@ func scanAudit(rows *sql.Rows) (AuditEntry, error) {
 }
 
 // AuditLog implements Store: the newest entries first; a limit <= 0 means 100.
-func (s *SQLite) AuditLog(ctx context.Context, limit int) ([]AuditEntry, error) {
+func (s *DB) AuditLog(ctx context.Context, limit int) ([]AuditEntry, error) {
 	es, err := s.auditLog(ctx, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: audit log: %w", err)
@@ -897,7 +897,7 @@ func (s *SQLite) AuditLog(ctx context.Context, limit int) ([]AuditEntry, error) 
 	return es, nil
 }
 
-func (s *SQLite) auditLog(ctx context.Context, limit int) ([]AuditEntry, error) {
+func (s *DB) auditLog(ctx context.Context, limit int) ([]AuditEntry, error) {
 	if limit <= 0 {
 		limit = defaultLimit
 	}
@@ -921,7 +921,7 @@ func (s *SQLite) auditLog(ctx context.Context, limit int) ([]AuditEntry, error) 
 // wrapping an *AuditChainError that names the first entry not chained to
 // its predecessor. It cannot see entries cut off the end of the log: keep
 // the newest ID and Hash elsewhere (a report, an export) to detect that.
-func (s *SQLite) VerifyAuditChain(ctx context.Context) error {
+func (s *DB) VerifyAuditChain(ctx context.Context) error {
 	v, err := s.VerifyAudit(ctx, time.Time{})
 	if err != nil {
 		return err

@@ -27,7 +27,7 @@ var jst = time.FixedZone("JST", 9*60*60)
 // back Equal.
 var t0 = time.Date(2025, 4, 1, 9, 30, 0, 123456789, jst)
 
-func openTest(tb testing.TB) (*SQLite, string) {
+func openTest(tb testing.TB) (*DB, string) {
 	tb.Helper()
 	path := filepath.Join(tb.TempDir(), "mnguard.db")
 	s, err := OpenSQLite(context.Background(), path)
@@ -51,7 +51,7 @@ func hashOf(secret string) []byte {
 }
 
 // count returns the result of a COUNT(*) query.
-func count(tb testing.TB, s *SQLite, query string, args ...any) int {
+func count(tb testing.TB, s *DB, query string, args ...any) int {
 	tb.Helper()
 	var n int
 	if err := s.r.QueryRow(query, args...).Scan(&n); err != nil {
@@ -60,7 +60,7 @@ func count(tb testing.TB, s *SQLite, query string, args ...any) int {
 	return n
 }
 
-func createToken(tb testing.TB, s *SQLite, id string, uses int, expires time.Time) []byte {
+func createToken(tb testing.TB, s *DB, id string, uses int, expires time.Time) []byte {
 	tb.Helper()
 	h := hashOf("secret-" + id)
 	if err := s.CreateEnrollmentToken(context.Background(), EnrollmentToken{
@@ -71,7 +71,7 @@ func createToken(tb testing.TB, s *SQLite, id string, uses int, expires time.Tim
 	return h
 }
 
-func usesLeft(tb testing.TB, s *SQLite, id string) int {
+func usesLeft(tb testing.TB, s *DB, id string) int {
 	tb.Helper()
 	var n int
 	if err := s.r.QueryRow(`SELECT uses_left FROM enrollment_tokens WHERE id = $1`, id).Scan(&n); err != nil {
@@ -95,7 +95,7 @@ func newTerminal(id, hostname string) (Terminal, Certificate) {
 }
 
 // enroll enrolls terminal id with a fresh one-use token.
-func enroll(tb testing.TB, s *SQLite, id, hostname string) Certificate {
+func enroll(tb testing.TB, s *DB, id, hostname string) Certificate {
 	tb.Helper()
 	h := createToken(tb, s, "tok-"+id, 1, t0.Add(time.Hour))
 	term, cert := newTerminal(id, hostname)

@@ -131,7 +131,7 @@ func serialHolder(ctx context.Context, tx wtx, serial string) (user string, unas
 // token: a serial held by another user fails the import (errors wrap
 // ErrExists and name the serial or user); an unassigned token given to a
 // user leaves the unassigned list.
-func (s *SQLite) ImportTokens(ctx context.Context, in TokenImport, a AuditEntry) (ImportResult, error) {
+func (s *DB) ImportTokens(ctx context.Context, in TokenImport, a AuditEntry) (ImportResult, error) {
 	res, err := s.importTokens(ctx, in, a)
 	if err != nil {
 		return ImportResult{}, fmt.Errorf("store: import tokens: %w", err)
@@ -139,7 +139,7 @@ func (s *SQLite) ImportTokens(ctx context.Context, in TokenImport, a AuditEntry)
 	return res, nil
 }
 
-func (s *SQLite) importTokens(ctx context.Context, in TokenImport, a AuditEntry) (ImportResult, error) {
+func (s *DB) importTokens(ctx context.Context, in TokenImport, a AuditEntry) (ImportResult, error) {
 	users := append([]User(nil), in.Users...)
 	toks := append([]HardwareToken(nil), in.Unassigned...)
 	names := make(map[string]bool, len(users))
@@ -258,7 +258,7 @@ func scanHardwareToken(sc interface{ Scan(...any) error }) (HardwareToken, error
 
 // HardwareTokens implements Store: the unassigned tokens by serial
 // (bytewise).
-func (s *SQLite) HardwareTokens(ctx context.Context) ([]HardwareToken, error) {
+func (s *DB) HardwareTokens(ctx context.Context) ([]HardwareToken, error) {
 	ts, err := s.hardwareTokens(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("store: hardware tokens: %w", err)
@@ -266,7 +266,7 @@ func (s *SQLite) HardwareTokens(ctx context.Context) ([]HardwareToken, error) {
 	return ts, nil
 }
 
-func (s *SQLite) hardwareTokens(ctx context.Context) ([]HardwareToken, error) {
+func (s *DB) hardwareTokens(ctx context.Context) ([]HardwareToken, error) {
 	rows, err := s.r.QueryContext(ctx, hardwareTokenQuery+`ORDER BY serial`)
 	if err != nil {
 		return nil, err
@@ -288,7 +288,7 @@ func (s *SQLite) hardwareTokens(ctx context.Context) ([]HardwareToken, error) {
 // u, which the caller made from it (the secret sealed again for the user),
 // or with replace replaces the token of an existing user (without replace
 // an existing user is ErrExists), and appends a.
-func (s *SQLite) AssignToken(ctx context.Context, serial string, u User, replace bool, a AuditEntry) (User, error) {
+func (s *DB) AssignToken(ctx context.Context, serial string, u User, replace bool, a AuditEntry) (User, error) {
 	out, err := s.assignToken(ctx, serial, u, replace, a)
 	if err != nil {
 		return User{}, fmt.Errorf("store: assign token %s to %s: %w", serial, u.Name, err)
@@ -296,7 +296,7 @@ func (s *SQLite) AssignToken(ctx context.Context, serial string, u User, replace
 	return out, nil
 }
 
-func (s *SQLite) assignToken(ctx context.Context, serial string, u User, replace bool, a AuditEntry) (User, error) {
+func (s *DB) assignToken(ctx context.Context, serial string, u User, replace bool, a AuditEntry) (User, error) {
 	if serial == "" || u.TokenSerial != serial {
 		return User{}, fmt.Errorf("user's token serial %q is not %q", u.TokenSerial, serial)
 	}
@@ -337,7 +337,7 @@ func (s *SQLite) assignToken(ctx context.Context, serial string, u User, replace
 }
 
 // HardwareToken implements Store.
-func (s *SQLite) HardwareToken(ctx context.Context, serial string) (HardwareToken, error) {
+func (s *DB) HardwareToken(ctx context.Context, serial string) (HardwareToken, error) {
 	t, err := scanHardwareToken(s.r.QueryRowContext(ctx, hardwareTokenQuery+`WHERE serial = $1`, serial))
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
@@ -354,7 +354,7 @@ func (s *SQLite) HardwareToken(ctx context.Context, serial string) (HardwareToke
 // changed meanwhile, if Counter <= ExpectCounter (a counter never goes
 // back), if the user is not HOTP, or if Login or Confirm is set and the
 // user is locked.
-func (s *SQLite) AcceptCounter(ctx context.Context, u CounterUpdate) (User, error) {
+func (s *DB) AcceptCounter(ctx context.Context, u CounterUpdate) (User, error) {
 	out, err := s.acceptCounter(ctx, u)
 	if err != nil {
 		return User{}, fmt.Errorf("store: accept counter %d of %s: %w", u.Counter, u.Name, err)
@@ -362,7 +362,7 @@ func (s *SQLite) AcceptCounter(ctx context.Context, u CounterUpdate) (User, erro
 	return out, nil
 }
 
-func (s *SQLite) acceptCounter(ctx context.Context, u CounterUpdate) (User, error) {
+func (s *DB) acceptCounter(ctx context.Context, u CounterUpdate) (User, error) {
 	if err := checkUserName(u.Name); err != nil {
 		return User{}, err
 	}

@@ -217,7 +217,7 @@ func oneRow(res sql.Result) error {
 // Algorithm, Digits, Period or Source SHA1, 6, 30 s and enrolled, a zero
 // CreatedAt now. The TOTP state, failures, lock and last login of u are
 // ignored: a new user starts without them.
-func (s *SQLite) CreateUser(ctx context.Context, u User, recoveryHashes [][]byte, a AuditEntry) error {
+func (s *DB) CreateUser(ctx context.Context, u User, recoveryHashes [][]byte, a AuditEntry) error {
 	err := normalizeUser(&u, SourceEnrolled)
 	if err == nil {
 		err = checkRecoveryHashes(recoveryHashes)
@@ -251,14 +251,14 @@ func (s *SQLite) CreateUser(ctx context.Context, u User, recoveryHashes [][]byte
 // without recovery codes, with a zero Source meaning imported. A replaced
 // user keeps its name, creation, last login and recovery codes; its State
 // and ConfirmedAt in users are ignored.
-func (s *SQLite) ImportUsers(ctx context.Context, users []User, replace bool) error {
+func (s *DB) ImportUsers(ctx context.Context, users []User, replace bool) error {
 	if err := s.importUsers(ctx, users, replace); err != nil {
 		return fmt.Errorf("store: import users: %w", err)
 	}
 	return nil
 }
 
-func (s *SQLite) importUsers(ctx context.Context, users []User, replace bool) error {
+func (s *DB) importUsers(ctx context.Context, users []User, replace bool) error {
 	users = append([]User(nil), users...) // normalizeUser fills defaults
 	seen := make(map[string]bool, len(users))
 	for i := range users {
@@ -290,7 +290,7 @@ func (s *SQLite) importUsers(ctx context.Context, users []User, replace bool) er
 }
 
 // User implements Store.
-func (s *SQLite) User(ctx context.Context, name string) (User, error) {
+func (s *DB) User(ctx context.Context, name string) (User, error) {
 	u, err := scanUser(s.r.QueryRowContext(ctx, userQuery+`WHERE u.name = $1`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
@@ -302,7 +302,7 @@ func (s *SQLite) User(ctx context.Context, name string) (User, error) {
 }
 
 // Users implements Store, ordered by name (bytewise).
-func (s *SQLite) Users(ctx context.Context) ([]User, error) {
+func (s *DB) Users(ctx context.Context) ([]User, error) {
 	us, err := s.users(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("store: users: %w", err)
@@ -310,7 +310,7 @@ func (s *SQLite) Users(ctx context.Context) ([]User, error) {
 	return us, nil
 }
 
-func (s *SQLite) users(ctx context.Context) ([]User, error) {
+func (s *DB) users(ctx context.Context) ([]User, error) {
 	rows, err := s.r.QueryContext(ctx, userQuery+`ORDER BY u.name`)
 	if err != nil {
 		return nil, err
@@ -328,7 +328,7 @@ func (s *SQLite) users(ctx context.Context) ([]User, error) {
 }
 
 // DeleteUser implements Store; ErrNotFound if the user is unknown.
-func (s *SQLite) DeleteUser(ctx context.Context, name string, a AuditEntry) error {
+func (s *DB) DeleteUser(ctx context.Context, name string, a AuditEntry) error {
 	err := checkAudit(&a)
 	if err == nil {
 		err = s.write(ctx, func(tx wtx) error {
@@ -356,7 +356,7 @@ func (s *SQLite) DeleteUser(ctx context.Context, name string, a AuditEntry) erro
 // unknown. Of u only the name and the token fields (SecretSealed,
 // Algorithm, Digits, Period, Source, TokenSerial) count, with the defaults
 // of CreateUser; the creation and last login are kept.
-func (s *SQLite) ResetUser(ctx context.Context, u User, recoveryHashes [][]byte, notice string, a AuditEntry) error {
+func (s *DB) ResetUser(ctx context.Context, u User, recoveryHashes [][]byte, notice string, a AuditEntry) error {
 	err := normalizeUser(&u, SourceEnrolled)
 	if err == nil {
 		err = checkRecoveryHashes(recoveryHashes)
@@ -390,7 +390,7 @@ func (s *SQLite) ResetUser(ctx context.Context, u User, recoveryHashes [][]byte,
 
 // ReplaceRecoveryCodes implements Store: the old codes, used or not, are
 // deleted; ErrNotFound if the user is unknown.
-func (s *SQLite) ReplaceRecoveryCodes(ctx context.Context, name string, hashes [][]byte, notice string, a AuditEntry) error {
+func (s *DB) ReplaceRecoveryCodes(ctx context.Context, name string, hashes [][]byte, notice string, a AuditEntry) error {
 	err := checkUserName(name)
 	if err == nil {
 		err = checkRecoveryHashes(hashes)
@@ -431,7 +431,7 @@ func (s *SQLite) ReplaceRecoveryCodes(ctx context.Context, name string, hashes [
 // u.ExpectLastStep (a step never goes back) and when Login or Confirm is
 // set and the user is locked (a concurrent failure may have locked it after
 // the caller checked).
-func (s *SQLite) AcceptStep(ctx context.Context, u StepUpdate) (User, error) {
+func (s *DB) AcceptStep(ctx context.Context, u StepUpdate) (User, error) {
 	out, err := s.acceptStep(ctx, u)
 	if err != nil {
 		return User{}, fmt.Errorf("store: accept step %d of %s: %w", u.LastStep, u.Name, err)
@@ -439,7 +439,7 @@ func (s *SQLite) AcceptStep(ctx context.Context, u StepUpdate) (User, error) {
 	return out, nil
 }
 
-func (s *SQLite) acceptStep(ctx context.Context, u StepUpdate) (User, error) {
+func (s *DB) acceptStep(ctx context.Context, u StepUpdate) (User, error) {
 	if err := checkUserName(u.Name); err != nil {
 		return User{}, err
 	}
@@ -512,7 +512,7 @@ func (s *SQLite) acceptStep(ctx context.Context, u StepUpdate) (User, error) {
 // UseRecoveryCode implements Store. A zero at means now. A locked user
 // cannot use a code: that returns an error wrapping ErrConflict, whether
 // the code is right or not, and leaves the code unused.
-func (s *SQLite) UseRecoveryCode(ctx context.Context, name string, hash []byte, at time.Time) (User, error) {
+func (s *DB) UseRecoveryCode(ctx context.Context, name string, hash []byte, at time.Time) (User, error) {
 	out, err := s.useRecoveryCode(ctx, name, hash, at)
 	if err != nil {
 		return User{}, fmt.Errorf("store: use recovery code of %s: %w", name, err)
@@ -520,7 +520,7 @@ func (s *SQLite) UseRecoveryCode(ctx context.Context, name string, hash []byte, 
 	return out, nil
 }
 
-func (s *SQLite) useRecoveryCode(ctx context.Context, name string, hash []byte, at time.Time) (User, error) {
+func (s *DB) useRecoveryCode(ctx context.Context, name string, hash []byte, at time.Time) (User, error) {
 	if err := checkUserName(name); err != nil {
 		return User{}, err
 	}
@@ -567,7 +567,7 @@ func (s *SQLite) useRecoveryCode(ctx context.Context, name string, hash []byte, 
 
 // RecordFailure implements Store. A zero at means now. Failures keep
 // counting while the user is locked; LockedAt keeps the first lock's time.
-func (s *SQLite) RecordFailure(ctx context.Context, name string, at time.Time, lockAfter int) (User, error) {
+func (s *DB) RecordFailure(ctx context.Context, name string, at time.Time, lockAfter int) (User, error) {
 	out, err := s.recordFailure(ctx, name, at, lockAfter)
 	if err != nil {
 		return User{}, fmt.Errorf("store: record failure of %s: %w", name, err)
@@ -575,7 +575,7 @@ func (s *SQLite) RecordFailure(ctx context.Context, name string, at time.Time, l
 	return out, nil
 }
 
-func (s *SQLite) recordFailure(ctx context.Context, name string, at time.Time, lockAfter int) (User, error) {
+func (s *DB) recordFailure(ctx context.Context, name string, at time.Time, lockAfter int) (User, error) {
 	if err := checkUserName(name); err != nil {
 		return User{}, err
 	}
@@ -608,7 +608,7 @@ func (s *SQLite) recordFailure(ctx context.Context, name string, at time.Time, l
 }
 
 // UnlockUser implements Store; ErrNotFound if the user is unknown.
-func (s *SQLite) UnlockUser(ctx context.Context, name string, audit func(before User) AuditEntry) (User, error) {
+func (s *DB) UnlockUser(ctx context.Context, name string, audit func(before User) AuditEntry) (User, error) {
 	var out User
 	err := s.write(ctx, func(tx wtx) error {
 		if audit == nil {

@@ -28,7 +28,7 @@ func codes(prefix string, n int) [][]byte {
 	return hs
 }
 
-func createUser(tb testing.TB, s *SQLite, name string, recovery [][]byte) User {
+func createUser(tb testing.TB, s *DB, name string, recovery [][]byte) User {
 	tb.Helper()
 	u := newUser(name)
 	if err := s.CreateUser(context.Background(), u, recovery, tAudit); err != nil {
@@ -41,7 +41,7 @@ func createUser(tb testing.TB, s *SQLite, name string, recovery [][]byte) User {
 	return got
 }
 
-func mustUser(tb testing.TB, s *SQLite, name string) User {
+func mustUser(tb testing.TB, s *DB, name string) User {
 	tb.Helper()
 	u, err := s.User(context.Background(), name)
 	if err != nil {

@@ -40,7 +40,7 @@ import (
 // service, served over TLS on loopback.
 type env struct {
 	t       testing.TB
-	st      *store.SQLite
+	st      *store.DB
 	clock   *fakeclock.Clock
 	ops     *operators.Service
 	console *Server
