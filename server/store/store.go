@@ -28,6 +28,11 @@ var (
 	// ErrTooSoon is returned by a rate-limited change asked for again
 	// before its interval passed (see TooSoonError).
 	ErrTooSoon = errors.New("too soon")
+	// ErrUnavailable is matched (errors.Is) by the error of an operation
+	// that could not reach the database (PostgreSQL down or restarting, the
+	// connection lost) and therefore stored nothing: the caller may retry,
+	// and an agent's report answered with it is not acknowledged.
+	ErrUnavailable = errors.New("database unavailable")
 )
 
 // TooSoonError says when a rate-limited change was last made and when it
