@@ -435,9 +435,19 @@ type ListTerminalsRequest struct {
 	// "enrolled".
 	Sort       string `protobuf:"bytes,4,opt,name=sort,proto3" json:"sort,omitempty"`
 	Descending bool   `protobuf:"varint,5,opt,name=descending,proto3" json:"descending,omitempty"`
-	// At most this many (0: all), after skipping offset.
-	Limit         uint32 `protobuf:"varint,6,opt,name=limit,proto3" json:"limit,omitempty"`
-	Offset        uint32 `protobuf:"varint,7,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Before paging existed: at most this many after skipping offset. A
+	// request without page_size takes limit as its page size (more than
+	// 1000: pages of 1000); offset only places the first page and cannot be
+	// sent with a page_token.
+	Limit  uint32 `protobuf:"varint,6,opt,name=limit,proto3" json:"limit,omitempty"`
+	Offset uint32 `protobuf:"varint,7,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Paging (AIP-158): at most page_size items (0: 500; more than
+	// 1000 is refused with InvalidArgument). page_token is the
+	// next_page_token of the previous page; it is bound to the request's
+	// other fields (filters, sort and descending), and a token sent with
+	// different ones, or altered, is refused with InvalidArgument.
+	PageSize      uint32 `protobuf:"varint,8,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,9,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -521,11 +531,27 @@ func (x *ListTerminalsRequest) GetOffset() uint32 {
 	return 0
 }
 
+func (x *ListTerminalsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListTerminalsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListTerminalsResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Terminals []*Terminal            `protobuf:"bytes,1,rep,name=terminals,proto3" json:"terminals,omitempty"`
 	// How many terminals match, whatever the limit.
-	Total         uint32 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	Total uint32 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	// The page_token of the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -572,6 +598,13 @@ func (x *ListTerminalsResponse) GetTotal() uint32 {
 		return x.Total
 	}
 	return 0
+}
+
+func (x *ListTerminalsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type GetTerminalRequest struct {
@@ -981,8 +1014,15 @@ func (x *EnrollmentToken) GetNote() string {
 	return ""
 }
 
+// ListEnrollmentTokensRequest lists the tokens oldest first.
 type ListEnrollmentTokensRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Paging (AIP-158): at most page_size items (0: 500; more than
+	// 1000 is refused with InvalidArgument). page_token is the
+	// next_page_token of the previous page; an altered token, or one of
+	// another list, is refused with InvalidArgument.
+	PageSize      uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1017,9 +1057,25 @@ func (*ListEnrollmentTokensRequest) Descriptor() ([]byte, []int) {
 	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
+func (x *ListEnrollmentTokensRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListEnrollmentTokensRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListEnrollmentTokensResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tokens        []*EnrollmentToken     `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tokens []*EnrollmentToken     `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	// The page_token of the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1061,18 +1117,34 @@ func (x *ListEnrollmentTokensResponse) GetTokens() []*EnrollmentToken {
 	return nil
 }
 
+func (x *ListEnrollmentTokensResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 type ListEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty for all terminals.
 	TerminalId string `protobuf:"bytes,1,opt,name=terminal_id,json=terminalId,proto3" json:"terminal_id,omitempty"`
-	// Most recent first; 0 means 100, at most 10000.
+	// Most recent first. Before paging existed: at most this many (0: 100,
+	// more than 10000 refused); a request without page_size takes it as its
+	// page size (more than 1000: pages of 1000).
 	Limit uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Only events of this type ("media.attached"), or of every type under a
 	// prefix ending in a dot ("media.").
 	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
 	// Only events received at or after since and before until.
-	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
-	Until         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=until,proto3" json:"until,omitempty"`
+	Since *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	Until *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=until,proto3" json:"until,omitempty"`
+	// Paging (AIP-158): at most page_size items (0: limit, else 100; more than
+	// 1000 is refused with InvalidArgument). page_token is the
+	// next_page_token of the previous page; it is bound to the request's
+	// other fields (the filters), and a token sent with different ones, or
+	// altered, is refused with InvalidArgument.
+	PageSize      uint32 `protobuf:"varint,6,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,7,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1140,6 +1212,20 @@ func (x *ListEventsRequest) GetUntil() *timestamppb.Timestamp {
 		return x.Until
 	}
 	return nil
+}
+
+func (x *ListEventsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListEventsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
 }
 
 type StoredEvent struct {
@@ -1623,8 +1709,15 @@ func (x *ConfirmUserResponse) GetUser() *User {
 	return nil
 }
 
+// ListUsersRequest lists the users by name.
 type ListUsersRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Paging (AIP-158): at most page_size items (0: 500; more than
+	// 1000 is refused with InvalidArgument). page_token is the
+	// next_page_token of the previous page; an altered token, or one of
+	// another list, is refused with InvalidArgument.
+	PageSize      uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1659,9 +1752,25 @@ func (*ListUsersRequest) Descriptor() ([]byte, []int) {
 	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
+func (x *ListUsersRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListUsersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListUsersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Users         []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Users []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	// The page_token of the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1701,6 +1810,13 @@ func (x *ListUsersResponse) GetUsers() []*User {
 		return x.Users
 	}
 	return nil
+}
+
+func (x *ListUsersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type GetUserRequest struct {
@@ -2675,8 +2791,15 @@ func (x *HardwareToken) GetCreatedBy() string {
 	return ""
 }
 
+// ListTokensRequest lists the unassigned hardware tokens by serial.
 type ListTokensRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Paging (AIP-158): at most page_size items (0: 500; more than
+	// 1000 is refused with InvalidArgument). page_token is the
+	// next_page_token of the previous page; an altered token, or one of
+	// another list, is refused with InvalidArgument.
+	PageSize      uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2711,9 +2834,25 @@ func (*ListTokensRequest) Descriptor() ([]byte, []int) {
 	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
+func (x *ListTokensRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListTokensRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListTokensResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tokens        []*HardwareToken       `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tokens []*HardwareToken       `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	// The page_token of the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2753,6 +2892,13 @@ func (x *ListTokensResponse) GetTokens() []*HardwareToken {
 		return x.Tokens
 	}
 	return nil
+}
+
+func (x *ListTokensResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type AssignTokenRequest struct {
@@ -3179,8 +3325,10 @@ func (x *IssueOfflineLoginCodeResponse) GetValidUntil() *timestamppb.Timestamp {
 }
 
 type ListEventsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Events        []*StoredEvent         `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Events []*StoredEvent         `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// The page_token of the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3220,6 +3368,13 @@ func (x *ListEventsResponse) GetEvents() []*StoredEvent {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *ListEventsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type GetServerInfoRequest struct {
@@ -3659,10 +3814,18 @@ func (x *RevokeExemptionResponse) GetExemption() *ExemptionRecord {
 	return nil
 }
 
+// ListExemptionsRequest lists exemptions newest first (by issue time).
 type ListExemptionsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TerminalId    string                 `protobuf:"bytes,1,opt,name=terminal_id,json=terminalId,proto3" json:"terminal_id,omitempty"`
-	ActiveOnly    bool                   `protobuf:"varint,2,opt,name=active_only,json=activeOnly,proto3" json:"active_only,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TerminalId string                 `protobuf:"bytes,1,opt,name=terminal_id,json=terminalId,proto3" json:"terminal_id,omitempty"`
+	ActiveOnly bool                   `protobuf:"varint,2,opt,name=active_only,json=activeOnly,proto3" json:"active_only,omitempty"`
+	// Paging (AIP-158): at most page_size items (0: 500; more than
+	// 1000 is refused with InvalidArgument). page_token is the
+	// next_page_token of the previous page; it is bound to the request's
+	// other fields (the filters), and a token sent with different ones, or
+	// altered, is refused with InvalidArgument.
+	PageSize      uint32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3711,9 +3874,25 @@ func (x *ListExemptionsRequest) GetActiveOnly() bool {
 	return false
 }
 
+func (x *ListExemptionsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListExemptionsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListExemptionsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Exemptions    []*ExemptionRecord     `protobuf:"bytes,1,rep,name=exemptions,proto3" json:"exemptions,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Exemptions []*ExemptionRecord     `protobuf:"bytes,1,rep,name=exemptions,proto3" json:"exemptions,omitempty"`
+	// The page_token of the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3753,6 +3932,13 @@ func (x *ListExemptionsResponse) GetExemptions() []*ExemptionRecord {
 		return x.Exemptions
 	}
 	return nil
+}
+
+func (x *ListExemptionsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // IssueOfflineExemptionCodeRequest answers the challenge that
@@ -4244,8 +4430,15 @@ func (x *AddOperatorResponse) GetSecret() string {
 	return ""
 }
 
+// ListOperatorsRequest lists the operators by name.
 type ListOperatorsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Paging (AIP-158): at most page_size items (0: 500; more than
+	// 1000 is refused with InvalidArgument). page_token is the
+	// next_page_token of the previous page; an altered token, or one of
+	// another list, is refused with InvalidArgument.
+	PageSize      uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4280,9 +4473,25 @@ func (*ListOperatorsRequest) Descriptor() ([]byte, []int) {
 	return file_mnguard_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
+func (x *ListOperatorsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListOperatorsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListOperatorsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Operators     []*Operator            `protobuf:"bytes,1,rep,name=operators,proto3" json:"operators,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Operators []*Operator            `protobuf:"bytes,1,rep,name=operators,proto3" json:"operators,omitempty"`
+	// The page_token of the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4322,6 +4531,13 @@ func (x *ListOperatorsResponse) GetOperators() []*Operator {
 		return x.Operators
 	}
 	return nil
+}
+
+func (x *ListOperatorsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type GetOperatorRequest struct {
@@ -5360,14 +5576,23 @@ func (x *AuditEntry) GetHash() []byte {
 
 type ListAuditRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Newest first; 0 means 100, at most 10000.
+	// Newest first. Before paging existed: at most this many (0: 100, more
+	// than 10000 refused); a request without page_size takes it as its page
+	// size (more than 1000: pages of 1000).
 	Limit uint32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Only entries with a smaller ID (paging); 0: from the newest.
 	BeforeId int64                  `protobuf:"varint,2,opt,name=before_id,json=beforeId,proto3" json:"before_id,omitempty"`
 	Since    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
 	Until    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=until,proto3" json:"until,omitempty"`
 	// Only entries whose action starts with this text, e.g. "exemption.".
-	Action        string `protobuf:"bytes,5,opt,name=action,proto3" json:"action,omitempty"`
+	Action string `protobuf:"bytes,5,opt,name=action,proto3" json:"action,omitempty"`
+	// Paging (AIP-158): at most page_size items (0: limit, else 100; more than
+	// 1000 is refused with InvalidArgument). page_token is the
+	// next_page_token of the previous page; it is bound to the request's
+	// other fields (the filters and before_id), and a token sent with
+	// different ones, or altered, is refused with InvalidArgument.
+	PageSize      uint32 `protobuf:"varint,6,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,7,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5437,9 +5662,25 @@ func (x *ListAuditRequest) GetAction() string {
 	return ""
 }
 
+func (x *ListAuditRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAuditRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListAuditResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entries       []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// The page_token of the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5479,6 +5720,13 @@ func (x *ListAuditResponse) GetEntries() []*AuditEntry {
 		return x.Entries
 	}
 	return nil
+}
+
+func (x *ListAuditResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type VerifyAuditRequest struct {
@@ -5990,7 +6238,7 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x16\n" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\x120\n" +
-	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\xcb\x01\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x87\x02\n" +
 	"\x14ListTerminalsRequest\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12#\n" +
 	"\rfailing_check\x18\x02 \x01(\tR\ffailingCheck\x12\x16\n" +
@@ -6000,10 +6248,14 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"descending\x18\x05 \x01(\bR\n" +
 	"descending\x12\x14\n" +
 	"\x05limit\x18\x06 \x01(\rR\x05limit\x12\x16\n" +
-	"\x06offset\x18\a \x01(\rR\x06offset\"a\n" +
+	"\x06offset\x18\a \x01(\rR\x06offset\x12\x1b\n" +
+	"\tpage_size\x18\b \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\t \x01(\tR\tpageToken\"\x89\x01\n" +
 	"\x15ListTerminalsResponse\x122\n" +
 	"\tterminals\x18\x01 \x03(\v2\x14.mnguard.v1.TerminalR\tterminals\x12\x14\n" +
-	"\x05total\x18\x02 \x01(\rR\x05total\"$\n" +
+	"\x05total\x18\x02 \x01(\rR\x05total\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"$\n" +
 	"\x12GetTerminalRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"G\n" +
 	"\x13GetTerminalResponse\x120\n" +
@@ -6034,17 +6286,24 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\tuses_left\x18\x05 \x01(\rR\busesLeft\x12\x1d\n" +
 	"\n" +
 	"created_by\x18\x06 \x01(\tR\tcreatedBy\x12\x12\n" +
-	"\x04note\x18\a \x01(\tR\x04note\"\x1d\n" +
-	"\x1bListEnrollmentTokensRequest\"S\n" +
+	"\x04note\x18\a \x01(\tR\x04note\"Y\n" +
+	"\x1bListEnrollmentTokensRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"{\n" +
 	"\x1cListEnrollmentTokensResponse\x123\n" +
-	"\x06tokens\x18\x01 \x03(\v2\x1b.mnguard.v1.EnrollmentTokenR\x06tokens\"\xc2\x01\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x1b.mnguard.v1.EnrollmentTokenR\x06tokens\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xfe\x01\n" +
 	"\x11ListEventsRequest\x12\x1f\n" +
 	"\vterminal_id\x18\x01 \x01(\tR\n" +
 	"terminalId\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x12\n" +
 	"\x04type\x18\x03 \x01(\tR\x04type\x120\n" +
 	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
-	"\x05until\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"\xac\x01\n" +
+	"\x05until\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x1b\n" +
+	"\tpage_size\x18\x06 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\a \x01(\tR\tpageToken\"\xac\x01\n" +
 	"\vStoredEvent\x12\x1f\n" +
 	"\vterminal_id\x18\x01 \x01(\tR\n" +
 	"terminalId\x12'\n" +
@@ -6087,10 +6346,14 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\tR\x04code\";\n" +
 	"\x13ConfirmUserResponse\x12$\n" +
-	"\x04user\x18\x01 \x01(\v2\x10.mnguard.v1.UserR\x04user\"\x12\n" +
-	"\x10ListUsersRequest\";\n" +
+	"\x04user\x18\x01 \x01(\v2\x10.mnguard.v1.UserR\x04user\"N\n" +
+	"\x10ListUsersRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"c\n" +
 	"\x11ListUsersResponse\x12&\n" +
-	"\x05users\x18\x01 \x03(\v2\x10.mnguard.v1.UserR\x05users\"$\n" +
+	"\x05users\x18\x01 \x03(\v2\x10.mnguard.v1.UserR\x05users\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"$\n" +
 	"\x0eGetUserRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"7\n" +
 	"\x0fGetUserResponse\x12$\n" +
@@ -6153,10 +6416,14 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
 	"\n" +
-	"created_by\x18\t \x01(\tR\tcreatedBy\"\x13\n" +
-	"\x11ListTokensRequest\"G\n" +
+	"created_by\x18\t \x01(\tR\tcreatedBy\"O\n" +
+	"\x11ListTokensRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"o\n" +
 	"\x12ListTokensResponse\x121\n" +
-	"\x06tokens\x18\x01 \x03(\v2\x19.mnguard.v1.HardwareTokenR\x06tokens\"Z\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x19.mnguard.v1.HardwareTokenR\x06tokens\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"Z\n" +
 	"\x12AssignTokenRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x18\n" +
@@ -6182,9 +6449,10 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\x1dIssueOfflineLoginCodeResponse\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12;\n" +
 	"\vvalid_until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"validUntil\"E\n" +
+	"validUntil\"m\n" +
 	"\x12ListEventsResponse\x12/\n" +
-	"\x06events\x18\x01 \x03(\v2\x17.mnguard.v1.StoredEventR\x06events\"\x16\n" +
+	"\x06events\x18\x01 \x03(\v2\x17.mnguard.v1.StoredEventR\x06events\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x16\n" +
 	"\x14GetServerInfoRequest\"x\n" +
 	"\x15GetServerInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x15\n" +
@@ -6216,16 +6484,20 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"T\n" +
 	"\x17RevokeExemptionResponse\x129\n" +
-	"\texemption\x18\x01 \x01(\v2\x1b.mnguard.v1.ExemptionRecordR\texemption\"Y\n" +
+	"\texemption\x18\x01 \x01(\v2\x1b.mnguard.v1.ExemptionRecordR\texemption\"\x95\x01\n" +
 	"\x15ListExemptionsRequest\x12\x1f\n" +
 	"\vterminal_id\x18\x01 \x01(\tR\n" +
 	"terminalId\x12\x1f\n" +
 	"\vactive_only\x18\x02 \x01(\bR\n" +
-	"activeOnly\"U\n" +
+	"activeOnly\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"}\n" +
 	"\x16ListExemptionsResponse\x12;\n" +
 	"\n" +
 	"exemptions\x18\x01 \x03(\v2\x1b.mnguard.v1.ExemptionRecordR\n" +
-	"exemptions\"\xed\x01\n" +
+	"exemptions\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xed\x01\n" +
 	" IssueOfflineExemptionCodeRequest\x12\x1f\n" +
 	"\vterminal_id\x18\x01 \x01(\tR\n" +
 	"terminalId\x12\x1c\n" +
@@ -6272,10 +6544,14 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\boperator\x18\x01 \x01(\v2\x14.mnguard.v1.OperatorR\boperator\x12\x1f\n" +
 	"\votpauth_url\x18\x02 \x01(\tR\n" +
 	"otpauthUrl\x12\x16\n" +
-	"\x06secret\x18\x03 \x01(\tR\x06secret\"\x16\n" +
-	"\x14ListOperatorsRequest\"K\n" +
+	"\x06secret\x18\x03 \x01(\tR\x06secret\"R\n" +
+	"\x14ListOperatorsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"s\n" +
 	"\x15ListOperatorsResponse\x122\n" +
-	"\toperators\x18\x01 \x03(\v2\x14.mnguard.v1.OperatorR\toperators\"(\n" +
+	"\toperators\x18\x01 \x03(\v2\x14.mnguard.v1.OperatorR\toperators\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"(\n" +
 	"\x12GetOperatorRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"G\n" +
 	"\x13GetOperatorResponse\x120\n" +
@@ -6334,15 +6610,19 @@ const file_mnguard_v1_admin_proto_rawDesc = "" +
 	"\x06target\x18\x05 \x01(\tR\x06target\x12\x16\n" +
 	"\x06detail\x18\x06 \x01(\tR\x06detail\x12\x1b\n" +
 	"\tprev_hash\x18\a \x01(\fR\bprevHash\x12\x12\n" +
-	"\x04hash\x18\b \x01(\fR\x04hash\"\xc1\x01\n" +
+	"\x04hash\x18\b \x01(\fR\x04hash\"\xfd\x01\n" +
 	"\x10ListAuditRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x1b\n" +
 	"\tbefore_id\x18\x02 \x01(\x03R\bbeforeId\x120\n" +
 	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
 	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x16\n" +
-	"\x06action\x18\x05 \x01(\tR\x06action\"E\n" +
+	"\x06action\x18\x05 \x01(\tR\x06action\x12\x1b\n" +
+	"\tpage_size\x18\x06 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\a \x01(\tR\tpageToken\"m\n" +
 	"\x11ListAuditResponse\x120\n" +
-	"\aentries\x18\x01 \x03(\v2\x16.mnguard.v1.AuditEntryR\aentries\"\x14\n" +
+	"\aentries\x18\x01 \x03(\v2\x16.mnguard.v1.AuditEntryR\aentries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x14\n" +
 	"\x12VerifyAuditRequest\"\xaa\x01\n" +
 	"\x13VerifyAuditResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x18\n" +
