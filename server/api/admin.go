@@ -6,7 +6,9 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -24,12 +26,18 @@ import (
 type AdminService struct {
 	mnguardv1.UnimplementedAdminServiceServer
 	s *Services
+	// pageKey authenticates page tokens (see pages.go), derived once.
+	pageKeyOnce sync.Once
+	pageKey     []byte
 }
 
 const (
-	defaultTokenTTL = 24 * time.Hour
-	maxTokenTTL     = 365 * 24 * time.Hour
-	maxTokenUses    = 100000
+	// defaultEventLimit is the page size of events and audit entries
+	// when a request names none (it was their limit before pages).
+	defaultEventLimit = 100
+	defaultTokenTTL   = 24 * time.Hour
+	maxTokenTTL       = 365 * 24 * time.Hour
+	maxTokenUses      = 100000
 )
 
 // NewToken returns a fresh random secret with the prefix: 160 bits,
@@ -104,8 +112,9 @@ func validID(id string) error {
 	return nil
 }
 
-// ListTerminals implements mnguardv1.AdminServiceServer: the terminals
-// the request selects, ordered and paged, with their compliance.
+// ListTerminals implements mnguardv1.AdminServiceServer: a page of the
+// terminals the request selects, in its order, with their compliance. The
+// legacy offset places only the first page.
 func (a *AdminService) ListTerminals(ctx context.Context, req *mnguardv1.ListTerminalsRequest) (*mnguardv1.ListTerminalsResponse, error) {
 	if _, err := OperatorFrom(ctx); err != nil {
 		return nil, err
@@ -114,11 +123,23 @@ func (a *AdminService) ListTerminals(ctx context.Context, req *mnguardv1.ListTer
 	if err != nil {
 		return nil, err
 	}
-	ts, total, err := a.s.cfg.Store.TerminalPage(ctx, f)
+	if req.GetPageToken() != "" && req.GetOffset() > 0 {
+		return nil, status.Error(codes.InvalidArgument, "offset: not with a page_token (the token says where the page starts)")
+	}
+	sc := newPageScope(pageTerminals, f.State, f.FailingCheck, f.Search, f.Sort, strconv.FormatBool(f.Desc))
+	n, after, err := a.pageStart(sc, req.GetPageSize(), req.GetLimit(), defaultPageSize, req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	p, err := a.pages()
+	if err != nil {
+		return nil, err
+	}
+	ts, next, total, err := p.TerminalKeyPage(ctx, f, after, n)
 	if err != nil {
 		return nil, storeErr("terminals", err)
 	}
-	out := &mnguardv1.ListTerminalsResponse{Terminals: make([]*mnguardv1.Terminal, 0, len(ts)), Total: uint32(total)}
+	out := &mnguardv1.ListTerminalsResponse{Terminals: make([]*mnguardv1.Terminal, 0, len(ts)), Total: uint32(total), NextPageToken: a.nextToken(sc, next)}
 	for _, t := range ts {
 		out.Terminals = append(out.Terminals, summaryProto(t))
 	}
@@ -295,16 +316,26 @@ func (a *AdminService) CreateEnrollmentToken(ctx context.Context, req *mnguardv1
 	return &mnguardv1.CreateEnrollmentTokenResponse{Token: secret, ExpiresAt: ts(t.ExpiresAt), Id: t.ID, Uses: uses}, nil
 }
 
-// ListEnrollmentTokens implements mnguardv1.AdminServiceServer.
-func (a *AdminService) ListEnrollmentTokens(ctx context.Context, _ *mnguardv1.ListEnrollmentTokensRequest) (*mnguardv1.ListEnrollmentTokensResponse, error) {
+// ListEnrollmentTokens implements mnguardv1.AdminServiceServer: a page of
+// the tokens, oldest first.
+func (a *AdminService) ListEnrollmentTokens(ctx context.Context, req *mnguardv1.ListEnrollmentTokensRequest) (*mnguardv1.ListEnrollmentTokensResponse, error) {
 	if _, err := OperatorFrom(ctx); err != nil {
 		return nil, err
 	}
-	toks, err := a.s.cfg.Store.EnrollmentTokens(ctx)
+	sc := newPageScope(pageEnrollmentTokens)
+	n, after, err := a.pageStart(sc, req.GetPageSize(), 0, defaultPageSize, req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	p, err := a.pages()
+	if err != nil {
+		return nil, err
+	}
+	toks, next, err := p.EnrollmentTokenPage(ctx, after, n)
 	if err != nil {
 		return nil, storeErr("enrollment tokens", err)
 	}
-	out := &mnguardv1.ListEnrollmentTokensResponse{}
+	out := &mnguardv1.ListEnrollmentTokensResponse{NextPageToken: a.nextToken(sc, next)}
 	for _, t := range toks {
 		out.Tokens = append(out.Tokens, &mnguardv1.EnrollmentToken{
 			Id: t.ID, CreatedAt: ts(t.CreatedAt), ExpiresAt: ts(t.ExpiresAt),
@@ -314,7 +345,8 @@ func (a *AdminService) ListEnrollmentTokens(ctx context.Context, _ *mnguardv1.Li
 	return out, nil
 }
 
-// ListEvents implements mnguardv1.AdminServiceServer.
+// ListEvents implements mnguardv1.AdminServiceServer: a page of the
+// events the request selects, newest first.
 func (a *AdminService) ListEvents(ctx context.Context, req *mnguardv1.ListEventsRequest) (*mnguardv1.ListEventsResponse, error) {
 	if _, err := OperatorFrom(ctx); err != nil {
 		return nil, err
@@ -323,11 +355,31 @@ func (a *AdminService) ListEvents(ctx context.Context, req *mnguardv1.ListEvents
 	if err != nil {
 		return nil, err
 	}
+	sc := newPageScope(pageEvents, f.TerminalID, req.GetType(), timeFilter(f.Since), timeFilter(f.Until))
+	n, after, err := a.pageStart(sc, req.GetPageSize(), req.GetLimit(), defaultEventLimit, req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	if after != nil {
+		// The key is the cursor of the last event listed: [received
+		// nanoseconds, seq or ID] and [source].
+		if len(after.Ints) != 2 || len(after.Strings) != 1 || (after.Strings[0] != "agent" && after.Strings[0] != "server") {
+			return nil, errPageToken("belongs to another list")
+		}
+		f.Before = &store.EventCursor{ReceivedAt: time.Unix(0, after.Ints[0]).UTC(), Key: after.Ints[1], Source: after.Strings[0]}
+	}
+	f.Limit = n + 1
 	evs, err := a.s.cfg.Store.FilterEvents(ctx, f)
 	if err != nil {
 		return nil, storeErr("events", err)
 	}
-	out := &mnguardv1.ListEventsResponse{Events: make([]*mnguardv1.StoredEvent, 0, len(evs))}
+	out := &mnguardv1.ListEventsResponse{}
+	if len(evs) > n {
+		evs = evs[:n]
+		c := evs[n-1].Cursor()
+		out.NextPageToken = a.nextToken(sc, &store.PageKey{Ints: []int64{c.ReceivedAt.UnixNano(), c.Key}, Strings: []string{c.Source}})
+	}
+	out.Events = make([]*mnguardv1.StoredEvent, 0, len(evs))
 	for _, e := range evs {
 		se, err := StoredEventProto(e)
 		if err != nil {
@@ -347,7 +399,7 @@ func EventFilter(req *mnguardv1.ListEventsRequest) (store.EventFilter, error) {
 		}
 	}
 	if f.Limit == 0 {
-		f.Limit = 100
+		f.Limit = defaultEventLimit
 	}
 	if f.Limit > 10000 {
 		return f, status.Error(codes.InvalidArgument, "limit: at most 10000")

@@ -17,17 +17,26 @@ func hardwareTokenProto(t store.HardwareToken) *mnguardv1.HardwareToken {
 	}
 }
 
-// ListTokens implements mnguardv1.AdminServiceServer.
-func (a *AdminService) ListTokens(ctx context.Context, _ *mnguardv1.ListTokensRequest) (*mnguardv1.ListTokensResponse, error) {
-	l, _, err := a.loginsFor(ctx)
+// ListTokens implements mnguardv1.AdminServiceServer: a page of the
+// unassigned hardware tokens by serial.
+func (a *AdminService) ListTokens(ctx context.Context, req *mnguardv1.ListTokensRequest) (*mnguardv1.ListTokensResponse, error) {
+	if _, _, err := a.loginsFor(ctx); err != nil {
+		return nil, err
+	}
+	sc := newPageScope(pageHardwareTokens)
+	n, after, err := a.pageStart(sc, req.GetPageSize(), 0, defaultPageSize, req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
-	ts, err := l.Tokens(ctx)
+	p, err := a.pages()
 	if err != nil {
-		return nil, loginErr(err)
+		return nil, err
 	}
-	out := &mnguardv1.ListTokensResponse{Tokens: make([]*mnguardv1.HardwareToken, 0, len(ts))}
+	ts, next, err := p.HardwareTokenPage(ctx, after, n)
+	if err != nil {
+		return nil, storeErr("hardware tokens", err)
+	}
+	out := &mnguardv1.ListTokensResponse{Tokens: make([]*mnguardv1.HardwareToken, 0, len(ts)), NextPageToken: a.nextToken(sc, next)}
 	for _, t := range ts {
 		out.Tokens = append(out.Tokens, hardwareTokenProto(t))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,8 +26,6 @@ const (
 	MinExemptionDuration = time.Minute
 	maxReasonBytes       = 512
 	maxTicketBytes       = maxShortString
-	// maxListedExemptions bounds ListExemptions: the newest ones.
-	maxListedExemptions = 10000
 	// deliveryWait is how long IssueExemption and RevokeExemption wait for
 	// a live stream of the terminal to carry the new set.
 	deliveryWait = time.Second
@@ -397,8 +396,8 @@ func (a *AdminService) RevokeExemption(ctx context.Context, req *mnguardv1.Revok
 	return &mnguardv1.RevokeExemptionResponse{Exemption: exemptionRecord(e, cfg.Now())}, nil
 }
 
-// ListExemptions implements mnguardv1.AdminServiceServer: newest first, at
-// most 10000.
+// ListExemptions implements mnguardv1.AdminServiceServer: a page of them,
+// newest first.
 func (a *AdminService) ListExemptions(ctx context.Context, req *mnguardv1.ListExemptionsRequest) (*mnguardv1.ListExemptionsResponse, error) {
 	if _, err := OperatorFrom(ctx); err != nil {
 		return nil, err
@@ -413,11 +412,20 @@ func (a *AdminService) ListExemptions(ctx context.Context, req *mnguardv1.ListEx
 	if req.GetActiveOnly() {
 		at = now
 	}
-	es, err := a.s.cfg.Store.Exemptions(ctx, req.GetTerminalId(), at, maxListedExemptions)
+	sc := newPageScope(pageExemptions, req.GetTerminalId(), strconv.FormatBool(req.GetActiveOnly()))
+	n, after, err := a.pageStart(sc, req.GetPageSize(), 0, defaultPageSize, req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	p, err := a.pages()
+	if err != nil {
+		return nil, err
+	}
+	es, next, err := p.ExemptionPage(ctx, req.GetTerminalId(), at, after, n)
 	if err != nil {
 		return nil, storeErr("exemptions", err)
 	}
-	out := &mnguardv1.ListExemptionsResponse{Exemptions: make([]*mnguardv1.ExemptionRecord, 0, len(es))}
+	out := &mnguardv1.ListExemptionsResponse{Exemptions: make([]*mnguardv1.ExemptionRecord, 0, len(es)), NextPageToken: a.nextToken(sc, next)}
 	for _, e := range es {
 		out.Exemptions = append(out.Exemptions, exemptionRecord(e, now))
 	}

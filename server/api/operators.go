@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -84,16 +85,26 @@ func (a *AdminService) AddOperator(ctx context.Context, req *mnguardv1.AddOperat
 	return &mnguardv1.AddOperatorResponse{Operator: operatorProto(o, nil), OtpauthUrl: t.URL, Secret: t.Secret}, nil
 }
 
-// ListOperators implements mnguardv1.AdminServiceServer.
-func (a *AdminService) ListOperators(ctx context.Context, _ *mnguardv1.ListOperatorsRequest) (*mnguardv1.ListOperatorsResponse, error) {
+// ListOperators implements mnguardv1.AdminServiceServer: a page of the
+// operators by name.
+func (a *AdminService) ListOperators(ctx context.Context, req *mnguardv1.ListOperatorsRequest) (*mnguardv1.ListOperatorsResponse, error) {
 	if _, _, err := a.operatorsFor(ctx); err != nil {
 		return nil, err
 	}
-	os, err := a.s.cfg.Store.Operators(ctx)
+	sc := newPageScope(pageOperators)
+	n, after, err := a.pageStart(sc, req.GetPageSize(), 0, defaultPageSize, req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	p, err := a.pages()
+	if err != nil {
+		return nil, err
+	}
+	os, next, err := p.OperatorPage(ctx, after, n)
 	if err != nil {
 		return nil, storeErr("operators", err)
 	}
-	out := &mnguardv1.ListOperatorsResponse{Operators: make([]*mnguardv1.Operator, 0, len(os))}
+	out := &mnguardv1.ListOperatorsResponse{Operators: make([]*mnguardv1.Operator, 0, len(os)), NextPageToken: a.nextToken(sc, next)}
 	for _, o := range os {
 		out.Operators = append(out.Operators, operatorProto(o, nil))
 	}
@@ -282,11 +293,7 @@ func (a *AdminService) ListAudit(ctx context.Context, req *mnguardv1.ListAuditRe
 	if _, err := OperatorFrom(ctx); err != nil {
 		return nil, err
 	}
-	limit := int(req.GetLimit())
-	if limit == 0 {
-		limit = 100
-	}
-	if limit > 10000 {
+	if req.GetLimit() > 10000 {
 		return nil, status.Error(codes.InvalidArgument, "limit: at most 10000")
 	}
 	if req.GetBeforeId() < 0 {
@@ -295,7 +302,7 @@ func (a *AdminService) ListAudit(ctx context.Context, req *mnguardv1.ListAuditRe
 	if err := checkString("action", req.GetAction(), 64); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
-	f := store.AuditFilter{Limit: limit, BeforeID: req.GetBeforeId(), ActionPrefix: req.GetAction()}
+	f := store.AuditFilter{BeforeID: req.GetBeforeId(), ActionPrefix: req.GetAction()}
 	var err error
 	if f.Since, err = optTime("since", req.GetSince()); err != nil {
 		return nil, err
@@ -303,11 +310,29 @@ func (a *AdminService) ListAudit(ctx context.Context, req *mnguardv1.ListAuditRe
 	if f.Until, err = optTime("until", req.GetUntil()); err != nil {
 		return nil, err
 	}
+	sc := newPageScope(pageAudit, strconv.FormatInt(f.BeforeID, 10), f.ActionPrefix, timeFilter(f.Since), timeFilter(f.Until))
+	n, after, err := a.pageStart(sc, req.GetPageSize(), req.GetLimit(), defaultEventLimit, req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	if after != nil {
+		// The key is the ID of the last entry listed.
+		if len(after.Ints) != 1 || len(after.Strings) != 0 || after.Ints[0] <= 0 {
+			return nil, errPageToken("belongs to another list")
+		}
+		f.BeforeID = after.Ints[0]
+	}
+	f.Limit = n + 1
 	es, err := a.s.cfg.Store.FilterAudit(ctx, f)
 	if err != nil {
 		return nil, storeErr("audit log", err)
 	}
-	out := &mnguardv1.ListAuditResponse{Entries: make([]*mnguardv1.AuditEntry, 0, len(es))}
+	out := &mnguardv1.ListAuditResponse{}
+	if len(es) > n {
+		es = es[:n]
+		out.NextPageToken = a.nextToken(sc, &store.PageKey{Ints: []int64{es[n-1].ID}})
+	}
+	out.Entries = make([]*mnguardv1.AuditEntry, 0, len(es))
 	for _, e := range es {
 		out.Entries = append(out.Entries, auditProto(e))
 	}

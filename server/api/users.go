@@ -140,17 +140,26 @@ func (a *AdminService) ConfirmUser(ctx context.Context, req *mnguardv1.ConfirmUs
 	return &mnguardv1.ConfirmUserResponse{User: userProto(u)}, nil
 }
 
-// ListUsers implements mnguardv1.AdminServiceServer.
-func (a *AdminService) ListUsers(ctx context.Context, _ *mnguardv1.ListUsersRequest) (*mnguardv1.ListUsersResponse, error) {
-	l, _, err := a.loginsFor(ctx)
+// ListUsers implements mnguardv1.AdminServiceServer: a page of the users
+// by name.
+func (a *AdminService) ListUsers(ctx context.Context, req *mnguardv1.ListUsersRequest) (*mnguardv1.ListUsersResponse, error) {
+	if _, _, err := a.loginsFor(ctx); err != nil {
+		return nil, err
+	}
+	sc := newPageScope(pageUsers)
+	n, after, err := a.pageStart(sc, req.GetPageSize(), 0, defaultPageSize, req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
-	us, err := l.Users(ctx)
+	p, err := a.pages()
+	if err != nil {
+		return nil, err
+	}
+	us, next, err := p.UserPage(ctx, after, n)
 	if err != nil {
 		return nil, storeErr("users", err)
 	}
-	out := &mnguardv1.ListUsersResponse{Users: make([]*mnguardv1.User, 0, len(us))}
+	out := &mnguardv1.ListUsersResponse{Users: make([]*mnguardv1.User, 0, len(us)), NextPageToken: a.nextToken(sc, next)}
 	for _, u := range us {
 		out.Users = append(out.Users, userProto(u))
 	}
