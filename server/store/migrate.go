@@ -14,6 +14,14 @@ import (
 	"time"
 )
 
+// migrator is a *sql.DB or, on PostgreSQL, the *sql.Conn that holds the
+// migration lock.
+type migrator interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
 // A migration is one numbered schema change, read from a file named
 // NNNN_name.sql.
 type migration struct {
@@ -65,7 +73,7 @@ func loadMigrations(fsys fs.FS, dir string) ([]migration, error) {
 // database whose schema is newer than the newest migration is refused.
 //
 // The SQL is portable: it runs unchanged on PostgreSQL.
-func migrate(ctx context.Context, db *sql.DB, ms []migration) error {
+func migrate(ctx context.Context, db migrator, ms []migration) error {
 	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 	version    BIGINT NOT NULL PRIMARY KEY,
 	name       TEXT   NOT NULL,
@@ -91,7 +99,7 @@ func migrate(ctx context.Context, db *sql.DB, ms []migration) error {
 	return nil
 }
 
-func applyMigration(ctx context.Context, db *sql.DB, m migration) (err error) {
+func applyMigration(ctx context.Context, db migrator, m migration) (err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err

@@ -143,7 +143,7 @@ func TestOfflineKeyCopiedDatabase(t *testing.T) {
 	if err := os.WriteFile(cp, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := OpenSQLite(ctx, cp)
+	c, err := Open(ctx, cp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestOfflineKeyMigration(t *testing.T) {
 		codes[id] = c
 	}
 
-	s, err := OpenSQLite(ctx, path)
+	s, err := Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -986,7 +986,7 @@ func TestMigrateOperatorsFromTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err := OpenSQLite(ctx, path)
+	s, err := Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
 
@@ -25,7 +26,9 @@ var sqliteMigrations embed.FS
 // process (a backup, the sqlite3 shell) before it fails with SQLITE_BUSY.
 const busyTimeout = 10 * time.Second
 
-// DB is the SQL Store. With SQLite (OpenSQLite) it is one database file in WAL mode.
+// DB is the SQL Store, on SQLite (OpenSQLite) or PostgreSQL (OpenPostgres):
+// one store, the same queries, two dialects. With SQLite it is one database
+// file in WAL mode.
 //
 // It holds two connection pools on the file. Every write goes through a
 // pool of exactly one connection whose transactions begin IMMEDIATE, so
@@ -41,6 +44,13 @@ type DB struct {
 	ws, rs map[string]*sql.Stmt
 	// keys seals the terminals' offline keys; nil until SetKeySealer.
 	keys atomic.Pointer[KeySealer]
+	// pool is PostgreSQL's connection pool (nil with SQLite), under w and
+	// r, which are then the same database/sql pool: PostgreSQL runs
+	// writers side by side, and DB.write serializes them itself.
+	pool *pgxpool.Pool
+	// reportLock makes SaveReport take the write lock on PostgreSQL too (see
+	// saveReport): only the benchmark that measures the lock sets it.
+	reportLock bool
 }
 
 var _ Store = (*DB)(nil)
@@ -48,7 +58,11 @@ var _ Store = (*DB)(nil)
 // Queries prepared at open: those that run for every agent report or RPC.
 const (
 	qTerminalState = `SELECT state FROM terminals WHERE id = $1`
-	qLastSeen      = `UPDATE terminals SET last_seen_at = $2
+	// On PostgreSQL the row stays locked until the transaction ends, so
+	// that no revocation commits between the check and the write it
+	// allows (SaveReport takes no write lock).
+	qTerminalStateLocked = `SELECT state FROM terminals WHERE id = $1 FOR UPDATE`
+	qLastSeen            = `UPDATE terminals SET last_seen_at = $2
 	WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at < $2)`
 	qFingerprint   = `SELECT fingerprint FROM postures WHERE terminal_id = $1`
 	qUpsertPosture = `INSERT INTO postures (terminal_id, posture, received_at, collected_at, fingerprint)
@@ -173,8 +187,11 @@ func (s *DB) Close() error {
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
 	}
-	if s.w != nil {
+	if s.w != nil && s.w != s.r {
 		errs = append(errs, s.w.Close())
+	}
+	if s.pool != nil {
+		s.pool.Close()
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("store: close: %w", err)
@@ -197,6 +214,22 @@ func (s *DB) Ping(ctx context.Context) error {
 type wtx struct {
 	tx    *sql.Tx
 	stmts map[string]*sql.Stmt
+	// pg: on PostgreSQL, where other transactions run alongside (see
+	// DB.write).
+	pg bool
+}
+
+// lock takes the store's write lock for the rest of the transaction on
+// PostgreSQL (taken twice it is held once); SQLite's single writer
+// holds it already.
+func (w wtx) lock(ctx context.Context) error {
+	if !w.pg {
+		return nil
+	}
+	if _, err := w.tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, WriteLockKey); err != nil {
+		return fmt.Errorf("take the write lock: %w", err)
+	}
+	return nil
 }
 
 // stmt returns the prepared statement of q in the transaction, nil if q is
@@ -223,7 +256,40 @@ func (w wtx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
 }
 
 // write runs fn in a write transaction and commits it if fn returns nil.
-func (s *DB) write(ctx context.Context, fn func(tx wtx) error) (err error) {
+//
+// SQLite runs one write transaction at a time (one writer connection). So
+// does PostgreSQL, across every replica on the database: each write
+// transaction first takes a transaction-level advisory lock (WriteLockKey),
+// so that the read-modify-write invariants the code keeps under SQLite's
+// single writer (the audit chain, token uses, compare-and-set versions,
+// TOTP steps, exemption limits) hold as they are, in READ COMMITTED: every
+// statement after the lock sees every write committed before it. A
+// transaction PostgreSQL aborts as a deadlock or serialization failure is
+// run again, at most maxWriteAttempts times, so fn must start from
+// scratch each time. Errors of the connection match ErrUnavailable.
+func (s *DB) write(ctx context.Context, fn func(tx wtx) error) error {
+	return s.writeTx(ctx, true, fn)
+}
+
+// writeTx is write, without the PostgreSQL write lock unless lock is set:
+// for transactions that keep their invariants with row locks alone
+// (saveReport).
+func (s *DB) writeTx(ctx context.Context, lock bool, fn func(tx wtx) error) error {
+	if s.pool == nil {
+		return s.writeOnce(ctx, false, fn)
+	}
+	for attempt := 1; ; attempt++ {
+		err := s.writeOnce(ctx, lock, fn)
+		if err == nil || attempt >= maxWriteAttempts || !retryable(err) {
+			return unavailable(err)
+		}
+		if werr := retryWait(ctx, attempt); werr != nil {
+			return err
+		}
+	}
+}
+
+func (s *DB) writeOnce(ctx context.Context, lock bool, fn func(tx wtx) error) (err error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -233,7 +299,13 @@ func (s *DB) write(ctx context.Context, fn func(tx wtx) error) (err error) {
 			err = errors.Join(err, rollback(tx))
 		}
 	}()
-	if err := fn(wtx{tx, s.ws}); err != nil {
+	w := wtx{tx, s.ws, s.pool != nil}
+	if lock {
+		if err := w.lock(ctx); err != nil {
+			return err
+		}
+	}
+	if err := fn(w); err != nil {
 		return err
 	}
 	return tx.Commit()
@@ -375,7 +447,11 @@ func insertCertificate(ctx context.Context, tx wtx, c Certificate) error {
 // terminalState returns the state of the terminal, ErrNotFound if unknown.
 func terminalState(ctx context.Context, tx wtx, id string) (string, error) {
 	var state string
-	err := tx.queryRow(ctx, qTerminalState, id).Scan(&state)
+	q := qTerminalState
+	if tx.pg {
+		q = qTerminalStateLocked
+	}
+	err := tx.queryRow(ctx, q, id).Scan(&state)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("terminal %w", ErrNotFound)
 	}
@@ -587,8 +663,14 @@ func (s *DB) saveReport(ctx context.Context, r Report) (ReportResult, error) {
 		}
 	}
 
+	// On PostgreSQL a report takes no write lock, so that reports of
+	// different terminals are stored side by side: it locks its terminal's
+	// row (activeTerminal), which serializes it with the same terminal's
+	// other reports (the posture history, last_seen_at) and with
+	// revocation; events are stored once by their primary key; nothing
+	// else is read and written.
 	var res ReportResult
-	err := s.write(ctx, func(tx wtx) error {
+	err := s.writeTx(ctx, s.reportLock, func(tx wtx) error {
 		res = ReportResult{}
 		if err := activeTerminal(ctx, tx, r.TerminalID); err != nil {
 			return err
@@ -856,6 +938,10 @@ func appendAuditTx(ctx context.Context, tx wtx, e AuditEntry) (AuditEntry, error
 		return e, nil
 	}
 	if err := checkAudit(&e); err != nil {
+		return e, err
+	}
+	// Held already, unless in a transaction that took no write lock.
+	if err := tx.lock(ctx); err != nil {
 		return e, err
 	}
 	var (

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/mnguard/mnguard/internal/testenv"
 )
 
 var jst = time.FixedZone("JST", 9*60*60)
@@ -27,10 +29,43 @@ var jst = time.FixedZone("JST", 9*60*60)
 // back Equal.
 var t0 = time.Date(2025, 4, 1, 9, 30, 0, 123456789, jst)
 
+// envBackend chooses the database of the store's tests: "sqlite" (unset)
+// or "postgres" (a fresh database on testenv.Postgres's server each).
+// make test runs the package with both.
+const envBackend = "MNGUARD_STORE_BACKEND"
+
+// testBackend is the backend the tests run on, DialectSQLite or
+// DialectPostgres.
+func testBackend(tb testing.TB) string {
+	switch b := os.Getenv(envBackend); b {
+	case "", DialectSQLite:
+		return DialectSQLite
+	case DialectPostgres:
+		return DialectPostgres
+	default:
+		tb.Fatalf("%s=%q: want sqlite or postgres", envBackend, b)
+		return ""
+	}
+}
+
+// sqliteOnly skips a test about SQLite's files on the PostgreSQL run.
+func sqliteOnly(tb testing.TB) {
+	tb.Helper()
+	if testBackend(tb) != DialectSQLite {
+		tb.Skipf("about SQLite's database file; %s=%s", envBackend, os.Getenv(envBackend))
+	}
+}
+
+// openTest opens an empty store on the test backend; the second result is
+// what Open opens it again with: the SQLite file's path or the PostgreSQL
+// database's DSN.
 func openTest(tb testing.TB) (*DB, string) {
 	tb.Helper()
 	path := filepath.Join(tb.TempDir(), "mnguard.db")
-	s, err := OpenSQLite(context.Background(), path)
+	if testBackend(tb) == DialectPostgres {
+		path = testenv.Postgres(tb)
+	}
+	s, err := Open(context.Background(), path)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -877,7 +877,7 @@ func TestMigrateFromInit(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err := OpenSQLite(ctx, path)
+	s, err := Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
