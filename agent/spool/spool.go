@@ -145,9 +145,9 @@ type Spool struct {
 	openLoss uint64
 	// unstored counts the events whose Append failed to write since the
 	// last loss event said so; first and last are their times.
-	unstored              uint64
+	unstored                    uint64
 	unstoredFirst, unstoredLast time.Time
-	writeFailed           uint64 // the life-of-process count, for Stats
+	writeFailed                 uint64 // the life-of-process count, for Stats
 }
 
 // SetAside describes a damaged spool file found at open and kept aside.
@@ -304,12 +304,12 @@ type appendResult struct {
 	removed       int    // events dropped
 	foldedRecords int    // older loss events dropped, their counts folded into the new one
 	dropCount     uint64 // events the new loss event must report
-	bytes        int64 // size change
-	lastSeq      uint64
-	postureGone  bool
-	lossSeq      uint64 // the open loss event after the transaction; 0: none
-	unstoredDone bool   // the write-failure loss event was stored
-	dropRange    [2]uint64
+	bytes         int64  // size change
+	lastSeq       uint64
+	postureGone   bool
+	lossSeq       uint64 // the open loss event after the transaction; 0: none
+	unstoredDone  bool   // the write-failure loss event was stored
+	dropRange     [2]uint64
 }
 
 // appendTx stores e (and the loss events due) in tx.
@@ -372,7 +372,7 @@ func (s *Spool) appendTx(tx *bolt.Tx, e *mnguardv1.Event) (appendResult, error) 
 		// After a Delete, bbolt's Next may skip a key: start over from
 		// the first, which is now the oldest left.
 		k, v := c.First()
-		if k != nil && len(k) == 8 && binary.BigEndian.Uint64(k) == openLoss {
+		if len(k) == 8 && binary.BigEndian.Uint64(k) == openLoss {
 			k, v = c.Next()
 		}
 		if k == nil {
