@@ -14,7 +14,7 @@ import (
 // auditRequest validates the flags of audit list.
 func auditRequest(inv *invocation) (*mnguardv1.ListAuditRequest, error) {
 	o := inv.opts
-	req := &mnguardv1.ListAuditRequest{Action: o.action.v}
+	req := &mnguardv1.ListAuditRequest{Action: o.action.v, Limit: defaultListLimit}
 	if o.limit.set {
 		n, err := parseCount(inv, "limit", o.limit.v, 1, maxAuditLimit)
 		if err != nil {
@@ -44,10 +44,15 @@ func auditList(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
 	if err != nil {
 		return err
 	}
-	resp, _, err := request(ctx, inv, "list audit log", mnguardv1.AdminServiceClient.ListAudit, req)
+	limit := int(req.GetLimit())
+	req.Limit = 0 // counted here over the pages
+	es, _, err := collectPages(ctx, inv, "list audit log", mnguardv1.AdminServiceClient.ListAudit, req,
+		func(token string, size uint32) { req.PageToken, req.PageSize = token, size },
+		(*mnguardv1.ListAuditResponse).GetNextPageToken, (*mnguardv1.ListAuditResponse).GetEntries, limit)
 	if err != nil {
 		return err
 	}
+	resp := &mnguardv1.ListAuditResponse{Entries: es}
 	if inv.format == formatJSON {
 		return writeProtoJSON(w, resp)
 	}

@@ -25,7 +25,8 @@ func TestAuditRequest(t *testing.T) {
 	// day.
 	since := time.Date(2026, 4, 1, 0, 0, 0, 0, testLoc)
 	until := time.Date(2026, 5, 1, 0, 0, 0, 0, testLoc)
-	if got.GetLimit() != 10000 || got.GetBeforeId() != 4 || got.GetAction() != "exemption." ||
+	// --limit is counted by the CLI over the pages, each of at most 1000.
+	if got.GetLimit() != 0 || got.GetPageSize() != 1000 || got.GetBeforeId() != 4 || got.GetAction() != "exemption." ||
 		!got.GetSince().AsTime().Equal(since) || !got.GetUntil().AsTime().Equal(until) {
 		t.Errorf("request %v; want since %v, until %v", got, since, until)
 	}
@@ -194,7 +195,7 @@ func TestTerminalsRequest(t *testing.T) {
 	}
 	got := h.fake.lastTerminals
 	if got.GetState() != "non-compliant" || got.GetFailingCheck() != "mfa" || got.GetSearch() != "MN-PC" || got.GetSort() != "last_seen" ||
-		!got.GetDescending() || got.GetLimit() != 100000 || got.GetOffset() != 0 {
+		!got.GetDescending() || got.GetLimit() != 0 || got.GetPageSize() != 1000 || got.GetOffset() != 0 {
 		t.Errorf("request %v", got)
 	}
 	if n := strings.Count(r.stdout, "\n"); n != 2 || !strings.Contains(r.stdout, "non-compliant: mfa, version") {
@@ -312,7 +313,9 @@ func TestFilterUsageErrors(t *testing.T) {
 		{[]string{"events", "list", "--since", "2026-05-02", "--until", "2026-05-01"}, `events list: --since "2026-05-02" is not before --until "2026-05-01": the period is empty`},
 		{[]string{"events", "list", "--since", "2026-05-01T10:00:00+09:00", "--until", "2026-05-01T01:00:00Z"}, `events list: --since "2026-05-01T10:00:00+09:00" is not before --until "2026-05-01T01:00:00Z": the period is empty`},
 		{[]string{"audit", "list", "--limit", "0"}, `audit list: invalid --limit "0": want a whole number from 1 to 10000`},
-		{[]string{"audit", "list", "--limit", "10001"}, `audit list: invalid --limit "10001": want a whole number from 1 to 10000`},
+		{[]string{"audit", "list", "--limit", "10000001"}, `audit list: invalid --limit "10000001": want a whole number from 1 to 10000000`},
+		{[]string{"audit", "list", "--page-size", "1001"}, `audit list: invalid --page-size "1001": want a whole number from 1 to 1000`},
+		{[]string{"terminals", "list", "--page-size", "0"}, `terminals list: invalid --page-size "0": want a whole number from 1 to 1000`},
 		{[]string{"audit", "list", "--before-id", "0"}, `audit list: invalid --before-id "0": want a whole number from 1 to 9223372036854775807`},
 		{[]string{"audit", "list", "--before-id", "9223372036854775808"}, `audit list: invalid --before-id "9223372036854775808"`},
 		{[]string{"audit", "list", "--action", strings.Repeat("a", 65)}, "audit list: invalid --action: longer than 64 bytes"},

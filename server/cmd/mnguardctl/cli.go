@@ -231,6 +231,7 @@ type options struct {
 	device, duration, ticket                           stringFlag
 	role, state, check, search, sort, offset           stringFlag
 	eventType, since, until, action, beforeID          stringFlag
+	pageSize                                           stringFlag
 	from, to, lang, out                                stringFlag
 	assign, expectVersion                              stringFlag
 	replace, allowNoSerial, active, desc               bool
@@ -241,6 +242,10 @@ type options struct {
 	// set holds the canonical names of the flags given.
 	set map[string]bool
 }
+
+// pageSizeFlag is the flag of every list command: how many items each
+// request asks for; all pages are listed whatever it is.
+var pageSizeFlag = flagDoc{"page-size", "N", "items asked for per request, 1 to 1000 (default 1000); every page is listed", ""}
 
 // globalFlags are accepted by every command, before or after it.
 var globalFlags = []flagDoc{
@@ -274,7 +279,7 @@ func parseArgs(args []string) (*options, []string, error) {
 		"role": &o.role, "state": &o.state, "check": &o.check, "search": &o.search, "sort": &o.sort,
 		"offset": &o.offset, "type": &o.eventType, "since": &o.since, "until": &o.until,
 		"action": &o.action, "before-id": &o.beforeID, "from": &o.from, "to": &o.to, "lang": &o.lang,
-		"out": &o.out, "assign": &o.assign, "expect-version": &o.expectVersion,
+		"out": &o.out, "assign": &o.assign, "expect-version": &o.expectVersion, "page-size": &o.pageSize,
 	} {
 		fs.Var(v, name, "")
 	}
@@ -418,6 +423,7 @@ var commands = []*command{
 			{"desc", "", "sort in descending order", ""},
 			{"limit", "N", "at most N terminals (default all, at most 100000)", ""},
 			{"offset", "N", "skip the first N terminals", ""},
+			pageSizeFlag,
 		},
 		summary: "list enrolled terminals with their compliance",
 		run:     terminalsList,
@@ -447,6 +453,7 @@ var commands = []*command{
 	},
 	{
 		name:    "tokens list",
+		flags:   []flagDoc{pageSizeFlag},
 		summary: "list enrollment tokens",
 		run:     tokensList,
 	},
@@ -457,7 +464,8 @@ var commands = []*command{
 			{"type", "TYPE", "only events of this type (media.attached), or of every type under a prefix ending in a dot (media.)", ""},
 			{"since", "TIME", "only events received at or after TIME: RFC 3339 or YYYY-MM-DD (local midnight)", ""},
 			{"until", "TIME", "only events received before TIME: RFC 3339, or YYYY-MM-DD to include that day", ""},
-			{"limit", "N", "at most N events, newest first (default 100, at most 10000)", ""},
+			{"limit", "N", "at most N events, newest first (default 100, at most 10000000)", ""},
+			pageSizeFlag,
 		},
 		summary: "list recent events, newest first",
 		run:     eventsList,
@@ -477,6 +485,7 @@ var commands = []*command{
 	},
 	{
 		name:    "users list",
+		flags:   []flagDoc{pageSizeFlag},
 		summary: "list TOTP users",
 		run:     usersList,
 	},
@@ -520,6 +529,7 @@ var commands = []*command{
 	},
 	{
 		name:    "users tokens",
+		flags:   []flagDoc{pageSizeFlag},
 		summary: "list imported hardware tokens that belong to no user yet (they log nobody in)",
 		run:     usersTokens,
 	},
@@ -577,6 +587,7 @@ var commands = []*command{
 		flags: []flagDoc{
 			{"terminal", "ID", "only this terminal's exemptions", ""},
 			{"active", "", "only exemptions in force", ""},
+			pageSizeFlag,
 		},
 		summary: "list exemptions, newest first",
 		run:     exemptionsList,
@@ -607,6 +618,7 @@ var commands = []*command{
 	},
 	{
 		name:    "operators list",
+		flags:   []flagDoc{pageSizeFlag},
 		summary: "list operators",
 		run:     operatorsList,
 	},
@@ -699,11 +711,12 @@ var commands = []*command{
 	{
 		name: "audit list",
 		flags: []flagDoc{
-			{"limit", "N", "at most N entries, newest first (default 100, at most 10000)", ""},
+			{"limit", "N", "at most N entries, newest first (default 100, at most 10000000)", ""},
 			{"before-id", "N", "only entries with an ID below N (the next page)", ""},
 			{"since", "TIME", "only entries at or after TIME: RFC 3339 or YYYY-MM-DD (local midnight)", ""},
 			{"until", "TIME", "only entries before TIME: RFC 3339, or YYYY-MM-DD to include that day", ""},
 			{"action", "PREFIX", "only entries whose action starts with PREFIX, e.g. exemption.", ""},
+			pageSizeFlag,
 		},
 		summary: "list the audit log, newest first",
 		run:     auditList,

@@ -170,8 +170,8 @@ func TestUsageErrors(t *testing.T) {
 		{name: "bad timeout", args: []string{"whoami", "--timeout", "soon"}, want: `invalid timeout "soon" from --timeout: want a duration such as 10s or 1m`},
 		{name: "zero timeout", env: map[string]string{"MNGUARD_TIMEOUT": "0s"}, args: []string{"whoami"}, want: `invalid timeout "0s" from MNGUARD_TIMEOUT: must be positive`},
 		{name: "help on unknown", args: []string{"help", "frob"}, want: `help: unknown command "frob": run 'mnguardctl help' for the list`},
-		{name: "limit zero", args: []string{"events", "list", "--limit", "0"}, want: `events list: invalid --limit "0": want a whole number from 1 to 10000`},
-		{name: "limit too big", args: []string{"events", "list", "--limit", "10001"}, want: `events list: invalid --limit "10001": want a whole number from 1 to 10000`},
+		{name: "limit zero", args: []string{"events", "list", "--limit", "0"}, want: `events list: invalid --limit "0": want a whole number from 1 to 10000000`},
+		{name: "limit too big", args: []string{"events", "list", "--limit", "10000001"}, want: `events list: invalid --limit "10000001": want a whole number from 1 to 10000000`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -267,7 +267,7 @@ func TestEventsRequest(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	if got := h.fake.lastEvents; got.GetTerminalId() != termID2 || got.GetLimit() != 10000 {
+	if got := h.fake.lastEvents; got.GetTerminalId() != termID2 || got.GetLimit() != 0 || got.GetPageSize() != 1000 {
 		t.Errorf("request %v", got)
 	}
 	if strings.Count(r.stdout, "\n") != 2 {
@@ -312,11 +312,11 @@ func TestHelp(t *testing.T) {
 	}
 	r = newHarness().run(t, "help")
 	for _, want := range []string{
-		"  terminals list [--state STATE] [--check NAME] [--search TEXT] [--sort KEY] [--desc] [--limit N] [--offset N]\n",
-		"  events list [--terminal ID] [--type TYPE] [--since TIME] [--until TIME] [--limit N]\n",
+		"  terminals list [--state STATE] [--check NAME] [--search TEXT] [--sort KEY] [--desc] [--limit N] [--offset N] [--page-size N]\n",
+		"  events list [--terminal ID] [--type TYPE] [--since TIME] [--until TIME] [--limit N] [--page-size N]\n",
 		"  operators add NAME [--role ROLE] [--password-file PATH] [--qr FILE.png]\n",
 		"  operators token NAME [--ttl DURATION] [--note TEXT]\n",
-		"  audit list [--limit N] [--before-id N] [--since TIME] [--until TIME] [--action PREFIX]\n",
+		"  audit list [--limit N] [--before-id N] [--since TIME] [--until TIME] [--action PREFIX] [--page-size N]\n",
 		"  audit verify\n",
 		"  mnguardctl reports self-inspection --from 2026-04-01 --to 2026-04-30 --lang en --out report.html\n",
 	} {

@@ -22,10 +22,13 @@ import (
 
 // Limits of the requests, as the server enforces them.
 const (
+	// defaultListLimit is how many events or audit entries a list shows
+	// without --limit: the newest.
+	defaultListLimit  = 100
 	defaultTokenTTL   = 24 * time.Hour
 	maxTokenTTL       = 8760 * time.Hour
-	maxEventLimit     = 10000
-	maxAuditLimit     = 10000
+	maxEventLimit     = 10000000
+	maxAuditLimit     = 10000000
 	maxTerminalLimit  = 100000
 	maxTerminalOffset = 10000000
 	maxSearch         = 128
@@ -44,7 +47,9 @@ var (
 // checkFail is the status of a failing compliance check.
 const checkFail = "fail"
 
-// terminalsRequest validates the flags of terminals list.
+// terminalsRequest validates the flags of terminals list. Its Limit is
+// what --limit asks for in all (0: every terminal), which the CLI counts
+// itself over the pages.
 func terminalsRequest(inv *invocation) (*mnguardv1.ListTerminalsRequest, error) {
 	o := inv.opts
 	req := &mnguardv1.ListTerminalsRequest{
@@ -83,14 +88,25 @@ func terminalsList(ctx context.Context, inv *invocation, w *bytes.Buffer) error 
 	if err != nil {
 		return err
 	}
-	resp, _, err := request(ctx, inv, "list terminals", mnguardv1.AdminServiceClient.ListTerminals, req)
+	limit, skip := int(req.GetLimit()), req.GetOffset()
+	// The collector pages by page_size; Limit stays 0 (a collector from
+	// before pages would take it as the size of its one answer).
+	req.Limit = 0
+	ts, last, err := collectPages(ctx, inv, "list terminals", mnguardv1.AdminServiceClient.ListTerminals, req,
+		func(token string, size uint32) {
+			req.PageToken, req.PageSize = token, size
+			if token != "" {
+				req.Offset = 0 // the token says where the next page starts
+			}
+		}, (*mnguardv1.ListTerminalsResponse).GetNextPageToken, (*mnguardv1.ListTerminalsResponse).GetTerminals, limit)
 	if err != nil {
 		return err
 	}
+	req.Offset = skip
+	resp := &mnguardv1.ListTerminalsResponse{Terminals: ts, Total: last.GetTotal()}
 	if inv.format == formatJSON {
 		return writeProtoJSON(w, resp)
 	}
-	ts := resp.GetTerminals()
 	if err := writeList(w, inv.format, inv.terminalColumns(ts), ts); err != nil {
 		return err
 	}
@@ -573,10 +589,14 @@ func tokensCreate(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
 }
 
 func tokensList(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
-	resp, _, err := request(ctx, inv, "list enrollment tokens", mnguardv1.AdminServiceClient.ListEnrollmentTokens, &mnguardv1.ListEnrollmentTokensRequest{})
+	req := &mnguardv1.ListEnrollmentTokensRequest{}
+	toks, _, err := collectPages(ctx, inv, "list enrollment tokens", mnguardv1.AdminServiceClient.ListEnrollmentTokens, req,
+		func(token string, size uint32) { req.PageToken, req.PageSize = token, size },
+		(*mnguardv1.ListEnrollmentTokensResponse).GetNextPageToken, (*mnguardv1.ListEnrollmentTokensResponse).GetTokens, 0)
 	if err != nil {
 		return err
 	}
+	resp := &mnguardv1.ListEnrollmentTokensResponse{Tokens: toks}
 	if inv.format == formatJSON {
 		return writeProtoJSON(w, resp)
 	}
@@ -612,7 +632,7 @@ var eventTypeRE = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*\.?$`)
 // eventsRequest validates the flags of events list.
 func eventsRequest(inv *invocation) (*mnguardv1.ListEventsRequest, error) {
 	o := inv.opts
-	req := &mnguardv1.ListEventsRequest{TerminalId: o.terminal.v, Type: o.eventType.v}
+	req := &mnguardv1.ListEventsRequest{TerminalId: o.terminal.v, Type: o.eventType.v, Limit: defaultListLimit}
 	if o.limit.set {
 		n, err := parseCount(inv, "limit", o.limit.v, 1, maxEventLimit)
 		if err != nil {
@@ -635,10 +655,15 @@ func eventsList(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
 	if err != nil {
 		return err
 	}
-	resp, _, err := request(ctx, inv, "list events", mnguardv1.AdminServiceClient.ListEvents, req)
+	limit := int(req.GetLimit())
+	req.Limit = 0 // counted here over the pages
+	evs, _, err := collectPages(ctx, inv, "list events", mnguardv1.AdminServiceClient.ListEvents, req,
+		func(token string, size uint32) { req.PageToken, req.PageSize = token, size },
+		(*mnguardv1.ListEventsResponse).GetNextPageToken, (*mnguardv1.ListEventsResponse).GetEvents, limit)
 	if err != nil {
 		return err
 	}
+	resp := &mnguardv1.ListEventsResponse{Events: evs}
 	if inv.format == formatJSON {
 		return writeProtoJSON(w, resp)
 	}

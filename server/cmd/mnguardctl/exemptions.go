@@ -107,11 +107,14 @@ func exemptionsRevoke(ctx context.Context, inv *invocation, w *bytes.Buffer) err
 }
 
 func exemptionsList(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
-	resp, _, err := request(ctx, inv, "list exemptions", mnguardv1.AdminServiceClient.ListExemptions,
-		&mnguardv1.ListExemptionsRequest{TerminalId: inv.opts.terminal.v, ActiveOnly: inv.opts.active})
+	req := &mnguardv1.ListExemptionsRequest{TerminalId: inv.opts.terminal.v, ActiveOnly: inv.opts.active}
+	es, _, err := collectPages(ctx, inv, "list exemptions", mnguardv1.AdminServiceClient.ListExemptions, req,
+		func(token string, size uint32) { req.PageToken, req.PageSize = token, size },
+		(*mnguardv1.ListExemptionsResponse).GetNextPageToken, (*mnguardv1.ListExemptionsResponse).GetExemptions, 0)
 	if err != nil {
 		return err
 	}
+	resp := &mnguardv1.ListExemptionsResponse{Exemptions: es}
 	if inv.format == formatJSON {
 		return writeProtoJSON(w, resp)
 	}

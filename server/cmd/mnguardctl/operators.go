@@ -176,10 +176,14 @@ func (inv *invocation) writeOperator(w *bytes.Buffer, resp operatorResponse, msg
 }
 
 func operatorsList(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
-	resp, _, err := request(ctx, inv, "list operators", mnguardv1.AdminServiceClient.ListOperators, &mnguardv1.ListOperatorsRequest{})
+	req := &mnguardv1.ListOperatorsRequest{}
+	os, _, err := collectPages(ctx, inv, "list operators", mnguardv1.AdminServiceClient.ListOperators, req,
+		func(token string, size uint32) { req.PageToken, req.PageSize = token, size },
+		(*mnguardv1.ListOperatorsResponse).GetNextPageToken, (*mnguardv1.ListOperatorsResponse).GetOperators, 0)
 	if err != nil {
 		return err
 	}
+	resp := &mnguardv1.ListOperatorsResponse{Operators: os}
 	if inv.format == formatJSON {
 		return writeProtoJSON(w, resp)
 	}

@@ -30,7 +30,13 @@ func writeProtoJSON(w *bytes.Buffer, m proto.Message) error {
 	if err := json.Compact(&compact, b); err != nil {
 		return fmt.Errorf("encode JSON: %w", err)
 	}
-	if err := json.Indent(w, compact.Bytes(), "", "  "); err != nil {
+	// A list printed is every page of it: its empty next_page_token, the
+	// answer's last field, says nothing.
+	out := compact.Bytes()
+	if rest, ok := bytes.CutSuffix(out, []byte(`,"next_page_token":""}`)); ok {
+		out = append(rest, '}')
+	}
+	if err := json.Indent(w, out, "", "  "); err != nil {
 		return fmt.Errorf("encode JSON: %w", err)
 	}
 	w.WriteByte('\n')

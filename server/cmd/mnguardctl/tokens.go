@@ -304,10 +304,14 @@ func (inv *invocation) hardwareTokenColumns() []column[*mnguardv1.HardwareToken]
 }
 
 func usersTokens(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
-	resp, _, err := request(ctx, inv, "list unassigned tokens", mnguardv1.AdminServiceClient.ListTokens, &mnguardv1.ListTokensRequest{})
+	req := &mnguardv1.ListTokensRequest{}
+	toks, _, err := collectPages(ctx, inv, "list unassigned tokens", mnguardv1.AdminServiceClient.ListTokens, req,
+		func(token string, size uint32) { req.PageToken, req.PageSize = token, size },
+		(*mnguardv1.ListTokensResponse).GetNextPageToken, (*mnguardv1.ListTokensResponse).GetTokens, 0)
 	if err != nil {
 		return err
 	}
+	resp := &mnguardv1.ListTokensResponse{Tokens: toks}
 	if inv.format == formatJSON {
 		return writeProtoJSON(w, resp)
 	}

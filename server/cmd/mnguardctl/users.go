@@ -130,10 +130,14 @@ func (inv *invocation) writeUser(w *bytes.Buffer, resp userResponse, msg string)
 }
 
 func usersList(ctx context.Context, inv *invocation, w *bytes.Buffer) error {
-	resp, _, err := request(ctx, inv, "list users", mnguardv1.AdminServiceClient.ListUsers, &mnguardv1.ListUsersRequest{})
+	req := &mnguardv1.ListUsersRequest{}
+	us, _, err := collectPages(ctx, inv, "list users", mnguardv1.AdminServiceClient.ListUsers, req,
+		func(token string, size uint32) { req.PageToken, req.PageSize = token, size },
+		(*mnguardv1.ListUsersResponse).GetNextPageToken, (*mnguardv1.ListUsersResponse).GetUsers, 0)
 	if err != nil {
 		return err
 	}
+	resp := &mnguardv1.ListUsersResponse{Users: us}
 	if inv.format == formatJSON {
 		return writeProtoJSON(w, resp)
 	}
