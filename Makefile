@@ -10,7 +10,7 @@ LDFLAGS := -X github.com/mnguard/mnguard/internal/version.Version=$(VERSION)
 # resident whole.
 TAGS := grpcnotrace
 BIN := bin
-CMDS := ./agent/cmd/mnguard-agent ./server/cmd/mnguard-server ./server/cmd/mnguardctl
+CMDS := ./agent/cmd/mnguard-agent ./server/cmd/mnguard-server ./server/cmd/mnguardctl ./server/cmd/mnguard-loadgen
 # Fuzz targets run briefly in make test: package:Target pairs.
 FUZZ_TIME ?= 4s
 
