@@ -68,6 +68,13 @@ type InitResult struct {
 // A missing totp.key is created only while the database has no TOTP users:
 // theirs would be lost, so Init refuses instead.
 func Init(ctx context.Context, dataDir string, now time.Time) (InitResult, error) {
+	return InitDB(ctx, dataDir, "", now)
+}
+
+// InitDB is Init with the database at dbURL (store.Open: "sqlite:PATH" or
+// "postgres://…"); "" is the SQLite file DBFile in dataDir. The keys stay in
+// dataDir either way.
+func InitDB(ctx context.Context, dataDir, dbURL string, now time.Time) (InitResult, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return InitResult{}, fmt.Errorf("create data directory: %w", err)
 	}
@@ -78,7 +85,7 @@ func Init(ctx context.Context, dataDir string, now time.Time) (InitResult, error
 	if _, _, err := ca.LoadOrCreateSigningKey(filepath.Join(dataDir, SigningKeyFile)); err != nil {
 		return InitResult{}, err
 	}
-	st, err := store.OpenSQLite(ctx, filepath.Join(dataDir, DBFile))
+	st, err := openStore(ctx, dataDir, dbURL)
 	if err != nil {
 		return InitResult{}, err
 	}
@@ -133,6 +140,15 @@ func Init(ctx context.Context, dataDir string, now time.Time) (InitResult, error
 	return res, nil
 }
 
+// openStore opens the database at dbURL, or the SQLite file in dataDir
+// when it is "".
+func openStore(ctx context.Context, dataDir, dbURL string) (*store.DB, error) {
+	if dbURL == "" {
+		return store.OpenSQLite(ctx, filepath.Join(dataDir, DBFile))
+	}
+	return store.Open(ctx, dbURL)
+}
+
 // ensureTOTPKey checks the TOTP key at path, or creates it if it is
 // missing and no user's secret depends on it.
 func ensureTOTPKey(ctx context.Context, st store.Store, path string) error {
@@ -152,7 +168,11 @@ func ensureTOTPKey(ctx context.Context, st store.Store, path string) error {
 
 // Config configures Serve.
 type Config struct {
-	DataDir    string
+	DataDir string
+	// DB is the database URL (store.Open): "postgres://…" for replicas
+	// sharing one PostgreSQL, "sqlite:PATH"; "" is the SQLite file DBFile
+	// in DataDir. The keys are read from DataDir either way.
+	DB         string
 	GRPCListen string
 	HTTPListen string
 	// ServerNames are extra DNS names or IPs for the server certificate,
@@ -218,7 +238,7 @@ func Serve(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	res, err := Init(ctx, cfg.DataDir, now)
+	res, err := InitDB(ctx, cfg.DataDir, cfg.DB, now)
 	if err != nil {
 		return err
 	}
@@ -233,7 +253,7 @@ func Serve(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, DBFile))
+	st, err := openStore(ctx, cfg.DataDir, cfg.DB)
 	if err != nil {
 		return err
 	}
