@@ -61,7 +61,12 @@ type Config struct {
 	// may hold open (default DefaultMaxStreamsPerTerminal); a new stream
 	// beyond it ends the terminal's oldest.
 	MaxStreamsPerTerminal int
-	Version               string
+	// IngestBatch is the most reports stored in one transaction (default
+	// DefaultIngestBatch); IngestLinger how long a batch that is not full
+	// waits for more (default none: it takes what is waiting).
+	IngestBatch  int
+	IngestLinger time.Duration
+	Version      string
 	// Logins is the TOTP authority; nil leaves the user RPCs and
 	// VerifyLogin unimplemented.
 	Logins *logins.Service
@@ -90,6 +95,11 @@ type Services struct {
 	// changes, so the state in force is the one stored last.
 	state atomic.Pointer[policyState]
 	setMu sync.Mutex
+	// ingest stores the agents' reports in batches (group commit).
+	ingest *ingester
+	// certs are the certificates Report may take without a read (see
+	// certCache), shared by every gRPC server of the services.
+	certs *certCache
 	Agent *AgentService
 	Admin *AdminService
 }
@@ -132,6 +142,8 @@ func New(cfg Config) *Services {
 		cfg.MaxStreamsPerTerminal = DefaultMaxStreamsPerTerminal
 	}
 	s := &Services{cfg: cfg, hub: newHub(cfg.MaxStreamsPerTerminal)}
+	s.certs = newCertCache(0)
+	s.ingest = newIngester(cfg.Store, cfg.IngestBatch, cfg.IngestLinger, cfg.Metrics.observeBatch)
 	// No network policy until LoadNetworkPolicy reads the stored one.
 	st, _ := s.newPolicyState(nil, time.Time{}, "")
 	s.state.Store(st)
@@ -368,15 +380,12 @@ func (a *AgentService) Report(ctx context.Context, req *mnguardv1.ReportRequest)
 			Type: e.GetType(), Severity: int32(e.GetSeverity()), Message: e.GetMessage(), Data: b,
 		})
 	}
-	res, err := cfg.Store.SaveReport(ctx, r)
-	switch {
-	case errors.Is(err, store.ErrRevoked):
-		return nil, status.Error(codes.PermissionDenied, "terminal revoked: enroll again")
-	case errors.Is(err, store.ErrNotFound):
-		return nil, status.Error(codes.Unauthenticated, "terminal unknown: enroll again")
-	case err != nil:
-		cfg.Metrics.reports.WithLabelValues("error").Inc()
-		return nil, status.Errorf(codes.Unavailable, "store report: %v", err)
+	// Stored in the next batch, checked there against the certificate
+	// the report came with: acknowledged only once committed.
+	res, err := a.s.ingest.submit(ctx, store.BatchReport{Report: r, CertSerial: t.Serial})
+	if err != nil {
+		cfg.Metrics.reports.WithLabelValues(reportErrorLabel(err)).Inc()
+		return nil, reportError(t, err)
 	}
 	cfg.Metrics.reports.WithLabelValues("ok").Inc()
 	a.s.changed(t.ID)
@@ -465,4 +474,32 @@ func (a *AgentService) Subscribe(req *mnguardv1.SubscribeRequest, stream mnguard
 			return err
 		}
 	}
+}
+
+// reportError is what an agent is told of a report that was not stored:
+// nothing of it is acknowledged, and the agent keeps it in its spool.
+func reportError(t *Terminal, err error) error {
+	switch {
+	case errors.Is(err, store.ErrRevoked):
+		return status.Error(codes.PermissionDenied, "terminal revoked: enroll again")
+	case errors.Is(err, store.ErrRetired):
+		return status.Errorf(codes.Unauthenticated, "client certificate %s was replaced by a renewed certificate: use that one, or enroll this terminal again", t.Serial)
+	case errors.Is(err, store.ErrNotFound):
+		return status.Error(codes.Unauthenticated, "terminal unknown: enroll again")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	case errors.Is(err, store.ErrUnavailable):
+		return status.Errorf(codes.Unavailable, "the collector's database cannot be reached, nothing was stored: send the report again later (%v)", err)
+	}
+	return status.Errorf(codes.Unavailable, "store report: %v", err)
+}
+
+func reportErrorLabel(err error) string {
+	switch {
+	case errors.Is(err, store.ErrRevoked), errors.Is(err, store.ErrRetired), errors.Is(err, store.ErrNotFound):
+		return "refused"
+	case errors.Is(err, store.ErrUnavailable):
+		return "unavailable"
+	}
+	return "error"
 }

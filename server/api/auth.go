@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/mnguard/mnguard/server/authz"
-	"github.com/mnguard/mnguard/server/ca"
 	"github.com/mnguard/mnguard/server/store"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -59,6 +58,9 @@ type Authenticator struct {
 	// the first use of a renewed one retired (the collector ends their
 	// streams).
 	Retired func(terminalID string, serials []string)
+	// certs, when set, lets Report skip the read of a certificate the
+	// store confirmed before (see certCache).
+	certs *certCache
 }
 
 func (a *Authenticator) now() time.Time {
@@ -104,7 +106,7 @@ func (a *Authenticator) authenticate(ctx context.Context, method string) (contex
 	case authz.AllowsRPC(method, authz.Anyone):
 		return ctx, nil
 	case authz.AllowsRPC(method, authz.Terminal):
-		t, err := a.terminal(ctx)
+		t, err := a.terminal(ctx, method)
 		if err != nil {
 			return nil, err
 		}
@@ -121,36 +123,40 @@ func (a *Authenticator) authenticate(ctx context.Context, method string) (contex
 	return context.WithValue(ctx, operatorKey, op), nil
 }
 
-// terminal verifies the peer's client certificate against the CA and the
-// store's record of it.
-func (a *Authenticator) terminal(ctx context.Context) (*Terminal, error) {
+// reportMethod is the one agent RPC that may authenticate from the
+// certificate cache (see certCache).
+const reportMethod = "/mnguard.v1.AgentService/Report"
+
+// terminal verifies the peer's client certificate against the CA (once per
+// connection, see verifyingCreds) and the store's record of it.
+func (a *Authenticator) terminal(ctx context.Context, method string) (*Terminal, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return nil, status.Error(codes.Unauthenticated, "client certificate required")
 	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(info.State.PeerCertificates) == 0 {
+	var chain *chainResult
+	switch info := p.AuthInfo.(type) {
+	case verifiedTLSInfo:
+		chain = info.chain
+	case credentials.TLSInfo:
+		// A server without verifyingCreds: verify here.
+		if len(info.State.PeerCertificates) == 0 {
+			return nil, status.Error(codes.Unauthenticated, "client certificate required: this terminal is not enrolled")
+		}
+		chain = verifyChain(info.State.PeerCertificates, a.CA, a.now())
+	default:
 		return nil, status.Error(codes.Unauthenticated, "client certificate required: this terminal is not enrolled")
 	}
-	leaf := info.State.PeerCertificates[0]
-	inter := x509.NewCertPool()
-	for _, c := range info.State.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
 	now := a.now()
-	if _, err := leaf.Verify(x509.VerifyOptions{
-		Roots:         a.CA,
-		Intermediates: inter,
-		CurrentTime:   now,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}); err != nil {
-		var inv x509.CertificateInvalidError
-		if errors.As(err, &inv) && inv.Reason == x509.Expired {
-			return nil, status.Errorf(codes.Unauthenticated, "client certificate expired at %s: enroll this terminal again", leaf.NotAfter.UTC().Format(time.RFC3339))
-		}
-		return nil, status.Errorf(codes.Unauthenticated, "client certificate not issued by this collector's CA: %v", err)
+	if err := chain.check(now); err != nil {
+		return nil, err
 	}
-	serial := ca.SerialHex(leaf)
+	leaf, serial := chain.leaf, chain.serial
+	if method == reportMethod && a.certs != nil {
+		if id, ok := a.certs.get(serial); ok && id == leaf.Subject.CommonName {
+			return &Terminal{ID: id, Serial: serial, Cert: leaf}, nil
+		}
+	}
 	rec, err := a.Store.Certificate(ctx, serial)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, status.Errorf(codes.Unauthenticated, "client certificate %s is unknown to this collector: enroll this terminal again", serial)
@@ -174,9 +180,17 @@ func (a *Authenticator) terminal(ctx context.Context) (*Terminal, error) {
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "record client certificate use: %v", err)
 		}
-		if len(retired) > 0 && a.Retired != nil {
-			a.Retired(rec.TerminalID, retired)
+		if len(retired) > 0 {
+			if a.certs != nil {
+				a.certs.forget(retired)
+			}
+			if a.Retired != nil {
+				a.Retired(rec.TerminalID, retired)
+			}
 		}
+	}
+	if a.certs != nil {
+		a.certs.put(serial, rec.TerminalID)
 	}
 	return &Terminal{ID: rec.TerminalID, Serial: serial, Cert: leaf}, nil
 }

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -16,6 +18,10 @@ type Metrics struct {
 	// streamsReplaced counts Subscribe streams ended by a newer stream of
 	// the same terminal.
 	streamsReplaced prometheus.Counter
+	// batchReports and batchSeconds describe the group commit of
+	// reports: reports per transaction and the transaction's time.
+	batchReports prometheus.Histogram
+	batchSeconds prometheus.Histogram
 }
 
 // NewMetrics registers the metrics with reg; nil reg keeps them unregistered
@@ -47,9 +53,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "mnguard_agent_streams_replaced_total",
 			Help: "Subscribe streams ended because a newer stream of the same terminal took their place.",
 		}),
+		batchReports: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "mnguard_report_batch_size", Help: "Agent reports stored per transaction (group commit).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
+		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "mnguard_report_batch_duration_seconds", Help: "Time to store and commit one batch of agent reports.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.enrollments, m.reports, m.events, m.reportSeconds, m.rpcs, m.logins, m.streamsReplaced)
+		reg.MustRegister(m.enrollments, m.reports, m.events, m.reportSeconds, m.rpcs, m.logins, m.streamsReplaced, m.batchReports, m.batchSeconds)
 	}
 	return m
 }
@@ -62,4 +76,10 @@ func (m *Metrics) subscribers(count func() int) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "mnguard_agent_streams", Help: "Agents connected through Subscribe.",
 	}, func() float64 { return float64(count()) }))
+}
+
+// observeBatch records one committed batch of n reports.
+func (m *Metrics) observeBatch(n int, took time.Duration) {
+	m.batchReports.Observe(float64(n))
+	m.batchSeconds.Observe(took.Seconds())
 }

@@ -30,23 +30,33 @@ const (
 )
 
 // NewGRPCServer returns a gRPC server with both services registered behind
-// authentication, on TLS that requests (and the interceptors then verify)
-// a client certificate. Verifying in the interceptor rather than in the
-// handshake lets a refused agent read why.
+// authentication, on TLS that requests a client certificate. The chain is
+// verified once per connection right after the handshake (verifyingCreds),
+// and the interceptors refuse with the outcome: failing the handshake
+// instead would leave a refused agent a TLS alert, not the reason.
+//
+// TLS 1.3 session tickets stay on (crypto/tls's default): an agent that
+// reconnects resumes its session without the full handshake, which is what
+// lets a restarted collector take its terminals back at thousands per
+// second. A resumed session carries the client certificate of the session
+// it resumes (crypto/tls refuses to resume one whose certificate expired),
+// and it is verified and checked against the store as any other.
 func (s *Services) NewGRPCServer(cert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *grpc.Server {
-	auth := &Authenticator{CA: s.cfg.CA.Pool(), Store: s.cfg.Store, Now: s.cfg.Now, Retired: s.hub.retire}
+	pool := s.cfg.CA.Pool()
+	auth := &Authenticator{CA: pool, Store: s.cfg.Store, Now: s.cfg.Now, Retired: s.hub.retire, certs: s.certs}
 	tlsCfg := &tls.Config{
 		MinVersion:     tls.VersionTLS13,
 		ClientAuth:     tls.RequestClientCert,
 		GetCertificate: cert,
 		NextProtos:     []string{"h2"},
 	}
+	creds := verifyingCreds{TransportCredentials: credentials.NewTLS(tlsCfg), v: newChainVerifier(pool, s.cfg.Now, 0)}
 	m := s.cfg.Metrics
 	count := func(method string, err error) {
 		m.rpcs.WithLabelValues(method, status.Code(err).String()).Inc()
 	}
 	srv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
 		grpc.InitialWindowSize(StreamWindowBytes),
