@@ -24,9 +24,11 @@ import (
 // Config is the agent's configuration. Every key is optional; see
 // installer/linux/agent.yaml for an annotated example.
 type Config struct {
-	// Server is the collector's HOST:PORT. Enrollment records it too; this
-	// key, when set, wins over the recorded one.
-	Server string `yaml:"server"`
+	// Server is the collector's HOST:PORT, or a list of them (several
+	// collector replicas: `server: [a:8443, b:8443]`). A host name that
+	// resolves to several addresses counts as several. Enrollment records
+	// one address; this key, when set, wins over the recorded one.
+	Server Servers `yaml:"server"`
 	// StateDir holds the agent's key, certificates, spool and status.
 	StateDir string `yaml:"state_dir"`
 	// ReportInterval is the longest time between two posture reports
@@ -125,6 +127,110 @@ var (
 	// PAM service name.
 	pamServiceRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 )
+
+// MaxServers bounds the server list.
+const MaxServers = 32
+
+// Servers is the collector addresses, each HOST:PORT, in the order the
+// agent tries them. In YAML it is one string or a list of strings.
+type Servers []string
+
+// UnmarshalYAML implements yaml.Unmarshaler: a scalar or a sequence of
+// scalars.
+func (s *Servers) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		var one string
+		if err := n.Decode(&one); err != nil {
+			return err
+		}
+		if one == "" {
+			*s = nil
+			return nil
+		}
+		*s = Servers{one}
+		return nil
+	case yaml.SequenceNode:
+		if len(n.Content) > MaxServers {
+			return fmt.Errorf("server: %d addresses, at most %d", len(n.Content), MaxServers)
+		}
+		out := make(Servers, 0, len(n.Content))
+		for _, c := range n.Content {
+			if c.Kind != yaml.ScalarNode {
+				return fmt.Errorf("server: line %d: each entry is one HOST:PORT", c.Line)
+			}
+			var a string
+			if err := c.Decode(&a); err != nil {
+				return err
+			}
+			out = append(out, a)
+		}
+		*s = out
+		return nil
+	}
+	return fmt.Errorf("server: line %d: HOST:PORT or a list [HOST:PORT, ...]", n.Line)
+}
+
+// First is the first address, or "".
+func (s Servers) First() string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
+}
+
+// String is the addresses, comma-separated.
+func (s Servers) String() string { return strings.Join(s, ",") }
+
+// ParseServers splits a comma-separated list of HOST:PORT (a flag's or an
+// environment variable's value) and validates it.
+func ParseServers(list string) (Servers, error) {
+	var s Servers
+	for _, a := range strings.Split(list, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			s = append(s, a)
+		}
+	}
+	return s, s.validate()
+}
+
+// validate checks each address and refuses duplicates.
+func (s Servers) validate() error {
+	if len(s) > MaxServers {
+		return fmt.Errorf("server: %d addresses, at most %d", len(s), MaxServers)
+	}
+	seen := make(map[string]bool, len(s))
+	for _, a := range s {
+		if err := validateHostPort(a); err != nil {
+			return err
+		}
+		key := strings.ToLower(a)
+		if seen[key] {
+			return fmt.Errorf("server: %q is listed twice", a)
+		}
+		seen[key] = true
+	}
+	return nil
+}
+
+// maxHostBytes is the longest DNS name.
+const maxHostBytes = 253
+
+func validateHostPort(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil || host == "" || port == "" {
+		return fmt.Errorf("server: %q is not HOST:PORT", a)
+	}
+	if len(host) > maxHostBytes || strings.ContainsFunc(host, func(r rune) bool {
+		return r <= ' ' || r == 0x7f || r == '/' || r == ',' || r == '[' || r == ']'
+	}) {
+		return fmt.Errorf("server: %q: the host is not a name or an address", a)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return fmt.Errorf("server: port %q is not a number from 1 to 65535", port)
+	}
+	return nil
+}
 
 // Duration is a time.Duration written as "60s", "5m".
 type Duration time.Duration
@@ -245,14 +351,8 @@ func Parse(data []byte, cfg *Config) error {
 
 // Validate checks every key and names the one that is wrong.
 func (c *Config) Validate() error {
-	if c.Server != "" {
-		host, port, err := net.SplitHostPort(c.Server)
-		if err != nil || host == "" || port == "" {
-			return fmt.Errorf("server: %q is not HOST:PORT", c.Server)
-		}
-		if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
-			return fmt.Errorf("server: port %q is not a number from 1 to 65535", port)
-		}
+	if err := c.Server.validate(); err != nil {
+		return err
 	}
 	if c.StateDir == "" {
 		return errors.New("state_dir: empty")

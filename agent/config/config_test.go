@@ -14,7 +14,7 @@ func TestExampleFileParses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Server == "" || time.Duration(cfg.ReportInterval) != 60*time.Second {
+	if len(cfg.Server) == 0 || time.Duration(cfg.ReportInterval) != 60*time.Second {
 		t.Errorf("example config = %+v, want server set and report_interval 60s", cfg)
 	}
 	if d := Default(); !slices.Equal(cfg.MFA.Services, d.MFA.Services) || cfg.MFA.PamDir != d.MFA.PamDir {
@@ -48,11 +48,24 @@ func TestParse(t *testing.T) {
 		{name: "empty", yaml: "", check: func(c Config) bool { return c.StateDir == DefaultStateDir() }},
 		{name: "all keys", yaml: "server: c.example:8443\nstate_dir: /tmp/s\nreport_interval: 5m\nlog_level: debug\n",
 			check: func(c Config) bool {
-				return c.Server == "c.example:8443" && c.StateDir == "/tmp/s" && time.Duration(c.ReportInterval) == 5*time.Minute && c.LogLevel == "debug"
+				return slices.Equal(c.Server, Servers{"c.example:8443"}) && c.StateDir == "/tmp/s" && time.Duration(c.ReportInterval) == 5*time.Minute && c.LogLevel == "debug"
 			}},
 		{name: "seconds as number", yaml: "report_interval: 30\n", check: func(c Config) bool { return time.Duration(c.ReportInterval) == 30*time.Second }},
 		{name: "unknown key", yaml: "sever: x:1\n", wantErr: "field sever not found"},
 		{name: "bad server", yaml: "server: nohostport\n", wantErr: "server:"},
+		{name: "server list", yaml: "server: [a.example:8443, 192.0.2.7:8443, '[2001:db8::1]:8443']\n",
+			check: func(c Config) bool {
+				return slices.Equal(c.Server, Servers{"a.example:8443", "192.0.2.7:8443", "[2001:db8::1]:8443"})
+			}},
+		{name: "server block list", yaml: "server:\n  - a.example:8443\n  - b.example:8443\n",
+			check: func(c Config) bool { return slices.Equal(c.Server, Servers{"a.example:8443", "b.example:8443"}) }},
+		{name: "server list bad entry", yaml: "server: [a.example:8443, b.example]\n", wantErr: `server: "b.example" is not HOST:PORT`},
+		{name: "server listed twice", yaml: "server: [a.example:8443, A.example:8443]\n", wantErr: "listed twice"},
+		{name: "server nested", yaml: "server: [[a.example:8443]]\n", wantErr: "each entry is one HOST:PORT"},
+		{name: "server map", yaml: "server: {a: b}\n", wantErr: "HOST:PORT or a list"},
+		{name: "server space", yaml: "server: 'a b:8443'\n", wantErr: "not a name or an address"},
+		{name: "server comma", yaml: "server: 'a,b:8443'\n", wantErr: "not a name or an address"},
+		{name: "server too many", yaml: "server: [" + strings.Repeat("a.example:1, ", MaxServers) + "a.example:2]\n", wantErr: "at most"},
 		{name: "bad port", yaml: "server: h:99999\n", wantErr: "server: port"},
 		{name: "bad duration", yaml: "report_interval: soon\n", wantErr: "not a duration"},
 		{name: "too short interval", yaml: "report_interval: 10ms\n", wantErr: "report_interval"},
@@ -132,6 +145,9 @@ func TestParse(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte("server: c.example:8443\nreport_interval: 60s\n"))
 	f.Add([]byte("log_level: [1, 2]\n"))
+	f.Add([]byte("server: [a:1, b:2]\n"))
+	f.Add([]byte("server:\n  - '[::1]:8443'\n  - b.example:8443\n"))
+	f.Add([]byte("server: [[x]]\n"))
 	f.Add([]byte("network:\n  sysfs_root: /tmp/sys\n  resolv_conf: /tmp/resolv.conf\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg := Default()
@@ -139,6 +155,25 @@ func FuzzParse(f *testing.F) {
 			if err := cfg.Validate(); err != nil {
 				t.Fatalf("Parse accepted a config that Validate refuses: %v", err)
 			}
+			// Every address accepted is one ParseServers accepts too.
+			if len(cfg.Server) > 0 {
+				again, err := ParseServers(cfg.Server.String())
+				if err != nil || !slices.Equal(again, cfg.Server) {
+					t.Fatalf("server %q: ParseServers = %q, %v", cfg.Server, again, err)
+				}
+			}
 		}
 	})
+}
+
+func TestParseServers(t *testing.T) {
+	got, err := ParseServers(" a.example:8443, b.example:8443 ,")
+	if err != nil || !slices.Equal(got, Servers{"a.example:8443", "b.example:8443"}) {
+		t.Errorf("ParseServers = %q, %v", got, err)
+	}
+	for _, bad := range []string{"a.example", "a.example:0", "a:1,a:1", ":8443", "a\x00b:1"} {
+		if _, err := ParseServers(bad); err == nil {
+			t.Errorf("ParseServers(%q) accepted", bad)
+		}
+	}
 }

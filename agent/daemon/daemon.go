@@ -11,10 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,10 +30,7 @@ import (
 	"github.com/mnguard/mnguard/internal/snapshot"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -73,10 +69,14 @@ type Options struct {
 
 // Daemon is one running agent.
 type Daemon struct {
-	opts      Options
-	dir       state.Dir
-	log       *slog.Logger
+	opts Options
+	dir  state.Dir
+	log  *slog.Logger
+	// server is the first collector address; servers all of them, in the
+	// order they are tried (conn.go).
 	server    string
+	servers   []string
+	cc        collectorConn
 	collector *posture.Collector
 	media     *media.Manager
 	exempt    *exemptions.Manager
@@ -91,16 +91,21 @@ type Daemon struct {
 	// through, so the collector is back.
 	resubscribe chan struct{}
 
-	mu       sync.Mutex
-	id       *state.Identity
+	mu sync.Mutex
+	id *state.Identity
+	// conn is the connection to the collector address in use (conn.go),
+	// client its AgentService.
 	conn     *grpc.ClientConn
 	client   mnguardv1.AgentServiceClient
 	interval time.Duration
 	policy   string
 	st       state.Status
-	// lost is how many spooled events were dropped (spool full) or
-	// removed (corrupt) as of the last check.
+	// lost is how many spooled records were removed as undecodable as of
+	// the last check (drops for room the spool reports itself).
 	lost uint64
+	// spoolWriteErr is the last error of an event the spool could not
+	// store.
+	spoolWriteErr string
 	// gateServing says the login gate's socket accepts connections.
 	gateServing bool
 	// netPolicy is the network policy in force (nil: none), once
@@ -116,11 +121,10 @@ type Daemon struct {
 const (
 	maxEventsPerReport = 500
 	rpcTimeout         = 15 * time.Second
-	minBackoff         = time.Second
-	// maxBackoff bounds the retry delay (plus up to half of it as jitter)
-	// while the collector is unreachable: a helpdesk exemption or a login
-	// waits for the reconnection, so seconds, not minutes. 30,000 terminals
-	// come back within ~15 s of a collector restart, spread by the jitter.
+	// maxBackoff bounds the retry delay (full jitter, see retryWait) while
+	// the collector is unreachable: a helpdesk exemption or a login waits
+	// for the reconnection, so seconds, not minutes. Terminals come back
+	// spread uniformly over up to 10 s after a collector restart.
 	maxBackoff     = 10 * time.Second
 	refusedBackoff = time.Minute
 )
@@ -147,18 +151,19 @@ func newDaemon(opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	server := opts.Config.Server
-	if server == "" {
-		server = id.Server
+	servers := []string(opts.Config.Server)
+	if len(servers) == 0 {
+		servers = []string{id.Server}
 	}
 	sp, err := spool.OpenWithOptions(dir.Path(state.SpoolFile), spool.Options{Logger: log})
 	if err != nil {
 		return nil, err
 	}
 	d := &Daemon{
-		opts: opts, dir: dir, log: log.With("terminal", id.TerminalID), server: server, spool: sp,
+		opts: opts, dir: dir, log: log.With("terminal", id.TerminalID), server: servers[0], servers: servers, spool: sp,
 		wake: make(chan struct{}, 1), statusKick: make(chan struct{}, 1), resubscribe: make(chan struct{}, 1), id: id, interval: time.Duration(opts.Config.ReportInterval),
 	}
+	d.cc = collectorConn{servers: servers, lookup: lookupIP, cache: tls.NewLRUClientSessionCache(sessionCacheSize)}
 	d.collector = &posture.Collector{AgentVersion: opts.Version, PolicyVersion: d.policyVersion, USB: opts.USB, Logger: log}
 	mc := opts.Config.Media
 	plat := opts.Media
@@ -194,44 +199,6 @@ func (d *Daemon) reportInterval() time.Duration {
 	return d.interval
 }
 
-// connect (re)creates the client connection with the current certificate.
-// A renewed certificate needs a new connection: an established TLS
-// connection keeps presenting the old one.
-func (d *Daemon) connect() error {
-	d.mu.Lock()
-	cert := d.id.TLSCertificate()
-	caDER := d.id.CA.Raw
-	d.mu.Unlock()
-	tlsCfg, err := pki.CATLSConfig(caDER, func() (*tls.Certificate, error) { return cert, nil })
-	if err != nil {
-		return fmt.Errorf("agent: %w", err)
-	}
-	if host, _, err := net.SplitHostPort(d.server); err == nil {
-		tlsCfg.ServerName = host
-	}
-	conn, err := grpc.NewClient(d.server,
-		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
-		// Reconnect within maxBackoff, not gRPC's default 2 minutes: the
-		// login gate offers offline challenges until the connection is back.
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: minBackoff, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxBackoff},
-			MinConnectTimeout: 5 * time.Second,
-		}),
-	)
-	if err != nil {
-		return fmt.Errorf("agent: connect %s: %w", d.server, err)
-	}
-	d.mu.Lock()
-	old := d.conn
-	d.conn, d.client = conn, mnguardv1.NewAgentServiceClient(conn)
-	d.mu.Unlock()
-	if old != nil {
-		old.Close()
-	}
-	return nil
-}
-
 func (d *Daemon) agentClient() mnguardv1.AgentServiceClient {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -242,7 +209,13 @@ func (d *Daemon) agentClient() mnguardv1.AgentServiceClient {
 func (d *Daemon) Emit(typ string, sev mnguardv1.Severity, msg string, attrs map[string]string) {
 	e := &mnguardv1.Event{Time: timestamppb.Now(), Type: typ, Severity: sev, Message: msg, Attributes: attrs}
 	if _, err := d.spool.Append(e); err != nil {
+		// The spool counts it and stores a spool.events_dropped event
+		// once it can write again.
 		d.log.Error("event lost: spool append failed", "type", typ, "err", err)
+		d.mu.Lock()
+		d.spoolWriteErr = err.Error()
+		d.mu.Unlock()
+		d.statusChanged()
 		return
 	}
 	d.poke()
@@ -263,8 +236,11 @@ func (d *Daemon) run(ctx context.Context) error {
 	d.mu.Lock()
 	d.st = state.Status{PID: os.Getpid(), StartedAt: now, UpdatedAt: now, ReportInterval: d.interval.String(), CertNotAfter: d.id.Cert.NotAfter}
 	d.mu.Unlock()
-	d.lost = d.spool.Dropped() + d.spool.Corrupt()
-	d.log.Info("agent starting", "server", d.server, "version", d.opts.Version, "state_dir", d.dir)
+	d.lost = d.spool.Corrupt()
+	d.log.Info("agent starting", "server", strings.Join(d.servers, ","), "version", d.opts.Version, "state_dir", d.dir)
+	if a := d.spool.SetAsideFile(); a.Path != "" {
+		d.log.Error("the spool file was damaged: kept aside, a new spool started (its first event tells the collector)", "kept_as", a.Path, "reason", a.Reason)
+	}
 	d.Emit("agent.start", mnguardv1.Severity_SEVERITY_INFO, "agent started", map[string]string{"version": d.opts.Version})
 
 	var wg sync.WaitGroup
@@ -289,17 +265,14 @@ func (d *Daemon) run(ctx context.Context) error {
 	d.Emit("agent.stop", mnguardv1.Severity_SEVERITY_INFO, "agent stopped", nil)
 	flushCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := d.send(flushCtx, nil); err != nil {
+	if err := d.send(flushCtx, nil, 0); err != nil {
 		d.log.Warn("final report not delivered; events stay spooled", "err", err)
 	}
 	d.mu.Lock()
 	d.st.Connected, d.st.Stopped = false, true
 	d.mu.Unlock()
 	d.writeStatus()
-	d.mu.Lock()
-	conn := d.conn
-	d.mu.Unlock()
-	conn.Close()
+	d.closeConn()
 	d.log.Info("agent stopped")
 	return nil
 }
@@ -311,7 +284,7 @@ func (d *Daemon) run(ctx context.Context) error {
 func (d *Daemon) reportLoop(ctx context.Context) {
 	var lastSent time.Time
 	var lastFP []byte
-	backoff := minBackoff
+	failures := 0
 	watch := d.watchChanges(ctx)
 	defer watch.stop()
 	timer := time.NewTimer(0)
@@ -338,8 +311,21 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 		}
 		fp := fingerprint(p)
 		due := p != nil && (lastSent.IsZero() || !bytes.Equal(fp, lastFP) || time.Since(lastSent) >= d.reportInterval())
-		if !due {
-			p = nil
+		var gen uint64
+		switch {
+		case due:
+			// Kept in the spool until the collector acknowledges it:
+			// also across a restart of the agent.
+			if gen, err = d.spool.SetPosture(p); err != nil {
+				d.log.Warn("posture snapshot not kept in the spool; sent from memory", "err", err)
+			}
+		default:
+			// A snapshot not acknowledged yet (the collection failed, or
+			// the agent restarted): send it again.
+			p, gen = nil, 0
+			if kept, g, err := d.spool.LatestPosture(); err == nil && kept != nil {
+				p, gen = kept, g
+			}
 		}
 		next := d.opts.CheckEvery
 		if watch.ok() {
@@ -347,12 +333,12 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 			// (but not sooner than a poll would while none got through).
 			next = max(d.reportInterval()-time.Since(lastSent), d.opts.CheckEvery)
 		}
-		if err := d.send(ctx, p); err != nil {
+		if err := d.send(ctx, p, gen); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			next = backoff
-			backoff = min(backoff*2, maxBackoff)
+			next = retryWait(failures)
+			failures++
 			if refused(err) {
 				next = refusedBackoff
 				d.log.Error("collector refuses this terminal", "err", err)
@@ -360,7 +346,7 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 				d.log.Warn("report failed; will retry", "err", err, "retry_in", next)
 			}
 		} else {
-			if backoff > minBackoff {
+			if failures > 0 {
 				// The collector is back: do not let the subscription
 				// (exemptions, revocations) wait out its own retry delay.
 				select {
@@ -368,8 +354,8 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 				default:
 				}
 			}
-			backoff = minBackoff
-			if p != nil {
+			failures = 0
+			if due {
 				lastSent, lastFP = time.Now(), fp
 				if watch.ok() {
 					next = d.reportInterval()
@@ -470,27 +456,33 @@ func (d *Daemon) mfaPostureFiles() (*mnguardv1.MfaPosture, []string) {
 	return mfaPostureFiles(d.opts.Config.MFA, serving)
 }
 
-// reportLoss raises an event when the spool lost events since the last
-// check: the collector then knows the gap in sequence numbers is real.
+// reportLoss stores the spool's loss event for events it could not write
+// (disk full) once it can, and raises an event when records were removed
+// from the spool as undecodable since the last check: the collector then
+// knows the gap in sequence numbers is real. Events dropped for room the
+// spool reports itself (spool.events_dropped).
 func (d *Daemon) reportLoss() {
-	dropped, corrupt := d.spool.Dropped(), d.spool.Corrupt()
-	if n := dropped + corrupt; n > d.lost {
-		lost := n - d.lost
-		d.lost = n
-		d.log.Error("events lost from the spool", "count", lost, "dropped_total", dropped, "corrupt_total", corrupt)
+	if err := d.spool.FlushLoss(); err != nil {
+		d.log.Warn("spool still cannot be written: the loss is reported once it can", "err", err)
+	}
+	corrupt := d.spool.Corrupt()
+	if corrupt > d.lost {
+		lost := corrupt - d.lost
+		d.lost = corrupt
+		d.log.Error("events lost from the spool", "count", lost, "corrupt_total", corrupt)
 		d.Emit("agent.events_lost", mnguardv1.Severity_SEVERITY_ALERT,
-			fmt.Sprintf("%d events were lost before delivery (spool full or damaged)", lost),
-			map[string]string{"count": strconv.FormatUint(lost, 10), "dropped_total": strconv.FormatUint(dropped, 10), "corrupt_total": strconv.FormatUint(corrupt, 10)})
-		// In a full spool this event pushed out one more; counting that
-		// would raise a new event at every check while the collector is
-		// away. The next event's totals include it.
-		d.lost = d.spool.Dropped() + d.spool.Corrupt()
+			fmt.Sprintf("%d events were lost before delivery (damaged spool records)", lost),
+			map[string]string{"count": strconv.FormatUint(lost, 10), "corrupt_total": strconv.FormatUint(corrupt, 10)})
 	}
 }
 
-// send delivers posture (may be nil) and spooled events, repeatedly until
-// the spool is drained or a call fails.
-func (d *Daemon) send(ctx context.Context, p *mnguardv1.Posture) error {
+// send delivers posture (may be nil; gen is its generation in the spool,
+// 0 if it is not kept there) and spooled events, repeatedly until the
+// spool is drained or a call fails. The collector answers only after its
+// commit: what it acknowledges is stored, and only that leaves the spool.
+// A failure that means the collector is gone moves to the next address
+// (failover); the caller waits before the next attempt.
+func (d *Daemon) send(ctx context.Context, p *mnguardv1.Posture, gen uint64) error {
 	for {
 		evs, err := d.spool.Pending(maxEventsPerReport)
 		if err != nil {
@@ -499,17 +491,26 @@ func (d *Daemon) send(ctx context.Context, p *mnguardv1.Posture) error {
 		if p == nil && len(evs) == 0 {
 			return nil
 		}
+		client, cgen, _ := d.current()
 		rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 		var pr peer.Peer
-		resp, err := d.agentClient().Report(rctx, &mnguardv1.ReportRequest{Posture: p, Events: evs}, grpc.Peer(&pr))
+		resp, err := client.Report(rctx, &mnguardv1.ReportRequest{Posture: p, Events: evs}, grpc.Peer(&pr))
 		cancel()
 		d.notePeer(pr.Addr)
 		if err != nil {
 			d.noteError(fmt.Errorf("report: %s", status.Convert(err).Message()))
+			if ctx.Err() == nil && collectorGone(err) {
+				d.failover(cgen, err)
+			}
 			return err
 		}
 		if err := d.spool.Ack(resp.GetAckedSeqs()); err != nil {
 			d.log.Error("spool ack failed", "err", err)
+		}
+		if p != nil {
+			if err := d.spool.AckPosture(gen); err != nil {
+				d.log.Error("spool posture ack failed", "err", err)
+			}
 		}
 		d.mu.Lock()
 		d.st.LastReportAt = time.Now()
@@ -543,13 +544,13 @@ func (d *Daemon) noteError(err error) {
 
 // subscribeLoop keeps the Subscribe stream open and applies pushed policy.
 func (d *Daemon) subscribeLoop(ctx context.Context) {
-	backoff := minBackoff
+	failures := 0
 	for ctx.Err() == nil {
 		err := d.subscribe(ctx)
 		d.mu.Lock()
 		if d.st.Connected {
 			// The stream was up: start the backoff over.
-			backoff = minBackoff
+			failures = 0
 		}
 		d.st.Connected = false
 		d.mu.Unlock()
@@ -557,7 +558,8 @@ func (d *Daemon) subscribeLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		wait := backoff + rand.N(backoff/2+1)
+		wait := retryWait(failures)
+		failures++
 		if refused(err) {
 			wait = refusedBackoff
 			d.log.Error("collector refuses this terminal's subscription", "err", err)
@@ -565,7 +567,6 @@ func (d *Daemon) subscribeLoop(ctx context.Context) {
 			d.log.Warn("subscription lost; reconnecting", "err", err, "retry_in", wait)
 		}
 		d.noteError(fmt.Errorf("subscribe: %s", status.Convert(err).Message()))
-		backoff = min(backoff*2, maxBackoff)
 		select {
 		case <-ctx.Done():
 			return
@@ -578,14 +579,21 @@ func (d *Daemon) subscribeLoop(ctx context.Context) {
 func (d *Daemon) subscribe(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := d.agentClient().Subscribe(ctx, &mnguardv1.SubscribeRequest{PolicyVersion: d.policyVersion()})
-	if err != nil {
+	client, gen, ep := d.current()
+	gone := func(err error) error {
+		if ctx.Err() == nil && collectorGone(err) {
+			d.failover(gen, err)
+		}
 		return err
+	}
+	stream, err := client.Subscribe(ctx, &mnguardv1.SubscribeRequest{PolicyVersion: d.policyVersion()})
+	if err != nil {
+		return gone(err)
 	}
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
-			return err
+			return gone(err)
 		}
 		d.mu.Lock()
 		connected := !d.st.Connected
@@ -595,7 +603,7 @@ func (d *Daemon) subscribe(ctx context.Context) error {
 		d.mu.Unlock()
 		if connected {
 			d.statusChanged()
-			d.log.Info("connected to collector", "server", d.server)
+			d.log.Info("connected to collector", "server", ep.String())
 			// The collector is back: deliver what was spooled meanwhile
 			// (refused logins among it) now, not at the next retry.
 			d.poke()
@@ -755,9 +763,15 @@ func (d *Daemon) writeStatus() {
 	if err != nil {
 		d.log.Warn("spool length", "err", err)
 	}
+	ss := d.spool.Stats()
 	d.mu.Lock()
 	d.st.UpdatedAt = time.Now()
 	d.st.PendingEvents = n
+	d.st.Spool = &state.SpoolStatus{
+		Bytes: ss.Bytes, MaxBytes: ss.MaxBytes, MaxEvents: ss.MaxEvents, PostureKept: ss.PostureKept,
+		Dropped: ss.Dropped, PostureDropped: ss.PostureDropped, Corrupt: ss.Corrupt,
+		WriteFailed: ss.WriteFailed, WriteError: d.spoolWriteErr, SetAside: ss.SetAside.Path, SetAsideReason: ss.SetAside.Reason,
+	}
 	st := d.st
 	d.mu.Unlock()
 	if err := d.dir.WriteStatus(st); err != nil {

@@ -11,8 +11,9 @@ import (
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 )
 
-// TestReportLoss: when the spool drops events for room, the agent raises
-// one agent.events_lost event with the count, once per loss.
+// TestReportLoss: when the spool drops events for room, the collector
+// hears of it once, from the spool's own spool.events_dropped event with
+// the count; the agent's loss check adds no second report of it.
 func TestReportLoss(t *testing.T) {
 	sp, err := spool.OpenWithOptions(filepath.Join(t.TempDir(), "spool.db"), spool.Options{MaxEvents: 3})
 	if err != nil {
@@ -25,19 +26,20 @@ func TestReportLoss(t *testing.T) {
 		d.Emit("test.event", mnguardv1.Severity_SEVERITY_INFO, "x", nil)
 	}
 	d.reportLoss()
-	d.reportLoss() // nothing new lost: no second event
+	d.reportLoss()
 	evs, err := sp.Pending(0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var lost []*mnguardv1.Event
 	for _, e := range evs {
-		if e.GetType() == "agent.events_lost" {
+		switch e.GetType() {
+		case spool.EventDropped, "agent.events_lost":
 			lost = append(lost, e)
 		}
 	}
-	if len(lost) != 1 || lost[0].GetAttributes()["count"] != "2" || lost[0].GetSeverity() != mnguardv1.Severity_SEVERITY_ALERT {
-		t.Fatalf("events_lost events = %v, want one with count 2", lost)
+	if len(lost) != 1 || lost[0].GetType() != spool.EventDropped || lost[0].GetAttributes()["count"] != "3" || lost[0].GetSeverity() != mnguardv1.Severity_SEVERITY_ALERT {
+		t.Fatalf("loss events = %v, want one %s with count 3", lost, spool.EventDropped)
 	}
 }
 

@@ -746,16 +746,24 @@ type Stats struct {
 	Corrupt        uint64 // undecodable records removed, life of the file
 	WriteFailed    uint64 // Appends that failed to write, life of the process
 	Unreported     uint64 // of those, not yet in a stored loss event
+	PostureKept    bool   // a posture snapshot awaits acknowledgement
 	SetAside       SetAside
 }
 
 // Stats returns the spool's counters.
 func (s *Spool) Stats() Stats {
+	kept := false
+	if !s.isClosed() {
+		_ = s.db.View(func(tx *bolt.Tx) error {
+			kept = tx.Bucket(bucketPosture).Get(keyPosture) != nil
+			return nil
+		})
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Stats{
 		Events: s.n, Bytes: s.bytes, MaxEvents: s.max, MaxBytes: s.maxBytes, Dropped: s.dropped, PostureDropped: s.pdropped,
-		Corrupt: s.corrupt, WriteFailed: s.writeFailed, Unreported: s.unstored, SetAside: s.aside,
+		Corrupt: s.corrupt, WriteFailed: s.writeFailed, Unreported: s.unstored, PostureKept: kept, SetAside: s.aside,
 	}
 }
 

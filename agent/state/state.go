@@ -198,9 +198,41 @@ type Status struct {
 	ReportInterval string    `json:"report_interval,omitempty"`
 	CertNotAfter   time.Time `json:"cert_not_after,omitzero"`
 	Stopped        bool      `json:"stopped,omitempty"`
+	// Collector is the collector address (HOST:PORT as configured, and
+	// the IP address it resolved to) the agent is connected to or trying.
+	Collector string `json:"collector,omitempty"`
+	// Failovers counts the moves to another collector address since the
+	// agent started.
+	Failovers uint64 `json:"failovers,omitempty"`
+	// Spool is the durable outbox's state; absent from older agents.
+	Spool *SpoolStatus `json:"spool,omitempty"`
 	// Network is the segment-isolation check; absent until its first
 	// scan.
 	Network *NetworkStatus `json:"network,omitempty"`
+}
+
+// SpoolStatus is the durable outbox: its fill, and every loss.
+type SpoolStatus struct {
+	Bytes     int64 `json:"bytes"`
+	MaxBytes  int64 `json:"max_bytes"`
+	MaxEvents int   `json:"max_events"`
+	// PostureKept: a posture snapshot waits for the collector's
+	// acknowledgement.
+	PostureKept bool `json:"posture_kept,omitempty"`
+	// Dropped, PostureDropped and Corrupt count, for the life of the spool
+	// file, events dropped for room, posture snapshots dropped for room
+	// and undecodable records removed.
+	Dropped        uint64 `json:"dropped,omitempty"`
+	PostureDropped uint64 `json:"posture_dropped,omitempty"`
+	Corrupt        uint64 `json:"corrupt,omitempty"`
+	// WriteFailed counts, since the agent started, events that could not
+	// be written (disk full); WriteError is the last such error.
+	WriteFailed uint64 `json:"write_failed,omitempty"`
+	WriteError  string `json:"write_error,omitempty"`
+	// SetAside is where a damaged spool file found at start was kept, and
+	// SetAsideReason what was wrong with it.
+	SetAside       string `json:"set_aside,omitempty"`
+	SetAsideReason string `json:"set_aside_reason,omitempty"`
 }
 
 // NetworkStatus is what the segment-isolation check last found.

@@ -110,7 +110,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			return fail(err)
 		}
 		if *server == "" {
-			*server = cfg.Server
+			*server = cfg.Server.First()
 		}
 		if *server == "" {
 			return fail(errors.New("--server missing (or server: in the configuration file)"))

@@ -38,8 +38,8 @@ func printStatus(w io.Writer, cfg config.Config, configPath string) bool {
 		return false
 	}
 	server := id.Server
-	if cfg.Server != "" {
-		server = cfg.Server
+	if len(cfg.Server) > 0 {
+		server = cfg.Server.String()
 	}
 	line("Enrollment", "enrolled as terminal %s with collector %s since %s", id.TerminalID, server, when(id.EnrolledAt, now))
 	cert := id.Cert.NotAfter
@@ -82,6 +82,8 @@ func printStatus(w io.Writer, cfg config.Config, configPath string) bool {
 		line("Agent", "running since %s (pid %d)", when(st.StartedAt, now), st.PID)
 	}
 	switch {
+	case st.Connected && !stale && !st.Stopped && st.Collector != "":
+		line("Connection", "connected to %s since %s", st.Collector, when(st.ConnectedSince, now))
 	case st.Connected && !stale && !st.Stopped:
 		line("Connection", "connected since %s", when(st.ConnectedSince, now))
 	case st.LastError != "":
@@ -98,6 +100,12 @@ func printStatus(w io.Writer, cfg config.Config, configPath string) bool {
 		line("Last report", "%s; reports at least every %s", when(st.LastReportAt, now), st.ReportInterval)
 	}
 	line("Events", "%d waiting to be delivered", st.PendingEvents)
+	if st.Failovers > 0 {
+		line("Failovers", "%d moves to another collector address since the agent started", st.Failovers)
+	}
+	if !spoolLines(line, st.Spool) {
+		ok = false
+	}
 	if st.PolicyVersion != "" {
 		line("Policy", "%s", st.PolicyVersion)
 	}
@@ -199,4 +207,34 @@ func span(d time.Duration) string {
 		return fmt.Sprintf("%d days", d/(24*time.Hour))
 	}
 	return d.String()
+}
+
+// spoolLines prints the spool's fill and every loss it knows of; false
+// when events were lost or cannot be stored now.
+func spoolLines(line func(label, format string, args ...any), sp *state.SpoolStatus) bool {
+	if sp == nil {
+		return true
+	}
+	ok := true
+	posture := ""
+	if sp.PostureKept {
+		posture = "; a posture snapshot awaits acknowledgement"
+	}
+	line("Spool", "%d of %d KiB used (at most %d events)%s", sp.Bytes>>10, sp.MaxBytes>>10, sp.MaxEvents, posture)
+	if sp.SetAside != "" {
+		line("Spool", "DAMAGED file found at start, kept as %s (%s); a new spool was started", sp.SetAside, sp.SetAsideReason)
+		ok = false
+	}
+	if sp.WriteFailed > 0 {
+		line("Spool", "%d events could not be written since start: %s", sp.WriteFailed, sp.WriteError)
+		ok = false
+	}
+	if sp.Dropped > 0 || sp.Corrupt > 0 {
+		line("Spool", "%d events dropped when full, %d damaged records removed (reported to the collector)", sp.Dropped, sp.Corrupt)
+		ok = false
+	}
+	if sp.PostureDropped > 0 {
+		line("Spool", "%d posture snapshots dropped when full (a new one is sent at every report)", sp.PostureDropped)
+	}
+	return ok
 }
