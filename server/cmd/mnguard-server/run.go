@@ -28,7 +28,11 @@ Commands:
   init     create the CA, keys (totp.key seals the TOTP secrets: back it up
            with the database), database and first admin API token in --data-dir
   serve    run the collector and the TOTP login authority (initialises an
-           empty --data-dir first)
+           empty --data-dir first); --db postgres://… for replicas that
+           share one PostgreSQL (each with a copy of the data directory's
+           keys)
+  migrate  copy an installation from SQLite to an empty PostgreSQL
+           database, verified by row counts and the audit chain
   metrics-cert
            issue a client certificate (and key) from the CA in --data-dir
            that reads /metrics, for a Prometheus scraper
@@ -61,12 +65,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	fs := flag.NewFlagSet("mnguard-server "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", env("MNGUARD_DATA_DIR", "/var/lib/mnguard-server"), "data directory: CA, keys, database (env MNGUARD_DATA_DIR)")
+	dbFlag := func() *string {
+		return fs.String("db", env("MNGUARD_DB", ""), "database: empty for SQLite in --data-dir, sqlite:PATH, or postgres://USER@HOST:PORT/DATABASE?sslmode=verify-full for replicas that share one PostgreSQL, each with a copy of the data directory's keys (env MNGUARD_DB)")
+	}
 	switch args[0] {
 	case "init":
+		dbURL := dbFlag()
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
-		res, err := collector.Init(ctx, *dataDir, time.Now())
+		db, err := parseDB(*dbURL, *dataDir)
+		if err != nil {
+			return fail(err)
+		}
+		log := slog.New(slog.NewTextHandler(stderr, nil))
+		res, err := prepareDB(ctx, db, *dataDir, log, time.Now())
 		if err != nil {
 			return fail(err)
 		}
@@ -79,6 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		}
 		return 0
 	case "serve":
+		dbURL := dbFlag()
 		grpcListen := fs.String("grpc-listen", env("MNGUARD_GRPC_LISTEN", ":8443"), "gRPC listen address for agents and mnguardctl (env MNGUARD_GRPC_LISTEN)")
 		httpListen := fs.String("http-listen", env("MNGUARD_HTTP_LISTEN", ":8444"), "HTTPS listen address of the web console, /healthz and /metrics (env MNGUARD_HTTP_LISTEN)")
 		httpCert := fs.String("http-cert", env("MNGUARD_HTTP_CERT", ""), "PEM certificate (chain) for the console that browsers already trust, instead of one from the collector's CA (env MNGUARD_HTTP_CERT)")
@@ -167,9 +181,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		case *maxStreams < 1 || *maxStreams > 16:
 			return fail(fmt.Errorf("--max-streams-per-terminal %d: must be 1 to 16", *maxStreams))
 		}
+		db, err := parseDB(*dbURL, *dataDir)
+		if err != nil {
+			return fail(err)
+		}
 		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+		if db.postgres {
+			// Waits for PostgreSQL, and checks this replica's keys against
+			// the database before Serve could create any.
+			if _, err := prepareDB(ctx, db, *dataDir, log, time.Now()); err != nil {
+				if ctx.Err() != nil {
+					log.Info("stopped before the database answered", "err", oneLine(err))
+					return 0 // stopping is a clean exit
+				}
+				return fail(err)
+			}
+		}
 		err = collector.Serve(ctx, collector.Config{
-			DataDir: *dataDir, GRPCListen: *grpcListen, HTTPListen: *httpListen,
+			DataDir: *dataDir, DB: db.url, GRPCListen: *grpcListen, HTTPListen: *httpListen,
 			ServerNames: names, AdvertiseAddrs: advertised, CertValidity: *certValidity, ReportInterval: *reportInterval,
 			ExemptionMaxDuration: *exMax, ExemptionDefaultDuration: *exDefault,
 			Logins: &policy, Logger: log,
@@ -199,6 +228,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		}
 		fmt.Fprintln(stdout, strings.Join(files, "\n"))
 		return 0
+	case "migrate":
+		return migrateCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "version", "--version":
 		fmt.Fprintln(stdout, version.Version)
 		return 0
