@@ -83,7 +83,9 @@ func (s *DB) SaveReports(ctx context.Context, rs []BatchReport) ([]BatchResult, 
 	// as saveReport does, so batches of other terminals (other replicas)
 	// are stored side by side. A transaction retried after a deadlock
 	// runs fn again from the start.
-	err := s.writeTx(ctx, s.reportLock, func(tx wtx) error {
+	err := s.writeTx(ctx, s.reportLock, func(wt wtx) error {
+		tx := &batchTx{wtx: wt}
+		defer tx.close()
 		for _, p := range todo {
 			out[p.i] = BatchResult{}
 			if savepoints {
@@ -168,7 +170,7 @@ func checkReport(r Report) (Report, []int64, error) {
 // reportCertificate checks, in the transaction, that the certificate of
 // serial belongs to the terminal and that neither is revoked, nor the
 // certificate retired.
-func reportCertificate(ctx context.Context, tx wtx, terminalID, serial string) error {
+func reportCertificate(ctx context.Context, tx *batchTx, terminalID, serial string) error {
 	var owner, state string
 	var revoked, retired int
 	q := qReportCert
@@ -192,13 +194,13 @@ func reportCertificate(ctx context.Context, tx wtx, terminalID, serial string) e
 }
 
 // saveReportTx stores one checked report in tx (see checkReport).
-func saveReportTx(ctx context.Context, tx wtx, r Report, serial string, seqs []int64) (ReportResult, error) {
+func saveReportTx(ctx context.Context, tx *batchTx, r Report, serial string, seqs []int64) (ReportResult, error) {
 	var res ReportResult
 	if serial != "" {
 		if err := reportCertificate(ctx, tx, r.TerminalID, serial); err != nil {
 			return res, err
 		}
-	} else if err := activeTerminal(ctx, tx, r.TerminalID); err != nil {
+	} else if err := activeTerminal(ctx, tx.wtx, r.TerminalID); err != nil {
 		return res, err
 	}
 	// Reports may be stored out of order; last_seen_at never goes back.
@@ -206,7 +208,7 @@ func saveReportTx(ctx context.Context, tx wtx, r Report, serial string, seqs []i
 		return res, fmt.Errorf("update last seen: %w", err)
 	}
 	if r.Posture != nil {
-		if err := savePosture(ctx, tx, r); err != nil {
+		if err := savePosture(ctx, tx.wtx, r); err != nil {
 			return res, err
 		}
 	}
@@ -234,4 +236,55 @@ func saveReportTx(ctx context.Context, tx wtx, r Report, serial string, seqs []i
 		}
 	}
 	return res, nil
+}
+
+// batchTx is a batch's write transaction. The statements that the store
+// did not prepare at open (the certificate check, the savepoints) it
+// prepares once per batch, not once per report: parsing SQL is a good part
+// of SQLite's cost of a small statement.
+type batchTx struct {
+	wtx
+	own map[string]*sql.Stmt
+}
+
+func (t *batchTx) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st := t.wtx.stmt(ctx, q); st != nil {
+		return st, nil
+	}
+	if st := t.own[q]; st != nil {
+		return st, nil
+	}
+	st, err := t.tx.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if t.own == nil {
+		t.own = make(map[string]*sql.Stmt)
+	}
+	t.own[q] = st
+	return st, nil
+}
+
+func (t *batchTx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	st, err := t.prepared(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+func (t *batchTx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	st, err := t.prepared(ctx, q)
+	if err != nil {
+		// The error again, from the query itself.
+		return t.tx.QueryRowContext(ctx, q, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// close closes the statements the batch prepared.
+func (t *batchTx) close() {
+	for _, st := range t.own {
+		st.Close()
+	}
 }
