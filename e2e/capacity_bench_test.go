@@ -275,11 +275,7 @@ func capacityKind(b *testing.B, name string, s *benchServer, stateDir string, ag
 	n := fmt.Sprint(agents)
 	common := []string{"--agents", n, "--duration", phase.String(), "--host-prefix", "cap"}
 	if s.kind == "collector" {
-		// Enroll whoever the cache lacks (a first run: minutes for 19,500).
-		if out := runLoad(b, s, stateDir, "--agents", n, "--interval", "0", "--duration", "1s", "--host-prefix", "cap",
-			"--token", s.c.token(b, "2h", agents), "--enroll-concurrency", "32"); f64(out, "streams") != float64(agents) {
-			b.Fatalf("%s: enrollment run held %v of %d streams: %v", name, out["streams"], agents, out)
-		}
+		ensureEnrolled(b, s, stateDir, agents, "cap")
 	}
 	var rows []capacityRow
 	for _, interval := range []string{"0", "60s"} {
@@ -352,6 +348,18 @@ func BenchmarkCapacity(b *testing.B) {
 	b.ReportMetric(bi.rssKBPerConn, "baseline_idle_KB/conn")
 	b.ReportMetric(bi.cpuPer1000, "baseline_idle_%core/1000")
 	b.ReportMetric(0, "ns/op")
+}
+
+// ensureEnrolled enrolls, through mnguard-loadgen, the terminals the
+// identity cache in stateDir lacks (a first run: minutes for 19,500), and
+// checks they all connect.
+func ensureEnrolled(b *testing.B, s *benchServer, stateDir string, agents int, prefix string) {
+	b.Helper()
+	out := runLoad(b, s, stateDir, "--agents", fmt.Sprint(agents), "--interval", "0", "--duration", "1s", "--host-prefix", prefix,
+		"--token", s.c.token(b, "2h", agents), "--enroll-concurrency", "32")
+	if f64(out, "streams") != float64(agents) {
+		b.Fatalf("enrollment run held %v of %d streams: %v", out["streams"], agents, out)
+	}
 }
 
 func verdict(ok bool) string {
