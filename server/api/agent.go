@@ -23,6 +23,7 @@ import (
 	"github.com/mnguard/mnguard/server/logins"
 	"github.com/mnguard/mnguard/server/operators"
 	"github.com/mnguard/mnguard/server/store"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -100,8 +101,14 @@ type Services struct {
 	// certs are the certificates Report may take without a read (see
 	// certCache), shared by every gRPC server of the services.
 	certs *certCache
-	Agent *AgentService
-	Admin *AdminService
+	// beats sends the streams' heartbeats and ends them when their
+	// certificates expire.
+	beats *beats
+	// grpcOptions are added to NewGRPCServer's (benchmarks of the
+	// options).
+	grpcOptions []grpc.ServerOption
+	Agent       *AgentService
+	Admin       *AdminService
 }
 
 // New builds the services.
@@ -143,6 +150,8 @@ func New(cfg Config) *Services {
 	}
 	s := &Services{cfg: cfg, hub: newHub(cfg.MaxStreamsPerTerminal)}
 	s.certs = newCertCache(0)
+	// Real time, as the certificates' validity.
+	s.beats = newBeats(cfg.Heartbeat, time.Now)
 	s.ingest = newIngester(cfg.Store, cfg.IngestBatch, cfg.IngestLinger, cfg.Metrics.observeBatch)
 	// No network policy until LoadNetworkPolicy reads the stored one.
 	st, _ := s.newPolicyState(nil, time.Time{}, "")
@@ -432,11 +441,10 @@ func (a *AgentService) Subscribe(req *mnguardv1.SubscribeRequest, stream mnguard
 	}); err != nil {
 		return err
 	}
-	tick := time.NewTicker(cfg.Heartbeat)
-	defer tick.Stop()
-	// The certificate may expire while the stream is open.
-	expiry := time.NewTimer(time.Until(t.Cert.NotAfter))
-	defer expiry.Stop()
+	// Heartbeats, and the end of the certificate, which may expire while
+	// the stream is open: one wheel drives every stream's (see beats).
+	beat := a.s.beats.add(t.Cert.NotAfter)
+	defer a.s.beats.remove(beat)
 	for {
 		var msg *mnguardv1.SubscribeResponse
 		select {
@@ -448,7 +456,7 @@ func (a *AgentService) Subscribe(req *mnguardv1.SubscribeRequest, stream mnguard
 			return status.Errorf(codes.Unauthenticated, "client certificate %s was replaced by a renewed certificate: use that one", t.Serial)
 		case <-sub.replaced:
 			return status.Errorf(codes.ResourceExhausted, "stream replaced by a newer Subscribe stream of terminal %s (at most %d per terminal)", t.ID, cfg.MaxStreamsPerTerminal)
-		case <-expiry.C:
+		case <-beat.expired:
 			return status.Error(codes.Unauthenticated, "client certificate expired")
 		case <-sub.exemptions:
 			waiting := sub.takeWaiting()
@@ -466,7 +474,7 @@ func (a *AgentService) Subscribe(req *mnguardv1.SubscribeRequest, stream mnguard
 		case m := <-sub.push:
 			// Shared with the terminal's other streams: copy before stamping.
 			msg = proto.Clone(m).(*mnguardv1.SubscribeResponse)
-		case <-tick.C:
+		case <-beat.c:
 			msg = &mnguardv1.SubscribeResponse{Push: &mnguardv1.SubscribeResponse_Heartbeat{Heartbeat: &mnguardv1.Heartbeat{}}}
 		}
 		msg.SentAt = timestamppb.New(cfg.Now())
