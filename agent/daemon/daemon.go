@@ -234,7 +234,8 @@ func (d *Daemon) run(ctx context.Context) error {
 	defer d.spool.Close()
 	now := time.Now()
 	d.mu.Lock()
-	d.st = state.Status{PID: os.Getpid(), StartedAt: now, UpdatedAt: now, ReportInterval: d.interval.String(), CertNotAfter: d.id.Cert.NotAfter}
+	// Collector: the address connect chose, before run.
+	d.st = state.Status{PID: os.Getpid(), StartedAt: now, UpdatedAt: now, ReportInterval: d.interval.String(), CertNotAfter: d.id.Cert.NotAfter, Collector: d.st.Collector}
 	d.mu.Unlock()
 	d.lost = d.spool.Corrupt()
 	d.log.Info("agent starting", "server", strings.Join(d.servers, ","), "version", d.opts.Version, "state_dir", d.dir)
