@@ -416,7 +416,7 @@ func TestVerifyAudit(t *testing.T) {
 		}
 	}
 	for _, q := range []string{`DROP TRIGGER audit_log_no_update`, `UPDATE audit_log SET actor = 'someone' WHERE id = 3`} {
-		if _, err := s2.w.Exec(q); err != nil {
+		if _, err := s2.w.Exec(testSQL(s2, q)); err != nil {
 			t.Fatal(err)
 		}
 	}

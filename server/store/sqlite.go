@@ -693,8 +693,17 @@ func (s *DB) saveReport(ctx context.Context, r Report) (ReportResult, error) {
 			if received.IsZero() {
 				received = r.ReceivedAt
 			}
-			ins, err := stmt.ExecContext(ctx, r.TerminalID, seqs[i], dbTime(e.Time), dbTime(received),
-				e.Type, int64(e.Severity), e.Message, blobArg(e.Data))
+			args := []any{r.TerminalID, seqs[i], dbTime(e.Time), dbTime(received),
+				e.Type, int64(e.Severity), e.Message, blobArg(e.Data)}
+			var (
+				ins sql.Result
+				err error
+			)
+			if stmt != nil {
+				ins, err = stmt.ExecContext(ctx, args...)
+			} else { // PostgreSQL: pgx caches the prepared statement itself
+				ins, err = tx.tx.ExecContext(ctx, qInsertEvent, args...)
+			}
 			if err != nil {
 				return fmt.Errorf("insert event %d: %w", e.Seq, err)
 			}

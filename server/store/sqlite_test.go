@@ -56,6 +56,15 @@ func sqliteOnly(tb testing.TB) {
 	}
 }
 
+// testSQL is q, a test's SQLite statement, for s's dialect: PostgreSQL
+// names the table of the trigger to drop.
+func testSQL(s *DB, q string) string {
+	if s.Dialect() == DialectPostgres && strings.HasPrefix(q, "DROP TRIGGER audit_log_") {
+		return q + " ON audit_log"
+	}
+	return q
+}
+
 // openTest opens an empty store on the test backend; the second result is
 // what Open opens it again with: the SQLite file's path or the PostgreSQL
 // database's DSN.
@@ -141,6 +150,7 @@ func enroll(tb testing.TB, s *DB, id, hostname string) Certificate {
 }
 
 func TestOpenSQLite(t *testing.T) {
+	sqliteOnly(t)
 	s, path := openTest(t)
 	if runtime.GOOS != "windows" {
 		fi, err := os.Stat(path)
@@ -1078,7 +1088,7 @@ func TestAuditTamperingDetected(t *testing.T) {
 			}
 			// ...until someone with the file drops the triggers.
 			for _, q := range append([]string{`DROP TRIGGER audit_log_no_update`, `DROP TRIGGER audit_log_no_delete`}, tt.tamper...) {
-				if _, err := s.w.Exec(q); err != nil {
+				if _, err := s.w.Exec(testSQL(s, q)); err != nil {
 					t.Fatalf("%s: %v", q, err)
 				}
 			}

@@ -464,11 +464,15 @@ func (s *DB) acceptStep(ctx context.Context, u StepUpdate) (User, error) {
 	}
 	q := `UPDATE users SET last_step = $3, clock_offset = $4`
 	if u.Confirm {
-		// A successful confirm also clears the failures of wrong codes.
-		q += `, state = 'active', confirmed_at = COALESCE(confirmed_at, $5), failures = 0`
+		q += `, state = 'active', confirmed_at = COALESCE(confirmed_at, $5)`
 	}
 	if u.Login {
-		q += `, last_login_at = $5, failures = 0`
+		q += `, last_login_at = $5`
+	}
+	if u.Confirm || u.Login {
+		// A successful confirm or login also clears the failures of
+		// wrong codes (once: PostgreSQL refuses a column set twice).
+		q += `, failures = 0`
 	}
 	q += ` WHERE name = $1 AND last_step = $2`
 	if u.Confirm || u.Login {

@@ -811,6 +811,7 @@ func TestServerEvents(t *testing.T) {
 // TestEventsQueryPlan guards that listing events reads the indexes instead
 // of sorting whole tables.
 func TestEventsQueryPlan(t *testing.T) {
+	sqliteOnly(t) // SQLite's EXPLAIN QUERY PLAN
 	s, _ := openTest(t)
 	for _, q := range []struct {
 		sql  string
