@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -289,25 +290,33 @@ func (t *terminal) subscribeLoop(ctx context.Context, sem chan struct{}) {
 func (t *terminal) subscribe(ctx context.Context, up func()) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var recv func() error
+	var (
+		recv   func() error
+		stream grpc.ClientStream
+	)
 	if t.g.cfg.baseline {
 		s, err := healthpb.NewHealthClient(t.conn).Watch(ctx, &healthpb.HealthCheckRequest{})
 		if err != nil {
 			return err
 		}
-		recv = func() error { _, err := s.Recv(); return err }
+		recv, stream = func() error { _, err := s.Recv(); return err }, s
 	} else {
 		s, err := mnguardv1.NewAgentServiceClient(t.conn).Subscribe(ctx, &mnguardv1.SubscribeRequest{})
 		if err != nil {
 			return err
 		}
-		recv = func() error { _, err := s.Recv(); return err }
+		recv, stream = func() error { _, err := s.Recv(); return err }, s
 	}
 	for n := 0; ; n++ {
 		if err := recv(); err != nil {
 			return err
 		}
 		if n == 0 {
+			if p, ok := peer.FromContext(stream.Context()); ok {
+				if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && ti.State.DidResume {
+					t.g.st.resumed.Add(1)
+				}
+			}
 			up()
 		}
 	}

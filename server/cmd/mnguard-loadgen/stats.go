@@ -23,6 +23,7 @@ type stats struct {
 
 	streams        atomic.Int64
 	reconnects     atomic.Int64
+	resumed        atomic.Int64 // streams up on a resumed TLS session
 	allConnectedAt atomic.Int64 // UnixNano of the last time every stream was up
 	allUp          chan struct{}
 	allUpOnce      sync.Once
@@ -157,16 +158,16 @@ func (g *gen) printLoop(ctx context.Context, mon *monitor) {
 				"reports_per_s": float64(reps) / el, "events_per_s": float64(evs) / el,
 				"p50_ms": ms(h.quantile(0.5)), "p99_ms": ms(h.quantile(0.99)), "max_ms": ms(h.maxDur()),
 				"errors": errs, "errors_by_code": errMap,
-				"streams": s.streams.Load(), "target": s.target, "reconnects": s.reconnects.Load(),
+				"streams": s.streams.Load(), "target": s.target, "reconnects": s.reconnects.Load(), "tls_resumed": s.resumed.Load(),
 				"all_connected_at_unix_ns": s.allConnectedAt.Load(),
 			}
 			if ok {
 				line["server_rss_kb"], line["server_cpu_pct"] = rss>>10, cpu
 			}
 			g.emit(line, func(w io.Writer) {
-				fmt.Fprintf(w, "%4ds  %6.0f reports/s %7.0f events/s  p50 %7.1fms p99 %7.1fms max %7.1fms  streams %d/%d reconnects %d  errors %d %s",
+				fmt.Fprintf(w, "%4ds  %6.0f reports/s %7.0f events/s  p50 %7.1fms p99 %7.1fms max %7.1fms  streams %d/%d reconnects %d (tls resumed %d)  errors %d %s",
 					line["t"], line["reports_per_s"], line["events_per_s"], line["p50_ms"], line["p99_ms"], line["max_ms"],
-					line["streams"], s.target, line["reconnects"], errs, fmtErrors(errMap))
+					line["streams"], s.target, line["reconnects"], line["tls_resumed"], errs, fmtErrors(errMap))
 				if ok {
 					fmt.Fprintf(w, "  collector rss %.1f MiB cpu %.1f%%", float64(rss)/(1<<20), cpu)
 				}
@@ -199,7 +200,7 @@ func (g *gen) summary(mon *monitor, now time.Time, el time.Duration) {
 		"reports": reps, "events": evs,
 		"reports_per_s": rate(reps, secs), "events_per_s": rate(evs, secs),
 		"p50_ms": ms(h.quantile(0.5)), "p99_ms": ms(h.quantile(0.99)), "max_ms": ms(h.maxDur()),
-		"errors": nerr, "errors_by_code": errMap, "streams": streams, "reconnects": s.reconnects.Load(),
+		"errors": nerr, "errors_by_code": errMap, "streams": streams, "reconnects": s.reconnects.Load(), "tls_resumed": s.resumed.Load(),
 	}
 	if rss, cpu, err := readProc(os.Getpid()); err == nil {
 		line["loadgen_rss_kb"] = rss >> 10
@@ -224,8 +225,8 @@ func (g *gen) summary(mon *monitor, now time.Time, el time.Duration) {
 		}
 	}
 	g.emit(line, func(w io.Writer) {
-		fmt.Fprintf(w, "summary: %d terminals over %.1fs: %d reports (%.1f/s), %d events (%.1f/s); from the scheduled send p50 %.1fms p99 %.1fms max %.1fms; streams %d, reconnects %d, errors %d %s\n",
-			s.target, secs, reps, line["reports_per_s"], evs, line["events_per_s"], line["p50_ms"], line["p99_ms"], line["max_ms"], streams, line["reconnects"], nerr, fmtErrors(errMap))
+		fmt.Fprintf(w, "summary: %d terminals over %.1fs: %d reports (%.1f/s), %d events (%.1f/s); from the scheduled send p50 %.1fms p99 %.1fms max %.1fms; streams %d, reconnects %d (tls resumed %d), errors %d %s\n",
+			s.target, secs, reps, line["reports_per_s"], evs, line["events_per_s"], line["p50_ms"], line["p99_ms"], line["max_ms"], streams, line["reconnects"], line["tls_resumed"], nerr, fmtErrors(errMap))
 		if v, ok := line["server_rss_kb"]; ok {
 			fmt.Fprintf(w, "collector (pid %d): rss %d KiB (%d KiB before the terminals), %.1f KiB a stream; cpu %.2f%% of a core, %.3f%% per 1,000 streams\n",
 				mon.pid, v, line["server_rss_before_kb"], line["server_rss_per_stream_kb"], line["server_cpu_pct"], line["server_cpu_pct_per_1000"])
