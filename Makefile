@@ -65,8 +65,12 @@ check: deps
 	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 $(GO) test -exec=true ./... >/dev/null
 	CGO_ENABLED=0 $(GO) build ./...
 
+# PostgreSQL: scripts/testpg.sh starts a throw-away cluster for the run
+# (unless MNGUARD_TEST_POSTGRES names a server) and exports its DSN to every
+# test package; the store's whole suite then runs a second time on it
+# (MNGUARD_STORE_BACKEND=postgres).
 unit: deps
-	$(GO) test -race -count=1 -timeout 15m ./...
+	scripts/testpg.sh bash -c '$(GO) test -race -count=1 -timeout 15m ./... && MNGUARD_STORE_BACKEND=postgres $(GO) test -race -count=1 -timeout 15m ./server/store/...'
 
 fuzz:
 	@scripts/fuzz.sh $(FUZZ_TIME)
