@@ -32,11 +32,11 @@ type dbTarget struct {
 	password string
 }
 
-// parseDB reads the --db value (env MNGUARD_DB). Empty is the SQLite file
+// parseDB reads the value of flag (--db, env MNGUARD_DB; migrate's --to). Empty is the SQLite file
 // in dataDir; "sqlite:PATH" or a path is SQLite; "postgres://" or
 // "postgresql://" is PostgreSQL. Anything else with a scheme is refused
 // rather than taken for a file name.
-func parseDB(raw, dataDir string) (dbTarget, error) {
+func parseDB(flag, raw, dataDir string) (dbTarget, error) {
 	raw = strings.TrimSpace(raw)
 	switch {
 	case raw == "":
@@ -46,7 +46,7 @@ func parseDB(raw, dataDir string) (dbTarget, error) {
 		cfg, err := pgconn.ParseConfig(raw)
 		if err != nil {
 			// pgconn's message hides the password already.
-			return dbTarget{}, fmt.Errorf("--db: not a usable PostgreSQL URL: %w", err)
+			return dbTarget{}, fmt.Errorf("%s: not a usable PostgreSQL URL: %w", flag, err)
 		}
 		t := dbTarget{url: raw, postgres: true, password: cfg.Password}
 		host := cfg.Host
@@ -58,14 +58,14 @@ func parseDB(raw, dataDir string) (dbTarget, error) {
 	case strings.HasPrefix(raw, "sqlite:"):
 		path := strings.TrimPrefix(raw, "sqlite:")
 		if path == "" {
-			return dbTarget{}, errors.New("--db sqlite:: name the database file, e.g. sqlite:/var/lib/mnguard-server/mnguard.db")
+			return dbTarget{}, fmt.Errorf("%s sqlite:: name the database file, e.g. sqlite:/var/lib/mnguard-server/mnguard.db", flag)
 		}
 		return dbTarget{url: raw, desc: "SQLite " + path}, nil
 	case strings.Contains(raw, "://"):
 		scheme, _, _ := strings.Cut(raw, "://")
-		return dbTarget{}, fmt.Errorf("--db: database type %q is not supported: give postgres://USER@HOST:PORT/DATABASE, sqlite:PATH, or nothing for SQLite in the data directory", scheme)
+		return dbTarget{}, fmt.Errorf("%s: database type %q is not supported: give postgres://USER@HOST:PORT/DATABASE, sqlite:PATH, or nothing for SQLite in the data directory", flag, scheme)
 	case strings.Contains(raw, "="):
-		return dbTarget{}, errors.New("--db: a keyword=value DSN is not taken: write it as a URL, postgres://USER@HOST:PORT/DATABASE?sslmode=verify-full")
+		return dbTarget{}, fmt.Errorf("%s: a keyword=value DSN is not taken: write it as a URL, postgres://USER@HOST:PORT/DATABASE?sslmode=verify-full", flag)
 	}
 	return dbTarget{url: "sqlite:" + raw, desc: "SQLite " + raw}, nil
 }

@@ -39,7 +39,7 @@ func TestParseDB(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.raw, func(t *testing.T) {
-			got, err := parseDB(tt.raw, dir)
+			got, err := parseDB("--db", tt.raw, dir)
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
 					t.Fatalf("parseDB(%q) = %+v, %v; want an error saying %q", tt.raw, got, err, tt.err)
@@ -70,7 +70,7 @@ func FuzzParseDB(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		got, err := parseDB(raw, "/data")
+		got, err := parseDB("--db", raw, "/data")
 		if err != nil {
 			return
 		}

@@ -57,9 +57,9 @@ func migrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 	if *to == "" {
 		return fail(errors.New("--to: the PostgreSQL database to copy into, postgres://USER@HOST:PORT/DATABASE"))
 	}
-	dst, err := parseDB(*to, "")
+	dst, err := parseDB("--to", *to, "")
 	if err != nil {
-		return fail(fmt.Errorf("--to: %w", errors.Unwrap(err)))
+		return fail(err)
 	}
 	if !dst.postgres {
 		return fail(fmt.Errorf("--to %s: not PostgreSQL; migrate copies an SQLite installation into PostgreSQL (postgres://…)", dst.desc))

@@ -54,7 +54,7 @@ func TestServePostgresReplicas(t *testing.T) {
 	dirA := t.TempDir()
 	a := startServer(t, serveArgs(dsn, dirA)...)
 	a.waitListening(t, time.Minute)
-	idA, enrA := enrollAndReport(t, a, dirA)
+	idA, enrA, _ := enrollAndReport(t, a, dirA)
 
 	st, err := store.Open(ctx, dsn)
 	if err != nil {
@@ -86,7 +86,7 @@ func TestServePostgresReplicas(t *testing.T) {
 	dirB := copyKeys(t, dirA, replicaKeyFiles...)
 	b := startServer(t, serveArgs(dsn, dirB)...)
 	b.waitListening(t, time.Minute)
-	idB, enrB := enrollAndReport(t, b, dirA) // A's admin token: one database
+	idB, enrB, _ := enrollAndReport(t, b, dirA) // A's admin token: one database
 	if idA == idB || !bytes.Equal(enrA.CaCertificateDer, enrB.CaCertificateDer) || !bytes.Equal(enrA.ExemptionPublicKey, enrB.ExemptionPublicKey) {
 		t.Errorf("replicas disagree: terminals %s %s, same CA %v, same exemption key %v", idA, idB,
 			bytes.Equal(enrA.CaCertificateDer, enrB.CaCertificateDer), bytes.Equal(enrA.ExemptionPublicKey, enrB.ExemptionPublicKey))

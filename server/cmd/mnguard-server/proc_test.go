@@ -192,8 +192,9 @@ func adminCtx(t *testing.T, ctx context.Context, dataDir string) context.Context
 // enrollAndReport enrolls a terminal through the collector p with an
 // enrollment token made with adminDir's admin token, as an agent does (a
 // CSR, the Enroll RPC), then reports one event over mutual TLS and checks
-// the acknowledgement. It returns the terminal ID and the enrollment.
-func enrollAndReport(t *testing.T, p *serverProc, adminDir string) (string, *mnguardv1.EnrollResponse) {
+// the acknowledgement. It returns the terminal ID, the enrollment and the
+// terminal's client certificate.
+func enrollAndReport(t *testing.T, p *serverProc, adminDir string) (string, *mnguardv1.EnrollResponse, *tls.Certificate) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -216,13 +217,22 @@ func enrollAndReport(t *testing.T, p *serverProc, adminDir string) (string, *mng
 		t.Fatalf("Enroll: %v", err)
 	}
 	cert := &tls.Certificate{Certificate: [][]byte{enr.CertificateDer}, PrivateKey: key}
+	report(t, p, cert, 1)
+	return enr.TerminalId, enr, cert
+}
+
+// report sends event seq of the terminal of cert over mutual TLS and
+// checks that the collector acknowledges it.
+func report(t *testing.T, p *serverProc, cert *tls.Certificate, seq uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	rep, err := mnguardv1.NewAgentServiceClient(p.conn(t, cert)).Report(ctx, &mnguardv1.ReportRequest{Events: []*mnguardv1.Event{{
-		Seq: 1, Time: timestamppb.Now(), Type: "agent.start", Severity: mnguardv1.Severity_SEVERITY_INFO, Message: "started"}}})
+		Seq: seq, Time: timestamppb.Now(), Type: "agent.start", Severity: mnguardv1.Severity_SEVERITY_INFO, Message: "started"}}})
 	if err != nil {
 		t.Fatalf("Report: %v", err)
 	}
-	if len(rep.AckedSeqs) != 1 || rep.AckedSeqs[0] != 1 {
-		t.Fatalf("Report acknowledged %v, want [1]", rep.AckedSeqs)
+	if len(rep.AckedSeqs) != 1 || rep.AckedSeqs[0] != seq {
+		t.Fatalf("Report acknowledged %v, want [%d]", rep.AckedSeqs, seq)
 	}
-	return enr.TerminalId, enr
 }

@@ -74,7 +74,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
-		db, err := parseDB(*dbURL, *dataDir)
+		db, err := parseDB("--db", *dbURL, *dataDir)
 		if err != nil {
 			return fail(err)
 		}
@@ -181,7 +181,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		case *maxStreams < 1 || *maxStreams > 16:
 			return fail(fmt.Errorf("--max-streams-per-terminal %d: must be 1 to 16", *maxStreams))
 		}
-		db, err := parseDB(*dbURL, *dataDir)
+		db, err := parseDB("--db", *dbURL, *dataDir)
 		if err != nil {
 			return fail(err)
 		}
