@@ -121,7 +121,10 @@ func (p Policy) Validate() error {
 
 // Service is the TOTP authority over one store. It is safe for concurrent
 // use. Attempts for one user are serialized within the Service; across
-// replicas the store's compare-and-set keeps every time step single-use.
+// replicas (collectors on one PostgreSQL) the store keeps the rest: its
+// compare-and-set keeps every time step single-use, the failure count and
+// the lock are one row updated in one statement, and delayed attempts
+// take turns through slots reserved in the database.
 type Service struct {
 	st    store.Store
 	seal  *Sealer

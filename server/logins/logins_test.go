@@ -42,10 +42,15 @@ type env struct {
 // Service over it. mod adjusts the default policy.
 func newEnv(t testing.TB, mod func(*Policy)) *env {
 	t.Helper()
+	return newEnvAt(t, filepath.Join(t.TempDir(), "mnguard.db"), mod)
+}
+
+// newEnvAt is newEnv on the store at url (store.Open).
+func newEnvAt(t testing.TB, path string, mod func(*Policy)) *env {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	path := filepath.Join(dir, "mnguard.db")
-	st, err := store.OpenSQLite(ctx, path)
+	st, err := store.Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}

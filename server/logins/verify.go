@@ -104,7 +104,8 @@ type Result struct {
 // A locked user gets Locked without the code being looked at. Attempts for
 // one user are serialized; once the user has Policy.DelayAfter consecutive
 // failures each attempt waits Policy.Delay (honouring ctx) before the code
-// is checked. An accepted TOTP code uses up its time step (and confirms a
+// is checked, one Delay after the previous delayed attempt across every
+// replica on the store (see delay). An accepted TOTP code uses up its time step (and confirms a
 // pending enrollment); a wrong or replayed one counts a failure, and the
 // Policy.LockAfter-th failure locks the user. A malformed code is rejected
 // without counting. Every attempt is recorded as a server event of the
@@ -217,12 +218,41 @@ func (s *Service) deliverNotices(ctx context.Context, name, msg string) string {
 	return withNotices(msg, notices)
 }
 
-// delay waits Policy.Delay when u has failed often enough.
+// maxSlotWait bounds how long a delayed attempt may wait for its slot: the
+// agent gives up on the collector after 10 s.
+const maxSlotWait = 10 * time.Second
+
+// slotReserver is the store's ReserveLoginSlot (store.DB).
+type slotReserver interface {
+	ReserveLoginSlot(ctx context.Context, subject string, now time.Time, delay, maxWait time.Duration) (time.Time, error)
+}
+
+// delay waits Policy.Delay when u has failed often enough. The wait ends
+// at a slot reserved in the store (ReserveLoginSlot), one Delay after the
+// user's previous delayed attempt at the earliest, so that guesses sent to
+// several replicas at once still go one per Delay: the delay lives in the
+// database, not in this process. Slots are in wall-clock time, as the
+// wait is. When the user's queue reaches past maxSlotWait (or ctx's
+// deadline) the attempt is refused unchecked: an error, which refuses the
+// login and counts no failure.
 func (s *Service) delay(ctx context.Context, u store.User) error {
 	if s.p.Delay <= 0 || u.Failures < s.p.DelayAfter {
 		return nil
 	}
-	t := time.NewTimer(s.p.Delay)
+	wait := s.p.Delay
+	if r, ok := s.st.(slotReserver); ok {
+		now := time.Now()
+		maxWait := maxSlotWait
+		if dl, ok := ctx.Deadline(); ok {
+			maxWait = min(maxWait, dl.Sub(now))
+		}
+		at, err := r.ReserveLoginSlot(ctx, "user:"+u.Name, now, s.p.Delay, max(maxWait, s.p.Delay))
+		if err != nil {
+			return fmt.Errorf("delay the attempt of user %s: %w", u.Name, err)
+		}
+		wait = at.Sub(now)
+	}
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-t.C:
