@@ -145,7 +145,7 @@ func storedEvents(t testing.TB, c *collector, id string) []*mnguardv1.Event {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cl := c.adminClient(t)
+	cl := chaosAdmin(t, c)
 	var out []*mnguardv1.Event
 	req := &mnguardv1.ListEventsRequest{TerminalId: id, Limit: 10000, PageSize: 1000}
 	for pages := 0; ; pages++ {
@@ -167,6 +167,20 @@ func storedEvents(t testing.TB, c *collector, id string) []*mnguardv1.Event {
 		}
 		req.PageToken = resp.GetNextPageToken()
 	}
+}
+
+// chaosAdmins holds one admin client per collector: the polls reuse its
+// connection (the collector limits the connections from one address).
+var chaosAdmins sync.Map // *collector → mnguardv1.AdminServiceClient
+
+func chaosAdmin(t testing.TB, c *collector) mnguardv1.AdminServiceClient {
+	if cl, ok := chaosAdmins.Load(c); ok {
+		return cl.(mnguardv1.AdminServiceClient)
+	}
+	cl := c.adminClient(t)
+	t.Cleanup(func() { chaosAdmins.Delete(c) })
+	chaosAdmins.Store(c, cl)
+	return cl
 }
 
 // spoolContent is what a stopped agent's spool holds.
@@ -217,21 +231,31 @@ func waitDelivered(t testing.TB, c *collector, a *agent, id string, f *chaosFlow
 			want[g.device] = true
 		}
 	}
-	eventually(t, within, func() error {
-		have := 0
+	deadline := time.Now().Add(within)
+	for {
+		var missing []string
+		seen := map[string]bool{}
 		for _, e := range storedEvents(t, c, id) {
-			if e.GetType() == chaosEventType && want[e.GetAttributes()["device"]] {
-				have++
+			if e.GetType() == chaosEventType {
+				seen[e.GetAttributes()["device"]] = true
 			}
 		}
-		if have < len(want) {
-			return fmt.Errorf("terminal %s: %d of %d generated events stored", id, have, len(want))
+		for dev := range want {
+			if !seen[dev] {
+				missing = append(missing, dev)
+			}
 		}
-		if st := agentStatus(t, a); st.PendingEvents != 0 {
-			return fmt.Errorf("terminal %s: %d events still spooled", id, st.PendingEvents)
+		st := agentStatus(t, a)
+		if len(missing) == 0 && st.PendingEvents == 0 {
+			return
 		}
-		return nil
-	})
+		if time.Now().After(deadline) {
+			slices.Sort(missing)
+			t.Fatalf("terminal %s: %d of %d generated events not stored within %s (e.g. %v); the agent's spool holds %d, its last error: %q",
+				id, len(missing), len(want), within, missing[:min(len(missing), 5)], st.PendingEvents, st.LastError)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // chaosResult counts what verifyExactlyOnce compared.
@@ -334,4 +358,86 @@ func verifyExactlyOnce(t testing.TB, c *collector, a *agent, id string, f *chaos
 		t.Errorf("terminal %s: the flow generated nothing", id)
 	}
 	return res
+}
+
+// chaosAgent is a running agent with its event flow.
+type chaosAgent struct {
+	a      *agent
+	id     string
+	flow   *chaosFlow
+	starts int
+}
+
+// chaosAgents enrolls and starts n agents with collector c, each with an
+// event flow of one event every every; tags number them from base.
+func chaosAgents(t *testing.T, c *collector, n, base int, every time.Duration) []*chaosAgent {
+	t.Helper()
+	var out []*chaosAgent
+	for i := range n {
+		a, id := enrolledAgent(t, c, "60s")
+		a.start(t)
+		c.waitReported(t, id, 20*time.Second)
+		ca := &chaosAgent{a: a, id: id, starts: 1}
+		ca.flow = startFlow(t, a, fmt.Sprintf("%04x", base+i), every)
+		out = append(out, ca)
+	}
+	return out
+}
+
+// kill ends the agent with SIGKILL: no goodbye, no final report.
+func (ca *chaosAgent) kill(t *testing.T) {
+	t.Helper()
+	if err := ca.a.proc.cmd.Process.Kill(); err != nil {
+		t.Fatalf("kill the agent: %v", err)
+	}
+	<-ca.a.proc.done
+}
+
+// restart starts the agent again on its state directory.
+func (ca *chaosAgent) restart(t *testing.T) {
+	t.Helper()
+	ca.a.start(t)
+	ca.starts++
+}
+
+// storedUnacked is how many events in the spool of the stopped agent the
+// collector has stored: a report it committed whose answer the agent never
+// read.
+func storedUnacked(t *testing.T, c *collector, ca *chaosAgent) int {
+	t.Helper()
+	sp := readSpool(t, ca.a)
+	n := 0
+	for _, e := range storedEvents(t, c, ca.id) {
+		if _, ok := sp.pending[e.GetSeq()]; ok {
+			n++
+		}
+	}
+	return n
+}
+
+// finishChaos stops the flows, waits until every confirmed event is stored,
+// stops the agents cleanly and compares the store with what they
+// generated.
+func finishChaos(t *testing.T, c *collector, agents []*chaosAgent) {
+	t.Helper()
+	for _, ca := range agents {
+		ca.flow.stop()
+	}
+	for _, ca := range agents {
+		waitDelivered(t, c, ca.a, ca.id, ca.flow, 90*time.Second)
+	}
+	for _, ca := range agents {
+		ca.a.proc.stop(t)
+	}
+	for _, ca := range agents {
+		r := verifyExactlyOnce(t, c, ca.a, ca.id, ca.flow, ca.starts)
+		ca.flow.mu.Lock()
+		notRun, refused := ca.flow.notRun, ca.flow.refused
+		ca.flow.mu.Unlock()
+		t.Logf("terminal %s: %d events stored (%d agent starts), %d generated and confirmed, all stored once; %d asked while the agent died (%d of them stored); %d ticks while it was down",
+			ca.id, r.stored, r.starts, r.generated, r.uncertain, r.uncertainStored, notRun)
+		if len(refused) > 0 {
+			t.Errorf("terminal %s: the agent refused %d challenges, e.g. %s", ca.id, len(refused), refused[0])
+		}
+	}
 }

@@ -9,44 +9,6 @@ import (
 	"time"
 )
 
-// chaosAgent is a running agent with its event flow.
-type chaosAgent struct {
-	a      *agent
-	id     string
-	flow   *chaosFlow
-	starts int
-}
-
-// chaosAgents enrolls and starts n agents with collector c, each with an
-// event flow of one event every every; tags number them from base.
-func chaosAgents(t *testing.T, c *collector, n, base int, every time.Duration) []*chaosAgent {
-	t.Helper()
-	var out []*chaosAgent
-	for i := range n {
-		a, id := enrolledAgent(t, c, "60s")
-		a.start(t)
-		c.waitReported(t, id, 20*time.Second)
-		ca := &chaosAgent{a: a, id: id, starts: 1}
-		ca.flow = startFlow(t, a, fmt.Sprintf("%04x", base+i), every)
-		out = append(out, ca)
-	}
-	return out
-}
-
-// kill ends the agent with SIGKILL: no goodbye, no final report.
-func (ca *chaosAgent) kill(t *testing.T) {
-	t.Helper()
-	signalProc(t, ca.a.proc, syscall.SIGKILL)
-	<-ca.a.proc.done
-}
-
-// restart starts the agent again on its state directory.
-func (ca *chaosAgent) restart(t *testing.T) {
-	t.Helper()
-	ca.a.start(t)
-	ca.starts++
-}
-
 func signalProc(t *testing.T, p *proc, sig syscall.Signal) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(sig); err != nil {
@@ -64,48 +26,6 @@ func freeze(t *testing.T, c *collector) {
 }
 
 func thaw(t *testing.T, c *collector) { signalProc(t, c.proc, syscall.SIGCONT) }
-
-// storedUnacked is how many events in the spool of the stopped agent the
-// collector has stored: a report it committed whose answer the agent never
-// read.
-func storedUnacked(t *testing.T, c *collector, ca *chaosAgent) int {
-	t.Helper()
-	sp := readSpool(t, ca.a)
-	n := 0
-	for _, e := range storedEvents(t, c, ca.id) {
-		if _, ok := sp.pending[e.GetSeq()]; ok {
-			n++
-		}
-	}
-	return n
-}
-
-// finishChaos stops the flows, waits until every confirmed event is stored,
-// stops the agents cleanly and compares the store with what they
-// generated.
-func finishChaos(t *testing.T, c *collector, agents []*chaosAgent) {
-	t.Helper()
-	for _, ca := range agents {
-		ca.flow.stop()
-	}
-	for _, ca := range agents {
-		waitDelivered(t, c, ca.a, ca.id, ca.flow, 90*time.Second)
-	}
-	for _, ca := range agents {
-		ca.a.proc.stop(t)
-	}
-	for _, ca := range agents {
-		r := verifyExactlyOnce(t, c, ca.a, ca.id, ca.flow, ca.starts)
-		ca.flow.mu.Lock()
-		notRun, refused := ca.flow.notRun, ca.flow.refused
-		ca.flow.mu.Unlock()
-		t.Logf("terminal %s: %d events stored (%d agent starts), %d generated and confirmed, all stored once; %d asked while the agent died (%d of them stored); %d ticks while it was down",
-			ca.id, r.stored, r.starts, r.generated, r.uncertain, r.uncertainStored, notRun)
-		if len(refused) > 0 {
-			t.Errorf("terminal %s: the agent refused %d challenges, e.g. %s", ca.id, len(refused), refused[0])
-		}
-	}
-}
 
 // TestChaosCollectorStopped30s: the collector is stopped (SIGTERM) for 30 s
 // while two agents generate events, then started again. The events of the
