@@ -91,6 +91,7 @@ type replica struct {
 	srv      *grpc.Server
 	addr     string
 	reports  atomic.Int64
+	postures atomic.Int64
 	firstAt  atomic.Pointer[time.Time]
 	resumed  atomic.Int64
 	handshak atomic.Int64
@@ -127,6 +128,9 @@ func (r *replica) Report(ctx context.Context, req *mnguardv1.ReportRequest) (*mn
 		return nil, status.Error(codes.Unauthenticated, "no TLS")
 	}
 	r.reports.Add(1)
+	if req.GetPosture() != nil {
+		r.postures.Add(1)
+	}
 	now := time.Now()
 	r.firstAt.CompareAndSwap(nil, &now)
 	var acked []uint64
@@ -161,7 +165,13 @@ func (r *replica) Subscribe(_ *mnguardv1.SubscribeRequest, stream mnguardv1.Agen
 // servers listed, and nothing else.
 func testDaemon(t *testing.T, p *testPKI, servers []string, logs io.Writer) *Daemon {
 	t.Helper()
-	sp, err := spool.OpenWithOptions(filepath.Join(t.TempDir(), "spool.db"), spool.Options{})
+	return testDaemonAt(t, p, servers, logs, filepath.Join(t.TempDir(), "spool.db"))
+}
+
+// testDaemonAt is testDaemon with its spool file at path.
+func testDaemonAt(t *testing.T, p *testPKI, servers []string, logs io.Writer, path string) *Daemon {
+	t.Helper()
+	sp, err := spool.OpenWithOptions(path, spool.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,5 +417,45 @@ func waitFor(t *testing.T, within time.Duration, cond func() bool, what string) 
 			t.Fatalf("no %s within %s", what, within)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestPostureKeptUntilAcked: a posture snapshot whose report failed stays
+// in the spool across a restart of the agent, is sent to the collector
+// when it is back, and leaves the spool once the collector acknowledged
+// the report.
+func TestPostureKeptUntilAcked(t *testing.T) {
+	p := newTestPKI(t)
+	st := &sharedStore{stored: map[uint64]string{}, delivered: map[uint64]int{}}
+	a := startReplica(t, "A", p, st)
+	a.srv.Stop() // the collector is away
+	path := filepath.Join(t.TempDir(), "spool.db")
+	d := testDaemonAt(t, p, []string{a.addr}, io.Discard, path)
+	ctx := context.Background()
+	pos := &mnguardv1.Posture{CollectedAt: timestamppb.Now(), AgentVersion: "test", Host: &mnguardv1.HostFacts{Hostname: "kept"}}
+	gen, err := d.spool.SetPosture(pos)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.send(ctx, pos, gen); err == nil {
+		t.Fatal("report to a stopped collector succeeded")
+	}
+	d.closeConn()
+	d.spool.Close() // the agent stops
+
+	b := startReplica(t, "B", p, st)
+	d = testDaemonAt(t, p, []string{b.addr}, io.Discard, path)
+	kept, kgen, err := d.spool.LatestPosture()
+	if err != nil || kept.GetHost().GetHostname() != "kept" || kgen != gen {
+		t.Fatalf("posture after restart = %v (generation %d), %v; want the one not acknowledged, generation %d", kept, kgen, err, gen)
+	}
+	if err := d.send(ctx, kept, kgen); err != nil {
+		t.Fatal(err)
+	}
+	if b.postures.Load() != 1 {
+		t.Errorf("collector received %d postures, want 1", b.postures.Load())
+	}
+	if left, _, _ := d.spool.LatestPosture(); left != nil {
+		t.Errorf("posture still kept after the collector acknowledged it: %v", left)
 	}
 }
