@@ -21,6 +21,16 @@ import (
 // EventType is the server event recorded when a terminal's state changes.
 const EventType = "compliance.changed"
 
+// JobName is the periodic evaluation of every terminal as a job of the
+// store (store.DB.TryJob): one replica runs it.
+const JobName = "compliance.evaluate-all"
+
+// jobClaimer is a store whose periodic jobs run on one replica at a time
+// (store.DB).
+type jobClaimer interface {
+	TryJob(ctx context.Context, name string) (release func(), ok bool, err error)
+}
+
 // Config configures an Evaluator.
 type Config struct {
 	Store  store.Store
@@ -138,10 +148,37 @@ func (e *Evaluator) PokeAll() {
 // Run evaluates every terminal at once and then every Interval, and the
 // poked ones (all of them after PokeAll) within about 100 ms, until ctx
 // ends. Failures are logged and retried at the next round.
+//
+// With replicas on one database (a Store with TryJob) the evaluation of
+// every terminal at each Interval, which turns silent terminals stale, is a
+// job one replica runs (JobName); the others evaluate the terminals poked
+// on them, and take the job over when its replica dies.
 func (e *Evaluator) Run(ctx context.Context) error {
-	if err := e.EvaluateAll(ctx); err != nil && ctx.Err() == nil {
-		e.cfg.Logger.Error("compliance evaluation", "err", err)
+	var release func()
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
+	periodic := func() {
+		if j, ok := e.cfg.Store.(jobClaimer); ok {
+			rel, run, err := j.TryJob(ctx, JobName)
+			if err != nil {
+				if ctx.Err() == nil {
+					e.cfg.Logger.Warn("compliance evaluation skipped: job not claimed", "err", err)
+				}
+				return
+			}
+			if !run {
+				return
+			}
+			release = rel
+		}
+		if err := e.EvaluateAll(ctx); err != nil && ctx.Err() == nil {
+			e.cfg.Logger.Error("compliance evaluation", "err", err)
+		}
 	}
+	periodic()
 	tick := time.NewTicker(e.cfg.Interval)
 	defer tick.Stop()
 	for {
@@ -149,9 +186,7 @@ func (e *Evaluator) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-			if err := e.EvaluateAll(ctx); err != nil && ctx.Err() == nil {
-				e.cfg.Logger.Error("compliance evaluation", "err", err)
-			}
+			periodic()
 		case <-e.poke:
 			// Gather the pokes of a burst of reports into one round.
 			t := time.NewTimer(100 * time.Millisecond)

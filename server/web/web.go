@@ -116,16 +116,37 @@ func (s *Server) Changed(terminalID string) { s.live.notify(terminalID) }
 // Handler returns the console's handler.
 func (s *Server) Handler() http.Handler { return s.secure(s.mux) }
 
+// SweepJob is the session sweep as a job of the store (store.DB.TryJob):
+// with replicas on one database, one of them sweeps.
+const SweepJob = "console.sweep-sessions"
+
 // Sweep removes expired sessions from the store every minute until ctx
-// ends.
+// ends; with replicas, on the one that holds SweepJob.
 func (s *Server) Sweep(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
+	j, jobs := s.cfg.Store.(interface {
+		TryJob(ctx context.Context, name string) (release func(), ok bool, err error)
+	})
+	// The claim is held from tick to tick, released on the way out.
+	var release func()
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if jobs {
+				rel, ok, err := j.TryJob(ctx, SweepJob)
+				if err != nil || !ok {
+					continue
+				}
+				release = rel
+			}
 			now := s.cfg.Now()
 			if n, err := s.cfg.Store.DeleteExpiredSessions(ctx, now.Add(-s.cfg.IdleTimeout), now.Add(-s.cfg.AbsoluteTimeout)); err != nil {
 				s.cfg.Logger.Warn("remove expired console sessions", "err", err)
