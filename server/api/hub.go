@@ -3,8 +3,10 @@ package api
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
+	"github.com/mnguard/mnguard/server/bus"
 )
 
 // DefaultMaxStreamsPerTerminal is how many Subscribe streams one terminal
@@ -15,11 +17,17 @@ const DefaultMaxStreamsPerTerminal = 2
 // hub tracks the agents' live Subscribe streams, so the collector can push
 // to a terminal and end a revoked terminal's streams at once. A terminal
 // holds at most max streams: a new one ends the oldest.
+//
+// With replicas (several collectors on one PostgreSQL), every push is also
+// announced on the bus (pub, see hub_bus.go): kick, retire,
+// exemptionsChanged and policyChanged act on this replica's streams and
+// publish; the *Local variants, which the bus's messages call, only act.
 type hub struct {
 	max  int
 	mu   sync.Mutex
 	seq  uint64
 	subs map[string]map[*subscriber]struct{}
+	pub  atomic.Pointer[Publisher]
 }
 
 type subscriber struct {
@@ -107,8 +115,15 @@ func (h *hub) remove(terminalID string, s *subscriber) {
 	}
 }
 
-// kick ends every stream of the terminal.
+// kick ends every stream of the terminal, on every replica. Call it after
+// the revocation is stored.
 func (h *hub) kick(terminalID string) {
+	h.kickLocal(terminalID)
+	h.publish(bus.Message{Kind: bus.Revoked, Terminal: terminalID})
+}
+
+// kickLocal ends every stream of the terminal on this replica.
+func (h *hub) kickLocal(terminalID string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs[terminalID] {
@@ -117,8 +132,18 @@ func (h *hub) kick(terminalID string) {
 }
 
 // retire ends the terminal's streams opened with one of the certificates
-// of serials.
+// of serials, on every replica. Call it after the retirement is stored.
 func (h *hub) retire(terminalID string, serials []string) {
+	h.retireLocal(terminalID, serials)
+	// A message holds a bounded number of serials; a renewal retires one
+	// or two.
+	for c := range slices.Chunk(serials, 16) {
+		h.publish(bus.Message{Kind: bus.Retired, Terminal: terminalID, Serials: c})
+	}
+}
+
+// retireLocal is retire on this replica only.
+func (h *hub) retireLocal(terminalID string, serials []string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs[terminalID] {
@@ -130,9 +155,17 @@ func (h *hub) retire(terminalID string, serials []string) {
 
 // exemptionsChanged tells every stream of the terminal to send the set of
 // exemptions in force. Call it after the change is stored. It returns, per
-// stream, a channel that is closed once that stream has sent a set that
-// includes the change; none when the terminal has no live stream.
+// stream of this replica, a channel that is closed once that stream has
+// sent a set that includes the change; none when the terminal has no live
+// stream here. The other replicas are told through the bus.
 func (h *hub) exemptionsChanged(terminalID string) []chan struct{} {
+	sent := h.exemptionsChangedLocal(terminalID)
+	h.publish(bus.Message{Kind: bus.Exemptions, Terminal: terminalID})
+	return sent
+}
+
+// exemptionsChangedLocal is exemptionsChanged on this replica only.
+func (h *hub) exemptionsChangedLocal(terminalID string) []chan struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var sent []chan struct{}
@@ -150,9 +183,15 @@ func (h *hub) exemptionsChanged(terminalID string) []chan struct{} {
 	return sent
 }
 
-// policyChanged tells every stream to send the policy in force. Call it
-// after the new policy is in force.
+// policyChanged tells every stream to send the policy in force, and the
+// other replicas to load it. Call it after the new policy is in force.
 func (h *hub) policyChanged() {
+	h.policyChangedLocal()
+	h.publish(bus.Message{Kind: bus.Policy})
+}
+
+// policyChangedLocal is policyChanged on this replica only.
+func (h *hub) policyChangedLocal() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, m := range h.subs {
@@ -185,4 +224,27 @@ func (h *hub) count() int {
 		n += len(m)
 	}
 	return n
+}
+
+// publish announces m on the bus, if there is one.
+func (h *hub) publish(m bus.Message) {
+	if p := h.pub.Load(); p != nil {
+		(*p).Publish(m)
+	}
+}
+
+// terminals returns the terminals with a stream on this replica, and the
+// serials their streams were opened with.
+func (h *hub) terminals() map[string][]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make(map[string][]string, len(h.subs))
+	for id, m := range h.subs {
+		for s := range m {
+			if !slices.Contains(out[id], s.serial) {
+				out[id] = append(out[id], s.serial)
+			}
+		}
+	}
+	return out
 }

@@ -72,6 +72,16 @@ func NewPostgres(dsn string, log *slog.Logger) (*Postgres, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bus: PostgreSQL connection string: %w", err)
 	}
+	return NewPostgresConfig(cfg, log)
+}
+
+// NewPostgresConfig is NewPostgres with the connection settings of cfg
+// (a copy is kept), e.g. those of the store's pool.
+func NewPostgresConfig(cfg *pgx.ConnConfig, log *slog.Logger) (*Postgres, error) {
+	cfg = cfg.Copy()
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
 	cfg.RuntimeParams["application_name"] = ApplicationName
 	if log == nil {
 		log = slog.Default()

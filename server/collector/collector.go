@@ -374,6 +374,7 @@ func Serve(ctx context.Context, cfg Config) error {
 	}
 	bg, stopBG := context.WithCancel(ctx)
 	defer stopBG()
+	startBus(bg, st, svc, log)
 	go func() { _ = evaluator.Run(bg) }()
 	go console.Sweep(bg)
 	log.Info("collector listening", "grpc", gl.Addr().String(), "https", hl.Addr().String(), "console", "https://"+hl.Addr().String()+"/",
