@@ -26,7 +26,7 @@ type tokensView struct {
 }
 
 func (s *Server) tokens(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
-	resp, err := s.cfg.Admin.ListEnrollmentTokens(c.apiCtx(r.Context()), &mnguardv1.ListEnrollmentTokensRequest{})
+	resp, err := listAllEnrollmentTokens(c.apiCtx(r.Context()), s.cfg.Admin)
 	if err != nil {
 		return err
 	}
@@ -49,7 +49,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, c *reqCtx) 
 	if err != nil {
 		return err
 	}
-	resp, err := s.cfg.Admin.ListEnrollmentTokens(c.apiCtx(r.Context()), &mnguardv1.ListEnrollmentTokensRequest{})
+	resp, err := listAllEnrollmentTokens(c.apiCtx(r.Context()), s.cfg.Admin)
 	if err != nil {
 		return err
 	}
@@ -279,7 +279,7 @@ type operatorsView struct {
 var roles = []string{store.RoleAdmin, store.RoleHelpdesk, store.RoleAuditor}
 
 func (s *Server) operators(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
-	resp, err := s.cfg.Admin.ListOperators(c.apiCtx(r.Context()), &mnguardv1.ListOperatorsRequest{})
+	resp, err := listAllOperators(c.apiCtx(r.Context()), s.cfg.Admin)
 	if err != nil {
 		return err
 	}
@@ -310,7 +310,7 @@ func (s *Server) addOperator(w http.ResponseWriter, r *http.Request, c *reqCtx) 
 	if err != nil {
 		return err
 	}
-	list, err := s.cfg.Admin.ListOperators(c.apiCtx(r.Context()), &mnguardv1.ListOperatorsRequest{})
+	list, err := listAllOperators(c.apiCtx(r.Context()), s.cfg.Admin)
 	if err != nil {
 		return err
 	}

@@ -48,7 +48,7 @@ func newSecretView(name, otpURL, secret string, codes []string) (*secretView, er
 }
 
 func (s *Server) users(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
-	resp, err := s.cfg.Admin.ListUsers(c.apiCtx(r.Context()), &mnguardv1.ListUsersRequest{})
+	resp, err := listAllUsers(c.apiCtx(r.Context()), s.cfg.Admin)
 	if err != nil {
 		return err
 	}
@@ -75,7 +75,7 @@ func (s *Server) enrollUser(w http.ResponseWriter, r *http.Request, c *reqCtx) e
 	if err != nil {
 		return err
 	}
-	list, err := s.cfg.Admin.ListUsers(c.apiCtx(r.Context()), &mnguardv1.ListUsersRequest{})
+	list, err := listAllUsers(c.apiCtx(r.Context()), s.cfg.Admin)
 	if err != nil {
 		return err
 	}
