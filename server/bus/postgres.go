@@ -28,8 +28,9 @@ type Handler interface {
 	Reconcile(ctx context.Context)
 }
 
-// ApplicationName is the application_name of the bus's connections, so
-// an operator (or a test) can tell them in pg_stat_activity.
+// ApplicationName begins the application_name of the bus's connections,
+// followed by "/" and the replica's Origin, so that an operator (or a
+// test) can tell them, and whose they are, in pg_stat_activity.
 const ApplicationName = "mnguard-bus"
 
 // Reconnection backoff of the listening and the publishing connection:
@@ -82,7 +83,6 @@ func NewPostgresConfig(cfg *pgx.ConnConfig, log *slog.Logger) (*Postgres, error)
 	if cfg.RuntimeParams == nil {
 		cfg.RuntimeParams = map[string]string{}
 	}
-	cfg.RuntimeParams["application_name"] = ApplicationName
 	if log == nil {
 		log = slog.Default()
 	}
@@ -90,8 +90,10 @@ func NewPostgresConfig(cfg *pgx.ConnConfig, log *slog.Logger) (*Postgres, error)
 	if _, err := crand.Read(b[:]); err != nil {
 		return nil, fmt.Errorf("bus: origin: %w", err)
 	}
+	origin := hex.EncodeToString(b[:])
+	cfg.RuntimeParams["application_name"] = ApplicationName + "/" + origin
 	return &Postgres{
-		cfg: cfg, origin: hex.EncodeToString(b[:]), log: log,
+		cfg: cfg, origin: origin, log: log,
 		pending: make(map[string]Message), wake: make(chan struct{}, 1),
 	}, nil
 }

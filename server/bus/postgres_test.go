@@ -183,7 +183,7 @@ func TestPostgresPublisherKilledRetries(t *testing.T) {
 	}
 	defer c.Close(ctx)
 	var pids []int32
-	rows, err := c.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database() AND query NOT ILIKE 'LISTEN%'", ApplicationName)
+	rows, err := c.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database() AND query NOT ILIKE 'LISTEN%'", ApplicationName+"/"+a.Origin())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestPostgresPublisherKilledRetries(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(pids) != 1 {
-		t.Fatalf("sending connections of the bus: %v, want one (A's)", pids)
+		t.Fatalf("sending connections of A's bus: %v, want one", pids)
 	}
 	terminate(t, dsn, uint32(pids[0]))
 	for i := range 3 {
