@@ -4,8 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mnguard/mnguard/internal/testenv"
 )
 
 // benchTerminal enrolls one terminal in a real SQLite store for a
@@ -80,6 +84,72 @@ func BenchmarkPostureUpsert(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkSaveReportBackends stores reports as the collector does: from many
+// goroutines at once (RunParallel, 8 per CPU), each report of one of 200
+// terminals with its unchanged ~1 KB posture and two events, on SQLite
+// and on PostgreSQL (testenv.Postgres's server: scripts/testpg.sh's
+// cluster in make bench). "postgres-writelock" takes the write lock in
+// every report too, as every other write transaction does: the cost the
+// report path saves by locking its terminal's row only. It reports
+// reports per second.
+func BenchmarkSaveReportBackends(b *testing.B) {
+	for _, backend := range []string{"sqlite", "postgres", "postgres-writelock"} {
+		b.Run(backend, func(b *testing.B) {
+			ctx := context.Background()
+			var (
+				s   *DB
+				err error
+			)
+			if backend == "sqlite" {
+				s, err = OpenSQLite(ctx, filepath.Join(b.TempDir(), "bench.db"))
+			} else {
+				s, err = OpenPostgres(ctx, testenv.Postgres(b))
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			if _, err := s.SetKeySealer(ctx, newTestSealer(b, 1)); err != nil {
+				b.Fatal(err)
+			}
+			s.reportLock = backend == "postgres-writelock"
+			const terminals = 200
+			h := createToken(b, s, "bench", terminals, t0.Add(24*time.Hour))
+			ids := make([]string, terminals)
+			for i := range ids {
+				ids[i] = fmt.Sprintf("00000001-0000-4000-8000-%012d", i)
+				term, cert := newTerminal(ids[i], fmt.Sprintf("pc-%04d", i))
+				cert.Serial = fmt.Sprintf("%04x", i+1)
+				if err := s.Enroll(ctx, h, t0, term, cert); err != nil {
+					b.Fatal(err)
+				}
+			}
+			posture := make([]byte, 1024)
+			rand.Read(posture)
+			var next atomic.Uint64
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					n := next.Add(1)
+					now := time.Now()
+					r := Report{TerminalID: ids[n%terminals], ReceivedAt: now, Posture: posture, CollectedAt: now,
+						Fingerprint: []byte{1}}
+					for k := range uint64(2) {
+						r.Events = append(r.Events, Event{Seq: 2*n + k, Time: now, Type: "media.attached", Severity: 1,
+							Message: "USB stick attached"})
+					}
+					if _, err := s.SaveReport(ctx, r); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reports/s")
 		})
 	}
 }
