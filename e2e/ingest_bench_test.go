@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -57,7 +58,7 @@ func BenchmarkSustainedIngest(b *testing.B) {
 				results = append(results, result{row: row, err: "this mnguard-server has no serve --db"})
 				continue
 			}
-			dsn := testenv.Postgres(b)
+			dsn := ingestPostgres(b)
 			dir := b.TempDir()
 			state = filepath.Join(dir, "loadgen")
 			s = newBenchCollector(b, bin("mnguard-server"), filepath.Join(dir, "collector"), "--db", dsn)
@@ -93,6 +94,19 @@ func BenchmarkSustainedIngest(b *testing.B) {
 		b.ReportMetric(f64(m, "p99_ms"), unit+"_p99_ms")
 	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// ingestPostgres is a fresh database: on MNGUARD_TEST_POSTGRES's server when
+// set, else on a throw-away cluster of this benchmark's own. (Not
+// testenv.Postgres's shared cluster: it keeps only the DSN, so the garbage
+// collector may finalize the keeper's pipe and stop the cluster in a
+// long, allocating run such as this one.)
+func ingestPostgres(b *testing.B) string {
+	if os.Getenv(testenv.EnvPostgres) != "" {
+		return testenv.Postgres(b)
+	}
+	c := testenv.NewPostgresCluster(b)
+	return testenv.CreateDatabase(b, c.DSN)
 }
 
 // serverHasFlag reports whether this tree's mnguard-server serve knows flag.
