@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"io"
 	"slices"
 	"strings"
@@ -53,6 +54,12 @@ type fakeAdmin struct {
 	audit     []*mnguardv1.AuditEntry
 	verify    *mnguardv1.VerifyAuditResponse
 	reportErr error // GetSelfInspectionReport fails with it
+	// ListTerminals pages as the collector does (page_size, page_token
+	// "fake-page:OFFSET"); pageLoop answers the first page's token for
+	// ever, failPage fails the call of that number.
+	pageLoop      bool
+	failPage      int
+	terminalCalls int
 
 	mu                sync.Mutex
 	lastCreate        *mnguardv1.CreateEnrollmentTokenRequest
@@ -265,8 +272,21 @@ func fakeAuditChain(es []*mnguardv1.AuditEntry) []*mnguardv1.AuditEntry {
 
 func (f *fakeAdmin) ListTerminals(_ context.Context, req *mnguardv1.ListTerminalsRequest) (*mnguardv1.ListTerminalsResponse, error) {
 	f.mu.Lock()
-	f.lastTerminals = req
+	f.lastTerminals = proto.Clone(req).(*mnguardv1.ListTerminalsRequest)
+	f.terminalCalls++
+	call := f.terminalCalls
 	f.mu.Unlock()
+	if call == f.failPage {
+		return nil, status.Error(codes.Unavailable, "database unavailable")
+	}
+	start := int(req.GetOffset())
+	if tok := req.GetPageToken(); tok != "" {
+		n, err := strconv.Atoi(strings.TrimPrefix(tok, "fake-page:"))
+		if err != nil || !strings.HasPrefix(tok, "fake-page:") {
+			return nil, status.Errorf(codes.InvalidArgument, "page_token: not a page token")
+		}
+		start = n
+	}
 	var match []*mnguardv1.Terminal
 	for _, t := range f.terminals {
 		c := t.GetCompliance()
@@ -283,9 +303,16 @@ func (f *fakeAdmin) ListTerminals(_ context.Context, req *mnguardv1.ListTerminal
 		match = append(match, t)
 	}
 	out := &mnguardv1.ListTerminalsResponse{Total: uint32(len(match))}
-	match = match[min(int(req.GetOffset()), len(match)):]
+	match = match[min(start, len(match)):]
 	if n := int(req.GetLimit()); n > 0 && n < len(match) {
 		match = match[:n]
+	}
+	if n := int(req.GetPageSize()); n > 0 && n < len(match) {
+		match = match[:n]
+		out.NextPageToken = fmt.Sprintf("fake-page:%d", start+n)
+		if f.pageLoop {
+			out.NextPageToken = fmt.Sprintf("fake-page:%d", n)
+		}
 	}
 	out.Terminals = match
 	return out, nil
@@ -805,6 +832,8 @@ type harness struct {
 	fake *fakeAdmin
 	env  map[string]string
 	cfg  *connConfig // nil until a command dialed
+	// dials counts the connections made.
+	dials int
 }
 
 type result struct {
@@ -832,6 +861,7 @@ func (h *harness) run(t *testing.T, args ...string) result {
 		getenv: func(k string) string { return h.env[k] },
 		dial: func(cfg connConfig) (*connection, error) {
 			h.cfg = &cfg
+			h.dials++
 			return &connection{client: directClient{h.fake}, server: cfg.server, timeout: cfg.timeout}, nil
 		},
 		now: func() time.Time { return testNow },
