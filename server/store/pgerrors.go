@@ -175,17 +175,22 @@ type errStmt struct{ st driver.Stmt }
 func (s *errStmt) Close() error  { return unavailable(s.st.Close()) }
 func (s *errStmt) NumInput() int { return s.st.NumInput() }
 
+// Exec and Query are the old interface, which database/sql does not call
+// when the context methods are there.
 func (s *errStmt) Exec(args []driver.Value) (driver.Result, error) {
-	r, err := s.st.Exec(args) //nolint:staticcheck // the driver interface
-	return r, unavailable(err)
+	return s.ExecContext(context.Background(), named(args))
 }
 
 func (s *errStmt) Query(args []driver.Value) (driver.Rows, error) {
-	r, err := s.st.Query(args) //nolint:staticcheck // the driver interface
-	if err != nil {
-		return nil, unavailable(err)
+	return s.QueryContext(context.Background(), named(args))
+}
+
+func named(args []driver.Value) []driver.NamedValue {
+	nv := make([]driver.NamedValue, len(args))
+	for i, v := range args {
+		nv[i] = driver.NamedValue{Ordinal: i + 1, Value: v}
 	}
-	return &errRows{r}, nil
+	return nv
 }
 
 func (s *errStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
