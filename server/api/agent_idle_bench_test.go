@@ -30,9 +30,9 @@ func BenchmarkIdleStreams(b *testing.B) {
 	}{
 		{"as-configured", nil},
 		// The options before the tuning: gRPC's default buffers.
-		{"grpc-default-buffers", []grpc.ServerOption{grpc.ReadBufferSize(32 << 10), grpc.WriteBufferSize(32 << 10), grpc.SharedWriteBuffer(false)}},
+		{"grpc-default-buffers", []grpc.ServerOption{grpc.ReadBufferSize(32 << 10), grpc.WriteBufferSize(32 << 10)}},
 		{"read-buffer-4k", []grpc.ServerOption{grpc.ReadBufferSize(4 << 10)}},
-		{"unshared-write-buffer", []grpc.ServerOption{grpc.SharedWriteBuffer(false)}},
+		{"write-buffer-4k", []grpc.ServerOption{grpc.WriteBufferSize(4 << 10)}},
 		{"grpc-default-windows", []grpc.ServerOption{grpc.InitialWindowSize(64 << 10), grpc.InitialConnWindowSize(64 << 10)}},
 	} {
 		b.Run(v.name, func(b *testing.B) {

@@ -63,13 +63,12 @@ func (s *Services) NewGRPCServer(cert func(*tls.ClientHelloInfo) (*tls.Certifica
 		grpc.InitialConnWindowSize(ConnWindowBytes),
 		grpc.MaxHeaderListSize(MaxHeaderListBytes),
 		grpc.ConnectionTimeout(HandshakeTimeout),
-		// An idle connection holds no buffers of its own: TLS buffers
-		// a record already, so gRPC's 32 KiB read buffer only copied it
-		// again, and the write buffer goes back to a shared pool after
-		// each flush. 31 KiB less per connection of 100,000 terminals
-		// (BenchmarkIdleStreams).
+		// No read buffer of gRPC's own: TLS buffers a record already, so
+		// the 32 KiB read buffer only copied it again. 31 KiB less per
+		// idle connection of 100,000 terminals (BenchmarkIdleStreams).
+		// The write buffer goes back to a shared pool after each flush
+		// already (grpc-go's default since 1.7x).
 		grpc.ReadBufferSize(0),
-		grpc.SharedWriteBuffer(true),
 		// Clients that ping more often than every 10 s are sent away
 		// (GOAWAY too_many_pings); the server pings a connection silent for
 		// 2 min and drops it when no answer comes within 20 s.
