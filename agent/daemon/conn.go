@@ -43,7 +43,8 @@ import (
 // TLS sessions are resumed (tls.ClientSessionCache shared by every
 // connection): after a collector restart or a failover, thousands of
 // terminals reconnect, and a resumed TLS 1.3 handshake skips the
-// certificate signatures and chain checks on both sides.
+// certificate signatures and chain checks on both sides. A renewed
+// certificate starts a new cache (connect).
 
 const (
 	// retryBase and maxBackoff bound the full-jitter wait: attempt n waits
@@ -151,11 +152,15 @@ func (d *Daemon) current() (mnguardv1.AgentServiceClient, uint64, endpoint) {
 
 // connect (re)creates the client connection to the address in use with
 // the current certificate. A renewed certificate needs a new connection:
-// an established TLS connection keeps presenting the old one.
+// an established TLS connection keeps presenting the old one. It also
+// needs new TLS sessions: a resumed session carries the client certificate
+// it was made with, so the cache of sessions made with the old one is
+// dropped and the next handshake is a full one.
 func (d *Daemon) connect() error {
 	c := &d.cc
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.cache = tls.NewLRUClientSessionCache(sessionCacheSize)
 	if len(c.eps) == 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
 		c.eps = resolveEndpoints(ctx, c.servers, c.lookup)

@@ -309,7 +309,8 @@ func TestFailoverTwoCollectors(t *testing.T) {
 }
 
 // TestSessionResumed: a new connection to a collector already met resumes
-// the TLS session (no full handshake): what makes reconnect storms cheap.
+// the TLS session (no full handshake): what makes reconnect storms cheap;
+// but not after a renewal, whose new certificate needs a full handshake.
 func TestSessionResumed(t *testing.T) {
 	p := newTestPKI(t)
 	st := &sharedStore{stored: map[uint64]string{}, delivered: map[uint64]int{}}
@@ -320,7 +321,11 @@ func TestSessionResumed(t *testing.T) {
 	if err := d.send(ctx, nil, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.connect(); err != nil { // as after a renewal
+	// A new connection, as a failover or a collector restart makes.
+	d.cc.mu.Lock()
+	err := d.dialLocked()
+	d.cc.mu.Unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
 	d.Emit("test.event", mnguardv1.Severity_SEVERITY_INFO, "two", nil)
@@ -329,6 +334,18 @@ func TestSessionResumed(t *testing.T) {
 	}
 	if h, r := a.handshak.Load(), a.resumed.Load(); h != 2 || r != 1 {
 		t.Errorf("%d handshakes, %d resumed; want 2 and the second resumed", h, r)
+	}
+	// After a renewal (connect), a full handshake: a resumed session
+	// would present the old certificate.
+	if err := d.connect(); err != nil {
+		t.Fatal(err)
+	}
+	d.Emit("test.event", mnguardv1.Severity_SEVERITY_INFO, "three", nil)
+	if err := d.send(ctx, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if h, r := a.handshak.Load(), a.resumed.Load(); h != 3 || r != 1 {
+		t.Errorf("%d handshakes, %d resumed; want 3 and the third not resumed", h, r)
 	}
 }
 

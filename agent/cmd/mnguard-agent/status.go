@@ -83,7 +83,7 @@ func printStatus(w io.Writer, cfg config.Config, configPath string) bool {
 	}
 	switch {
 	case st.Connected && !stale && !st.Stopped && st.Collector != "":
-		line("Connection", "connected to %s since %s", st.Collector, when(st.ConnectedSince, now))
+		line("Connection", "connected since %s to %s", when(st.ConnectedSince, now), st.Collector)
 	case st.Connected && !stale && !st.Stopped:
 		line("Connection", "connected since %s", when(st.ConnectedSince, now))
 	case st.LastError != "":
