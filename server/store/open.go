@@ -44,6 +44,6 @@ func (s *DB) Dialect() string {
 
 // Postgres returns the connection pool of a PostgreSQL store, nil for
 // SQLite: for what database/sql cannot do, such as LISTEN (acquire a
-// connection of its own and keep it). It is closed with the store; do not
-// close it.
+// connection of its own and keep it; at most PostgresReserved at a time
+// are free for that). It is closed with the store; do not close it.
 func (s *DB) Postgres() *pgxpool.Pool { return s.pool }

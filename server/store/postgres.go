@@ -30,6 +30,11 @@ const (
 	MigrateLockKey int64 = 0x6d6e_6775_6172_6402
 )
 
+// PostgresReserved is how many connections of DB.Postgres's pool the
+// store's own queries leave free (at least 10 in all, unless the DSN's
+// pool_max_conns says otherwise): for LISTEN and other direct users.
+const PostgresReserved = 2
+
 // maxWriteAttempts bounds the retries of a write transaction PostgreSQL
 // aborted for a serialization failure or a deadlock.
 const maxWriteAttempts = 5
@@ -66,9 +71,12 @@ func openPostgres(ctx context.Context, dsn string) (_ *DB, err error) {
 			s.Close()
 		}
 	}()
+	// database/sql holds a pool connection for as long as it keeps its
+	// own; PostgresReserved are left for DB.Postgres's users (LISTEN).
+	n := max(1, int(cfg.MaxConns)-PostgresReserved)
 	db := sql.OpenDB(errConnector{stdlib.GetPoolConnector(pool)})
-	db.SetMaxOpenConns(int(cfg.MaxConns))
-	db.SetMaxIdleConns(int(cfg.MaxConns))
+	db.SetMaxOpenConns(n)
+	db.SetMaxIdleConns(n)
 	s.w, s.r = db, db
 	if err := db.PingContext(ctx); err != nil {
 		return nil, err

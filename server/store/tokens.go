@@ -186,6 +186,7 @@ func (s *DB) importTokens(ctx context.Context, in TokenImport, a AuditEntry) (Im
 	}
 	var res ImportResult
 	err = s.write(ctx, func(tx wtx) error {
+		res = ImportResult{} // from scratch if PostgreSQL runs it again
 		tx.stmts = stmts
 		for _, u := range users {
 			if u.TokenSerial != "" {
