@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/mnguard/mnguard/internal/testenv"
 )
 
@@ -350,5 +352,54 @@ func TestPostgresUnavailable(t *testing.T) {
 	}
 	if n := count(t, s, `SELECT COUNT(*) FROM audit_log`); n != audits {
 		t.Errorf("%d audit entries, were %d: the append refused was stored", n, audits)
+	}
+}
+
+// TestPostgresPoolListen: DB.Postgres's pool serves LISTEN/NOTIFY, and
+// with PostgresReserved connections held there (listeners), the store's
+// queries from many goroutines still run.
+func TestPostgresPoolListen(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := openPGTest(t, testenv.Postgres(t))
+	pool := s.Postgres()
+	if pool == nil {
+		t.Fatal("no pool")
+	}
+	var listeners []*pgxpool.Conn
+	for range PostgresReserved {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Release()
+		if _, err := c.Exec(ctx, `LISTEN mnguard_test`); err != nil {
+			t.Fatal(err)
+		}
+		listeners = append(listeners, c)
+	}
+	enroll(t, s, "t1", "pc-01")
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			if _, err := s.SaveReport(ctx, Report{TerminalID: "t1", ReceivedAt: t0,
+				Events: []Event{{Seq: uint64(i), Time: t0, Type: "test"}}}); err != nil {
+				t.Error(err)
+			}
+			if _, err := s.Terminal(ctx, "t1"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+
+	if _, err := s.w.ExecContext(ctx, `SELECT pg_notify('mnguard_test', 'hello')`); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range listeners {
+		n, err := l.Conn().WaitForNotification(ctx)
+		if err != nil || n.Payload != "hello" {
+			t.Fatalf("notification %+v, %v", n, err)
+		}
 	}
 }
