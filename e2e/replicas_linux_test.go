@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -154,4 +155,64 @@ func TestReplicas(t *testing.T) {
 		return nil
 	})
 	t.Logf("terminal revoked through A: B's agent told after %s", time.Since(revoked).Round(time.Millisecond))
+}
+
+// BenchmarkReplicaPush: how long an exemption issued through replica A
+// (the admin API in process, so that no mnguardctl start blurs it) takes
+// to make a real loop stick writable on an agent connected to replica B,
+// from the issue call's return; p50, p99 and max of 30 rounds (each
+// revoked again, read-only, before the next). Target: within 1 s.
+func BenchmarkReplicaPush(b *testing.B) {
+	testenv.RequireRoot(b, "loop devices and mounts")
+	testenv.LockLoops(b)
+	ra, rb := newReplicas(b, testenv.Postgres(b))
+	ag, id := enrolledAgent(b, rb, "60s")
+	appendConfig(b, ag, "media:\n  reconcile_interval: 1s\n  treat_as_removable: [\"loop*\"]\n")
+	ag.start(b)
+	rb.waitReported(b, id, 15*time.Second)
+	stick := newLoopDisk(b, 32, "ext4")
+	mnt := stick.mount(b, stick.parts[0])
+	eventually(b, 10*time.Second, func() error { return mountedRO(mnt) })
+	admin := ra.adminClient(b)
+	ctx := context.Background()
+	// poll waits for f with a fine grain (eventually's is 100 ms).
+	poll := func(what string, f func() error) {
+		deadline := time.Now().Add(10 * time.Second)
+		for f() != nil {
+			if time.Now().After(deadline) {
+				b.Fatalf("%s: not within 10s", what)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	const rounds = 30
+	var lat []time.Duration
+	for b.Loop() {
+		lat = lat[:0]
+		for range rounds {
+			e, err := admin.IssueExemption(ctx, &mnguardv1.IssueExemptionRequest{
+				TerminalId: id, Device: &mnguardv1.DeviceIdentity{VendorId: "0000", ProductId: "0000", Serial: filepath.Base(stick.image)},
+				DurationSeconds: 600, Reason: "benchmark", Ticket: "BENCH-13",
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			issued := time.Now()
+			poll("writable", func() error { return writeWorks(mnt) })
+			lat = append(lat, time.Since(issued))
+			if _, err := admin.RevokeExemption(ctx, &mnguardv1.RevokeExemptionRequest{Id: e.GetExemption().GetExemption().GetId(), Reason: "next round"}); err != nil {
+				b.Fatal(err)
+			}
+			poll("read-only", func() error { return mountedRO(mnt) })
+		}
+	}
+	slices.Sort(lat)
+	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	b.ReportMetric(float64(q(0.5).Milliseconds()), "p50_ms")
+	b.ReportMetric(float64(q(0.99).Milliseconds()), "p99_ms")
+	fmt.Fprintf(os.Stderr, "replica push (exemption issued through A to writable stick on B's agent), %d rounds: p50 %s, p99 %s, max %s (target 1s)\n",
+		len(lat), q(0.5).Round(time.Millisecond), q(0.99).Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+	if q(0.99) > time.Second {
+		b.Errorf("p99 %s, want within 1s", q(0.99))
+	}
 }

@@ -20,7 +20,7 @@ import (
 // a deployment behind a load balancer runs them: A's data directory is
 // initialised with --db, B's holds a copy of A's keys (the CA, the signing
 // key, totp.key) and its admin token file. Both get flags.
-func newReplicas(t *testing.T, dsn string, flags ...string) (a, b *collector) {
+func newReplicas(t testing.TB, dsn string, flags ...string) (a, b *collector) {
 	t.Helper()
 	flags = append([]string{"--db", dsn}, flags...)
 	a = &collector{dir: t.TempDir(), grpcAddr: freeAddr(t), httpAddr: freeAddr(t), extraFlags: flags}
@@ -44,7 +44,7 @@ func newReplicas(t *testing.T, dsn string, flags ...string) (a, b *collector) {
 	return a, b
 }
 
-func copyFile(t *testing.T, from, to string) {
+func copyFile(t testing.TB, from, to string) {
 	t.Helper()
 	in, err := os.Open(from)
 	if err != nil {
