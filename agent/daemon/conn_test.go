@@ -80,6 +80,7 @@ type sharedStore struct {
 	mu        sync.Mutex
 	stored    map[uint64]string // seq → the replica that stored it
 	delivered map[uint64]int    // seq → how many reports carried it
+	events    map[uint64]*mnguardv1.Event
 }
 
 // replica is a real gRPC collector with mutual TLS on loopback, backed by
@@ -139,6 +140,9 @@ func (r *replica) Report(ctx context.Context, req *mnguardv1.ReportRequest) (*mn
 		r.store.delivered[e.GetSeq()]++
 		if _, ok := r.store.stored[e.GetSeq()]; !ok {
 			r.store.stored[e.GetSeq()] = r.name
+			if r.store.events != nil {
+				r.store.events[e.GetSeq()] = e
+			}
 		}
 		acked = append(acked, e.GetSeq())
 	}
@@ -171,13 +175,14 @@ func testDaemon(t *testing.T, p *testPKI, servers []string, logs io.Writer) *Dae
 // testDaemonAt is testDaemon with its spool file at path.
 func testDaemonAt(t *testing.T, p *testPKI, servers []string, logs io.Writer, path string) *Daemon {
 	t.Helper()
-	sp, err := spool.OpenWithOptions(path, spool.Options{})
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	sp, err := spool.OpenWithOptions(path, spool.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sp.Close() })
 	d := &Daemon{
-		log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), spool: sp, servers: servers, server: servers[0],
+		log: log, spool: sp, servers: servers, server: servers[0],
 		wake: make(chan struct{}, 1), statusKick: make(chan struct{}, 1), resubscribe: make(chan struct{}, 1),
 		id: &state.Identity{Enrollment: state.Enrollment{TerminalID: connTestTerminal}, Key: p.clientKey, Cert: p.clientCert, CA: p.ca},
 	}
