@@ -26,6 +26,13 @@
 // Pending meets it, logged, and counted in Corrupt, so that one bad record
 // cannot stop delivery of the events behind it.
 //
+// A loss is never reported less than it was, but may be reported twice:
+// an older loss event dropped for room while a report carrying it is in
+// flight has its count folded into the new one too. The count of events
+// that could not be written lives in memory until a write succeeds: an
+// agent stopped while its disk is still full loses that count (the log
+// has every refused event).
+//
 // A spool file that is damaged as a whole (not a bbolt file, truncated, bad
 // checksums, broken pages) is renamed PATH.corrupt-TIMESTAMP and kept for
 // inspection; a new spool is created in its place and its first event,
