@@ -162,8 +162,10 @@ func TestTerminalsListRealPages(t *testing.T) {
 	rc := startPagedCollector(t, realTerminals)
 
 	start := time.Now()
+	cpu0, _ := processCPU()
 	r := runReal(t, rc.env(), "terminals", "list")
 	elapsed := time.Since(start)
+	cpu1, _ := processCPU()
 	if r.code != 0 {
 		t.Fatalf("terminals list: exit %d: %s", r.code, r.stderr)
 	}
@@ -176,7 +178,7 @@ func TestTerminalsListRealPages(t *testing.T) {
 			t.Fatalf("line %d is %q, want terminal %s", i+2, l, want)
 		}
 	}
-	t.Logf("mnguardctl terminals list: %d terminals (table, pages of 1000) in %s", realTerminals, elapsed.Round(time.Millisecond))
+	t.Logf("mnguardctl terminals list: %d terminals (table, pages of 1000) in %s, %s CPU (collector and CLI)", realTerminals, elapsed.Round(time.Millisecond), (cpu1 - cpu0).Round(time.Millisecond))
 
 	// Before every page after the first, add three terminals: one sorting
 	// right after the last one listed, one at the very end (both must be
@@ -285,6 +287,7 @@ func BenchmarkListTerminalsPage(b *testing.B) {
 	for _, bc := range []struct{ name, token string }{{"first", ""}, {"middle", middle}} {
 		b.Run(bc.name, func(b *testing.B) {
 			req := &mnguardv1.ListTerminalsRequest{PageSize: 1000, PageToken: bc.token}
+			cpu0, cpuOK := processCPU()
 			for b.Loop() {
 				resp, err := client.ListTerminals(ctx, req)
 				if err != nil {
@@ -295,6 +298,10 @@ func BenchmarkListTerminalsPage(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed())/float64(time.Millisecond)/float64(b.N), "ms/page")
+			// CPU of collector and client together (one process).
+			if cpu1, ok := processCPU(); ok && cpuOK {
+				b.ReportMetric(float64(cpu1-cpu0)/float64(time.Millisecond)/float64(b.N), "cpu-ms/page")
+			}
 		})
 	}
 }
