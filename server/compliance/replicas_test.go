@@ -36,12 +36,14 @@ func TestRunOneReplica(t *testing.T) {
 	}
 	envs[0].enroll("t1", "pc-01")
 	envs[0].report("t1", goodPosture(clock.Now()))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := context.Background()
+	stop := map[*env]func(){}
 	for _, e := range envs {
+		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
-		go func() { defer close(done); _ = e.ev.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
+		go func() { defer close(done); _ = e.ev.Run(rctx) }()
+		stop[e] = func() { cancel(); <-done }
+		t.Cleanup(stop[e])
 	}
 	compliant := func(e *env) float64 { return e.gauge("mnguard_terminals", "state", store.Compliant) }
 	stale := func(e *env) float64 { return e.gauge("mnguard_terminals", "state", store.Stale) }
@@ -62,7 +64,8 @@ func TestRunOneReplica(t *testing.T) {
 		t.Fatalf("terminals evaluated as compliant by each replica: %v and %v; want the job on one", compliant(leader), compliant(other))
 	}
 
-	// The leader's session ends, as when its process dies.
+	// The leader dies: its session ends, and its ticks stop (a living
+	// process whose session was cut would claim the job again).
 	c, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -74,6 +77,7 @@ func TestRunOneReplica(t *testing.T) {
 AND classid = $1 AND objid = $2 AND objsubid = 1`, uint32(uint64(key)>>32), uint32(uint64(key))).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("end the session that holds the job: %d ended, %v", n, err)
 	}
+	stop[leader]()
 	// t1 goes silent: the other replica's next ticks find it stale.
 	clock.Add(4 * time.Minute)
 	deadline = time.Now().Add(5 * time.Second)
