@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +26,8 @@ var copyTables = []string{
 }
 
 // copyEvents is the number of agent events in the fixture: more than one
-// INSERT of the events table holds (copyBatchParams / its columns).
+// INSERT of the events table holds (copyArrayRows on PostgreSQL,
+// copyBatchParams / its columns on SQLite).
 const copyEvents = 5000
 
 // openSQLiteSource opens an SQLite store in a temporary directory with the
@@ -395,4 +398,59 @@ func FuzzCopyConvert(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkCopyToPostgres: rows a second Copy moves from SQLite into a
+// real PostgreSQL database, for an installation of 100,000 events, 2,000
+// terminals with a posture each, and their audit entries (env
+// MNGUARD_BENCH_COPY_EVENTS changes the number of events).
+func BenchmarkCopyToPostgres(b *testing.B) {
+	ctx := context.Background()
+	events := 100000
+	if v := os.Getenv("MNGUARD_BENCH_COPY_EVENTS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("MNGUARD_BENCH_COPY_EVENTS=%q: want a positive number", v)
+		}
+		events = n
+	}
+	src, _ := openSQLiteSource(b)
+	const terminals = 2000
+	for i := range terminals {
+		enroll(b, src, fmt.Sprintf("t%05d", i), fmt.Sprintf("pc-%05d", i))
+	}
+	seq := map[string]uint64{}
+	for i := 0; i < events; i += 500 {
+		id := fmt.Sprintf("t%05d", (i/500)%terminals)
+		r := Report{TerminalID: id, ReceivedAt: t0.Add(time.Duration(i) * time.Millisecond), Posture: bytes.Repeat([]byte{'p'}, 1000), Fingerprint: hashOf(id)}
+		for range min(500, events-i) {
+			seq[id]++
+			r.Events = append(r.Events, Event{Seq: seq[id], Time: r.ReceivedAt, Type: "media.write_blocked", Severity: 2, Message: "blocked", Data: bytes.Repeat([]byte{1}, 100)})
+		}
+		if _, err := src.SaveReport(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range terminals {
+		id := fmt.Sprintf("t%05d", i)
+		if _, err := src.SaveReport(ctx, Report{TerminalID: id, ReceivedAt: t0.Add(time.Hour), Posture: bytes.Repeat([]byte{'q'}, 1000), Fingerprint: hashOf("q" + id)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var rows int64
+	var took time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		dst := openCopyTarget(b)
+		b.StartTimer()
+		start := time.Now()
+		rep, err := Copy(ctx, dst, src, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		took += time.Since(start)
+		rows += rep.Rows
+	}
+	b.ReportMetric(float64(rows)/took.Seconds(), "rows/s")
+	b.ReportMetric(float64(rows)/float64(b.N), "rows/copy")
 }
