@@ -49,3 +49,34 @@ func TestWithDatabase(t *testing.T) {
 		t.Error("WithDatabase accepted a mysql URL")
 	}
 }
+
+// TestPostgresSchema: two schemas in the shared database, each first on
+// its DSN's search path, hold tables of the same name apart.
+func TestPostgresSchema(t *testing.T) {
+	ctx := context.Background()
+	a, b := PostgresSchema(t), PostgresSchema(t)
+	for i, dsn := range []string{a, b} {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, `CREATE TABLE t (x BIGINT)`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, `INSERT INTO t VALUES ($1)`, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, dsn := range []string{a, b} {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n, x int
+		if err := conn.QueryRow(ctx, `SELECT COUNT(*), MIN(x) FROM t`).Scan(&n, &x); err != nil || n != 1 || x != i {
+			t.Errorf("schema %d: %d rows, x = %d, %v; want 1 row, %d", i, n, x, err, i)
+		}
+		conn.Close(ctx)
+	}
+}

@@ -30,7 +30,7 @@ var jst = time.FixedZone("JST", 9*60*60)
 var t0 = time.Date(2025, 4, 1, 9, 30, 0, 123456789, jst)
 
 // envBackend chooses the database of the store's tests: "sqlite" (unset)
-// or "postgres" (a fresh database on testenv.Postgres's server each).
+// or "postgres" (a fresh schema on testenv.Postgres's server each).
 // make test runs the package with both.
 const envBackend = "MNGUARD_STORE_BACKEND"
 
@@ -72,7 +72,9 @@ func openTest(tb testing.TB) (*DB, string) {
 	tb.Helper()
 	path := filepath.Join(tb.TempDir(), "mnguard.db")
 	if testBackend(tb) == DialectPostgres {
-		path = testenv.Postgres(tb)
+		// A schema of its own: creating a database per test took most of
+		// the suite's time.
+		path = testenv.PostgresSchema(tb)
 	}
 	s, err := Open(context.Background(), path)
 	if err != nil {
