@@ -111,6 +111,16 @@ func encodePageToken(key []byte, sc pageScope, k store.PageKey) string {
 	b := make([]byte, 0, 64)
 	b = append(b, pageTokenVersion, byte(sc.list))
 	b = append(b, sc.digest[:]...)
+	b = appendPageKey(b, k)
+	m := hmac.New(sha256.New, key)
+	m.Write(b)
+	b = m.Sum(b)[:len(b)+pageMACLen]
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// appendPageKey appends the encoding of k: the count of integers, each
+// as a varint, the count of strings, each length-prefixed.
+func appendPageKey(b []byte, k store.PageKey) []byte {
 	b = binary.AppendUvarint(b, uint64(len(k.Ints)))
 	for _, v := range k.Ints {
 		b = binary.AppendVarint(b, v)
@@ -120,10 +130,7 @@ func encodePageToken(key []byte, sc pageScope, k store.PageKey) string {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
-	m := hmac.New(sha256.New, key)
-	m.Write(b)
-	b = m.Sum(b)[:len(b)+pageMACLen]
-	return base64.RawURLEncoding.EncodeToString(b)
+	return b
 }
 
 // errPageToken is what every refused token answers, with the reason.
@@ -167,8 +174,17 @@ func parsePageToken(key []byte, sc pageScope, tok string) (*store.PageKey, error
 }
 
 // decodePageKey reads the key part of a token, strictly: bounded counts
-// and lengths, nothing left over.
+// and lengths, nothing left over, and only the one encoding of the key
+// (no padded varints).
 func decodePageKey(b []byte) (store.PageKey, error) {
+	k, err := decodePageKeyParts(b)
+	if err == nil && string(appendPageKey(nil, k)) != string(b) {
+		return store.PageKey{}, errors.New("malformed key")
+	}
+	return k, err
+}
+
+func decodePageKeyParts(b []byte) (store.PageKey, error) {
 	var k store.PageKey
 	bad := errors.New("malformed key")
 	n, l := binary.Uvarint(b)
