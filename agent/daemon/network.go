@@ -120,6 +120,29 @@ func resolveCollector(ctx context.Context, hostport string, timeout time.Duratio
 	return addrs, nil
 }
 
+// resolveCollectors resolves every collector address of the list and
+// returns the union, in list order without repeats. An address that does
+// not resolve is left out and named in the error; the others still count.
+func resolveCollectors(ctx context.Context, hostports []string, timeout time.Duration) ([]netip.Addr, error) {
+	var (
+		all  []netip.Addr
+		errs []error
+	)
+	for _, hp := range hostports {
+		addrs, err := resolveCollector(ctx, hp, timeout)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, a := range addrs {
+			if !slices.Contains(all, a) {
+				all = append(all, a)
+			}
+		}
+	}
+	return all, errors.Join(errs...)
+}
+
 // newNetwork creates the segment-isolation manager.
 func (d *Daemon) newNetwork() {
 	nc := d.opts.Config.Network
@@ -143,9 +166,16 @@ func (d *Daemon) newNetwork() {
 			log.Warn("network enforcement unavailable: a policy that asks for it is reported as not in place", "reason", why)
 		}
 	}
-	if a, ok := literalCollector(d.server); ok {
-		// Known now, before any rule is applied.
-		d.collectorAddrs.setResolved([]netip.Addr{a})
+	// Every collector the agent may fail over to is allowed, not only the
+	// first: literal addresses are known now, before any rule is applied.
+	var literal []netip.Addr
+	for _, s := range d.servers {
+		if a, ok := literalCollector(s); ok {
+			literal = append(literal, a)
+		}
+	}
+	if len(literal) > 0 {
+		d.collectorAddrs.setResolved(literal)
 	}
 	d.network = netcheck.New(netcheck.Options{
 		Platform: plat, Enforcer: enf, Emit: d.Emit, OnChange: d.poke, Logger: log,
@@ -173,12 +203,12 @@ func (d *Daemon) runNetwork(ctx context.Context) {
 // applied again).
 func (d *Daemon) resolveLoop(ctx context.Context) {
 	for {
-		addrs, err := resolveCollector(ctx, d.server, 10*time.Second)
+		addrs, err := resolveCollectors(ctx, d.servers, 10*time.Second)
+		if err != nil && ctx.Err() == nil {
+			d.log.Warn("collector address not resolved: only the other collectors' and the connection's own addresses are allowed", "err", err)
+		}
 		switch {
-		case err != nil:
-			if ctx.Err() == nil {
-				d.log.Warn("collector address not resolved: only the connection's own address is allowed", "err", err)
-			}
+		case len(addrs) == 0:
 		case d.collectorAddrs.setResolved(addrs):
 			d.log.Info("collector addresses", "addrs", addrs)
 			d.reapplyNetwork()

@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,5 +108,24 @@ func TestNetworkStatus(t *testing.T) {
 		st.Findings != 8 || len(st.FirstFindings) != state.MaxStatusFindings || st.FirstFindings[0].PID != 1 || st.FirstFindings[0].FirstSeen.IsZero() ||
 		len(st.ScanErrors) != 1 {
 		t.Errorf("status = %+v", st)
+	}
+}
+
+// TestResolveCollectors: every collector of the list is allowed, so that
+// enforcement cannot block the failover to the second one; an address that
+// does not resolve is named and the others still count.
+func TestResolveCollectors(t *testing.T) {
+	addrs, err := resolveCollectors(context.Background(),
+		[]string{"192.0.2.1:8443", "[2001:db8::1]:8443", "192.0.2.1:9443", "nohostport"}, time.Second)
+	want := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}
+	if !slices.Equal(addrs, want) {
+		t.Errorf("addrs = %v, want %v", addrs, want)
+	}
+	if err == nil || !strings.Contains(err.Error(), "nohostport") {
+		t.Errorf("err = %v, want one naming the bad address", err)
+	}
+	addrs, err = resolveCollectors(context.Background(), []string{"192.0.2.7:8443"}, time.Second)
+	if err != nil || len(addrs) != 1 || addrs[0] != netip.MustParseAddr("192.0.2.7") {
+		t.Errorf("single = %v, %v", addrs, err)
 	}
 }
