@@ -45,12 +45,21 @@ func TestReplicas(t *testing.T) {
 	// within a second of the issue call's return.
 	var took []time.Duration
 	for i := range 3 {
-		e := a.issue(t, id, stick, "10m")
+		var resp mnguardv1.IssueExemptionResponse
+		called := time.Now()
+		a.ctlJSON(t, &resp, "exemptions", "issue", "--terminal", id, "--device", loopID(stick), "--duration", "10m",
+			"--reason", "copy the council minutes", "--ticket", "INC-13")
 		issued := time.Now()
+		e := resp.GetExemption()
+		// B's stream sent it, and said so to A.
+		if !resp.GetDelivered() {
+			t.Errorf("exemption %d issued through A: delivered false, want true (the agent is connected to B)", i+1)
+		}
 		eventually(t, 5*time.Second, func() error { return writeWorks(mnt) })
 		d := time.Since(issued)
 		took = append(took, d)
-		t.Logf("exemption %d issued through A, stick writable on B's agent after %s", i+1, d.Round(time.Millisecond))
+		t.Logf("exemption %d issued through A, stick writable on B's agent %s after mnguardctl returned (%s after it started)",
+			i+1, d.Round(time.Millisecond), time.Since(called).Round(time.Millisecond))
 		if d > time.Second {
 			t.Errorf("exemption issued through A took %s to make the stick writable on B's agent, want within 1s", d)
 		}
@@ -67,8 +76,9 @@ func TestReplicas(t *testing.T) {
 
 	// B's LISTEN connection killed; a change made at once through A, while
 	// B is not listening, still arrives: B reconciles once it listens again.
-	pid := b.killListener(t, dsn)
 	admin := a.adminClient(t)
+	pid := b.killListener(t, dsn)
+	called := time.Now()
 	e, err := admin.IssueExemption(context.Background(), &mnguardv1.IssueExemptionRequest{
 		TerminalId: id, Device: &mnguardv1.DeviceIdentity{VendorId: "0000", ProductId: "0000", Serial: filepath.Base(stick.image)},
 		DurationSeconds: 600, Reason: "made while B did not listen", Ticket: "INC-13",
@@ -76,9 +86,9 @@ func TestReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	issued := time.Now()
 	eventually(t, 10*time.Second, func() error { return writeWorks(mnt) })
-	t.Logf("B's LISTEN connection (backend %d) killed, exemption issued through A at once: stick writable after %s", pid, time.Since(issued).Round(time.Millisecond))
+	t.Logf("B's LISTEN connection (backend %d) killed, exemption issued through A at once: stick writable %s after the call (delivered %v)",
+		pid, time.Since(called).Round(time.Millisecond), e.GetDelivered())
 	eventually(t, 5*time.Second, func() error {
 		if !strings.Contains(b.proc.out.String(), "listening again") {
 			return fmt.Errorf("B's log does not say it listens again")
@@ -186,10 +196,13 @@ func BenchmarkReplicaPush(b *testing.B) {
 		}
 	}
 	const rounds = 30
-	var lat []time.Duration
+	// lat from the call's return (IssueExemption answers once a stream
+	// on B sent the exemption, or after 1 s), full from the call.
+	var lat, full []time.Duration
 	for b.Loop() {
-		lat = lat[:0]
+		lat, full = lat[:0], full[:0]
 		for range rounds {
+			called := time.Now()
 			e, err := admin.IssueExemption(ctx, &mnguardv1.IssueExemptionRequest{
 				TerminalId: id, Device: &mnguardv1.DeviceIdentity{VendorId: "0000", ProductId: "0000", Serial: filepath.Base(stick.image)},
 				DurationSeconds: 600, Reason: "benchmark", Ticket: "BENCH-13",
@@ -197,9 +210,13 @@ func BenchmarkReplicaPush(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			if !e.GetDelivered() {
+				b.Errorf("IssueExemption through A: delivered false, the agent is connected to B")
+			}
 			issued := time.Now()
 			poll("writable", func() error { return writeWorks(mnt) })
 			lat = append(lat, time.Since(issued))
+			full = append(full, time.Since(called))
 			if _, err := admin.RevokeExemption(ctx, &mnguardv1.RevokeExemptionRequest{Id: e.GetExemption().GetExemption().GetId(), Reason: "next round"}); err != nil {
 				b.Fatal(err)
 			}
@@ -207,12 +224,14 @@ func BenchmarkReplicaPush(b *testing.B) {
 		}
 	}
 	slices.Sort(lat)
-	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	b.ReportMetric(float64(q(0.5).Milliseconds()), "p50_ms")
-	b.ReportMetric(float64(q(0.99).Milliseconds()), "p99_ms")
-	fmt.Fprintf(os.Stderr, "replica push (exemption issued through A to writable stick on B's agent), %d rounds: p50 %s, p99 %s, max %s (target 1s)\n",
-		len(lat), q(0.5).Round(time.Millisecond), q(0.99).Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
-	if q(0.99) > time.Second {
-		b.Errorf("p99 %s, want within 1s", q(0.99))
+	slices.Sort(full)
+	q := func(l []time.Duration, p float64) time.Duration { return l[min(len(l)-1, int(p*float64(len(l))))] }
+	b.ReportMetric(float64(q(full, 0.5).Microseconds())/1000, "p50_ms")
+	b.ReportMetric(float64(q(full, 0.99).Microseconds())/1000, "p99_ms")
+	fmt.Fprintf(os.Stderr, "replica push (exemption issued through A, loop stick writable on B's agent), %d rounds: from the call p50 %s, p99 %s, max %s; from its return p50 %s, p99 %s, max %s (target 1s)\n",
+		len(full), q(full, 0.5).Round(100*time.Microsecond), q(full, 0.99).Round(100*time.Microsecond), full[len(full)-1].Round(100*time.Microsecond),
+		q(lat, 0.5).Round(100*time.Microsecond), q(lat, 0.99).Round(100*time.Microsecond), lat[len(lat)-1].Round(100*time.Microsecond))
+	if q(full, 0.99) > time.Second {
+		b.Errorf("p99 %s from the call, want within 1s", q(full, 0.99))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"github.com/mnguard/mnguard/server/bus"
@@ -28,7 +29,23 @@ type hub struct {
 	seq  uint64
 	subs map[string]map[*subscriber]struct{}
 	pub  atomic.Pointer[Publisher]
+	// remote are the exemption changes announced on the bus whose Sent
+	// answer is awaited, by the Seq asked with (under mu).
+	rseq   uint64
+	remote map[uint64]remoteWait
 }
+
+// remoteWait is an exemption change announced to the other replicas,
+// waiting for one of them to answer that a stream of the terminal sent it.
+type remoteWait struct {
+	terminal string
+	sent     chan struct{}
+	at       time.Time
+}
+
+// remoteWaitMax is how long an unanswered remoteWait is kept: the caller
+// (notifyExemptions) gives up after deliveryWait.
+const remoteWaitMax = 10 * time.Second
 
 type subscriber struct {
 	// seq orders the terminal's streams by when they opened.
@@ -158,10 +175,43 @@ func (h *hub) retireLocal(terminalID string, serials []string) {
 // stream of this replica, a channel that is closed once that stream has
 // sent a set that includes the change; none when the terminal has no live
 // stream here. The other replicas are told through the bus.
+//
+// With replicas, one more channel is closed when another replica answers
+// that a stream of the terminal there has sent the new set (bus.Sent).
 func (h *hub) exemptionsChanged(terminalID string) []chan struct{} {
 	sent := h.exemptionsChangedLocal(terminalID)
-	h.publish(bus.Message{Kind: bus.Exemptions, Terminal: terminalID})
-	return sent
+	p := h.pub.Load()
+	if p == nil {
+		return sent
+	}
+	now := time.Now()
+	c := make(chan struct{})
+	h.mu.Lock()
+	if h.remote == nil {
+		h.remote = make(map[uint64]remoteWait)
+	}
+	for seq, w := range h.remote {
+		if now.Sub(w.at) > remoteWaitMax {
+			delete(h.remote, seq)
+		}
+	}
+	h.rseq++
+	seq := h.rseq
+	h.remote[seq] = remoteWait{terminal: terminalID, sent: c, at: now}
+	h.mu.Unlock()
+	(*p).Publish(bus.Message{Kind: bus.Exemptions, Terminal: terminalID, Seq: seq})
+	return append(sent, c)
+}
+
+// remoteSent closes the remoteWait of seq: another replica's stream of the
+// terminal sent the set.
+func (h *hub) remoteSent(seq uint64, terminalID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if w, ok := h.remote[seq]; ok && w.terminal == terminalID {
+		close(w.sent)
+		delete(h.remote, seq)
+	}
 }
 
 // exemptionsChangedLocal is exemptionsChanged on this replica only.

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/mnguard/mnguard/server/bus"
 	"github.com/mnguard/mnguard/server/store"
@@ -12,6 +13,8 @@ import (
 // (bus.Postgres). Publish must not block.
 type Publisher interface {
 	Publish(bus.Message)
+	// Origin is this replica's name on the bus.
+	Origin() string
 }
 
 // SetBus makes every push of the hub (exemptions issued or revoked, a
@@ -40,7 +43,14 @@ func (h busHandler) Handle(ctx context.Context, m bus.Message) {
 	switch m.Kind {
 	case bus.Exemptions:
 		// The streams read the set in force themselves.
-		s.hub.exemptionsChangedLocal(m.Terminal)
+		sent := s.hub.exemptionsChangedLocal(m.Terminal)
+		if m.Seq != 0 && len(sent) > 0 {
+			go h.answerSent(ctx, m, sent)
+		}
+	case bus.Sent:
+		if p := s.hub.pub.Load(); p != nil && m.To == (*p).Origin() {
+			s.hub.remoteSent(m.Seq, m.Terminal)
+		}
 	case bus.Policy:
 		h.reloadPolicy(ctx)
 	case bus.Revoked:
@@ -131,5 +141,31 @@ func (h busHandler) retireIfRetired(ctx context.Context, terminalID string, seri
 	}
 	if len(gone) > 0 {
 		s.hub.retireLocal(terminalID, gone)
+	}
+}
+
+// answerSent tells the replica that announced m, once one of this
+// replica's streams of the terminal has sent the set (within deliveryWait),
+// so that its IssueExemption can say the exemption was pushed.
+func (h busHandler) answerSent(ctx context.Context, m bus.Message, sent []chan struct{}) {
+	one := make(chan struct{}, len(sent))
+	done := make(chan struct{})
+	defer close(done)
+	for _, c := range sent {
+		go func() {
+			select {
+			case <-c:
+				one <- struct{}{}
+			case <-done:
+			}
+		}()
+	}
+	t := time.NewTimer(deliveryWait)
+	defer t.Stop()
+	select {
+	case <-one:
+		h.s.hub.publish(bus.Message{Kind: bus.Sent, Terminal: m.Terminal, Seq: m.Seq, To: m.Origin})
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }

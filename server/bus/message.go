@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -24,6 +25,10 @@ const (
 	// Retired: certificates of the terminal were replaced by a renewed one;
 	// the streams opened with them end.
 	Retired Kind = "retired"
+	// Sent answers an Exemptions message with a Seq: a stream of the
+	// terminal on the answering replica has sent the set in force after
+	// the change. To names the replica that asked.
+	Sent Kind = "sent"
 )
 
 // Channel is the PostgreSQL notification channel of the pushes.
@@ -49,12 +54,18 @@ type Message struct {
 	// Serials are the retired certificates' serial numbers (hex), for
 	// Retired only.
 	Serials []string `json:"s,omitempty"`
+	// Seq, on Exemptions, asks the replicas with a stream of the terminal
+	// to answer Sent with it once one of them has sent the new set; on
+	// Sent it is the Seq answered.
+	Seq uint64 `json:"n,omitempty"`
+	// To is the replica a Sent answers.
+	To string `json:"to,omitempty"`
 }
 
 // key identifies the messages that one delivery can stand for: as a
 // message carries no state, two pending messages with the same key are one.
 func (m Message) key() string {
-	return string(m.Kind) + "\x00" + m.Terminal + "\x00" + strings.Join(m.Serials, ",")
+	return string(m.Kind) + "\x00" + m.Terminal + "\x00" + strings.Join(m.Serials, ",") + "\x00" + m.To + "\x00" + strconv.FormatUint(m.Seq, 10)
 }
 
 // Encode returns the notification payload of m, after checking it.
@@ -98,7 +109,7 @@ func (m Message) Validate() error {
 		return err
 	}
 	switch m.Kind {
-	case Exemptions, Revoked, Retired:
+	case Exemptions, Revoked, Retired, Sent:
 		if err := checkToken("terminal", m.Terminal, maxTerminal, false); err != nil {
 			return err
 		}
@@ -107,7 +118,20 @@ func (m Message) Validate() error {
 			return errors.New("bus message: a policy message names no terminal")
 		}
 	default:
-		return fmt.Errorf("bus message: unknown kind %q (want exemptions, policy, revoked or retired)", truncate(string(m.Kind)))
+		return fmt.Errorf("bus message: unknown kind %q (want exemptions, policy, revoked, retired or sent)", truncate(string(m.Kind)))
+	}
+	switch {
+	case m.Kind == Sent && (m.Seq == 0 || m.To == ""):
+		return errors.New("bus message: sent needs the seq answered and the replica it goes to")
+	case m.Kind != Sent && m.To != "":
+		return fmt.Errorf("bus message: only sent goes to one replica, not %s", m.Kind)
+	case m.Kind != Sent && m.Kind != Exemptions && m.Seq != 0:
+		return fmt.Errorf("bus message: a seq goes with exemptions or sent, not %s", m.Kind)
+	}
+	if m.To != "" {
+		if err := checkToken("to", m.To, maxOrigin, false); err != nil {
+			return err
+		}
 	}
 	if m.Kind != Retired {
 		if len(m.Serials) > 0 {

@@ -11,6 +11,8 @@ func TestMessageRoundTrip(t *testing.T) {
 		{Origin: "a1", Kind: Policy},
 		{Origin: "a1", Kind: Revoked, Terminal: "0b6f3a52-8a1e-4f0e-9d3c-2a1b4c5d6e7f"},
 		{Origin: "a1", Kind: Retired, Terminal: "t1", Serials: []string{"1f", "ABCDEF0123"}},
+		{Origin: "a1", Kind: Exemptions, Terminal: "t1", Seq: 7},
+		{Origin: "b2", Kind: Sent, Terminal: "t1", Seq: 7, To: "a1"},
 	} {
 		p, err := m.Encode()
 		if err != nil {
@@ -42,6 +44,11 @@ func TestDecodeRefuses(t *testing.T) {
 		{"retired without serials", `{"o":"a","k":"retired","t":"x"}`, "0 serials"},
 		{"serial not hex", `{"o":"a","k":"retired","t":"x","s":["xyz"]}`, "unexpected character"},
 		{"too big", strings.Repeat(" ", maxPayload+1), "at most"},
+		{"sent without seq", `{"o":"a","k":"sent","t":"x","to":"b"}`, "needs the seq"},
+		{"sent to nobody", `{"o":"a","k":"sent","t":"x","n":3}`, "needs the seq"},
+		{"to on exemptions", `{"o":"a","k":"exemptions","t":"x","to":"b"}`, "only sent"},
+		{"seq on policy", `{"o":"a","k":"policy","n":1}`, "a seq goes with"},
+		{"bad to", `{"o":"a","k":"sent","t":"x","n":1,"to":"b c"}`, "unexpected character"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := Decode(c.payload)
@@ -67,6 +74,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(`{"o":"a1","k":"policy"}`)
 	f.Add(`{"o":"a1","k":"retired","t":"t1","s":["1f","ab"]}`)
 	f.Add(`{"o":"a1","k":"revoked","t":"t"} `)
+	f.Add(`{"o":"b2","k":"sent","t":"t1","n":7,"to":"a1"}`)
 	f.Fuzz(func(t *testing.T, payload string) {
 		m, err := Decode(payload)
 		if err != nil {
