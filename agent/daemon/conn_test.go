@@ -96,6 +96,9 @@ type replica struct {
 	firstAt  atomic.Pointer[time.Time]
 	resumed  atomic.Int64
 	handshak atomic.Int64
+	// unavailable makes Report answer Unavailable, as a collector whose
+	// database is down does.
+	unavailable atomic.Bool
 }
 
 func startReplica(t *testing.T, name string, p *testPKI, st *sharedStore) *replica {
@@ -129,6 +132,9 @@ func (r *replica) Report(ctx context.Context, req *mnguardv1.ReportRequest) (*mn
 		return nil, status.Error(codes.Unauthenticated, "no TLS")
 	}
 	r.reports.Add(1)
+	if r.unavailable.Load() {
+		return nil, status.Error(codes.Unavailable, "store: database unavailable")
+	}
 	if req.GetPosture() != nil {
 		r.postures.Add(1)
 	}
@@ -201,11 +207,8 @@ func deliver(ctx context.Context, d *Daemon) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
-		select {
-		case <-ctx.Done():
+		if !d.waitToReport(ctx, timer, failures) {
 			return
-		case <-timer.C:
-		case <-d.wake:
 		}
 		next := time.Second
 		if err := d.send(ctx, nil, 0); err != nil {
@@ -480,4 +483,40 @@ func TestPostureKeptUntilAcked(t *testing.T) {
 	if left, _, _ := d.spool.LatestPosture(); left != nil {
 		t.Errorf("posture still kept after the collector acknowledged it: %v", left)
 	}
+}
+
+// TestNoReportPerEventWhileFailing: while the collector answers
+// Unavailable (its database is down), events emitted meanwhile wait in
+// the spool for the retry delay instead of each sending a report of its
+// own; once the collector is back every event arrives.
+func TestNoReportPerEventWhileFailing(t *testing.T) {
+	p := newTestPKI(t)
+	st := &sharedStore{stored: map[uint64]string{}, delivered: map[uint64]int{}}
+	a := startReplica(t, "A", p, st)
+	a.unavailable.Store(true)
+	d := testDaemon(t, p, []string{a.addr}, io.Discard)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	wg.Go(func() { deliver(ctx, d) })
+	const events = 200
+	start := time.Now()
+	for i := range events {
+		d.Emit("test.event", mnguardv1.Severity_SEVERITY_INFO, fmt.Sprintf("event %d", i), nil)
+		time.Sleep(10 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	n := a.reports.Load()
+	t.Logf("%d events over %v while failing: %d reports", events, elapsed.Round(time.Millisecond), n)
+	// Full-jitter backoff from 0.5 s doubling: a handful of retries in
+	// ~2 s; one report per event would be ~200.
+	if n > 20 {
+		t.Errorf("%d reports for %d events while the collector failed, want the retry delay to hold them back", n, events)
+	}
+	a.unavailable.Store(false)
+	waitFor(t, 15*time.Second, func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return len(st.stored) >= events
+	}, "every event stored once the collector is back")
 }

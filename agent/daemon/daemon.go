@@ -85,6 +85,9 @@ type Daemon struct {
 	// collectorAddrs are always allowed by the network check.
 	collectorAddrs collectorAddrs
 	wake           chan struct{}
+	// collectorBack wakes the reporter also while it waits out a retry
+	// delay: the subscription reached the collector again.
+	collectorBack chan struct{}
 	// statusKick asks statusLoop to write status.json now.
 	statusKick chan struct{}
 	// resubscribe cuts the subscription's retry wait short: a report got
@@ -161,7 +164,7 @@ func newDaemon(opts Options) (*Daemon, error) {
 	}
 	d := &Daemon{
 		opts: opts, dir: dir, log: log.With("terminal", id.TerminalID), server: servers[0], servers: servers, spool: sp,
-		wake: make(chan struct{}, 1), statusKick: make(chan struct{}, 1), resubscribe: make(chan struct{}, 1), id: id, interval: time.Duration(opts.Config.ReportInterval),
+		wake: make(chan struct{}, 1), collectorBack: make(chan struct{}, 1), statusKick: make(chan struct{}, 1), resubscribe: make(chan struct{}, 1), id: id, interval: time.Duration(opts.Config.ReportInterval),
 	}
 	d.cc = collectorConn{servers: servers, lookup: lookupIP, cache: tls.NewLRUClientSessionCache(sessionCacheSize)}
 	d.collector = &posture.Collector{AgentVersion: opts.Version, PolicyVersion: d.policyVersion, USB: opts.USB, Logger: log}
@@ -291,11 +294,8 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
-		select {
-		case <-ctx.Done():
+		if !d.waitToReport(ctx, timer, failures) {
 			return
-		case <-timer.C:
-		case <-d.wake:
 		}
 		d.reportLoss()
 		p, err := d.collector.Collect(ctx)
@@ -365,6 +365,26 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 		}
 		timer.Reset(next)
 	}
+}
+
+// waitToReport waits until the reporter should send: the timer fired, an
+// event or a change woke it, or the subscription reached the collector
+// again. While a retry delay runs (failures > 0), new events only wait in
+// the spool: a collector whose database is down must not get a report for
+// every event of every terminal. It returns false when ctx ends.
+func (d *Daemon) waitToReport(ctx context.Context, timer *time.Timer, failures int) bool {
+	wake := d.wake
+	if failures > 0 {
+		wake = nil
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+	case <-wake:
+	case <-d.collectorBack:
+	}
+	return true
 }
 
 // changeWatch is the reporter's posture.Watcher; its zero value (no
@@ -607,7 +627,10 @@ func (d *Daemon) subscribe(ctx context.Context) error {
 			d.log.Info("connected to collector", "server", ep.String())
 			// The collector is back: deliver what was spooled meanwhile
 			// (refused logins among it) now, not at the next retry.
-			d.poke()
+			select {
+			case d.collectorBack <- struct{}{}:
+			default:
+			}
 		}
 		if pol := msg.GetPolicy(); pol != nil {
 			d.applyPolicy(pol)
