@@ -336,6 +336,48 @@ type SignInRequest struct {
 	Remote string
 }
 
+// maxSlotWait bounds how long a delayed sign-in may wait for its slot.
+const maxSlotWait = 10 * time.Second
+
+// slotReserver is the store's ReserveLoginSlot (store.DB).
+type slotReserver interface {
+	ReserveLoginSlot(ctx context.Context, subject string, now time.Time, delay, maxWait time.Duration) (time.Time, error)
+}
+
+// delay waits Policy.Delay when o has failed often enough. The wait ends
+// at a slot reserved in the store, one Delay after the operator's previous
+// delayed attempt at the earliest, so that guesses sent to several
+// collector replicas at once still go one per Delay (the per-process lock
+// of SignIn does not reach the other replicas). When the operator's queue
+// reaches past maxSlotWait (or ctx's deadline) the attempt is refused
+// unchecked, with an error that counts no failure.
+func (s *Service) delay(ctx context.Context, o store.Operator) error {
+	if s.p.Delay <= 0 || o.Failures < s.p.DelayAfter {
+		return nil
+	}
+	wait := s.p.Delay
+	if r, ok := s.st.(slotReserver); ok {
+		now := time.Now()
+		maxWait := maxSlotWait
+		if dl, ok := ctx.Deadline(); ok {
+			maxWait = min(maxWait, dl.Sub(now))
+		}
+		at, err := r.ReserveLoginSlot(ctx, "operator:"+o.Name, now, s.p.Delay, max(maxWait, s.p.Delay))
+		if err != nil {
+			return fmt.Errorf("delay the sign-in of operator %s: %w", o.Name, err)
+		}
+		wait = at.Sub(now)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // SignIn checks a console sign-in: the operator's password and a TOTP code
 // whose time step was never used before. Attempts for one operator are
 // served one at a time; once it has Policy.DelayAfter consecutive failures
@@ -368,14 +410,8 @@ func (s *Service) SignIn(ctx context.Context, req SignInRequest) (store.Operator
 	if err != nil {
 		return store.Operator{}, err
 	}
-	if o.Failures >= s.p.DelayAfter && s.p.Delay > 0 {
-		t := time.NewTimer(s.p.Delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return store.Operator{}, ctx.Err()
-		}
+	if err := s.delay(ctx, o); err != nil {
+		return store.Operator{}, err
 	}
 	switch {
 	case !o.LockedAt.IsZero():

@@ -904,3 +904,54 @@ func TestSignInConcurrent(t *testing.T) {
 		t.Errorf("%d won, %d lost; want 1 and 7", won.Load(), lost.Load())
 	}
 }
+
+// TestSignInDelayAcrossServices: two Services on one store, as two
+// collector replicas on one database. Once the operator has failed often
+// enough, wrong attempts sent to both at once still go one per delay: the
+// delay's slots live in the store, where the per-process lock of SignIn
+// does not reach.
+func TestSignInDelayAcrossServices(t *testing.T) {
+	ctx := context.Background()
+	const delay = 150 * time.Millisecond
+	e := newEnv(t, func(p *Policy) { p.DelayAfter, p.Delay, p.LockAfter = 1, delay, 100 })
+	other, err := New(e.st, e.key, e.svc.p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := e.operator("yamada", store.RoleHelpdesk, "yamada password")
+	e.secrets = append(e.secrets, "wrong password!")
+	if _, err := e.signIn(ctx, "yamada", "wrong password!", e.code(secret, 0), "s0"); !errors.Is(err, ErrSignIn) {
+		t.Fatalf("first failure: %v", err)
+	}
+	const attempts = 6
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, attempts)
+	for i := range attempts {
+		svc := e.svc
+		if i%2 == 1 {
+			svc = other
+		}
+		wg.Go(func() {
+			now := e.clock.Now()
+			id := fmt.Sprint("p", i)
+			_, errs[i] = svc.SignIn(ctx, SignInRequest{Name: "yamada", Password: "wrong password!", Code: e.code(secret, 0), Remote: "192.0.2.7",
+				Session: store.Session{IDHash: sessionHash(id), CSRF: "csrf-" + id, CreatedAt: now, LastSeenAt: now, RemoteAddr: "192.0.2.7:50000"}})
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	for i, err := range errs {
+		if !errors.Is(err, ErrSignIn) {
+			t.Errorf("attempt %d: %v, want ErrSignIn", i, err)
+		}
+	}
+	// One Service alone would serve its three one after the other, the
+	// two side by side: about 3 delays. One slot per delay: 6.
+	if elapsed < attempts*delay {
+		t.Errorf("%d attempts over two services took %v, want at least %v (one per delay)", attempts, elapsed, attempts*delay)
+	}
+	if o := e.get("yamada"); o.Failures != attempts+1 {
+		t.Errorf("%d failures, want %d", o.Failures, attempts+1)
+	}
+}
