@@ -403,3 +403,43 @@ func TestPostgresPoolListen(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresDeadlockRetried: two write transactions that lock two rows
+// in opposite orders deadlock; PostgreSQL aborts one (40P01) and the store
+// runs it again, so both succeed.
+func TestPostgresDeadlockRetried(t *testing.T) {
+	ctx := context.Background()
+	s := openPGTest(t, testenv.PostgresSchema(t))
+	enroll(t, s, "t1", "pc-01")
+	enroll(t, s, "t2", "pc-02")
+	var (
+		attempts [2]atomic.Int32
+		bothHold sync.WaitGroup
+		wg       sync.WaitGroup
+		errs     [2]error
+	)
+	bothHold.Add(2)
+	for i, order := range [][2]string{{"t1", "t2"}, {"t2", "t1"}} {
+		wg.Go(func() {
+			errs[i] = s.writeTx(ctx, false, func(tx wtx) error {
+				n := attempts[i].Add(1)
+				if _, err := tx.exec(ctx, `UPDATE terminals SET hostname = hostname WHERE id = $1`, order[0]); err != nil {
+					return err
+				}
+				if n == 1 {
+					bothHold.Done()
+					bothHold.Wait()
+				}
+				_, err := tx.exec(ctx, `UPDATE terminals SET hostname = $2 WHERE id = $1`, order[1], fmt.Sprint("by ", i))
+				return err
+			})
+		})
+	}
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("errors %v, %v; want both run again until committed", errs[0], errs[1])
+	}
+	if a, b := attempts[0].Load(), attempts[1].Load(); a+b != 3 {
+		t.Errorf("attempts %d and %d, want one transaction run twice", a, b)
+	}
+}
