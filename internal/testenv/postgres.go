@@ -28,6 +28,10 @@ var shared struct {
 	once sync.Once
 	dsn  string
 	err  error
+	// cluster stays referenced for the life of the binary: collected, its
+	// pipe to the keeper would be closed by the finalizer, and the keeper
+	// would stop the cluster in the middle of the tests.
+	cluster *PGCluster
 }
 
 // adminDSN returns the superuser DSN of the server the tests use: the
@@ -45,7 +49,7 @@ func adminDSN() (string, error) {
 		// Never stopped by the test binary itself: the cluster's keeper
 		// stops it and removes its directory when the binary exits (see
 		// startCluster).
-		shared.dsn = c.DSN
+		shared.dsn, shared.cluster = c.DSN, c
 	})
 	return shared.dsn, shared.err
 }
