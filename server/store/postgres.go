@@ -58,6 +58,17 @@ func openPostgres(ctx context.Context, dsn string) (_ *DB, err error) {
 		// pgx's message never repeats the password.
 		return nil, fmt.Errorf("bad DSN: %w", err)
 	}
+	// A report is acknowledged once its commit returns: that commit must
+	// be on disk, whatever the server's own default (a server run with
+	// synchronous_commit=off loses the last commits in a crash, and the
+	// agents would never send those events again). Stronger settings
+	// (remote_write, remote_apply) given in the DSN are kept.
+	switch v := cfg.ConnConfig.RuntimeParams["synchronous_commit"]; v {
+	case "":
+		cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
+	case "off":
+		return nil, errors.New("bad DSN: synchronous_commit=off would acknowledge reports a crash of PostgreSQL can lose; leave it out (the store uses on)")
+	}
 	if !strings.Contains(dsn, "pool_max_conns") {
 		cfg.MaxConns = int32(max(10, 4*runtime.GOMAXPROCS(0)))
 	}

@@ -173,7 +173,23 @@ func TestOpenURL(t *testing.T) {
 		if s.Dialect() != DialectPostgres || s.Postgres() == nil {
 			t.Errorf("Open(%q): dialect %s", u, s.Dialect())
 		}
+		// The test cluster runs with synchronous_commit=off; the store's
+		// own sessions commit durably all the same.
+		var sc string
+		if err := s.r.QueryRowContext(ctx, `SHOW synchronous_commit`).Scan(&sc); err != nil || sc != "on" {
+			t.Errorf("Open(%q): synchronous_commit %q, %v; want on", u, sc, err)
+		}
 		s.Close()
+	}
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	if s, err := Open(ctx, dsn+sep+"synchronous_commit=off"); err == nil || !strings.Contains(err.Error(), "synchronous_commit") {
+		if s != nil {
+			s.Close()
+		}
+		t.Errorf("Open with synchronous_commit=off: %v, want a refusal naming it", err)
 	}
 }
 
