@@ -67,7 +67,13 @@ type Config struct {
 	// waits for more (default none: it takes what is waiting).
 	IngestBatch  int
 	IngestLinger time.Duration
-	Version      string
+	// SessionTicketSecret, when set, is what the agent listener's TLS
+	// session ticket keys derive from (see ticketKeys): a terminal resumes
+	// its session after a restart of the collector, and on another
+	// replica holding the same secret. Unset, the keys are random per
+	// process.
+	SessionTicketSecret []byte
+	Version             string
 	// Logins is the TOTP authority; nil leaves the user RPCs and
 	// VerifyLogin unimplemented.
 	Logins *logins.Service

@@ -3,11 +3,14 @@ package api
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/mnguard/mnguard/internal/pki"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
+	"github.com/mnguard/mnguard/server/ca"
 	"github.com/mnguard/mnguard/server/store"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -110,4 +113,81 @@ func enrollCert(c *collector) *tls.Certificate {
 		c.t.Fatal(err)
 	}
 	return &tls.Certificate{Certificate: [][]byte{res.GetCertificateDer()}, PrivateKey: key}
+}
+
+// TestSessionResumesAfterRestart: with a session ticket secret, a ticket
+// of one gRPC server is taken by another of the same secret (a restarted
+// collector, another replica); without one, a new server opens no older
+// ticket. The resumed connection still authenticates.
+func TestSessionResumesAfterRestart(t *testing.T) {
+	for _, secret := range [][]byte{[]byte("0123456789abcdef0123456789abcdef"), nil} {
+		t.Run(fmt.Sprintf("secret=%v", secret != nil), func(t *testing.T) {
+			c := startCollectorWith(t, false, func(cfg *Config) { cfg.SessionTicketSecret = secret })
+			cert := enrollCert(c)
+			authority, _, err := ca.LoadOrCreate(c.dataDir, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			srvCert, err := authority.ServerCertificate([]string{"localhost"}, time.Now(), time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The restarted server: a new gRPC server and listener.
+			srv := c.svc.NewGRPCServer(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &srvCert, nil })
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go srv.Serve(l)
+			t.Cleanup(srv.Stop)
+
+			cache := tls.NewLRUClientSessionCache(4)
+			report := func(addr string, seq uint64) (bool, error) {
+				cfg, err := pki.CATLSConfig(c.caDER, func() (*tls.Certificate, error) { return cert, nil })
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg.ServerName = "localhost"
+				cfg.ClientSessionCache = cache
+				cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer cc.Close()
+				var p peer.Peer
+				_, err = mnguardv1.NewAgentServiceClient(cc).Report(t.Context(), &mnguardv1.ReportRequest{Events: []*mnguardv1.Event{agentEvent(seq, "agent.start")}}, grpc.Peer(&p))
+				info, _ := p.AuthInfo.(credentials.TLSInfo)
+				// The ticket comes after the handshake: give it time to land.
+				time.Sleep(100 * time.Millisecond)
+				return info.State.DidResume, err
+			}
+			if _, err := report(c.addr, 1); err != nil {
+				t.Fatal(err)
+			}
+			resumed, err := report(l.Addr().String(), 2)
+			if err != nil {
+				t.Fatalf("on the restarted server: %v", err)
+			}
+			if resumed != (secret != nil) {
+				t.Errorf("resumed on the restarted server: %v, want %v", resumed, secret != nil)
+			}
+		})
+	}
+}
+
+// TestTicketKeys: the keys are the secret's and the day's, the previous
+// day's second.
+func TestTicketKeys(t *testing.T) {
+	day := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	a := ticketKeys([]byte("secret a"), day)
+	if b := ticketKeys([]byte("secret a"), day.Add(time.Hour)); a[0] != b[0] || a[1] != b[1] {
+		t.Error("the same secret and day gave other keys")
+	}
+	if b := ticketKeys([]byte("secret b"), day); a[0] == b[0] {
+		t.Error("another secret gave the same key")
+	}
+	next := ticketKeys([]byte("secret a"), day.Add(ticketPeriod))
+	if next[0] == a[0] || next[1] != a[0] {
+		t.Error("the next day's keys are not a new one, then this day's")
+	}
 }

@@ -38,7 +38,8 @@ const (
 // TLS 1.3 session tickets stay on (crypto/tls's default): an agent that
 // reconnects resumes its session without the full handshake, which is what
 // lets a restarted collector take its terminals back at thousands per
-// second. A resumed session carries the client certificate of the session
+// second; with Config.SessionTicketSecret the tickets outlive the process
+// (agent_tickets.go). A resumed session carries the client certificate of the session
 // it resumes (crypto/tls refuses to resume one whose certificate expired),
 // and it is verified and checked against the store as any other.
 func (s *Services) NewGRPCServer(cert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *grpc.Server {
@@ -49,6 +50,10 @@ func (s *Services) NewGRPCServer(cert func(*tls.ClientHelloInfo) (*tls.Certifica
 		ClientAuth:     tls.RequestClientCert,
 		GetCertificate: cert,
 		NextProtos:     []string{"h2"},
+	}
+	if len(s.cfg.SessionTicketSecret) > 0 {
+		tc := &ticketConfigs{base: tlsCfg.Clone(), secret: s.cfg.SessionTicketSecret, now: time.Now}
+		tlsCfg.GetConfigForClient = tc.get
 	}
 	creds := verifyingCreds{TransportCredentials: credentials.NewTLS(tlsCfg), v: newChainVerifier(pool, s.cfg.Now, 0)}
 	m := s.cfg.Metrics

@@ -323,6 +323,11 @@ func Serve(ctx context.Context, cfg Config) error {
 	var console *web.Server
 	svc = api.New(api.Config{
 		Store: st, CA: authority, ExemptionKey: signing.Public().(ed25519.PublicKey), ExemptionSigner: signing,
+		// Session tickets that a restarted collector, and every replica
+		// given the same data directory keys, can open: a key derived
+		// from the signing key under its own label (HMAC), never the
+		// signing key itself.
+		SessionTicketSecret:  signing.Seed(),
 		ExemptionMaxDuration: cfg.ExemptionMaxDuration, ExemptionDefaultDuration: cfg.ExemptionDefaultDuration,
 		CertValidity: cfg.CertValidity, ReportInterval: cfg.ReportInterval, MaxStreamsPerTerminal: cfg.MaxStreamsPerTerminal,
 		Version: version.Version, Logins: authn, Operators: ops, Reports: reports, Logger: log, Metrics: api.NewMetrics(reg),
