@@ -46,7 +46,7 @@ func TestApplyNetworkPolicy(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	dir := state.Dir(t.TempDir())
 	newD := func() *Daemon {
-		d := &Daemon{dir: dir, spool: sp, log: log, wake: make(chan struct{}, 1), statusKick: make(chan struct{}, 1), server: "192.0.2.1:8443"}
+		d := &Daemon{dir: dir, spool: sp, log: log, wake: make(chan struct{}, 1), statusKick: make(chan struct{}, 1), server: "192.0.2.1:8443", servers: []string{"192.0.2.1:8443"}}
 		d.opts.Enforcer = nft.New(nft.Options{Logger: log, NetNS: fd})
 		d.newNetwork()
 		return d
