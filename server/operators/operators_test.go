@@ -924,6 +924,7 @@ func TestSignInDelayAcrossServices(t *testing.T) {
 		t.Fatalf("first failure: %v", err)
 	}
 	const attempts = 6
+	code := e.code(secret, 0) // e.code records the secret: not from the goroutines
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, attempts)
@@ -935,7 +936,7 @@ func TestSignInDelayAcrossServices(t *testing.T) {
 		wg.Go(func() {
 			now := e.clock.Now()
 			id := fmt.Sprint("p", i)
-			_, errs[i] = svc.SignIn(ctx, SignInRequest{Name: "yamada", Password: "wrong password!", Code: e.code(secret, 0), Remote: "192.0.2.7",
+			_, errs[i] = svc.SignIn(ctx, SignInRequest{Name: "yamada", Password: "wrong password!", Code: code, Remote: "192.0.2.7",
 				Session: store.Session{IDHash: sessionHash(id), CSRF: "csrf-" + id, CreatedAt: now, LastSeenAt: now, RemoteAddr: "192.0.2.7:50000"}})
 		})
 	}
