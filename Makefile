@@ -143,6 +143,9 @@ bench: build
 	$(GO) test -run '^$$' -bench 'Evaluate|ManagerScan' -count 1 -timeout 10m ./agent/netcheck/
 	$(GO) test -run '^$$' -bench . -count 1 -timeout 20m ./agent/netcheck/nft/
 	$(GO) test -run '^$$' -bench 'SocketProbe' -benchtime 200x -count 1 -timeout 10m ./agent/daemon/
+	$(GO) test -run '^$$' -bench 'IdleStreams|Report' -benchtime 1x -count 1 -timeout 20m ./server/api/
+	$(GO) test -run '^$$' -bench 'FanOut' -benchtime 1000x -count 1 -timeout 10m ./server/bus/
+	$(GO) test -run '^$$' -bench 'ListTerminalsPage' -benchtime 20x -count 1 -timeout 20m ./server/cmd/mnguardctl/
 
 run: build
 	@scripts/demo.sh
