@@ -24,10 +24,10 @@ import (
 // cluster of the test's own, which the test stops and starts.
 
 // newPGCollector initialises a data directory for database dsn
-// ('mnguard-server init --db') and serves it.
-func newPGCollector(t *testing.T, dsn string) *collector {
+// ('mnguard-server init --db') and serves it, with flags added.
+func newPGCollector(t testing.TB, dsn string, flags ...string) *collector {
 	t.Helper()
-	c := &collector{dir: t.TempDir(), grpcAddr: freeAddr(t), httpAddr: freeAddr(t), extraFlags: []string{"--db", dsn}}
+	c := &collector{dir: t.TempDir(), grpcAddr: freeAddr(t), httpAddr: freeAddr(t), extraFlags: append([]string{"--db", dsn}, flags...)}
 	cmd := exec.Command(bin("mnguard-server"), "init", "--data-dir", c.dir, "--db", dsn)
 	var errOut strings.Builder
 	cmd.Stderr = &errOut
@@ -44,13 +44,15 @@ func newPGCollector(t *testing.T, dsn string) *collector {
 	return c
 }
 
-// newReplica starts a second collector on a's database, with a copy of a's
-// data directory (its CA and keys).
-func newReplica(t *testing.T, a *collector) *collector {
+// newReplica starts a second collector on a's database, as the README
+// tells an operator to set one up: a data directory of its own holding a
+// copy of a's keys (the CA, the signing key, totp.key) and its admin token
+// file, and a's flags.
+func newReplica(t testing.TB, a *collector) *collector {
 	t.Helper()
 	b := &collector{dir: t.TempDir(), grpcAddr: freeAddr(t), httpAddr: freeAddr(t), pin: a.pin, extraFlags: a.extraFlags}
-	if out, err := exec.Command("cp", "-a", a.dir+"/.", b.dir).CombinedOutput(); err != nil {
-		t.Fatalf("copy the data directory: %v\n%s", err, out)
+	for _, f := range []string{"ca.crt", "ca.key", "signing.key", "totp.key", "admin.token"} {
+		copyFile(t, filepath.Join(a.dir, f), filepath.Join(b.dir, f))
 	}
 	b.tokenFile = filepath.Join(b.dir, "admin.token")
 	b.start(t)

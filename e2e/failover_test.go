@@ -3,13 +3,9 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/mnguard/mnguard/internal/pki"
 	"github.com/mnguard/mnguard/internal/testenv"
 )
 
@@ -17,40 +13,6 @@ import (
 // maxBackoff): a terminal whose collector died is on another within it,
 // plus the time to connect.
 const failoverBound = 10 * time.Second
-
-// pgPrimary initialises a data directory on PostgreSQL database dsn
-// ('mnguard-server init --db') and serves it.
-func pgPrimary(t *testing.T, dsn string) *collector {
-	t.Helper()
-	c := &collector{dir: t.TempDir(), grpcAddr: freeAddr(t), httpAddr: freeAddr(t), extraFlags: []string{"--db", dsn}}
-	cmd := exec.Command(bin("mnguard-server"), "init", "--data-dir", c.dir, "--db", dsn)
-	var errOut strings.Builder
-	cmd.Stderr = &errOut
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("mnguard-server init --db: %v\n%s", err, errOut.String())
-	}
-	c.pin = strings.TrimSpace(string(out))
-	if _, err := pki.ParsePin(c.pin); err != nil {
-		t.Fatalf("init printed %q, not a pin: %v", c.pin, err)
-	}
-	c.tokenFile = filepath.Join(c.dir, "admin.token")
-	c.start(t)
-	return c
-}
-
-// pgSecondary serves a's database from a copy of a's data directory (its
-// CA and keys), as an operator sets up a replica.
-func pgSecondary(t *testing.T, a *collector) *collector {
-	t.Helper()
-	b := &collector{dir: t.TempDir(), grpcAddr: freeAddr(t), httpAddr: freeAddr(t), pin: a.pin, extraFlags: a.extraFlags}
-	if out, err := exec.Command("cp", "-a", a.dir+"/.", b.dir).CombinedOutput(); err != nil {
-		t.Fatalf("copy the data directory: %v\n%s", err, out)
-	}
-	b.tokenFile = filepath.Join(b.dir, "admin.token")
-	b.start(t)
-	return b
-}
 
 // TestFailoverReplicaKilled: two real collector processes on one real
 // PostgreSQL; a real agent configured with 'server: [A, B]' connects to A
@@ -64,8 +26,8 @@ func TestFailoverReplicaKilled(t *testing.T) {
 	// keeps its keeper's pipe in no variable that outlives adminDSN.
 	cluster := testenv.NewPostgresCluster(t)
 	dsn := testenv.CreateDatabase(t, cluster.DSN)
-	a := pgPrimary(t, dsn)
-	b := pgSecondary(t, a)
+	a := newPGCollector(t, dsn)
+	b := newReplica(t, a)
 
 	ag, id := enrolledAgent(t, a, "60s")
 	yaml := fmt.Sprintf("server: [%s, %s]\nstate_dir: %s\nreport_interval: 60s\nlog_level: debug\nmfa:\n  socket: %s\n", a.grpcAddr, b.grpcAddr, ag.stateDir, ag.pamSocket)

@@ -5,43 +5,20 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/mnguard/mnguard/internal/pki"
 )
 
 // newReplicas starts two collectors on the PostgreSQL database of dsn, as
-// a deployment behind a load balancer runs them: A's data directory is
-// initialised with --db, B's holds a copy of A's keys (the CA, the signing
-// key, totp.key) and its admin token file. Both get flags.
+// a deployment behind a load balancer runs them (see newReplica). Both
+// get flags.
 func newReplicas(t testing.TB, dsn string, flags ...string) (a, b *collector) {
 	t.Helper()
-	flags = append([]string{"--db", dsn}, flags...)
-	a = &collector{dir: t.TempDir(), grpcAddr: freeAddr(t), httpAddr: freeAddr(t), extraFlags: flags}
-	out, err := exec.Command(bin("mnguard-server"), "init", "--data-dir", a.dir, "--db", dsn).Output()
-	if err != nil {
-		t.Fatalf("mnguard-server init --db: %v", err)
-	}
-	a.pin = strings.TrimSpace(string(out))
-	if _, err := pki.ParsePin(a.pin); err != nil {
-		t.Fatalf("init printed %q, not a pin: %v", a.pin, err)
-	}
-	a.tokenFile = filepath.Join(a.dir, "admin.token")
-	a.start(t)
-
-	b = &collector{dir: t.TempDir(), grpcAddr: freeAddr(t), httpAddr: freeAddr(t), extraFlags: flags, pin: a.pin}
-	for _, f := range []string{"ca.crt", "ca.key", "signing.key", "totp.key", "admin.token"} {
-		copyFile(t, filepath.Join(a.dir, f), filepath.Join(b.dir, f))
-	}
-	b.tokenFile = filepath.Join(b.dir, "admin.token")
-	b.start(t)
-	return a, b
+	a = newPGCollector(t, dsn, flags...)
+	return a, newReplica(t, a)
 }
 
 func copyFile(t testing.TB, from, to string) {
