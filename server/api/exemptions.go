@@ -164,7 +164,12 @@ func (s *Services) exemptionEvent(ctx context.Context, typ string, sev mnguardv1
 // changed and waits up to deliveryWait for one of them to carry the new
 // set. It reports whether one did.
 func (s *Services) notifyExemptions(ctx context.Context, terminalID string) bool {
-	sent := s.hub.exemptionsChanged(terminalID)
+	return waitSent(ctx, s.hub.exemptionsChanged(terminalID))
+}
+
+// waitSent waits up to deliveryWait for one of the streams behind sent to
+// carry a push, and reports whether one did (false at once for none).
+func waitSent(ctx context.Context, sent []chan struct{}) bool {
 	if len(sent) == 0 {
 		return false
 	}

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/mnguard/mnguard/server/bus"
 	"github.com/mnguard/mnguard/server/store"
@@ -148,24 +147,7 @@ func (h busHandler) retireIfRetired(ctx context.Context, terminalID string, seri
 // replica's streams of the terminal has sent the set (within deliveryWait),
 // so that its IssueExemption can say the exemption was pushed.
 func (h busHandler) answerSent(ctx context.Context, m bus.Message, sent []chan struct{}) {
-	one := make(chan struct{}, len(sent))
-	done := make(chan struct{})
-	defer close(done)
-	for _, c := range sent {
-		go func() {
-			select {
-			case <-c:
-				one <- struct{}{}
-			case <-done:
-			}
-		}()
-	}
-	t := time.NewTimer(deliveryWait)
-	defer t.Stop()
-	select {
-	case <-one:
+	if waitSent(ctx, sent) {
 		h.s.hub.publish(bus.Message{Kind: bus.Sent, Terminal: m.Terminal, Seq: m.Seq, To: m.Origin})
-	case <-t.C:
-	case <-ctx.Done():
 	}
 }
