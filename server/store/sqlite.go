@@ -154,7 +154,8 @@ func openSQLite(ctx context.Context, path string) (_ *DB, err error) {
 	if err := migrate(ctx, s.w, ms); err != nil {
 		return nil, err
 	}
-	s.ws, err = prepare(ctx, s.w, qTerminalState, qLastSeen, qFingerprint, qUpsertPosture, qInsertHistory, qInsertEvent)
+	s.ws, err = prepare(ctx, s.w, qTerminalState, qLastSeen, qFingerprint, qUpsertPosture, qInsertHistory, qInsertEvent,
+		qReportCert, qSavepoint, qRollbackSavepoint, qReleaseSavepoint)
 	if err != nil {
 		return nil, err
 	}
