@@ -60,8 +60,12 @@ type Evaluator struct {
 	// dirtyAll asks for every terminal to be evaluated (PokeAll).
 	dirtyAll bool
 	// verdicts holds each terminal's state and failing checks, for the
-	// gauges.
+	// gauges; states and fails count them (by state, and by failing check
+	// of the terminals not revoked), kept as verdicts change: a round of a
+	// few poked terminals does not count 100,000 verdicts again.
 	verdicts map[string]verdict
+	states   map[string]int
+	fails    map[string]int
 	lastDay  store.ComplianceDay
 	poke     chan struct{}
 
@@ -98,6 +102,7 @@ func New(cfg Config) *Evaluator {
 	}
 	e := &Evaluator{
 		cfg: cfg, facts: map[string]cachedFacts{}, dirty: map[string]bool{}, verdicts: map[string]verdict{},
+		states: map[string]int{}, fails: map[string]int{},
 		poke: make(chan struct{}, 1),
 		terminals: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mnguard_terminals", Help: "Terminals by compliance state: compliant, non-compliant, stale, revoked.",
@@ -261,7 +266,7 @@ func (e *Evaluator) evaluate(ctx context.Context, ids []string) error {
 		}
 		c := Evaluate(input, now, pol)
 		e.mu.Lock()
-		e.verdicts[in.TerminalID] = verdict{state: c.State, failing: c.Failing()}
+		e.setVerdict(in.TerminalID, verdict{state: c.State, failing: c.Failing()})
 		e.mu.Unlock()
 		if u, ok := update(in.Prev, c); ok {
 			updates = append(updates, u)
@@ -272,7 +277,7 @@ func (e *Evaluator) evaluate(ctx context.Context, ids []string) error {
 		e.mu.Lock()
 		for id := range e.verdicts {
 			if !seen[id] {
-				delete(e.verdicts, id)
+				e.setVerdict(id, verdict{})
 				delete(e.facts, id)
 			}
 		}
@@ -408,21 +413,41 @@ func stateEvent(from string, c store.Compliance) *store.ServerEvent {
 	return &store.ServerEvent{TerminalID: c.TerminalID, Time: c.EvaluatedAt, Type: EventType, Severity: int32(sev), Message: msg, Data: data}
 }
 
+// setVerdict records the terminal's verdict and counts it instead of its
+// previous one; the zero verdict forgets the terminal. e.mu is held.
+func (e *Evaluator) setVerdict(id string, v verdict) {
+	count := func(v verdict, n int) {
+		if v.state == "" {
+			return
+		}
+		e.states[v.state] += n
+		if v.state == store.ComplianceRevoked {
+			return
+		}
+		for _, c := range v.failing {
+			e.fails[c] += n
+		}
+	}
+	if old, ok := e.verdicts[id]; ok {
+		count(old, -1)
+	}
+	count(v, 1)
+	if v.state == "" {
+		delete(e.verdicts, id)
+		return
+	}
+	e.verdicts[id] = v
+}
+
 // counts returns the terminals per state and failing check, from the
 // verdicts of the last evaluations.
 func (e *Evaluator) counts() (map[string]int, map[string]int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	states, fails := map[string]int{}, map[string]int{}
-	for _, v := range e.verdicts {
-		states[v.state]++
-		if v.state == store.ComplianceRevoked {
-			continue
-		}
-		for _, c := range v.failing {
-			fails[c]++
-		}
-	}
+	states, fails := maps.Clone(e.states), maps.Clone(e.fails)
+	// Zero counts are absent, as they were when counted afresh.
+	maps.DeleteFunc(states, func(_ string, n int) bool { return n == 0 })
+	maps.DeleteFunc(fails, func(_ string, n int) bool { return n == 0 })
 	return states, fails
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -706,4 +708,44 @@ func TestRunPokeAll(t *testing.T) {
 		return network("t1") == "check.network.policy_pending" && network("t2") == "check.network.policy_pending"
 	})
 	t.Logf("PokeAll to both verdicts: %v", took)
+}
+
+// TestCountsFollowVerdicts changes, adds and forgets verdicts at random
+// and compares the counts kept as they change with the verdicts counted
+// afresh.
+func TestCountsFollowVerdicts(t *testing.T) {
+	e := New(Config{Store: nil})
+	states := []string{store.Compliant, store.NonCompliant, store.Stale, store.ComplianceRevoked}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for i := range 20000 {
+		id := fmt.Sprintf("t%d", rnd.IntN(300))
+		v := verdict{}
+		if rnd.IntN(10) > 0 { // a tenth forget the terminal
+			v.state = states[rnd.IntN(len(states))]
+			for _, c := range store.Checks {
+				if rnd.IntN(3) == 0 {
+					v.failing = append(v.failing, c)
+				}
+			}
+		}
+		e.mu.Lock()
+		e.setVerdict(id, v)
+		want, wantFails := map[string]int{}, map[string]int{}
+		for _, v := range e.verdicts {
+			want[v.state]++
+			if v.state != store.ComplianceRevoked {
+				for _, c := range v.failing {
+					wantFails[c]++
+				}
+			}
+		}
+		e.mu.Unlock()
+		got, gotFails := e.counts()
+		if !maps.Equal(got, want) || !maps.Equal(gotFails, wantFails) {
+			t.Fatalf("after change %d (%s to %v): counts %v %v, counted afresh %v %v", i, id, v, got, gotFails, want, wantFails)
+		}
+	}
+	if _, ok := e.verdicts[""]; ok {
+		t.Fatal("a forgotten terminal has a verdict")
+	}
 }
