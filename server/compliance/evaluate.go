@@ -190,6 +190,47 @@ func Evaluate(in Input, now time.Time, p Policy) store.Compliance {
 	return c
 }
 
+// nextChange returns the earliest time at or after now at which the
+// clock alone may change the verdict on the terminal of in: its silence
+// growing stale or offline, its certificate nearing or reaching its end,
+// an exemption it applies passing its end or revocation and the grace.
+// The zero time means never (a revoked terminal). Early answers only cost
+// an evaluation that changes nothing; a late one would leave a verdict
+// wrong until then.
+func nextChange(in Input, now time.Time, p Policy) time.Time {
+	if in.State == store.StateRevoked {
+		return time.Time{}
+	}
+	var next time.Time
+	at := func(t time.Time) {
+		if !t.Before(now) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	seen := in.LastSeenAt
+	if seen.IsZero() {
+		seen = in.EnrolledAt
+	}
+	// Stale once silent longer than the limit.
+	limit := StaleAfter * p.ReportInterval
+	at(seen.Add(limit + time.Nanosecond))
+	at(seen.Add(OfflineAfter))
+	if !in.CertNotAfter.IsZero() {
+		at(in.CertNotAfter.Add(-CertWarning))
+		at(in.CertNotAfter)
+	}
+	grace := exemptionGrace(p)
+	for _, x := range in.Facts.Exemptions {
+		if r, ok := in.Revoked[x.GetId()]; ok {
+			at(r.Add(grace + time.Nanosecond))
+		}
+		if end := x.GetNotAfter(); end != nil {
+			at(end.AsTime().Add(grace + time.Nanosecond))
+		}
+	}
+	return next
+}
+
 func result(name, status, detail string, args ...string) store.CheckResult {
 	return store.CheckResult{Name: name, Status: status, Detail: detail, Args: args}
 }

@@ -1,6 +1,7 @@
 package compliance
 
 import (
+	"math/rand/v2"
 	"os"
 	"regexp"
 	"slices"
@@ -588,5 +589,88 @@ func TestDetailsInCatalogue(t *testing.T) {
 		if !i18n.Has(k[1]) {
 			t.Errorf("detail %q has no text in the catalogue", k[1])
 		}
+	}
+}
+
+// TestNextChange: between an evaluation and the time nextChange gives, the
+// clock alone changes no verdict (the periodic round may skip the
+// terminal); for each kind of time it names, the verdict does change just
+// after it.
+func TestNextChange(t *testing.T) {
+	statuses := func(c store.Compliance) string {
+		s := c.State
+		for _, r := range c.Checks {
+			s += " " + r.Name + "=" + r.Status + ":" + r.Detail
+		}
+		return s
+	}
+	rnd := rand.New(rand.NewPCG(3, 4))
+	day := 24 * time.Hour
+	for i := range 5000 {
+		in := goodInput(goodPosture(now.Add(-time.Duration(rnd.IntN(600)) * time.Second)))
+		in.EnrolledAt = now.Add(-time.Duration(rnd.IntN(10*60)) * time.Second)
+		if rnd.IntN(4) == 0 {
+			in.LastSeenAt = time.Time{}
+		} else {
+			in.LastSeenAt = now.Add(-time.Duration(rnd.Int64N(int64(8 * day))))
+		}
+		in.CertNotAfter = now.Add(time.Duration(rnd.Int64N(int64(30*day))) - 2*day)
+		if rnd.IntN(3) == 0 {
+			end := now.Add(time.Duration(rnd.IntN(600)-300) * time.Second)
+			in.Facts.Exemptions = []*mnguardv1.ExemptionState{exemption("x1", "applied", end)}
+			if rnd.IntN(2) == 0 {
+				in.Revoked = map[string]time.Time{"x1": now.Add(-time.Duration(rnd.IntN(300)) * time.Second)}
+			}
+		}
+		if rnd.IntN(20) == 0 {
+			in.State = store.StateRevoked
+		}
+		due := nextChange(in, now, policy)
+		want := statuses(Evaluate(in, now, policy))
+		if due.IsZero() {
+			// Nothing left to change: offline, certificate ended.
+			due = now.Add(365 * day)
+		} else if due.Before(now) {
+			t.Fatalf("case %d: next change %s before now", i, due)
+		}
+		// Just before the due time, and a few random times before it.
+		probes := []time.Time{due.Add(-time.Nanosecond)}
+		for range 3 {
+			probes = append(probes, now.Add(time.Duration(rnd.Int64N(int64(due.Sub(now))+1))))
+		}
+		for _, at := range probes {
+			if at.Before(now) || !at.Before(due) {
+				continue
+			}
+			if got := statuses(Evaluate(in, at, policy)); got != want {
+				t.Fatalf("case %d: at %s, before the next change %s (now %s), the verdict changed:\n%s\nto\n%s\ninput %+v",
+					i, at, due, now, want, got, in.ComplianceInput)
+			}
+		}
+	}
+
+	// Each kind of due time is a real change.
+	in := goodInput(goodPosture(now))
+	in.LastSeenAt = now
+	stale := nextChange(in, now, policy)
+	if want := now.Add(3*time.Minute + time.Nanosecond); !stale.Equal(want) {
+		t.Errorf("silent terminal: next change %s, want %s", stale, want)
+	}
+	if c := Evaluate(in, stale, policy); c.State != store.Stale {
+		t.Errorf("at its next change the silent terminal is %s, want stale", c.State)
+	}
+	in.CertNotAfter = now.Add(CertWarning + time.Minute)
+	if got := nextChange(in, now, policy); !got.Equal(now.Add(time.Minute)) {
+		t.Errorf("certificate nearing its end: next change %s, want %s", got, now.Add(time.Minute))
+	}
+	in = goodInput(goodPosture(now))
+	in.LastSeenAt = now
+	in.Facts.Exemptions = []*mnguardv1.ExemptionState{exemption("x1", "applied", now.Add(-90*time.Second))}
+	got := nextChange(in, now, policy)
+	if want := now.Add(30*time.Second + time.Nanosecond); !got.Equal(want) {
+		t.Errorf("exemption past its end: next change %s, want %s", got, want)
+	}
+	if c := Evaluate(in, got, policy); c.Check(store.CheckExemptions).Status != store.CheckFail {
+		t.Errorf("at its next change the exemption check is %v, want failing", c.Check(store.CheckExemptions))
 	}
 }

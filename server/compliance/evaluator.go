@@ -35,9 +35,14 @@ type jobClaimer interface {
 type Config struct {
 	Store  store.Store
 	Policy Policy
-	// Interval is how often every terminal is evaluated; 0 means half the
+	// Interval is how often the terminals whose verdict the clock alone
+	// may have changed since their last evaluation (a report missing, a
+	// certificate or an exemption ending) are evaluated; 0 means half the
 	// report interval, between 1 s and 30 s.
 	Interval time.Duration
+	// FullInterval is how often every terminal is evaluated all the same
+	// (and at the first round): 0 means 10 minutes.
+	FullInterval time.Duration
 	// Location is the time zone of the daily history (the overview's
 	// chart and the reports); UTC if nil.
 	Location *time.Location
@@ -66,6 +71,15 @@ type Evaluator struct {
 	verdicts map[string]verdict
 	states   map[string]int
 	fails    map[string]int
+	// due holds, by terminal, the earliest time the clock alone can
+	// change its verdict (nextChange); the periodic round evaluates the
+	// terminals due, not all 100,000 (reading and decoding every
+	// terminal's verdict every 30 s was half the collector's idle CPU).
+	// Its errors are early ones only: a verdict changed on another
+	// replica moves a terminal's real due time later, never earlier, and
+	// every terminal is evaluated at FullInterval anyway.
+	due      map[string]time.Time
+	lastFull time.Time
 	lastDay  store.ComplianceDay
 	poke     chan struct{}
 
@@ -100,8 +114,11 @@ func New(cfg Config) *Evaluator {
 	if cfg.Interval <= 0 {
 		cfg.Interval = min(max(cfg.Policy.ReportInterval/2, time.Second), 30*time.Second)
 	}
+	if cfg.FullInterval <= 0 {
+		cfg.FullInterval = 10 * time.Minute
+	}
 	e := &Evaluator{
-		cfg: cfg, facts: map[string]cachedFacts{}, dirty: map[string]bool{}, verdicts: map[string]verdict{},
+		cfg: cfg, facts: map[string]cachedFacts{}, dirty: map[string]bool{}, verdicts: map[string]verdict{}, due: map[string]time.Time{},
 		states: map[string]int{}, fails: map[string]int{},
 		poke: make(chan struct{}, 1),
 		terminals: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -179,7 +196,7 @@ func (e *Evaluator) Run(ctx context.Context) error {
 			}
 			release = rel
 		}
-		if err := e.EvaluateAll(ctx); err != nil && ctx.Err() == nil {
+		if err := e.evaluateDue(ctx); err != nil && ctx.Err() == nil {
 			e.cfg.Logger.Error("compliance evaluation", "err", err)
 		}
 	}
@@ -228,6 +245,36 @@ func (e *Evaluator) EvaluateAll(ctx context.Context) error {
 	return e.saveDay(ctx)
 }
 
+// evaluateDue is the periodic round: every terminal at the first round
+// and each FullInterval, else the terminals due (see Evaluator.due).
+func (e *Evaluator) evaluateDue(ctx context.Context) error {
+	now := e.cfg.Now()
+	e.mu.Lock()
+	full := e.lastFull.IsZero() || now.Sub(e.lastFull) >= e.cfg.FullInterval || now.Before(e.lastFull)
+	var ids []string
+	if !full {
+		for id, at := range e.due {
+			if !at.IsZero() && !now.Before(at) {
+				ids = append(ids, id)
+			}
+		}
+	}
+	e.mu.Unlock()
+	if full {
+		if err := e.EvaluateAll(ctx); err != nil {
+			return err
+		}
+		e.mu.Lock()
+		e.lastFull = now
+		e.mu.Unlock()
+		return nil
+	}
+	if err := e.Evaluate(ctx, ids); err != nil {
+		return err
+	}
+	return e.saveDay(ctx)
+}
+
 // Evaluate evaluates the terminals with the IDs and stores what changed.
 func (e *Evaluator) Evaluate(ctx context.Context, ids []string) error {
 	if len(ids) == 0 {
@@ -267,6 +314,7 @@ func (e *Evaluator) evaluate(ctx context.Context, ids []string) error {
 		c := Evaluate(input, now, pol)
 		e.mu.Lock()
 		e.setVerdict(in.TerminalID, verdict{state: c.State, failing: c.Failing()})
+		e.due[in.TerminalID] = nextChange(input, now, pol)
 		e.mu.Unlock()
 		if u, ok := update(in.Prev, c); ok {
 			updates = append(updates, u)
@@ -279,6 +327,7 @@ func (e *Evaluator) evaluate(ctx context.Context, ids []string) error {
 			if !seen[id] {
 				e.setVerdict(id, verdict{})
 				delete(e.facts, id)
+				delete(e.due, id)
 			}
 		}
 		e.mu.Unlock()
