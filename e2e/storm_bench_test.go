@@ -12,9 +12,9 @@ import (
 // default the capacity benchmark's 19,500, whose enrolled collector it
 // shares) holds its connection and Subscribe stream; the collector is
 // killed with SIGKILL and started again on the same data directory and
-// address; the load generator's terminals reconnect as agents do (backoff
-// from 1 s doubling to 10 s, plus up to half as jitter; TLS session
-// resumption). It reports the time until every stream is back, from the
+// address; the load generator's terminals reconnect as agents do (full
+// jitter: after the n-th failure in a row a random wait up to
+// 0.5 s·2^n, at most 10 s; TLS session resumption). It reports the time until every stream is back, from the
 // new collector answering its health check and from the kill, and the
 // terminals per second (target: 2,000).
 func BenchmarkReconnectStorm(b *testing.B) {

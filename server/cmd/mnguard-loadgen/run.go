@@ -24,15 +24,27 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// The agent's reconnection (agent/daemon): its stream's backoff starts at
-// 1 s, doubles to 10 s, plus up to half as jitter; gRPC's own connection
-// backoff is the same with 20 % jitter. The load generator behaves alike,
-// so a reconnect storm here is the one a fleet of agents makes.
+// The agent's reconnection (agent/daemon): after the attempt-th failure in
+// a row its stream waits a uniformly random time up to 0.5 s·2^attempt,
+// at most 10 s (full jitter), and gRPC's own connection backoff starts at
+// 0.5 s, each attempt given at least 5 s. The load generator behaves alike, so a
+// reconnect storm here is the one a fleet of agents makes.
 const (
-	minBackoff    = time.Second
-	maxBackoff    = 10 * time.Second
-	keepaliveTime = 30 * time.Second
+	retryBase      = 500 * time.Millisecond
+	maxBackoff     = 10 * time.Second
+	keepaliveTime  = 30 * time.Second
+	connectTimeout = 5 * time.Second
 )
+
+// retryWait is the full-jitter backoff of the attempt-th consecutive
+// failure (0 for the first), as the agent's.
+func retryWait(attempt int) time.Duration {
+	ceil := retryBase << min(attempt, 16)
+	if ceil > maxBackoff || ceil <= 0 {
+		ceil = maxBackoff
+	}
+	return rand.N(ceil + 1)
+}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "baseline-server" {
@@ -213,8 +225,8 @@ func (g *gen) dial(i int, cert *tls.Certificate) (*grpc.ClientConn, error) {
 		grpc.WithContextDialer(dialer),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: minBackoff, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxBackoff},
-			MinConnectTimeout: 5 * time.Second,
+			Backoff:           backoff.Config{BaseDelay: retryBase, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxBackoff},
+			MinConnectTimeout: connectTimeout,
 		}),
 		// The load generator's own buffers, smaller than gRPC's 32 KiB
 		// defaults so that 20,000 terminals fit in one process; the
@@ -239,7 +251,7 @@ type terminal struct {
 // waits for a slot of sem, so that the start is not one burst of all
 // handshakes at once.
 func (t *terminal) subscribeLoop(ctx context.Context, sem chan struct{}) {
-	bo := minBackoff
+	attempt := 0
 	first := true
 	held := false
 	select {
@@ -265,18 +277,18 @@ func (t *terminal) subscribeLoop(ctx context.Context, sem chan struct{}) {
 		})
 		if up {
 			t.g.st.streamDown()
-			bo = minBackoff
+			attempt = 0
 		}
 		if ctx.Err() != nil {
 			return
 		}
 		t.g.st.fail("subscribe", err)
 		release()
-		wait := bo + rand.N(bo/2+1)
+		wait := retryWait(attempt)
 		if c := status.Code(err); c == codes.Unauthenticated || c == codes.PermissionDenied {
 			wait = time.Minute // as the agent: refused, retry slowly
 		}
-		bo = min(bo*2, maxBackoff)
+		attempt++
 		select {
 		case <-ctx.Done():
 			return
