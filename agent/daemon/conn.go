@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/mnguard/mnguard/internal/pki"
+	"github.com/mnguard/mnguard/internal/retry"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 )
 
@@ -59,11 +59,7 @@ const (
 // retryWait is the full-jitter backoff of the attempt-th consecutive
 // failure (0 for the first).
 func retryWait(attempt int) time.Duration {
-	ceil := retryBase << min(attempt, 16)
-	if ceil > maxBackoff || ceil <= 0 {
-		ceil = maxBackoff
-	}
-	return rand.N(ceil + 1)
+	return retry.FullJitter(attempt, retryBase, maxBackoff)
 }
 
 // endpoint is one collector address to dial.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mnguard/mnguard/internal/pki"
+	"github.com/mnguard/mnguard/internal/retry"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -36,14 +37,10 @@ const (
 	connectTimeout = 5 * time.Second
 )
 
-// retryWait is the full-jitter backoff of the attempt-th consecutive
-// failure (0 for the first), as the agent's.
+// retryWait is the agent's full-jitter backoff of the attempt-th
+// consecutive failure (0 for the first).
 func retryWait(attempt int) time.Duration {
-	ceil := retryBase << min(attempt, 16)
-	if ceil > maxBackoff || ceil <= 0 {
-		ceil = maxBackoff
-	}
-	return rand.N(ceil + 1)
+	return retry.FullJitter(attempt, retryBase, maxBackoff)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
