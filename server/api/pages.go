@@ -148,6 +148,11 @@ func parsePageToken(key []byte, sc pageScope, tok string) (*store.PageKey, error
 		return nil, errPageToken("longer than %d characters: not a page token", maxPageTokenLen)
 	}
 	b, err := base64.RawURLEncoding.DecodeString(tok)
+	// The decoder skips line breaks: a token is only the one issued, as
+	// it was, not another spelling of its bytes.
+	if err == nil && base64.RawURLEncoding.EncodeToString(b) != tok {
+		err = errors.New("not canonical")
+	}
 	if err != nil {
 		return nil, errPageToken("not a page token (want the next_page_token of the previous page, as it was)")
 	}
