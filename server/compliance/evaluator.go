@@ -469,12 +469,18 @@ func (e *Evaluator) setVerdict(id string, v verdict) {
 		if v.state == "" {
 			return
 		}
-		e.states[v.state] += n
+		add := func(m map[string]int, k string) {
+			// A count down to zero is absent, as when counted afresh.
+			if m[k] += n; m[k] == 0 {
+				delete(m, k)
+			}
+		}
+		add(e.states, v.state)
 		if v.state == store.ComplianceRevoked {
 			return
 		}
 		for _, c := range v.failing {
-			e.fails[c] += n
+			add(e.fails, c)
 		}
 	}
 	if old, ok := e.verdicts[id]; ok {
@@ -493,11 +499,7 @@ func (e *Evaluator) setVerdict(id string, v verdict) {
 func (e *Evaluator) counts() (map[string]int, map[string]int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	states, fails := maps.Clone(e.states), maps.Clone(e.fails)
-	// Zero counts are absent, as they were when counted afresh.
-	maps.DeleteFunc(states, func(_ string, n int) bool { return n == 0 })
-	maps.DeleteFunc(fails, func(_ string, n int) bool { return n == 0 })
-	return states, fails
+	return maps.Clone(e.states), maps.Clone(e.fails)
 }
 
 func (e *Evaluator) setGauges() {

@@ -90,11 +90,10 @@ func (s *DB) SaveReports(ctx context.Context, rs []BatchReport) ([]BatchResult, 
 	// as saveReport does, so batches of other terminals (other replicas)
 	// are stored side by side. A transaction retried after a deadlock
 	// runs fn again from the start.
-	err := s.writeTx(ctx, s.reportLock, func(wt wtx) error {
-		// On SQLite every statement here was prepared at open (parsing
-		// SQL was an eighth of the collector's CPU with 5,000 terminals
-		// reporting every 60 s); pgx caches PostgreSQL's per connection.
-		tx := wt
+	// On SQLite every statement here was prepared at open (parsing SQL was
+	// an eighth of the collector's CPU with 5,000 terminals reporting every
+	// 60 s); pgx caches PostgreSQL's per connection.
+	err := s.writeTx(ctx, s.reportLock, func(tx wtx) error {
 		for _, p := range todo {
 			out[p.i] = BatchResult{}
 			if savepoints {
