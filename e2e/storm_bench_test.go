@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +57,10 @@ func BenchmarkReconnectStorm(b *testing.B) {
 		}
 	}
 	b.ResetTimer()
+	genCPU0, err := procCPU(r.proc.cmd.Process.Pid)
+	if err != nil {
+		b.Fatal(err)
+	}
 	killed := time.Now()
 	s.kill(b)
 	restarted := time.Now()
@@ -62,6 +68,7 @@ func BenchmarkReconnectStorm(b *testing.B) {
 	healthy := time.Now()
 	var back time.Time
 	minStreams := float64(agents)
+	var curve []string // streams each second, from healthy
 	deadline = time.After(5 * time.Minute)
 	for back.IsZero() {
 		select {
@@ -75,6 +82,7 @@ func BenchmarkReconnectStorm(b *testing.B) {
 			}
 			streams := f64(m, "streams")
 			minStreams = min(minStreams, streams)
+			curve = append(curve, fmt.Sprintf("%.0fs:%.0f", time.Since(healthy).Seconds(), streams))
 			if at := int64(f64(m, "all_connected_at_unix_ns")); streams == float64(agents) && at > restarted.UnixNano() {
 				back = time.Unix(0, at)
 			}
@@ -83,6 +91,14 @@ func BenchmarkReconnectStorm(b *testing.B) {
 		}
 	}
 	b.StopTimer()
+	// The CPU the storm took: the new collector's from its start (its
+	// startup included), the load generator's from the kill.
+	srvCPU, err1 := procCPU(s.pid())
+	genCPU, err2 := procCPU(r.proc.cmd.Process.Pid)
+	if err := errors.Join(err1, err2); err != nil {
+		b.Fatal(err)
+	}
+	genCPU -= genCPU0
 	r.proc.stop(b)
 	sum := r.wait(b)
 	fromHealthy, fromKill := back.Sub(healthy), back.Sub(killed)
@@ -90,6 +106,14 @@ func BenchmarkReconnectStorm(b *testing.B) {
 	fmt.Printf("reconnect storm: %d terminals (%s); collector killed (SIGKILL), started again in %s (healthy); streams down to %.0f; all %d back %s after it was healthy, %s after the kill: %.0f terminals/s (target 2,000: %s); reconnects counted %.0f (on a resumed TLS session: %.0f), errors while down %v\n",
 		agents, first, healthy.Sub(restarted).Round(time.Millisecond), minStreams, agents, fromHealthy.Round(time.Millisecond), fromKill.Round(time.Millisecond),
 		rate, verdict(rate >= 2000), f64(sum, "reconnects"), f64(sum, "tls_resumed"), sum["errors_by_code"])
+	fmt.Printf("  streams each second after healthy: %s\n  last error of each kind: %v\n", strings.Join(curve, " "), sum["last_errors"])
+	// Both share this machine's cores: the rate the collector's own work
+	// allows is the cores over its CPU time a terminal.
+	perTerm := srvCPU / time.Duration(agents)
+	fmt.Printf("  CPU: the collector %s (%s a terminal: %.0f terminals/s on %d cores of its own), the load generator on the same cores %s (%s a terminal)\n",
+		srvCPU.Round(time.Millisecond), perTerm.Round(time.Microsecond), float64(runtime.NumCPU())/perTerm.Seconds(), runtime.NumCPU(),
+		genCPU.Round(time.Millisecond), (genCPU / time.Duration(agents)).Round(time.Microsecond))
+	b.ReportMetric(perTerm.Seconds()*1e3, "collector_cpu_ms/terminal")
 	if f64(sum, "reconnects") < float64(agents) {
 		b.Errorf("%v reconnects counted, want every one of %d terminals", sum["reconnects"], agents)
 	}

@@ -146,6 +146,13 @@ func (d *Daemon) current() (mnguardv1.AgentServiceClient, uint64, endpoint) {
 	return d.client, gen, ep
 }
 
+// currentConn is the connection in use (nil in a hand-built Daemon).
+func (d *Daemon) currentConn() *grpc.ClientConn {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.conn
+}
+
 // connect (re)creates the client connection to the address in use with
 // the current certificate. A renewed certificate needs a new connection:
 // an established TLS connection keeps presenting the old one. It also
@@ -191,8 +198,12 @@ func (d *Daemon) dialLocked() error {
 		// gate offers offline challenges until the connection is back).
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: retryBase, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxBackoff},
-			MinConnectTimeout: 5 * time.Second,
+			MinConnectTimeout: retry.HandshakeTimeout,
 		}),
+		// TCP given up after retry.DialTimeout: an address that does not
+		// answer is left for the next soon, one that answers is given
+		// the handshake's time.
+		grpc.WithContextDialer(retry.Dialer(nil)),
 	)
 	if err != nil {
 		return fmt.Errorf("agent: connect %s: %w", ep, err)

@@ -27,6 +27,7 @@ import (
 	"github.com/mnguard/mnguard/agent/state"
 	"github.com/mnguard/mnguard/internal/netpolicy"
 	"github.com/mnguard/mnguard/internal/pki"
+	"github.com/mnguard/mnguard/internal/retry"
 	"github.com/mnguard/mnguard/internal/snapshot"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
 	"google.golang.org/grpc"
@@ -601,6 +602,11 @@ func (d *Daemon) subscribe(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	client, gen, ep := d.current()
+	if conn := d.currentConn(); conn != nil {
+		// A retry connects now, not when gRPC's own backoff ends: the
+		// wait in subscribeLoop is the only one (see retry.AwaitReady).
+		retry.AwaitReady(ctx, conn, retry.HandshakeTimeout)
+	}
 	gone := func(err error) error {
 		if ctx.Err() == nil && collectorGone(err) {
 			d.failover(gen, err)

@@ -27,14 +27,15 @@ import (
 
 // The agent's reconnection (agent/daemon): after the attempt-th failure in
 // a row its stream waits a uniformly random time up to 0.5 s·2^attempt,
-// at most 10 s (full jitter), and gRPC's own connection backoff starts at
-// 0.5 s, each attempt given at least 5 s. The load generator behaves alike, so a
-// reconnect storm here is the one a fleet of agents makes.
+// at most 10 s (full jitter), then waits for the connection attempt
+// (retry.AwaitReady): TCP given retry.DialTimeout, the handshake
+// retry.HandshakeTimeout; gRPC's own connection backoff starts at 0.5 s.
+// The load generator behaves alike, so a reconnect storm here is the one a
+// fleet of agents makes.
 const (
-	retryBase      = 500 * time.Millisecond
-	maxBackoff     = 10 * time.Second
-	keepaliveTime  = 30 * time.Second
-	connectTimeout = 5 * time.Second
+	retryBase     = 500 * time.Millisecond
+	maxBackoff    = 10 * time.Second
+	keepaliveTime = 30 * time.Second
 )
 
 // retryWait is the agent's full-jitter backoff of the attempt-th
@@ -202,7 +203,7 @@ func (g *gen) dial(i int, cert *tls.Certificate) (*grpc.ClientConn, error) {
 	first := i % len(servers)
 	host, _, _ := net.SplitHostPort(servers[first])
 	tlsCfg.ServerName = host
-	d := &net.Dialer{Timeout: 5 * time.Second}
+	d := &net.Dialer{Timeout: retry.DialTimeout}
 	if ips := g.cfg.sourceIPs; len(ips) > 0 {
 		d.LocalAddr = &net.TCPAddr{IP: ips[i%len(ips)].AsSlice()}
 	}
@@ -223,7 +224,7 @@ func (g *gen) dial(i int, cert *tls.Certificate) (*grpc.ClientConn, error) {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: retryBase, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxBackoff},
-			MinConnectTimeout: connectTimeout,
+			MinConnectTimeout: retry.HandshakeTimeout,
 		}),
 		// The load generator's own buffers, smaller than gRPC's 32 KiB
 		// defaults so that 20,000 terminals fit in one process; the
@@ -310,6 +311,8 @@ func (t *terminal) subscribe(ctx context.Context, up func()) error {
 		}
 		recv, stream = func() error { _, err := s.Recv(); return err }, s
 	} else {
+		// As the agent: connect now, not when gRPC's backoff ends.
+		retry.AwaitReady(ctx, t.conn, retry.HandshakeTimeout)
 		s, err := mnguardv1.NewAgentServiceClient(t.conn).Subscribe(ctx, &mnguardv1.SubscribeRequest{})
 		if err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"sort"
 	"strings"
@@ -41,10 +42,13 @@ type stats struct {
 	// first connection's (handshakes that outwait gRPC's connect timeout
 	// on a loaded machine) are only in errors.
 	measuredErrors map[string]int64
+	// lastError is the last message of each kind of error, for the
+	// summary: a count by code does not say why.
+	lastError map[string]string
 }
 
 func newStats(target int) *stats {
-	return &stats{target: int64(target), allUp: make(chan struct{}), errors: map[string]int64{}, measuredErrors: map[string]int64{}}
+	return &stats{target: int64(target), allUp: make(chan struct{}), errors: map[string]int64{}, measuredErrors: map[string]int64{}, lastError: map[string]string{}}
 }
 
 func (s *stats) streamUp(reconnect bool) {
@@ -69,10 +73,16 @@ func (s *stats) waitAll(ctx context.Context) int64 {
 }
 
 func (s *stats) fail(what string, err error) {
+	key := what + " " + status.Code(err).String()
+	msg := status.Convert(err).Message()
+	if len(msg) > 300 {
+		msg = msg[:300]
+	}
 	s.mu.Lock()
-	s.errors[what+" "+status.Code(err).String()]++
+	s.errors[key]++
+	s.lastError[key] = msg
 	if s.measuring {
-		s.measuredErrors[what+" "+status.Code(err).String()]++
+		s.measuredErrors[key]++
 	}
 	s.secErrors++
 	s.mu.Unlock()
@@ -202,6 +212,7 @@ func (g *gen) summary(mon *monitor, now time.Time, el time.Duration) {
 	for _, v := range s.errors {
 		nall += v
 	}
+	last := maps.Clone(s.lastError)
 	s.mu.Unlock()
 	secs := el.Seconds()
 	streams := s.streams.Load()
@@ -211,6 +222,7 @@ func (g *gen) summary(mon *monitor, now time.Time, el time.Duration) {
 		"reports_per_s": rate(reps, secs), "events_per_s": rate(evs, secs),
 		"p50_ms": ms(h.quantile(0.5)), "p99_ms": ms(h.quantile(0.99)), "max_ms": ms(h.maxDur()),
 		"errors": nerr, "errors_by_code": errMap, "connect_errors": nall - nerr, "streams": streams, "reconnects": s.reconnects.Load(), "tls_resumed": s.resumed.Load(),
+		"last_errors": last,
 	}
 	if rss, cpu, err := readProc(os.Getpid()); err == nil {
 		line["loadgen_rss_kb"] = rss >> 10
