@@ -83,9 +83,6 @@ func (s *DB) SaveReports(ctx context.Context, rs []BatchReport) ([]BatchResult, 
 	// Row locks in one order (PostgreSQL): two batches of one terminal
 	// never wait for each other crosswise.
 	slices.SortStableFunc(todo, func(a, b prepared) int { return strings.Compare(a.r.TerminalID, b.r.TerminalID) })
-	// One report alone needs no savepoint: its failure is the
-	// transaction's, rolled back whole.
-	savepoints := len(todo) > 1
 	// No write lock on PostgreSQL: each report locks its terminal's row,
 	// as saveReport does, so batches of other terminals (other replicas)
 	// are stored side by side. A transaction retried after a deadlock
@@ -93,45 +90,87 @@ func (s *DB) SaveReports(ctx context.Context, rs []BatchReport) ([]BatchResult, 
 	// On SQLite every statement here was prepared at open (parsing SQL was
 	// an eighth of the collector's CPU with 5,000 terminals reporting every
 	// 60 s); pgx caches PostgreSQL's per connection.
-	err := s.writeTx(ctx, s.reportLock, func(tx wtx) error {
-		for _, p := range todo {
-			out[p.i] = BatchResult{}
-			if savepoints {
+	//
+	// A report refused by its checks (unknown, revoked or retired) has
+	// written nothing, and the others go on. A report that fails while it
+	// writes leaves the transaction unusable on PostgreSQL: the batch is
+	// then run again with a savepoint around each report, so that only
+	// that report fails. Not with savepoints from the start: each is a
+	// subtransaction on PostgreSQL, and a transaction with more than 64 of
+	// them makes every other session's snapshot overflow PostgreSQL's
+	// cache of them (batches hold up to 256 reports); on SQLite they were
+	// two more statements a report.
+	run := func(savepoints bool) error {
+		return s.writeTx(ctx, s.reportLock, func(tx wtx) error {
+			for _, p := range todo {
+				out[p.i] = BatchResult{}
+				if !savepoints {
+					res, err := saveReportTx(ctx, tx, p.r, rs[p.i].CertSerial, p.seqs)
+					switch {
+					case err == nil:
+						out[p.i].ReportResult = res
+					case refusedReport(err):
+						out[p.i].Err = fmt.Errorf("store: save report %s: %w", p.r.TerminalID, err)
+					default:
+						return &reportWriteError{terminal: p.r.TerminalID, err: err}
+					}
+					continue
+				}
 				if _, err := tx.exec(ctx, qSavepoint); err != nil {
 					return fmt.Errorf("savepoint: %w", err)
 				}
-			}
-			res, err := saveReportTx(ctx, tx, p.r, rs[p.i].CertSerial, p.seqs)
-			if err != nil {
-				out[p.i].Err = fmt.Errorf("store: save report %s: %w", p.r.TerminalID, err)
-				if !savepoints {
-					return err
+				res, err := saveReportTx(ctx, tx, p.r, rs[p.i].CertSerial, p.seqs)
+				if err != nil {
+					out[p.i].Err = fmt.Errorf("store: save report %s: %w", p.r.TerminalID, err)
+					// A connection that failed fails this too: then the
+					// whole transaction is lost, not only this report.
+					if _, rerr := tx.exec(ctx, qRollbackSavepoint); rerr != nil {
+						return errors.Join(err, fmt.Errorf("roll back to savepoint: %w", rerr))
+					}
+				} else {
+					out[p.i].ReportResult = res
 				}
-				// A connection that failed fails this too: then the
-				// whole transaction is lost, not only this report.
-				if _, rerr := tx.exec(ctx, qRollbackSavepoint); rerr != nil {
-					return errors.Join(err, fmt.Errorf("roll back to savepoint: %w", rerr))
-				}
-			} else {
-				out[p.i].ReportResult = res
-			}
-			if savepoints {
 				if _, err := tx.exec(ctx, qReleaseSavepoint); err != nil {
 					return fmt.Errorf("release savepoint: %w", err)
 				}
 			}
-		}
-		return nil
-	})
-	if err != nil {
-		if !savepoints && out[todo[0].i].Err != nil {
-			// The one report's own failure, rolled back: not the
-			// transaction's.
+			return nil
+		})
+	}
+	err := run(false)
+	var werr *reportWriteError
+	if errors.As(err, &werr) {
+		if len(todo) == 1 {
+			// One report alone: its failure is its own, rolled back
+			// with the transaction.
+			out[todo[0].i].Err = fmt.Errorf("store: save report %s: %w", werr.terminal, werr.err)
 			return out, nil
 		}
+		err = run(true)
+	}
+	if err != nil {
 		return out, fmt.Errorf("store: save %d reports: %w", len(todo), err)
 	}
 	return out, nil
+}
+
+// reportWriteError is a report's failure while it was being written: the
+// transaction is rolled back (and the batch run again with savepoints).
+type reportWriteError struct {
+	terminal string
+	err      error
+}
+
+func (e *reportWriteError) Error() string {
+	return fmt.Sprintf("save report %s: %v", e.terminal, e.err)
+}
+
+func (e *reportWriteError) Unwrap() error { return e.err }
+
+// refusedReport says err is a report's refusal by its checks, before it
+// wrote anything: the transaction goes on.
+func refusedReport(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrRevoked) || errors.Is(err, ErrRetired)
 }
 
 // checkReport validates r and fills in its defaults as SaveReport does: a

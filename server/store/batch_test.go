@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -178,5 +179,63 @@ func BenchmarkSaveReports(b *testing.B) {
 			}
 			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "reports/s")
 		})
+	}
+}
+
+// TestSaveReportsWriteFails: a report that fails while it writes (here an
+// event refused by a trigger, after its certificate was accepted) fails
+// alone, with nothing of it stored; the batch is run again with a
+// savepoint around each report, and the others are stored once. A lone
+// report's write failure is its own result, not the batch's error.
+func TestSaveReportsWriteFails(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	certs := map[string]Certificate{}
+	for _, id := range []string{"t-a", "t-b", "t-c"} {
+		certs[id] = enroll(t, s, id, "pc-"+id)
+	}
+	trigger := `CREATE TRIGGER fail_boom BEFORE INSERT ON events WHEN NEW.type = 'boom'
+	BEGIN SELECT RAISE(ABORT, 'injected failure'); END`
+	if s.Dialect() == DialectPostgres {
+		trigger = `CREATE FUNCTION fail_boom() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN RAISE EXCEPTION 'injected failure'; END; $$;
+	CREATE TRIGGER fail_boom BEFORE INSERT ON events FOR EACH ROW WHEN (NEW.type = 'boom')
+	EXECUTE FUNCTION fail_boom()`
+	}
+	if _, err := s.w.Exec(trigger); err != nil {
+		t.Fatal(err)
+	}
+	now := t0.Add(time.Hour)
+	report := func(id, typ string, seq uint64) BatchReport {
+		return BatchReport{Report: Report{TerminalID: id, ReceivedAt: now, Posture: []byte("posture " + id), CollectedAt: now, Fingerprint: []byte(id),
+			Events: []Event{{Seq: seq, Time: now, Type: typ, Message: "m"}}}, CertSerial: certs[id].Serial}
+	}
+	batch := []BatchReport{report("t-a", "media.attached", 1), report("t-b", "boom", 1), report("t-c", "media.attached", 1), report("t-a", "media.attached", 2)}
+	res, err := s.SaveReports(ctx, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, wantErr := range []bool{false, true, false, false} {
+		switch {
+		case wantErr && (res[i].Err == nil || !strings.Contains(res[i].Err.Error(), "injected failure")):
+			t.Errorf("report %d: %v, want the injected failure", i, res[i].Err)
+		case !wantErr && (res[i].Err != nil || len(res[i].Stored) != 1):
+			t.Errorf("report %d: %v, stored %v; want stored", i, res[i].Err, res[i].Stored)
+		}
+	}
+	for id, want := range map[string]int{"t-a": 2, "t-b": 0, "t-c": 1} {
+		if n := count(t, s, `SELECT COUNT(*) FROM events WHERE terminal_id = $1`, id); n != want {
+			t.Errorf("%s: %d events, want %d", id, n, want)
+		}
+	}
+	// Nothing of t-b's report: not its posture, nor its last contact.
+	if n := count(t, s, `SELECT COUNT(*) FROM postures WHERE terminal_id = 't-b'`) +
+		count(t, s, `SELECT COUNT(*) FROM terminals WHERE id = 't-b' AND last_seen_at IS NOT NULL`); n != 0 {
+		t.Errorf("t-b: %d rows of its failed report", n)
+	}
+
+	res, err = s.SaveReports(ctx, batch[1:2])
+	if err != nil || res[0].Err == nil || !strings.Contains(res[0].Err.Error(), "injected failure") {
+		t.Errorf("lone failing report: %v, %v", res, err)
 	}
 }
