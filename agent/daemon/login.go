@@ -13,10 +13,9 @@ import (
 
 	"github.com/mnguard/mnguard/agent/mfa"
 	"github.com/mnguard/mnguard/internal/offlinecode"
+	"github.com/mnguard/mnguard/internal/retry"
 	mnguardv1 "github.com/mnguard/mnguard/proto/mnguard/v1"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 )
 
@@ -250,7 +249,7 @@ func (v *loginVerifier) online(ctx context.Context) bool {
 	if up {
 		return true
 	}
-	return connReady(ctx, conn, probeTimeout)
+	return retry.Ready(ctx, conn, probeTimeout)
 }
 
 func (v *loginVerifier) failed() {
@@ -263,29 +262,6 @@ func (v *loginVerifier) answered() {
 	v.mu.Lock()
 	v.okAt = time.Now()
 	v.mu.Unlock()
-}
-
-// connReady reports whether conn is or gets ready within wait.
-func connReady(ctx context.Context, conn *grpc.ClientConn, wait time.Duration) bool {
-	if conn == nil {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	for {
-		s := conn.GetState()
-		switch s {
-		case connectivity.Ready:
-			return true
-		case connectivity.TransientFailure, connectivity.Shutdown:
-			return false
-		case connectivity.Idle:
-			conn.Connect()
-		}
-		if !conn.WaitForStateChange(ctx, s) {
-			return false
-		}
-	}
 }
 
 func (d *Daemon) setGateServing(b bool) {

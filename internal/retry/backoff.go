@@ -1,5 +1,6 @@
-// Package retry is the agent's wait between failed attempts to reach its
-// collector, shared with the load generator that simulates agents.
+// Package retry is how the agent waits between failed attempts to reach its
+// collector and for a connection to be ready, shared with the load
+// generator that simulates agents.
 package retry
 
 import (

@@ -53,27 +53,39 @@ func Dialer(local net.Addr) func(ctx context.Context, addr string) (net.Conn, er
 // failed stays in TRANSIENT_FAILURE while gRPC tries again (gRFC A62): it
 // is waited for until READY or most.
 func AwaitReady(ctx context.Context, conn *grpc.ClientConn, most time.Duration) bool {
-	s := conn.GetState()
-	switch s {
-	case connectivity.Ready:
-		return true
-	case connectivity.TransientFailure:
-		conn.ResetConnectBackoff()
+	if conn.GetState() != connectivity.TransientFailure {
+		return Ready(ctx, conn, most)
 	}
-	conn.Connect()
+	conn.ResetConnectBackoff()
 	ctx, cancel := context.WithTimeout(ctx, most)
 	defer cancel()
+	if !conn.WaitForStateChange(ctx, connectivity.TransientFailure) {
+		return false
+	}
+	return Ready(ctx, conn, most)
+}
+
+// Ready reports whether conn is READY or becomes so within wait, connecting
+// it if it is idle; a failed connection (TRANSIENT_FAILURE) is not waited
+// for. A nil conn is not ready.
+func Ready(ctx context.Context, conn *grpc.ClientConn, wait time.Duration) bool {
+	if conn == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
 	for {
-		if !conn.WaitForStateChange(ctx, s) {
-			return false
-		}
-		switch s = conn.GetState(); s {
+		s := conn.GetState()
+		switch s {
 		case connectivity.Ready:
 			return true
 		case connectivity.TransientFailure, connectivity.Shutdown:
 			return false
 		case connectivity.Idle:
 			conn.Connect()
+		}
+		if !conn.WaitForStateChange(ctx, s) {
+			return false
 		}
 	}
 }
