@@ -256,9 +256,10 @@ type capacityRow struct {
 	cpuPer1000       float64 // % of one core per 1,000 connections
 	rssBeforeKB      float64
 	reportsPerS, p99 float64
-	// idleCPUPer1000, when set, is the idle CPU of the same server: the row
-	// carries 100,000 terminals' report rate on fewer connections, and
-	// the connections it lacks are added at the idle cost (at100k).
+	// rate100k: the row carries 100,000 terminals' report rate on fewer
+	// connections, and at100k adds the connections it lacks at
+	// idleCPUPer1000, the same server's idle cost.
+	rate100k       bool
 	idleCPUPer1000 float64
 }
 
@@ -272,7 +273,7 @@ func rowFrom(name string, m map[string]any) capacityRow {
 // plus the per-connection cost (GiB), and the CPU in % of two cores.
 func (r capacityRow) at100k() (gib, pctOf2 float64) {
 	gib = (r.rssBeforeKB + 100_000*r.rssKBPerConn) / (1 << 20)
-	if r.idleCPUPer1000 > 0 {
+	if r.rate100k {
 		// The whole report rate measured, on r.streams connections; the
 		// other connections idle.
 		return gib, (r.cpuPer1000*r.streams/1000 + r.idleCPUPer1000*(100_000-r.streams)/1000) / 2
@@ -288,7 +289,7 @@ func rate100k(agents int) time.Duration {
 
 // capacityKind measures one server kind: enrolled terminals (cached) all
 // connected, idle for the phase, then, on a restarted server, reporting at
-// the 60 s interval for the phase. The server restarts before each phase
+// the 60 s interval for the phase, then at 100,000 terminals' rate. The server restarts before each phase
 // so that its RSS before the connections is a fresh process's.
 func capacityKind(b *testing.B, name string, s *benchServer, stateDir string, agents int, phase time.Duration) []capacityRow {
 	b.Helper()
@@ -297,25 +298,26 @@ func capacityKind(b *testing.B, name string, s *benchServer, stateDir string, ag
 	if s.kind == "collector" {
 		ensureEnrolled(b, s, stateDir, agents, "cap")
 	}
+	type capPhase struct {
+		label, interval string
+		rate100k        bool // the rest of 100,000 added at the idle cost
+	}
+	phases := []capPhase{{"idle", "0", false}, {"at 60s", "60s", false}}
+	// Not with 100,000 or more (that is the 60 s phase), nor with so few
+	// terminals (under 167) that each would report more often than the
+	// load generator's shortest interval, 100 ms.
+	if iv := rate100k(agents); agents < 100_000 && iv >= 100*time.Millisecond {
+		phases = append(phases, capPhase{"at 100k's rate", iv.String(), true})
+	}
 	var rows []capacityRow
-	for _, interval := range []string{"0", "60s", rate100k(agents).String()} {
-		if agents >= 100_000 && interval != "0" && interval != "60s" {
-			break
-		}
+	for _, ph := range phases {
 		s.proc.stop(b)
 		s.start(b)
-		sum := runLoad(b, s, stateDir, append(common, "--interval", interval)...)
-		label := name + " idle"
-		switch interval {
-		case "0":
-		case "60s":
-			label = name + " at 60s"
-		default:
-			label = name + " at 100k's rate"
-		}
+		sum := runLoad(b, s, stateDir, append(common, "--interval", ph.interval)...)
+		label := name + " " + ph.label
 		row := rowFrom(label, sum)
-		if label == name+" at 100k's rate" {
-			row.idleCPUPer1000 = rows[0].cpuPer1000
+		if ph.rate100k {
+			row.rate100k, row.idleCPUPer1000 = true, rows[0].cpuPer1000
 		}
 		b.Logf("%s: %v", label, sum)
 		if row.streams != float64(agents) || row.errors != 0 {

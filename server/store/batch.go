@@ -112,7 +112,7 @@ func (s *DB) SaveReports(ctx context.Context, rs []BatchReport) ([]BatchResult, 
 					case refusedReport(err):
 						out[p.i].Err = fmt.Errorf("store: save report %s: %w", p.r.TerminalID, err)
 					default:
-						return &reportWriteError{terminal: p.r.TerminalID, err: err}
+						return &reportWriteError{fmt.Errorf("store: save report %s: %w", p.r.TerminalID, err)}
 					}
 					continue
 				}
@@ -143,7 +143,7 @@ func (s *DB) SaveReports(ctx context.Context, rs []BatchReport) ([]BatchResult, 
 		if len(todo) == 1 {
 			// One report alone: its failure is its own, rolled back
 			// with the transaction.
-			out[todo[0].i].Err = fmt.Errorf("store: save report %s: %w", werr.terminal, werr.err)
+			out[todo[0].i].Err = werr.err
 			return out, nil
 		}
 		err = run(true)
@@ -156,14 +156,9 @@ func (s *DB) SaveReports(ctx context.Context, rs []BatchReport) ([]BatchResult, 
 
 // reportWriteError is a report's failure while it was being written: the
 // transaction is rolled back (and the batch run again with savepoints).
-type reportWriteError struct {
-	terminal string
-	err      error
-}
+type reportWriteError struct{ err error }
 
-func (e *reportWriteError) Error() string {
-	return fmt.Sprintf("save report %s: %v", e.terminal, e.err)
-}
+func (e *reportWriteError) Error() string { return e.err.Error() }
 
 func (e *reportWriteError) Unwrap() error { return e.err }
 

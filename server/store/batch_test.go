@@ -194,17 +194,7 @@ func TestSaveReportsWriteFails(t *testing.T) {
 	for _, id := range []string{"t-a", "t-b", "t-c"} {
 		certs[id] = enroll(t, s, id, "pc-"+id)
 	}
-	trigger := `CREATE TRIGGER fail_boom BEFORE INSERT ON events WHEN NEW.type = 'boom'
-	BEGIN SELECT RAISE(ABORT, 'injected failure'); END`
-	if s.Dialect() == DialectPostgres {
-		trigger = `CREATE FUNCTION fail_boom() RETURNS trigger LANGUAGE plpgsql AS $$
-	BEGIN RAISE EXCEPTION 'injected failure'; END; $$;
-	CREATE TRIGGER fail_boom BEFORE INSERT ON events FOR EACH ROW WHEN (NEW.type = 'boom')
-	EXECUTE FUNCTION fail_boom()`
-	}
-	if _, err := s.w.Exec(trigger); err != nil {
-		t.Fatal(err)
-	}
+	failInserts(t, s, "boom", "events", "NEW.type = 'boom'")
 	now := t0.Add(time.Hour)
 	report := func(id, typ string, seq uint64) BatchReport {
 		return BatchReport{Report: Report{TerminalID: id, ReceivedAt: now, Posture: []byte("posture " + id), CollectedAt: now, Fingerprint: []byte(id),

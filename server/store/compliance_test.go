@@ -203,17 +203,7 @@ func TestSaveComplianceRefused(t *testing.T) {
 
 	// A batch is one transaction: a write failing for the second update
 	// (here forced by a trigger) leaves no trace of the first.
-	trigger := `CREATE TRIGGER fail_t2 BEFORE INSERT ON server_events WHEN NEW.terminal_id = 't2'
-	BEGIN SELECT RAISE(ABORT, 'injected failure'); END`
-	if s.Dialect() == DialectPostgres {
-		trigger = `CREATE FUNCTION fail_t2() RETURNS trigger LANGUAGE plpgsql AS $$
-	BEGIN RAISE EXCEPTION 'injected failure'; END; $$;
-	CREATE TRIGGER fail_t2 BEFORE INSERT ON server_events FOR EACH ROW WHEN (NEW.terminal_id = 't2')
-	EXECUTE FUNCTION fail_t2()`
-	}
-	if _, err := s.w.Exec(trigger); err != nil {
-		t.Fatal(err)
-	}
+	failInserts(t, s, "t2", "server_events", "NEW.terminal_id = 't2'")
 	failing := ComplianceUpdate{Compliance: verdict("t2", Stale, t0, CheckFresh), Opened: []CheckResult{{Name: CheckFresh}},
 		Event: &ServerEvent{Type: "compliance.changed"}}
 	if err := s.SaveCompliance(ctx, []ComplianceUpdate{valid, failing}); err == nil || !strings.Contains(err.Error(), "injected failure") {

@@ -97,6 +97,24 @@ func hashOf(secret string) []byte {
 }
 
 // count returns the result of a COUNT(*) query.
+// failInserts makes every insert into table for which cond (SQL on NEW,
+// the same on both backends) holds fail with "injected failure", by a
+// trigger named fail_NAME.
+func failInserts(tb testing.TB, s *DB, name, table, cond string) {
+	tb.Helper()
+	trigger := fmt.Sprintf(`CREATE TRIGGER fail_%s BEFORE INSERT ON %s WHEN %s
+	BEGIN SELECT RAISE(ABORT, 'injected failure'); END`, name, table, cond)
+	if s.Dialect() == DialectPostgres {
+		trigger = fmt.Sprintf(`CREATE FUNCTION fail_%[1]s() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN RAISE EXCEPTION 'injected failure'; END; $$;
+	CREATE TRIGGER fail_%[1]s BEFORE INSERT ON %[2]s FOR EACH ROW WHEN (%[3]s)
+	EXECUTE FUNCTION fail_%[1]s()`, name, table, cond)
+	}
+	if _, err := s.w.Exec(trigger); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 func count(tb testing.TB, s *DB, query string, args ...any) int {
 	tb.Helper()
 	var n int
