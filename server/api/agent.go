@@ -87,6 +87,11 @@ type Config struct {
 	// or exemptions changed (the compliance evaluation and the console's
 	// live pages listen).
 	Changed func(terminalID string)
+	// PostureStored, when set, is given each posture once its report is
+	// committed, before Changed, with the report's receipt time as
+	// stored: the compliance evaluation takes it from there instead of
+	// reading it back (compliance.Evaluator.Stored). It must not change p.
+	PostureStored func(terminalID string, receivedAt time.Time, p *mnguardv1.Posture)
 	// NetworkPolicyChanged, when set, is told when a new network policy
 	// is in force (the compliance evaluation re-judges every terminal).
 	NetworkPolicyChanged func()
@@ -413,6 +418,9 @@ func (a *AgentService) Report(ctx context.Context, req *mnguardv1.ReportRequest)
 		return nil, reportError(t, err)
 	}
 	cfg.Metrics.reports.WithLabelValues("ok").Inc()
+	if p := req.GetPosture(); p != nil && cfg.PostureStored != nil {
+		cfg.PostureStored(t.ID, r.ReceivedAt, p)
+	}
 	a.s.changed(t.ID)
 	cfg.Metrics.events.WithLabelValues("stored").Add(float64(len(res.Stored)))
 	cfg.Metrics.events.WithLabelValues("duplicate").Add(float64(len(res.Duplicates)))

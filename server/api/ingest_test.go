@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/mnguard/mnguard/server/store"
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // TestReportGroupCommit: reports that arrive together are stored in one
@@ -211,4 +214,54 @@ func (c *collector) batchSum(t *testing.T) float64 {
 		t.Fatal(err)
 	}
 	return m.GetHistogram().GetSampleSum()
+}
+
+// TestPostureStored: the posture of a committed report is handed over
+// (Config.PostureStored) with the receipt time the store holds, which is
+// what lets the compliance evaluation skip reading it back; a report
+// without posture, and one refused, hand nothing over.
+func TestPostureStored(t *testing.T) {
+	type handed struct {
+		id string
+		at time.Time
+		p  *mnguardv1.Posture
+	}
+	var (
+		mu  sync.Mutex
+		got []handed
+	)
+	c := startCollectorWith(t, false, func(cfg *Config) {
+		cfg.PostureStored = func(id string, at time.Time, p *mnguardv1.Posture) {
+			mu.Lock()
+			got = append(got, handed{id, at, p})
+			mu.Unlock()
+		}
+	})
+	a, res := c.terminal()
+	id := res.GetTerminalId()
+	ctx := t.Context()
+	if _, err := a.Report(ctx, &mnguardv1.ReportRequest{Events: []*mnguardv1.Event{agentEvent(1, "agent.start")}}); err != nil {
+		t.Fatal(err)
+	}
+	bad := goodPosture(time.Now())
+	bad.Interfaces = []*mnguardv1.NetworkInterface{{Name: strings.Repeat("x", 10000)}}
+	if _, err := a.Report(ctx, &mnguardv1.ReportRequest{Posture: bad}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("invalid posture: %v", err)
+	}
+	p := goodPosture(time.Now())
+	if _, err := a.Report(ctx, &mnguardv1.ReportRequest{Posture: p}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0].id != id || !proto.Equal(got[0].p, p) {
+		t.Fatalf("handed over %+v, want the one posture of %s", got, id)
+	}
+	_, at, err := c.st.LatestPosture(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !at.Equal(got[0].at) {
+		t.Errorf("handed over as received at %s, stored at %s", got[0].at, at)
+	}
 }

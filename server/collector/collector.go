@@ -336,6 +336,7 @@ func Serve(ctx context.Context, cfg Config) error {
 			evaluator.Poke(terminalID)
 			console.Changed(terminalID)
 		},
+		PostureStored:        evaluator.Stored,
 		NetworkPolicyChanged: evaluator.PokeAll,
 	})
 	if err := svc.LoadNetworkPolicy(ctx); err != nil {

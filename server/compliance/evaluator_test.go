@@ -749,3 +749,55 @@ func TestCountsFollowVerdicts(t *testing.T) {
 		t.Fatal("a forgotten terminal has a verdict")
 	}
 }
+
+// TestStoredPosture: a posture handed over with Stored is judged without
+// reading the store, as long as the store holds a posture received at the
+// same time; at any other time the stored posture is read again.
+func TestStoredPosture(t *testing.T) {
+	e := newEnv(t, nil)
+	e.enroll("t1", "PC-t1")
+	good := goodPosture(e.clock.Now())
+	bad := goodPosture(e.clock.Now())
+	bad.Mfa = &mnguardv1.MfaPosture{Reason: "login: pam_mnguard optional"}
+	mfa := func() string {
+		t.Helper()
+		e.evaluateAll()
+		return e.verdict("t1").Check(store.CheckMFA).Status
+	}
+
+	// Stored with the stored time: the store's posture (good) is not
+	// read, the handed one (bad) is judged. The collector never hands a
+	// posture other than the one it stored; the difference shows which
+	// one the verdict came from.
+	e.report("t1", good)
+	e.ev.Stored("t1", e.clock.Now(), bad)
+	if got := mfa(); got != store.CheckFail {
+		t.Fatalf("mfa %s: the handed posture was not used", got)
+	}
+	// Cached from then on, as facts.
+	if got := mfa(); got != store.CheckFail {
+		t.Fatalf("mfa %s on the second evaluation", got)
+	}
+
+	// A newer report not handed over: the store is read.
+	e.clock.Add(time.Minute)
+	e.report("t1", good)
+	if got := mfa(); got != store.CheckPass {
+		t.Fatalf("mfa %s: the stored posture was not read", got)
+	}
+
+	// A hand-over older than what the evaluator knows is ignored.
+	e.ev.Stored("t1", e.clock.Now().Add(-time.Second), bad)
+	if got := mfa(); got != store.CheckPass {
+		t.Fatalf("mfa %s after an older hand-over", got)
+	}
+
+	// A hand-over whose time is not the stored one (the store kept a
+	// newer posture) is not used.
+	e.clock.Add(time.Minute)
+	e.report("t1", good)
+	e.ev.Stored("t1", e.clock.Now().Add(-time.Millisecond), bad)
+	if got := mfa(); got != store.CheckPass {
+		t.Fatalf("mfa %s: a hand-over of another time was used", got)
+	}
+}
