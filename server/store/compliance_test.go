@@ -286,6 +286,20 @@ func TestComplianceInputs(t *testing.T) {
 	if !slices.Equal(ids, []string{"t2", "t4"}) {
 		t.Errorf("ComplianceInputs(t2, nobody, t4) = %v", ids)
 	}
+	// More terminals than one statement may name (a fleet that went
+	// silent at once is due at once): each named terminal found once.
+	many := []string{"t4"}
+	for i := range 70000 {
+		many = append(many, fmt.Sprintf("gone-%d", i))
+	}
+	many = append(many, "t2")
+	if got, err := s.ComplianceInputs(ctx, many); err != nil || len(got) != 2 || got[0].TerminalID != "t4" || got[1].TerminalID != "t2" {
+		var ids []string
+		for _, in := range got {
+			ids = append(ids, in.TerminalID)
+		}
+		t.Errorf("ComplianceInputs(t4, 70,000 unknown, t2) = %v, %v", ids, err)
+	}
 	if none, err := s.ComplianceInputs(ctx, []string{}); err != nil || len(none) != 0 {
 		t.Errorf("ComplianceInputs(empty) = %+v, %v", none, err)
 	}
