@@ -197,6 +197,18 @@ func TestOpenSQLite(t *testing.T) {
 	if err := s.w.QueryRow(`PRAGMA busy_timeout`).Scan(&busy); err != nil || busy != int(busyTimeout.Milliseconds()) {
 		t.Errorf("busy_timeout = %d, %v", busy, err)
 	}
+	// The writer's cache and checkpoint size (a misspelt pragma in the
+	// DSN is silently ignored).
+	for pragma, want := range map[string]int{"cache_size": -65536, "wal_autocheckpoint": 10000} {
+		var got int
+		if err := s.w.QueryRow(`PRAGMA ` + pragma).Scan(&got); err != nil || got != want {
+			t.Errorf("writer's %s = %d, %v; want %d", pragma, got, err, want)
+		}
+	}
+	var rcache int
+	if err := s.r.QueryRow(`PRAGMA cache_size`).Scan(&rcache); err != nil || rcache != -16384 {
+		t.Errorf("readers' cache_size = %d, %v; want -16384", rcache, err)
+	}
 	if _, err := s.r.Exec(`CREATE TABLE x (y TEXT)`); err == nil {
 		t.Error("reader pool accepted a write")
 	}
