@@ -289,15 +289,15 @@ func rate100k(agents int) time.Duration {
 
 // capacityKind measures one server kind: enrolled terminals (cached) all
 // connected, idle for the phase, then, on a restarted server, reporting at
-// the 60 s interval for the phase, then at 100,000 terminals' rate. The server restarts before each phase
-// so that its RSS before the connections is a fresh process's.
-func capacityKind(b *testing.B, name string, s *benchServer, stateDir string, agents int, phase time.Duration) []capacityRow {
+// the 60 s interval for the phase, then at 100,000 terminals' rate. The
+// server restarts before each phase so that its RSS before the connections
+// is a fresh process's; each phase is measured after a warm-up with the
+// phase's load (the server's work after a restart and 19,500 connections,
+// the first reports), the same for both kinds.
+func capacityKind(b *testing.B, name string, s *benchServer, stateDir string, agents int, phase, warmup time.Duration) []capacityRow {
 	b.Helper()
 	n := fmt.Sprint(agents)
-	common := []string{"--agents", n, "--duration", phase.String(), "--host-prefix", "cap"}
-	if s.kind == "collector" {
-		ensureEnrolled(b, s, stateDir, agents, "cap")
-	}
+	common := []string{"--agents", n, "--warmup", warmup.String(), "--duration", phase.String(), "--host-prefix", "cap"}
 	type capPhase struct {
 		label, interval string
 		rate100k        bool // the rest of 100,000 added at the idle cost
@@ -335,34 +335,48 @@ func capacityKind(b *testing.B, name string, s *benchServer, stateDir string, ag
 // terminals at 60 s (1,667 reports/s; per connection a linear
 // extrapolation from 60 s takes the cost of a report at a low rate, where
 // the collector's batches hold one report), each phase MNGUARD_BENCH_CAPACITY_PHASE
-// long (default 60s); beside it the plain grpc-go baseline (mutual TLS, one
+// long (default 60s) after a warm-up (MNGUARD_BENCH_CAPACITY_WARMUP, default
+// 15s); beside it the plain grpc-go baseline (mutual TLS, one
 // health Watch stream per client, a health Check as the report) with the
 // same clients. MNGUARD_BENCH_BEFORE_BIN=PATH adds a collector built
 // elsewhere (the code before the tuning) to the table. It prints the RSS
 // per connection, CPU per 1,000 connections, errors, streams held, and the
 // extrapolation to 100,000 terminals. Enrolled collectors and identities
-// are kept in ~/.cache/mnguard-bench/capacity-N (delete it to start over).
+// are kept in ~/.cache/mnguard-bench/capacity-v2-N (delete it to start
+// over); each run measures a copy of the collector.
 func BenchmarkCapacity(b *testing.B) {
 	agents := capacityAgents()
 	phase := envDuration(b, "MNGUARD_BENCH_CAPACITY_PHASE", 60*time.Second)
-	cache := benchCacheDir(b, fmt.Sprintf("capacity-%d", agents))
+	warmup := envDuration(b, "MNGUARD_BENCH_CAPACITY_WARMUP", 15*time.Second)
+	cache := benchCacheDir(b, fmt.Sprintf("capacity-v2-%d", agents))
 	var rows []capacityRow
 
 	if before := os.Getenv("MNGUARD_BENCH_BEFORE_BIN"); before != "" {
 		// Its own, fresh directory: its schema may be older than this tree's.
 		dir := b.TempDir()
 		s := newBenchCollector(b, before, filepath.Join(dir, "collector"))
-		rows = append(rows, capacityKind(b, "before", s, filepath.Join(dir, "loadgen"), agents, phase)...)
+		ensureEnrolled(b, s, filepath.Join(dir, "loadgen"), agents, "cap")
+		rows = append(rows, capacityKind(b, "before", s, filepath.Join(dir, "loadgen"), agents, phase, warmup)...)
 		s.proc.stop(b)
 	}
+	// The cache keeps the collector as enrolled; each run measures a copy,
+	// so that the reports of earlier runs (100,000 and more a run) do not
+	// make each run's database larger than the last's.
 	s := newBenchCollector(b, bin("mnguard-server"), filepath.Join(cache, "collector"))
-	rows = append(rows, capacityKind(b, "collector", s, filepath.Join(cache, "loadgen"), agents, phase)...)
+	ensureEnrolled(b, s, filepath.Join(cache, "loadgen"), agents, "cap")
+	s.proc.stop(b)
+	work := filepath.Join(b.TempDir(), "collector")
+	if out, err := exec.Command("cp", "-a", filepath.Join(cache, "collector"), work).CombinedOutput(); err != nil {
+		b.Fatalf("copy the enrolled collector: %v\n%s", err, out)
+	}
+	s = newBenchCollector(b, bin("mnguard-server"), work)
+	rows = append(rows, capacityKind(b, "collector", s, filepath.Join(cache, "loadgen"), agents, phase, warmup)...)
 	s.proc.stop(b)
 	bl := newBaseline(b, filepath.Join(cache, "baseline"))
-	rows = append(rows, capacityKind(b, "baseline", bl, "", agents, phase)...)
+	rows = append(rows, capacityKind(b, "baseline", bl, "", agents, phase, warmup)...)
 	bl.proc.stop(b)
 
-	fmt.Printf("capacity: %d terminals, each its own mTLS connection and stream, %s per phase (collector %s, baseline: grpc-go + mTLS + health Watch):\n", agents, phase, bin("mnguard-server"))
+	fmt.Printf("capacity: %d terminals, each its own mTLS connection and stream, %s per phase after %s of warm-up (collector %s, baseline: grpc-go + mTLS + health Watch):\n", agents, phase, warmup, bin("mnguard-server"))
 	fmt.Printf("  %-20s %8s %7s %12s %16s %14s %16s %10s\n", "", "streams", "errors", "RSS KB/conn", "CPU %core/1000", "100k: GiB", "100k: % 2 cores", "p99 ms")
 	byName := map[string]capacityRow{}
 	for _, r := range rows {

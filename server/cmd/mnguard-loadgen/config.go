@@ -18,6 +18,7 @@ type config struct {
 	agents       int
 	interval     time.Duration // 0: idle, no reports after the connection
 	duration     time.Duration
+	warmup       time.Duration // reports run, not yet counted
 	servers      []string
 	token        string
 	caPin        string
@@ -50,6 +51,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.agents, "agents", 0, "number of simulated terminals (required)")
 	fs.DurationVar(&c.interval, "interval", 60*time.Second, "report interval of each terminal; 0 = idle (connect and subscribe, no reports)")
 	fs.DurationVar(&c.duration, "duration", time.Minute, "how long to run once every terminal is connected; 0 = until interrupted")
+	fs.DurationVar(&c.warmup, "warmup", 0, "how long the terminals run, reports and all, before the measured --duration starts (the collector's work after the connections, the first reports, settle)")
 	fs.StringVar(&servers, "server", "", "collector address HOST:PORT, or several separated by commas (terminal i starts at address i mod n and fails over to the next)")
 	fs.StringVar(&c.token, "token", "", "enrollment token with at least --agents uses (not needed when --state-dir holds every identity)")
 	fs.StringVar(&c.caPin, "ca-pin", "", "the collector CA's pin, sha256:HEX (as 'mnguard-server init' prints it)")
@@ -78,6 +80,9 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.duration < 0 {
 		return nil, fmt.Errorf("--duration %s is negative", c.duration)
+	}
+	if c.warmup < 0 {
+		return nil, fmt.Errorf("--warmup %s is negative", c.warmup)
 	}
 	if c.events < 0 || c.events > maxEventsPerRpt {
 		return nil, fmt.Errorf("--events-per-report %d: want 0 to %d", c.events, maxEventsPerRpt)

@@ -268,6 +268,14 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("the collector lists %d reported smoke- terminals, want %d", seen, agents)
 	}
 
+	// With a warm-up: the terminals report through it (5 s in all), only
+	// the 3 s after it count, about 3 reports each.
+	sum, _ = loadgen(t, "--agents", fmt.Sprint(agents), "--interval", "1s", "--warmup", "2s", "--duration", "3s",
+		"--server", c.grpcAddr, "--ca-pin", c.pin, "--state-dir", state, "--host-prefix", "smoke")
+	if r, secs := num(t, sum, "reports"), num(t, sum, "seconds"); r < agents*2 || r > agents*3+agents/5 || secs < 2.9 || secs > 3.5 || num(t, sum, "errors") != 0 {
+		t.Errorf("warm-up run: %v reports in %vs, want about %d in 3s: %v", r, secs, agents*3, sum)
+	}
+
 	// Again, idle: nobody enrolls (there is no token), every stream is up.
 	sum, lines = loadgen(t, "--agents", fmt.Sprint(agents), "--interval", "0", "--duration", "2s",
 		"--server", c.grpcAddr, "--ca-pin", c.pin, "--state-dir", state, "--host-prefix", "smoke")
@@ -347,6 +355,7 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"--agents", "10", "--server", "127.0.0.1:1", "--ca-pin", "nope"}, "--ca-pin"},
 		{append(base, "--interval", "10ms"), "want 0 (idle) or at least"},
 		{append(base, "--duration", "-1s"), "negative"},
+		{append(base, "--warmup", "-1s"), "--warmup -1s is negative"},
 		{append(base, "--events-per-report", "5000"), "want 0 to 1000"},
 		{append(base, "--source-ips", "127.0.0.9-127.0.0.1"), "ends before it starts"},
 		{append(base, "--output", "xml"), "want text or json"},

@@ -131,13 +131,12 @@ func (g *gen) run(ctx context.Context) error {
 	}
 	g.info("connected: %d of %d streams in %s (%.0f terminals/s)", connected, len(terms), el.Round(time.Millisecond), float64(connected)/el.Seconds())
 
-	// The measured phase: from here the totals count.
+	// The terminals report from here; after the warm-up the measured
+	// phase starts, and from there the totals count.
 	start := time.Now()
-	mon.mark()
-	g.st.startMeasure()
 	var end time.Time
 	if g.cfg.duration > 0 {
-		end = start.Add(g.cfg.duration)
+		end = start.Add(g.cfg.warmup + g.cfg.duration)
 	}
 	if g.cfg.interval > 0 {
 		for _, t := range terms {
@@ -145,6 +144,16 @@ func (g *gen) run(ctx context.Context) error {
 			go func() { defer wg.Done(); t.reportLoop(ctx, start, end) }()
 		}
 	}
+	if g.cfg.warmup > 0 {
+		g.info("warm-up: %s before measuring", g.cfg.warmup)
+		select {
+		case <-ctx.Done():
+		case <-time.After(g.cfg.warmup):
+		}
+	}
+	measured := time.Now()
+	mon.mark()
+	g.st.startMeasure()
 	if !end.IsZero() {
 		select {
 		case <-ctx.Done():
@@ -155,7 +164,7 @@ func (g *gen) run(ctx context.Context) error {
 	}
 	stop := time.Now()
 	g.st.stopMeasure()
-	g.summary(mon, stop, stop.Sub(start))
+	g.summary(mon, stop, stop.Sub(measured))
 	cancel()
 	wg.Wait()
 	<-done
