@@ -57,7 +57,7 @@ func BenchmarkSustainedIngest(b *testing.B) {
 			state = filepath.Join(cache, "loadgen")
 			s = newBenchCollector(b, bin("mnguard-server"), filepath.Join(cache, "collector"))
 			// Enrolled in the cache, measured on a copy (the cache does not
-			// grow by each run's reports).
+			// grow by each run's reports), a fresh process.
 			ensureEnrolled(b, s, state, row.agents, "ingest")
 			s.proc.stop(b)
 			s = newBenchCollector(b, bin("mnguard-server"), benchCopy(b, filepath.Join(cache, "collector")))
@@ -70,10 +70,10 @@ func BenchmarkSustainedIngest(b *testing.B) {
 			dir := b.TempDir()
 			state = filepath.Join(dir, "loadgen")
 			s = newBenchCollector(b, bin("mnguard-server"), filepath.Join(dir, "collector"), "--db", dsn)
+			ensureEnrolled(b, s, state, row.agents, "ingest")
+			s.proc.stop(b)
+			s.start(b)
 		}
-		ensureEnrolled(b, s, state, row.agents, "ingest")
-		s.proc.stop(b)
-		s.start(b)
 		sum := runLoad(b, s, state, "--agents", fmt.Sprint(row.agents), "--interval", "1s", "--warmup", warmup.String(), "--duration", fmt.Sprintf("%ds", seconds),
 			"--events-per-report", fmt.Sprint(events), "--host-prefix", "ingest")
 		b.Logf("%s: %v", row.name, sum)
